@@ -1,0 +1,30 @@
+//! Tektite's view of the `tekton.dev` API.
+//!
+//! What it is for: the `v1` types of Task, TaskRun, Pipeline and PipelineRun
+//! (with status), reading them from YAML/JSON files (`load`), converting
+//! `v1beta1` input to `v1` (`convert`), checking them as strictly as Tekton's
+//! admission webhook (`validate`, `dag`), and generating the CRDs (`crd`).
+//!
+//! What it must not depend on: a Kubernetes client, tokio, or the clock. `kube`
+//! is used with its `derive` feature only (types and CRD schemas).
+//!
+//! Data flow: file text → `yaml` node tree (with lines) → JSON value →
+//! (`convert` for v1beta1) → `schema` check (unknown fields, types) → typed
+//! object (`v1`) → `validate` → `Diagnostic`s that name file, document, line,
+//! field path and what was expected.
+
+pub mod crd;
+pub mod dag;
+pub mod diag;
+pub mod load;
+pub mod param;
+pub mod path;
+pub mod refs;
+pub mod schema;
+pub mod v1;
+pub mod v1beta1;
+pub mod validate;
+pub mod yaml;
+
+pub use diag::{Diagnostic, Severity};
+pub use load::{LoadOutput, Loaded, Object, load_file, load_str};

@@ -1,0 +1,398 @@
+//! Loading Tekton objects from YAML or JSON files.
+//!
+//! A file may hold several documents (`---`), a JSON object, a JSON array or a
+//! `kind: List`. Each document is parsed with lines kept, converted from
+//! v1beta1 when needed, checked against the CRD schema (unknown fields are
+//! errors) and deserialized. Every problem becomes a [`Diagnostic`]; a
+//! document with errors yields no object, the others still load.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::diag::{Diagnostic, Severity, suggest};
+use crate::path::Path;
+use crate::v1::{Pipeline, PipelineRun, Task, TaskRun};
+use crate::v1beta1::{self, Conversion};
+use crate::yaml::{self, Node};
+
+/// The kinds Tektite reads.
+pub const KINDS: &[&str] = &["Task", "TaskRun", "Pipeline", "PipelineRun"];
+
+/// A Tekton object in its `v1` form.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Task(Task),
+    TaskRun(TaskRun),
+    Pipeline(Pipeline),
+    PipelineRun(PipelineRun),
+}
+
+impl Object {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Task(_) => "Task",
+            Object::TaskRun(_) => "TaskRun",
+            Object::Pipeline(_) => "Pipeline",
+            Object::PipelineRun(_) => "PipelineRun",
+        }
+    }
+
+    pub fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            Object::Task(o) => &o.metadata,
+            Object::TaskRun(o) => &o.metadata,
+            Object::Pipeline(o) => &o.metadata,
+            Object::PipelineRun(o) => &o.metadata,
+        }
+    }
+
+    /// `metadata.name`, else `generateName` followed by `*`.
+    pub fn display_name(&self) -> String {
+        let m = self.metadata();
+        match (&m.name, &m.generate_name) {
+            (Some(n), _) => n.clone(),
+            (None, Some(g)) => format!("{g}*"),
+            (None, None) => "(unnamed)".into(),
+        }
+    }
+
+    /// The object as JSON (`apiVersion: tekton.dev/v1`).
+    pub fn to_json(&self) -> Value {
+        let v = match self {
+            Object::Task(o) => serde_json::to_value(o),
+            Object::TaskRun(o) => serde_json::to_value(o),
+            Object::Pipeline(o) => serde_json::to_value(o),
+            Object::PipelineRun(o) => serde_json::to_value(o),
+        };
+        // Our types serialize to JSON without fallible parts (string keys only).
+        v.unwrap_or(Value::Null)
+    }
+}
+
+/// One object loaded from a file, with what is needed to point back into it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub file: String,
+    /// 1-based index of the document in the file.
+    pub document: usize,
+    /// The apiVersion as written (`tekton.dev/v1beta1` for converted input).
+    pub source_version: String,
+    pub object: Object,
+    node: Node,
+    conversion: Option<std::sync::Arc<Conversion>>,
+}
+
+impl Loaded {
+    /// A diagnostic about `path` (a path in the v1 object) in this document.
+    pub fn diagnostic(
+        &self,
+        severity: Severity,
+        path: &Path,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        let path = self
+            .conversion
+            .as_ref()
+            .map_or_else(|| path.clone(), |c| c.original(path));
+        Diagnostic {
+            severity,
+            file: self.file.clone(),
+            document: Some(self.document),
+            object: Some(format!(
+                "{}/{}",
+                self.object.kind(),
+                self.object.display_name()
+            )),
+            line: Some(self.node.line_of(&path)),
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Loaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{} ({})",
+            self.object.kind(),
+            self.object.display_name(),
+            self.file
+        )
+    }
+}
+
+/// What loading one file (or several) produced.
+#[derive(Debug, Default)]
+pub struct LoadOutput {
+    pub objects: Vec<Loaded>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Reads and loads a file. An unreadable file is one diagnostic.
+pub fn load_file(path: &std::path::Path) -> LoadOutput {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => load_str(&name, &text),
+        Err(e) => LoadOutput {
+            objects: Vec::new(),
+            diagnostics: vec![Diagnostic {
+                severity: Severity::Error,
+                file: name,
+                document: None,
+                object: None,
+                line: None,
+                path: String::new(),
+                message: format!("cannot read file: {e}"),
+            }],
+        },
+    }
+}
+
+/// Loads every document of `text`, naming `file` in diagnostics.
+pub fn load_str(file: &str, text: &str) -> LoadOutput {
+    let mut out = LoadOutput::default();
+    let docs = match yaml::parse_documents(text) {
+        Ok(d) => d,
+        Err(e) => {
+            out.diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                file: file.to_string(),
+                document: None,
+                object: None,
+                line: Some(e.line),
+                path: String::new(),
+                message: format!("invalid YAML: {}", e.message),
+            });
+            return out;
+        }
+    };
+    if docs.is_empty() {
+        out.diagnostics.push(file_error(file, "no documents found"));
+    }
+    let mut index = 0;
+    for doc in docs {
+        // A JSON array or a `kind: List` holds several objects.
+        let items: Vec<Node> = match &doc.root.kind {
+            yaml::NodeKind::Seq(items) => items.clone(),
+            yaml::NodeKind::Map(entries) if is_list(entries) => entries
+                .iter()
+                .find(|(k, _)| k == "items")
+                .and_then(|(_, v)| match &v.kind {
+                    yaml::NodeKind::Seq(items) => Some(items.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+            _ => vec![doc.root],
+        };
+        for node in items {
+            index += 1;
+            load_document(file, index, node, &mut out);
+        }
+    }
+    out
+}
+
+fn is_list(entries: &[(String, Node)]) -> bool {
+    entries
+        .iter()
+        .any(|(k, v)| k == "kind" && matches!(&v.kind, yaml::NodeKind::Str(s) if s == "List"))
+}
+
+fn file_error(file: &str, message: &str) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        file: file.to_string(),
+        document: None,
+        object: None,
+        line: None,
+        path: String::new(),
+        message: message.to_string(),
+    }
+}
+
+const REMOVED_KINDS: &[(&str, &str)] = &[
+    (
+        "ClusterTask",
+        "ClusterTask was removed from Tekton: use a namespaced Task (kind: Task), shared through the cluster or bundles resolver",
+    ),
+    (
+        "PipelineResource",
+        "PipelineResources were removed from Tekton: use workspaces to share files and params/results for values",
+    ),
+    (
+        "Condition",
+        "Conditions were removed from Tekton: use `when` expressions on the PipelineTask",
+    ),
+];
+
+fn load_document(file: &str, index: usize, node: Node, out: &mut LoadOutput) {
+    let mut value = node.to_json();
+    let object_name = |v: &Value| -> Option<String> {
+        let kind = v.get("kind")?.as_str()?;
+        let meta = v.get("metadata");
+        let name = meta
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| {
+                meta.and_then(|m| m.get("generateName"))
+                    .and_then(Value::as_str)
+                    .map(|g| format!("{g}*"))
+            })
+            .unwrap_or_else(|| "(unnamed)".into());
+        Some(format!("{kind}/{name}"))
+    };
+    let mut errors: Vec<(Path, String)> = Vec::new();
+    let mut warnings: Vec<(Path, String)> = Vec::new();
+    let object = object_name(&value);
+    let emit = |out: &mut LoadOutput,
+                sev: Severity,
+                path: &Path,
+                message: String,
+                conv: Option<&Conversion>| {
+        let path = conv.map_or_else(|| path.clone(), |c| c.original(path));
+        out.diagnostics.push(Diagnostic {
+            severity: sev,
+            file: file.to_string(),
+            document: Some(index),
+            object: object.clone(),
+            line: Some(node.line_of(&path)),
+            path: path.to_string(),
+            message,
+        });
+    };
+    if !value.is_object() {
+        emit(
+            out,
+            Severity::Error,
+            &Path::root(),
+            "expected a mapping with apiVersion, kind, metadata and spec".into(),
+            None,
+        );
+        return;
+    }
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let expected_versions = "expected tekton.dev/v1 or tekton.dev/v1beta1";
+    let api_version = match api_version {
+        None => {
+            emit(
+                out,
+                Severity::Error,
+                &Path::root().key("apiVersion"),
+                format!("required field is missing: {expected_versions}"),
+                None,
+            );
+            return;
+        }
+        Some(v) if v == "tekton.dev/v1" || v == "tekton.dev/v1beta1" => v,
+        Some(v) if v.starts_with("tekton.dev/") => {
+            emit(
+                out,
+                Severity::Error,
+                &Path::root().key("apiVersion"),
+                format!("unsupported version {v:?}: {expected_versions}"),
+                None,
+            );
+            return;
+        }
+        Some(v) => {
+            emit(
+                out,
+                Severity::Error,
+                &Path::root().key("apiVersion"),
+                format!("{v:?} is not a Tekton API version: {expected_versions}"),
+                None,
+            );
+            return;
+        }
+    };
+    let kind_path = Path::root().key("kind");
+    let Some(kind) = kind else {
+        emit(
+            out,
+            Severity::Error,
+            &kind_path,
+            format!(
+                "required field is missing: expected one of {}",
+                KINDS.join(", ")
+            ),
+            None,
+        );
+        return;
+    };
+    if let Some((_, why)) = REMOVED_KINDS.iter().find(|(k, _)| *k == kind) {
+        emit(out, Severity::Error, &kind_path, (*why).to_string(), None);
+        return;
+    }
+    if !KINDS.contains(&kind.as_str()) {
+        let msg = format!(
+            "unsupported kind {kind:?}: expected one of {}{}",
+            KINDS.join(", "),
+            suggest(&kind, KINDS.iter().copied())
+        );
+        emit(out, Severity::Error, &kind_path, msg, None);
+        return;
+    }
+    if !value.get("spec").is_some_and(Value::is_object) && value.get("spec").is_some() {
+        // Left to the schema check, which names the expected type.
+    }
+    let conversion = (api_version == "tekton.dev/v1beta1").then(|| {
+        let c = v1beta1::convert(&kind, &mut value);
+        errors.extend(c.errors.iter().cloned());
+        warnings.extend(c.warnings.iter().cloned());
+        c
+    });
+    errors.extend(crate::schema::check(&kind, &mut value));
+    if value.get("spec").is_none()
+        && matches!(
+            kind.as_str(),
+            "Task" | "Pipeline" | "TaskRun" | "PipelineRun"
+        )
+    {
+        errors.push((Path::root().key("spec"), "required field is missing".into()));
+    }
+    for (p, m) in warnings {
+        emit(out, Severity::Warning, &p, m, conversion.as_ref());
+    }
+    if !errors.is_empty() {
+        for (p, m) in errors {
+            emit(out, Severity::Error, &p, m, conversion.as_ref());
+        }
+        return;
+    }
+    let object = match kind.as_str() {
+        "Task" => typed::<Task>(value).map(Object::Task),
+        "TaskRun" => typed::<TaskRun>(value).map(Object::TaskRun),
+        "Pipeline" => typed::<Pipeline>(value).map(Object::Pipeline),
+        _ => typed::<PipelineRun>(value).map(Object::PipelineRun),
+    };
+    match object {
+        Ok(object) => out.objects.push(Loaded {
+            file: file.to_string(),
+            document: index,
+            source_version: api_version,
+            object,
+            node,
+            conversion: conversion.map(std::sync::Arc::new),
+        }),
+        Err((p, m)) => emit(out, Severity::Error, &p, m, conversion.as_ref()),
+    }
+}
+
+/// Deserializes with the failing field's path.
+fn typed<T: DeserializeOwned>(value: Value) -> Result<T, (Path, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string().parse().unwrap_or_default();
+        (path, e.into_inner().to_string())
+    })
+}

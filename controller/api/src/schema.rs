@@ -1,0 +1,297 @@
+//! Checks a document against the CRD schema generated from our types, the way
+//! the API server does with strict field validation: unknown fields (with a
+//! "did you mean"), wrong types, missing required fields and values outside an
+//! enum are all reported in one pass. Nulls are dropped, as the API server
+//! prunes them.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
+use serde_json::Value;
+
+use crate::diag::suggest;
+use crate::path::Path;
+
+/// ObjectMeta fields a user may write (the CRD schema leaves metadata open).
+const METADATA_FIELDS: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "labels",
+    "annotations",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+    "selfLink",
+];
+
+fn schemas() -> &'static HashMap<String, JSONSchemaProps> {
+    static SCHEMAS: OnceLock<HashMap<String, JSONSchemaProps>> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        crate::crd::all()
+            .into_iter()
+            .filter_map(|(_, crd)| {
+                let kind = crd.spec.names.kind.clone();
+                let schema = crd
+                    .spec
+                    .versions
+                    .into_iter()
+                    .next()?
+                    .schema?
+                    .open_api_v3_schema?;
+                Some((kind, schema))
+            })
+            .collect()
+    })
+}
+
+/// Checks `value`, a whole document of `kind`, in place.
+pub fn check(kind: &str, value: &mut Value) -> Vec<(Path, String)> {
+    let mut errors = Vec::new();
+    let Some(schema) = schemas().get(kind) else {
+        return errors;
+    };
+    if let Some(Value::Object(meta)) = value.get_mut("metadata") {
+        let path = Path::root().key("metadata");
+        meta.retain(|_, v| !v.is_null());
+        for (k, v) in meta.iter() {
+            if !METADATA_FIELDS.contains(&k.as_str()) {
+                errors.push((
+                    path.key(k),
+                    format!(
+                        "unknown field {k:?}{}",
+                        suggest(k, METADATA_FIELDS.iter().copied())
+                    ),
+                ));
+            } else if matches!(k.as_str(), "labels" | "annotations") {
+                match v {
+                    Value::Object(m) => {
+                        for (lk, lv) in m {
+                            if !lv.is_string() {
+                                errors.push((
+                                    path.key(k).key(lk),
+                                    format!("expected a string, found {}", type_name(lv)),
+                                ));
+                            }
+                        }
+                    }
+                    other => errors.push((
+                        path.key(k),
+                        format!("expected a map of strings, found {}", type_name(other)),
+                    )),
+                }
+            } else if matches!(k.as_str(), "name" | "generateName" | "namespace") && !v.is_string()
+            {
+                errors.push((
+                    path.key(k),
+                    format!("expected a string, found {}", type_name(v)),
+                ));
+            }
+        }
+    }
+    walk(value, schema, &Path::root(), &mut errors, true);
+    errors
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+fn expected(ty: &str) -> &'static str {
+    match ty {
+        "string" => "a string",
+        "integer" => "an integer",
+        "number" => "a number",
+        "boolean" => "a boolean (true or false)",
+        "array" => "a list",
+        "object" => "a mapping",
+        _ => "a value",
+    }
+}
+
+/// Properties of a schema, including those of `allOf`/`anyOf`/`oneOf` branches.
+fn properties(schema: &JSONSchemaProps) -> Vec<(&String, &JSONSchemaProps)> {
+    let mut out: Vec<(&String, &JSONSchemaProps)> = schema.properties.iter().flatten().collect();
+    for branch in [&schema.all_of, &schema.any_of, &schema.one_of]
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        out.extend(properties(branch));
+    }
+    out
+}
+
+fn walk(
+    value: &mut Value,
+    schema: &JSONSchemaProps,
+    path: &Path,
+    errors: &mut Vec<(Path, String)>,
+    top: bool,
+) {
+    if schema.x_kubernetes_preserve_unknown_fields == Some(true) && schema.properties.is_none() {
+        return;
+    }
+    if schema.x_kubernetes_int_or_string == Some(true) {
+        if !(value.is_string() || value.is_i64() || value.is_u64() || value.is_f64()) {
+            errors.push((
+                path.clone(),
+                format!(
+                    "expected a string or an integer, found {}",
+                    type_name(value)
+                ),
+            ));
+        }
+        return;
+    }
+    let ty = schema.type_.as_deref().unwrap_or("");
+    let type_ok = match (ty, &*value) {
+        ("", _) => true,
+        ("string", Value::String(_)) => true,
+        ("integer", Value::Number(n)) => n.is_i64() || n.is_u64(),
+        ("number", Value::Number(_)) => true,
+        ("boolean", Value::Bool(_)) => true,
+        ("array", Value::Array(_)) => true,
+        ("object", Value::Object(_)) => true,
+        _ => false,
+    };
+    if !type_ok {
+        errors.push((
+            path.clone(),
+            format!("expected {}, found {}", expected(ty), type_name(value)),
+        ));
+        return;
+    }
+    if let (Some(allowed), Value::String(s)) = (&schema.enum_, &*value) {
+        let names: Vec<&str> = allowed.iter().filter_map(|j| j.0.as_str()).collect();
+        if !names.is_empty() && !names.contains(&s.as_str()) {
+            errors.push((
+                path.clone(),
+                format!(
+                    "{s:?} is not one of {}{}",
+                    names.join(", "),
+                    suggest(s, names.iter().copied())
+                ),
+            ));
+        }
+    }
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            let props = properties(schema);
+            let has_props = !props.is_empty();
+            for (k, v) in map.iter_mut() {
+                if top && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                if let Some((_, sub)) = props.iter().find(|(name, _)| *name == k) {
+                    walk(v, sub, &path.key(k), errors, false);
+                } else if let Some(JSONSchemaPropsOrBool::Schema(sub)) =
+                    &schema.additional_properties
+                {
+                    walk(v, sub, &path.key(k), errors, false);
+                } else if has_props && schema.x_kubernetes_preserve_unknown_fields != Some(true) {
+                    let hint = suggest(k, props.iter().map(|(n, _)| n.as_str()));
+                    errors.push((path.key(k), format!("unknown field {k:?}{hint}")));
+                }
+            }
+            for req in schema.required.iter().flatten() {
+                if !map.contains_key(req) {
+                    errors.push((path.key(req), "required field is missing".to_string()));
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(JSONSchemaPropsOrArray::Schema(sub)) = &schema.items {
+                for (i, item) in items.iter_mut().enumerate() {
+                    if item.is_null() {
+                        errors.push((
+                            path.idx(i),
+                            format!(
+                                "expected {}, found null",
+                                expected(sub.type_.as_deref().unwrap_or(""))
+                            ),
+                        ));
+                        continue;
+                    }
+                    walk(item, sub, &path.idx(i), errors, false);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn errs(kind: &str, mut v: Value) -> Vec<String> {
+        check(kind, &mut v)
+            .into_iter()
+            .map(|(p, m)| format!("{p}: {m}"))
+            .collect()
+    }
+
+    #[test]
+    fn unknown_fields_anywhere_with_suggestions() {
+        let e = errs(
+            "Task",
+            json!({"apiVersion": "tekton.dev/v1", "kind": "Task", "metadata": {"name": "t", "lables": {}},
+                   "spec": {"steps": [{"name": "s", "image": "x", "env": [{"name": "A", "valeu": "1"}], "scirpt": "x"}]}}),
+        );
+        assert_eq!(
+            e,
+            vec![
+                "metadata.lables: unknown field \"lables\" (did you mean \"labels\"?)",
+                "spec.steps[0].env[0].valeu: unknown field \"valeu\" (did you mean \"value\"?)",
+                "spec.steps[0].scirpt: unknown field \"scirpt\" (did you mean \"script\"?)",
+            ]
+        );
+    }
+
+    #[test]
+    fn types_enums_and_required() {
+        let e = errs(
+            "Pipeline",
+            json!({"spec": {"tasks": [{"name": "a", "retries": "two", "runAfter": "b", "onError": "continu"},
+                                      {"params": [{"name": "p"}]}]}}),
+        );
+        assert_eq!(
+            e,
+            vec![
+                "spec.tasks[0].retries: expected an integer, found a string",
+                "spec.tasks[0].runAfter: expected a list, found a string",
+                "spec.tasks[0].onError: \"continu\" is not one of continue, stopAndFail (did you mean \"continue\"?)",
+                "spec.tasks[1].params[0].value: required field is missing",
+                "spec.tasks[1].name: required field is missing",
+            ]
+        );
+    }
+
+    #[test]
+    fn nulls_are_pruned_and_quantities_take_numbers() {
+        let mut v = json!({"spec": {"description": null, "steps": [{"image": "x",
+            "computeResources": {"limits": {"cpu": 1, "memory": "1Gi"}}}]}});
+        assert!(check("Task", &mut v).is_empty());
+        assert!(v["spec"].get("description").is_none());
+    }
+}

@@ -1,0 +1,551 @@
+//! YAML reading into a node tree that remembers lines, and a small YAML writer.
+//!
+//! Reading goes through `saphyr-parser` events (see the workspace `Cargo.toml`
+//! for why). Every node keeps the line it starts on, so any later error that
+//! knows a field path can also name the line. Plain scalars are resolved with
+//! the YAML 1.2 core schema (`yes`/`on` stay strings, unlike YAML 1.1).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use saphyr_parser::{Event, Parser, ScalarStyle};
+use serde_json::{Map, Number, Value};
+
+use crate::path::{Path, Seg};
+
+/// One YAML node with the line (1-based) it starts on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub line: usize,
+    pub kind: NodeKind,
+}
+
+/// The shape of a node. Mappings keep their key order and key lines.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeKind {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<(String, Node)>),
+}
+
+/// A YAML syntax problem, with the line it was found on.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct SyntaxError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// A document of a multi-document stream: its root node and first line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub root: Node,
+}
+
+enum Frame {
+    Seq(usize, usize, Vec<Node>),
+    Map(
+        usize,
+        usize,
+        Vec<(String, Node)>,
+        Option<(String, usize)>,
+        Vec<String>,
+    ),
+}
+
+/// Parses every document of a YAML (or JSON) stream.
+///
+/// # Errors
+/// A syntax error, a non-scalar mapping key, a duplicate key or an unknown
+/// alias, each with its line.
+pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
+    let mut parser = Parser::new_from_str(text);
+    let mut docs = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut root: Option<Node> = None;
+    let mut doc_line = 1;
+    for event in &mut parser {
+        let (event, span) = event.map_err(|e| SyntaxError {
+            line: e.marker().line(),
+            message: e.info().to_string(),
+        })?;
+        let line = span.start.line();
+        let node = match event {
+            Event::StreamStart | Event::StreamEnd | Event::Nothing => continue,
+            Event::DocumentStart(_) => {
+                anchors.clear();
+                root = None;
+                doc_line = line;
+                continue;
+            }
+            Event::DocumentEnd => {
+                // An empty document (e.g. a trailing `---`) is skipped, like kubectl does.
+                if let Some(root) = root.take() {
+                    if root.kind != NodeKind::Null {
+                        docs.push(Document { root });
+                    }
+                } else {
+                    let _ = doc_line;
+                }
+                continue;
+            }
+            Event::Alias(id) => anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
+                line,
+                message: "alias refers to an unknown anchor".to_string(),
+            })?,
+            Event::Scalar(value, style, anchor, tag) => {
+                let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
+                let node = Node {
+                    line,
+                    kind: resolve_scalar(&value, style, tag.as_deref(), line)?,
+                };
+                if anchor > 0 {
+                    anchors.insert(anchor, node.clone());
+                }
+                node
+            }
+            Event::SequenceStart(anchor, _) => {
+                stack.push(Frame::Seq(line, anchor, Vec::new()));
+                continue;
+            }
+            Event::MappingStart(anchor, _) => {
+                stack.push(Frame::Map(line, anchor, Vec::new(), None, Vec::new()));
+                continue;
+            }
+            Event::SequenceEnd => match stack.pop() {
+                Some(Frame::Seq(start, anchor, items)) => {
+                    let node = Node {
+                        line: start,
+                        kind: NodeKind::Seq(items),
+                    };
+                    if anchor > 0 {
+                        anchors.insert(anchor, node.clone());
+                    }
+                    node
+                }
+                _ => {
+                    return Err(SyntaxError {
+                        line,
+                        message: "unbalanced sequence".into(),
+                    });
+                }
+            },
+            Event::MappingEnd => match stack.pop() {
+                Some(Frame::Map(start, anchor, entries, _, _)) => {
+                    let node = Node {
+                        line: start,
+                        kind: NodeKind::Map(entries),
+                    };
+                    if anchor > 0 {
+                        anchors.insert(anchor, node.clone());
+                    }
+                    node
+                }
+                _ => {
+                    return Err(SyntaxError {
+                        line,
+                        message: "unbalanced mapping".into(),
+                    });
+                }
+            },
+        };
+        push_node(&mut stack, &mut root, node)?;
+    }
+    Ok(docs)
+}
+
+fn push_node(stack: &mut [Frame], root: &mut Option<Node>, node: Node) -> Result<(), SyntaxError> {
+    match stack.last_mut() {
+        None => *root = Some(node),
+        Some(Frame::Seq(_, _, items)) => items.push(node),
+        Some(Frame::Map(_, _, entries, pending, merged)) => match pending.take() {
+            None => {
+                let key = match node.kind {
+                    NodeKind::Str(s) => s,
+                    NodeKind::Int(i) => i.to_string(),
+                    NodeKind::Bool(b) => b.to_string(),
+                    NodeKind::Float(f) => f.to_string(),
+                    NodeKind::Null => "null".to_string(),
+                    NodeKind::Seq(_) | NodeKind::Map(_) => {
+                        return Err(SyntaxError {
+                            line: node.line,
+                            message: "mapping keys must be scalars".into(),
+                        });
+                    }
+                };
+                if key == "<<" {
+                    *pending = Some((key, node.line));
+                    return Ok(());
+                }
+                if let Some(m) = merged.iter().position(|k| *k == key) {
+                    // A key written out overrides one brought in by `<<`.
+                    merged.remove(m);
+                    entries.retain(|(k, _)| *k != key);
+                } else if entries.iter().any(|(k, _)| *k == key) {
+                    return Err(SyntaxError {
+                        line: node.line,
+                        message: format!("duplicate key {key:?}"),
+                    });
+                }
+                *pending = Some((key, node.line));
+            }
+            Some((key, _)) if key == "<<" => {
+                // Merge key: copy entries that the mapping does not set itself.
+                let sources = match node.kind {
+                    NodeKind::Map(m) => vec![m],
+                    NodeKind::Seq(items) => items
+                        .into_iter()
+                        .filter_map(|n| match n.kind {
+                            NodeKind::Map(m) => Some(m),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => {
+                        return Err(SyntaxError {
+                            line: node.line,
+                            message: "merge key `<<` needs a mapping".into(),
+                        });
+                    }
+                };
+                for source in sources {
+                    for (k, v) in source {
+                        if !entries.iter().any(|(e, _)| *e == k) {
+                            merged.push(k.clone());
+                            entries.push((k, v));
+                        }
+                    }
+                }
+            }
+            Some((key, _)) => entries.push((key, node)),
+        },
+    }
+    Ok(())
+}
+
+fn resolve_scalar(
+    value: &str,
+    style: ScalarStyle,
+    tag: Option<&str>,
+    line: usize,
+) -> Result<NodeKind, SyntaxError> {
+    let bad = |what: &str| SyntaxError {
+        line,
+        message: format!("{value:?} is not a valid {what}"),
+    };
+    match tag {
+        Some("!!str") => return Ok(NodeKind::Str(value.to_string())),
+        Some("!!int") => return value.parse().map(NodeKind::Int).map_err(|_| bad("!!int")),
+        Some("!!float") => {
+            return parse_float(value)
+                .map(NodeKind::Float)
+                .ok_or_else(|| bad("!!float"));
+        }
+        Some("!!bool") => {
+            return match value {
+                "true" | "True" | "TRUE" => Ok(NodeKind::Bool(true)),
+                "false" | "False" | "FALSE" => Ok(NodeKind::Bool(false)),
+                _ => Err(bad("!!bool")),
+            };
+        }
+        Some("!!null") => return Ok(NodeKind::Null),
+        _ => {}
+    }
+    if style != ScalarStyle::Plain {
+        return Ok(NodeKind::Str(value.to_string()));
+    }
+    Ok(match value {
+        "" | "~" | "null" | "Null" | "NULL" => NodeKind::Null,
+        "true" | "True" | "TRUE" => NodeKind::Bool(true),
+        "false" | "False" | "FALSE" => NodeKind::Bool(false),
+        _ => {
+            if let Some(i) = parse_int(value) {
+                NodeKind::Int(i)
+            } else if let Some(f) = looks_float(value).then(|| parse_float(value)).flatten() {
+                NodeKind::Float(f)
+            } else {
+                NodeKind::Str(value.to_string())
+            }
+        }
+    })
+}
+
+fn parse_int(s: &str) -> Option<i64> {
+    let (neg, digits) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let v = if let Some(h) = digits.strip_prefix("0x") {
+        i64::from_str_radix(h, 16).ok()?
+    } else if let Some(o) = digits.strip_prefix("0o") {
+        i64::from_str_radix(o, 8).ok()?
+    } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()?
+    } else {
+        return None;
+    };
+    Some(if neg { -v } else { v })
+}
+
+fn looks_float(s: &str) -> bool {
+    let t = s.trim_start_matches(['-', '+']);
+    matches!(t, ".inf" | ".Inf" | ".INF" | ".nan" | ".NaN" | ".NAN")
+        || (t.bytes().any(|b| b.is_ascii_digit())
+            && t.bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+            && t.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_digit() || b == b'.'))
+}
+
+fn parse_float(s: &str) -> Option<f64> {
+    let t = s.trim_start_matches(['-', '+']);
+    let neg = s.starts_with('-');
+    let v = match t {
+        ".inf" | ".Inf" | ".INF" => f64::INFINITY,
+        ".nan" | ".NaN" | ".NAN" => f64::NAN,
+        _ => t.parse().ok()?,
+    };
+    Some(if neg { -v } else { v })
+}
+
+impl Node {
+    /// Converts the node into a JSON value for serde.
+    pub fn to_json(&self) -> Value {
+        match &self.kind {
+            NodeKind::Null => Value::Null,
+            NodeKind::Bool(b) => Value::Bool(*b),
+            NodeKind::Int(i) => Value::Number((*i).into()),
+            NodeKind::Float(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            NodeKind::Str(s) => Value::String(s.clone()),
+            NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeKind::Map(entries) => {
+                let mut map = Map::new();
+                for (k, v) in entries {
+                    map.insert(k.clone(), v.to_json());
+                }
+                Value::Object(map)
+            }
+        }
+    }
+
+    /// The line of the deepest node on `path` (the nearest known ancestor's
+    /// line when the path goes past what the document holds).
+    pub fn line_of(&self, path: &Path) -> usize {
+        let mut node = self;
+        for seg in path.segs() {
+            let next = match (seg, &node.kind) {
+                (Seg::Key(k), NodeKind::Map(entries)) => {
+                    entries.iter().find(|(e, _)| e == k).map(|(_, v)| v)
+                }
+                (Seg::Index(i), NodeKind::Seq(items)) => items.get(*i),
+                _ => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => break,
+            }
+        }
+        node.line
+    }
+}
+
+/// Writes a JSON value as block-style YAML (used for generated CRDs and `-o yaml`).
+pub fn to_yaml(value: &Value) -> String {
+    let mut out = String::new();
+    match value {
+        Value::Object(m) if !m.is_empty() => write_map(&mut out, m, 0),
+        Value::Array(a) if !a.is_empty() => write_seq(&mut out, a, 0),
+        other => {
+            out.push_str(&scalar(other));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn write_map(out: &mut String, map: &Map<String, Value>, indent: usize) {
+    for (k, v) in map {
+        out.push_str(&" ".repeat(indent));
+        out.push_str(&quote_if_needed(k));
+        out.push(':');
+        write_value_after_key(out, v, indent);
+    }
+}
+
+fn write_seq(out: &mut String, items: &[Value], indent: usize) {
+    for v in items {
+        out.push_str(&" ".repeat(indent));
+        out.push('-');
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                // First entry on the dash line, the rest indented under it.
+                let mut first = true;
+                for (k, val) in m {
+                    if first {
+                        out.push(' ');
+                        first = false;
+                    } else {
+                        out.push_str(&" ".repeat(indent + 2));
+                    }
+                    out.push_str(&quote_if_needed(k));
+                    out.push(':');
+                    write_value_after_key(out, val, indent + 2);
+                }
+            }
+            Value::Array(a) if !a.is_empty() => {
+                out.push('\n');
+                write_seq(out, a, indent + 2);
+            }
+            other => {
+                out.push(' ');
+                write_scalar_block(out, other, indent + 2);
+            }
+        }
+    }
+}
+
+fn write_value_after_key(out: &mut String, v: &Value, indent: usize) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            out.push('\n');
+            write_map(out, m, indent + 2);
+        }
+        Value::Array(a) if !a.is_empty() => {
+            out.push('\n');
+            write_seq(out, a, indent);
+        }
+        other => {
+            out.push(' ');
+            write_scalar_block(out, other, indent + 2);
+        }
+    }
+}
+
+fn write_scalar_block(out: &mut String, v: &Value, indent: usize) {
+    if let Value::String(s) = v {
+        if s.contains('\n')
+            && !s.starts_with([' ', '\t'])
+            && !s.chars().any(|c| c.is_control() && c != '\n')
+        {
+            // Literal block keeps scripts readable.
+            let chomp = if s.ends_with("\n\n") {
+                "+"
+            } else if s.ends_with('\n') {
+                ""
+            } else {
+                "-"
+            };
+            let _ = writeln!(out, "|{chomp}");
+            for line in s.trim_end_matches('\n').split('\n') {
+                if !line.is_empty() {
+                    out.push_str(&" ".repeat(indent));
+                    out.push_str(line);
+                }
+                out.push('\n');
+            }
+            if chomp == "+" {
+                for _ in 0..s.len() - s.trim_end_matches('\n').len() - 1 {
+                    out.push('\n');
+                }
+            }
+            return;
+        }
+    }
+    out.push_str(&scalar(v));
+    out.push('\n');
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => quote_if_needed(s),
+        Value::Array(_) => "[]".into(),
+        Value::Object(_) => "{}".into(),
+    }
+}
+
+fn quote_if_needed(s: &str) -> String {
+    let plain_kind = resolve_scalar(s, ScalarStyle::Plain, None, 0);
+    let needs = s.is_empty()
+        || !matches!(plain_kind, Ok(NodeKind::Str(_)))
+        || s.starts_with([
+            ' ', '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"',
+            '%', '@', '`',
+        ])
+        || s.ends_with([' ', ':'])
+        || s.contains(": ")
+        || s.contains(" #")
+        || s.chars().any(|c| c.is_control());
+    if needs {
+        serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalars_follow_the_core_schema() {
+        let docs =
+            parse_documents("a: yes\nb: 010\nc: 1.5\nd: '1'\ne: ~\nf: true\ng: 0x1f\n").unwrap();
+        let v = docs[0].root.to_json();
+        assert_eq!(v["a"], "yes");
+        assert_eq!(v["b"], 10);
+        assert_eq!(v["c"], 1.5);
+        assert_eq!(v["d"], "1");
+        assert_eq!(v["e"], Value::Null);
+        assert_eq!(v["f"], true);
+        assert_eq!(v["g"], 31);
+    }
+
+    #[test]
+    fn lines_are_found_by_path() {
+        let docs = parse_documents(
+            "---\na: 1\n---\nspec:\n  tasks:\n    - name: x\n    - name: y\n      runAfter: [z]\n",
+        )
+        .unwrap();
+        assert_eq!(docs.len(), 2);
+        let p: Path = "spec.tasks[1].runAfter[0]".parse().unwrap();
+        assert_eq!(docs[1].root.line_of(&p), 8);
+        let p: Path = "spec.tasks[1].missing".parse().unwrap();
+        assert_eq!(docs[1].root.line_of(&p), 7);
+    }
+
+    #[test]
+    fn duplicate_keys_and_syntax_errors_have_lines() {
+        let e = parse_documents("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        let e = parse_documents("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(e.line >= 1, "{e}");
+    }
+
+    #[test]
+    fn anchors_and_merge_keys() {
+        let docs = parse_documents("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n").unwrap();
+        let v = docs[0].root.to_json();
+        assert_eq!(v["other"]["x"], 1);
+        assert_eq!(v["other"]["y"], 3);
+    }
+
+    #[test]
+    fn writer_round_trips() {
+        let value = serde_json::json!({
+            "a": "yes", "b": "10", "c": [1, {"d": "x: y", "e": []}], "f": {},
+            "script": "#!/bin/sh\necho hi\n", "g": "-x", "h": "", "i": null, "j": [[1, 2], "k"]
+        });
+        let text = to_yaml(&value);
+        let back = parse_documents(&text).unwrap()[0].root.to_json();
+        assert_eq!(back, value, "{text}");
+    }
+}
