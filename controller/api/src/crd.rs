@@ -1,16 +1,138 @@
 //! CRD generation from the `v1` types.
+//!
+//! The schemas are structural, so the API server rejects malformed objects
+//! without a webhook. Descriptions are left out: with every Kubernetes core
+//! type inlined they would make the PipelineRun CRD over a megabyte.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
+use serde_json::Value;
 
 use crate::v1::{Pipeline, PipelineRun, Task, TaskRun};
 
 /// The CRDs with the file names they are kept under in `crds/`.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
-        ("tekton.dev_tasks.yaml", Task::crd()),
-        ("tekton.dev_taskruns.yaml", TaskRun::crd()),
-        ("tekton.dev_pipelines.yaml", Pipeline::crd()),
-        ("tekton.dev_pipelineruns.yaml", PipelineRun::crd()),
+        ("tekton.dev_tasks.yaml", fixup(Task::crd())),
+        ("tekton.dev_taskruns.yaml", fixup(TaskRun::crd())),
+        ("tekton.dev_pipelines.yaml", fixup(Pipeline::crd())),
+        ("tekton.dev_pipelineruns.yaml", fixup(PipelineRun::crd())),
     ]
+}
+
+/// Embedded objects (a workspace's `volumeClaimTemplate`) may omit
+/// `metadata`, which the Kubernetes types mark as required.
+fn fixup(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::Array(req)) = m.get_mut("required") {
+                    req.retain(|r| r != "metadata");
+                    if req.is_empty() {
+                        m.remove("required");
+                    }
+                }
+                m.values_mut().for_each(walk);
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    walk(&mut value);
+    serde_json::from_value(value).unwrap_or(crd)
+}
+
+fn strip_descriptions(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            // A property may itself be called "description": only drop the keyword.
+            if m.get("description").is_some_and(Value::is_string) {
+                m.remove("description");
+            }
+            m.values_mut().for_each(strip_descriptions);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_descriptions),
+        _ => {}
+    }
+}
+
+/// The files of `crds/`: name and YAML text.
+pub fn files() -> Vec<(&'static str, String)> {
+    all()
+        .into_iter()
+        .map(|(name, crd)| {
+            let mut value = serde_json::to_value(&crd).unwrap_or(Value::Null);
+            strip_descriptions(&mut value);
+            let text = format!(
+                "# Generated from controller/api/src/v1.rs by hack/gen-crds.sh. Do not edit.\n{}",
+                crate::yaml::to_yaml(&value)
+            );
+            (name, text)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `crds/` must match the types: run hack/gen-crds.sh after changing them.
+    #[test]
+    fn crds_directory_matches_the_types() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
+        for (name, text) in files() {
+            let on_disk = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+            assert!(
+                on_disk == text,
+                "crds/{name} is out of date: run hack/gen-crds.sh"
+            );
+        }
+    }
+
+    #[test]
+    fn crds_are_structural_with_status_and_columns() {
+        for (name, crd) in all() {
+            let v = &crd.spec.versions[0];
+            assert_eq!(v.name, "v1", "{name}");
+            let schema = serde_json::to_value(
+                v.schema
+                    .as_ref()
+                    .and_then(|s| s.open_api_v3_schema.as_ref()),
+            )
+            .unwrap();
+            assert_eq!(schema["type"], "object", "{name}");
+            assert!(
+                schema["properties"]["spec"]["properties"].is_object(),
+                "{name}"
+            );
+            if name.contains("runs") {
+                assert!(
+                    v.subresources
+                        .as_ref()
+                        .and_then(|s| s.status.as_ref())
+                        .is_some(),
+                    "{name}"
+                );
+                let cols: Vec<&str> = v
+                    .additional_printer_columns
+                    .iter()
+                    .flatten()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                assert_eq!(
+                    cols,
+                    ["Succeeded", "Reason", "StartTime", "CompletionTime"],
+                    "{name}"
+                );
+            }
+            // No $ref survives: the API server does not resolve them.
+            assert!(
+                !serde_json::to_string(&schema).unwrap().contains("$ref"),
+                "{name}"
+            );
+        }
+    }
 }

@@ -282,6 +282,20 @@ fn load_document(file: &str, index: usize, node: Node, out: &mut LoadOutput) {
         .get("kind")
         .and_then(Value::as_str)
         .map(str::to_string);
+    // A removed kind says what replaces it, whatever its apiVersion.
+    if let Some((_, why)) = REMOVED_KINDS
+        .iter()
+        .find(|(k, _)| Some(*k) == kind.as_deref())
+    {
+        emit(
+            out,
+            Severity::Error,
+            &Path::root().key("kind"),
+            (*why).to_string(),
+            None,
+        );
+        return;
+    }
     let expected_versions = "expected tekton.dev/v1 or tekton.dev/v1beta1";
     let api_version = match api_version {
         None => {
@@ -330,10 +344,6 @@ fn load_document(file: &str, index: usize, node: Node, out: &mut LoadOutput) {
         );
         return;
     };
-    if let Some((_, why)) = REMOVED_KINDS.iter().find(|(k, _)| *k == kind) {
-        emit(out, Severity::Error, &kind_path, (*why).to_string(), None);
-        return;
-    }
     if !KINDS.contains(&kind.as_str()) {
         let msg = format!(
             "unsupported kind {kind:?}: expected one of {}{}",
@@ -342,9 +352,6 @@ fn load_document(file: &str, index: usize, node: Node, out: &mut LoadOutput) {
         );
         emit(out, Severity::Error, &kind_path, msg, None);
         return;
-    }
-    if !value.get("spec").is_some_and(Value::is_object) && value.get("spec").is_some() {
-        // Left to the schema check, which names the expected type.
     }
     let conversion = (api_version == "tekton.dev/v1beta1").then(|| {
         let c = v1beta1::convert(&kind, &mut value);

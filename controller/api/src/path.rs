@@ -64,9 +64,6 @@ fn is_plain_key(k: &str) -> bool {
 
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            return f.write_str("(document)");
-        }
         for (i, seg) in self.0.iter().enumerate() {
             match seg {
                 Seg::Key(k) if is_plain_key(k) => {

@@ -4,7 +4,6 @@
 //! enum are all reported in one pass. Nulls are dropped, as the API server
 //! prunes them.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
@@ -34,30 +33,39 @@ const METADATA_FIELDS: &[&str] = &[
     "selfLink",
 ];
 
-fn schemas() -> &'static HashMap<String, JSONSchemaProps> {
-    static SCHEMAS: OnceLock<HashMap<String, JSONSchemaProps>> = OnceLock::new();
-    SCHEMAS.get_or_init(|| {
-        crate::crd::all()
+/// The schema of one kind, generated on first use: only the kinds a run
+/// actually reads are generated (each takes a while in debug builds).
+fn schema_of(kind: &str) -> Option<&'static JSONSchemaProps> {
+    use crate::v1::{Pipeline, PipelineRun, Task, TaskRun};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::CustomResourceExt;
+    static TASK: OnceLock<Option<JSONSchemaProps>> = OnceLock::new();
+    static TASKRUN: OnceLock<Option<JSONSchemaProps>> = OnceLock::new();
+    static PIPELINE: OnceLock<Option<JSONSchemaProps>> = OnceLock::new();
+    static PIPELINERUN: OnceLock<Option<JSONSchemaProps>> = OnceLock::new();
+    fn first(crd: CustomResourceDefinition) -> Option<JSONSchemaProps> {
+        crd.spec
+            .versions
             .into_iter()
-            .filter_map(|(_, crd)| {
-                let kind = crd.spec.names.kind.clone();
-                let schema = crd
-                    .spec
-                    .versions
-                    .into_iter()
-                    .next()?
-                    .schema?
-                    .open_api_v3_schema?;
-                Some((kind, schema))
-            })
-            .collect()
-    })
+            .next()?
+            .schema?
+            .open_api_v3_schema
+    }
+    match kind {
+        "Task" => TASK.get_or_init(|| first(Task::crd())).as_ref(),
+        "TaskRun" => TASKRUN.get_or_init(|| first(TaskRun::crd())).as_ref(),
+        "Pipeline" => PIPELINE.get_or_init(|| first(Pipeline::crd())).as_ref(),
+        "PipelineRun" => PIPELINERUN
+            .get_or_init(|| first(PipelineRun::crd()))
+            .as_ref(),
+        _ => None,
+    }
 }
 
 /// Checks `value`, a whole document of `kind`, in place.
 pub fn check(kind: &str, value: &mut Value) -> Vec<(Path, String)> {
     let mut errors = Vec::new();
-    let Some(schema) = schemas().get(kind) else {
+    let Some(schema) = schema_of(kind) else {
         return errors;
     };
     if let Some(Value::Object(meta)) = value.get_mut("metadata") {
@@ -212,7 +220,14 @@ fn walk(
                     errors.push((path.key(k), format!("unknown field {k:?}{hint}")));
                 }
             }
-            for req in schema.required.iter().flatten() {
+            // Embedded objects (a volumeClaimTemplate) may omit metadata,
+            // which the Kubernetes types mark as required.
+            for req in schema
+                .required
+                .iter()
+                .flatten()
+                .filter(|r| *r != "metadata")
+            {
                 if !map.contains_key(req) {
                     errors.push((path.key(req), "required field is missing".to_string()));
                 }

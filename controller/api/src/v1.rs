@@ -354,7 +354,11 @@ pub struct WorkspaceBinding {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub_path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "claim_template"
+    )]
     pub volume_claim_template: Option<core::PersistentVolumeClaim>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<core::PersistentVolumeClaimVolumeSource>,
@@ -368,6 +372,25 @@ pub struct WorkspaceBinding {
     pub projected: Option<core::ProjectedVolumeSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csi: Option<core::CSIVolumeSource>,
+}
+
+/// Writes a claim template without the `apiVersion`/`kind` (and empty
+/// `metadata`) that `k8s-openapi` adds, so a binding round-trips as the user wrote it.
+fn claim_template<S: serde::Serializer>(
+    pvc: &Option<core::PersistentVolumeClaim>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut v = serde_json::to_value(pvc).map_err(serde::ser::Error::custom)?;
+    if let Some(m) = v.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+        if m.get("metadata")
+            .is_some_and(|md| md.as_object().is_some_and(|o| o.is_empty()))
+        {
+            m.remove("metadata");
+        }
+    }
+    v.serialize(s)
 }
 
 impl WorkspaceBinding {

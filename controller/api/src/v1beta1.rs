@@ -143,8 +143,9 @@ pub fn convert(kind: &str, doc: &mut Value) -> Conversion {
     c
 }
 
-fn removed_resources(c: &mut Conversion, obj: &Map<String, Value>, path: &Path) {
-    if obj.contains_key("resources") {
+/// Reports a removed field and drops it, so it is not also an unknown field.
+fn removed_resources(c: &mut Conversion, obj: &mut Map<String, Value>, path: &Path) {
+    if obj.remove("resources").is_some() {
         c.errors
             .push((path.key("resources"), PIPELINE_RESOURCES.to_string()));
     }
@@ -237,7 +238,7 @@ fn task_ref(c: &mut Conversion, r: &mut Map<String, Value>, path: &Path, kind: &
 
 fn pipeline_task(c: &mut Conversion, t: &mut Map<String, Value>, path: &Path) {
     removed_resources(c, t, path);
-    if t.contains_key("conditions") {
+    if t.remove("conditions").is_some() {
         c.errors.push((
             path.key("conditions"),
             "Conditions were removed from Tekton: guard the task with `when` expressions (input/operator/values, or cel)".into(),
@@ -293,7 +294,7 @@ fn taskrun_spec(c: &mut Conversion, spec: &mut Map<String, Value>, path: &Path) 
 
 fn pipelinerun_spec(c: &mut Conversion, spec: &mut Map<String, Value>, path: &Path) {
     removed_resources(c, spec, path);
-    if spec.contains_key("serviceAccountNames") {
+    if spec.remove("serviceAccountNames").is_some() {
         c.errors.push((
             path.key("serviceAccountNames"),
             "serviceAccountNames was removed: use spec.taskRunSpecs[].serviceAccountName".into(),
@@ -314,6 +315,7 @@ fn pipelinerun_spec(c: &mut Conversion, spec: &mut Map<String, Value>, path: &Pa
         path,
     );
     if spec.contains_key("timeout") && spec.contains_key("timeouts") {
+        spec.remove("timeout");
         c.errors.push((
             path.key("timeout"),
             "set either timeout or timeouts, not both".into(),

@@ -678,8 +678,9 @@ impl<'a> Checker<'_, 'a> {
             self.err(
                 at,
                 format!(
-                    "workspace{} of {who} not bound: {}",
+                    "{who} needs workspace{} that {} not bound: {}",
                     if missing.len() > 1 { "s" } else { "" },
+                    if missing.len() > 1 { "are" } else { "is" },
                     missing.join(", ")
                 ),
             );
@@ -1133,6 +1134,8 @@ impl<'a> Checker<'_, 'a> {
         // Tekton's webhook checks the graph of `tasks` only; finally tasks run after all of them.
         match dag::build(&spec.tasks) {
             Ok(_) => {}
+            // A task depending on itself is reported at its runAfter or reference.
+            Err(dag::DagError::Cycle(c)) if c.len() == 2 && c[0] == c[1] => {}
             Err(e) => self.err(&tasks_path, e.to_string()),
         }
         for (list, items) in [("tasks", &spec.tasks), ("finally", &spec.finally)] {
@@ -1140,10 +1143,11 @@ impl<'a> Checker<'_, 'a> {
                 self.pipeline_task(t, &path.key(list).idx(i), list == "finally", &ctx);
             }
         }
+        // Pipeline results declare no properties: their shape comes from the value.
         self.result_decls(
             spec.results
                 .iter()
-                .map(|r| (r.name.as_str(), r.type_.as_ref(), &NO_PROPERTIES)),
+                .map(|r| (r.name.as_str(), None, &NO_PROPERTIES)),
             &path.key("results"),
         );
         let scope = Scope {
@@ -1222,7 +1226,10 @@ impl<'a> Checker<'_, 'a> {
         }
         if let Some(r) = &t.task_ref {
             let rp = tp.key("taskRef");
-            self.resolver_ref(r.name.as_deref(), r.resolver.as_deref(), &r.params, &rp);
+            let custom = r.api_version.is_some() || r.kind.as_deref().is_some_and(|k| k != "Task");
+            if !custom || r.name.is_some() || r.resolver.is_some() {
+                self.resolver_ref(r.name.as_deref(), r.resolver.as_deref(), &r.params, &rp);
+            }
             if let Some(k) = &r.kind {
                 if k == "ClusterTask" {
                     self.err(
@@ -2045,12 +2052,12 @@ impl<'a> Checker<'_, 'a> {
         }
         if !allowed.contains(&name.as_str()) {
             let list: Vec<String> = allowed.iter().map(|a| format!("context.{a}")).collect();
+            let hint = suggest(&format!("context.{name}"), list.iter().map(String::as_str));
             self.err(
                 path,
                 format!(
-                    "$({expr}) is not a known variable here: expected one of {}{}",
-                    list.join(", "),
-                    suggest(&name, allowed.iter().copied())
+                    "$({expr}) is not a known variable here: expected one of {}{hint}",
+                    list.join(", ")
                 ),
             );
         }

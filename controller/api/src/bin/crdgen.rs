@@ -1,24 +1,21 @@
-fn strip(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(m) => {
-            m.remove("description");
-            for (_, x) in m.iter_mut() {
-                strip(x)
-            }
+//! Writes the CRDs generated from the types into a directory (`crds/`).
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let Some(dir) = std::env::args().nth(1) else {
+        eprintln!("usage: tektite-crdgen DIR");
+        return ExitCode::from(2);
+    };
+    for (name, text) in tektite_api::crd::files() {
+        let path = std::path::Path::new(&dir).join(name);
+        let tmp = path.with_extension("yaml.tmp");
+        // Write then rename, so an interrupted run leaves no half-written CRD.
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
+            eprintln!("tektite-crdgen: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
         }
-        serde_json::Value::Array(a) => {
-            for x in a {
-                strip(x)
-            }
-        }
-        _ => {}
+        println!("{}", path.display());
     }
-}
-fn main() {
-    for (name, crd) in tektite_api::crd::all() {
-        let mut v = serde_json::to_value(&crd).unwrap();
-        strip(&mut v);
-        let y = tektite_api::yaml::to_yaml(&v);
-        println!("{name} {}", y.len());
-    }
+    ExitCode::SUCCESS
 }

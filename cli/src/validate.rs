@@ -1,0 +1,138 @@
+//! `tkt validate -f FILE... [-o text|json]`: every problem, or `OK`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tektite_api::validate::validate_all;
+use tektite_api::{Diagnostic, LoadOutput, load_file, load_str};
+
+/// Flags of `tkt validate`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Files or directories to check (`-` for standard input); directories are
+    /// searched for *.yaml, *.yml and *.json
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Output format
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report<'a> {
+    valid: bool,
+    objects: Vec<ObjectRef>,
+    diagnostics: &'a [Diagnostic],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectRef {
+    file: String,
+    document: usize,
+    api_version: String,
+    kind: &'static str,
+    name: String,
+}
+
+/// Collects input files: files as given, directories searched in name order.
+fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.as_os_str() == "-" || !p.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let mut found = Vec::new();
+        walk(p, &mut found).with_context(|| format!("cannot read directory {}", p.display()))?;
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Loads and validates; returns the exit code (0 valid, 2 invalid).
+///
+/// # Errors
+/// Only failures to write the report (or to list a directory).
+pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
+    let mut all = LoadOutput::default();
+    for file in expand(&args.files)? {
+        let loaded = if file.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("cannot read standard input")?;
+            load_str("<stdin>", &text)
+        } else {
+            load_file(&file)
+        };
+        all.objects.extend(loaded.objects);
+        all.diagnostics.extend(loaded.diagnostics);
+    }
+    all.diagnostics.extend(validate_all(&all.objects));
+    let valid = !all.diagnostics.iter().any(Diagnostic::is_error);
+    match args.output {
+        Format::Json => {
+            let report = Report {
+                valid,
+                objects: all
+                    .objects
+                    .iter()
+                    .map(|o| ObjectRef {
+                        file: o.file.clone(),
+                        document: o.document,
+                        api_version: o.source_version.clone(),
+                        kind: o.object.kind(),
+                        name: o.object.display_name(),
+                    })
+                    .collect(),
+                diagnostics: &all.diagnostics,
+            };
+            serde_json::to_writer_pretty(&mut *out, &report)?;
+            writeln!(out)?;
+        }
+        Format::Text => {
+            for d in &all.diagnostics {
+                writeln!(out, "{d}")?;
+            }
+            let errors = all.diagnostics.iter().filter(|d| d.is_error()).count();
+            let warnings = all.diagnostics.len() - errors;
+            if valid {
+                let w = if warnings > 0 {
+                    format!(", {warnings} warning(s)")
+                } else {
+                    String::new()
+                };
+                writeln!(out, "OK: {} object(s) valid{w}", all.objects.len())?;
+            } else {
+                writeln!(out, "{errors} error(s), {warnings} warning(s)")?;
+            }
+        }
+    }
+    Ok(if valid { 0 } else { crate::EXIT_INVALID })
+}
