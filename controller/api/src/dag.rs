@@ -30,18 +30,16 @@ pub fn result_dependencies(task: &PipelineTask) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut visit = |s: &str| {
         for expr in refs::scan(s) {
-            if let Ok(parts) = refs::split(expr) {
-                if let [
+            if let Ok(parts) = refs::split(expr)
+                && let [
                     refs::Part::Name("tasks"),
                     refs::Part::Name(t),
                     refs::Part::Name("results"),
                     ..,
                 ] = parts.as_slice()
-                {
-                    if !out.iter().any(|o| o == t) {
-                        out.push((*t).to_string());
-                    }
-                }
+                && !out.iter().any(|o| o == t)
+            {
+                out.push((*t).to_string());
             }
         }
     };
@@ -77,10 +75,10 @@ pub fn build(tasks: &[PipelineTask]) -> Result<Dag, DagError> {
     for (i, t) in tasks.iter().enumerate() {
         let mut d: Vec<usize> = Vec::new();
         for name in t.run_after.iter().cloned().chain(result_dependencies(t)) {
-            if let Some(&j) = index.get(name.as_str()) {
-                if !d.contains(&j) {
-                    d.push(j);
-                }
+            if let Some(&j) = index.get(name.as_str())
+                && !d.contains(&j)
+            {
+                d.push(j);
             }
         }
         if d.contains(&i) {

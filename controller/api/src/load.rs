@@ -23,10 +23,10 @@ pub const KINDS: &[&str] = &["Task", "TaskRun", "Pipeline", "PipelineRun"];
 /// A Tekton object in its `v1` form.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
-    Task(Task),
-    TaskRun(TaskRun),
-    Pipeline(Pipeline),
-    PipelineRun(PipelineRun),
+    Task(Box<Task>),
+    TaskRun(Box<TaskRun>),
+    Pipeline(Box<Pipeline>),
+    PipelineRun(Box<PipelineRun>),
 }
 
 impl Object {
@@ -378,10 +378,10 @@ fn load_document(file: &str, index: usize, node: Node, out: &mut LoadOutput) {
         return;
     }
     let object = match kind.as_str() {
-        "Task" => typed::<Task>(value).map(Object::Task),
-        "TaskRun" => typed::<TaskRun>(value).map(Object::TaskRun),
-        "Pipeline" => typed::<Pipeline>(value).map(Object::Pipeline),
-        _ => typed::<PipelineRun>(value).map(Object::PipelineRun),
+        "Task" => typed::<Task>(value).map(|o| Object::Task(Box::new(o))),
+        "TaskRun" => typed::<TaskRun>(value).map(|o| Object::TaskRun(Box::new(o))),
+        "Pipeline" => typed::<Pipeline>(value).map(|o| Object::Pipeline(Box::new(o))),
+        _ => typed::<PipelineRun>(value).map(|o| Object::PipelineRun(Box::new(o))),
     };
     match object {
         Ok(object) => out.objects.push(Loaded {

@@ -95,8 +95,8 @@ impl FromStr for Path {
         let mut rest = s;
         while !rest.is_empty() {
             if let Some(r) = rest.strip_prefix('[') {
-                let end = if r.starts_with('"') {
-                    r[1..].find("\"]").map(|e| e + 2).ok_or_else(bad)?
+                let end = if let Some(quoted) = r.strip_prefix('"') {
+                    quoted.find("\"]").map(|e| e + 2).ok_or_else(bad)?
                 } else {
                     r.find(']').ok_or_else(bad)?
                 };

@@ -780,22 +780,16 @@ pub struct TaskBreakpoints {
     derive = "Default",
     derive = "PartialEq"
 )]
-#[kube(printcolumn(
-    name = "Succeeded",
-    type_ = "string",
-    json_path = ".status.conditions[?(@.type==\"Succeeded\")].status"
-))]
-#[kube(printcolumn(
-    name = "Reason",
-    type_ = "string",
-    json_path = ".status.conditions[?(@.type==\"Succeeded\")].reason"
-))]
-#[kube(printcolumn(name = "StartTime", type_ = "date", json_path = ".status.startTime"))]
-#[kube(printcolumn(
-    name = "CompletionTime",
-    type_ = "date",
-    json_path = ".status.completionTime"
-))]
+#[kube(
+    printcolumn = r#"{"name":"Succeeded","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].status"}"#
+)]
+#[kube(
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].reason"}"#
+)]
+#[kube(printcolumn = r#"{"name":"StartTime","type":"date","jsonPath":".status.startTime"}"#)]
+#[kube(
+    printcolumn = r#"{"name":"CompletionTime","type":"date","jsonPath":".status.completionTime"}"#
+)]
 #[serde(rename_all = "camelCase")]
 pub struct PipelineRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -831,22 +825,16 @@ pub struct PipelineRunSpec {
     derive = "Default",
     derive = "PartialEq"
 )]
-#[kube(printcolumn(
-    name = "Succeeded",
-    type_ = "string",
-    json_path = ".status.conditions[?(@.type==\"Succeeded\")].status"
-))]
-#[kube(printcolumn(
-    name = "Reason",
-    type_ = "string",
-    json_path = ".status.conditions[?(@.type==\"Succeeded\")].reason"
-))]
-#[kube(printcolumn(name = "StartTime", type_ = "date", json_path = ".status.startTime"))]
-#[kube(printcolumn(
-    name = "CompletionTime",
-    type_ = "date",
-    json_path = ".status.completionTime"
-))]
+#[kube(
+    printcolumn = r#"{"name":"Succeeded","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].status"}"#
+)]
+#[kube(
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].reason"}"#
+)]
+#[kube(printcolumn = r#"{"name":"StartTime","type":"date","jsonPath":".status.startTime"}"#)]
+#[kube(
+    printcolumn = r#"{"name":"CompletionTime","type":"date","jsonPath":".status.completionTime"}"#
+)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]

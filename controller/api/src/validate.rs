@@ -334,13 +334,13 @@ impl<'a> Checker<'_, 'a> {
                 },
             ),
         }
-        if let Some(ns) = &meta.namespace {
-            if !is_dns1123_label(ns) {
-                self.err(
-                    &path.key("namespace"),
-                    format!("{ns:?} is not a valid namespace: expected a DNS-1123 label"),
-                );
-            }
+        if let Some(ns) = &meta.namespace
+            && !is_dns1123_label(ns)
+        {
+            self.err(
+                &path.key("namespace"),
+                format!("{ns:?} is not a valid namespace: expected a DNS-1123 label"),
+            );
         }
     }
 
@@ -417,13 +417,13 @@ impl<'a> Checker<'_, 'a> {
                 );
             }
             for (k, prop) in &p.properties {
-                if let Some(t) = &prop.type_ {
-                    if t != "string" {
-                        self.err(
-                            &pp.key("properties").key(k).key("type"),
-                            format!("{t:?} is not supported: object keys are strings"),
-                        );
-                    }
+                if let Some(t) = &prop.type_
+                    && t != "string"
+                {
+                    self.err(
+                        &pp.key("properties").key(k).key("type"),
+                        format!("{t:?} is not supported: object keys are strings"),
+                    );
                 }
             }
             if let Some(d) = &p.default {
@@ -464,16 +464,16 @@ impl<'a> Checker<'_, 'a> {
                         );
                     }
                 }
-                if let Some(ParamValue::String(d)) = &p.default {
-                    if !p.enum_.contains(d) {
-                        self.err(
-                            &pp.key("default"),
-                            format!(
-                                "default {d:?} is not one of the enum values: {}",
-                                p.enum_.join(", ")
-                            ),
-                        );
-                    }
+                if let Some(ParamValue::String(d)) = &p.default
+                    && !p.enum_.contains(d)
+                {
+                    self.err(
+                        &pp.key("default"),
+                        format!(
+                            "default {d:?} is not one of the enum values: {}",
+                            p.enum_.join(", ")
+                        ),
+                    );
                 }
             }
         }
@@ -531,17 +531,18 @@ impl<'a> Checker<'_, 'a> {
                     ),
                 );
             }
-            if let (ParamValue::String(st), false) = (&v.value, s.enum_.is_empty()) {
-                if refs::scan(st).is_empty() && !s.enum_.contains(st) {
-                    self.err(
-                        &vp,
-                        format!(
-                            "{st:?} is not one of the allowed values of param {:?}: {}",
-                            v.name,
-                            s.enum_.join(", ")
-                        ),
-                    );
-                }
+            if let (ParamValue::String(st), false) = (&v.value, s.enum_.is_empty())
+                && refs::scan(st).is_empty()
+                && !s.enum_.contains(st)
+            {
+                self.err(
+                    &vp,
+                    format!(
+                        "{st:?} is not one of the allowed values of param {:?}: {}",
+                        v.name,
+                        s.enum_.join(", ")
+                    ),
+                );
             }
             if let (ParamValue::Object(obj), "object") = (&v.value, declared) {
                 for k in s.properties.keys() {
@@ -629,13 +630,13 @@ impl<'a> Checker<'_, 'a> {
                 1 => {}
                 _ => self.err(&bp, format!("workspace {:?} sets {}: expected exactly one volume source", b.name, sources.join(" and "))),
             }
-            if let Some(pvc) = &b.persistent_volume_claim {
-                if pvc.claim_name.is_empty() {
-                    self.err(
-                        &bp.key("persistentVolumeClaim").key("claimName"),
-                        "required field is missing",
-                    );
-                }
+            if let Some(pvc) = &b.persistent_volume_claim
+                && pvc.claim_name.is_empty()
+            {
+                self.err(
+                    &bp.key("persistentVolumeClaim").key("claimName"),
+                    "required field is missing",
+                );
             }
             if b.config_map.as_ref().is_some_and(|c| c.name.is_empty()) {
                 self.err(
@@ -655,10 +656,15 @@ impl<'a> Checker<'_, 'a> {
             if b.csi.as_ref().is_some_and(|c| c.driver.is_empty()) {
                 self.err(&bp.key("csi").key("driver"), "required field is missing");
             }
-            if let Some(sp) = &b.sub_path {
-                if sp.starts_with('/') || sp.split('/').any(|s| s == "..") {
-                    self.err(&bp.key("subPath"), format!("{sp:?} must be a relative path inside the volume (no leading '/' or '..')"));
-                }
+            if let Some(sp) = &b.sub_path
+                && (sp.starts_with('/') || sp.split('/').any(|s| s == ".."))
+            {
+                self.err(
+                    &bp.key("subPath"),
+                    format!(
+                        "{sp:?} must be a relative path inside the volume (no leading '/' or '..')"
+                    ),
+                );
             }
         }
     }
@@ -987,10 +993,10 @@ impl<'a> Checker<'_, 'a> {
             ("stdoutConfig", &s.stdout_config),
             ("stderrConfig", &s.stderr_config),
         ] {
-            if let Some(c) = cfg {
-                if c.path.as_deref().is_some_and(|p| p.is_empty()) {
-                    self.err(&sp.key(label).key("path"), "path must not be empty");
-                }
+            if let Some(c) = cfg
+                && c.path.as_deref().is_some_and(|p| p.is_empty())
+            {
+                self.err(&sp.key(label).key("path"), "path must not be empty");
             }
         }
     }
@@ -1243,13 +1249,13 @@ impl<'a> Checker<'_, 'a> {
                     );
                 }
             }
-            if let Some(av) = &r.api_version {
-                if !av.contains('/') {
-                    self.err(
-                        &rp.key("apiVersion"),
-                        format!("{av:?} is not group/version"),
-                    );
-                }
+            if let Some(av) = &r.api_version
+                && !av.contains('/')
+            {
+                self.err(
+                    &rp.key("apiVersion"),
+                    format!("{av:?} is not group/version"),
+                );
             }
         }
         if let Some(p) = &t.pipeline_spec {
@@ -1644,13 +1650,13 @@ impl<'a> Checker<'_, 'a> {
         self.run_params(&spec.params, &path.key("params"));
         self.bindings(&spec.workspaces, &path.key("workspaces"));
         self.duration(spec.timeout.as_ref(), &path.key("timeout"));
-        if let Some(r) = spec.retries {
-            if r < 0 {
-                self.err(
-                    &path.key("retries"),
-                    format!("{r} is negative: expected >= 0"),
-                );
-            }
+        if let Some(r) = spec.retries
+            && r < 0
+        {
+            self.err(
+                &path.key("retries"),
+                format!("{r} is negative: expected >= 0"),
+            );
         }
         if spec.status_message.is_some() && spec.status.is_none() {
             self.err(&path.key("statusMessage"), "statusMessage needs status");
@@ -1869,18 +1875,22 @@ impl<'a> Checker<'_, 'a> {
                 _ => {}
             }
         }
-        if let (Some(a), Some(b)) = (tasks, finally) {
-            if a > 0 && b > 0 && a + b > limit && a <= limit && b <= limit {
-                self.err(
-                    &tp,
-                    format!(
-                        "tasks ({}) + finally ({}) is longer than {limit_name} ({})",
-                        fmt_duration(a),
-                        fmt_duration(b),
-                        fmt_duration(limit)
-                    ),
-                );
-            }
+        if let (Some(a), Some(b)) = (tasks, finally)
+            && a > 0
+            && b > 0
+            && a + b > limit
+            && a <= limit
+            && b <= limit
+        {
+            self.err(
+                &tp,
+                format!(
+                    "tasks ({}) + finally ({}) is longer than {limit_name} ({})",
+                    fmt_duration(a),
+                    fmt_duration(b),
+                    fmt_duration(limit)
+                ),
+            );
         }
     }
 
@@ -1987,27 +1997,25 @@ impl<'a> Checker<'_, 'a> {
         match (spec.kind(), r.star, r.index, r.key) {
             ("string", false, None, None) => {}
             ("string", ..) => self.err(path, format!("$({expr}): param {:?} is a string: use $(params.{})", r.name, r.name)),
-            ("array", true, ..) | ("object", true, ..) => {
-                if !alone {
+            ("array", true, ..) | ("object", true, ..)
+                if !alone => {
                     self.err(
                         path,
                         format!("$({expr}) expands to several values: it must stand alone as an element of a list (e.g. an args entry)"),
                     );
                 }
-            }
             ("array", false, Some(_), None) => {}
             ("array", ..) => self.err(
                 path,
                 format!("$({expr}): param {:?} is an array: use $(params.{}[*]) for all elements or $(params.{}[N]) for one", r.name, r.name, r.name),
             ),
-            ("object", false, None, Some(k)) => {
-                if !spec.properties.is_empty() && !spec.properties.contains_key(k) {
+            ("object", false, None, Some(k))
+                if !spec.properties.is_empty() && !spec.properties.contains_key(k) => {
                     self.err(
                         path,
                         format!("$({expr}): object param {:?} has no key {k:?}{}", r.name, suggest(k, spec.properties.keys().map(String::as_str))),
                     );
                 }
-            }
             ("object", ..) => self.err(path, format!("$({expr}): param {:?} is an object: use $(params.{}.<key>) or $(params.{}[*])", r.name, r.name, r.name)),
             _ => {}
         }
@@ -2184,11 +2192,10 @@ impl<'a> Checker<'_, 'a> {
                                     if matches!(tail, [Part::Star]) && !alone && res.kind() != "string" {
                                         self.err(path, format!("$({expr}) expands to several values: it must stand alone as an element of a list"));
                                     }
-                                    if let [Part::Name(k)] = tail {
-                                        if res.kind() == "object" && !res.properties.is_empty() && !res.properties.contains_key(*k) {
+                                    if let [Part::Name(k)] = tail
+                                        && res.kind() == "object" && !res.properties.is_empty() && !res.properties.contains_key(*k) {
                                             self.err(path, format!("$({expr}): object result {r:?} has no key {k:?}"));
                                         }
-                                    }
                                 }
                             }
                         }

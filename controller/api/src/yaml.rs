@@ -428,34 +428,33 @@ fn write_value_after_key(out: &mut String, v: &Value, indent: usize) {
 }
 
 fn write_scalar_block(out: &mut String, v: &Value, indent: usize) {
-    if let Value::String(s) = v {
-        if s.contains('\n')
-            && !s.starts_with([' ', '\t'])
-            && !s.chars().any(|c| c.is_control() && c != '\n')
-        {
-            // Literal block keeps scripts readable.
-            let chomp = if s.ends_with("\n\n") {
-                "+"
-            } else if s.ends_with('\n') {
-                ""
-            } else {
-                "-"
-            };
-            let _ = writeln!(out, "|{chomp}");
-            for line in s.trim_end_matches('\n').split('\n') {
-                if !line.is_empty() {
-                    out.push_str(&" ".repeat(indent));
-                    out.push_str(line);
-                }
+    if let Value::String(s) = v
+        && s.contains('\n')
+        && !s.starts_with([' ', '\t'])
+        && !s.chars().any(|c| c.is_control() && c != '\n')
+    {
+        // Literal block keeps scripts readable.
+        let chomp = if s.ends_with("\n\n") {
+            "+"
+        } else if s.ends_with('\n') {
+            ""
+        } else {
+            "-"
+        };
+        let _ = writeln!(out, "|{chomp}");
+        for line in s.trim_end_matches('\n').split('\n') {
+            if !line.is_empty() {
+                out.push_str(&" ".repeat(indent));
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+        if chomp == "+" {
+            for _ in 0..s.len() - s.trim_end_matches('\n').len() - 1 {
                 out.push('\n');
             }
-            if chomp == "+" {
-                for _ in 0..s.len() - s.trim_end_matches('\n').len() - 1 {
-                    out.push('\n');
-                }
-            }
-            return;
         }
+        return;
     }
     out.push_str(&scalar(v));
     out.push('\n');
