@@ -3,25 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// The `tests/` directory.
+/// The `tests/` directory (these tests are built as part of `cli/`).
 pub fn tests_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests")
 }
 
-/// The `tkt` binary next to this test's own executable (`target/<profile>/tkt`).
+/// The `tkt` binary cargo built for this test run.
 pub fn tkt_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let bin = dir.join("tkt");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p tektite-cli` first (hack/test.sh does)",
-        bin.display()
-    );
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_tkt"))
 }
 
 /// Runs `tkt` with `args` in `tests/`, with no standard input.

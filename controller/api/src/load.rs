@@ -7,6 +7,7 @@
 //! document with errors yields no object, the others still load.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -80,8 +81,48 @@ pub struct Loaded {
     /// The apiVersion as written (`tekton.dev/v1beta1` for converted input).
     pub source_version: String,
     pub object: Object,
-    node: Node,
-    conversion: Option<std::sync::Arc<Conversion>>,
+    source: Arc<Source>,
+    locator: Locator,
+    conversion: Option<Arc<Conversion>>,
+}
+
+/// A file's text, with its line-keeping parse made only when a diagnostic
+/// needs a line (loading itself takes the fast path without lines).
+#[derive(Debug)]
+struct Source {
+    text: String,
+    nodes: OnceLock<Vec<Node>>,
+}
+
+/// Where a document is in its file: the YAML document, and the item when it
+/// came from a JSON array or a `kind: List`.
+#[derive(Debug, Clone, Copy)]
+struct Locator {
+    doc: usize,
+    item: Option<usize>,
+}
+
+impl Source {
+    fn line_of(&self, at: Locator, path: &Path) -> Option<usize> {
+        let nodes = self.nodes.get_or_init(|| {
+            yaml::parse_documents(&self.text)
+                .map(|d| d.into_iter().map(|d| d.root).collect())
+                .unwrap_or_default()
+        });
+        let root = nodes.get(at.doc)?;
+        let node = match (at.item, &root.kind) {
+            (None, _) => root,
+            (Some(i), yaml::NodeKind::Seq(items)) => items.get(i)?,
+            (Some(i), yaml::NodeKind::Map(entries)) => {
+                match &entries.iter().find(|(k, _)| k == "items")?.1.kind {
+                    yaml::NodeKind::Seq(items) => items.get(i)?,
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        Some(node.line_of(path))
+    }
 }
 
 impl Loaded {
@@ -105,7 +146,7 @@ impl Loaded {
                 self.object.kind(),
                 self.object.display_name()
             )),
-            line: Some(self.node.line_of(&path)),
+            line: self.source.line_of(self.locator, &path),
             path: path.to_string(),
             message: message.into(),
         }
@@ -154,7 +195,9 @@ pub fn load_file(path: &std::path::Path) -> LoadOutput {
 /// Loads every document of `text`, naming `file` in diagnostics.
 pub fn load_str(file: &str, text: &str) -> LoadOutput {
     let mut out = LoadOutput::default();
-    let docs = match yaml::parse_documents(text) {
+    // JSON is read by the YAML parser too: it rejects duplicate keys, which
+    // serde_json would silently collapse.
+    let docs = match yaml::parse_values(text) {
         Ok(d) => d,
         Err(e) => {
             out.diagnostics.push(Diagnostic {
@@ -172,33 +215,38 @@ pub fn load_str(file: &str, text: &str) -> LoadOutput {
     if docs.is_empty() {
         out.diagnostics.push(file_error(file, "no documents found"));
     }
+    let source = Arc::new(Source {
+        text: text.to_string(),
+        nodes: OnceLock::new(),
+    });
     let mut index = 0;
-    for doc in docs {
+    for (doc, root) in docs.into_iter().enumerate() {
         // A JSON array or a `kind: List` holds several objects.
-        let items: Vec<Node> = match &doc.root.kind {
-            yaml::NodeKind::Seq(items) => items.clone(),
-            yaml::NodeKind::Map(entries) if is_list(entries) => entries
-                .iter()
-                .find(|(k, _)| k == "items")
-                .and_then(|(_, v)| match &v.kind {
-                    yaml::NodeKind::Seq(items) => Some(items.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default(),
-            _ => vec![doc.root],
+        let items: Vec<(Option<usize>, Value)> = match root {
+            Value::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (Some(i), v))
+                .collect(),
+            Value::Object(mut m) if m.get("kind").and_then(Value::as_str) == Some("List") => {
+                match m.remove("items") {
+                    Some(Value::Array(items)) => items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, v)| (Some(i), v))
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            }
+            other => vec![(None, other)],
         };
-        for node in items {
+        for (item, value) in items {
             index += 1;
-            load_document(file, index, node, &mut out);
+            let at = Locator { doc, item };
+            load_document(file, index, value, &source, at, &mut out);
         }
     }
     out
-}
-
-fn is_list(entries: &[(String, Node)]) -> bool {
-    entries
-        .iter()
-        .any(|(k, v)| k == "kind" && matches!(&v.kind, yaml::NodeKind::Str(s) if s == "List"))
 }
 
 fn file_error(file: &str, message: &str) -> Diagnostic {
@@ -228,8 +276,14 @@ const REMOVED_KINDS: &[(&str, &str)] = &[
     ),
 ];
 
-fn load_document(file: &str, index: usize, node: Node, out: &mut LoadOutput) {
-    let mut value = node.to_json();
+fn load_document(
+    file: &str,
+    index: usize,
+    mut value: Value,
+    source: &Arc<Source>,
+    at: Locator,
+    out: &mut LoadOutput,
+) {
     let object_name = |v: &Value| -> Option<String> {
         let kind = v.get("kind")?.as_str()?;
         let meta = v.get("metadata");
@@ -259,7 +313,7 @@ fn load_document(file: &str, index: usize, node: Node, out: &mut LoadOutput) {
             file: file.to_string(),
             document: Some(index),
             object: object.clone(),
-            line: Some(node.line_of(&path)),
+            line: source.line_of(at, &path),
             path: path.to_string(),
             message,
         });
@@ -389,8 +443,9 @@ fn load_document(file: &str, index: usize, node: Node, out: &mut LoadOutput) {
             document: index,
             source_version: api_version,
             object,
-            node,
-            conversion: conversion.map(std::sync::Arc::new),
+            source: Arc::clone(source),
+            locator: at,
+            conversion: conversion.map(Arc::new),
         }),
         Err((p, m)) => emit(out, Severity::Error, &p, m, conversion.as_ref()),
     }

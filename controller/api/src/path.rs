@@ -1,58 +1,94 @@
 //! Field paths such as `spec.tasks[2].runAfter[0]`, used by every error.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// One step of a field path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Seg {
-    Key(String),
+    Key(Cow<'static, str>),
     Index(usize),
 }
 
 /// A field path inside one document.
+///
+/// Validation builds a path for every field it looks at, and almost all of
+/// them are thrown away: so a path is a shared linked list (extending it is
+/// one small allocation, cloning it none) and literal keys are not copied.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Path(Vec<Seg>);
+pub struct Path(Option<Arc<Link>>);
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Link {
+    parent: Path,
+    seg: Seg,
+}
 
 impl Path {
     pub fn root() -> Self {
         Self::default()
     }
 
+    fn with(&self, seg: Seg) -> Self {
+        Path(Some(Arc::new(Link {
+            parent: self.clone(),
+            seg,
+        })))
+    }
+
     /// This path extended by a key.
     #[must_use]
-    pub fn key(&self, key: &str) -> Self {
-        let mut p = self.clone();
-        p.0.push(Seg::Key(key.to_string()));
-        p
+    pub fn key(&self, key: &'static str) -> Self {
+        self.with(Seg::Key(Cow::Borrowed(key)))
+    }
+
+    /// This path extended by a key that is not a literal.
+    #[must_use]
+    pub fn key_owned(&self, key: &str) -> Self {
+        self.with(Seg::Key(Cow::Owned(key.to_string())))
     }
 
     /// This path extended by an index.
     #[must_use]
     pub fn idx(&self, i: usize) -> Self {
-        let mut p = self.clone();
-        p.0.push(Seg::Index(i));
-        p
+        self.with(Seg::Index(i))
     }
 
-    pub fn segs(&self) -> &[Seg] {
-        &self.0
+    /// The last segment, if any.
+    pub fn last(&self) -> Option<&Seg> {
+        self.0.as_ref().map(|l| &l.seg)
+    }
+
+    /// The segments from the root.
+    pub fn segs(&self) -> Vec<Seg> {
+        let mut out = Vec::new();
+        let mut cur = &self.0;
+        while let Some(link) = cur {
+            out.push(link.seg.clone());
+            cur = &link.parent.0;
+        }
+        out.reverse();
+        out
     }
 
     pub fn starts_with(&self, prefix: &Path) -> bool {
-        self.0.starts_with(&prefix.0)
+        self.segs().starts_with(&prefix.segs())
     }
 
     /// Replaces `from` at the start of this path with `to`.
     #[must_use]
     pub fn rebase(&self, from: &Path, to: &Path) -> Self {
-        let mut segs = to.0.clone();
-        segs.extend_from_slice(&self.0[from.0.len()..]);
-        Path(segs)
+        let mut p = to.clone();
+        for seg in self.segs().into_iter().skip(from.segs().len()) {
+            p.push(seg);
+        }
+        p
     }
 
     pub fn push(&mut self, seg: Seg) {
-        self.0.push(seg);
+        *self = self.with(seg);
     }
 }
 
@@ -64,7 +100,7 @@ fn is_plain_key(k: &str) -> bool {
 
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, seg) in self.0.iter().enumerate() {
+        for (i, seg) in self.segs().iter().enumerate() {
             match seg {
                 Seg::Key(k) if is_plain_key(k) => {
                     if i > 0 {
@@ -102,7 +138,7 @@ impl FromStr for Path {
                 };
                 let inner = &r[..end];
                 if let Some(q) = inner.strip_prefix('"') {
-                    segs.push(Seg::Key(q.trim_end_matches('"').to_string()));
+                    segs.push(Seg::Key(Cow::Owned(q.trim_end_matches('"').to_string())));
                 } else {
                     segs.push(Seg::Index(inner.parse().map_err(|_| bad())?));
                 }
@@ -113,11 +149,15 @@ impl FromStr for Path {
                 if end == 0 {
                     return Err(bad());
                 }
-                segs.push(Seg::Key(r[..end].to_string()));
+                segs.push(Seg::Key(Cow::Owned(r[..end].to_string())));
                 rest = &r[end..];
             }
         }
-        Ok(Path(segs))
+        let mut p = Path::root();
+        for seg in segs {
+            p.push(seg);
+        }
+        Ok(p)
     }
 }
 

@@ -12,7 +12,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use serde_json::Value;
 
 use crate::diag::suggest;
-use crate::path::Path;
+use crate::path::{Path, Seg};
 
 /// ObjectMeta fields a user may write (the CRD schema leaves metadata open).
 const METADATA_FIELDS: &[&str] = &[
@@ -74,7 +74,7 @@ pub fn check(kind: &str, value: &mut Value) -> Vec<(Path, String)> {
         for (k, v) in meta.iter() {
             if !METADATA_FIELDS.contains(&k.as_str()) {
                 errors.push((
-                    path.key(k),
+                    path.key_owned(k),
                     format!(
                         "unknown field {k:?}{}",
                         suggest(k, METADATA_FIELDS.iter().copied())
@@ -86,27 +86,36 @@ pub fn check(kind: &str, value: &mut Value) -> Vec<(Path, String)> {
                         for (lk, lv) in m {
                             if !lv.is_string() {
                                 errors.push((
-                                    path.key(k).key(lk),
+                                    path.key_owned(k).key_owned(lk),
                                     format!("expected a string, found {}", type_name(lv)),
                                 ));
                             }
                         }
                     }
                     other => errors.push((
-                        path.key(k),
+                        path.key_owned(k),
                         format!("expected a map of strings, found {}", type_name(other)),
                     )),
                 }
             } else if matches!(k.as_str(), "name" | "generateName" | "namespace") && !v.is_string()
             {
                 errors.push((
-                    path.key(k),
+                    path.key_owned(k),
                     format!("expected a string, found {}", type_name(v)),
                 ));
             }
         }
     }
-    walk(value, schema, &Path::root(), &mut errors, true);
+    let mut found = Vec::new();
+    walk(value, schema, &mut found, true);
+    errors.extend(found.into_iter().map(|(mut segs, message)| {
+        segs.reverse();
+        let mut path = Path::root();
+        for s in segs {
+            path.push(s);
+        }
+        (path, message)
+    }));
     errors
 }
 
@@ -134,33 +143,65 @@ fn expected(ty: &str) -> &'static str {
     }
 }
 
-/// Properties of a schema, including those of `allOf`/`anyOf`/`oneOf` branches.
-fn properties(schema: &JSONSchemaProps) -> Vec<(&String, &JSONSchemaProps)> {
-    let mut out: Vec<(&String, &JSONSchemaProps)> = schema.properties.iter().flatten().collect();
+/// The schema of property `name`, looking into `allOf`/`anyOf`/`oneOf` branches.
+fn property<'s>(schema: &'s JSONSchemaProps, name: &str) -> Option<&'s JSONSchemaProps> {
+    if let Some(p) = schema.properties.as_ref().and_then(|p| p.get(name)) {
+        return Some(p);
+    }
+    [&schema.all_of, &schema.any_of, &schema.one_of]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find_map(|branch| property(branch, name))
+}
+
+/// Every property name, for "did you mean" (only computed on an error).
+fn property_names(schema: &JSONSchemaProps) -> Vec<&str> {
+    let mut out: Vec<&str> = schema
+        .properties
+        .iter()
+        .flatten()
+        .map(|(k, _)| k.as_str())
+        .collect();
     for branch in [&schema.all_of, &schema.any_of, &schema.one_of]
         .into_iter()
         .flatten()
         .flatten()
     {
-        out.extend(properties(branch));
+        out.extend(property_names(branch));
     }
     out
 }
 
-fn walk(
-    value: &mut Value,
-    schema: &JSONSchemaProps,
-    path: &Path,
-    errors: &mut Vec<(Path, String)>,
-    top: bool,
-) {
+fn has_properties(schema: &JSONSchemaProps) -> bool {
+    schema.properties.as_ref().is_some_and(|p| !p.is_empty())
+        || [&schema.all_of, &schema.any_of, &schema.one_of]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(has_properties)
+}
+
+/// An error found by [`walk`], with its path in reverse (innermost first):
+/// parents add their segment only to errors, so a clean walk allocates no
+/// paths at all (big pipelines have tens of thousands of nodes).
+type RevError = (Vec<Seg>, String);
+
+/// Adds `seg` to the errors found since `start` while unwinding.
+fn prefix(errors: &mut [RevError], start: usize, seg: impl Fn() -> Seg) {
+    for e in &mut errors[start..] {
+        e.0.push(seg());
+    }
+}
+
+fn walk(value: &mut Value, schema: &JSONSchemaProps, errors: &mut Vec<RevError>, top: bool) {
     if schema.x_kubernetes_preserve_unknown_fields == Some(true) && schema.properties.is_none() {
         return;
     }
     if schema.x_kubernetes_int_or_string == Some(true) {
         if !(value.is_string() || value.is_i64() || value.is_u64() || value.is_f64()) {
             errors.push((
-                path.clone(),
+                Vec::new(),
                 format!(
                     "expected a string or an integer, found {}",
                     type_name(value)
@@ -182,7 +223,7 @@ fn walk(
     };
     if !type_ok {
         errors.push((
-            path.clone(),
+            Vec::new(),
             format!("expected {}, found {}", expected(ty), type_name(value)),
         ));
         return;
@@ -191,7 +232,7 @@ fn walk(
         let names: Vec<&str> = allowed.iter().filter_map(|j| j.0.as_str()).collect();
         if !names.is_empty() && !names.contains(&s.as_str()) {
             errors.push((
-                path.clone(),
+                Vec::new(),
                 format!(
                     "{s:?} is not one of {}{}",
                     names.join(", "),
@@ -202,22 +243,29 @@ fn walk(
     }
     match value {
         Value::Object(map) => {
-            map.retain(|_, v| !v.is_null());
-            let props = properties(schema);
-            let has_props = !props.is_empty();
+            if map.values().any(Value::is_null) {
+                map.retain(|_, v| !v.is_null());
+            }
+            let closed =
+                has_properties(schema) && schema.x_kubernetes_preserve_unknown_fields != Some(true);
             for (k, v) in map.iter_mut() {
                 if top && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
                     continue;
                 }
-                if let Some((_, sub)) = props.iter().find(|(name, _)| *name == k) {
-                    walk(v, sub, &path.key(k), errors, false);
-                } else if let Some(JSONSchemaPropsOrBool::Schema(sub)) =
-                    &schema.additional_properties
-                {
-                    walk(v, sub, &path.key(k), errors, false);
-                } else if has_props && schema.x_kubernetes_preserve_unknown_fields != Some(true) {
-                    let hint = suggest(k, props.iter().map(|(n, _)| n.as_str()));
-                    errors.push((path.key(k), format!("unknown field {k:?}{hint}")));
+                let sub = property(schema, k).or(match &schema.additional_properties {
+                    Some(JSONSchemaPropsOrBool::Schema(sub)) => Some(&**sub),
+                    _ => None,
+                });
+                if let Some(sub) = sub {
+                    let start = errors.len();
+                    walk(v, sub, errors, false);
+                    prefix(errors, start, || Seg::Key(k.clone().into()));
+                } else if closed {
+                    let hint = suggest(k, property_names(schema));
+                    errors.push((
+                        vec![Seg::Key(k.clone().into())],
+                        format!("unknown field {k:?}{hint}"),
+                    ));
                 }
             }
             // Embedded objects (a volumeClaimTemplate) may omit metadata,
@@ -229,24 +277,29 @@ fn walk(
                 .filter(|r| *r != "metadata")
             {
                 if !map.contains_key(req) {
-                    errors.push((path.key(req), "required field is missing".to_string()));
+                    errors.push((
+                        vec![Seg::Key(req.clone().into())],
+                        "required field is missing".to_string(),
+                    ));
                 }
             }
         }
         Value::Array(items) => {
             if let Some(JSONSchemaPropsOrArray::Schema(sub)) = &schema.items {
                 for (i, item) in items.iter_mut().enumerate() {
+                    let start = errors.len();
                     if item.is_null() {
                         errors.push((
-                            path.idx(i),
+                            Vec::new(),
                             format!(
                                 "expected {}, found null",
                                 expected(sub.type_.as_deref().unwrap_or(""))
                             ),
                         ));
-                        continue;
+                    } else {
+                        walk(item, sub, errors, false);
                     }
-                    walk(item, sub, &path.idx(i), errors, false);
+                    prefix(errors, start, || Seg::Index(i));
                 }
             }
         }

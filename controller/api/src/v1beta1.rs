@@ -35,7 +35,13 @@ impl Conversion {
         p
     }
 
-    fn rename(&mut self, obj: &mut Map<String, Value>, from: &str, to: &str, path: &Path) {
+    fn rename(
+        &mut self,
+        obj: &mut Map<String, Value>,
+        from: &'static str,
+        to: &'static str,
+        path: &Path,
+    ) {
         self.move_to(obj, from, path, &[to], path);
     }
 
@@ -43,9 +49,9 @@ impl Conversion {
     fn move_to(
         &mut self,
         obj: &mut Map<String, Value>,
-        from: &str,
+        from: &'static str,
         from_path: &Path,
-        to: &[&str],
+        to: &[&'static str],
         base: &Path,
     ) {
         let Some(value) = obj.remove(from) else {

@@ -249,6 +249,15 @@ struct PipelineCtx<'a> {
     /// Results declared by each task whose spec is known.
     results: HashMap<&'a str, Option<Vec<&'a TaskResult>>>,
     finally: HashSet<&'a str>,
+    /// Names of `tasks` (not finally), for O(1) lookups in big pipelines.
+    tasks: HashSet<&'a str>,
+}
+
+impl PipelineCtx<'_> {
+    /// Task names in the order written, for suggestions.
+    fn task_names(&self) -> impl Iterator<Item = &str> {
+        self.spec.tasks.iter().map(|x| x.name.as_str())
+    }
 }
 
 /// Where a string being checked sits.
@@ -363,7 +372,7 @@ impl<'a> Checker<'_, 'a> {
         &mut self,
         items: impl IntoIterator<Item = (usize, &'s str)>,
         path: &Path,
-        field: &str,
+        field: &'static str,
         what: &str,
     ) {
         let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -421,7 +430,7 @@ impl<'a> Checker<'_, 'a> {
                     && t != "string"
                 {
                     self.err(
-                        &pp.key("properties").key(k).key("type"),
+                        &pp.key("properties").key_owned(k).key("type"),
                         format!("{t:?} is not supported: object keys are strings"),
                     );
                 }
@@ -1136,6 +1145,7 @@ impl<'a> Checker<'_, 'a> {
             spec,
             results,
             finally: spec.finally.iter().map(|t| t.name.as_str()).collect(),
+            tasks: spec.tasks.iter().map(|t| t.name.as_str()).collect(),
         };
         // Tekton's webhook checks the graph of `tasks` only; finally tasks run after all of them.
         match dag::build(&spec.tasks) {
@@ -1290,7 +1300,6 @@ impl<'a> Checker<'_, 'a> {
                 "finally tasks cannot use runAfter: they run after all tasks",
             );
         }
-        let task_names: Vec<&str> = ctx.spec.tasks.iter().map(|x| x.name.as_str()).collect();
         if !in_finally {
             for (j, r) in t.run_after.iter().enumerate() {
                 let rp = tp.key("runAfter").idx(j);
@@ -1301,13 +1310,10 @@ impl<'a> Checker<'_, 'a> {
                         &rp,
                         format!("{r:?} is a finally task: tasks cannot run after finally tasks"),
                     );
-                } else if !task_names.contains(&r.as_str()) {
+                } else if !ctx.tasks.contains(r.as_str()) {
                     self.err(
                         &rp,
-                        format!(
-                            "unknown task {r:?}{}",
-                            suggest(r, task_names.iter().copied())
-                        ),
+                        format!("unknown task {r:?}{}", suggest(r, ctx.task_names())),
                     );
                 }
             }
@@ -1613,7 +1619,7 @@ impl<'a> Checker<'_, 'a> {
             }
             ParamValue::Object(o) => {
                 for (k, s) in o {
-                    self.check_string(s, &path.key(k), scope, false);
+                    self.check_string(s, &path.key_owned(k), scope, false);
                 }
             }
         }
@@ -1916,7 +1922,7 @@ impl<'a> Checker<'_, 'a> {
             }
             Value::Object(m) => {
                 for (k, x) in m {
-                    self.walk_strings(x, &path.key(k), scope, false);
+                    self.walk_strings(x, &path.key_owned(k), scope, false);
                 }
             }
             _ => {}
@@ -2004,6 +2010,7 @@ impl<'a> Checker<'_, 'a> {
                         format!("$({expr}) expands to several values: it must stand alone as an element of a list (e.g. an args entry)"),
                     );
                 }
+            ("array" | "object", true, ..) => {}
             ("array", false, Some(_), None) => {}
             ("array", ..) => self.err(
                 path,
@@ -2016,6 +2023,7 @@ impl<'a> Checker<'_, 'a> {
                         format!("$({expr}): object param {:?} has no key {k:?}{}", r.name, suggest(k, spec.properties.keys().map(String::as_str))),
                     );
                 }
+            ("object", false, None, Some(_)) => {}
             ("object", ..) => self.err(path, format!("$({expr}): param {:?} is an object: use $(params.{}.<key>) or $(params.{}[*])", r.name, r.name, r.name)),
             _ => {}
         }
@@ -2150,9 +2158,7 @@ impl<'a> Checker<'_, 'a> {
                 }
             }
             [_, Part::Name(t), rest @ ..] => {
-                let task_names: Vec<&str> =
-                    ctx.spec.tasks.iter().map(|x| x.name.as_str()).collect();
-                let known = task_names.contains(t);
+                let known = ctx.tasks.contains(t);
                 if !known {
                     let why = if ctx.finally.contains(t) {
                         format!(
@@ -2161,7 +2167,7 @@ impl<'a> Checker<'_, 'a> {
                     } else {
                         format!(
                             "$({expr}) refers to task {t:?}, which the Pipeline does not have{}",
-                            suggest(t, task_names.iter().copied())
+                            suggest(t, ctx.task_names())
                         )
                     };
                     self.err(path, why);

@@ -40,36 +40,163 @@ pub struct SyntaxError {
     pub message: String,
 }
 
-/// A document of a multi-document stream: its root node and first line.
+/// A document of a multi-document stream: its root node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
     pub root: Node,
 }
 
-enum Frame {
-    Seq(usize, usize, Vec<Node>),
-    Map(
-        usize,
-        usize,
-        Vec<(String, Node)>,
-        Option<(String, usize)>,
-        Vec<String>,
-    ),
+/// What the parser builds: the line-keeping [`Node`] tree (for error
+/// messages), or plain JSON values (the fast path for loading).
+trait Tree: Clone {
+    fn scalar(kind: NodeKind, line: usize) -> Self;
+    fn seq(items: Vec<Self>, line: usize) -> Self;
+    fn map(entries: Vec<(String, Self)>, line: usize) -> Self;
+    /// The text of a scalar used as a mapping key; `None` for collections.
+    fn key(self) -> Option<String>;
+    /// The entries of a mapping, or the mappings of a sequence (for `<<`).
+    fn merge_sources(self) -> Option<Vec<Vec<(String, Self)>>>;
+    fn is_null(&self) -> bool;
 }
 
-/// Parses every document of a YAML (or JSON) stream.
+fn scalar_key(kind: NodeKind) -> Option<String> {
+    match kind {
+        NodeKind::Str(s) => Some(s),
+        NodeKind::Int(i) => Some(i.to_string()),
+        NodeKind::Bool(b) => Some(b.to_string()),
+        NodeKind::Float(f) => Some(f.to_string()),
+        NodeKind::Null => Some("null".to_string()),
+        NodeKind::Seq(_) | NodeKind::Map(_) => None,
+    }
+}
+
+impl Tree for Node {
+    fn scalar(kind: NodeKind, line: usize) -> Self {
+        Node { line, kind }
+    }
+    fn seq(items: Vec<Self>, line: usize) -> Self {
+        Node {
+            line,
+            kind: NodeKind::Seq(items),
+        }
+    }
+    fn map(entries: Vec<(String, Self)>, line: usize) -> Self {
+        Node {
+            line,
+            kind: NodeKind::Map(entries),
+        }
+    }
+    fn key(self) -> Option<String> {
+        scalar_key(self.kind)
+    }
+    fn merge_sources(self) -> Option<Vec<Vec<(String, Self)>>> {
+        match self.kind {
+            NodeKind::Map(m) => Some(vec![m]),
+            NodeKind::Seq(items) => Some(
+                items
+                    .into_iter()
+                    .filter_map(|n| match n.kind {
+                        NodeKind::Map(m) => Some(m),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+    fn is_null(&self) -> bool {
+        self.kind == NodeKind::Null
+    }
+}
+
+impl Tree for Value {
+    fn scalar(kind: NodeKind, _: usize) -> Self {
+        match kind {
+            NodeKind::Null => Value::Null,
+            NodeKind::Bool(b) => Value::Bool(b),
+            NodeKind::Int(i) => Value::Number(i.into()),
+            NodeKind::Float(f) => Number::from_f64(f).map_or(Value::Null, Value::Number),
+            NodeKind::Str(s) => Value::String(s),
+            NodeKind::Seq(_) | NodeKind::Map(_) => Value::Null,
+        }
+    }
+    fn seq(items: Vec<Self>, _: usize) -> Self {
+        Value::Array(items)
+    }
+    fn map(entries: Vec<(String, Self)>, _: usize) -> Self {
+        Value::Object(entries.into_iter().collect())
+    }
+    fn key(self) -> Option<String> {
+        match self {
+            Value::String(s) => Some(s),
+            Value::Null => Some("null".to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Array(_) | Value::Object(_) => None,
+        }
+    }
+    fn merge_sources(self) -> Option<Vec<Vec<(String, Self)>>> {
+        match self {
+            Value::Object(m) => Some(vec![m.into_iter().collect()]),
+            Value::Array(items) => Some(
+                items
+                    .into_iter()
+                    .filter_map(|v| match v {
+                        Value::Object(m) => Some(m.into_iter().collect()),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+    fn is_null(&self) -> bool {
+        self.is_null()
+    }
+}
+
+struct MapFrame<T> {
+    line: usize,
+    anchor: usize,
+    entries: Vec<(String, T)>,
+    /// The key read, waiting for its value.
+    pending: Option<String>,
+    /// Keys brought in by `<<`, which keys written out may override.
+    merged: Vec<String>,
+}
+
+enum Frame<T> {
+    Seq(usize, usize, Vec<T>),
+    Map(MapFrame<T>),
+}
+
+/// Parses every document of a YAML (or JSON) stream, keeping lines.
 ///
 /// # Errors
 /// A syntax error, a non-scalar mapping key, a duplicate key or an unknown
 /// alias, each with its line.
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
-    let mut parser = Parser::new_from_str(text);
+    Ok(parse::<Node>(text)?
+        .into_iter()
+        .map(|root| Document { root })
+        .collect())
+}
+
+/// Parses every document into JSON values, without line information: the
+/// fast path when nothing needs reporting. Same errors as [`parse_documents`].
+///
+/// # Errors
+/// As [`parse_documents`].
+pub fn parse_values(text: &str) -> Result<Vec<Value>, SyntaxError> {
+    parse::<Value>(text)
+}
+
+fn parse<T: Tree>(text: &str) -> Result<Vec<T>, SyntaxError> {
     let mut docs = Vec::new();
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
-    let mut root: Option<Node> = None;
-    let mut doc_line = 1;
-    for event in &mut parser {
+    let mut stack: Vec<Frame<T>> = Vec::new();
+    let mut anchors: HashMap<usize, T> = HashMap::new();
+    let mut root: Option<T> = None;
+    for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| SyntaxError {
             line: e.marker().line(),
             message: e.info().to_string(),
@@ -80,17 +207,12 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
             Event::DocumentStart(_) => {
                 anchors.clear();
                 root = None;
-                doc_line = line;
                 continue;
             }
             Event::DocumentEnd => {
                 // An empty document (e.g. a trailing `---`) is skipped, like kubectl does.
-                if let Some(root) = root.take() {
-                    if root.kind != NodeKind::Null {
-                        docs.push(Document { root });
-                    }
-                } else {
-                    let _ = doc_line;
+                if let Some(root) = root.take().filter(|r| !r.is_null()) {
+                    docs.push(root);
                 }
                 continue;
             }
@@ -100,10 +222,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
             })?,
             Event::Scalar(value, style, anchor, tag) => {
                 let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
-                let node = Node {
-                    line,
-                    kind: resolve_scalar(&value, style, tag.as_deref(), line)?,
-                };
+                let node = T::scalar(resolve_scalar(&value, style, tag.as_deref(), line)?, line);
                 if anchor > 0 {
                     anchors.insert(anchor, node.clone());
                 }
@@ -114,115 +233,90 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
                 continue;
             }
             Event::MappingStart(anchor, _) => {
-                stack.push(Frame::Map(line, anchor, Vec::new(), None, Vec::new()));
+                stack.push(Frame::Map(MapFrame {
+                    line,
+                    anchor,
+                    entries: Vec::new(),
+                    pending: None,
+                    merged: Vec::new(),
+                }));
                 continue;
             }
-            Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq(start, anchor, items)) => {
-                    let node = Node {
-                        line: start,
-                        kind: NodeKind::Seq(items),
-                    };
-                    if anchor > 0 {
-                        anchors.insert(anchor, node.clone());
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (node, anchor) = match stack.pop() {
+                    Some(Frame::Seq(start, anchor, items)) => (T::seq(items, start), anchor),
+                    Some(Frame::Map(m)) => (T::map(m.entries, m.line), m.anchor),
+                    None => {
+                        return Err(SyntaxError {
+                            line,
+                            message: "unbalanced collection".into(),
+                        });
                     }
-                    node
+                };
+                if anchor > 0 {
+                    anchors.insert(anchor, node.clone());
                 }
-                _ => {
-                    return Err(SyntaxError {
-                        line,
-                        message: "unbalanced sequence".into(),
-                    });
-                }
-            },
-            Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map(start, anchor, entries, _, _)) => {
-                    let node = Node {
-                        line: start,
-                        kind: NodeKind::Map(entries),
-                    };
-                    if anchor > 0 {
-                        anchors.insert(anchor, node.clone());
-                    }
-                    node
-                }
-                _ => {
-                    return Err(SyntaxError {
-                        line,
-                        message: "unbalanced mapping".into(),
-                    });
-                }
-            },
+                node
+            }
         };
-        push_node(&mut stack, &mut root, node)?;
+        push_node(&mut stack, &mut root, node, line)?;
     }
     Ok(docs)
 }
 
-fn push_node(stack: &mut [Frame], root: &mut Option<Node>, node: Node) -> Result<(), SyntaxError> {
-    match stack.last_mut() {
-        None => *root = Some(node),
-        Some(Frame::Seq(_, _, items)) => items.push(node),
-        Some(Frame::Map(_, _, entries, pending, merged)) => match pending.take() {
-            None => {
-                let key = match node.kind {
-                    NodeKind::Str(s) => s,
-                    NodeKind::Int(i) => i.to_string(),
-                    NodeKind::Bool(b) => b.to_string(),
-                    NodeKind::Float(f) => f.to_string(),
-                    NodeKind::Null => "null".to_string(),
-                    NodeKind::Seq(_) | NodeKind::Map(_) => {
-                        return Err(SyntaxError {
-                            line: node.line,
-                            message: "mapping keys must be scalars".into(),
-                        });
-                    }
-                };
-                if key == "<<" {
-                    *pending = Some((key, node.line));
-                    return Ok(());
-                }
-                if let Some(m) = merged.iter().position(|k| *k == key) {
+fn push_node<T: Tree>(
+    stack: &mut [Frame<T>],
+    root: &mut Option<T>,
+    node: T,
+    line: usize,
+) -> Result<(), SyntaxError> {
+    let m = match stack.last_mut() {
+        None => {
+            *root = Some(node);
+            return Ok(());
+        }
+        Some(Frame::Seq(_, _, items)) => {
+            items.push(node);
+            return Ok(());
+        }
+        Some(Frame::Map(m)) => m,
+    };
+    match m.pending.take() {
+        None => {
+            let key = node.key().ok_or_else(|| SyntaxError {
+                line,
+                message: "mapping keys must be scalars".into(),
+            })?;
+            if key != "<<" {
+                if let Some(i) = m.merged.iter().position(|k| *k == key) {
                     // A key written out overrides one brought in by `<<`.
-                    merged.remove(m);
-                    entries.retain(|(k, _)| *k != key);
-                } else if entries.iter().any(|(k, _)| *k == key) {
+                    m.merged.remove(i);
+                    m.entries.retain(|(k, _)| *k != key);
+                } else if m.entries.iter().any(|(k, _)| *k == key) {
                     return Err(SyntaxError {
-                        line: node.line,
+                        line,
                         message: format!("duplicate key {key:?}"),
                     });
                 }
-                *pending = Some((key, node.line));
             }
-            Some((key, _)) if key == "<<" => {
-                // Merge key: copy entries that the mapping does not set itself.
-                let sources = match node.kind {
-                    NodeKind::Map(m) => vec![m],
-                    NodeKind::Seq(items) => items
-                        .into_iter()
-                        .filter_map(|n| match n.kind {
-                            NodeKind::Map(m) => Some(m),
-                            _ => None,
-                        })
-                        .collect(),
-                    _ => {
-                        return Err(SyntaxError {
-                            line: node.line,
-                            message: "merge key `<<` needs a mapping".into(),
-                        });
-                    }
-                };
-                for source in sources {
-                    for (k, v) in source {
-                        if !entries.iter().any(|(e, _)| *e == k) {
-                            merged.push(k.clone());
-                            entries.push((k, v));
-                        }
+            m.pending = Some(key);
+        }
+        Some(key) if key == "<<" => {
+            // Merge key: copy entries that the mapping does not set itself.
+            let sources = node.merge_sources().ok_or_else(|| SyntaxError {
+                line,
+                message: "merge key `<<` needs a mapping".into(),
+            })?;
+            for source in sources {
+                for (k, v) in source {
+                    if !m.entries.iter().any(|(e, _)| *e == k) {
+                        m.merged.push(k.clone());
+                        m.entries.push((k, v));
                     }
                 }
             }
-            Some((key, _)) => entries.push((key, node)),
-        },
+        }
+        Some(key) => m.entries.push((key, node)),
     }
     Ok(())
 }
@@ -341,9 +435,9 @@ impl Node {
         for seg in path.segs() {
             let next = match (seg, &node.kind) {
                 (Seg::Key(k), NodeKind::Map(entries)) => {
-                    entries.iter().find(|(e, _)| e == k).map(|(_, v)| v)
+                    entries.iter().find(|(e, _)| *e == *k).map(|(_, v)| v)
                 }
-                (Seg::Index(i), NodeKind::Seq(items)) => items.get(*i),
+                (Seg::Index(i), NodeKind::Seq(items)) => items.get(i),
                 _ => None,
             };
             match next {

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Runs the benchmarks and prints their tables (figures go in README.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+cargo bench -p tektite-api --bench validate
