@@ -10,7 +10,7 @@
 //! - `API JSON+validate+dag` is what the controller pays for an object the
 //!   API server sends (JSON, already schema-checked by the server).
 //!
-//! The schema of each kind is generated once per process; that one-time cost
+//! The CRD schema of each kind is read once per process; that one-time cost
 //! is reported on its own row.
 
 use std::fmt::Write as _;
@@ -100,7 +100,7 @@ fn main() {
     );
     println!(
         "{:<34} {:>7} {:>9} {:>9} {:>9}",
-        "schema generation (once)",
+        "schema load (once per kind)",
         1,
         ms(init),
         ms(init),

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run). On a fresh Debian machine as root it
+# installs what is missing, then checks formatting, clippy -D warnings, that
+# crds/ matches the Rust types, and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+step() { printf '\n==> %s\n' "$*"; }
+
+step "packages"
+need=()
+command -v cc >/dev/null || need+=(gcc)          # mimalloc builds a little C
+command -v git >/dev/null || need+=(git)
+command -v diff >/dev/null || need+=(diffutils)
+if ((${#need[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing: ${need[*]} (run as root, or install them)" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+cargo --version
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "crds/ matches the types"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cargo run --quiet --locked -p tektite-api --bin tektite-crdgen -- "$tmp" >/dev/null
+if ! diff -r -q crds "$tmp"; then
+  echo "crds/ is out of date: run hack/gen-crds.sh and commit the result" >&2
+  exit 1
+fi
+
+step "examples validate"
+cargo run --quiet --locked -p tektite-cli --bin tkt -- validate -f tests/examples
+
+step "cargo test"
+# Libraries, binaries and integration tests (no doctests: the crates have
+# none, and benches run with hack/bench.sh).
+cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$tmp/test.log"
+passed=$(awk '/^test result:/ {s += $4} END {print s+0}' "$tmp/test.log")
+failed=$(awk '/^test result:/ {s += $6} END {print s+0}' "$tmp/test.log")
+
+echo
+echo "hack/test.sh: all checks passed in $(( $(date +%s) - start ))s"
+echo "tests: $passed passed, $failed failed"
