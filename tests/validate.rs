@@ -273,3 +273,20 @@ fn stdin_unreadable_files_and_usage_errors() {
     let o = tkt(&["validate", "-f", "x.yaml", "-o", "xml"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// What Tekton's webhook accepts is only warned about, so existing Tasks
+/// (the catalog's included) still validate.
+#[test]
+fn what_tekton_accepts_is_only_a_warning() {
+    let o = tkt(&["validate", "-f", "corpus/warn/lenient.yaml"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let expected = [
+        "warning: corpus/warn/lenient.yaml:4: ServiceAccount/builder (document 1): apiVersion: \"v1\" is not a Tekton API version: not checked",
+        "warning: corpus/warn/lenient.yaml:20: Task/legacy (document 2): spec.steps[0].image: $(inputs.params.image) is deprecated: use $(params.image)",
+        "warning: corpus/warn/lenient.yaml:24: Task/legacy (document 2): spec.steps[0].env[0].value: $(workspaces.output.path) refers to workspace \"output\", which the Task does not declare; it would be left as written",
+        "warning: corpus/warn/lenient.yaml:28: Task/legacy (document 2): spec.steps[0].env[1].valueFrom.secretKeyRef.name: $(params.token-secret) refers to param \"token-secret\", which the Task does not declare (Tekton does not check this field; the reference would be left as written)",
+        "OK: 3 object(s) valid, 4 warning(s)",
+    ];
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+}

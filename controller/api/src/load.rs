@@ -374,11 +374,30 @@ fn load_document(
             return;
         }
         Some(v) => {
+            // Manifests often mix Tekton objects with others (a PVC, a
+            // ServiceAccount): those are skipped, unless the group looks like
+            // a misspelt tekton.dev.
+            let group = v.split('/').next().unwrap_or("");
+            let near =
+                group != "tekton.dev" && strsim::damerau_levenshtein(group, "tekton.dev") <= 2;
+            let (severity, message) = if near {
+                (
+                    Severity::Error,
+                    format!(
+                        "{v:?} is not a Tekton API version: {expected_versions} (did you mean \"tekton.dev/v1\"?)"
+                    ),
+                )
+            } else {
+                (
+                    Severity::Warning,
+                    format!("{v:?} is not a Tekton API version: not checked"),
+                )
+            };
             emit(
                 out,
-                Severity::Error,
+                severity,
                 &Path::root().key("apiVersion"),
-                format!("{v:?} is not a Tekton API version: {expected_versions}"),
+                message,
                 None,
             );
             return;

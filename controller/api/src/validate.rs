@@ -111,6 +111,7 @@ pub fn validate<'a>(object: &'a Object, catalog: &Catalog<'a>) -> Vec<Finding> {
     let mut v = Checker {
         out: Vec::new(),
         catalog,
+        lenient: false,
     };
     let root = Path::root();
     let meta = root.key("metadata");
@@ -290,6 +291,10 @@ struct Scope<'a> {
 struct Checker<'c, 'a> {
     out: Vec<Finding>,
     catalog: &'c Catalog<'a>,
+    /// Set while checking a field Tekton's webhook does not check for
+    /// variable references: problems there are warnings, so Tasks Tekton
+    /// accepts are not rejected (the reference is left as written).
+    lenient: bool,
 }
 
 impl<'a> Checker<'_, 'a> {
@@ -299,6 +304,20 @@ impl<'a> Checker<'_, 'a> {
             path: path.clone(),
             message: message.into(),
         });
+    }
+
+    /// A problem with a variable reference: an error, or a warning in a
+    /// field Tekton does not check (see `lenient`).
+    fn ref_err(&mut self, path: &Path, message: impl Into<String>) {
+        if self.lenient {
+            let message = format!(
+                "{} (Tekton does not check this field; the reference would be left as written)",
+                message.into()
+            );
+            self.warn(path, message);
+        } else {
+            self.err(path, message);
+        }
     }
 
     fn warn(&mut self, path: &Path, message: impl Into<String>) {
@@ -823,11 +842,11 @@ impl<'a> Checker<'_, 'a> {
             let sp = steps_path.idx(i);
             self.step(step, &sp, template_image.is_some(), spec);
             scope.step_results = step.results.iter().map(|r| r.name.as_str()).collect();
-            self.strings_of(step, &sp, &scope);
+            self.strings_of(step, &sp, &scope, step_field_is_checked);
         }
         scope.step_results = Vec::new();
         if let Some(t) = &spec.step_template {
-            self.strings_of(t, &path.key("stepTemplate"), &scope);
+            self.strings_of(t, &path.key("stepTemplate"), &scope, |_| false);
             self.volume_mounts(
                 &t.volume_mounts,
                 &path.key("stepTemplate").key("volumeMounts"),
@@ -869,10 +888,10 @@ impl<'a> Checker<'_, 'a> {
                     );
                 }
             }
-            self.strings_of(s, &sp, &scope);
+            self.strings_of(s, &sp, &scope, |_| false);
         }
         for (i, v) in spec.volumes.iter().enumerate() {
-            self.strings_of(v, &path.key("volumes").idx(i), &scope);
+            self.strings_of(v, &path.key("volumes").idx(i), &scope, |_| false);
         }
         for (i, r) in spec.results.iter().enumerate() {
             let Some(value) = &r.value else { continue };
@@ -1903,26 +1922,50 @@ impl<'a> Checker<'_, 'a> {
     // ------------------------------------------------------------ variable references
 
     /// Checks every string inside a serializable value.
-    fn strings_of<T: serde::Serialize>(&mut self, item: &T, path: &Path, scope: &Scope<'_>) {
+    /// Checks every string inside a serializable value; `strict` says, from
+    /// the keys below `path` (indexes left out), whether Tekton checks the
+    /// references of that field (otherwise problems are warnings).
+    fn strings_of<T: serde::Serialize>(
+        &mut self,
+        item: &T,
+        path: &Path,
+        scope: &Scope<'_>,
+        strict: fn(&[&str]) -> bool,
+    ) {
         let Ok(value) = serde_json::to_value(item) else {
             return;
         };
-        self.walk_strings(&value, path, scope, false);
+        let mut rel = Vec::new();
+        self.walk_strings(&value, path, scope, false, &mut rel, strict);
     }
 
-    fn walk_strings(&mut self, v: &Value, path: &Path, scope: &Scope<'_>, in_list: bool) {
+    fn walk_strings<'v>(
+        &mut self,
+        v: &'v Value,
+        path: &Path,
+        scope: &Scope<'_>,
+        in_list: bool,
+        rel: &mut Vec<&'v str>,
+        strict: fn(&[&str]) -> bool,
+    ) {
         match v {
-            Value::String(s) => self.check_string(s, path, scope, in_list),
+            Value::String(s) => {
+                self.lenient = !strict(rel);
+                self.check_string(s, path, scope, in_list);
+                self.lenient = false;
+            }
             Value::Array(a) => {
                 // A whole-array reference may stand alone in command and args.
-                let list_ok = matches!(path.segs().last(), Some(crate::path::Seg::Key(k)) if k == "command" || k == "args");
+                let list_ok = matches!(path.last(), Some(crate::path::Seg::Key(k)) if k == "command" || k == "args");
                 for (i, x) in a.iter().enumerate() {
-                    self.walk_strings(x, &path.idx(i), scope, list_ok);
+                    self.walk_strings(x, &path.idx(i), scope, list_ok, rel, strict);
                 }
             }
             Value::Object(m) => {
                 for (k, x) in m {
-                    self.walk_strings(x, &path.key_owned(k), scope, false);
+                    rel.push(k);
+                    self.walk_strings(x, &path.key_owned(k), scope, false, rel, strict);
+                    rel.pop();
                 }
             }
             _ => {}
@@ -1937,7 +1980,7 @@ impl<'a> Checker<'_, 'a> {
             let parts = match refs::split(expr) {
                 Ok(p) => p,
                 Err(m) => {
-                    self.err(path, m);
+                    self.ref_err(path, m);
                     continue;
                 }
             };
@@ -1948,23 +1991,28 @@ impl<'a> Checker<'_, 'a> {
                 Some(Part::Name("results")) => match parts.as_slice() {
                     [_, Part::Name(r), Part::Name("path")] if scope.pipeline.is_none() || matches!(scope.site, Site::Task { .. }) => {
                         if !scope.task_results.contains(r) {
-                            self.err(path, format!("$({expr}) refers to result {r:?}, which the Task does not declare{}", suggest(r, scope.task_results.iter().copied())));
+                            self.ref_err(path, format!("$({expr}) refers to result {r:?}, which the Task does not declare{}", suggest(r, scope.task_results.iter().copied())));
                         }
                     }
-                    _ => self.err(path, format!("$({expr}) is not a valid reference: expected $(results.<name>.path) inside a Task")),
+                    _ => self.ref_err(path, format!("$({expr}) is not a valid reference: expected $(results.<name>.path) inside a Task")),
                 },
                 Some(Part::Name("steps")) => self.steps_reference(expr, &parts, path, scope),
                 Some(Part::Name("step")) => match parts.as_slice() {
                     [_, Part::Name("results"), Part::Name(r), Part::Name("path")] => {
                         if !scope.step_results.contains(r) {
-                            self.err(path, format!("$({expr}) refers to step result {r:?}, which this step does not declare{}", suggest(r, scope.step_results.iter().copied())));
+                            self.ref_err(path, format!("$({expr}) refers to step result {r:?}, which this step does not declare{}", suggest(r, scope.step_results.iter().copied())));
                         }
                     }
-                    _ => self.err(path, format!("$({expr}) is not a valid reference: expected $(step.results.<name>.path)")),
+                    _ => self.ref_err(path, format!("$({expr}) is not a valid reference: expected $(step.results.<name>.path)")),
                 },
                 Some(Part::Name("tasks")) => self.tasks_reference(expr, &parts, path, scope, alone),
+                Some(Part::Name("inputs")) if matches!(parts.get(1), Some(Part::Name("params"))) => {
+                    let short = expr.trim_start_matches("inputs.");
+                    self.warn(path, format!("$({expr}) is deprecated: use $({short})"));
+                    self.param_reference(short, &parts[1..], path, scope, alone);
+                }
                 Some(Part::Name("resources" | "inputs" | "outputs")) => {
-                    self.err(path, format!("$({expr}) refers to PipelineResources, which were removed from Tekton: use params, results and workspaces"));
+                    self.ref_err(path, format!("$({expr}) refers to PipelineResources, which were removed from Tekton: use params, results and workspaces"));
                 }
                 _ => {}
             }
@@ -1980,7 +2028,7 @@ impl<'a> Checker<'_, 'a> {
         alone: bool,
     ) {
         let Some(r) = refs::param_ref(parts, &|n| scope.params.iter().any(|p| p.name == n)) else {
-            self.err(path, format!("$({expr}) is not a valid param reference"));
+            self.ref_err(path, format!("$({expr}) is not a valid param reference"));
             return;
         };
         let Some(spec) = scope.params.iter().find(|p| p.name == r.name) else {
@@ -1990,7 +2038,7 @@ impl<'a> Checker<'_, 'a> {
             } else {
                 "the Pipeline"
             };
-            self.err(
+            self.ref_err(
                 path,
                 format!(
                     "$({expr}) refers to param {:?}, which {owner} does not declare{}",
@@ -2002,29 +2050,30 @@ impl<'a> Checker<'_, 'a> {
         };
         match (spec.kind(), r.star, r.index, r.key) {
             ("string", false, None, None) => {}
-            ("string", ..) => self.err(path, format!("$({expr}): param {:?} is a string: use $(params.{})", r.name, r.name)),
-            ("array", true, ..) | ("object", true, ..)
+            ("string", ..) => self.ref_err(path, format!("$({expr}): param {:?} is a string: use $(params.{})", r.name, r.name)),
+            // `$(params.a)` of an array param is the whole array, like `[*]`.
+            ("array", _, None, None) | ("object", true, ..)
                 if !alone => {
-                    self.err(
+                    self.ref_err(
                         path,
                         format!("$({expr}) expands to several values: it must stand alone as an element of a list (e.g. an args entry)"),
                     );
                 }
-            ("array" | "object", true, ..) => {}
+            ("array", _, None, None) | ("object", true, ..) => {}
             ("array", false, Some(_), None) => {}
-            ("array", ..) => self.err(
+            ("array", ..) => self.ref_err(
                 path,
                 format!("$({expr}): param {:?} is an array: use $(params.{}[*]) for all elements or $(params.{}[N]) for one", r.name, r.name, r.name),
             ),
             ("object", false, None, Some(k))
                 if !spec.properties.is_empty() && !spec.properties.contains_key(k) => {
-                    self.err(
+                    self.ref_err(
                         path,
                         format!("$({expr}): object param {:?} has no key {k:?}{}", r.name, suggest(k, spec.properties.keys().map(String::as_str))),
                     );
                 }
             ("object", false, None, Some(_)) => {}
-            ("object", ..) => self.err(path, format!("$({expr}): param {:?} is an object: use $(params.{}.<key>) or $(params.{}[*])", r.name, r.name, r.name)),
+            ("object", ..) => self.ref_err(path, format!("$({expr}): param {:?} is an object: use $(params.{}.<key>) or $(params.{}[*])", r.name, r.name, r.name)),
             _ => {}
         }
     }
@@ -2060,16 +2109,16 @@ impl<'a> Checker<'_, 'a> {
             .collect::<Vec<_>>()
             .join(".");
         let mut allowed: Vec<&str> = Vec::new();
-        if matches!(scope.site, Site::Task { .. }) {
-            allowed.extend(TASK);
-        }
+        // In a PipelineTask's fields, Task variables are left for the TaskRun
+        // to substitute (Tekton passes them through), so they are valid too.
+        allowed.extend(TASK);
         if scope.pipeline.is_some() {
             allowed.extend(PIPELINE);
         }
         if !allowed.contains(&name.as_str()) {
             let list: Vec<String> = allowed.iter().map(|a| format!("context.{a}")).collect();
             let hint = suggest(&format!("context.{name}"), list.iter().map(String::as_str));
-            self.err(
+            self.ref_err(
                 path,
                 format!(
                     "$({expr}) is not a known variable here: expected one of {}{hint}",
@@ -2088,16 +2137,21 @@ impl<'a> Checker<'_, 'a> {
     ) {
         let in_task = matches!(scope.site, Site::Task { .. });
         match parts {
+            // In a PipelineTask's fields only `.bound` is the Pipeline's; the
+            // rest passes through to the TaskRun, which substitutes it.
+            [_, _, Part::Name(prop)] if !in_task && *prop != "bound" => {}
             [_, Part::Name(w), Part::Name(prop)] => {
                 let props: &[&str] = if in_task { &["path", "bound", "claim", "volume"] } else { &["bound"] };
                 if !scope.workspaces.contains(w) {
                     let owner = if in_task { "the Task" } else { "the Pipeline" };
-                    self.err(path, format!("$({expr}) refers to workspace {w:?}, which {owner} does not declare{}", suggest(w, scope.workspaces.iter().copied())));
+                    // Tekton's webhook does not check workspace references
+                    // (official catalog tasks carry such mistakes): a warning.
+                    self.warn(path, format!("$({expr}) refers to workspace {w:?}, which {owner} does not declare{}; it would be left as written", suggest(w, scope.workspaces.iter().copied())));
                 } else if !props.contains(prop) {
-                    self.err(path, format!("$({expr}): expected .{} after the workspace name", props.join(", .")));
+                    self.ref_err(path, format!("$({expr}): expected .{} after the workspace name", props.join(", .")));
                 }
             }
-            _ => self.err(path, format!("$({expr}) is not a valid reference: expected $(workspaces.<name>.path|bound|claim|volume)")),
+            _ => self.ref_err(path, format!("$({expr}) is not a valid reference: expected $(workspaces.<name>.path|bound|claim|volume)")),
         }
     }
 
@@ -2108,21 +2162,21 @@ impl<'a> Checker<'_, 'a> {
                 let name = step.strip_prefix("step-").unwrap_or(step);
                 if find(name).is_none() {
                     let names: Vec<String> = scope.steps.iter().map(|(n, _)| format!("step-{n}")).collect();
-                    self.err(path, format!("$({expr}) refers to step {step:?}, which the Task does not have{}", suggest(step, names.iter().map(String::as_str))));
+                    self.ref_err(path, format!("$({expr}) refers to step {step:?}, which the Task does not have{}", suggest(step, names.iter().map(String::as_str))));
                 }
             }
             [_, Part::Name(step), Part::Name("results"), Part::Name(r), ..] => match find(step) {
                 None => {
                     let names = scope.steps.iter().map(|(n, _)| n.as_str());
-                    self.err(path, format!("$({expr}) refers to step {step:?}, which the Task does not have{}", suggest(step, names)));
+                    self.ref_err(path, format!("$({expr}) refers to step {step:?}, which the Task does not have{}", suggest(step, names)));
                 }
                 Some((_, results)) => {
                     if !results.contains(r) {
-                        self.err(path, format!("$({expr}): step {step:?} declares no result {r:?}{}", suggest(r, results.iter().copied())));
+                        self.ref_err(path, format!("$({expr}): step {step:?} declares no result {r:?}{}", suggest(r, results.iter().copied())));
                     }
                 }
             },
-            _ => self.err(path, format!("$({expr}) is not a valid reference: expected $(steps.step-<name>.exitCode.path) or $(steps.<name>.results.<result>)")),
+            _ => self.ref_err(path, format!("$({expr}) is not a valid reference: expected $(steps.step-<name>.exitCode.path) or $(steps.<name>.results.<result>)")),
         }
     }
 
@@ -2135,7 +2189,7 @@ impl<'a> Checker<'_, 'a> {
         alone: bool,
     ) {
         let Some(ctx) = scope.pipeline else {
-            self.err(path, format!("$({expr}) is only valid inside a Pipeline"));
+            self.ref_err(path, format!("$({expr}) is only valid inside a Pipeline"));
             return;
         };
         let (in_finally, self_task) = match scope.site {
@@ -2154,7 +2208,7 @@ impl<'a> Checker<'_, 'a> {
         match parts {
             [_, Part::Name("status")] => {
                 if in_finally != Some(true) {
-                    self.err(path, finally_only("the aggregate status of tasks"));
+                    self.ref_err(path, finally_only("the aggregate status of tasks"));
                 }
             }
             [_, Part::Name(t), rest @ ..] => {
@@ -2170,11 +2224,11 @@ impl<'a> Checker<'_, 'a> {
                             suggest(t, ctx.task_names())
                         )
                     };
-                    self.err(path, why);
+                    self.ref_err(path, why);
                     return;
                 }
                 if self_task == Some(*t) {
-                    self.err(
+                    self.ref_err(
                         path,
                         format!("$({expr}): a task cannot use its own results"),
                     );
@@ -2183,7 +2237,7 @@ impl<'a> Checker<'_, 'a> {
                 match rest {
                     [Part::Name("status" | "reason")] => {
                         if in_finally != Some(true) {
-                            self.err(path, finally_only("a task's status"));
+                            self.ref_err(path, finally_only("a task's status"));
                         }
                     }
                     [Part::Name("matrix"), Part::Name("length")] | [Part::Name("matrix"), Part::Name(_), Part::Name("length")] => {}
@@ -2192,29 +2246,39 @@ impl<'a> Checker<'_, 'a> {
                             match results.iter().find(|x| x.name == *r) {
                                 None => {
                                     let names: Vec<&str> = results.iter().map(|x| x.name.as_str()).collect();
-                                    self.err(path, format!("$({expr}): task {t:?} declares no result {r:?}{}", suggest(r, names.iter().copied())));
+                                    self.ref_err(path, format!("$({expr}): task {t:?} declares no result {r:?}{}", suggest(r, names.iter().copied())));
                                 }
                                 Some(res) => {
                                     if matches!(tail, [Part::Star]) && !alone && res.kind() != "string" {
-                                        self.err(path, format!("$({expr}) expands to several values: it must stand alone as an element of a list"));
+                                        self.ref_err(path, format!("$({expr}) expands to several values: it must stand alone as an element of a list"));
                                     }
                                     if let [Part::Name(k)] = tail
                                         && res.kind() == "object" && !res.properties.is_empty() && !res.properties.contains_key(*k) {
-                                            self.err(path, format!("$({expr}): object result {r:?} has no key {k:?}"));
+                                            self.ref_err(path, format!("$({expr}): object result {r:?} has no key {k:?}"));
                                         }
                                 }
                             }
                         }
                     }
-                    _ => self.err(
+                    _ => self.ref_err(
                         path,
                         format!("$({expr}) is not a valid reference: expected $(tasks.<task>.results.<name>), $(tasks.<task>.status) or $(tasks.<task>.matrix.length)"),
                     ),
                 }
             }
-            _ => self.err(path, format!("$({expr}) is not a valid reference")),
+            _ => self.ref_err(path, format!("$({expr}) is not a valid reference")),
         }
     }
+}
+
+/// The step fields whose variable references Tekton's webhook checks.
+fn step_field_is_checked(rel: &[&str]) -> bool {
+    matches!(
+        rel,
+        ["name" | "image" | "workingDir" | "script" | "onError" | "command" | "args"]
+            | ["env", "value"]
+            | ["volumeMounts", "name" | "mountPath" | "subPath"]
+    )
 }
 
 /// `a`/`an` before a type name.
