@@ -95,6 +95,20 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
         all.diagnostics.extend(loaded.diagnostics);
     }
     all.diagnostics.extend(validate_all(&all.objects));
+    // Report in reading order: files as given, then document and line.
+    let mut files: Vec<String> = Vec::new();
+    for d in &all.diagnostics {
+        if !files.contains(&d.file) {
+            files.push(d.file.clone());
+        }
+    }
+    all.diagnostics.sort_by_key(|d| {
+        let rank = files
+            .iter()
+            .position(|f| *f == d.file)
+            .unwrap_or(usize::MAX);
+        (rank, d.document.unwrap_or(0), d.line.unwrap_or(0))
+    });
     let valid = !all.diagnostics.iter().any(Diagnostic::is_error);
     match args.output {
         Format::Json => {

@@ -370,9 +370,9 @@ mod tests {
         assert_eq!(
             e,
             vec![
+                "spec.tasks[0].onError: \"continu\" is not one of continue, stopAndFail (did you mean \"continue\"?)",
                 "spec.tasks[0].retries: expected an integer, found a string",
                 "spec.tasks[0].runAfter: expected a list, found a string",
-                "spec.tasks[0].onError: \"continu\" is not one of continue, stopAndFail (did you mean \"continue\"?)",
                 "spec.tasks[1].params[0].value: required field is missing",
                 "spec.tasks[1].name: required field is missing",
             ]
