@@ -103,6 +103,23 @@ struct Locator {
 }
 
 impl Source {
+    /// The document at `at`, parsed again from the text.
+    fn value_at(&self, at: Locator) -> Option<Value> {
+        let root = yaml::parse_values(&self.text)
+            .ok()?
+            .into_iter()
+            .nth(at.doc)?;
+        match (at.item, root) {
+            (None, v) => Some(v),
+            (Some(i), Value::Array(items)) => items.into_iter().nth(i),
+            (Some(i), Value::Object(mut m)) => match m.remove("items")? {
+                Value::Array(items) => items.into_iter().nth(i),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     fn line_of(&self, at: Locator, path: &Path) -> Option<usize> {
         let nodes = self.nodes.get_or_init(|| {
             yaml::parse_documents(&self.text)
@@ -450,11 +467,22 @@ fn load_document(
         }
         return;
     }
+    // The schema check has vetted shapes and types, so deserializing rarely
+    // fails: do it without path tracking, and only when it fails rebuild the
+    // document to find the failing field's path.
+    let retry = || {
+        let mut again = source.value_at(at)?;
+        if api_version == "tekton.dev/v1beta1" {
+            v1beta1::convert(&kind, &mut again);
+        }
+        crate::schema::check(&kind, &mut again);
+        Some(again)
+    };
     let object = match kind.as_str() {
-        "Task" => typed::<Task>(value).map(|o| Object::Task(Box::new(o))),
-        "TaskRun" => typed::<TaskRun>(value).map(|o| Object::TaskRun(Box::new(o))),
-        "Pipeline" => typed::<Pipeline>(value).map(|o| Object::Pipeline(Box::new(o))),
-        _ => typed::<PipelineRun>(value).map(|o| Object::PipelineRun(Box::new(o))),
+        "Task" => typed::<Task>(value, retry).map(|o| Object::Task(Box::new(o))),
+        "TaskRun" => typed::<TaskRun>(value, retry).map(|o| Object::TaskRun(Box::new(o))),
+        "Pipeline" => typed::<Pipeline>(value, retry).map(|o| Object::Pipeline(Box::new(o))),
+        _ => typed::<PipelineRun>(value, retry).map(|o| Object::PipelineRun(Box::new(o))),
     };
     match object {
         Ok(object) => out.objects.push(Loaded {
@@ -471,9 +499,24 @@ fn load_document(
 }
 
 /// Deserializes with the failing field's path.
-fn typed<T: DeserializeOwned>(value: Value) -> Result<T, (Path, String)> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string().parse().unwrap_or_default();
-        (path, e.into_inner().to_string())
-    })
+///
+/// `again` rebuilds the same value when the fast attempt fails.
+fn typed<T: DeserializeOwned>(
+    value: Value,
+    again: impl FnOnce() -> Option<Value>,
+) -> Result<T, (Path, String)> {
+    let fast_error = match serde_json::from_value(value) {
+        Ok(t) => return Ok(t),
+        Err(e) => e,
+    };
+    let Some(value) = again() else {
+        return Err((Path::root(), fast_error.to_string()));
+    };
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            let path = e.path().to_string().parse().unwrap_or_default();
+            Err((path, e.into_inner().to_string()))
+        }
+    }
 }
