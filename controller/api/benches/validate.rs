@@ -108,7 +108,7 @@ fn main() {
     );
     for n in [100, 1000] {
         let text = pipeline(n);
-        let iters = if n >= 1000 { 30 } else { 100 };
+        let iters = if n >= 1000 { 60 } else { 200 };
         let check = load_str("big.yaml", &text);
         assert!(
             check.diagnostics.is_empty(),
