@@ -8,10 +8,12 @@
 //! What it must not depend on: a Kubernetes client, tokio, or the clock. `kube`
 //! is used with its `derive` feature only (types and CRD schemas).
 //!
-//! Data flow: file text → `yaml` node tree (with lines) → JSON value →
-//! (`convert` for v1beta1) → `schema` check (unknown fields, types) → typed
-//! object (`v1`) → `validate` → `Diagnostic`s that name file, document, line,
-//! field path and what was expected.
+//! Data flow: file text → `yaml` events → JSON values → (`v1beta1`
+//! conversion) → `schema` check against the CRD (unknown fields, types,
+//! enums) → typed object (`v1`) → `validate` (+ `dag`) → `Diagnostic`s that
+//! name file, document, line, field path and what was expected. Lines come
+//! from a second, line-keeping parse (`yaml::Node`) made only when a
+//! diagnostic needs one.
 
 pub mod crd;
 pub mod dag;

@@ -5,7 +5,7 @@
 //! names a Pipeline in the same set is checked against it (missing params,
 //! unbound workspaces, unknown `taskRunSpecs`), and so are `taskRef`s.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -2295,15 +2295,6 @@ fn article(kind: &str) -> &'static str {
 fn is_whole_reference(s: &str) -> bool {
     let scanned = refs::scan(s);
     scanned.len() == 1 && s.len() == scanned[0].len() + 3
-}
-
-/// Names used by [`validate_all`]'s callers to list what a run needs.
-pub fn required_params(specs: &[ParamSpec]) -> BTreeSet<&str> {
-    specs
-        .iter()
-        .filter(|s| s.default.is_none())
-        .map(|s| s.name.as_str())
-        .collect()
 }
 
 #[cfg(test)]
