@@ -233,18 +233,21 @@ fn references_across_files_are_checked() {
 
 #[test]
 fn same_object_twice_is_an_error() {
-    let o = tkt(&[
-        "validate",
-        "-f",
-        "corpus/valid/list.json",
-        "corpus/valid/list.json",
-    ]);
+    let dir = std::env::temp_dir().join(format!("tkt-twice-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("copy.json");
+    std::fs::copy(tests_dir().join("corpus/valid/list.json"), &copy).unwrap();
+    let copy = copy.to_string_lossy().into_owned();
+    let o = tkt(&["validate", "-f", "corpus/valid/list.json", &copy]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");
     assert!(
-        out.contains("metadata.name: Pipeline \"hello\" is defined twice (first in document 1)"),
+        out.contains(&format!(
+            "{copy}:8: Pipeline/hello (document 1): metadata.name: Pipeline \"hello\" is defined twice (first in corpus/valid/list.json, document 1)"
+        )),
         "{out}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -77,7 +77,7 @@ impl<'a> Catalog<'a> {
 pub fn validate_all(objects: &[Loaded]) -> Vec<Diagnostic> {
     let catalog = Catalog::from_loaded(objects);
     let mut out = Vec::new();
-    let mut seen: HashMap<(String, String, String), usize> = HashMap::new();
+    let mut seen: HashMap<(String, String, String), (&str, usize)> = HashMap::new();
     for o in objects {
         let meta = o.object.metadata();
         if let Some(name) = &meta.name {
@@ -86,17 +86,22 @@ pub fn validate_all(objects: &[Loaded]) -> Vec<Diagnostic> {
                 meta.namespace.clone().unwrap_or_default(),
                 name.clone(),
             );
-            if let Some(first) = seen.get(&key) {
+            if let Some((file, doc)) = seen.get(&key) {
+                let first = if *file == o.file {
+                    format!("document {doc}")
+                } else {
+                    format!("{file}, document {doc}")
+                };
                 out.push(o.diagnostic(
                     Severity::Error,
                     &Path::root().key("metadata").key("name"),
                     format!(
-                        "{} {name:?} is defined twice (first in document {first})",
+                        "{} {name:?} is defined twice (first in {first})",
                         o.object.kind()
                     ),
                 ));
             } else {
-                seen.insert(key, o.document);
+                seen.insert(key, (&o.file, o.document));
             }
         }
         for f in validate(&o.object, &catalog) {
