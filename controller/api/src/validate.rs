@@ -2217,7 +2217,9 @@ impl<'a> Checker<'_, 'a> {
                 }
             }
             [_, Part::Name(t), rest @ ..] => {
-                let known = ctx.tasks.contains(t);
+                // Pipeline results may also come from finally tasks.
+                let known = ctx.tasks.contains(t)
+                    || (scope.site == Site::PipelineResults && ctx.finally.contains(t));
                 if !known {
                     let why = if ctx.finally.contains(t) {
                         format!(
