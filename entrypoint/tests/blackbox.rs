@@ -1,0 +1,536 @@
+//! The real `entrypoint` binary in temporary directories.
+
+// Test helpers panic on setup failures by design.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_entrypoint");
+
+/// A fresh directory, removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("ep-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+    fn p(&self, rel: &str) -> String {
+        self.0.join(rel).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn run(args: &[&str]) -> Output {
+    spawn(args).wait_with_output().unwrap()
+}
+
+fn report(dir: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(Path::new(dir).join("report.json")).unwrap()).unwrap()
+}
+
+/// Waits (bounded) for a condition that another process makes true.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Steps all launched at once run strictly in marker order.
+#[test]
+fn steps_launched_together_run_in_order() {
+    let d = Dir::new("order");
+    let log = d.p("log");
+    let n = 8;
+    let mut children = Vec::new();
+    // Launch in reverse, so start order cannot explain the result.
+    for i in (0..n).rev() {
+        let wait = if i == 0 {
+            String::new()
+        } else {
+            d.p(&format!("run/{}/out", i - 1))
+        };
+        let post = d.p(&format!("run/{i}/out"));
+        let meta = d.p(&format!("run/{i}/status"));
+        let script = format!("echo {i} >> {log}");
+        let mut args = vec![
+            "-post_file",
+            &post,
+            "-step_metadata_dir",
+            &meta,
+            "-termination_path",
+            "",
+        ];
+        if !wait.is_empty() {
+            args.extend(["-wait_file", &wait]);
+        }
+        args.extend(["--", "sh", "-c", &script]);
+        children.push(spawn(&args));
+    }
+    for c in children {
+        assert!(c.wait_with_output().unwrap().status.success());
+    }
+    let order: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let expected: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    assert_eq!(order, expected);
+    for i in 0..n {
+        assert!(Path::new(&d.p(&format!("run/{i}/out"))).exists());
+        assert_eq!(
+            std::fs::read_to_string(d.p(&format!("run/{i}/status/exitCode"))).unwrap(),
+            "0"
+        );
+    }
+}
+
+#[test]
+fn failure_propagates_its_code_and_skips_the_next_step() {
+    let d = Dir::new("skip");
+    let (out0, meta0, out1, meta1, ran) = (
+        d.p("run/0/out"),
+        d.p("run/0/status"),
+        d.p("run/1/out"),
+        d.p("run/1/status"),
+        d.p("ran"),
+    );
+    let o = run(&[
+        "-post_file",
+        &out0,
+        "-step_metadata_dir",
+        &meta0,
+        "-termination_path",
+        "",
+        "--",
+        "sh",
+        "-c",
+        "exit 42",
+    ]);
+    assert_eq!(o.status.code(), Some(42));
+    assert!(Path::new(&format!("{out0}.err")).exists());
+    assert!(!Path::new(&out0).exists());
+    assert_eq!(
+        std::fs::read_to_string(format!("{meta0}/exitCode")).unwrap(),
+        "42"
+    );
+    let r = report(&meta0);
+    assert_eq!(
+        (r["exitCode"].as_i64(), r["reason"].as_str()),
+        (Some(42), Some("Error"))
+    );
+    assert_eq!(r["message"], "the command exited with code 42");
+
+    let touch = format!("touch {ran}");
+    let o = run(&[
+        "-wait_file",
+        &out0,
+        "-post_file",
+        &out1,
+        "-step_metadata_dir",
+        &meta1,
+        "-termination_path",
+        "",
+        "--",
+        "sh",
+        "-c",
+        &touch,
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(243),
+        "skipped steps use the entrypoint's own code"
+    );
+    assert!(
+        !Path::new(&ran).exists(),
+        "a skipped step does not run its command"
+    );
+    assert!(
+        Path::new(&format!("{out1}.err")).exists(),
+        "the skip passes on to the next step"
+    );
+    let r = report(&meta1);
+    assert_eq!(r["reason"], "Skipped");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not run: a previous step failed"));
+}
+
+#[test]
+fn on_error_continue_and_stop_and_fail() {
+    let d = Dir::new("onerror");
+    let (out, meta) = (d.p("out"), d.p("status"));
+    let o = run(&[
+        "-on_error",
+        "continue",
+        "-post_file",
+        &out,
+        "-step_metadata_dir",
+        &meta,
+        "-termination_path",
+        "",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "the container succeeds");
+    assert!(Path::new(&out).exists(), "the next step runs");
+    let r = report(&meta);
+    assert_eq!(
+        (r["exitCode"].as_i64(), r["reason"].as_str()),
+        (Some(3), Some("Continued"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{meta}/exitCode")).unwrap(),
+        "3",
+        "the real code is recorded"
+    );
+
+    let (out2, meta2) = (d.p("out2"), d.p("status2"));
+    let o = run(&[
+        "-on_error",
+        "stopAndFail",
+        "-post_file",
+        &out2,
+        "-step_metadata_dir",
+        &meta2,
+        "-termination_path",
+        "",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(Path::new(&format!("{out2}.err")).exists());
+}
+
+fn alive(pid: &str) -> bool {
+    // A zombie has ended; only a live process counts.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        let state = s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        state != "Z" && state != "X"
+    })
+}
+
+#[test]
+fn timeout_stops_the_whole_group_including_grandchildren() {
+    let d = Dir::new("timeout");
+    let (out, meta, pidfile) = (d.p("out"), d.p("status"), d.p("pid"));
+    // The grandchild ignores nothing, but outlives the step if not killed.
+    let script = format!("sleep 300 & echo $! > {pidfile}; wait");
+    let o = run(&[
+        "-timeout",
+        "300ms",
+        "-grace_period",
+        "200ms",
+        "-post_file",
+        &out,
+        "-step_metadata_dir",
+        &meta,
+        "-termination_path",
+        "",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(o.status.code(), Some(246));
+    let r = report(&meta);
+    assert_eq!(r["reason"], "TimeoutExceeded");
+    assert!(
+        r["message"].as_str().unwrap().contains("timeout of 300ms"),
+        "{r}"
+    );
+    assert!(Path::new(&format!("{out}.err")).exists());
+    let pid = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .to_string();
+    eventually("the grandchild to be gone", || !alive(&pid));
+}
+
+#[test]
+fn timeout_escalates_to_sigkill_when_sigterm_is_ignored() {
+    let d = Dir::new("kill");
+    let meta = d.p("status");
+    let o = run(&[
+        "-timeout",
+        "200ms",
+        "-grace_period",
+        "200ms",
+        "-step_metadata_dir",
+        &meta,
+        "-termination_path",
+        "",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; while true; do sleep 0.05; done",
+    ]);
+    assert_eq!(o.status.code(), Some(246));
+    assert_eq!(report(&meta)["exitCode"], 137, "killed by SIGKILL");
+}
+
+#[test]
+fn signals_are_forwarded_to_the_command() {
+    let d = Dir::new("signal");
+    let (meta, ready, got) = (d.p("status"), d.p("ready"), d.p("got"));
+    let script = format!(
+        "trap 'echo term > {got}; exit 7' TERM; touch {ready}; while true; do sleep 0.05; done"
+    );
+    let child = spawn(&[
+        "-step_metadata_dir",
+        &meta,
+        "-termination_path",
+        "",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    eventually("the command to start", || Path::new(&ready).exists());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&got).unwrap(), "term\n");
+    assert_eq!(report(&meta)["exitCode"], 7);
+}
+
+#[test]
+fn a_signal_while_waiting_ends_the_wait() {
+    let d = Dir::new("waitsig");
+    let (meta, out) = (d.p("status"), d.p("out"));
+    let never = d.p("never");
+    let child = spawn(&[
+        "-wait_file",
+        &never,
+        "-post_file",
+        &out,
+        "-step_metadata_dir",
+        &meta,
+        "-termination_path",
+        "",
+        "--",
+        "true",
+    ]);
+    // Let it reach its wait; the signal is handled however early it comes.
+    std::thread::sleep(Duration::from_millis(100));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(242));
+    assert_eq!(report(&meta)["reason"], "WaitInterrupted");
+    assert!(Path::new(&format!("{out}.err")).exists());
+}
+
+#[test]
+fn results_are_harvested_into_report_and_termination_message() {
+    let d = Dir::new("results");
+    let (results, meta, term) = (d.p("results"), d.p("status"), d.p("termination"));
+    std::fs::create_dir_all(&results).unwrap();
+    std::fs::create_dir_all(format!("{meta}/results")).unwrap();
+    let script =
+        format!("printf sha256:abc > {results}/digest; printf 'ok' > {meta}/results/summary");
+    let o = run(&[
+        "-results",
+        "digest,missing",
+        "-results_dir",
+        &results,
+        "-step_results",
+        "summary",
+        "-step_metadata_dir",
+        &meta,
+        "-termination_path",
+        &term,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let r = report(&meta);
+    assert_eq!(
+        r["results"],
+        serde_json::json!([{"name": "digest", "kind": "task", "value": "sha256:abc"}, {"name": "summary", "kind": "step", "value": "ok"}])
+    );
+    assert!(r["startedAt"].as_str().unwrap().ends_with('Z'));
+    assert!(r["finishedAt"].as_str().unwrap() >= r["startedAt"].as_str().unwrap());
+    let t: Value = serde_json::from_slice(&std::fs::read(&term).unwrap()).unwrap();
+    let keys: Vec<(&str, i64)> = t
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["key"].as_str().unwrap(), e["type"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("StartedAt", 3),
+            ("ExitCode", 3),
+            ("Reason", 3),
+            ("digest", 1),
+            ("summary", 4)
+        ]
+    );
+}
+
+#[test]
+fn an_oversized_result_fails_the_step() {
+    let d = Dir::new("big");
+    let (results, meta, out) = (d.p("results"), d.p("status"), d.p("out"));
+    std::fs::create_dir_all(&results).unwrap();
+    let script = format!("printf 01234567890 > {results}/blob");
+    let o = run(&[
+        "-results",
+        "blob",
+        "-results_dir",
+        &results,
+        "-max_result_size",
+        "10",
+        "-post_file",
+        &out,
+        "-step_metadata_dir",
+        &meta,
+        "-termination_path",
+        "",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(o.status.code(), Some(244));
+    let r = report(&meta);
+    assert_eq!(r["reason"], "ResultTooLarge");
+    assert_eq!(
+        r["message"],
+        "result \"blob\" is 11 bytes, over the limit of 10 bytes"
+    );
+    assert!(Path::new(&format!("{out}.err")).exists());
+}
+
+#[test]
+fn own_failures_have_their_own_codes() {
+    let d = Dir::new("own");
+    let meta = d.p("status");
+    let o = run(&[
+        "-step_metadata_dir",
+        &meta,
+        "-termination_path",
+        "",
+        "--",
+        "/does/not/exist",
+    ]);
+    assert_eq!(o.status.code(), Some(241));
+    assert_eq!(report(&meta)["reason"], "CannotExec");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot run \"/does/not/exist\""));
+
+    let o = run(&["-nope", "--", "true"]);
+    assert_eq!(o.status.code(), Some(240));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("entrypoint: unknown flag -nope"));
+    let o = run(&["-post_file", "x"]);
+    assert_eq!(o.status.code(), Some(240));
+}
+
+#[test]
+fn script_arguments_are_positional_parameters_and_output_is_copied() {
+    let d = Dir::new("script");
+    let (script, out) = (d.p("script.sh"), d.p("stdout.txt"));
+    std::fs::write(&script, "#!/bin/sh\necho \"$# $1 $2\"\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = run(&[
+        "-stdout_path",
+        &out,
+        "-termination_path",
+        "",
+        "--",
+        &script,
+        "a b",
+        "c",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "2 a b c\n");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "2 a b c\n");
+}
+
+#[test]
+fn init_copies_itself_and_links_steps_and_decode_script_works() {
+    let d = Dir::new("init");
+    let root = d.p("tekton");
+    let dst = format!("{root}/bin/entrypoint");
+    let o = Command::new(BIN)
+        .args(["init", BIN, &dst, "step-build", "step-test"])
+        .env("TEKTITE_TEKTON_ROOT", &root)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&dst).unwrap(), std::fs::read(BIN).unwrap());
+    assert_eq!(
+        std::fs::read_link(format!("{root}/steps/step-test")).unwrap(),
+        PathBuf::from(format!("{root}/run/1/status"))
+    );
+    assert_eq!(
+        std::fs::read_link(format!("{root}/steps/0")).unwrap(),
+        PathBuf::from(format!("{root}/run/0/status"))
+    );
+
+    let script = d.p("script");
+    std::fs::write(&script, "IyEvYmluL3NoCmVjaG8gaGkK\n").unwrap();
+    let o = Command::new(BIN)
+        .args(["decode-script", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&script).unwrap(),
+        "#!/bin/sh\necho hi\n"
+    );
+    let o = Command::new(BIN)
+        .args(["decode-script", &d.p("missing")])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(245));
+}
