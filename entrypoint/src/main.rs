@@ -80,10 +80,19 @@ fn main() -> ExitCode {
         });
     }
 
-    let mut waiter = FsWaiter {
-        interrupt: Some(interrupt),
-        force_poll: std::env::var_os("TEKTITE_ENTRYPOINT_POLL").is_some(),
-    };
+    // TEKTITE_ENTRYPOINT_POLL_MS forces polling at that interval instead of
+    // inotify (the handoff benchmark's baselines).
+    let poll_ms = std::env::var("TEKTITE_ENTRYPOINT_POLL_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut waiter = FsWaiter::new(
+        Some(interrupt),
+        poll_ms.is_some(),
+        poll_ms.map_or(
+            tektite_entrypoint::wait::POLL_FALLBACK,
+            std::time::Duration::from_millis,
+        ),
+    );
     let mut runner = ProcessRunner {
         group,
         grace_period: flags.grace_period,

@@ -31,9 +31,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
     let write = || -> std::io::Result<()> {
+        // No fsync: readers need the rename's atomicity, not durability
+        // across a crash of the node (the pod would be gone anyway).
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
         std::fs::rename(&tmp, path)
     };
     write().map_err(|e| format!("cannot write {}: {e}", path.display()))
