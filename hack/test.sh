@@ -12,6 +12,7 @@ need=()
 command -v cc >/dev/null || need+=(gcc)          # mimalloc builds a little C
 command -v git >/dev/null || need+=(git)
 command -v diff >/dev/null || need+=(diffutils)
+command -v file >/dev/null || need+=(file)       # build-entrypoint.sh checks the binary is static
 if ((${#need[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing: ${need[*]} (run as root, or install them)" >&2
@@ -39,6 +40,9 @@ if ! diff -r -q crds "$tmp"; then
   echo "crds/ is out of date: run hack/gen-crds.sh and commit the result" >&2
   exit 1
 fi
+
+step "static entrypoint (size and RSS budgets)"
+hack/build-entrypoint.sh
 
 step "examples validate"
 cargo run --quiet --locked -p tektite-cli --bin tkt -- validate -f tests/examples

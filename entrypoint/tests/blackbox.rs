@@ -354,8 +354,15 @@ fn a_signal_while_waiting_ends_the_wait() {
         "--",
         "true",
     ]);
-    // Let it reach its wait; the signal is handled however early it comes.
-    std::thread::sleep(Duration::from_millis(100));
+    // Once it watches the directory it has its signal handling in place.
+    let fdinfo = format!("/proc/{}/fdinfo", child.id());
+    eventually("the entrypoint to wait", || {
+        std::fs::read_dir(&fdinfo)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("inotify")))
+    });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
