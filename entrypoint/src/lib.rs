@@ -17,6 +17,7 @@
 
 pub mod contract;
 pub mod flags;
+pub mod patch;
 pub mod report;
 pub mod results;
 pub mod run;

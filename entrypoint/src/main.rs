@@ -102,6 +102,7 @@ fn main() -> ExitCode {
     let mut reporter = FileReporter {
         step_metadata_dir: flags.step_metadata_dir.clone(),
         termination_path: flags.termination_path.clone(),
+        api: tektite_entrypoint::patch::Api::from_env(),
     };
     code(step::run(&flags, &mut waiter, &mut runner, &mut reporter))
 }

@@ -86,11 +86,13 @@ pub fn termination_message(report: &Report) -> String {
     serde_json::to_string(&entries).unwrap_or_default()
 }
 
-/// Writes the report files.
+/// Writes the report files, patches the pod when the API can be reached,
+/// and writes the termination message when it cannot.
 #[derive(Debug, Clone)]
 pub struct FileReporter {
     pub step_metadata_dir: Option<String>,
     pub termination_path: String,
+    pub api: Option<crate::patch::Api>,
 }
 
 impl Reporter for FileReporter {
@@ -103,6 +105,15 @@ impl Reporter for FileReporter {
                 &dir.join("exitCode"),
                 report.exit_code.to_string().as_bytes(),
             )?;
+        }
+        if let Some(api) = &self.api {
+            let json = serde_json::to_string(report).map_err(|e| e.to_string())?;
+            match api.report(&report.step, &json) {
+                Ok(()) => return Ok(()),
+                Err(e) => eprintln!(
+                    "entrypoint: cannot report to the API server, using the termination message: {e}"
+                ),
+            }
         }
         if !self.termination_path.is_empty() {
             write_atomic(

@@ -541,3 +541,195 @@ fn init_copies_itself_and_links_steps_and_decode_script_works() {
         .unwrap();
     assert_eq!(o.status.code(), Some(245));
 }
+
+/// One request the test API server received.
+#[derive(Debug)]
+struct Request {
+    head: String,
+    body: String,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// A loopback HTTPS server answering `codes` in turn, one per connection.
+fn api_server(codes: Vec<u16>) -> (u16, String, std::thread::JoinHandle<Vec<Request>>) {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let ca_pem = ck.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let config = Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        // Never block the test run: give up on connections that do not come.
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for code in codes {
+            let stream = loop {
+                match listener.accept() {
+                    Ok((s, _)) => break Some(s),
+                    Err(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => break None,
+                }
+            };
+            let Some(stream) = stream else { break };
+            stream.set_nonblocking(false).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let conn = rustls::ServerConnection::new(Arc::clone(&config)).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            let mut buf = Vec::new();
+            let mut byte = [0u8; 1];
+            while !buf.ends_with(b"\r\n\r\n") {
+                tls.read_exact(&mut byte).unwrap();
+                buf.push(byte[0]);
+            }
+            let head = String::from_utf8(buf).unwrap();
+            let mut req = Request {
+                head,
+                body: String::new(),
+            };
+            let len: usize = req
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            tls.read_exact(&mut body).unwrap();
+            req.body = String::from_utf8(body).unwrap();
+            seen.push(req);
+            let answer = format!(
+                "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            );
+            tls.write_all(answer.as_bytes()).unwrap();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+        seen
+    });
+    (port, ca_pem, handle)
+}
+
+fn api_env(cmd: &mut Command, d: &Dir, port: u16, ca_pem: &str) {
+    let sa = d.p("sa");
+    std::fs::create_dir_all(&sa).unwrap();
+    std::fs::write(format!("{sa}/token"), "secret-token\n").unwrap();
+    std::fs::write(format!("{sa}/ca.crt"), ca_pem).unwrap();
+    cmd.env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", port.to_string())
+        .env("TEKTITE_SERVICEACCOUNT_DIR", &sa)
+        .env("TEKTITE_POD_NAME", "build-pod")
+        .env("TEKTITE_POD_NAMESPACE", "ci")
+        .env("TEKTITE_REPORT_DEADLINE_MS", "3000");
+}
+
+#[test]
+fn reports_by_patching_its_pod_retrying_a_conflict() {
+    let d = Dir::new("patch");
+    let (meta, term) = (d.p("run/0/status"), d.p("termination"));
+    let (port, ca_pem, server) = api_server(vec![409, 200]);
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "-step_metadata_dir",
+        &meta,
+        "-termination_path",
+        &term,
+        "--",
+        "sh",
+        "-c",
+        "exit 0",
+    ]);
+    api_env(&mut cmd, &d, port, &ca_pem);
+    let o = cmd.output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let requests = server.join().unwrap();
+    assert_eq!(requests.len(), 2, "a 409 is retried");
+    for r in &requests {
+        assert!(
+            r.head
+                .starts_with("PATCH /api/v1/namespaces/ci/pods/build-pod HTTP/1.1\r\n"),
+            "{}",
+            r.head
+        );
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/merge-patch+json")
+        );
+        assert_eq!(
+            r.header("authorization").as_deref(),
+            Some("Bearer secret-token")
+        );
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        let annotation = body["metadata"]["annotations"]["tektite.dev/step.0"]
+            .as_str()
+            .unwrap();
+        let report: Value = serde_json::from_str(annotation).unwrap();
+        assert_eq!(
+            (report["reason"].as_str(), report["exitCode"].as_i64()),
+            (Some("Completed"), Some(0))
+        );
+    }
+    assert!(
+        !Path::new(&term).exists(),
+        "no termination message when the pod was patched"
+    );
+    assert_eq!(
+        report(&meta)["reason"],
+        "Completed",
+        "the report file is always written"
+    );
+}
+
+#[test]
+fn falls_back_to_the_termination_message_without_the_api() {
+    let d = Dir::new("fallback");
+    let (meta, term) = (d.p("status"), d.p("termination"));
+    // A server that only says no.
+    let (port, ca_pem, server) = api_server(vec![403]);
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "-step_metadata_dir",
+        &meta,
+        "-termination_path",
+        &term,
+        "--",
+        "sh",
+        "-c",
+        "exit 5",
+    ]);
+    api_env(&mut cmd, &d, port, &ca_pem);
+    let o = cmd.output().unwrap();
+    assert_eq!(o.status.code(), Some(5));
+    assert_eq!(server.join().unwrap().len(), 1, "a 403 is not retried");
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("cannot report to the API server, using the termination message")
+    );
+    let t: Value = serde_json::from_slice(&std::fs::read(&term).unwrap()).unwrap();
+    assert_eq!(
+        t[1],
+        serde_json::json!({"key": "ExitCode", "value": "5", "type": 3})
+    );
+}
