@@ -81,9 +81,43 @@ pub struct Loaded {
     /// The apiVersion as written (`tekton.dev/v1beta1` for converted input).
     pub source_version: String,
     pub object: Object,
+    origin: Origin,
+    conversion: Option<Arc<Conversion>>,
+}
+
+/// Where a document is, enough to point a diagnostic into it: both the
+/// loader (before there is an object) and validation (after) use it.
+#[derive(Debug, Clone)]
+struct Origin {
+    file: String,
+    document: usize,
+    /// `Kind/name`, as read from the document.
+    object: Option<String>,
     source: Arc<Source>,
     locator: Locator,
-    conversion: Option<Arc<Conversion>>,
+}
+
+impl Origin {
+    /// A diagnostic about `path` (a v1 path, mapped back through
+    /// `conversion` to what the user wrote), with its line.
+    fn diagnostic(
+        &self,
+        severity: Severity,
+        path: &Path,
+        conversion: Option<&Conversion>,
+        message: String,
+    ) -> Diagnostic {
+        let path = conversion.map_or_else(|| path.clone(), |c| c.original(path));
+        Diagnostic {
+            severity,
+            file: self.file.clone(),
+            document: Some(self.document),
+            object: self.object.clone(),
+            line: self.source.line_of(self.locator, &path),
+            path: path.to_string(),
+            message,
+        }
+    }
 }
 
 /// A file's text, with its line-keeping parse made only when a diagnostic
@@ -150,23 +184,8 @@ impl Loaded {
         path: &Path,
         message: impl Into<String>,
     ) -> Diagnostic {
-        let path = self
-            .conversion
-            .as_ref()
-            .map_or_else(|| path.clone(), |c| c.original(path));
-        Diagnostic {
-            severity,
-            file: self.file.clone(),
-            document: Some(self.document),
-            object: Some(format!(
-                "{}/{}",
-                self.object.kind(),
-                self.object.display_name()
-            )),
-            line: self.source.line_of(self.locator, &path),
-            path: path.to_string(),
-            message: message.into(),
-        }
+        self.origin
+            .diagnostic(severity, path, self.conversion.as_deref(), message.into())
     }
 }
 
@@ -318,22 +337,20 @@ fn load_document(
     };
     let mut errors: Vec<(Path, String)> = Vec::new();
     let mut warnings: Vec<(Path, String)> = Vec::new();
-    let object = object_name(&value);
+    let origin = Origin {
+        file: file.to_string(),
+        document: index,
+        object: object_name(&value),
+        source: Arc::clone(source),
+        locator: at,
+    };
     let emit = |out: &mut LoadOutput,
                 sev: Severity,
                 path: &Path,
                 message: String,
                 conv: Option<&Conversion>| {
-        let path = conv.map_or_else(|| path.clone(), |c| c.original(path));
-        out.diagnostics.push(Diagnostic {
-            severity: sev,
-            file: file.to_string(),
-            document: Some(index),
-            object: object.clone(),
-            line: source.line_of(at, &path),
-            path: path.to_string(),
-            message,
-        });
+        out.diagnostics
+            .push(origin.diagnostic(sev, path, conv, message));
     };
     if !value.is_object() {
         emit(
@@ -490,8 +507,7 @@ fn load_document(
             document: index,
             source_version: api_version,
             object,
-            source: Arc::clone(source),
-            locator: at,
+            origin: origin.clone(),
             conversion: conversion.map(Arc::new),
         }),
         Err((p, m)) => emit(out, Severity::Error, &p, m, conversion.as_ref()),
