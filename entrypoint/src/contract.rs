@@ -68,6 +68,49 @@ pub fn err_path(marker: &str) -> String {
     format!("{marker}.err")
 }
 
+/// Parses a Go duration (`90s`, `1h30m`, `1.5s`, `-2m`, `0`), as Tekton's
+/// step and run timeouts are written: the sign and the magnitude. One parser
+/// for the wrapper's `-timeout` and the API's validation.
+pub fn parse_go_duration(s: &str) -> Option<(bool, std::time::Duration)> {
+    let (negative, body) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if body == "0" {
+        return Some((negative, std::time::Duration::ZERO));
+    }
+    if body.is_empty() {
+        return None;
+    }
+    let mut seconds = 0f64;
+    let mut rest = body;
+    while !rest.is_empty() {
+        let n_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        if n_end == 0 {
+            return None;
+        }
+        let n: f64 = rest[..n_end].parse().ok()?;
+        rest = &rest[n_end..];
+        let u_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..u_end] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        seconds += n * unit;
+        rest = &rest[u_end..];
+    }
+    std::time::Duration::try_from_secs_f64(seconds)
+        .ok()
+        .map(|d| (negative, d))
+}
+
 /// The entrypoint's own exit codes, distinct from a step's usual ones.
 /// A step that fails exits with the command's own code; these are used only
 /// when the entrypoint itself decides.

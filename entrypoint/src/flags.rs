@@ -91,37 +91,12 @@ fn list(v: &str) -> Vec<String> {
 /// # Errors
 /// A message naming the value.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration (expected e.g. 90s, 10m, 1h30m)");
-    if s == "0" {
-        return Ok(Duration::ZERO);
+    match crate::contract::parse_go_duration(s) {
+        Some((false, d)) => Ok(d),
+        _ => Err(format!(
+            "{s:?} is not a duration (expected e.g. 90s, 10m, 1h30m)"
+        )),
     }
-    let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let n_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let n: f64 = rest[..n_end].parse().map_err(|_| bad())?;
-        rest = &rest[n_end..];
-        let u_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += n * unit;
-        rest = &rest[u_end..];
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 /// Parses the arguments after the program name.

@@ -5,7 +5,8 @@
 //! `v1beta1` input to `v1` (`convert`), checking them as strictly as Tekton's
 //! admission webhook (`validate`, `dag`), and generating the CRDs (`crd`).
 //!
-//! What it must not depend on: a Kubernetes client, tokio, or the clock. `kube`
+//! What it must not depend on: a Kubernetes client, tokio, or the clock.
+//! It uses the pod ⇄ entrypoint contract from `tektite-entrypoint`. `kube`
 //! is used with its `derive` feature only (types and CRD schemas).
 //!
 //! Data flow: file text → `yaml` events → JSON values → (`v1beta1`

@@ -181,47 +181,11 @@ fn is_result_name(s: &str) -> bool {
 /// # Errors
 /// A message saying what was expected.
 pub fn parse_duration(s: &str) -> Result<i128, String> {
-    let expected =
-        || format!("{s:?} is not a duration: expected a Go duration such as 90s, 10m or 1h30m");
-    let (neg, body) = match s.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    if body == "0" {
-        return Ok(0);
-    }
-    if body.is_empty() {
-        return Err(expected());
-    }
-    let mut total: f64 = 0.0;
-    let mut rest = body;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(expected)?;
-        if num_end == 0 {
-            return Err(expected());
-        }
-        let n: f64 = rest[..num_end].parse().map_err(|_| expected())?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(expected()),
-        };
-        total += n * unit;
-        rest = &rest[unit_end..];
-    }
-    #[allow(clippy::cast_possible_truncation)]
-    let ns = total.round() as i128;
-    Ok(if neg { -ns } else { ns })
+    let (negative, d) = tektite_entrypoint::parse_go_duration(s).ok_or_else(|| {
+        format!("{s:?} is not a duration: expected a Go duration such as 90s, 10m or 1h30m")
+    })?;
+    let ns = i128::try_from(d.as_nanos()).unwrap_or(i128::MAX);
+    Ok(if negative { -ns } else { ns })
 }
 
 fn fmt_duration(ns: i128) -> String {
