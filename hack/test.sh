@@ -25,6 +25,11 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 cargo --version
+if [ "${TEKTITE_SKIP_PODMAN:-}" = 1 ]; then
+  echo "TEKTITE_SKIP_PODMAN=1: podman is not set up and its tests do not run"
+else
+  hack/setup-podman.sh
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -42,7 +47,13 @@ if ! diff -r -q crds "$tmp"; then
 fi
 
 step "static entrypoint (size and RSS budgets)"
-hack/build-entrypoint.sh
+hack/build-entrypoint.sh | tee "$tmp/entrypoint.log"
+bin=$(tail -n 1 "$tmp/entrypoint.log")
+
+if [ "${TEKTITE_SKIP_PODMAN:-}" != 1 ]; then
+  step "local images"
+  hack/images.sh "$bin"
+fi
 
 step "examples validate"
 cargo run --quiet --locked -p tektite-cli --bin tkt -- validate -f tests/examples
