@@ -1,0 +1,12 @@
+//! Tektite's engine: pure functions from what is observed to what should be.
+//!
+//! What it is for: variable substitution (`subst`), building the Pod of a
+//! TaskRun (`pod`), reading a TaskRun's status back from its Pod (`status`),
+//! and planning PipelineRuns. The Kubernetes controller and the local runner
+//! execute its plans.
+//!
+//! What it must not depend on: a Kubernetes client, tokio, the clock or any
+//! I/O. Time comes in as an argument; image entrypoints come in as resolved
+//! data (`pod::ImageCommands`).
+
+pub mod subst;
