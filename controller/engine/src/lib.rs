@@ -9,4 +9,7 @@
 //! I/O. Time comes in as an argument; image entrypoints come in as resolved
 //! data (`pod::ImageCommands`).
 
+pub mod names;
+pub mod params;
+pub mod quantity;
 pub mod subst;

@@ -17,6 +17,12 @@ use serde_json::Value;
 use tektite_api::param::ParamValue;
 use tektite_api::refs::{self, Part};
 
+/// Roots substituted here: Tekton's variable roots, plus `credentials`
+/// (`$(credentials.path)`) and `artifacts` (`$(artifacts.path)`).
+fn is_root(root: &str) -> bool {
+    refs::ROOTS.contains(&root) || root == "credentials" || root == "artifacts"
+}
+
 /// A reference that could not be replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubstError {
@@ -160,7 +166,7 @@ impl Vars {
             };
             let expr = &after[..end];
             let root = expr.split(['.', '[']).next().unwrap_or("");
-            if !refs::ROOTS.contains(&root) || expr.contains(char::is_whitespace) {
+            if !is_root(root) || expr.contains(char::is_whitespace) {
                 // Shell command substitution or text: keep `$(` and go on
                 // inside it (it may hold a reference itself).
                 out.push_str("$(");
