@@ -11,5 +11,6 @@
 
 pub mod names;
 pub mod params;
+pub mod pod;
 pub mod quantity;
 pub mod subst;

@@ -7,27 +7,42 @@ use md5::{Digest, Md5};
 /// The longest name a child may have.
 pub const MAX: usize = 63;
 
-/// `parent` + `suffix`, at most 63 characters. A longer one keeps the head
-/// of `parent`, then the MD5 of `parent` in hex, then `suffix`; when the
-/// suffix alone leaves no room, the MD5 of both. Never ends in `-` or `.`
-/// before the suffix. Same inputs, same name, every time.
+/// `parent` + `suffix`, at most 63 characters, by Kubernetes' (knative's)
+/// rule, so names match the ones Tekton gives: a longer one is the first
+/// `31 - len(suffix)` characters of `parent`, the MD5 of `parent` in hex,
+/// then `suffix`. A suffix of 31 characters or more: the first 31 of
+/// `parent`, the MD5 of both, as much of the suffix as fits, with trailing
+/// non-alphanumerics removed. Same inputs, same name, every time.
 pub fn child(parent: &str, suffix: &str) -> String {
+    const HEAD: usize = 31;
     if parent.len() + suffix.len() <= MAX {
         return format!("{parent}{suffix}");
     }
-    let hash_len = 32;
-    if suffix.len() + hash_len >= MAX {
-        let h = hex(&Md5::digest(format!("{parent}{suffix}").as_bytes()));
-        return h.trim_end_matches(['-', '.']).to_string();
+    let prefix = |n: usize| {
+        let mut cut = n.min(parent.len());
+        while !parent.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        &parent[..cut]
+    };
+    if suffix.len() >= HEAD {
+        let mut s = format!(
+            "{}{}",
+            prefix(HEAD),
+            hex(&Md5::digest(format!("{parent}{suffix}").as_bytes()))
+        );
+        if s.len() < MAX {
+            s.push_str(&suffix[..(MAX - s.len()).min(suffix.len())]);
+        }
+        return s
+            .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_string();
     }
-    let head = MAX - suffix.len() - hash_len;
-    let mut cut = head.min(parent.len());
-    while !parent.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let h = hex(&Md5::digest(parent.as_bytes()));
-    let base = format!("{}{h}", &parent[..cut]);
-    format!("{}{suffix}", base.trim_end_matches(['-', '.']))
+    format!(
+        "{}{}{suffix}",
+        prefix(HEAD - suffix.len()),
+        hex(&Md5::digest(parent.as_bytes()))
+    )
 }
 
 /// A short, stable hash of `parts`, for names that must not collide
@@ -62,14 +77,62 @@ mod tests {
 
     #[test]
     fn long_names_are_hashed_to_63() {
-        let parent = "a".repeat(70);
-        let n = child(&parent, "-pod");
+        // The vector Tekton's own tests use.
+        let parent = "task-run-0123456789-0123456789-0123456789-0123456789-0123456789-0123456789";
+        assert_eq!(
+            child(parent, "-pod"),
+            "task-run-0123456789-01234560d38957287bb0283c59440df14069f59-pod"
+        );
+        let n = child(&"a".repeat(70), "-pod-retry1");
         assert_eq!(n.len(), 63);
-        assert!(n.ends_with("-pod"));
-        assert!(n.starts_with(&"a".repeat(27)));
-        assert_eq!(n, child(&parent, "-pod"), "deterministic");
-        assert_ne!(n, child(&"a".repeat(71), "-pod"));
-        let dashed = format!("{}-{}", "b".repeat(26), "c".repeat(50));
-        assert!(!child(&dashed, "-pod").contains("--"));
+        assert!(n.ends_with("-pod-retry1"));
+        assert_ne!(n, child(&"a".repeat(71), "-pod-retry1"));
+        let long_suffix = "-".repeat(40);
+        assert!(child(&"b".repeat(40), &long_suffix).len() <= 63);
+    }
+}
+
+/// `<prefix>-` and the first `len` hex digits of the FNV-1a (32-bit) hash
+/// of `name` (no leading zeros, right-padded with `0`): Tekton's
+/// deterministic volume names (`ws-20573` for workspace `custom`).
+pub fn hashed(prefix: &str, name: &str, len: usize) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let mut hex = format!("{h:x}");
+    hex.truncate(len);
+    while hex.len() < len {
+        hex.push('0');
+    }
+    format!("{prefix}-{hex}")
+}
+
+/// The claim a `volumeClaimTemplate` binding creates: the template's name
+/// (or `pvc`), `-`, and 10 hex digits of SHA-256 over the workspace name and
+/// the owner's UID, as Tekton names it.
+pub fn claim(template_name: Option<&str>, workspace: &str, owner_uid: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::digest(format!("{workspace}{owner_uid}").as_bytes());
+    let mut h = hex(&digest);
+    h.truncate(10);
+    format!(
+        "{}-{h}",
+        template_name.filter(|n| !n.is_empty()).unwrap_or("pvc")
+    )
+}
+
+#[cfg(test)]
+mod hashed_tests {
+    #[test]
+    fn tekton_vectors() {
+        assert_eq!(super::hashed("ws", "custom", 5), "ws-20573");
+        assert_eq!(
+            super::hashed("tekton-creds", "multi-creds", 8),
+            "tekton-creds-8e736f4e"
+        );
+        let c = super::claim(None, "source", "uid-1");
+        assert!(c.starts_with("pvc-") && c.len() == 14, "{c}");
     }
 }

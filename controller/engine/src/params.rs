@@ -197,10 +197,19 @@ mod tests {
 
     #[test]
     fn given_over_defaults_and_undeclared_kept() {
-        let declared = [spec("a", None, Some(s("da"))), spec("b", None, Some(s("db")))];
+        let declared = [
+            spec("a", None, Some(s("da"))),
+            spec("b", None, Some(s("db"))),
+        ];
         let given = [
-            Param { name: "a".into(), value: s("ga") },
-            Param { name: "extra".into(), value: s("x") },
+            Param {
+                name: "a".into(),
+                value: s("ga"),
+            },
+            Param {
+                name: "extra".into(),
+                value: s("x"),
+            },
         ];
         let got = resolve(&declared, &given, true, "R", "task t").unwrap();
         assert_eq!(got["a"], s("ga"));
@@ -215,7 +224,10 @@ mod tests {
             spec("b", None, None),
             spec("arr", Some("array"), None),
         ];
-        let given = [Param { name: "arr".into(), value: s("not-an-array") }];
+        let given = [Param {
+            name: "arr".into(),
+            value: s("not-an-array"),
+        }];
         let e = resolve(&declared, &given, true, "TaskRunValidationFailed", "task t").unwrap_err();
         assert_eq!(e.reason, "TaskRunValidationFailed");
         assert_eq!(
@@ -230,7 +242,10 @@ mod tests {
         let mut o = spec(
             "o",
             Some("object"),
-            Some(ParamValue::Object(BTreeMap::from([("k1".into(), "d1".into())]))),
+            Some(ParamValue::Object(BTreeMap::from([(
+                "k1".into(),
+                "d1".into(),
+            )]))),
         );
         o.properties.insert("k1".into(), Default::default());
         o.properties.insert("k2".into(), Default::default());
@@ -254,11 +269,20 @@ mod tests {
     fn enum_and_default_references() {
         let mut e = spec("mode", None, None);
         e.enum_ = vec!["fast".into(), "slow".into()];
-        let given = [Param { name: "mode".into(), value: s("medium") }];
+        let given = [Param {
+            name: "mode".into(),
+            value: s("medium"),
+        }];
         let err = resolve(std::slice::from_ref(&e), &given, true, "R", "task t").unwrap_err();
         assert_eq!(err.reason, "InvalidParamValue");
-        let declared = [spec("base", None, None), spec("sub", None, Some(s("$(params.base)/src")))];
-        let given = [Param { name: "base".into(), value: s("/w") }];
+        let declared = [
+            spec("base", None, None),
+            spec("sub", None, Some(s("$(params.base)/src"))),
+        ];
+        let given = [Param {
+            name: "base".into(),
+            value: s("/w"),
+        }];
         let got = resolve(&declared, &given, true, "R", "t").unwrap();
         assert_eq!(got["sub"], s("/w/src"));
     }

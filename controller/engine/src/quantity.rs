@@ -43,7 +43,7 @@ pub fn divide(resource: &str, q: &Quantity, n: usize) -> Quantity {
     let n = n.max(1) as f64;
     if resource == "cpu" {
         let milli = (v * 1000.0 / n).floor() as u64;
-        return Quantity(if milli % 1000 == 0 {
+        return Quantity(if milli.is_multiple_of(1000) {
             (milli / 1000).to_string()
         } else {
             format!("{milli}m")
@@ -54,7 +54,7 @@ pub fn divide(resource: &str, q: &Quantity, n: usize) -> Quantity {
     if binary && bytes > 0 {
         for (suffix, f) in SUFFIXES[..6].iter().rev() {
             let f = *f as u64;
-            if bytes % f == 0 {
+            if bytes.is_multiple_of(f) {
                 return Quantity(format!("{}{suffix}", bytes / f));
             }
         }

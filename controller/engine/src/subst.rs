@@ -137,10 +137,7 @@ impl Vars {
                 }
             },
             (v, _) => {
-                return Err(format!(
-                    "a {} value cannot be indexed like this",
-                    v.kind()
-                ));
+                return Err(format!("a {} value cannot be indexed like this", v.kind()));
             }
         };
         Ok(Some(r))
@@ -284,14 +281,12 @@ impl Vars {
     /// As [`Vars::str`], with the JSON path of the field.
     pub fn json(&self, v: &mut Value, path: &str, skip: &[&str]) -> Result<(), SubstError> {
         match v {
-            Value::String(s) => {
-                if s.contains("$(") {
-                    *s = self.str(s, path)?;
-                }
-            }
+            Value::String(s) if s.contains("$(") => *s = self.str(s, path)?,
             Value::Array(items) => {
                 if items.iter().all(Value::is_string)
-                    && items.iter().any(|i| i.as_str().is_some_and(|s| s.contains("$(")))
+                    && items
+                        .iter()
+                        .any(|i| i.as_str().is_some_and(|s| s.contains("$(")))
                 {
                     let strings: Vec<String> = items
                         .iter()
@@ -351,7 +346,8 @@ mod tests {
         assert_eq!(v.str("$(params.list[1])", "p").unwrap(), "y z");
         assert_eq!(v.str("$(params.obj.url)", "p").unwrap(), "https://e");
         assert_eq!(
-            v.str("$(context.taskRun.name)-$(params.name)", "p").unwrap(),
+            v.str("$(context.taskRun.name)-$(params.name)", "p")
+                .unwrap(),
             "run-1-world"
         );
     }
@@ -360,8 +356,11 @@ mod tests {
     fn shell_and_other_scopes_are_left_alone() {
         let v = vars();
         assert_eq!(
-            v.str("d=$(date) $( echo $(params.name) ) $(context.pipelineRun.name)", "p")
-                .unwrap(),
+            v.str(
+                "d=$(date) $( echo $(params.name) ) $(context.pipelineRun.name)",
+                "p"
+            )
+            .unwrap(),
             "d=$(date) $( echo world ) $(context.pipelineRun.name)"
         );
     }
@@ -369,9 +368,15 @@ mod tests {
     #[test]
     fn arrays_expand_as_whole_elements() {
         let v = vars();
-        let items: Vec<String> = vec!["a".into(), "$(params.list[*])".into(), "$(params.name)".into()];
+        let items: Vec<String> = vec![
+            "a".into(),
+            "$(params.list[*])".into(),
+            "$(params.name)".into(),
+        ];
         assert_eq!(v.array(&items, "args").unwrap(), ["a", "x", "y z", "world"]);
-        let e = v.str("--flags=$(params.list[*])", "spec.args[0]").unwrap_err();
+        let e = v
+            .str("--flags=$(params.list[*])", "spec.args[0]")
+            .unwrap_err();
         assert_eq!(e.path, "spec.args[0]");
         assert!(e.message.contains("whole element"), "{e}");
     }
@@ -380,7 +385,10 @@ mod tests {
     fn unknown_strict_references_name_the_field() {
         let v = vars();
         let e = v.str("$(params.nope)", "spec.steps[0].image").unwrap_err();
-        assert_eq!(e.to_string(), "spec.steps[0].image: $(params.nope): no such variable here");
+        assert_eq!(
+            e.to_string(),
+            "spec.steps[0].image: $(params.nope): no such variable here"
+        );
         let e = v.str("$(params.list[5])", "x").unwrap_err();
         assert!(e.message.contains("out of range"), "{e}");
         let e = v.str("$(params.obj.nokey)", "x").unwrap_err();
@@ -408,6 +416,9 @@ mod tests {
         assert_eq!(e.path, "spec.env[0].value");
         let mut j = serde_json::json!({"name": "$(params.name)", "args": ["$(params.list[*])"]});
         v.json(&mut j, "spec", &["name"]).unwrap();
-        assert_eq!(j, serde_json::json!({"name": "$(params.name)", "args": ["x", "y z"]}));
+        assert_eq!(
+            j,
+            serde_json::json!({"name": "$(params.name)", "args": ["x", "y z"]})
+        );
     }
 }

@@ -1,0 +1,1247 @@
+//! TaskRun → Pod, in Tekton's layout (DESIGN.md, Contracts).
+//!
+//! Order of work, as Tekton's reconciler and pod builder do it: resolve
+//! params; bind workspaces (claim templates become claims); substitute
+//! variables into the spec; merge the stepTemplate, `stepSpecs` and the
+//! task-level compute resources; place scripts; look up image commands for
+//! steps without `command` (from resolved data: no I/O here); wrap every
+//! step in the entrypoint; add the implicit volumes and mounts; apply the
+//! pod template.
+//!
+//! Where Tektite differs from Tekton, on purpose: the first step waits for
+//! `/tekton/downward/ready` only when the pod has sidecars (otherwise the pod
+//! is created ready and the steps start at once); script files are named
+//! `script-<i>` (no random suffix), so the same TaskRun always gives the
+//! same Pod; steps get `TEKTITE_POD_NAME`/`TEKTITE_POD_NAMESPACE` from the
+//! downward API, for the entrypoint's annotation report.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource,
+    Pod, PodSpec, ResourceRequirements, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use serde_json::Value;
+use tektite_api::v1::{
+    Sidecar, Step, StepTemplate, TaskRun, TaskSpec, WorkspaceBinding, WorkspaceDeclaration,
+};
+use tektite_entrypoint::contract as ep;
+
+use crate::names;
+use crate::params::{self, Failure};
+use crate::quantity;
+use crate::subst::Vars;
+
+/// Settings of the installation (Tekton's `config-defaults` and images).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Image holding the static entrypoint at `/ko-app/entrypoint`.
+    pub entrypoint_image: String,
+    /// Image with a POSIX shell, for placing scripts and creating working dirs.
+    pub shell_image: String,
+    /// Timeout of a TaskRun that sets none (Tekton: 60 minutes).
+    pub default_timeout: Duration,
+    /// Service account of a TaskRun that names none.
+    pub default_service_account: String,
+    /// Largest result a step may write, in bytes.
+    pub max_result_size: usize,
+    /// Value of the `app.kubernetes.io/managed-by` label.
+    pub managed_by: String,
+    /// Value of the `pipeline.tekton.dev/release` annotation.
+    pub release: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            entrypoint_image: "localhost/tektite/entrypoint:latest".into(),
+            shell_image: "localhost/tektite/busybox:latest".into(),
+            default_timeout: Duration::from_secs(3600),
+            default_service_account: "default".into(),
+            max_result_size: ep::DEFAULT_MAX_RESULT_SIZE,
+            managed_by: "tektite".into(),
+            release: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// The command an image runs (its config's `Entrypoint` and `Cmd`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageCommand {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+}
+
+/// What the pod is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub task_run: &'a TaskRun,
+    /// The resolved Task spec (from `taskRef` or `taskSpec`).
+    pub spec: &'a TaskSpec,
+    /// The referenced Task's name; `None` for an embedded spec.
+    pub task_name: Option<&'a str>,
+    /// Commands of the images of steps that have no `command`, by image.
+    pub images: &'a BTreeMap<String, ImageCommand>,
+}
+
+/// The objects to create for a TaskRun.
+#[derive(Debug, Clone)]
+pub struct PodPlan {
+    pub pod: Pod,
+    /// Claims made from `volumeClaimTemplate` bindings (owned by the TaskRun).
+    pub claims: Vec<PersistentVolumeClaim>,
+    /// The spec after substitution (`status.taskSpec`).
+    pub spec: TaskSpec,
+}
+
+/// Why no pod could be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildError {
+    /// These images' commands must be looked up first (steps without `command`).
+    NeedImages(Vec<String>),
+    /// The TaskRun cannot run as written.
+    Failed(Failure),
+}
+
+impl From<Failure> for BuildError {
+    fn from(f: Failure) -> BuildError {
+        BuildError::Failed(f)
+    }
+}
+
+const VALIDATION: &str = "TaskRunValidationFailed";
+
+fn fail(message: impl Into<String>) -> BuildError {
+    BuildError::Failed(Failure::new(VALIDATION, message))
+}
+
+/// The pod's name for a TaskRun on its `retry`-th retry (0: first attempt).
+pub fn pod_name(task_run: &str, retry: usize) -> String {
+    if retry == 0 {
+        names::child(task_run, "-pod")
+    } else {
+        names::child(task_run, &format!("-pod-retry{retry}"))
+    }
+}
+
+/// A container name cut to 63 characters, without a trailing non-alphanumeric.
+fn restrict(name: &str) -> String {
+    let mut n: String = name.chars().take(names::MAX).collect();
+    while n.ends_with(|c: char| !c.is_ascii_alphanumeric()) {
+        n.pop();
+    }
+    n
+}
+
+/// A Go `time.Duration` as Go prints it (`1h0m0s`, `1m30s`, `500ms`).
+pub fn go_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < 1_000_000 {
+        return format!("{}µs", trim_frac(nanos as f64 / 1e3));
+    }
+    if nanos < 1_000_000_000 {
+        return format!("{}ms", trim_frac(nanos as f64 / 1e6));
+    }
+    let secs = d.as_secs();
+    let (h, m) = (secs / 3600, (secs % 3600) / 60);
+    let s = trim_frac((secs % 60) as f64 + f64::from(d.subsec_nanos()) / 1e9);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn trim_frac(v: f64) -> String {
+    let s = format!("{v:.9}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The TaskRun's timeout: its own, else the default; `None` for `0` (none).
+pub fn timeout(tr: &TaskRun, config: &Config) -> Option<Duration> {
+    match tr.spec.timeout.as_deref().and_then(ep::parse_go_duration) {
+        Some((_, d)) if d.is_zero() => None,
+        Some((_, d)) => Some(d),
+        None => Some(config.default_timeout),
+    }
+}
+
+/// One workspace as the pod sees it.
+#[derive(Debug, Clone)]
+struct BoundWorkspace {
+    decl: WorkspaceDeclaration,
+    binding: Option<WorkspaceBinding>,
+    volume: Option<String>,
+}
+
+fn step_name(step: &Step, i: usize) -> String {
+    restrict(&ep::step_container_name(&step.name, i))
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    }
+}
+
+/// Builds the Pod (and claims) of a TaskRun.
+///
+/// # Errors
+/// [`BuildError::NeedImages`] when steps without `command` use images whose
+/// commands are not in `input.images`; [`BuildError::Failed`] for user errors
+/// (missing params or workspaces, bad references), with Tekton's reason.
+pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
+    let tr = input.task_run;
+    let tr_name = tr.metadata.name.clone().unwrap_or_default();
+    let namespace = tr
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let uid = tr.metadata.uid.clone().unwrap_or_default();
+    let owner = match input.task_name {
+        Some(n) => format!("task {n}"),
+        None => format!("TaskRun {tr_name}"),
+    };
+    if input.spec.steps.is_empty() {
+        return Err(fail(format!("{owner} has no steps")));
+    }
+
+    // Params.
+    let values = params::resolve(
+        &input.spec.params,
+        &tr.spec.params,
+        true,
+        VALIDATION,
+        &owner,
+    )?;
+    let mut param_vars = Vars::new(&["params.", "inputs.params."]);
+    params::add_to(&mut param_vars, &values);
+
+    // Workspaces: declarations plus bindings the Task does not declare.
+    let mut decls = input.spec.workspaces.clone();
+    for b in &tr.spec.workspaces {
+        if !decls.iter().any(|d| d.name == b.name) {
+            decls.push(WorkspaceDeclaration {
+                name: b.name.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    let missing: Vec<&str> = decls
+        .iter()
+        .filter(|d| !d.optional && !tr.spec.workspaces.iter().any(|b| b.name == d.name))
+        .map(|d| d.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(fail(format!(
+            "bound workspaces did not match declared workspaces: didn't provide required values: [{}]",
+            missing.join(" ")
+        )));
+    }
+    let mut claims = Vec::new();
+    let mut workspaces: Vec<BoundWorkspace> = Vec::new();
+    let mut used_volume_names = BTreeSet::new();
+    let mut claim_volumes: BTreeMap<String, String> = BTreeMap::new();
+    for (wi, decl) in decls.iter().enumerate() {
+        let Some(b) = tr.spec.workspaces.iter().find(|b| b.name == decl.name) else {
+            workspaces.push(BoundWorkspace {
+                decl: decl.clone(),
+                binding: None,
+                volume: None,
+            });
+            continue;
+        };
+        let mut bj = serde_json::to_value(b).map_err(|e| fail(e.to_string()))?;
+        param_vars
+            .json(&mut bj, &format!("spec.workspaces[{wi}]"), &["name"])
+            .map_err(|e| fail(e.to_string()))?;
+        let mut b: WorkspaceBinding =
+            serde_json::from_value(bj).map_err(|e| fail(e.to_string()))?;
+        if let Some(t) = b.volume_claim_template.take() {
+            let claim = names::claim(t.metadata.name.as_deref(), &b.name, &uid);
+            claims.push(PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some(claim.clone()),
+                    namespace: Some(namespace.clone()),
+                    labels: t.metadata.labels.clone(),
+                    annotations: t.metadata.annotations.clone(),
+                    owner_references: Some(vec![owner_ref(tr)]),
+                    ..Default::default()
+                },
+                spec: t.spec.clone(),
+                status: None,
+            });
+            b.persistent_volume_claim = Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim,
+                read_only: None,
+            });
+        }
+        let volume = if let Some(existing) = b
+            .persistent_volume_claim
+            .as_ref()
+            .and_then(|c| claim_volumes.get(&c.claim_name))
+        {
+            existing.clone()
+        } else {
+            let mut key = b.name.clone();
+            let mut name = names::hashed("ws", &key, 5);
+            while used_volume_names.contains(&name) {
+                key.push('$');
+                name = names::hashed("ws", &key, 5);
+            }
+            used_volume_names.insert(name.clone());
+            if let Some(c) = &b.persistent_volume_claim {
+                claim_volumes.insert(c.claim_name.clone(), name.clone());
+            }
+            name
+        };
+        workspaces.push(BoundWorkspace {
+            decl: decl.clone(),
+            binding: Some(b),
+            volume: Some(volume),
+        });
+    }
+
+    // Variables of the whole task.
+    let mut vars = param_vars.clone();
+    for p in [
+        "context.taskRun.",
+        "context.task.",
+        "results.",
+        "workspaces.",
+        "step.",
+    ] {
+        vars.strict(p);
+    }
+    vars.set_str("context.taskRun.name", &tr_name);
+    vars.set_str("context.taskRun.namespace", &namespace);
+    vars.set_str("context.taskRun.uid", &uid);
+    vars.set_str("context.task.name", input.task_name.unwrap_or(&tr_name));
+    let retry = tr.status.as_ref().map_or(0, |s| s.retries_status.len());
+    vars.set_str("context.task.retry-count", retry.to_string());
+    vars.set_str("credentials.path", "/tekton/creds");
+    vars.set_str("artifacts.path", "/tekton/artifacts/provenance.json");
+    for r in &input.spec.results {
+        vars.set_str(
+            format!("results.{}.path", r.name),
+            format!("{}/{}", ep::RESULTS_DIR, r.name),
+        );
+    }
+    let step_names: Vec<String> = input
+        .spec
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| step_name(s, i))
+        .collect();
+    for n in &step_names {
+        vars.set_str(
+            format!("steps.{n}.exitCode.path"),
+            format!("{}/{n}/exitCode", ep::STEPS_DIR),
+        );
+    }
+    for w in &workspaces {
+        let n = &w.decl.name;
+        let bound = w.binding.is_some();
+        let path = if bound {
+            w.decl
+                .mount_path
+                .clone()
+                .unwrap_or_else(|| format!("{}/{n}", ep::WORKSPACE_DIR))
+        } else {
+            String::new()
+        };
+        vars.set_str(format!("workspaces.{n}.bound"), bound.to_string());
+        vars.set_str(format!("workspaces.{n}.path"), path);
+        vars.set_str(
+            format!("workspaces.{n}.volume"),
+            w.volume.clone().unwrap_or_default(),
+        );
+        let claim = w
+            .binding
+            .as_ref()
+            .and_then(|b| b.persistent_volume_claim.as_ref())
+            .map(|c| c.claim_name.clone())
+            .unwrap_or_default();
+        vars.set_str(format!("workspaces.{n}.claim"), claim);
+    }
+
+    // Substitute the spec: each step and sidecar with its own view
+    // (`step.results`, a workspace mounted at its own path).
+    let spec = substitute_spec(input.spec, &vars, &step_names, &workspaces)?;
+
+    // Workspace mounts: only in the steps/sidecars that list the workspace,
+    // else in every step (through the template) and sidecar.
+    let mut template = spec.step_template.clone().unwrap_or_default();
+    let mut steps = spec.steps.clone();
+    let mut sidecars = spec.sidecars.clone();
+    let mut volumes: Vec<Volume> = Vec::new();
+    for w in &workspaces {
+        let (Some(b), Some(vol)) = (&w.binding, &w.volume) else {
+            continue;
+        };
+        let path = w
+            .decl
+            .mount_path
+            .clone()
+            .unwrap_or_else(|| format!("{}/{}", ep::WORKSPACE_DIR, w.decl.name));
+        let m = VolumeMount {
+            name: vol.clone(),
+            mount_path: path,
+            sub_path: b.sub_path.clone().filter(|s| !s.is_empty()),
+            read_only: w.decl.read_only.then_some(true),
+            ..Default::default()
+        };
+        let isolated = steps
+            .iter()
+            .any(|s| s.workspaces.iter().any(|u| u.name == w.decl.name))
+            || sidecars
+                .iter()
+                .any(|s| s.workspaces.iter().any(|u| u.name == w.decl.name));
+        if isolated {
+            for s in &mut steps {
+                if let Some(u) = s.workspaces.iter().find(|u| u.name == w.decl.name) {
+                    let mut m = m.clone();
+                    if let Some(p) = &u.mount_path {
+                        m.mount_path = p.clone();
+                    }
+                    s.volume_mounts.push(m);
+                }
+            }
+            for s in &mut sidecars {
+                if let Some(u) = s.workspaces.iter().find(|u| u.name == w.decl.name) {
+                    let mut m = m.clone();
+                    if let Some(p) = &u.mount_path {
+                        m.mount_path = p.clone();
+                    }
+                    s.volume_mounts.push(m);
+                }
+            }
+        } else {
+            template.volume_mounts.push(m.clone());
+            for s in &mut sidecars {
+                if !s.volume_mounts.iter().any(|x| x.mount_path == m.mount_path) {
+                    s.volume_mounts.push(m.clone());
+                }
+            }
+        }
+        if !volumes.iter().any(|v| &v.name == vol) {
+            volumes.push(workspace_volume(vol, b));
+        }
+    }
+
+    // Containers from steps: template merge, stepSpecs, task-level resources.
+    let mut containers: Vec<(Container, &Step)> = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        let mut c = merge_template(&template, s);
+        c.name = step_names[i].clone();
+        if let Some(o) = tr.spec.step_specs.iter().find(|o| o.name == s.name) {
+            c.resources = Some(merge_resources(c.resources.take(), &o.compute_resources));
+        }
+        containers.push((c, &spec.steps[i]));
+    }
+    if let Some(task_res) = &tr.spec.compute_resources {
+        apply_task_resources(&mut containers, task_res);
+    }
+
+    // Scripts.
+    let mut script_blocks = String::new();
+    for (i, (c, s)) in containers.iter_mut().enumerate() {
+        if let Some(script) = s.script.as_deref().filter(|x| !x.is_empty()) {
+            let file = format!("{}/script-{i}", ep::SCRIPTS_DIR);
+            script_blocks.push_str(&script_block(&file, script));
+            c.command = Some(vec![file]);
+        }
+    }
+    let mut sidecar_containers = Vec::new();
+    for (i, s) in sidecars.iter().enumerate() {
+        let mut c = sidecar_container(s);
+        if let Some(o) = tr.spec.sidecar_specs.iter().find(|o| o.name == s.name) {
+            c.resources = Some(merge_resources(c.resources.take(), &o.compute_resources));
+        }
+        if let Some(script) = s.script.as_deref().filter(|x| !x.is_empty()) {
+            let file = format!("{}/sidecar-script-{i}", ep::SCRIPTS_DIR);
+            script_blocks.push_str(&script_block(&file, script));
+            c.command = Some(vec![file]);
+            push_mount(
+                &mut c,
+                mount("tekton-internal-scripts", ep::SCRIPTS_DIR, true),
+            );
+        }
+        sidecar_containers.push(c);
+    }
+    let has_scripts = !script_blocks.is_empty();
+    let has_sidecars = !sidecar_containers.is_empty();
+
+    // Image commands for steps without one.
+    let mut need: Vec<String> = Vec::new();
+    for (c, _) in &containers {
+        if c.command.as_ref().is_none_or(Vec::is_empty) {
+            let image = c.image.clone().unwrap_or_default();
+            if !input.images.contains_key(&image) && !need.contains(&image) {
+                need.push(image);
+            }
+        }
+    }
+    if !need.is_empty() {
+        return Err(BuildError::NeedImages(need));
+    }
+
+    // Wrap the steps in the entrypoint.
+    let task_results: Vec<&str> = spec
+        .results
+        .iter()
+        .filter(|r| r.value.is_none())
+        .map(|r| r.name.as_str())
+        .collect();
+    let n_steps = containers.len();
+    let mut step_containers = Vec::with_capacity(n_steps);
+    for (i, (mut c, s)) in containers.into_iter().enumerate() {
+        let mut command = c.command.take().unwrap_or_default();
+        let mut args = c.args.take().unwrap_or_default();
+        if command.is_empty() {
+            let image = c.image.clone().unwrap_or_default();
+            let ic = &input.images[&image];
+            // What the container would run without the wrapper.
+            let full: Vec<String> = match (ic.entrypoint.is_empty(), args.is_empty()) {
+                (false, true) => ic.entrypoint.iter().chain(&ic.cmd).cloned().collect(),
+                (false, false) => ic.entrypoint.iter().chain(&args).cloned().collect(),
+                (true, true) => ic.cmd.clone(),
+                (true, false) => args.clone(),
+            };
+            if full.is_empty() {
+                return Err(fail(format!(
+                    "step {:?}: image {image:?} has no entrypoint or command, and the step sets no command",
+                    c.name
+                )));
+            }
+            command = full;
+            args = Vec::new();
+        }
+        let mut flags: Vec<String> = Vec::new();
+        if i == 0 {
+            if has_sidecars {
+                flags.extend([
+                    "-wait_file".into(),
+                    ep::READY_FILE.into(),
+                    "-wait_file_content".into(),
+                ]);
+            }
+        } else {
+            flags.extend(["-wait_file".into(), ep::out_marker(i - 1)]);
+        }
+        flags.extend([
+            "-post_file".into(),
+            ep::out_marker(i),
+            "-termination_path".into(),
+            ep::TERMINATION_PATH.into(),
+            "-step_metadata_dir".into(),
+            ep::metadata_dir(i),
+        ]);
+        if let Some(on_error) = &s.on_error {
+            flags.extend(["-on_error".into(), on_error.clone()]);
+        }
+        if let Some(t) = &s.timeout
+            && let Some((_, d)) = ep::parse_go_duration(t)
+            && !d.is_zero()
+        {
+            flags.extend(["-timeout".into(), go_duration(d)]);
+        }
+        if let Some(p) = s.stdout_config.as_ref().and_then(|o| o.path.clone()) {
+            flags.extend(["-stdout_path".into(), p]);
+        }
+        if let Some(p) = s.stderr_config.as_ref().and_then(|o| o.path.clone()) {
+            flags.extend(["-stderr_path".into(), p]);
+        }
+        if !s.results.is_empty() {
+            let names: Vec<&str> = s.results.iter().map(|r| r.name.as_str()).collect();
+            flags.extend(["-step_results".into(), names.join(",")]);
+        }
+        if !spec.results.is_empty() {
+            flags.extend(["-results".into(), task_results.join(",")]);
+        }
+        if config.max_result_size != ep::DEFAULT_MAX_RESULT_SIZE {
+            flags.extend([
+                "-max_result_size".into(),
+                config.max_result_size.to_string(),
+            ]);
+        }
+        flags.extend(["-entrypoint".into(), command[0].clone(), "--".into()]);
+        flags.extend(command[1..].iter().cloned());
+        flags.extend(args);
+        c.command = Some(vec![ep::ENTRYPOINT.into()]);
+        c.args = Some(flags);
+        c.termination_message_path = Some(ep::TERMINATION_PATH.into());
+
+        // Environment: the step's, the pod template's, then the pod's identity.
+        let mut env = c.env.take().unwrap_or_default();
+        if let Some(pt) = &tr.spec.pod_template {
+            env.extend(pt.env.iter().cloned());
+        }
+        env.push(field_env(
+            tektite_entrypoint::patch::POD_NAME_ENV,
+            "metadata.name",
+        ));
+        env.push(field_env(
+            tektite_entrypoint::patch::POD_NAMESPACE_ENV,
+            "metadata.namespace",
+        ));
+        c.env = Some(env);
+
+        // Mounts, in Tekton's order.
+        if s.script.as_deref().is_some_and(|x| !x.is_empty()) {
+            push_mount(
+                &mut c,
+                mount("tekton-internal-scripts", ep::SCRIPTS_DIR, true),
+            );
+        }
+        if i == 0 && has_sidecars {
+            push_mount(
+                &mut c,
+                mount("tekton-internal-downward", "/tekton/downward", true),
+            );
+        }
+        push_mount(
+            &mut c,
+            mount(
+                &format!("tekton-creds-init-home-{i}"),
+                "/tekton/creds",
+                false,
+            ),
+        );
+        for j in 0..n_steps {
+            push_mount(
+                &mut c,
+                mount(
+                    &format!("tekton-internal-run-{j}"),
+                    &format!("{}/{j}", ep::RUN_DIR),
+                    j != i,
+                ),
+            );
+        }
+        for (name, path, ro) in IMPLICIT_MOUNTS {
+            let taken = c
+                .volume_mounts
+                .as_ref()
+                .is_some_and(|ms| ms.iter().any(|m| clean(&m.mount_path) == *path));
+            if !taken {
+                push_mount(&mut c, mount(name, path, *ro));
+            }
+        }
+        step_containers.push(c);
+    }
+
+    // Init containers.
+    let mut init = Vec::new();
+    let mut prepare_cmd = vec![
+        "/ko-app/entrypoint".to_string(),
+        "init".into(),
+        "/ko-app/entrypoint".into(),
+        ep::ENTRYPOINT.into(),
+    ];
+    prepare_cmd.extend(step_names.iter().cloned());
+    init.push(Container {
+        name: "prepare".into(),
+        image: Some(config.entrypoint_image.clone()),
+        command: Some(prepare_cmd),
+        working_dir: Some("/".into()),
+        volume_mounts: Some(vec![
+            mount("tekton-internal-bin", ep::BIN_DIR, false),
+            mount("tekton-internal-steps", ep::STEPS_DIR, false),
+        ]),
+        ..Default::default()
+    });
+    if has_scripts {
+        init.push(Container {
+            name: "place-scripts".into(),
+            image: Some(config.shell_image.clone()),
+            command: Some(vec!["sh".into()]),
+            args: Some(vec!["-c".into(), script_blocks]),
+            volume_mounts: Some(vec![
+                mount("tekton-internal-scripts", ep::SCRIPTS_DIR, false),
+                mount("tekton-internal-bin", ep::BIN_DIR, false),
+            ]),
+            ..Default::default()
+        });
+    }
+    let dirs = working_dirs(&step_containers);
+    if !dirs.is_empty() {
+        let mut cmd = vec!["mkdir".to_string(), "-p".into()];
+        cmd.extend(dirs);
+        init.push(Container {
+            name: "working-dir-initializer".into(),
+            image: Some(config.shell_image.clone()),
+            command: Some(cmd),
+            working_dir: Some(ep::WORKSPACE_DIR.into()),
+            volume_mounts: Some(
+                IMPLICIT_MOUNTS
+                    .iter()
+                    .filter(|(n, _, _)| *n != "tekton-internal-bin")
+                    .map(|(n, p, ro)| mount(n, p, *ro))
+                    .collect(),
+            ),
+            ..Default::default()
+        });
+    }
+
+    // Volumes, in Tekton's order.
+    let mut all_volumes: Vec<Volume> = [
+        "tekton-internal-workspace",
+        "tekton-internal-home",
+        "tekton-internal-results",
+        "tekton-internal-steps",
+        "tekton-internal-artifacts",
+    ]
+    .iter()
+    .map(|n| empty_dir(n))
+    .collect();
+    if has_scripts {
+        all_volumes.push(empty_dir("tekton-internal-scripts"));
+    }
+    all_volumes.push(empty_dir("tekton-internal-bin"));
+    if has_sidecars {
+        all_volumes.push(Volume {
+            name: "tekton-internal-downward".into(),
+            downward_api: Some(DownwardAPIVolumeSource {
+                items: Some(vec![DownwardAPIVolumeFile {
+                    path: "ready".into(),
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.annotations['tekton.dev/ready']".into(),
+                        api_version: None,
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    for i in 0..n_steps {
+        all_volumes.push(Volume {
+            name: format!("tekton-creds-init-home-{i}"),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: None,
+            }),
+            ..Default::default()
+        });
+        all_volumes.push(empty_dir(&format!("tekton-internal-run-{i}")));
+    }
+    all_volumes.extend(spec.volumes.iter().cloned());
+    all_volumes.extend(volumes);
+    if let Some(pt) = &tr.spec.pod_template {
+        all_volumes.extend(pt.volumes.iter().cloned());
+    }
+    let mut seen = BTreeSet::new();
+    for v in &all_volumes {
+        if !seen.insert(v.name.as_str()) {
+            return Err(fail(format!(
+                "multiple volumes with same name {:?}",
+                v.name
+            )));
+        }
+    }
+
+    // Metadata.
+    let mut labels = tr.metadata.labels.clone().unwrap_or_default();
+    if let Some(t) = input.task_name {
+        labels
+            .entry("tekton.dev/task".into())
+            .or_insert_with(|| t.to_string());
+    }
+    labels.insert("tekton.dev/taskRun".into(), tr_name.clone());
+    if !uid.is_empty() {
+        labels.insert("tekton.dev/taskRunUID".into(), uid.clone());
+    }
+    labels.insert(
+        "app.kubernetes.io/managed-by".into(),
+        config.managed_by.clone(),
+    );
+    let mut annotations = tr.metadata.annotations.clone().unwrap_or_default();
+    annotations.remove("app.kubernetes.io/managed-by");
+    annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    annotations.insert("pipeline.tekton.dev/release".into(), config.release.clone());
+    if !has_sidecars {
+        annotations.insert("tekton.dev/ready".into(), "READY".into());
+    }
+    let deadline = match timeout(tr, config) {
+        None => i64::from(i32::MAX),
+        Some(d) => (d.as_secs_f64() * 1.5) as i64,
+    };
+
+    let mut containers_all = step_containers;
+    containers_all.extend(sidecar_containers);
+    let mut pod_spec = PodSpec {
+        restart_policy: Some("Never".into()),
+        service_account_name: Some(
+            tr.spec
+                .service_account_name
+                .clone()
+                .unwrap_or_else(|| config.default_service_account.clone()),
+        ),
+        active_deadline_seconds: Some(deadline),
+        init_containers: Some(init),
+        containers: containers_all,
+        volumes: Some(all_volumes),
+        ..Default::default()
+    };
+    if let Some(pt) = &tr.spec.pod_template {
+        let mut ptj = serde_json::to_value(pt).map_err(|e| fail(e.to_string()))?;
+        param_vars
+            .json(&mut ptj, "spec.podTemplate", &[])
+            .map_err(|e| fail(e.to_string()))?;
+        let pt: tektite_api::v1::PodTemplate =
+            serde_json::from_value(ptj).map_err(|e| fail(e.to_string()))?;
+        apply_pod_template(&mut pod_spec, &pt);
+    }
+
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name(&tr_name, retry)),
+            namespace: Some(namespace),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![owner_ref(tr)]),
+            ..Default::default()
+        },
+        spec: Some(pod_spec),
+        status: None,
+    };
+    Ok(PodPlan { pod, claims, spec })
+}
+
+/// The mounts every step gets unless it mounts something at that path.
+const IMPLICIT_MOUNTS: &[(&str, &str, bool)] = &[
+    ("tekton-internal-bin", ep::BIN_DIR, true),
+    ("tekton-internal-workspace", ep::WORKSPACE_DIR, false),
+    ("tekton-internal-home", ep::HOME_DIR, false),
+    ("tekton-internal-results", ep::RESULTS_DIR, false),
+    ("tekton-internal-steps", ep::STEPS_DIR, true),
+    ("tekton-internal-artifacts", "/tekton/artifacts", false),
+];
+
+fn owner_ref(tr: &TaskRun) -> OwnerReference {
+    OwnerReference {
+        api_version: tektite_api::v1::API_VERSION.into(),
+        kind: "TaskRun".into(),
+        name: tr.metadata.name.clone().unwrap_or_default(),
+        uid: tr.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn push_mount(c: &mut Container, m: VolumeMount) {
+    c.volume_mounts.get_or_insert_with(Vec::new).push(m);
+}
+
+/// `path` without a trailing slash, `.` segments or doubled slashes.
+fn clean(path: &str) -> String {
+    let abs = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for p in path.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            x => parts.push(x),
+        }
+    }
+    let joined = parts.join("/");
+    if abs {
+        format!("/{joined}")
+    } else if joined.is_empty() {
+        ".".into()
+    } else {
+        joined
+    }
+}
+
+/// Working directories to create before the steps: relative ones and those
+/// under `/workspace/`, sorted and without repeats.
+fn working_dirs(containers: &[Container]) -> Vec<String> {
+    let mut dirs = BTreeSet::new();
+    for c in containers {
+        if let Some(w) = c.working_dir.as_deref().filter(|w| !w.is_empty()) {
+            let p = clean(w);
+            if !p.starts_with('/') || p.starts_with("/workspace/") {
+                dirs.insert(p);
+            }
+        }
+    }
+    dirs.into_iter().collect()
+}
+
+/// The `place-scripts` block for one script: written base64 (no quoting
+/// problems), then decoded in place by the entrypoint.
+fn script_block(file: &str, script: &str) -> String {
+    use base64::Engine as _;
+    let text = if script.trim_start().starts_with("#!") {
+        script.to_string()
+    } else {
+        format!("#!/bin/sh\nset -e\n{script}")
+    };
+    let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+    format!(
+        "scriptfile=\"{file}\"\ntouch ${{scriptfile}} && chmod +x ${{scriptfile}}\n\
+         cat > ${{scriptfile}} << '_EOF_'\n{encoded}\n_EOF_\n\
+         {} decode-script \"${{scriptfile}}\"\n",
+        ep::ENTRYPOINT
+    )
+}
+
+fn workspace_volume(name: &str, b: &WorkspaceBinding) -> Volume {
+    Volume {
+        name: name.into(),
+        persistent_volume_claim: b.persistent_volume_claim.clone(),
+        empty_dir: b.empty_dir.clone(),
+        config_map: b.config_map.clone(),
+        secret: b.secret.clone(),
+        projected: b.projected.clone(),
+        csi: b.csi.clone(),
+        ..Default::default()
+    }
+}
+
+fn substitute_spec(
+    spec: &TaskSpec,
+    vars: &Vars,
+    step_names: &[String],
+    workspaces: &[BoundWorkspace],
+) -> Result<TaskSpec, BuildError> {
+    let mut j = serde_json::to_value(spec).map_err(|e| fail(e.to_string()))?;
+    let err = |e: crate::subst::SubstError| fail(e.to_string());
+    // Fields Tekton does not substitute in a step or sidecar.
+    const SKIP: &[&str] = &[
+        "name",
+        "displayName",
+        "results",
+        "computeResources",
+        "securityContext",
+        "timeout",
+        "workspaces",
+    ];
+    let with_usage = |base: &Vars, usages: &[tektite_api::v1::WorkspaceUsage]| {
+        let mut v = base.clone();
+        for u in usages {
+            if let Some(p) = &u.mount_path
+                && workspaces
+                    .iter()
+                    .any(|w| w.decl.name == u.name && w.binding.is_some())
+            {
+                v.set_str(format!("workspaces.{}.path", u.name), p.clone());
+            }
+        }
+        v
+    };
+    if let Some(Value::Array(steps)) = j.get_mut("steps") {
+        for (i, s) in steps.iter_mut().enumerate() {
+            let n = &step_names[i];
+            let mut v = with_usage(vars, &spec.steps[i].workspaces);
+            for r in &spec.steps[i].results {
+                v.set_str(
+                    format!("step.results.{}.path", r.name),
+                    format!("{}/{n}/results/{}", ep::STEPS_DIR, r.name),
+                );
+            }
+            v.set_str(
+                "step.artifacts.path",
+                format!("{}/{n}/artifacts/provenance.json", ep::STEPS_DIR),
+            );
+            v.json(s, &format!("spec.steps[{i}]"), SKIP).map_err(err)?;
+        }
+    }
+    if let Some(Value::Array(sidecars)) = j.get_mut("sidecars") {
+        for (i, s) in sidecars.iter_mut().enumerate() {
+            let v = with_usage(vars, &spec.sidecars[i].workspaces);
+            v.json(s, &format!("spec.sidecars[{i}]"), SKIP)
+                .map_err(err)?;
+        }
+    }
+    if let Some(t) = j.get_mut("stepTemplate") {
+        vars.json(t, "spec.stepTemplate", SKIP).map_err(err)?;
+    }
+    if let Some(v) = j.get_mut("volumes") {
+        vars.json(v, "spec.volumes", &[]).map_err(err)?;
+    }
+    if let Some(Value::Array(ws)) = j.get_mut("workspaces") {
+        for (i, w) in ws.iter_mut().enumerate() {
+            if let Some(p) = w.get_mut("mountPath") {
+                vars.json(p, &format!("spec.workspaces[{i}].mountPath"), &[])
+                    .map_err(err)?;
+            }
+        }
+    }
+    serde_json::from_value(j).map_err(|e| fail(format!("after substitution: {e}")))
+}
+
+/// Merges list items by key the way a strategic merge patch orders them:
+/// the step's items in order, each template-only item placed before the
+/// first later step item the template also has after it, else at the end.
+fn merge_keyed<T: Clone>(template: &[T], step: &[T], key: impl Fn(&T) -> String) -> Vec<T> {
+    let step_keys: Vec<String> = step.iter().map(&key).collect();
+    let template_keys: Vec<String> = template.iter().map(&key).collect();
+    let mut out: Vec<T> = step.to_vec();
+    let mut out_keys = step_keys.clone();
+    let mut from = 0;
+    for (ti, t) in template.iter().enumerate() {
+        let k = &template_keys[ti];
+        if step_keys.contains(k) {
+            continue;
+        }
+        let later = |ok: &String| template_keys[ti + 1..].contains(ok) && step_keys.contains(ok);
+        let pos = (from..out.len())
+            .find(|&p| later(&out_keys[p]))
+            .unwrap_or(out.len());
+        out.insert(pos, t.clone());
+        out_keys.insert(pos, k.clone());
+        from = pos + 1;
+    }
+    out
+}
+
+/// Deep-merges two JSON objects; `over` wins.
+fn merge_json(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(bv) if bv.is_object() && v.is_object() => merge_json(bv, v),
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+fn merge_struct<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
+    base: Option<&T>,
+    over: Option<&T>,
+) -> Option<T> {
+    match (base, over) {
+        (None, o) => o.cloned(),
+        (b, None) => b.cloned(),
+        (Some(b), Some(o)) => {
+            let (Ok(mut bj), Ok(oj)) = (serde_json::to_value(b), serde_json::to_value(o)) else {
+                return Some(o.clone());
+            };
+            merge_json(&mut bj, &oj);
+            serde_json::from_value(bj).ok().or_else(|| Some(o.clone()))
+        }
+    }
+}
+
+fn non_empty<T: Clone>(step: &[T], template: &[T]) -> Option<Vec<T>> {
+    let v = if step.is_empty() { template } else { step };
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+/// A step container from the step over the stepTemplate.
+fn merge_template(t: &StepTemplate, s: &Step) -> Container {
+    Container {
+        name: s.name.clone(),
+        image: s.image.clone().or_else(|| t.image.clone()),
+        command: non_empty(&s.command, &t.command),
+        args: non_empty(&s.args, &t.args),
+        working_dir: s.working_dir.clone().or_else(|| t.working_dir.clone()),
+        env_from: non_empty(&s.env_from, &t.env_from),
+        env: Some(merge_keyed(&t.env, &s.env, |e| e.name.clone())).filter(|v| !v.is_empty()),
+        resources: merge_struct(t.compute_resources.as_ref(), s.compute_resources.as_ref()),
+        volume_mounts: Some(merge_keyed(&t.volume_mounts, &s.volume_mounts, |m| {
+            m.mount_path.clone()
+        }))
+        .filter(|v| !v.is_empty()),
+        volume_devices: Some(merge_keyed(&t.volume_devices, &s.volume_devices, |d| {
+            d.device_path.clone()
+        }))
+        .filter(|v| !v.is_empty()),
+        image_pull_policy: s
+            .image_pull_policy
+            .clone()
+            .or_else(|| t.image_pull_policy.clone()),
+        security_context: merge_struct(t.security_context.as_ref(), s.security_context.as_ref()),
+        ..Default::default()
+    }
+}
+
+fn sidecar_container(s: &Sidecar) -> Container {
+    Container {
+        name: restrict(&format!("sidecar-{}", s.name)),
+        image: s.image.clone(),
+        command: (!s.command.is_empty()).then(|| s.command.clone()),
+        args: (!s.args.is_empty()).then(|| s.args.clone()),
+        working_dir: s.working_dir.clone(),
+        ports: (!s.ports.is_empty()).then(|| s.ports.clone()),
+        env_from: (!s.env_from.is_empty()).then(|| s.env_from.clone()),
+        env: (!s.env.is_empty()).then(|| s.env.clone()),
+        resources: s.compute_resources.clone(),
+        volume_mounts: (!s.volume_mounts.is_empty()).then(|| s.volume_mounts.clone()),
+        volume_devices: (!s.volume_devices.is_empty()).then(|| s.volume_devices.clone()),
+        liveness_probe: s.liveness_probe.clone(),
+        readiness_probe: s.readiness_probe.clone(),
+        startup_probe: s.startup_probe.clone(),
+        lifecycle: s.lifecycle.clone(),
+        termination_message_path: s.termination_message_path.clone(),
+        termination_message_policy: s.termination_message_policy.clone(),
+        image_pull_policy: s.image_pull_policy.clone(),
+        security_context: s.security_context.clone(),
+        stdin: s.stdin.then_some(true),
+        stdin_once: s.stdin_once.then_some(true),
+        tty: s.tty.then_some(true),
+        ..Default::default()
+    }
+}
+
+/// `stepSpecs` overrides: requests and limits merged key by key, the override winning.
+fn merge_resources(
+    base: Option<ResourceRequirements>,
+    over: &ResourceRequirements,
+) -> ResourceRequirements {
+    let mut r = base.unwrap_or_default();
+    for (dst, src) in [
+        (&mut r.requests, &over.requests),
+        (&mut r.limits, &over.limits),
+    ] {
+        if let Some(src) = src {
+            let d = dst.get_or_insert_with(BTreeMap::new);
+            for (k, v) in src {
+                d.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    r
+}
+
+/// A TaskRun's `computeResources`: its requests are split evenly across the
+/// steps (the pod asks for the task's total, not N times it); every step gets
+/// the task's limits.
+fn apply_task_resources(containers: &mut [(Container, &Step)], task: &ResourceRequirements) {
+    if task.requests.is_none() && task.limits.is_none() {
+        return;
+    }
+    let n = containers.len();
+    let split = |m: &BTreeMap<String, Quantity>| -> BTreeMap<String, Quantity> {
+        m.iter()
+            .map(|(k, q)| (k.clone(), quantity::divide(k, q, n)))
+            .collect()
+    };
+    for (c, _) in containers.iter_mut() {
+        let r = c.resources.get_or_insert_with(Default::default);
+        r.requests = match (&task.requests, &r.requests, &task.limits) {
+            (Some(req), _, _) => Some(split(req)),
+            (None, None, Some(lim)) => Some(split(lim)),
+            (None, _, _) => r.requests.take(),
+        };
+        if let Some(lim) = &task.limits {
+            r.limits = Some(lim.clone());
+        }
+    }
+}
+
+fn apply_pod_template(spec: &mut PodSpec, pt: &tektite_api::v1::PodTemplate) {
+    if !pt.node_selector.is_empty() {
+        spec.node_selector = Some(pt.node_selector.clone());
+    }
+    if !pt.tolerations.is_empty() {
+        spec.tolerations = Some(pt.tolerations.clone());
+    }
+    spec.affinity = pt.affinity.clone();
+    spec.security_context = pt.security_context.clone();
+    spec.runtime_class_name = pt.runtime_class_name.clone();
+    spec.automount_service_account_token = pt.automount_service_account_token;
+    spec.dns_policy = pt.dns_policy.clone();
+    spec.dns_config = pt.dns_config.clone();
+    spec.enable_service_links = pt.enable_service_links;
+    spec.priority_class_name = pt.priority_class_name.clone();
+    spec.scheduler_name = pt.scheduler_name.clone();
+    if !pt.image_pull_secrets.is_empty() {
+        spec.image_pull_secrets = Some(pt.image_pull_secrets.clone());
+    }
+    if !pt.host_aliases.is_empty() {
+        spec.host_aliases = Some(pt.host_aliases.clone());
+    }
+    if pt.host_network {
+        spec.host_network = Some(true);
+    }
+    spec.host_users = pt.host_users;
+    if !pt.topology_spread_constraints.is_empty() {
+        spec.topology_spread_constraints = Some(pt.topology_spread_constraints.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_print_as_go_does() {
+        assert_eq!(go_duration(Duration::from_secs(60)), "1m0s");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(go_duration(Duration::from_secs(5430)), "1h30m30s");
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn template_items_are_placed_like_a_strategic_merge() {
+        let t = ["KEEP_THIS", "SOME_KEY"].map(String::from);
+        let s = ["NEW_KEY", "SOME_KEY"].map(String::from);
+        assert_eq!(
+            merge_keyed(&t, &s, Clone::clone),
+            ["NEW_KEY", "KEEP_THIS", "SOME_KEY"]
+        );
+        let t = ["A", "B"].map(String::from);
+        let s = ["C"].map(String::from);
+        assert_eq!(merge_keyed(&t, &s, Clone::clone), ["C", "A", "B"]);
+    }
+
+    #[test]
+    fn clean_paths() {
+        assert_eq!(clean("/workspace/"), "/workspace");
+        assert_eq!(clean("/a/./b/../c"), "/a/c");
+        assert_eq!(clean("src"), "src");
+    }
+}

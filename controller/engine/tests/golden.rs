@@ -1,0 +1,211 @@
+//! Golden files: `tests/golden/<case>/input.yaml` → `expected.yaml`.
+//!
+//! `input.yaml` holds Tekton objects (any version the loader reads) and,
+//! optionally, one `kind: EngineTest` document (`apiVersion: tektite.dev/test`)
+//! with the resolved data the engine is given: `images` (image → `entrypoint`
+//! and `cmd`), `config` overrides. Every TaskRun gets its Pod built against
+//! the Task it references (or its embedded spec); the outputs — Pods, claims,
+//! or the failure — are written in order to `expected.yaml`.
+//!
+//! `UPDATE_GOLDEN=1 cargo test -p tektite-engine --test golden` rewrites the
+//! expected files; review the diff before committing it.
+
+// Test helpers panic on setup failures by design.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Value, json};
+use tektite_api::load::Object;
+use tektite_api::v1::{Task, TaskRun};
+use tektite_api::yaml;
+use tektite_engine::pod::{self, BuildError, Config, ImageCommand, Input};
+
+struct Case {
+    task_runs: Vec<TaskRun>,
+    tasks: BTreeMap<String, Task>,
+    images: BTreeMap<String, ImageCommand>,
+    config: Config,
+}
+
+fn read_case(dir: &Path) -> Case {
+    let file = dir.join("input.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let loaded = tektite_api::load_str(&file.display().to_string(), &text);
+    let errors: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == tektite_api::Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{}: {}",
+        file.display(),
+        errors.join("\n")
+    );
+    let mut case = Case {
+        task_runs: Vec::new(),
+        tasks: BTreeMap::new(),
+        images: BTreeMap::new(),
+        config: Config {
+            release: "devel".into(),
+            ..Config::default()
+        },
+    };
+    for l in loaded.objects {
+        match l.object {
+            Object::TaskRun(tr) => case.task_runs.push(*tr),
+            Object::Task(t) => {
+                case.tasks
+                    .insert(t.metadata.name.clone().unwrap_or_default(), *t);
+            }
+            _ => {}
+        }
+    }
+    for doc in yaml::parse_values(&text).unwrap() {
+        if doc["kind"] != "EngineTest" {
+            continue;
+        }
+        if let Some(images) = doc["images"].as_object() {
+            for (image, v) in images {
+                let list = |k: &str| -> Vec<String> {
+                    v[k].as_array()
+                        .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+                        .unwrap_or_default()
+                };
+                case.images.insert(
+                    image.clone(),
+                    ImageCommand {
+                        entrypoint: list("entrypoint"),
+                        cmd: list("cmd"),
+                    },
+                );
+            }
+        }
+        if let Some(n) = doc["config"]["maxResultSize"].as_u64() {
+            case.config.max_result_size = n as usize;
+        }
+        if let Some(s) = doc["config"]["defaultTimeoutSeconds"].as_u64() {
+            case.config.default_timeout = std::time::Duration::from_secs(s);
+        }
+    }
+    case
+}
+
+fn outputs(case: &Case) -> Vec<Value> {
+    let mut out = Vec::new();
+    for tr in &case.task_runs {
+        let name = tr.metadata.name.clone().unwrap_or_default();
+        let (spec, task_name) = match (&tr.spec.task_spec, &tr.spec.task_ref) {
+            (Some(s), _) => (s.clone(), None),
+            (None, Some(r)) => {
+                let n = r.name.clone().unwrap_or_default();
+                match case.tasks.get(&n) {
+                    Some(t) => (t.spec.clone(), Some(n)),
+                    None => {
+                        out.push(
+                            json!({"taskRun": name, "error": format!("Task {n:?} not in input")}),
+                        );
+                        continue;
+                    }
+                }
+            }
+            (None, None) => panic!("TaskRun {name} has neither taskRef nor taskSpec"),
+        };
+        let input = Input {
+            task_run: tr,
+            spec: &spec,
+            task_name: task_name.as_deref(),
+            images: &case.images,
+        };
+        match pod::build(input, &case.config) {
+            Ok(plan) => {
+                for c in &plan.claims {
+                    out.push(tagged(
+                        "v1",
+                        "PersistentVolumeClaim",
+                        serde_json::to_value(c).unwrap(),
+                    ));
+                }
+                out.push(tagged(
+                    "v1",
+                    "Pod",
+                    serde_json::to_value(&plan.pod).unwrap(),
+                ));
+            }
+            Err(BuildError::NeedImages(images)) => {
+                out.push(json!({"taskRun": name, "needImages": images}));
+            }
+            Err(BuildError::Failed(f)) => {
+                out.push(
+                    json!({"taskRun": name, "failed": {"reason": f.reason, "message": f.message}}),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `apiVersion` and `kind` first, as Kubernetes writes objects.
+fn tagged(api_version: &str, kind: &str, mut v: Value) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+        let mut o = serde_json::Map::new();
+        o.insert("apiVersion".into(), api_version.into());
+        o.insert("kind".into(), kind.into());
+        o.extend(std::mem::take(m));
+        return Value::Object(o);
+    }
+    v
+}
+
+fn render(docs: &[Value]) -> String {
+    docs.iter()
+        .map(|d| format!("---\n{}", yaml::to_yaml(d)))
+        .collect()
+}
+
+#[test]
+fn golden_cases() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("input.yaml").exists())
+        .collect();
+    dirs.sort();
+    assert!(
+        dirs.len() >= 20,
+        "expected the golden corpus, found {} cases",
+        dirs.len()
+    );
+    let mut failures = Vec::new();
+    for dir in &dirs {
+        let case = read_case(dir);
+        let got = outputs(&case);
+        let expected_file = dir.join("expected.yaml");
+        if update {
+            std::fs::write(&expected_file, render(&got)).unwrap();
+            continue;
+        }
+        let text = std::fs::read_to_string(&expected_file).unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run with UPDATE_GOLDEN=1",
+                expected_file.display()
+            )
+        });
+        let want = yaml::parse_values(&text).unwrap();
+        if want != got {
+            failures.push(format!(
+                "{}: output differs from expected.yaml\n--- got:\n{}",
+                dir.display(),
+                render(&got)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
