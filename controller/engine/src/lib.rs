@@ -13,4 +13,6 @@ pub mod names;
 pub mod params;
 pub mod pod;
 pub mod quantity;
+pub mod status;
 pub mod subst;
+pub mod taskrun;

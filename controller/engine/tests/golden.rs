@@ -1,11 +1,15 @@
 //! Golden files: `tests/golden/<case>/input.yaml` → `expected.yaml`.
 //!
-//! `input.yaml` holds Tekton objects (any version the loader reads) and,
-//! optionally, one `kind: EngineTest` document (`apiVersion: tektite.dev/test`)
-//! with the resolved data the engine is given: `images` (image → `entrypoint`
-//! and `cmd`), `config` overrides. Every TaskRun gets its Pod built against
-//! the Task it references (or its embedded spec); the outputs — Pods, claims,
-//! or the failure — are written in order to `expected.yaml`.
+//! `input.yaml` holds Tekton objects (any version the loader reads), observed
+//! Pods, and optionally one `kind: EngineTest` document (`apiVersion:
+//! tektite.dev/test`) with the resolved data the engine is given: `images`
+//! (image → `entrypoint` and `cmd`), `config` overrides, `now`, and `mode`:
+//!
+//! - `pod` (default): every TaskRun gets its Pod built against the Task it
+//!   references (or its embedded spec); the Pods, claims, or the failure are
+//!   written in order to `expected.yaml`.
+//! - `reconcile`: one reconcile of every TaskRun, given the Pod named by its
+//!   `status.podName` (if in the input): the plan and the new status.
 //!
 //! `UPDATE_GOLDEN=1 cargo test -p tektite-engine --test golden` rewrites the
 //! expected files; review the diff before committing it.
@@ -16,13 +20,21 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 use tektite_api::load::Object;
-use tektite_api::v1::{Task, TaskRun};
+use tektite_api::v1::{Task, TaskRun, TaskSpec};
 use tektite_api::yaml;
+use tektite_engine::params::Failure;
 use tektite_engine::pod::{self, BuildError, Config, ImageCommand, Input};
+use tektite_engine::taskrun;
 
 struct Case {
+    /// `pod` (build the pods) or `reconcile` (plan one reconcile of each TaskRun).
+    mode: String,
+    now: Timestamp,
+    pods: Vec<Pod>,
     task_runs: Vec<TaskRun>,
     tasks: BTreeMap<String, Task>,
     images: BTreeMap<String, ImageCommand>,
@@ -46,6 +58,9 @@ fn read_case(dir: &Path) -> Case {
         errors.join("\n")
     );
     let mut case = Case {
+        mode: "pod".into(),
+        now: "2026-11-27T10:00:00Z".parse().unwrap(),
+        pods: Vec::new(),
         task_runs: Vec::new(),
         tasks: BTreeMap::new(),
         images: BTreeMap::new(),
@@ -65,8 +80,18 @@ fn read_case(dir: &Path) -> Case {
         }
     }
     for doc in yaml::parse_values(&text).unwrap() {
+        if doc["kind"] == "Pod" {
+            case.pods.push(serde_json::from_value(doc).unwrap());
+            continue;
+        }
         if doc["kind"] != "EngineTest" {
             continue;
+        }
+        if let Some(m) = doc["mode"].as_str() {
+            case.mode = m.to_string();
+        }
+        if let Some(n) = doc["now"].as_str() {
+            case.now = n.parse().unwrap();
         }
         if let Some(images) = doc["images"].as_object() {
             for (image, v) in images {
@@ -94,25 +119,114 @@ fn read_case(dir: &Path) -> Case {
     case
 }
 
-fn outputs(case: &Case) -> Vec<Value> {
+/// The TaskRun's spec: embedded, or the named Task of the input.
+fn resolve(case: &Case, tr: &TaskRun) -> Result<(TaskSpec, Option<String>), Failure> {
+    match (&tr.spec.task_spec, &tr.spec.task_ref) {
+        (Some(s), _) => Ok((s.clone(), None)),
+        (None, Some(r)) => {
+            let n = r.name.clone().unwrap_or_default();
+            match case.tasks.get(&n) {
+                Some(t) => Ok((t.spec.clone(), Some(n))),
+                None => Err(Failure::new(
+                    "CouldntGetTask",
+                    format!("tasks.tekton.dev {n:?} not found"),
+                )),
+            }
+        }
+        (None, None) => panic!("TaskRun has neither taskRef nor taskSpec"),
+    }
+}
+
+fn reconcile_outputs(case: &Case) -> Vec<Value> {
     let mut out = Vec::new();
     for tr in &case.task_runs {
         let name = tr.metadata.name.clone().unwrap_or_default();
-        let (spec, task_name) = match (&tr.spec.task_spec, &tr.spec.task_ref) {
-            (Some(s), _) => (s.clone(), None),
-            (None, Some(r)) => {
-                let n = r.name.clone().unwrap_or_default();
-                match case.tasks.get(&n) {
-                    Some(t) => (t.spec.clone(), Some(n)),
-                    None => {
-                        out.push(
-                            json!({"taskRun": name, "error": format!("Task {n:?} not in input")}),
-                        );
-                        continue;
-                    }
+        let pod_name = tr.status.as_ref().and_then(|s| s.pod_name.clone());
+        let pod = case
+            .pods
+            .iter()
+            .find(|p| pod_name.is_some() && p.metadata.name == pod_name);
+        let resolved = resolve(case, tr);
+        let r = match &resolved {
+            Ok((s, n)) => taskrun::Resolved::Spec(s, n.as_deref()),
+            Err(f) => taskrun::Resolved::Failed(f),
+        };
+        let plan = taskrun::reconcile(
+            taskrun::Observed {
+                task_run: tr,
+                resolved: r,
+                pod,
+                images: &case.images,
+                now: case.now,
+            },
+            &case.config,
+        );
+        let mut v = serde_json::Map::new();
+        v.insert("taskRun".into(), name.into());
+        if let Some(p) = &plan.create_pod {
+            v.insert("createPod".into(), p.metadata.name.clone().into());
+        }
+        if !plan.create_claims.is_empty() {
+            let names: Vec<_> = plan
+                .create_claims
+                .iter()
+                .map(|c| c.metadata.name.clone())
+                .collect();
+            v.insert("createClaims".into(), json!(names));
+        }
+        if let Some(p) = &plan.delete_pod {
+            v.insert("deletePod".into(), p.clone().into());
+        }
+        if let Some(p) = &plan.mark_ready {
+            v.insert("markReady".into(), p.clone().into());
+        }
+        if !plan.need_images.is_empty() {
+            v.insert("needImages".into(), json!(plan.need_images));
+        }
+        if let Some(d) = plan.requeue_after {
+            v.insert("requeueAfter".into(), pod::go_duration(d).into());
+        }
+        if !plan.events.is_empty() {
+            let ev: Vec<Value> = plan
+                .events
+                .iter()
+                .map(|e| json!({"type": e.type_, "reason": e.reason, "message": e.message}))
+                .collect();
+            v.insert("events".into(), Value::Array(ev));
+        }
+        match &plan.status {
+            Some(s) => {
+                let mut s = serde_json::to_value(s).unwrap();
+                // The spec is in the input; keep the expected files readable.
+                if let Some(m) = s.as_object_mut() {
+                    m.remove("taskSpec");
                 }
+                v.insert("status".into(), s);
             }
-            (None, None) => panic!("TaskRun {name} has neither taskRef nor taskSpec"),
+            None => {
+                v.insert("status".into(), "unchanged".into());
+            }
+        }
+        out.push(Value::Object(v));
+    }
+    out
+}
+
+fn outputs(case: &Case) -> Vec<Value> {
+    if case.mode == "reconcile" {
+        return reconcile_outputs(case);
+    }
+    let mut out = Vec::new();
+    for tr in &case.task_runs {
+        let name = tr.metadata.name.clone().unwrap_or_default();
+        let (spec, task_name) = match resolve(case, tr) {
+            Ok(x) => x,
+            Err(f) => {
+                out.push(
+                    json!({"taskRun": name, "failed": {"reason": f.reason, "message": f.message}}),
+                );
+                continue;
+            }
         };
         let input = Input {
             task_run: tr,

@@ -1,0 +1,653 @@
+//! Pod → TaskRun status: step and sidecar states, results, and the
+//! `Succeeded` condition with Tekton's reasons and messages (Tekton 1.x:
+//! `StepFailed`, `StepOOM`, `PodEvicted`, … rather than a bare `Failed`).
+//!
+//! A step's report comes from the pod annotation `tektite.dev/step.<container>`
+//! that its entrypoint wrote (full results, up to the object size limit), or
+//! else from the container's termination message in Tekton's format.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use tektite_api::param::ParamValue;
+use tektite_api::v1::{
+    Condition, RunResult, SidecarState, StepState, TaskRun, TaskRunStatus, TaskSpec,
+};
+use tektite_entrypoint::contract::{self as ep, Report};
+
+/// Condition reasons of a TaskRun (Tekton's names).
+pub mod reason {
+    pub const STARTED: &str = "Started";
+    pub const RUNNING: &str = "Running";
+    pub const PENDING: &str = "Pending";
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const FAILED: &str = "Failed";
+    pub const STEP_FAILED: &str = "StepFailed";
+    pub const STEP_OOM: &str = "StepOOM";
+    pub const SIDECAR_FAILED: &str = "SidecarFailed";
+    pub const SIDECAR_OOM: &str = "SidecarOOM";
+    pub const INIT_FAILED: &str = "InitContainerFailed";
+    pub const INIT_OOM: &str = "InitContainerOOM";
+    pub const POD_EVICTED: &str = "PodEvicted";
+    pub const FAILURE_IGNORED: &str = "FailureIgnored";
+    pub const TO_BE_RETRIED: &str = "ToBeRetried";
+    pub const CANCELLED: &str = "TaskRunCancelled";
+    pub const TIMEOUT: &str = "TaskRunTimeout";
+    pub const RUN_PENDING: &str = "TaskRunPending";
+    pub const IMAGE_PULL_FAILED: &str = "TaskRunImagePullFailed";
+    pub const PULL_IMAGE_FAILED: &str = "PullImageFailed";
+    pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
+    pub const POD_CREATION_FAILED: &str = "PodCreationFailed";
+    pub const EXCEEDED_NODE_RESOURCES: &str = "ExceededNodeResources";
+    pub const VALIDATION_FAILED: &str = "TaskRunValidationFailed";
+}
+
+/// The annotation a PipelineRun sets on TaskRuns of `onError: continue` tasks.
+pub const ON_ERROR_ANNOTATION: &str = "pipeline.tekton.dev/pipeline-task-on-error";
+
+/// A condition of type `Succeeded`.
+pub fn condition(
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    now: Timestamp,
+) -> Condition {
+    Condition {
+        type_: "Succeeded".into(),
+        status: status.into(),
+        severity: None,
+        last_transition_time: Some(Time(now)),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+    }
+}
+
+/// Sets the `Succeeded` condition, keeping the transition time when neither
+/// status nor reason changed.
+pub fn set_condition(conditions: &mut Vec<Condition>, mut c: Condition) {
+    if let Some(old) = conditions.iter_mut().find(|o| o.type_ == c.type_) {
+        if old.status == c.status && old.reason == c.reason {
+            c.last_transition_time = old.last_transition_time.clone();
+        }
+        *old = c;
+    } else {
+        conditions.push(c);
+    }
+}
+
+/// Whether a condition list says the run is over (True or False).
+pub fn is_done(conditions: &[Condition]) -> bool {
+    Condition::succeeded(conditions).is_some_and(|c| c.status != "Unknown")
+}
+
+/// One step's report: the pod annotation, else the termination message.
+fn step_report(pod: &Pod, container: &str, cs: Option<&ContainerStatus>) -> Option<Report> {
+    let key = format!("{}{container}", ep::STEP_ANNOTATION_PREFIX);
+    if let Some(r) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(&key))
+        .and_then(|v| serde_json::from_str::<Report>(v).ok())
+    {
+        return Some(r);
+    }
+    let message = cs?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?
+        .message
+        .as_deref()?;
+    parse_termination_message(message)
+}
+
+#[derive(serde::Deserialize)]
+struct Entry {
+    key: String,
+    #[serde(default)]
+    value: String,
+    #[serde(rename = "type", default)]
+    kind: serde_json::Value,
+}
+
+/// Reads Tekton's termination-message JSON (`[{key, value, type}]`; types 1
+/// task result, 3 internal, 4 step result) into a report.
+pub fn parse_termination_message(message: &str) -> Option<Report> {
+    let entries: Vec<Entry> = serde_json::from_str(message).ok()?;
+    let mut report = Report {
+        step: String::new(),
+        exit_code: 0,
+        reason: ep::Reason::Completed,
+        message: String::new(),
+        started_at: String::new(),
+        finished_at: String::new(),
+        results: Vec::new(),
+    };
+    let mut saw_reason = false;
+    for e in entries {
+        let kind = match &e.kind {
+            serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
+            serde_json::Value::String(s) => match s.as_str() {
+                "TaskRunResult" => 1,
+                "InternalTektonResult" => 3,
+                "StepResult" => 4,
+                _ => 10,
+            },
+            _ => 0,
+        };
+        match (kind, e.key.as_str()) {
+            (3, "StartedAt") => report.started_at = e.value,
+            (3, "ExitCode") => report.exit_code = e.value.parse().unwrap_or(0),
+            (3, "Reason") => {
+                let (r, rest) = e.value.split_once(';').unwrap_or((&e.value, ""));
+                if let Ok(parsed) =
+                    serde_json::from_value(serde_json::Value::String(r.trim().into()))
+                {
+                    report.reason = parsed;
+                    saw_reason = true;
+                }
+                report.message = rest.trim().to_string();
+            }
+            (1 | 4, _) => report.results.push(ep::ResultValue {
+                name: e.key,
+                kind: if kind == 1 {
+                    ep::ResultKind::Task
+                } else {
+                    ep::ResultKind::Step
+                },
+                value: e.value,
+            }),
+            _ => {}
+        }
+    }
+    if !saw_reason && report.exit_code != 0 {
+        report.reason = ep::Reason::Continued;
+    }
+    Some(report)
+}
+
+fn reason_name(r: ep::Reason) -> String {
+    format!("{r:?}")
+}
+
+/// A result value typed by its declaration: `string` verbatim, otherwise
+/// JSON arrays and objects of strings, else the text.
+fn typed(value: &str, declared: Option<&str>) -> ParamValue {
+    if declared == Some("string") {
+        return ParamValue::String(value.to_string());
+    }
+    let t = value.trim();
+    if t.starts_with('[')
+        && let Ok(a) = serde_json::from_str::<Vec<String>>(t)
+    {
+        return ParamValue::Array(a);
+    }
+    if t.starts_with('{')
+        && let Ok(o) = serde_json::from_str::<BTreeMap<String, String>>(t)
+    {
+        return ParamValue::Object(o);
+    }
+    if let Ok(s) = serde_json::from_str::<String>(t) {
+        return ParamValue::String(s);
+    }
+    ParamValue::String(value.to_string())
+}
+
+fn terminated(
+    cs: &ContainerStatus,
+) -> Option<&k8s_openapi::api::core::v1::ContainerStateTerminated> {
+    cs.state.as_ref()?.terminated.as_ref()
+}
+
+fn waiting(cs: &ContainerStatus) -> Option<&k8s_openapi::api::core::v1::ContainerStateWaiting> {
+    cs.state.as_ref()?.waiting.as_ref()
+}
+
+/// The status a TaskRun has given its pod. `previous` is the status so far
+/// (start time, retries); the condition, steps, sidecars and results are
+/// read from the pod.
+pub fn from_pod(tr: &TaskRun, spec: &TaskSpec, pod: &Pod, now: Timestamp) -> TaskRunStatus {
+    let mut st = tr.status.clone().unwrap_or_default();
+    let tr_name = tr.metadata.name.clone().unwrap_or_default();
+    st.pod_name = pod.metadata.name.clone();
+    let pstatus = pod.status.clone().unwrap_or_default();
+    let statuses: BTreeMap<&str, &ContainerStatus> = pstatus
+        .container_statuses
+        .iter()
+        .flatten()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.clone())
+        .unwrap_or_default();
+
+    // Steps, in pod order.
+    let mut steps = Vec::new();
+    let mut results: Vec<RunResult> = Vec::new();
+    let mut timed_out_step = None;
+    for c in containers.iter().filter(|c| c.name.starts_with("step-")) {
+        let cs = statuses.get(c.name.as_str()).copied();
+        let mut state = StepState {
+            name: c.name.trim_start_matches("step-").to_string(),
+            container: Some(c.name.clone()),
+            image_id: cs.map(|s| s.image_id.clone()).filter(|s| !s.is_empty()),
+            ..Default::default()
+        };
+        if let Some(s) = cs.and_then(|s| s.state.as_ref()) {
+            state.waiting = s.waiting.clone();
+            state.running = s.running.clone();
+            state.terminated = s.terminated.clone();
+        }
+        if let Some(term) = state.terminated.as_mut() {
+            state.termination_reason = term.reason.clone();
+            if let Some(r) = step_report(pod, &c.name, cs) {
+                if let Ok(t) = r.started_at.parse::<Timestamp>() {
+                    term.started_at = Some(Time(t));
+                }
+                if let Ok(t) = r.finished_at.parse::<Timestamp>() {
+                    term.finished_at = Some(Time(t));
+                }
+                term.exit_code = r.exit_code;
+                if !r.message.is_empty() {
+                    term.message = Some(r.message.clone());
+                } else {
+                    term.message = None;
+                }
+                state.termination_reason = Some(reason_name(r.reason));
+                if r.reason == ep::Reason::TimeoutExceeded {
+                    timed_out_step.get_or_insert_with(|| c.name.clone());
+                }
+                let declared_step = spec
+                    .steps
+                    .iter()
+                    .find(|s| format!("step-{}", s.name) == c.name)
+                    .map(|s| &s.results);
+                for v in &r.results {
+                    match v.kind {
+                        ep::ResultKind::Task => {
+                            let decl = spec.results.iter().find(|d| d.name == v.name);
+                            let rr = RunResult {
+                                name: v.name.clone(),
+                                type_: Some(decl.map_or("string", |d| d.kind()).to_string()),
+                                value: typed(&v.value, decl.map(|d| d.kind())),
+                            };
+                            match results.iter_mut().find(|x| x.name == rr.name) {
+                                Some(x) => *x = rr,
+                                None => results.push(rr),
+                            }
+                        }
+                        ep::ResultKind::Step => {
+                            let decl =
+                                declared_step.and_then(|d| d.iter().find(|x| x.name == v.name));
+                            let kind = decl.and_then(|d| d.type_.as_deref()).unwrap_or("string");
+                            state.results.push(RunResult {
+                                name: v.name.clone(),
+                                type_: Some(kind.to_string()),
+                                value: typed(&v.value, Some(kind)),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        steps.push(state);
+    }
+    // Task results that take a step result's value.
+    for d in &spec.results {
+        if let Some(ParamValue::String(expr)) = &d.value
+            && let Some(rest) = expr
+                .strip_prefix("$(steps.")
+                .and_then(|e| e.strip_suffix(')'))
+            && let Some((step, name)) = rest.split_once(".results.")
+            && let Some(v) = steps
+                .iter()
+                .find(|s| s.name == step)
+                .and_then(|s| s.results.iter().find(|r| r.name == name))
+        {
+            results.retain(|r| r.name != d.name);
+            results.push(RunResult {
+                name: d.name.clone(),
+                type_: Some(d.kind().to_string()),
+                value: v.value.clone(),
+            });
+        }
+    }
+    if !steps.is_empty() {
+        st.steps = steps;
+    }
+
+    // Sidecars.
+    st.sidecars = containers
+        .iter()
+        .filter(|c| c.name.starts_with("sidecar-"))
+        .map(|c| {
+            let cs = statuses.get(c.name.as_str());
+            let s = cs.and_then(|s| s.state.clone()).unwrap_or_default();
+            SidecarState {
+                name: c.name.trim_start_matches("sidecar-").to_string(),
+                container: Some(c.name.clone()),
+                image_id: cs.map(|s| s.image_id.clone()).filter(|s| !s.is_empty()),
+                waiting: s.waiting,
+                running: s.running,
+                terminated: s.terminated,
+            }
+        })
+        .collect();
+
+    let phase = pstatus.phase.as_deref().unwrap_or("Pending");
+    let step_statuses: Vec<&ContainerStatus> = containers
+        .iter()
+        .filter(|c| c.name.starts_with("step-"))
+        .filter_map(|c| statuses.get(c.name.as_str()).copied())
+        .collect();
+    let n_steps = containers
+        .iter()
+        .filter(|c| c.name.starts_with("step-"))
+        .count();
+    let all_done =
+        step_statuses.len() == n_steps && step_statuses.iter().all(|c| terminated(c).is_some());
+    let oom = step_statuses
+        .iter()
+        .any(|c| terminated(c).is_some_and(|t| t.reason.as_deref() == Some("OOMKilled")));
+    let complete = ((phase == "Running" || phase == "Succeeded") && all_done)
+        || phase == "Succeeded"
+        || phase == "Failed"
+        || oom;
+
+    // Fatal waiting reasons of steps and sidecars.
+    if !complete {
+        for c in &containers {
+            let Some(w) = statuses.get(c.name.as_str()).and_then(|cs| waiting(cs)) else {
+                continue;
+            };
+            let kind = if c.name.starts_with("sidecar-") {
+                "sidecar"
+            } else {
+                "step"
+            };
+            let name = c
+                .name
+                .trim_start_matches("step-")
+                .trim_start_matches("sidecar-");
+            let msg = w.message.clone().unwrap_or_default();
+            let image = statuses
+                .get(c.name.as_str())
+                .map(|cs| cs.image.clone())
+                .unwrap_or_default();
+            let fatal = match w.reason.as_deref() {
+                Some("ImagePullBackOff" | "InvalidImageName") => Some((
+                    reason::IMAGE_PULL_FAILED,
+                    format!(
+                        "the {kind} {name:?} in TaskRun {tr_name:?} failed to pull the image {image:?}. \
+                         The pod errored with the message: \"{msg}.\""
+                    ),
+                )),
+                Some("CreateContainerConfigError")
+                    if !msg.contains("failed to create subPath directory") =>
+                {
+                    Some((
+                        reason::CREATE_CONTAINER_CONFIG_ERROR,
+                        format!(
+                            "the {kind} {name:?} in TaskRun {tr_name:?} failed to start. \
+                         The pod errored with the message: \"{msg}.\""
+                        ),
+                    ))
+                }
+                Some("CreateContainerError") => Some((
+                    reason::POD_CREATION_FAILED,
+                    format!(
+                        "the {kind} {name:?} in TaskRun {tr_name:?} failed to start. \
+                         The pod errored with the message: \"{msg}.\""
+                    ),
+                )),
+                _ => None,
+            };
+            if let Some((r, m)) = fatal {
+                terminate_steps(&mut st, r, pod, tr, now);
+                set_condition(&mut st.conditions, condition("False", r, m, now));
+                st.completion_time = Some(Time(now));
+                return st;
+            }
+        }
+    }
+
+    if !complete {
+        let c = if phase == "Running" {
+            condition(
+                "Unknown",
+                reason::RUNNING,
+                "Not all Steps in the Task have finished executing",
+                now,
+            )
+        } else {
+            pending_condition(pod, now)
+        };
+        set_condition(&mut st.conditions, c);
+        return st;
+    }
+
+    st.completion_time = Some(Time(now));
+    st.results = results;
+    let failed = phase == "Failed"
+        || step_statuses.iter().any(|c| {
+            terminated(c)
+                .is_some_and(|t| t.exit_code != 0 || t.reason.as_deref() == Some("OOMKilled"))
+        });
+    if !failed {
+        set_condition(
+            &mut st.conditions,
+            condition(
+                "True",
+                reason::SUCCEEDED,
+                "All Steps have completed executing",
+                now,
+            ),
+        );
+        return st;
+    }
+    let (why, message) = failure(
+        pod,
+        &pstatus,
+        &containers,
+        &statuses,
+        timed_out_step.as_deref(),
+    );
+    let ignored = tr
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ON_ERROR_ANNOTATION))
+        .is_some_and(|v| v == "continue");
+    let why = if ignored {
+        reason::FAILURE_IGNORED
+    } else {
+        why
+    };
+    set_condition(&mut st.conditions, condition("False", why, message, now));
+    st
+}
+
+fn pending_condition(pod: &Pod, now: Timestamp) -> Condition {
+    let ps = pod.status.clone().unwrap_or_default();
+    let all: Vec<&ContainerStatus> = ps
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(ps.container_statuses.iter().flatten())
+        .collect();
+    if ps.conditions.iter().flatten().any(|c| {
+        c.reason.as_deref() == Some("Unschedulable")
+            && c.message
+                .as_deref()
+                .is_some_and(|m| m.contains("Insufficient"))
+    }) {
+        return condition(
+            "Unknown",
+            reason::EXCEEDED_NODE_RESOURCES,
+            "TaskRun Pod exceeded available resources",
+            now,
+        );
+    }
+    if all.iter().any(|c| {
+        waiting(c).is_some_and(|w| {
+            matches!(
+                w.reason.as_deref(),
+                Some(
+                    "ImagePullBackOff"
+                        | "ImageInspectError"
+                        | "ErrImagePull"
+                        | "ErrImageNeverPull"
+                        | "RegistryUnavailable"
+                        | "InvalidImageName"
+                )
+            )
+        })
+    }) {
+        return condition(
+            "Unknown",
+            reason::PULL_IMAGE_FAILED,
+            waiting_message(pod),
+            now,
+        );
+    }
+    condition("Unknown", reason::PENDING, waiting_message(pod), now)
+}
+
+/// What a pending pod is waiting for, in Tekton's words.
+fn waiting_message(pod: &Pod) -> String {
+    let ps = pod.status.clone().unwrap_or_default();
+    for c in ps.container_statuses.iter().flatten() {
+        if let Some(m) = waiting(c)
+            .and_then(|w| w.message.clone())
+            .filter(|m| !m.is_empty())
+        {
+            return format!("build step {:?} is pending with reason {m:?}", c.name);
+        }
+    }
+    for c in ps.conditions.iter().flatten() {
+        if c.status != "True" {
+            return format!(
+                "pod status {:?}:{:?}; message: {:?}",
+                c.type_,
+                c.status,
+                c.message.clone().unwrap_or_default()
+            );
+        }
+    }
+    ps.message
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "Pending".into())
+}
+
+/// The reason and message of a failed pod, in Tekton's order of precedence.
+fn failure(
+    pod: &Pod,
+    ps: &k8s_openapi::api::core::v1::PodStatus,
+    containers: &[k8s_openapi::api::core::v1::Container],
+    statuses: &BTreeMap<&str, &ContainerStatus>,
+    timed_out_step: Option<&str>,
+) -> (&'static str, String) {
+    if ps.reason.as_deref() == Some("Evicted") {
+        return (reason::POD_EVICTED, ps.message.clone().unwrap_or_default());
+    }
+    let exit_message = |cs: &ContainerStatus| -> String {
+        let t = terminated(cs);
+        let code = t.map_or(0, |t| t.exit_code);
+        if timed_out_step == Some(cs.name.as_str()) {
+            return format!(
+                "{:?} exited because the step exceeded the specified timeout limit",
+                cs.name
+            );
+        }
+        match t.and_then(|t| t.reason.clone()).filter(|r| !r.is_empty()) {
+            Some(r) => format!("{:?} exited with code {code}: {r}", cs.name),
+            None => format!("{:?} exited with code {code}", cs.name),
+        }
+    };
+    let is_oom = |cs: &ContainerStatus| {
+        terminated(cs).is_some_and(|t| t.reason.as_deref() == Some("OOMKilled"))
+    };
+    let is_failed = |cs: &ContainerStatus| terminated(cs).is_some_and(|t| t.exit_code != 0);
+    let inits: Vec<&ContainerStatus> = ps.init_container_statuses.iter().flatten().collect();
+    for (pred, sidecar, r) in [
+        (
+            &is_oom as &dyn Fn(&ContainerStatus) -> bool,
+            true,
+            reason::SIDECAR_OOM,
+        ),
+        (&is_oom, false, reason::INIT_OOM),
+        (&is_failed, true, reason::SIDECAR_FAILED),
+        (&is_failed, false, reason::INIT_FAILED),
+    ] {
+        if let Some(cs) = inits
+            .iter()
+            .find(|c| c.name.starts_with("sidecar-") == sidecar && pred(c))
+        {
+            return (r, format!("init container failed, {}", exit_message(cs)));
+        }
+    }
+    let ordered: Vec<&ContainerStatus> = containers
+        .iter()
+        .filter_map(|c| statuses.get(c.name.as_str()).copied())
+        .collect();
+    for (pred, prefix, r) in [
+        (
+            &is_oom as &dyn Fn(&ContainerStatus) -> bool,
+            "sidecar-",
+            reason::SIDECAR_OOM,
+        ),
+        (&is_oom, "step-", reason::STEP_OOM),
+        (&is_failed, "sidecar-", reason::SIDECAR_FAILED),
+        (&is_failed, "step-", reason::STEP_FAILED),
+    ] {
+        if let Some(cs) = ordered
+            .iter()
+            .find(|c| c.name.starts_with(prefix) && pred(c))
+        {
+            return (r, exit_message(cs));
+        }
+    }
+    let _ = pod;
+    let msg = ps
+        .message
+        .clone()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "build failed for unspecified reasons.".into());
+    (reason::FAILED, msg)
+}
+
+/// Marks every step that has not ended as terminated by `why` (cancel,
+/// timeout, a fatal pod error), as Tekton does when it stops a pod.
+pub fn terminate_steps(st: &mut TaskRunStatus, why: &str, pod: &Pod, tr: &TaskRun, now: Timestamp) {
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let created = tr.metadata.creation_timestamp.clone();
+    for s in &mut st.steps {
+        if s.terminated.is_some() {
+            continue;
+        }
+        let started = s
+            .running
+            .as_ref()
+            .and_then(|r| r.started_at.clone())
+            .or_else(|| created.clone());
+        s.terminated = Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
+            exit_code: 1,
+            started_at: started,
+            finished_at: Some(Time(now)),
+            reason: Some(why.into()),
+            message: Some(format!(
+                "Step {} terminated as pod {pod_name} is terminated",
+                s.name
+            )),
+            ..Default::default()
+        });
+        s.running = None;
+        s.waiting = None;
+        s.termination_reason = Some(why.into());
+    }
+}

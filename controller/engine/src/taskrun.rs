@@ -1,0 +1,309 @@
+//! The TaskRun state machine: from what is observed (the run, its resolved
+//! spec, its pod, `now`) to a plan (the pod to create or delete, the new
+//! status, when to look again). Tekton's reconciler order: start → done →
+//! cancelled → pending → timed out → resolution/validation → pod → retry.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use tektite_api::v1::{Condition, TaskRun, TaskRunStatus, TaskSpec};
+
+use crate::params::Failure;
+use crate::pod::{self, BuildError, Config, ImageCommand};
+use crate::status::{self, condition, reason, set_condition};
+
+/// The resolved Task of a run, or why it could not be resolved.
+#[derive(Debug, Clone, Copy)]
+pub enum Resolved<'a> {
+    /// The spec, and the referenced Task's name (`None` when embedded).
+    Spec(&'a TaskSpec, Option<&'a str>),
+    /// `taskRef` could not be resolved (reason `CouldntGetTask`, …).
+    Failed(&'a Failure),
+}
+
+/// Everything the state machine looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    pub task_run: &'a TaskRun,
+    pub resolved: Resolved<'a>,
+    /// The pod of the current attempt, if it exists.
+    pub pod: Option<&'a Pod>,
+    pub images: &'a BTreeMap<String, ImageCommand>,
+    pub now: Timestamp,
+}
+
+/// A Kubernetes Event to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// `Normal` or `Warning`.
+    pub type_: &'static str,
+    pub reason: String,
+    pub message: String,
+}
+
+/// What to do.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// The status to write (None: unchanged).
+    pub status: Option<TaskRunStatus>,
+    pub create_pod: Option<Pod>,
+    pub create_claims: Vec<PersistentVolumeClaim>,
+    /// Delete this pod (cancel, timeout, fatal errors).
+    pub delete_pod: Option<String>,
+    /// Set `tekton.dev/ready=READY` on the pod: its sidecars are ready.
+    pub mark_ready: Option<String>,
+    /// Look up these images' commands, then reconcile again.
+    pub need_images: Vec<String>,
+    /// Reconcile again after this long (the timeout), if nothing else happens.
+    pub requeue_after: Option<Duration>,
+    pub events: Vec<Event>,
+}
+
+fn go(d: Duration) -> String {
+    pod::go_duration(d)
+}
+
+/// Plans one reconcile of a TaskRun.
+pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
+    let tr = obs.task_run;
+    let name = tr.metadata.name.clone().unwrap_or_default();
+    let now = obs.now;
+    let mut plan = Plan::default();
+    let mut st = tr.status.clone().unwrap_or_default();
+    let before = st.clone();
+
+    if status::is_done(&st.conditions) {
+        return plan;
+    }
+    if st.start_time.is_none() && tr.spec.status.as_deref() != Some("TaskRunPending") {
+        st.start_time = Some(Time(now));
+        set_condition(
+            &mut st.conditions,
+            condition("Unknown", reason::STARTED, "", now),
+        );
+        plan.events.push(Event {
+            type_: "Normal",
+            reason: reason::STARTED.into(),
+            message: String::new(),
+        });
+    }
+
+    let finish = |st: &mut TaskRunStatus, plan: &mut Plan, why: &str, message: String| {
+        if let Some(p) = obs.pod {
+            *st = status::from_pod(&with_status(tr, st), spec_of(obs.resolved), p, now);
+            status::terminate_steps(st, why, p, tr, now);
+            plan.delete_pod = p.metadata.name.clone();
+        }
+        set_condition(
+            &mut st.conditions,
+            condition("False", why, message.clone(), now),
+        );
+        st.completion_time = Some(Time(now));
+        plan.events.push(Event {
+            type_: "Warning",
+            reason: why.into(),
+            message,
+        });
+    };
+
+    if tr.spec.status.as_deref() == Some("TaskRunCancelled") {
+        let msg = format!(
+            "TaskRun {name:?} was cancelled. {}",
+            tr.spec.status_message.clone().unwrap_or_default()
+        );
+        finish(&mut st, &mut plan, reason::CANCELLED, msg);
+        plan.status = Some(st);
+        return plan;
+    }
+    if tr.spec.status.as_deref() == Some("TaskRunPending") {
+        set_condition(
+            &mut st.conditions,
+            condition(
+                "Unknown",
+                reason::RUN_PENDING,
+                format!("TaskRun {name:?} is pending"),
+                now,
+            ),
+        );
+        plan.status = (st != before).then_some(st);
+        return plan;
+    }
+    let timeout = pod::timeout(tr, config);
+    if let (Some(t), Some(start)) = (timeout, st.start_time.as_ref()) {
+        let elapsed = now.duration_since(start.0);
+        let elapsed = Duration::try_from(elapsed).unwrap_or_default();
+        if elapsed >= t {
+            let msg = format!("TaskRun {name:?} failed to finish within {:?}", go(t));
+            finish(&mut st, &mut plan, reason::TIMEOUT, msg);
+            plan.status = Some(st);
+            return plan;
+        }
+        plan.requeue_after = Some(t - elapsed);
+    }
+
+    let (spec, task_name) = match obs.resolved {
+        Resolved::Spec(s, n) => (s, n),
+        Resolved::Failed(f) => {
+            set_condition(
+                &mut st.conditions,
+                condition("False", f.reason, f.message.clone(), now),
+            );
+            st.completion_time = Some(Time(now));
+            plan.events.push(Event {
+                type_: "Warning",
+                reason: f.reason.into(),
+                message: f.message.clone(),
+            });
+            plan.requeue_after = None;
+            plan.status = Some(st);
+            return plan;
+        }
+    };
+
+    match obs.pod {
+        None => {
+            let staged = with_status(tr, &st);
+            let input = pod::Input {
+                task_run: &staged,
+                spec,
+                task_name,
+                images: obs.images,
+            };
+            match pod::build(input, config) {
+                Ok(p) => {
+                    st.pod_name = p.pod.metadata.name.clone();
+                    if st.task_spec.is_none() {
+                        st.task_spec = Some(p.spec.clone());
+                    }
+                    set_condition(
+                        &mut st.conditions,
+                        condition("Unknown", reason::PENDING, "Pending", now),
+                    );
+                    plan.create_pod = Some(p.pod);
+                    plan.create_claims = p.claims;
+                }
+                Err(BuildError::NeedImages(images)) => {
+                    plan.need_images = images;
+                }
+                Err(BuildError::Failed(f)) => {
+                    set_condition(
+                        &mut st.conditions,
+                        condition("False", f.reason, f.message.clone(), now),
+                    );
+                    st.completion_time = Some(Time(now));
+                    plan.events.push(Event {
+                        type_: "Warning",
+                        reason: f.reason.into(),
+                        message: f.message,
+                    });
+                    plan.requeue_after = None;
+                }
+            }
+        }
+        Some(p) => {
+            st = status::from_pod(
+                &with_status(tr, &st),
+                st.task_spec.as_ref().unwrap_or(spec),
+                p,
+                now,
+            );
+            if sidecars_ready(p) {
+                plan.mark_ready = p.metadata.name.clone();
+            }
+            let failed = is_failed(&st);
+            let retries = tr.spec.retries.unwrap_or(0).max(0) as usize;
+            if failed && st.retries_status.len() < retries {
+                let message = st
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Succeeded")
+                    .and_then(|c| c.message.clone())
+                    .unwrap_or_default();
+                let mut archived = st.clone();
+                archived.retries_status.clear();
+                st.retries_status.push(archived);
+                st.start_time = None;
+                st.completion_time = None;
+                st.pod_name = None;
+                st.results.clear();
+                st.steps.clear();
+                st.sidecars.clear();
+                set_condition(
+                    &mut st.conditions,
+                    condition("Unknown", reason::TO_BE_RETRIED, message, now),
+                );
+                plan.requeue_after = Some(Duration::ZERO);
+            } else if status::is_done(&st.conditions) {
+                plan.requeue_after = None;
+                let c = Condition::succeeded(&st.conditions)
+                    .cloned()
+                    .unwrap_or_default();
+                plan.events.push(Event {
+                    type_: if c.status == "True" {
+                        "Normal"
+                    } else {
+                        "Warning"
+                    },
+                    reason: c.reason.unwrap_or_default(),
+                    message: c.message.unwrap_or_default(),
+                });
+            }
+        }
+    }
+    if st != before {
+        plan.status = Some(st);
+    }
+    plan
+}
+
+/// Whether the `Succeeded` condition is False.
+fn is_failed(st: &TaskRunStatus) -> bool {
+    Condition::succeeded(&st.conditions).is_some_and(|c| c.status == "False")
+}
+
+fn spec_of(r: Resolved<'_>) -> &TaskSpec {
+    static EMPTY: std::sync::OnceLock<TaskSpec> = std::sync::OnceLock::new();
+    match r {
+        Resolved::Spec(s, _) => s,
+        Resolved::Failed(_) => EMPTY.get_or_init(TaskSpec::default),
+    }
+}
+
+fn with_status(tr: &TaskRun, st: &TaskRunStatus) -> TaskRun {
+    let mut t = tr.clone();
+    t.status = Some(st.clone());
+    t
+}
+
+/// A pod with sidecars whose sidecars all run and are ready (or have
+/// ended), and that is not yet marked ready.
+fn sidecars_ready(p: &Pod) -> bool {
+    let ready = p
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("tekton.dev/ready"))
+        .is_some_and(|v| v == "READY");
+    if ready {
+        return false;
+    }
+    let Some(ps) = &p.status else { return false };
+    if ps.phase.as_deref() != Some("Running") {
+        return false;
+    }
+    let sidecars: Vec<_> = ps
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter(|c| !c.name.starts_with("step-"))
+        .collect();
+    !sidecars.is_empty()
+        && sidecars.iter().all(|c| {
+            let s = c.state.as_ref();
+            (s.is_some_and(|s| s.running.is_some()) && c.ready)
+                || s.is_some_and(|s| s.terminated.is_some())
+        })
+}
