@@ -12,6 +12,7 @@
 pub mod names;
 pub mod params;
 pub mod pod;
+pub mod podman;
 pub mod quantity;
 pub mod status;
 pub mod subst;

@@ -354,10 +354,8 @@ pub fn from_pod(tr: &TaskRun, spec: &TaskSpec, pod: &Pod, now: Timestamp) -> Tas
     let oom = step_statuses
         .iter()
         .any(|c| terminated(c).is_some_and(|t| t.reason.as_deref() == Some("OOMKilled")));
-    let complete = ((phase == "Running" || phase == "Succeeded") && all_done)
-        || phase == "Succeeded"
-        || phase == "Failed"
-        || oom;
+    let complete =
+        (phase == "Running" && all_done) || phase == "Succeeded" || phase == "Failed" || oom;
 
     // Fatal waiting reasons of steps and sidecars.
     if !complete {

@@ -1,0 +1,147 @@
+//! A Pod the engine built, adapted for `podman kube play` on this machine
+//! (pure: the caller creates the directories and files it names).
+//!
+//! What podman (4.x) does differently from a kubelet, and what is done here:
+//! - an `emptyDir` becomes a named volume *shared by every pod* using that
+//!   volume name: every emptyDir becomes a hostPath directory under the run
+//!   directory instead (also what lets the host read reports and results);
+//! - `downwardAPI` volumes are not supported: the ready file lives in a
+//!   hostPath directory the runner writes `READY` into;
+//! - `fieldRef` env supports only some fields: they are replaced by their
+//!   values;
+//! - claims (`persistentVolumeClaim`) become directories under `claims_dir`,
+//!   shared by the TaskRuns of one PipelineRun as a claim would be;
+//! - `configMap`/`secret`/`projected`/`csi` volumes become directories the
+//!   runner fills (`FileToWrite`s for the ready file only; the others are
+//!   listed so the runner can say what it cannot provide).
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{HostPathVolumeSource, Pod, Volume};
+
+/// The pod to play and what to prepare on the host first.
+#[derive(Debug, Clone)]
+pub struct Adapted {
+    pub pod: Pod,
+    /// Directories to create before playing the pod.
+    pub dirs: Vec<PathBuf>,
+    /// The file that releases the first step when the pod has sidecars
+    /// (write `READY` into it once the sidecars run).
+    pub ready_file: Option<PathBuf>,
+    /// Volumes whose content podman cannot provide (configMap, secret,
+    /// projected, csi): name → host directory the runner must fill.
+    pub to_fill: Vec<(String, PathBuf)>,
+}
+
+fn host_path(path: &Path) -> Option<HostPathVolumeSource> {
+    Some(HostPathVolumeSource {
+        path: path.to_string_lossy().into_owned(),
+        type_: Some("Directory".into()),
+    })
+}
+
+/// Adapts `pod` to run under `run_dir` (this TaskRun's directory), with
+/// claims under `claims_dir`.
+pub fn adapt(pod: &Pod, run_dir: &Path, claims_dir: &Path) -> Adapted {
+    let mut pod = pod.clone();
+    let mut dirs = vec![run_dir.to_path_buf()];
+    let mut ready_file = None;
+    let mut to_fill = Vec::new();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let service_account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let Some(spec) = pod.spec.as_mut() else {
+        return Adapted {
+            pod,
+            dirs,
+            ready_file,
+            to_fill,
+        };
+    };
+    for v in spec.volumes.iter_mut().flatten() {
+        let dir = run_dir.join(&v.name);
+        let adapted = if v.empty_dir.is_some() {
+            Some(dir)
+        } else if v.downward_api.is_some() {
+            ready_file = Some(dir.join("ready"));
+            Some(dir)
+        } else if let Some(c) = &v.persistent_volume_claim {
+            Some(claims_dir.join(&c.claim_name))
+        } else if v.config_map.is_some()
+            || v.secret.is_some()
+            || v.projected.is_some()
+            || v.csi.is_some()
+        {
+            to_fill.push((v.name.clone(), dir.clone()));
+            Some(dir)
+        } else {
+            None
+        };
+        if let Some(d) = adapted {
+            *v = Volume {
+                name: v.name.clone(),
+                host_path: host_path(&d),
+                ..Default::default()
+            };
+            dirs.push(d);
+        }
+    }
+    let field = |path: &str| -> Option<String> {
+        let key = |p: &str| {
+            path.strip_prefix(p)
+                .and_then(|r| r.strip_prefix("['").and_then(|r| r.strip_suffix("']")))
+                .map(str::to_string)
+        };
+        match path {
+            "metadata.name" => Some(name.clone()),
+            "metadata.namespace" => Some(namespace.clone()),
+            "metadata.uid" => Some(uid.clone()),
+            "spec.serviceAccountName" => Some(service_account.clone()),
+            "spec.nodeName" => Some("localhost".into()),
+            "status.podIP" | "status.hostIP" => Some("127.0.0.1".into()),
+            _ => key("metadata.labels")
+                .map(|k| labels.get(&k).cloned().unwrap_or_default())
+                .or_else(|| {
+                    key("metadata.annotations")
+                        .map(|k| annotations.get(&k).cloned().unwrap_or_default())
+                }),
+        }
+    };
+    let containers = spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(spec.containers.iter_mut());
+    for c in containers {
+        for e in c.env.iter_mut().flatten() {
+            if let Some(value) = e
+                .value_from
+                .as_ref()
+                .and_then(|f| f.field_ref.as_ref())
+                .and_then(|f| field(&f.field_path))
+            {
+                e.value = Some(value);
+                e.value_from = None;
+            }
+        }
+    }
+    // podman has no API server to enforce it, and rejects some values.
+    spec.active_deadline_seconds = None;
+    Adapted {
+        pod,
+        dirs,
+        ready_file,
+        to_fill,
+    }
+}
