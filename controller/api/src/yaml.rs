@@ -567,7 +567,13 @@ fn scalar(v: &Value) -> String {
 
 fn quote_if_needed(s: &str) -> String {
     let plain_kind = resolve_scalar(s, ScalarStyle::Plain, None, 0);
+    // YAML 1.1 readers (kubectl's among them) take these as booleans.
+    let yaml11_bool = matches!(
+        s.to_ascii_lowercase().as_str(),
+        "y" | "yes" | "n" | "no" | "on" | "off"
+    );
     let needs = s.is_empty()
+        || yaml11_bool
         || !matches!(plain_kind, Ok(NodeKind::Str(_)))
         || s.starts_with([
             ' ', '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"',
@@ -640,5 +646,9 @@ mod tests {
         let text = to_yaml(&value);
         let back = parse_documents(&text).unwrap()[0].root.to_json();
         assert_eq!(back, value, "{text}");
+        assert!(
+            text.contains("a: \"yes\""),
+            "quoted for YAML 1.1 readers: {text}"
+        );
     }
 }

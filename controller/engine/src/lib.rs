@@ -9,8 +9,10 @@
 //! I/O. Time comes in as an argument; image entrypoints come in as resolved
 //! data (`pod::ImageCommands`).
 
+pub mod matrix;
 pub mod names;
 pub mod params;
+pub mod pipelinerun;
 pub mod pod;
 pub mod podman;
 pub mod quantity;

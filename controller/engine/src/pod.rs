@@ -53,6 +53,8 @@ pub struct Config {
     pub managed_by: String,
     /// Value of the `pipeline.tekton.dev/release` annotation.
     pub release: String,
+    /// Most TaskRuns a matrix may fan out to (Tekton: 256).
+    pub max_matrix_combinations: usize,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             max_result_size: ep::DEFAULT_MAX_RESULT_SIZE,
             managed_by: "tektite".into(),
             release: env!("CARGO_PKG_VERSION").into(),
+            max_matrix_combinations: 256,
         }
     }
 }

@@ -84,6 +84,11 @@ impl Vars {
         self.strict.push(prefix);
     }
 
+    /// No prefix is strict any more: unknown references are left as written.
+    pub fn clear_strict(&mut self) {
+        self.strict.clear();
+    }
+
     fn is_strict(&self, expr: &str) -> bool {
         self.strict.iter().any(|p| expr.starts_with(p))
     }

@@ -10,6 +10,9 @@
 //!   written in order to `expected.yaml`.
 //! - `reconcile`: one reconcile of every TaskRun, given the Pod named by its
 //!   `status.podName` (if in the input): the plan and the new status.
+//! - `pipeline`: one reconcile of every PipelineRun, given the input's
+//!   TaskRuns labelled with its name as children: the TaskRuns to create,
+//!   those to cancel, and the new status.
 //!
 //! `UPDATE_GOLDEN=1 cargo test -p tektite-engine --test golden` rewrites the
 //! expected files; review the diff before committing it.
@@ -24,11 +27,11 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 use tektite_api::load::Object;
-use tektite_api::v1::{Task, TaskRun, TaskSpec};
+use tektite_api::v1::{Pipeline, PipelineRun, Task, TaskRun, TaskSpec};
 use tektite_api::yaml;
 use tektite_engine::params::Failure;
 use tektite_engine::pod::{self, BuildError, Config, ImageCommand, Input};
-use tektite_engine::taskrun;
+use tektite_engine::{pipelinerun, taskrun};
 
 struct Case {
     /// `pod` (build the pods) or `reconcile` (plan one reconcile of each TaskRun).
@@ -36,6 +39,8 @@ struct Case {
     now: Timestamp,
     pods: Vec<Pod>,
     task_runs: Vec<TaskRun>,
+    pipeline_runs: Vec<PipelineRun>,
+    pipelines: BTreeMap<String, Pipeline>,
     tasks: BTreeMap<String, Task>,
     images: BTreeMap<String, ImageCommand>,
     config: Config,
@@ -62,6 +67,8 @@ fn read_case(dir: &Path) -> Case {
         now: "2026-11-27T10:00:00Z".parse().unwrap(),
         pods: Vec::new(),
         task_runs: Vec::new(),
+        pipeline_runs: Vec::new(),
+        pipelines: BTreeMap::new(),
         tasks: BTreeMap::new(),
         images: BTreeMap::new(),
         config: Config {
@@ -76,7 +83,11 @@ fn read_case(dir: &Path) -> Case {
                 case.tasks
                     .insert(t.metadata.name.clone().unwrap_or_default(), *t);
             }
-            _ => {}
+            Object::PipelineRun(pr) => case.pipeline_runs.push(*pr),
+            Object::Pipeline(p) => {
+                case.pipelines
+                    .insert(p.metadata.name.clone().unwrap_or_default(), *p);
+            }
         }
     }
     for doc in yaml::parse_values(&text).unwrap() {
@@ -212,9 +223,117 @@ fn reconcile_outputs(case: &Case) -> Vec<Value> {
     out
 }
 
+/// One reconcile of every PipelineRun, given the TaskRuns of the input as
+/// its children (by their `tekton.dev/pipelineRun` label).
+fn pipeline_outputs(case: &Case) -> Vec<Value> {
+    let mut out = Vec::new();
+    let task_specs: BTreeMap<String, TaskSpec> = case
+        .tasks
+        .iter()
+        .map(|(k, t)| (k.clone(), t.spec.clone()))
+        .collect();
+    for pr in &case.pipeline_runs {
+        let name = pr.metadata.name.clone().unwrap_or_default();
+        let children: Vec<TaskRun> = case
+            .task_runs
+            .iter()
+            .filter(|t| {
+                t.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("tekton.dev/pipelineRun"))
+                    == Some(&name)
+            })
+            .cloned()
+            .collect();
+        let failure;
+        let pipeline = match (&pr.spec.pipeline_spec, &pr.spec.pipeline_ref) {
+            (Some(s), _) => Ok((s, None)),
+            (None, Some(r)) => {
+                let n = r.name.as_deref().unwrap_or_default();
+                match case.pipelines.get(n) {
+                    Some(p) => Ok((&p.spec, Some(n))),
+                    None => {
+                        failure = Failure::new(
+                            "CouldntGetPipeline",
+                            format!("pipelines.tekton.dev {n:?} not found"),
+                        );
+                        Err(&failure)
+                    }
+                }
+            }
+            (None, None) => panic!("PipelineRun {name} has neither pipelineRef nor pipelineSpec"),
+        };
+        let plan = pipelinerun::reconcile(
+            pipelinerun::Observed {
+                run: pr,
+                pipeline,
+                tasks: &task_specs,
+                children: &children,
+                now: case.now,
+            },
+            &case.config,
+        );
+        let mut v = serde_json::Map::new();
+        v.insert("pipelineRun".into(), name.into());
+        if !plan.create.is_empty() {
+            let created: Vec<Value> = plan
+                .create
+                .iter()
+                .map(|t| tagged("tekton.dev/v1", "TaskRun", serde_json::to_value(t).unwrap()))
+                .collect();
+            v.insert("create".into(), Value::Array(created));
+        }
+        if !plan.create_claims.is_empty() {
+            let c: Vec<Value> = plan
+                .create_claims
+                .iter()
+                .map(|c| serde_json::to_value(c).unwrap())
+                .collect();
+            v.insert("createClaims".into(), Value::Array(c));
+        }
+        if !plan.cancel.is_empty() {
+            let c: Vec<Value> = plan
+                .cancel
+                .iter()
+                .map(|(n, m)| json!({"name": n, "statusMessage": m}))
+                .collect();
+            v.insert("cancel".into(), Value::Array(c));
+        }
+        if let Some(d) = plan.requeue_after {
+            v.insert("requeueAfter".into(), pod::go_duration(d).into());
+        }
+        if !plan.events.is_empty() {
+            let ev: Vec<Value> = plan
+                .events
+                .iter()
+                .map(|e| json!({"type": e.type_, "reason": e.reason, "message": e.message}))
+                .collect();
+            v.insert("events".into(), Value::Array(ev));
+        }
+        match &plan.status {
+            Some(s) => {
+                let mut s = serde_json::to_value(s).unwrap();
+                if let Some(m) = s.as_object_mut() {
+                    m.remove("pipelineSpec");
+                }
+                v.insert("status".into(), s);
+            }
+            None => {
+                v.insert("status".into(), "unchanged".into());
+            }
+        }
+        out.push(Value::Object(v));
+    }
+    out
+}
+
 fn outputs(case: &Case) -> Vec<Value> {
     if case.mode == "reconcile" {
         return reconcile_outputs(case);
+    }
+    if case.mode == "pipeline" {
+        return pipeline_outputs(case);
     }
     let mut out = Vec::new();
     for tr in &case.task_runs {
