@@ -29,6 +29,15 @@ if [ "${TEKTITE_SKIP_PODMAN:-}" = 1 ]; then
   echo "TEKTITE_SKIP_PODMAN=1: podman is not set up and its tests do not run"
 else
   hack/setup-podman.sh
+  # The image lookup tests run a real registry (docker-registry) with
+  # htpasswd users (apache2-utils).
+  need=()
+  command -v docker-registry >/dev/null || need+=(docker-registry)
+  command -v htpasswd >/dev/null || need+=(apache2-utils)
+  if ((${#need[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
 fi
 
 step "cargo fmt --check"

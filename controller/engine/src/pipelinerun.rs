@@ -423,17 +423,20 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
     }
 
     // Where each task stands.
+    let mut by_task: std::collections::HashMap<&str, Vec<&TaskRun>> =
+        std::collections::HashMap::new();
+    for c in obs.children {
+        if let Some(t) = label(c, "tekton.dev/pipelineTask") {
+            by_task.entry(t).or_default().push(c);
+        }
+    }
     let mut tasks: Vec<Task<'_>> = spec
         .tasks
         .iter()
         .map(|pt| (pt, false))
         .chain(spec.finally.iter().map(|pt| (pt, true)))
         .map(|(pt, finally)| {
-            let mut children: Vec<&TaskRun> = obs
-                .children
-                .iter()
-                .filter(|c| label(c, "tekton.dev/pipelineTask") == Some(pt.name.as_str()))
-                .collect();
+            let mut children: Vec<&TaskRun> = by_task.remove(pt.name.as_str()).unwrap_or_default();
             children.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
             let state = child_state(&children);
             Task {
@@ -518,6 +521,9 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
             (matches!(t.state, State::Failed { .. }) && !on_error_continue(t.pt))
                 || matches!(t.state, State::Invalid(_))
         });
+        // Results only change between passes (a task's results appear when
+        // it ends, which no pass does), so one set of variables per pass.
+        let mut rvars: Option<Vars> = None;
         for &i in &graph.order {
             if tasks[i].state != State::NotStarted {
                 continue;
@@ -539,9 +545,9 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
                 changed = true;
                 continue;
             }
-            let rvars = result_vars(&tasks, &vars, None);
+            let rvars = rvars.get_or_insert_with(|| result_vars(&tasks, &vars, None));
             let pt = tasks[i].pt;
-            if !when_allows(&pt.when, &rvars) {
+            if !when_allows(&pt.when, rvars) {
                 tasks[i].state = State::Skipped(reason::SKIP_WHEN);
                 changed = true;
                 continue;
@@ -554,7 +560,7 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
                 changed = true;
                 continue;
             }
-            match resolve_task(pt, &rvars, &tasks) {
+            match resolve_task(pt, rvars, &tasks) {
                 Err(Unresolved::Skip) => {
                     tasks[i].state = State::Skipped(reason::SKIP_RESULTS);
                     changed = true;
