@@ -375,6 +375,18 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
             return fail(st, plan, reason::INVALID_TASK_RUN_SPECS, msg);
         }
     }
+    if let Some(t) = all_tasks
+        .iter()
+        .find(|t| t.when.iter().any(|w| w.cel.is_some()))
+    {
+        let msg = format!(
+            "Pipeline {pl} can't be Run; it has an invalid spec: pipeline task {:?} uses a CEL \
+             `when` expression, which Tektite does not evaluate (in Tekton it is the alpha \
+             feature enable-cel-in-whenexpression)",
+            t.name
+        );
+        return fail(st, plan, reason::VALIDATION_FAILED, msg);
+    }
     let graph = match dag::build(&spec.tasks) {
         Ok(g) => g,
         Err(e) => {
@@ -934,10 +946,6 @@ fn result_vars(tasks: &[Task<'_>], base: &Vars, finally_from: Option<usize>) -> 
 
 fn when_allows(when: &[WhenExpression], vars: &Vars) -> bool {
     when.iter().all(|w| {
-        if w.cel.is_some() {
-            // CEL is not evaluated (validation says so); treat as true.
-            return true;
-        }
         let input = vars
             .str(w.input.as_deref().unwrap_or(""), "when")
             .unwrap_or_else(|_| w.input.clone().unwrap_or_default());
