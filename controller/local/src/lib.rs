@@ -1,0 +1,8 @@
+//! Tektite's local runtime: runs TaskRuns and PipelineRuns on this machine
+//! by executing the engine's plans, with podman (`podman kube play`) or as
+//! host processes, and records every run in the local run store.
+//!
+//! What it must not do: decide anything the engine decides. It turns plans
+//! into processes and observations back into the engine's inputs.
+
+pub mod store;
