@@ -12,6 +12,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod inspect;
+pub mod run;
 pub mod validate;
 
 /// Exit code for invalid input or usage.
@@ -33,6 +35,14 @@ struct Cli {
 enum Command {
     /// Check Tekton YAML/JSON files (Task, Pipeline, TaskRun, PipelineRun; v1 and v1beta1)
     Validate(validate::Args),
+    /// Run TaskRuns and PipelineRuns (or a Task/Pipeline with -p/-w) on this machine
+    Run(Box<run::Args>),
+    /// Inspect the PipelineRuns in the local run store (list, describe, logs)
+    #[command(name = "pipelinerun", visible_alias = "pr")]
+    PipelineRun(inspect::Args),
+    /// Inspect the TaskRuns in the local run store (list, describe, logs)
+    #[command(name = "taskrun", visible_alias = "tr")]
+    TaskRun(inspect::Args),
 }
 
 /// Parses arguments, runs the command, and turns errors into exit codes.
@@ -48,6 +58,9 @@ pub fn main() -> ExitCode {
     let mut out = std::io::stdout().lock();
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, &mut out),
+        Command::Run(args) => run::run(&args, &mut out),
+        Command::PipelineRun(args) => inspect::run(inspect::Kind::PipelineRun, &args, &mut out),
+        Command::TaskRun(args) => inspect::run(inspect::Kind::TaskRun, &args, &mut out),
     };
     let _ = out.flush();
     match result {
