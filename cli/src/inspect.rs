@@ -1,9 +1,26 @@
-//! `tkt pipelinerun|pr` and `tkt taskrun|tr`: list, describe and show logs
-//! of the runs in the local run store.
+//! `tkt pipelinerun|pr` and `tkt taskrun|tr`: list, describe, show logs of
+//! and delete the runs in the local run store (`tektite_local::store`), in
+//! the spirit of `tkn pipelinerun|taskrun list|describe|logs|delete`.
+//!
+//! Data flow: the store is read once per command; everything printed is
+//! built by pure functions of the records and `now` (relative ages), so the
+//! formatting is tested without a clock. Text output is laid out the way
+//! `tkn` lays it out with Go's `text/tabwriter` (padding 3) under
+//! `NO_COLOR`: no emojis, no colours.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
-use clap::Parser;
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+use tektite_api::v1::{
+    Condition, Param, ParamValue, PipelineRun, StepState, TaskRun, WorkspaceBinding,
+};
+use tektite_local::store::Store;
 
 /// Which kind of run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,14 +29,1251 @@ pub enum Kind {
     TaskRun,
 }
 
-/// Arguments (filled in by the inspect commands).
+impl Kind {
+    /// `pipelinerun` / `taskrun`, as in messages.
+    fn lower(self) -> &'static str {
+        match self {
+            Kind::PipelineRun => "pipelinerun",
+            Kind::TaskRun => "taskrun",
+        }
+    }
+
+    /// `PipelineRuns` / `TaskRuns`.
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::PipelineRun => "PipelineRuns",
+            Kind::TaskRun => "TaskRuns",
+        }
+    }
+}
+
+/// Arguments of `tkt pipelinerun|taskrun`.
 #[derive(Debug, Parser)]
-pub struct Args {}
+pub struct Args {
+    /// The run store [default: $XDG_STATE_HOME/tektite, else ~/.local/state/tektite]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The inspect subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the runs, newest first
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Describe one run (the most recent without NAME)
+    #[command(visible_alias = "desc")]
+    Describe(DescribeArgs),
+    /// Show the logs of one run (the most recent without NAME)
+    Logs(LogsArgs),
+    /// Delete runs and their logs (a PipelineRun with its TaskRuns)
+    #[command(visible_alias = "rm")]
+    Delete(DeleteArgs),
+}
+
+/// Output formats of `list` and `describe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Only the most recent run
+    #[arg(long)]
+    pub last: bool,
+    /// At most N runs
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Do not print the column names
+    #[arg(long)]
+    pub no_headers: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DescribeArgs {
+    /// The run (default: the most recent)
+    pub name: Option<String>,
+    /// The most recent run
+    #[arg(long, conflicts_with = "name")]
+    pub last: bool,
+    /// Output format (json and yaml print the stored object)
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The run (default: the most recent)
+    pub name: Option<String>,
+    /// The most recent run
+    #[arg(long, conflicts_with = "name")]
+    pub last: bool,
+    /// Only these pipeline tasks (PipelineRuns; repeatable)
+    #[arg(short = 't', long = "task", value_name = "TASK")]
+    pub tasks: Vec<String>,
+    /// Only these steps (repeatable)
+    #[arg(short = 's', long = "step", value_name = "STEP")]
+    pub steps: Vec<String>,
+    /// Prefix each line with `[task : step] ` (`[step] ` for a TaskRun)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub prefix: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// The runs to delete
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub names: Vec<String>,
+    /// Delete every run of this kind
+    #[arg(long)]
+    pub all: bool,
+    /// Also delete runs that have not finished
+    #[arg(short, long)]
+    pub force: bool,
+}
 
 /// Runs an inspect command.
 ///
 /// # Errors
-/// Failures to read the store or to write output.
-pub fn run(_kind: Kind, _args: &Args, _out: &mut impl Write) -> anyhow::Result<u8> {
-    anyhow::bail!("not built yet")
+/// Failures to read the store or to write output; a run that is not in the
+/// store; a corrupt record (the message names its file).
+pub fn run(kind: Kind, args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
+    let store = Store::open(args.state_dir.as_deref())?;
+    let now = Timestamp::now();
+    let text = match (&args.command, kind) {
+        (Command::List(a), Kind::PipelineRun) => list(kind, store.pipeline_runs()?, a, now)?,
+        (Command::List(a), Kind::TaskRun) => list(kind, store.task_runs()?, a, now)?,
+        (Command::Describe(a), Kind::PipelineRun) => {
+            let pr = pick(
+                kind,
+                &store,
+                a.name.as_deref(),
+                Store::pipeline_run,
+                Store::pipeline_runs,
+            )?;
+            match a.output {
+                Output::Text => {
+                    let trs = store.task_runs_of(pr.name())?;
+                    describe_pipeline_run(&pr, &trs, now)
+                }
+                o => serialize(&pr, o)?,
+            }
+        }
+        (Command::Describe(a), Kind::TaskRun) => {
+            let tr = pick(
+                kind,
+                &store,
+                a.name.as_deref(),
+                Store::task_run,
+                Store::task_runs,
+            )?;
+            match a.output {
+                Output::Text => describe_task_run(&tr, now),
+                o => serialize(&tr, o)?,
+            }
+        }
+        (Command::Logs(a), Kind::PipelineRun) => {
+            let pr = pick(
+                kind,
+                &store,
+                a.name.as_deref(),
+                Store::pipeline_run,
+                Store::pipeline_runs,
+            )?;
+            let mut trs = store.task_runs_of(pr.name())?;
+            for t in &a.tasks {
+                if !trs.iter().any(|tr| pipeline_task(tr) == Some(t.as_str())) {
+                    anyhow::bail!("pipelinerun {:?} has no TaskRun for task {t:?}", pr.name());
+                }
+            }
+            trs.retain(|tr| {
+                a.tasks.is_empty()
+                    || a.tasks
+                        .iter()
+                        .any(|t| pipeline_task(tr) == Some(t.as_str()))
+            });
+            trs.sort_by(oldest_first);
+            let mut text = String::new();
+            for tr in &trs {
+                let task = pipeline_task(tr).unwrap_or(tr.name());
+                let prefix = |step: &str| format!("[{task} : {step}] ");
+                text.push_str(&task_run_logs(
+                    tr,
+                    &store.logs(tr)?,
+                    &a.steps,
+                    a.prefix,
+                    prefix,
+                ));
+            }
+            text
+        }
+        (Command::Logs(a), Kind::TaskRun) => {
+            if !a.tasks.is_empty() {
+                anyhow::bail!(
+                    "-t/--task filters the logs of a pipelinerun; for a taskrun use -s/--step"
+                );
+            }
+            let tr = pick(
+                kind,
+                &store,
+                a.name.as_deref(),
+                Store::task_run,
+                Store::task_runs,
+            )?;
+            let prefix = |step: &str| format!("[{step}] ");
+            task_run_logs(&tr, &store.logs(&tr)?, &a.steps, a.prefix, prefix)
+        }
+        (Command::Delete(a), _) => delete(kind, &store, a)?,
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(0)
+}
+
+// ---------------------------------------------------------------- runs
+
+/// What the inspect commands need of a run of either kind.
+trait Run: Serialize {
+    fn name(&self) -> &str;
+    fn start(&self) -> Option<Timestamp>;
+    fn completion(&self) -> Option<Timestamp>;
+    fn conditions(&self) -> &[Condition];
+    fn created(&self) -> Option<Timestamp>;
+}
+
+impl Run for PipelineRun {
+    fn name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+    fn start(&self) -> Option<Timestamp> {
+        self.status.as_ref()?.start_time.as_ref().map(|t| t.0)
+    }
+    fn completion(&self) -> Option<Timestamp> {
+        self.status.as_ref()?.completion_time.as_ref().map(|t| t.0)
+    }
+    fn conditions(&self) -> &[Condition] {
+        self.status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default()
+    }
+    fn created(&self) -> Option<Timestamp> {
+        self.metadata.creation_timestamp.as_ref().map(|t| t.0)
+    }
+}
+
+impl Run for TaskRun {
+    fn name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+    fn start(&self) -> Option<Timestamp> {
+        self.status.as_ref()?.start_time.as_ref().map(|t| t.0)
+    }
+    fn completion(&self) -> Option<Timestamp> {
+        self.status.as_ref()?.completion_time.as_ref().map(|t| t.0)
+    }
+    fn conditions(&self) -> &[Condition] {
+        self.status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default()
+    }
+    fn created(&self) -> Option<Timestamp> {
+        self.metadata.creation_timestamp.as_ref().map(|t| t.0)
+    }
+}
+
+/// When a run began, for ordering: its start, else its creation.
+fn began(r: &impl Run) -> Option<Timestamp> {
+    r.start().or_else(|| r.created())
+}
+
+/// Newest first (runs that never began last), then by name.
+fn newest_first<R: Run>(a: &R, b: &R) -> std::cmp::Ordering {
+    match (began(a), began(b)) {
+        (Some(x), Some(y)) => y.cmp(&x),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    }
+    .then_with(|| a.name().cmp(b.name()))
+}
+
+/// Oldest first (runs that never began last), then by name.
+fn oldest_first<R: Run>(a: &R, b: &R) -> std::cmp::Ordering {
+    match (began(a), began(b)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    }
+    .then_with(|| a.name().cmp(b.name()))
+}
+
+fn finished(r: &impl Run) -> bool {
+    r.completion().is_some()
+        || Condition::succeeded(r.conditions()).is_some_and(|c| c.status != "Unknown")
+}
+
+fn label<'a>(tr: &'a TaskRun, key: &str) -> Option<&'a str> {
+    tr.metadata.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+/// The pipeline task a TaskRun runs (label `tekton.dev/pipelineTask`).
+fn pipeline_task(tr: &TaskRun) -> Option<&str> {
+    label(tr, "tekton.dev/pipelineTask")
+}
+
+/// Run names are file names in the store: no separators, no `.`/`..`.
+fn check_name(kind: Kind, name: &str) -> anyhow::Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']) {
+        anyhow::bail!("{name:?} is not a valid {} name", kind.lower());
+    }
+    Ok(())
+}
+
+type GetFn<T> = fn(&Store, &str) -> Result<Option<T>, tektite_local::store::StoreError>;
+type AllFn<T> = fn(&Store) -> Result<Vec<T>, tektite_local::store::StoreError>;
+
+/// The run called `name`, else the most recent one.
+fn pick<T: Run>(
+    kind: Kind,
+    store: &Store,
+    name: Option<&str>,
+    get: GetFn<T>,
+    all: AllFn<T>,
+) -> anyhow::Result<T> {
+    match name {
+        Some(n) => {
+            check_name(kind, n)?;
+            get(store, n)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} {n:?} not found in the run store ({})",
+                    kind.lower(),
+                    store.root().display()
+                )
+            })
+        }
+        None => {
+            let mut runs = all(store)?;
+            runs.sort_by(newest_first);
+            runs.into_iter().next().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no {} in the run store ({})",
+                    kind.plural(),
+                    store.root().display()
+                )
+            })
+        }
+    }
+}
+
+fn serialize<T: Serialize>(value: &T, output: Output) -> anyhow::Result<String> {
+    let v = serde_json::to_value(value)?;
+    Ok(match output {
+        Output::Yaml => tektite_api::yaml::to_yaml(&v),
+        _ => serde_json::to_string_pretty(&v)? + "\n",
+    })
+}
+
+// ---------------------------------------------------------------- list
+
+fn list<T: Run>(
+    kind: Kind,
+    mut runs: Vec<T>,
+    a: &ListArgs,
+    now: Timestamp,
+) -> anyhow::Result<String> {
+    runs.sort_by(newest_first);
+    let limit = if a.last { Some(1) } else { a.limit };
+    if let Some(n) = limit {
+        runs.truncate(n);
+    }
+    match a.output {
+        Output::Text => Ok(list_text(kind, &runs, now, !a.no_headers)),
+        o => {
+            let kind_name = match kind {
+                Kind::PipelineRun => "PipelineRunList",
+                Kind::TaskRun => "TaskRunList",
+            };
+            let v = serde_json::json!({
+                "apiVersion": tektite_api::v1::API_VERSION,
+                "kind": kind_name,
+                "items": runs,
+            });
+            serialize(&v, o)
+        }
+    }
+}
+
+/// `NAME STARTED DURATION STATUS`, one run a line, or `No … found`.
+fn list_text<T: Run>(kind: Kind, runs: &[T], now: Timestamp, headers: bool) -> String {
+    if runs.is_empty() {
+        return format!("No {} found\n", kind.plural());
+    }
+    let mut t = String::new();
+    if headers {
+        t.push_str("NAME\tSTARTED\tDURATION\tSTATUS\n");
+    }
+    for r in runs {
+        let _ = writeln!(
+            t,
+            "{}\t{}\t{}\t{}",
+            r.name(),
+            age(r.start(), now),
+            duration(r.start(), r.completion()),
+            condition(r.conditions())
+        );
+    }
+    tabwrite(&t)
+}
+
+// ---------------------------------------------------------------- describe
+
+/// `tkn pipelinerun describe`, as text.
+fn describe_pipeline_run(pr: &PipelineRun, trs: &[TaskRun], now: Timestamp) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "Name:\t{}", pr.name());
+    let _ = writeln!(
+        t,
+        "Namespace:\t{}",
+        namespace(pr.metadata.namespace.as_deref())
+    );
+    if let Some(r) = pr
+        .spec
+        .pipeline_ref
+        .as_ref()
+        .and_then(|r| r.name.as_deref())
+    {
+        let _ = writeln!(t, "Pipeline Ref:\t{r}");
+    }
+    let sa = pr
+        .spec
+        .task_run_template
+        .as_ref()
+        .and_then(|x| x.service_account_name.as_deref());
+    if let Some(sa) = sa {
+        let _ = writeln!(t, "Service Account:\t{sa}");
+    }
+    labels(&mut t, pr.metadata.labels.as_ref());
+    status_section(&mut t, pr, now);
+    if let Some(to) = &pr.spec.timeouts {
+        let rows: Vec<(&str, &String)> = [
+            ("Pipeline", to.pipeline.as_ref()),
+            ("Tasks", to.tasks.as_ref()),
+            ("Finally", to.finally.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect();
+        if !rows.is_empty() {
+            t.push_str("\nTimeouts\n");
+            for (k, v) in rows {
+                let _ = writeln!(t, " {k}:\t{}", go_timeout(v));
+            }
+        }
+    }
+    let failed = Condition::succeeded(pr.conditions()).filter(|c| c.status == "False");
+    if let Some(c) = failed {
+        let mut msg = c.message.clone().unwrap_or_default();
+        let mut children: Vec<&TaskRun> = trs.iter().collect();
+        children.sort_by(|a, b| oldest_first(*a, *b));
+        let first_failed = children.iter().find_map(|tr| {
+            Condition::succeeded(tr.conditions())
+                .filter(|c| c.status == "False")
+                .and_then(|c| c.message.as_deref())
+        });
+        if let Some(m) = first_failed {
+            let _ = write!(msg, " ({m})");
+        }
+        message_section(&mut t, &msg);
+    }
+    params_section(&mut t, &pr.spec.params);
+    let results: Vec<(&str, &ParamValue)> = pr
+        .status
+        .iter()
+        .flat_map(|s| &s.results)
+        .map(|r| (r.name.as_str(), &r.value))
+        .collect();
+    results_section(&mut t, &results);
+    workspaces_section(&mut t, &pr.spec.workspaces);
+    if !trs.is_empty() {
+        let mut children: Vec<&TaskRun> = trs.iter().collect();
+        children.sort_by(|a, b| newest_first(*a, *b));
+        let refs = pr.status.iter().flat_map(|s| &s.child_references);
+        let ref_task: BTreeMap<&str, &str> = refs
+            .map(|r| (r.name.as_str(), r.pipeline_task_name.as_str()))
+            .collect();
+        t.push_str("\nTaskruns\n\n NAME\tTASK NAME\tSTARTED\tDURATION\tSTATUS\n");
+        for tr in children {
+            let task = pipeline_task(tr)
+                .or_else(|| ref_task.get(tr.name()).copied())
+                .unwrap_or("---");
+            let _ = writeln!(
+                t,
+                " {}\t{task}\t{}\t{}\t{}",
+                tr.name(),
+                age(tr.start(), now),
+                duration(tr.start(), tr.completion()),
+                condition(tr.conditions())
+            );
+        }
+    }
+    let skipped: Vec<_> = pr.status.iter().flat_map(|s| &s.skipped_tasks).collect();
+    if !skipped.is_empty() {
+        t.push_str("\nSkipped Tasks\n\n NAME\tREASON\n");
+        for s in skipped {
+            let _ = writeln!(t, " {}\t{}", s.name, s.reason);
+        }
+    }
+    tabwrite(&t)
+}
+
+/// `tkn taskrun describe`, as text.
+fn describe_task_run(tr: &TaskRun, now: Timestamp) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "Name:\t{}", tr.name());
+    let _ = writeln!(
+        t,
+        "Namespace:\t{}",
+        namespace(tr.metadata.namespace.as_deref())
+    );
+    if let Some(r) = tr.spec.task_ref.as_ref().and_then(|r| r.name.as_deref()) {
+        let _ = writeln!(t, "Task Ref:\t{r}");
+    }
+    if let Some(sa) = &tr.spec.service_account_name {
+        let _ = writeln!(t, "Service Account:\t{sa}");
+    }
+    if let Some(to) = &tr.spec.timeout {
+        let _ = writeln!(t, "Timeout:\t{}", go_timeout(to));
+    }
+    labels(&mut t, tr.metadata.labels.as_ref());
+    status_section(&mut t, tr, now);
+    let failed = Condition::succeeded(tr.conditions()).filter(|c| c.status == "False");
+    if let Some(c) = failed {
+        message_section(&mut t, c.message.as_deref().unwrap_or_default());
+    }
+    params_section(&mut t, &tr.spec.params);
+    let results: Vec<(&str, &ParamValue)> = tr
+        .status
+        .iter()
+        .flat_map(|s| &s.results)
+        .map(|r| (r.name.as_str(), &r.value))
+        .collect();
+    results_section(&mut t, &results);
+    workspaces_section(&mut t, &tr.spec.workspaces);
+    let steps: Vec<&StepState> = tr.status.iter().flat_map(|s| &s.steps).collect();
+    if !steps.is_empty() {
+        t.push_str("\nSteps\n\n NAME\tSTATUS\n");
+        for s in steps {
+            let state = container_state(
+                s.waiting.as_ref(),
+                s.running.is_some(),
+                s.terminated.as_ref(),
+            );
+            let _ = writeln!(t, " {}\t{state}", s.name);
+        }
+    }
+    let sidecars: Vec<_> = tr.status.iter().flat_map(|s| &s.sidecars).collect();
+    if !sidecars.is_empty() {
+        t.push_str("\nSidecars\n\n NAME\tSTATUS\n");
+        for s in sidecars {
+            let state = container_state(
+                s.waiting.as_ref(),
+                s.running.is_some(),
+                s.terminated.as_ref(),
+            );
+            let _ = writeln!(t, " {}\t{state}", s.name);
+        }
+    }
+    let retries = tr.status.as_ref().map_or(0, |s| s.retries_status.len());
+    if retries > 0 {
+        let _ = writeln!(t, "\nRetries\n {retries} earlier attempt(s)");
+    }
+    tabwrite(&t)
+}
+
+fn namespace(ns: Option<&str>) -> &str {
+    ns.filter(|n| !n.is_empty()).unwrap_or("default")
+}
+
+fn labels(t: &mut String, labels: Option<&BTreeMap<String, String>>) {
+    if let Some(l) = labels.filter(|l| !l.is_empty()) {
+        t.push_str("Labels:\n");
+        for (k, v) in l {
+            let _ = writeln!(t, " {k}={v}");
+        }
+    }
+}
+
+fn status_section(t: &mut String, r: &impl Run, now: Timestamp) {
+    let _ = writeln!(
+        t,
+        "\nStatus\n\nSTARTED\tDURATION\tSTATUS\n{}\t{}\t{}",
+        age(r.start(), now),
+        duration(r.start(), r.completion()),
+        condition(r.conditions())
+    );
+}
+
+fn message_section(t: &mut String, msg: &str) {
+    if !msg.is_empty() {
+        let _ = writeln!(t, "\nMessage\n\n{msg}");
+    }
+}
+
+fn params_section(t: &mut String, params: &[Param]) {
+    if !params.is_empty() {
+        t.push_str("\nParams\n\n NAME\tVALUE\n");
+        for p in params {
+            let _ = writeln!(t, " {}\t{}", p.name, go_value(&p.value));
+        }
+    }
+}
+
+fn results_section(t: &mut String, results: &[(&str, &ParamValue)]) {
+    if !results.is_empty() {
+        t.push_str("\nResults\n\n NAME\tVALUE\n");
+        for (name, value) in results {
+            let _ = writeln!(t, " {name}\t{}", go_value(value).trim_end_matches('\n'));
+        }
+    }
+}
+
+fn workspaces_section(t: &mut String, ws: &[WorkspaceBinding]) {
+    if !ws.is_empty() {
+        t.push_str("\nWorkspaces\n\n NAME\tSUB PATH\tWORKSPACE BINDING\n");
+        for w in ws {
+            let sub = w
+                .sub_path
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("---");
+            let _ = writeln!(t, " {}\t{sub}\t{}", w.name, workspace_binding(w));
+        }
+    }
+}
+
+/// The volume behind a workspace binding, as `tkn` prints it.
+fn workspace_binding(w: &WorkspaceBinding) -> String {
+    if w.volume_claim_template.is_some() {
+        "VolumeClaimTemplate".to_string()
+    } else if let Some(c) = &w.persistent_volume_claim {
+        format!("PersistentVolumeClaim (claimName={})", c.claim_name)
+    } else if let Some(e) = &w.empty_dir {
+        format!(
+            "EmptyDir (emptyDir={})",
+            e.medium.as_deref().unwrap_or_default()
+        )
+    } else if let Some(c) = &w.config_map {
+        format!("ConfigMap (config={})", c.name)
+    } else if let Some(s) = &w.secret {
+        format!(
+            "Secret (secret={})",
+            s.secret_name.as_deref().unwrap_or_default()
+        )
+    } else if w.projected.is_some() {
+        "Projected".to_string()
+    } else if let Some(c) = &w.csi {
+        format!("CSI (driver={})", c.driver)
+    } else {
+        "---".to_string()
+    }
+}
+
+/// A step's or sidecar's state, as `tkn` prints it: the waiting reason,
+/// `Running`, the termination reason, or `---`.
+fn container_state(
+    waiting: Option<&k8s_openapi::api::core::v1::ContainerStateWaiting>,
+    running: bool,
+    terminated: Option<&k8s_openapi::api::core::v1::ContainerStateTerminated>,
+) -> String {
+    if let Some(w) = waiting {
+        return w
+            .reason
+            .clone()
+            .filter(|r| !r.is_empty())
+            .unwrap_or("---".into());
+    }
+    if running {
+        return "Running".into();
+    }
+    terminated
+        .and_then(|t| t.reason.clone())
+        .filter(|r| !r.is_empty())
+        .unwrap_or("---".into())
+}
+
+/// A param or result value as Go's `%v` prints it: `text`, `[a b]`,
+/// `map[k:v]`.
+fn go_value(v: &ParamValue) -> String {
+    match v {
+        ParamValue::String(s) => s.clone(),
+        ParamValue::Array(a) => format!("[{}]", a.join(" ")),
+        ParamValue::Object(o) => {
+            let kv: Vec<String> = o.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            format!("map[{}]", kv.join(" "))
+        }
+    }
+}
+
+/// A timeout as Go prints a parsed duration (`1h` → `1h0m0s`); text that
+/// is not a Go duration is shown as written.
+fn go_timeout(s: &str) -> String {
+    parse_go_duration(s).map_or_else(|| s.to_string(), go_duration)
+}
+
+// ---------------------------------------------------------------- logs
+
+/// The logs of one TaskRun's steps, each line prefixed, each step followed
+/// by an empty line (`tkn`'s end-of-log marker). Sidecars are left out, as
+/// `tkn` does; `steps` filters by step name (with or without `step-`).
+fn task_run_logs(
+    tr: &TaskRun,
+    logs: &[(String, String)],
+    steps: &[String],
+    with_prefix: bool,
+    prefix: impl Fn(&str) -> String,
+) -> String {
+    let states: Vec<&StepState> = tr.status.iter().flat_map(|s| &s.steps).collect();
+    let mut out = String::new();
+    for (container, text) in logs {
+        if container.starts_with("sidecar-") {
+            continue;
+        }
+        let step = states
+            .iter()
+            .find(|s| s.container.as_deref() == Some(container.as_str()))
+            .map(|s| s.name.as_str())
+            .unwrap_or_else(|| container.strip_prefix("step-").unwrap_or(container));
+        if !steps.is_empty() && !steps.iter().any(|s| s == step || s == container) {
+            continue;
+        }
+        let p = if with_prefix {
+            prefix(step)
+        } else {
+            String::new()
+        };
+        for line in text.lines() {
+            let _ = writeln!(out, "{p}{line}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+// ---------------------------------------------------------------- delete
+
+fn delete(kind: Kind, store: &Store, a: &DeleteArgs) -> anyhow::Result<String> {
+    let mut names: Vec<(String, bool)> = Vec::new();
+    if a.all {
+        match kind {
+            Kind::PipelineRun => {
+                names.extend(
+                    store
+                        .pipeline_runs()?
+                        .iter()
+                        .map(|r| (r.name().to_string(), finished(r))),
+                );
+            }
+            Kind::TaskRun => {
+                names.extend(
+                    store
+                        .task_runs()?
+                        .iter()
+                        .map(|r| (r.name().to_string(), finished(r))),
+                );
+            }
+        }
+        if names.is_empty() {
+            return Ok(format!("No {} found\n", kind.plural()));
+        }
+    } else {
+        for n in &a.names {
+            check_name(kind, n)?;
+            let done = match kind {
+                Kind::PipelineRun => store.pipeline_run(n)?.map(|r| finished(&r)),
+                Kind::TaskRun => store.task_run(n)?.map(|r| finished(&r)),
+            };
+            let Some(done) = done else {
+                anyhow::bail!(
+                    "{} {n:?} not found in the run store ({})",
+                    kind.lower(),
+                    store.root().display()
+                );
+            };
+            names.push((n.clone(), done));
+        }
+    }
+    if !a.force
+        && let Some((n, _)) = names.iter().find(|(_, done)| !*done)
+    {
+        anyhow::bail!(
+            "{} {n:?} has not finished (it may still be running); use --force to delete it anyway",
+            kind.lower()
+        );
+    }
+    for (n, _) in &names {
+        if kind == Kind::PipelineRun {
+            for tr in store.task_runs_of(n)? {
+                remove_task_run(store, tr.name())?;
+            }
+            remove(&record_path(store, "pipelineruns", n))?;
+        } else {
+            remove_task_run(store, n)?;
+        }
+    }
+    let quoted: Vec<String> = names.iter().map(|(n, _)| format!("{n:?}")).collect();
+    Ok(format!(
+        "{} deleted: {}\n",
+        kind.plural(),
+        quoted.join(", ")
+    ))
+}
+
+/// `<root>/<dir>/<name>.json`, the store's layout.
+fn record_path(store: &Store, dir: &str, name: &str) -> PathBuf {
+    store.root().join(dir).join(format!("{name}.json"))
+}
+
+fn remove_task_run(store: &Store, name: &str) -> anyhow::Result<()> {
+    remove(&record_path(store, "taskruns", name))?;
+    if let Some(dir) = store.log_path(name, "x").parent() {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("{}", dir.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn remove(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("{}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------- formatting
+
+/// `tkn`'s STATUS: `Succeeded`, `Failed`, `Running`, with the reason in
+/// parentheses when it says more (`Failed(PipelineRunTimeout)`,
+/// `Cancelled(TaskRunCancelled)`, `Pending(ExceededNodeResources)`); `---`
+/// without a `Succeeded` condition.
+pub fn condition(conditions: &[Condition]) -> String {
+    let Some(c) = Condition::succeeded(conditions) else {
+        return "---".to_string();
+    };
+    let status = match c.status.as_str() {
+        "True" => "Succeeded",
+        "False" => "Failed",
+        _ => "Running",
+    };
+    match c.reason.as_deref() {
+        Some(r) if !r.is_empty() && r != status => {
+            let shown = match r {
+                "PipelineRunCancelled" | "TaskRunCancelled" | "Cancelled" => "Cancelled",
+                "PipelineRunStopping" | "TaskRunStopping" => "Failed",
+                "CreateContainerConfigError"
+                | "ExceededNodeResources"
+                | "ExceededResourceQuota" => "Pending",
+                _ => status,
+            };
+            format!("{shown}({r})")
+        }
+        _ => status.to_string(),
+    }
+}
+
+/// `tkn`'s STARTED: the largest whole unit of the time since `start`
+/// (`5 minutes ago`, `1 day ago`), `---` without a start.
+pub fn age(start: Option<Timestamp>, now: Timestamp) -> String {
+    let Some(start) = start else {
+        return "---".to_string();
+    };
+    let nanos = (now.as_nanosecond() - start.as_nanosecond()).max(0);
+    const US: i128 = 1_000;
+    const MS: i128 = 1_000 * US;
+    const S: i128 = 1_000 * MS;
+    const DAY: i128 = 86_400 * S;
+    let units: [(i128, &str); 8] = [
+        (365 * DAY, "year"),
+        (7 * DAY, "week"),
+        (DAY, "day"),
+        (3_600 * S, "hour"),
+        (60 * S, "minute"),
+        (S, "second"),
+        (MS, "millisecond"),
+        (US, "microsecond"),
+    ];
+    for (size, unit) in units {
+        let n = nanos / size;
+        if n > 0 {
+            let s = if n == 1 { "" } else { "s" };
+            return format!("{n} {unit}{s} ago");
+        }
+    }
+    "0 seconds ago".to_string()
+}
+
+/// `tkn`'s DURATION: completion − start as Go prints a duration (`1m30s`),
+/// `---` unless both are known.
+pub fn duration(start: Option<Timestamp>, end: Option<Timestamp>) -> String {
+    match (start, end) {
+        (Some(s), Some(e)) => go_duration(e.as_nanosecond() - s.as_nanosecond()),
+        _ => "---".to_string(),
+    }
+}
+
+/// Go's `time.Duration.String()`: `1h2m3.5s`, `1m0s`, `12s`, `1.5ms`, `0s`.
+pub fn go_duration(nanos: i128) -> String {
+    let sign = if nanos < 0 { "-" } else { "" };
+    let u = nanos.unsigned_abs();
+    if u == 0 {
+        return "0s".to_string();
+    }
+    if u < 1_000_000_000 {
+        let (div, unit) = if u < 1_000 {
+            (1, "ns")
+        } else if u < 1_000_000 {
+            (1_000, "µs")
+        } else {
+            (1_000_000, "ms")
+        };
+        return format!("{sign}{}{unit}", fraction(u, div));
+    }
+    let secs = u / 1_000_000_000;
+    let frac = u % 1_000_000_000;
+    let (h, m, s) = (secs / 3_600, secs / 60 % 60, secs % 60);
+    let s = fraction(s * 1_000_000_000 + frac, 1_000_000_000);
+    if h > 0 {
+        format!("{sign}{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{sign}{m}m{s}s")
+    } else {
+        format!("{sign}{s}s")
+    }
+}
+
+/// `v / div` with the decimals Go keeps (trailing zeros dropped).
+fn fraction(v: u128, div: u128) -> String {
+    let whole = v / div;
+    let rest = v % div;
+    if rest == 0 {
+        return whole.to_string();
+    }
+    let digits = div.to_string().len() - 1;
+    let f = format!("{rest:0digits$}");
+    format!("{whole}.{}", f.trim_end_matches('0'))
+}
+
+/// Go's `time.ParseDuration` for the forms timeouts use (`1h30m`, `90s`,
+/// `1.5h`, `0`), in nanoseconds.
+fn parse_go_duration(s: &str) -> Option<i128> {
+    if s == "0" {
+        return Some(0);
+    }
+    let mut rest = s;
+    let mut total: f64 = 0.0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3_600e9,
+            _ => return None,
+        };
+        total += n * mult;
+        rest = &rest[unit_len..];
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    Some(total.round() as i128)
+}
+
+/// Lays out tab-separated cells as Go's `text/tabwriter` does with
+/// minwidth 0 and padding 3 (what `tkn` uses): a column is aligned over
+/// each run of consecutive lines that have a cell in it; the last cell of a
+/// line is not padded.
+pub fn tabwrite(text: &str) -> String {
+    let lines: Vec<Vec<&str>> = text.split('\n').map(|l| l.split('\t').collect()).collect();
+    let mut out = String::new();
+    let mut widths = Vec::new();
+    tab_format(&lines, 0, lines.len(), &mut widths, &mut out);
+    out
+}
+
+const PADDING: usize = 3;
+
+fn tab_format(
+    lines: &[Vec<&str>],
+    mut line0: usize,
+    line1: usize,
+    widths: &mut Vec<usize>,
+    out: &mut String,
+) {
+    let column = widths.len();
+    let mut this = line0;
+    while this < line1 {
+        if column + 1 >= lines[this].len() {
+            this += 1;
+            continue;
+        }
+        tab_write_lines(lines, line0, this, widths, out);
+        line0 = this;
+        let mut width = 0;
+        while this < line1 && column + 1 < lines[this].len() {
+            width = width.max(lines[this][column].chars().count() + PADDING);
+            this += 1;
+        }
+        widths.push(width);
+        tab_format(lines, line0, this, widths, out);
+        widths.pop();
+        line0 = this;
+    }
+    tab_write_lines(lines, line0, line1, widths, out);
+}
+
+fn tab_write_lines(
+    lines: &[Vec<&str>],
+    from: usize,
+    to: usize,
+    widths: &[usize],
+    out: &mut String,
+) {
+    for (i, line) in lines.iter().enumerate().take(to).skip(from) {
+        for (j, cell) in line.iter().enumerate() {
+            out.push_str(cell);
+            if let Some(w) = widths.get(j) {
+                let n = w.saturating_sub(cell.chars().count());
+                out.extend(std::iter::repeat_n(' ', n));
+            }
+        }
+        if i + 1 < lines.len() {
+            out.push('\n');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use tektite_api::v1::{
+        ChildStatusReference, PipelineRef, PipelineRunSpec, PipelineRunStatus, SkippedTask,
+        TaskRunSpec, TaskRunStatus,
+    };
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn cond(status: &str, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: "Succeeded".into(),
+            status: status.into(),
+            reason: Some(reason.into()).filter(|r: &String| !r.is_empty()),
+            message: Some(message.into()).filter(|m: &String| !m.is_empty()),
+            ..Condition::default()
+        }
+    }
+
+    #[test]
+    fn ages_use_the_largest_whole_unit() {
+        let now = ts("2024-05-01T12:00:00Z");
+        let cases = [
+            ("2024-05-01T12:00:00Z", "0 seconds ago"),
+            ("2024-05-01T11:59:59Z", "1 second ago"),
+            ("2024-05-01T11:59:15Z", "45 seconds ago"),
+            ("2024-05-01T11:55:00Z", "5 minutes ago"),
+            ("2024-05-01T10:00:01Z", "1 hour ago"),
+            ("2024-05-01T09:30:00Z", "2 hours ago"),
+            ("2024-04-29T12:00:00Z", "2 days ago"),
+            ("2024-04-10T12:00:00Z", "3 weeks ago"),
+            ("2022-05-01T12:00:00Z", "2 years ago"),
+            // A start in the future (clock skew) is "now".
+            ("2024-05-01T12:00:05Z", "0 seconds ago"),
+        ];
+        for (start, want) in cases {
+            assert_eq!(age(Some(ts(start)), now), want, "{start}");
+        }
+        assert_eq!(age(None, now), "---");
+    }
+
+    #[test]
+    fn durations_print_as_go_does() {
+        let s = ts("2024-05-01T12:00:00Z");
+        let d = |e: &str| duration(Some(s), Some(ts(e)));
+        assert_eq!(d("2024-05-01T12:00:12Z"), "12s");
+        assert_eq!(d("2024-05-01T12:01:30Z"), "1m30s");
+        assert_eq!(d("2024-05-01T12:02:00Z"), "2m0s");
+        assert_eq!(d("2024-05-01T13:00:00Z"), "1h0m0s");
+        assert_eq!(d("2024-05-01T12:00:00.5Z"), "500ms");
+        assert_eq!(d("2024-05-01T12:00:01.25Z"), "1.25s");
+        assert_eq!(d("2024-05-01T12:00:00Z"), "0s");
+        assert_eq!(duration(Some(s), None), "---");
+        assert_eq!(duration(None, Some(s)), "---");
+        assert_eq!(go_duration(1_500), "1.5µs");
+        assert_eq!(go_duration(7), "7ns");
+        assert_eq!(go_duration(-2_000_000_000), "-2s");
+    }
+
+    #[test]
+    fn timeouts_are_normalised_like_go() {
+        assert_eq!(go_timeout("1h"), "1h0m0s");
+        assert_eq!(go_timeout("90m"), "1h30m0s");
+        assert_eq!(go_timeout("1.5s"), "1.5s");
+        assert_eq!(go_timeout("0"), "0s");
+        assert_eq!(go_timeout("soon"), "soon");
+    }
+
+    #[test]
+    fn status_is_tkns_condition_text() {
+        let c = |s, r| condition(&[cond(s, r, "")]);
+        assert_eq!(c("True", "Succeeded"), "Succeeded");
+        assert_eq!(c("True", ""), "Succeeded");
+        assert_eq!(c("True", "Completed"), "Succeeded(Completed)");
+        assert_eq!(c("False", "Failed"), "Failed");
+        assert_eq!(
+            c("False", "PipelineRunTimeout"),
+            "Failed(PipelineRunTimeout)"
+        );
+        assert_eq!(
+            c("False", "TaskRunCancelled"),
+            "Cancelled(TaskRunCancelled)"
+        );
+        assert_eq!(c("False", "Cancelled"), "Cancelled(Cancelled)");
+        assert_eq!(c("Unknown", "Running"), "Running");
+        assert_eq!(
+            c("Unknown", "PipelineRunStopping"),
+            "Failed(PipelineRunStopping)"
+        );
+        assert_eq!(
+            c("Unknown", "ExceededNodeResources"),
+            "Pending(ExceededNodeResources)"
+        );
+        assert_eq!(c("Unknown", "Pending"), "Running(Pending)");
+        assert_eq!(condition(&[]), "---");
+    }
+
+    #[test]
+    fn tabwriter_aligns_blocks_like_go() {
+        let t = "Name:\tx\nPipeline Ref:\tp\nLabels:\n a=b\n\nSTARTED\tDURATION\tSTATUS\n1 day ago\t1s\tSucceeded\n";
+        assert_eq!(
+            tabwrite(t),
+            "Name:           x\n\
+             Pipeline Ref:   p\n\
+             Labels:\n a=b\n\n\
+             STARTED     DURATION   STATUS\n\
+             1 day ago   1s         Succeeded\n"
+        );
+    }
+
+    #[test]
+    fn go_values() {
+        assert_eq!(go_value(&ParamValue::String("a b".into())), "a b");
+        assert_eq!(
+            go_value(&ParamValue::Array(vec!["a".into(), "b".into()])),
+            "[a b]"
+        );
+        let o = [("k".to_string(), "v".to_string()), ("a".into(), "1".into())].into();
+        assert_eq!(go_value(&ParamValue::Object(o)), "map[a:1 k:v]");
+    }
+
+    #[test]
+    fn describe_pipeline_run_text() {
+        let now = ts("2024-05-01T12:00:00Z");
+        let mut pr = PipelineRun::new("build-1", PipelineRunSpec::default());
+        pr.spec.pipeline_ref = Some(PipelineRef {
+            name: Some("build".into()),
+            ..PipelineRef::default()
+        });
+        pr.spec.params = vec![Param {
+            name: "revision".into(),
+            value: ParamValue::String("main".into()),
+        }];
+        pr.status = Some(PipelineRunStatus {
+            conditions: vec![cond(
+                "False",
+                "Failed",
+                "Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 1",
+            )],
+            start_time: Some(Time(ts("2024-05-01T11:55:00Z"))),
+            completion_time: Some(Time(ts("2024-05-01T11:56:30Z"))),
+            skipped_tasks: vec![SkippedTask {
+                name: "deploy".into(),
+                reason: "Parent Tasks were skipped".into(),
+                ..SkippedTask::default()
+            }],
+            child_references: vec![ChildStatusReference {
+                name: "build-1-compile".into(),
+                pipeline_task_name: "compile".into(),
+                ..ChildStatusReference::default()
+            }],
+            ..PipelineRunStatus::default()
+        });
+        let mut tr = TaskRun::new("build-1-compile", TaskRunSpec::default());
+        tr.status = Some(TaskRunStatus {
+            conditions: vec![cond(
+                "False",
+                "Failed",
+                "\"step-make\" exited with code 2: Error",
+            )],
+            start_time: Some(Time(ts("2024-05-01T11:55:01Z"))),
+            completion_time: Some(Time(ts("2024-05-01T11:56:29Z"))),
+            ..TaskRunStatus::default()
+        });
+        let got = describe_pipeline_run(&pr, &[tr], now);
+        let want = "\
+Name:           build-1
+Namespace:      default
+Pipeline Ref:   build
+
+Status
+
+STARTED         DURATION   STATUS
+5 minutes ago   1m30s      Failed
+
+Message
+
+Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 1 (\"step-make\" exited with code 2: Error)
+
+Params
+
+ NAME       VALUE
+ revision   main
+
+Taskruns
+
+ NAME              TASK NAME   STARTED         DURATION   STATUS
+ build-1-compile   compile     4 minutes ago   1m28s      Failed
+
+Skipped Tasks
+
+ NAME     REASON
+ deploy   Parent Tasks were skipped
+";
+        assert_eq!(got, want, "\n{got}");
+    }
 }

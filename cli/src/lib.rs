@@ -55,14 +55,26 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // `tkt run` prints logs from other threads: it must not hold the lock.
+    if let Command::Run(args) = &cli.command {
+        let mut out = std::io::stdout();
+        let result = run::run(args, &mut out);
+        let _ = out.flush();
+        return finish(result);
+    }
     let mut out = std::io::stdout().lock();
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, &mut out),
-        Command::Run(args) => run::run(&args, &mut out),
+        Command::Run(_) => unreachable!("handled above"),
         Command::PipelineRun(args) => inspect::run(inspect::Kind::PipelineRun, &args, &mut out),
         Command::TaskRun(args) => inspect::run(inspect::Kind::TaskRun, &args, &mut out),
     };
     let _ = out.flush();
+    finish(result)
+}
+
+/// The exit code of a command's result; errors are printed.
+fn finish(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,

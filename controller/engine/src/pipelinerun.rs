@@ -994,10 +994,15 @@ fn resolve_task(
             }
         }
     }
-    if let Some(spec) = j.get_mut("taskSpec")
-        && let Err(e) = vars.json(spec, "taskSpec", &["name"])
-    {
-        return Err(classify(&e.to_string(), pt, tasks));
+    if let Some(spec) = j.get_mut("taskSpec") {
+        // An inline spec also refers to its own params and results: only
+        // task results and finally variables are applied here.
+        let mut lenient = vars.clone();
+        lenient.clear_strict();
+        lenient.strict("tasks.");
+        if let Err(e) = lenient.json(spec, "taskSpec", &["name"]) {
+            return Err(classify(&e.to_string(), pt, tasks));
+        }
     }
     serde_json::from_value(j).map_err(|_| Unresolved::Skip)
 }

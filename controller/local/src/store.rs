@@ -126,7 +126,11 @@ impl Store {
     /// # Errors
     /// The file cannot be written.
     pub fn save_pipeline_run(&self, pr: &PipelineRun) -> Result<(), StoreError> {
-        self.save(PIPELINE_RUNS, pr.metadata.name.as_deref().unwrap_or_default(), pr)
+        self.save(
+            PIPELINE_RUNS,
+            pr.metadata.name.as_deref().unwrap_or_default(),
+            pr,
+        )
     }
 
     /// Records a TaskRun (status included), replacing the record.
@@ -134,7 +138,11 @@ impl Store {
     /// # Errors
     /// The file cannot be written.
     pub fn save_task_run(&self, tr: &TaskRun) -> Result<(), StoreError> {
-        self.save(TASK_RUNS, tr.metadata.name.as_deref().unwrap_or_default(), tr)
+        self.save(
+            TASK_RUNS,
+            tr.metadata.name.as_deref().unwrap_or_default(),
+            tr,
+        )
     }
 
     /// # Errors
@@ -185,13 +193,20 @@ impl Store {
 
     /// Whether a run of either kind has this name.
     pub fn exists(&self, kind_dir_pipeline: bool, name: &str) -> bool {
-        let kind = if kind_dir_pipeline { PIPELINE_RUNS } else { TASK_RUNS };
+        let kind = if kind_dir_pipeline {
+            PIPELINE_RUNS
+        } else {
+            TASK_RUNS
+        };
         self.object_path(kind, name).exists()
     }
 
     /// Where the log of one container of a TaskRun is kept.
     pub fn log_path(&self, task_run: &str, container: &str) -> PathBuf {
-        self.root.join(LOGS).join(task_run).join(format!("{container}.log"))
+        self.root
+            .join(LOGS)
+            .join(task_run)
+            .join(format!("{container}.log"))
     }
 
     /// Opens (creating) a container's log for appending.
@@ -271,7 +286,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
@@ -299,16 +316,29 @@ mod tests {
         let pr = PipelineRun::new("p1", PipelineRunSpec::default());
         s.save_pipeline_run(&pr).unwrap();
         let mut tr = TaskRun::new("p1-a", TaskRunSpec::default());
-        tr.metadata.labels = Some([("tekton.dev/pipelineRun".to_string(), "p1".to_string())].into());
+        tr.metadata.labels =
+            Some([("tekton.dev/pipelineRun".to_string(), "p1".to_string())].into());
         s.save_task_run(&tr).unwrap();
-        s.save_task_run(&TaskRun::new("other", TaskRunSpec::default())).unwrap();
-        assert_eq!(s.pipeline_run("p1").unwrap().unwrap().metadata.name.as_deref(), Some("p1"));
+        s.save_task_run(&TaskRun::new("other", TaskRunSpec::default()))
+            .unwrap();
+        assert_eq!(
+            s.pipeline_run("p1")
+                .unwrap()
+                .unwrap()
+                .metadata
+                .name
+                .as_deref(),
+            Some("p1")
+        );
         assert!(s.pipeline_run("nope").unwrap().is_none());
         assert_eq!(s.task_runs().unwrap().len(), 2);
         assert_eq!(s.task_runs_of("p1").unwrap().len(), 1);
         let mut log = s.open_log("p1-a", "step-x").unwrap();
         writeln!(log, "hello").unwrap();
-        assert_eq!(s.logs(&tr).unwrap(), vec![("step-x".to_string(), "hello\n".to_string())]);
+        assert_eq!(
+            s.logs(&tr).unwrap(),
+            vec![("step-x".to_string(), "hello\n".to_string())]
+        );
         fs::remove_dir_all(&d).unwrap();
     }
 
@@ -318,7 +348,10 @@ mod tests {
         let s = Store::open(Some(&d)).unwrap();
         fs::write(d.join("taskruns/bad.json"), "{not json").unwrap();
         let e = s.task_run("bad").unwrap_err().to_string();
-        assert!(e.contains("bad.json") && e.contains("not a valid record"), "{e}");
+        assert!(
+            e.contains("bad.json") && e.contains("not a valid record"),
+            "{e}"
+        );
         fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -1,0 +1,536 @@
+//! Runs TaskRuns and PipelineRuns on this machine: a loop per run that asks
+//! the engine for a plan, carries it out (pods played by the runtime, child
+//! TaskRuns started up to `parallel` at a time, cancellations), records every
+//! change in the store, and waits for the next thing to happen (a container
+//! ending, a child finishing, a timeout, an interrupt).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use tektite_api::v1::{Condition, PipelineRun, PipelineSpec, TaskRun, TaskSpec};
+use tektite_engine::pipelinerun;
+use tektite_engine::pod::{Config, ImageCommand};
+use tektite_engine::status::{condition, is_done, set_condition};
+use tektite_engine::taskrun;
+
+use crate::runtime::{self, PodmanPod, Signal};
+use crate::store::Store;
+
+/// How runs are carried out.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// TaskRuns of a PipelineRun running at once.
+    pub parallel: usize,
+    /// Keep pods and run directories after the run.
+    pub keep: bool,
+    pub config: Config,
+    /// Where run directories go (`<work>/<taskrun>/`, claims in `<work>/claims/`).
+    pub work: PathBuf,
+    /// Claims bound to host directories (`-w name=PATH`): claim name → path.
+    pub claims: BTreeMap<String, PathBuf>,
+}
+
+/// What happens, for the user to see.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Line {
+        /// The pipeline task (or the TaskRun's name when run alone).
+        task: String,
+        /// The step name (container without `step-`).
+        step: String,
+        line: String,
+    },
+    Started {
+        task: String,
+        task_run: String,
+    },
+    Finished {
+        task: String,
+        task_run: String,
+        status: String,
+        reason: String,
+        message: String,
+    },
+    Skipped {
+        task: String,
+        reason: String,
+    },
+}
+
+/// Messages to a run's loop.
+#[derive(Debug)]
+pub enum Msg {
+    /// A child TaskRun changed (or ended, `done`).
+    Child { tr: Box<TaskRun>, done: bool },
+    /// Ctrl-C or SIGTERM: cancel the run.
+    Interrupt,
+}
+
+/// Messages to a TaskRun worker.
+#[derive(Debug)]
+enum Work {
+    /// A container changed: observe the pod again.
+    Changed,
+    Cancel(String),
+}
+
+fn label<'a>(tr: &'a TaskRun, key: &str) -> Option<&'a str> {
+    tr.metadata.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+fn task_label(tr: &TaskRun) -> String {
+    label(tr, "tekton.dev/pipelineTask")
+        .map(str::to_string)
+        .unwrap_or_else(|| tr.metadata.name.clone().unwrap_or_default())
+}
+
+/// The resolved Task of a TaskRun: its spec and the Task's name.
+#[derive(Debug, Clone)]
+pub enum TaskSource {
+    Spec(Box<TaskSpec>, Option<String>),
+    Failed(tektite_engine::params::Failure),
+}
+
+/// Runs one TaskRun to its end in this thread's worker; `cancel` receives
+/// interrupts. Returns the final TaskRun.
+/// What a TaskRun worker works with.
+struct Worker {
+    opts: Options,
+    store: Store,
+    progress: Sender<Progress>,
+    parent: Sender<Msg>,
+    inbox: Receiver<Work>,
+    inbox_tx: Sender<Work>,
+}
+
+fn task_worker(mut tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
+    let Worker {
+        opts,
+        store,
+        progress,
+        parent,
+        inbox,
+        inbox_tx,
+    } = w;
+    let name = tr.metadata.name.clone().unwrap_or_default();
+    let task = task_label(&tr);
+    let mut images: BTreeMap<String, ImageCommand> = BTreeMap::new();
+    let mut pod: Option<PodmanPod> = None;
+    let mut observed: Option<Pod> = None;
+    let run_dir = opts.work.join(&name);
+    let claims_dir = opts.work.join("claims");
+    // Runtime signals (container output, changes) come through a channel
+    // of their own; lines go straight to the user.
+    let (sig_tx, sig_rx) = mpsc::channel::<Signal>();
+    {
+        let progress = progress.clone();
+        let inbox_tx = inbox_tx.clone();
+        let task = task.clone();
+        std::thread::spawn(move || {
+            for s in sig_rx {
+                match s {
+                    Signal::Line {
+                        container, line, ..
+                    } => {
+                        let step = container
+                            .strip_prefix("step-")
+                            .unwrap_or(&container)
+                            .to_string();
+                        let _ = progress.send(Progress::Line {
+                            task: task.clone(),
+                            step,
+                            line,
+                        });
+                    }
+                    Signal::Changed => {
+                        let _ = inbox_tx.send(Work::Changed);
+                    }
+                }
+            }
+        });
+    }
+    let mut started = false;
+    let fail = |tr: &mut TaskRun, reason: &str, message: String| {
+        let st = tr.status.get_or_insert_with(Default::default);
+        set_condition(
+            &mut st.conditions,
+            condition("False", reason, message, Timestamp::now()),
+        );
+        st.completion_time = Some(Time(Timestamp::now()));
+    };
+    loop {
+        let now = Timestamp::now();
+        let failure;
+        let resolved = match &source {
+            TaskSource::Spec(s, n) => taskrun::Resolved::Spec(s, n.as_deref()),
+            TaskSource::Failed(f) => {
+                failure = f.clone();
+                taskrun::Resolved::Failed(&failure)
+            }
+        };
+        let plan = taskrun::reconcile(
+            taskrun::Observed {
+                task_run: &tr,
+                resolved,
+                pod: observed.as_ref(),
+                images: &images,
+                now,
+            },
+            &opts.config,
+        );
+        let mut changed = false;
+        if let Some(st) = plan.status {
+            tr.status = Some(st);
+            changed = true;
+        }
+        if !plan.need_images.is_empty() {
+            for image in &plan.need_images {
+                match runtime::image_command(image) {
+                    Ok(c) => {
+                        images.insert(image.clone(), c);
+                    }
+                    Err(e) => {
+                        fail(
+                            &mut tr,
+                            "TaskRunImagePullFailed",
+                            format!("cannot read the command of {e}"),
+                        );
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if let Some(p) = plan.create_pod {
+            std::fs::create_dir_all(&run_dir).ok();
+            match PodmanPod::start(
+                &p,
+                &name,
+                &run_dir,
+                &opts.claims,
+                &claims_dir,
+                &store,
+                &sig_tx,
+            ) {
+                Ok(running) => {
+                    pod = Some(running);
+                    if !started {
+                        started = true;
+                        let _ = progress.send(Progress::Started {
+                            task: task.clone(),
+                            task_run: name.clone(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    fail(&mut tr, "PodCreationFailed", e.to_string());
+                    changed = true;
+                }
+            }
+        }
+        if plan.delete_pod.is_some()
+            && let Some(p) = pod.as_mut()
+        {
+            p.stop();
+        }
+        if plan.mark_ready.is_some()
+            && let Some(p) = pod.as_mut()
+        {
+            p.mark_ready();
+        }
+        if changed {
+            let _ = store.save_task_run(&tr);
+        }
+        let done = tr.status.as_ref().is_some_and(|s| is_done(&s.conditions));
+        let _ = parent.send(Msg::Child {
+            tr: Box::new(tr.clone()),
+            done,
+        });
+        if done {
+            if let Some(p) = pod.take() {
+                p.finish(opts.keep);
+            }
+            if !opts.keep {
+                let _ = std::fs::remove_dir_all(&run_dir);
+            }
+            let c = tr
+                .status
+                .as_ref()
+                .and_then(|s| Condition::succeeded(&s.conditions))
+                .cloned()
+                .unwrap_or_default();
+            let _ = progress.send(Progress::Finished {
+                task: task.clone(),
+                task_run: name.clone(),
+                status: c.status,
+                reason: c.reason.unwrap_or_default(),
+                message: c.message.unwrap_or_default(),
+            });
+            return tr;
+        }
+        // Wait for a container to end, a cancel, the sidecars, or the timeout.
+        let mut wait = plan.requeue_after.unwrap_or(Duration::from_secs(3600));
+        if pod.as_ref().is_some_and(PodmanPod::waits_for_ready) {
+            wait = wait.min(Duration::from_millis(100));
+        }
+        if pod.is_some() {
+            // A safety net: podman's own wait can miss a container removed
+            // underneath it.
+            wait = wait.min(Duration::from_secs(2));
+        }
+        if plan.requeue_after == Some(Duration::ZERO) {
+            wait = Duration::ZERO;
+        }
+        match inbox.recv_timeout(wait) {
+            Ok(Work::Cancel(message)) => {
+                tr.spec.status = Some("TaskRunCancelled".into());
+                tr.spec.status_message = Some(message);
+            }
+            Ok(Work::Changed) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {}
+        }
+        // A retry's pod is a new one.
+        if pod.is_some() && tr.status.as_ref().is_some_and(|s| s.pod_name.is_none()) {
+            if let Some(p) = pod.take() {
+                p.finish(opts.keep);
+            }
+            observed = None;
+            continue;
+        }
+        if let Some(p) = pod.as_mut() {
+            match p.observe() {
+                Ok(o) => observed = Some(o),
+                Err(e) => {
+                    fail(&mut tr, "PodCreationFailed", e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// A run of one TaskRun, or of a PipelineRun's children.
+pub struct Runner {
+    opts: Options,
+    store: Store,
+    progress: Sender<Progress>,
+    tx: Sender<Msg>,
+    rx: Receiver<Msg>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("opts", &self.opts).finish()
+    }
+}
+
+impl Runner {
+    pub fn new(opts: Options, store: Store, progress: Sender<Progress>) -> Runner {
+        let (tx, rx) = mpsc::channel();
+        Runner {
+            opts,
+            store,
+            progress,
+            tx,
+            rx,
+        }
+    }
+
+    /// A handle that interrupts the run (send [`Msg::Interrupt`]).
+    pub fn interrupter(&self) -> Sender<Msg> {
+        self.tx.clone()
+    }
+
+    fn spawn_worker(
+        &self,
+        tr: TaskRun,
+        source: TaskSource,
+    ) -> (Sender<Work>, std::thread::JoinHandle<TaskRun>) {
+        let (wtx, wrx) = mpsc::channel();
+        let (opts, store, progress, parent, inbox_tx) = (
+            self.opts.clone(),
+            self.store.clone(),
+            self.progress.clone(),
+            self.tx.clone(),
+            wtx.clone(),
+        );
+        let worker = Worker {
+            opts,
+            store,
+            progress,
+            parent,
+            inbox: wrx,
+            inbox_tx,
+        };
+        let h = std::thread::spawn(move || task_worker(tr, source, worker));
+        (wtx, h)
+    }
+
+    /// Runs a TaskRun to its end; an interrupt cancels it.
+    pub fn run_task(&self, tr: TaskRun, source: TaskSource) -> TaskRun {
+        let _ = self.store.save_task_run(&tr);
+        let (worker, handle) = self.spawn_worker(tr.clone(), source);
+        for msg in &self.rx {
+            match msg {
+                Msg::Interrupt => {
+                    let _ = worker.send(Work::Cancel(
+                        "TaskRun cancelled: tkt was interrupted.".into(),
+                    ));
+                }
+                Msg::Child { done: true, .. } => break,
+                Msg::Child { .. } => {
+                    if handle.is_finished() {
+                        break;
+                    }
+                }
+            }
+        }
+        handle.join().unwrap_or(tr)
+    }
+
+    /// Runs a PipelineRun to its end; an interrupt cancels it (as
+    /// `spec.status: Cancelled`). Returns the final run and its TaskRuns.
+    pub fn run_pipeline(
+        &self,
+        mut pr: PipelineRun,
+        pipeline: Result<(&PipelineSpec, Option<&str>), &tektite_engine::params::Failure>,
+        tasks: &BTreeMap<String, TaskSpec>,
+    ) -> (PipelineRun, Vec<TaskRun>) {
+        let mut children: Vec<TaskRun> = Vec::new();
+        let mut queue: VecDeque<TaskRun> = VecDeque::new();
+        let mut workers: BTreeMap<String, (Sender<Work>, std::thread::JoinHandle<TaskRun>)> =
+            BTreeMap::new();
+        let mut finished: BTreeMap<String, bool> = BTreeMap::new();
+        let mut skipped_seen: Vec<String> = Vec::new();
+        let _ = self.store.save_pipeline_run(&pr);
+        loop {
+            let plan = pipelinerun::reconcile(
+                pipelinerun::Observed {
+                    run: &pr,
+                    pipeline,
+                    tasks,
+                    children: &children,
+                    now: Timestamp::now(),
+                },
+                &self.opts.config,
+            );
+            if let Some(st) = plan.status {
+                for s in &st.skipped_tasks {
+                    if !skipped_seen.contains(&s.name) {
+                        skipped_seen.push(s.name.clone());
+                        let _ = self.progress.send(Progress::Skipped {
+                            task: s.name.clone(),
+                            reason: s.reason.clone(),
+                        });
+                    }
+                }
+                pr.status = Some(st);
+                let _ = self.store.save_pipeline_run(&pr);
+            }
+            for tr in plan.create {
+                let _ = self.store.save_task_run(&tr);
+                children.push(tr.clone());
+                queue.push_back(tr);
+            }
+            for (name, message) in plan.cancel {
+                if let Some(c) = children
+                    .iter_mut()
+                    .find(|c| c.metadata.name.as_deref() == Some(&name))
+                {
+                    c.spec.status = Some("TaskRunCancelled".into());
+                    c.spec.status_message = Some(message.clone());
+                }
+                if let Some(q) = queue
+                    .iter_mut()
+                    .find(|c| c.metadata.name.as_deref() == Some(&name))
+                {
+                    q.spec.status = Some("TaskRunCancelled".into());
+                    q.spec.status_message = Some(message.clone());
+                }
+                if let Some((w, _)) = workers.get(&name) {
+                    let _ = w.send(Work::Cancel(message));
+                }
+            }
+            let running = workers
+                .keys()
+                .filter(|k| !finished.contains_key(*k))
+                .count();
+            for _ in running..self.opts.parallel.max(1) {
+                let Some(tr) = queue.pop_front() else { break };
+                let name = tr.metadata.name.clone().unwrap_or_default();
+                let source = match tr.spec.task_spec.clone() {
+                    Some(s) => TaskSource::Spec(Box::new(s), None),
+                    None => {
+                        let n = tr
+                            .spec
+                            .task_ref
+                            .as_ref()
+                            .and_then(|r| r.name.clone())
+                            .unwrap_or_default();
+                        match tasks.get(&n) {
+                            Some(s) => TaskSource::Spec(Box::new(s.clone()), Some(n)),
+                            None => TaskSource::Failed(tektite_engine::params::Failure::new(
+                                "CouldntGetTask",
+                                format!("tasks.tekton.dev {n:?} not found"),
+                            )),
+                        }
+                    }
+                };
+                let w = self.spawn_worker(tr, source);
+                workers.insert(name, w);
+            }
+            let done = pr.status.as_ref().is_some_and(|s| is_done(&s.conditions));
+            let all_finished = workers.keys().all(|k| finished.contains_key(k)) && queue.is_empty();
+            if done && all_finished {
+                break;
+            }
+            let wait = plan.requeue_after.unwrap_or(Duration::from_secs(3600));
+            match self.rx.recv_timeout(wait) {
+                Ok(Msg::Interrupt) => {
+                    pr.spec.status = Some("Cancelled".into());
+                    for (name, (w, _)) in &workers {
+                        if !finished.contains_key(name) {
+                            let _ = w.send(Work::Cancel(pipelinerun::CANCELLED_MESSAGE.into()));
+                        }
+                    }
+                    for q in queue.iter_mut() {
+                        q.spec.status = Some("TaskRunCancelled".into());
+                        q.spec.status_message = Some(pipelinerun::CANCELLED_MESSAGE.into());
+                    }
+                }
+                Ok(Msg::Child { tr, .. }) => {
+                    let name = tr.metadata.name.clone().unwrap_or_default();
+                    let ended = tr.status.as_ref().is_some_and(|s| is_done(&s.conditions));
+                    if let Some(c) = children
+                        .iter_mut()
+                        .find(|c| c.metadata.name.as_deref() == Some(&name))
+                    {
+                        // Keep the cancel the run asked for.
+                        let (status, message) =
+                            (c.spec.status.clone(), c.spec.status_message.clone());
+                        *c = *tr;
+                        if c.spec.status.is_none() {
+                            c.spec.status = status;
+                            c.spec.status_message = message;
+                        }
+                    }
+                    if ended {
+                        finished.insert(name, true);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+            }
+        }
+        let mut finals = Vec::new();
+        for (_, (_, h)) in workers {
+            if let Ok(tr) = h.join() {
+                finals.push(tr);
+            }
+        }
+        finals.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        (pr, finals)
+    }
+}

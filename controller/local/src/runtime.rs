@@ -1,0 +1,436 @@
+//! Where a TaskRun's pod runs on this machine. The podman runtime plays the
+//! engine's pod with `podman kube play`; what it observes (container states,
+//! the step reports in the run directory) is handed back to the engine as a
+//! Pod with status, the same shape a kubelet reports.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Sender;
+
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, Pod, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tektite_engine::pod::ImageCommand;
+use tektite_engine::podman;
+
+use crate::store::Store;
+
+/// Something a running pod tells the runner.
+#[derive(Debug, Clone)]
+pub enum Signal {
+    /// A container changed state: observe again.
+    Changed,
+    /// One line of a container's output.
+    Line {
+        task_run: String,
+        container: String,
+        line: String,
+    },
+}
+
+/// A runtime failure, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {message}")]
+pub struct RuntimeError {
+    pub what: String,
+    pub message: String,
+}
+
+fn err(what: impl Into<String>, message: impl Into<String>) -> RuntimeError {
+    RuntimeError {
+        what: what.into(),
+        message: message.into(),
+    }
+}
+
+/// Runs a command and returns its stdout, or its stderr as the error.
+fn output(what: &str, cmd: &mut Command) -> Result<String, RuntimeError> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| err(what, format!("cannot run podman: {e}")))?;
+    if !out.status.success() {
+        return Err(err(
+            what,
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether podman works here (for `--runtime auto`), with the reason when not.
+pub fn podman_available() -> Result<String, String> {
+    match Command::new("podman")
+        .args(["info", "--format", "{{.Host.OCIRuntime.Name}}"])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(format!(
+            "podman (runtime {})",
+            String::from_utf8_lossy(&o.stdout).trim()
+        )),
+        Ok(o) => Err(format!(
+            "podman does not work here: {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
+        )),
+        Err(_) => Err("podman is not installed".into()),
+    }
+}
+
+/// The command of a local image (`Entrypoint` and `Cmd` of its config),
+/// pulling it first when podman does not have it.
+///
+/// # Errors
+/// The image cannot be found or pulled.
+pub fn image_command(image: &str) -> Result<ImageCommand, RuntimeError> {
+    let what = format!("image {image}");
+    let inspect = || {
+        output(
+            &what,
+            Command::new("podman").args([
+                "image",
+                "inspect",
+                "--format",
+                "{{json .Config.Entrypoint}}\n{{json .Config.Cmd}}",
+                image,
+            ]),
+        )
+    };
+    let text = match inspect() {
+        Ok(t) => t,
+        Err(_) => {
+            output(
+                &what,
+                Command::new("podman").args(["pull", "--quiet", image]),
+            )?;
+            inspect()?
+        }
+    };
+    let mut lines = text.lines();
+    let parse = |l: Option<&str>| -> Vec<String> {
+        l.and_then(|l| serde_json::from_str::<Option<Vec<String>>>(l).ok())
+            .flatten()
+            .unwrap_or_default()
+    };
+    Ok(ImageCommand {
+        entrypoint: parse(lines.next()),
+        cmd: parse(lines.next()),
+    })
+}
+
+/// A pod played by podman.
+#[derive(Debug)]
+pub struct PodmanPod {
+    name: String,
+    task_run: String,
+    /// The pod as the engine built it (what observations are based on).
+    pod: Pod,
+    run_dir: PathBuf,
+    ready_file: Option<PathBuf>,
+    ready_written: bool,
+    followers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl PodmanPod {
+    /// Adapts and plays `pod`; starts following its containers' output
+    /// into the store and `signals`, and watching its steps end.
+    ///
+    /// # Errors
+    /// The directories cannot be made or `podman kube play` fails.
+    pub fn start(
+        pod: &Pod,
+        task_run: &str,
+        run_dir: &Path,
+        claims: &BTreeMap<String, PathBuf>,
+        claims_dir: &Path,
+        store: &Store,
+        signals: &Sender<Signal>,
+    ) -> Result<PodmanPod, RuntimeError> {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let mut adapted = podman::adapt(pod, run_dir, claims_dir);
+        // Claims bound to host directories (`-w name=PATH`).
+        if let Some(spec) = adapted.pod.spec.as_mut() {
+            for v in spec.volumes.iter_mut().flatten() {
+                if let Some(hp) = v.host_path.as_mut() {
+                    for (claim, path) in claims {
+                        if Path::new(&hp.path) == claims_dir.join(claim) {
+                            hp.path = path.to_string_lossy().into_owned();
+                        }
+                    }
+                }
+            }
+        }
+        for d in &adapted.dirs {
+            if !claims.keys().any(|c| *d == claims_dir.join(c)) {
+                std::fs::create_dir_all(d)
+                    .map_err(|e| err(format!("directory {}", d.display()), e.to_string()))?;
+            }
+        }
+        let file = run_dir.join("pod.json");
+        let json =
+            serde_json::to_vec_pretty(&adapted.pod).map_err(|e| err("pod", e.to_string()))?;
+        std::fs::write(&file, json)
+            .map_err(|e| err(format!("{}", file.display()), e.to_string()))?;
+        output(
+            &format!("podman kube play {}", file.display()),
+            Command::new("podman")
+                .args(["kube", "play", "--quiet"])
+                .arg(&file),
+        )?;
+        let mut p = PodmanPod {
+            name: name.clone(),
+            task_run: task_run.to_string(),
+            pod: pod.clone(),
+            run_dir: run_dir.to_path_buf(),
+            ready_file: adapted.ready_file.clone(),
+            ready_written: false,
+            followers: Vec::new(),
+        };
+        let containers: Vec<String> = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default();
+        for c in &containers {
+            let mut log = store
+                .open_log(task_run, c)
+                .map_err(|e| err("log", e.to_string()))?;
+            let tx = signals.clone();
+            let full = format!("{name}-{c}");
+            let (tr, cname) = (task_run.to_string(), c.clone());
+            p.followers.push(std::thread::spawn(move || {
+                // The container's stdout and stderr, merged in the order
+                // podman reads them.
+                let Ok(mut child) = Command::new("sh")
+                    .args(["-c", "exec podman logs --follow \"$1\" 2>&1", "sh", &full])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                else {
+                    return;
+                };
+                if let Some(out) = child.stdout.take() {
+                    for line in BufReader::new(out).lines().map_while(Result::ok) {
+                        let _ = writeln!(log, "{line}");
+                        let _ = tx.send(Signal::Line {
+                            task_run: tr.clone(),
+                            container: cname.clone(),
+                            line,
+                        });
+                    }
+                }
+                let _ = child.wait();
+            }));
+        }
+        // One watcher: wakes the runner when every step container has ended.
+        let steps: Vec<String> = containers
+            .iter()
+            .filter(|c| c.starts_with("step-"))
+            .map(|c| format!("{name}-{c}"))
+            .collect();
+        let tx = signals.clone();
+        p.followers.push(std::thread::spawn(move || {
+            let _ = Command::new("podman")
+                .arg("wait")
+                .args(&steps)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = tx.send(Signal::Changed);
+        }));
+        Ok(p)
+    }
+
+    /// The pod with a status, as a kubelet would report it, and the step
+    /// reports as the annotations the entrypoint writes on a cluster.
+    ///
+    /// # Errors
+    /// `podman inspect` fails.
+    pub fn observe(&mut self) -> Result<Pod, RuntimeError> {
+        let mut pod = self.pod.clone();
+        let containers: Vec<String> = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default();
+        let full: Vec<String> = containers
+            .iter()
+            .map(|c| format!("{}-{c}", self.name))
+            .collect();
+        let text = output(
+            &format!("podman inspect (pod {})", self.name),
+            Command::new("podman").arg("inspect").args(&full),
+        )?;
+        let list: Vec<serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| err("podman inspect", e.to_string()))?;
+        let by_name: BTreeMap<String, &serde_json::Value> = list
+            .iter()
+            .filter_map(|v| Some((v["Name"].as_str()?.to_string(), v)))
+            .collect();
+        let mut statuses = Vec::new();
+        let mut annotations = pod.metadata.annotations.clone().unwrap_or_default();
+        let time = |v: &serde_json::Value| {
+            v.as_str()
+                .and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                .filter(|t| t.as_second() > 0)
+                .map(Time)
+        };
+        for (i, c) in containers.iter().enumerate() {
+            let Some(v) = by_name.get(&format!("{}-{c}", self.name)) else {
+                continue;
+            };
+            let s = &v["State"];
+            let status = s["Status"].as_str().unwrap_or("");
+            let state = match status {
+                "exited" | "stopped" => {
+                    let code = s["ExitCode"].as_i64().unwrap_or(0) as i32;
+                    let reason = if s["OOMKilled"].as_bool() == Some(true) {
+                        "OOMKilled"
+                    } else if code == 0 {
+                        "Completed"
+                    } else {
+                        "Error"
+                    };
+                    ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            exit_code: code,
+                            reason: Some(reason.into()),
+                            started_at: time(&s["StartedAt"]),
+                            finished_at: time(&s["FinishedAt"]),
+                            message: s["Error"]
+                                .as_str()
+                                .filter(|e| !e.is_empty())
+                                .map(str::to_string),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }
+                }
+                "running" => ContainerState {
+                    running: Some(ContainerStateRunning {
+                        started_at: time(&s["StartedAt"]),
+                    }),
+                    ..Default::default()
+                },
+                other => ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some(
+                            if other == "created" {
+                                "ContainerCreating"
+                            } else {
+                                "Waiting"
+                            }
+                            .into(),
+                        ),
+                        message: None,
+                    }),
+                    ..Default::default()
+                },
+            };
+            statuses.push(ContainerStatus {
+                name: c.clone(),
+                image: v["ImageName"].as_str().unwrap_or_default().to_string(),
+                image_id: v["Image"].as_str().unwrap_or_default().to_string(),
+                ready: status == "running",
+                state: Some(state),
+                ..Default::default()
+            });
+            if c.starts_with("step-") {
+                let report = self
+                    .run_dir
+                    .join(format!("tekton-internal-run-{i}/status/report.json"));
+                if let Ok(r) = std::fs::read_to_string(&report) {
+                    annotations.insert(format!("tektite.dev/step.{c}"), r);
+                }
+            }
+        }
+        pod.metadata.annotations = Some(annotations);
+        let steps: Vec<&ContainerStatus> = statuses
+            .iter()
+            .filter(|s| s.name.starts_with("step-"))
+            .collect();
+        let ended = |s: &&ContainerStatus| s.state.as_ref().is_some_and(|x| x.terminated.is_some());
+        let all_done = !steps.is_empty() && steps.iter().all(ended);
+        let failed = steps.iter().any(|s| {
+            s.state
+                .as_ref()
+                .and_then(|x| x.terminated.as_ref())
+                .is_some_and(|t| t.exit_code != 0)
+        });
+        let phase = match (all_done, failed) {
+            (true, true) => "Failed",
+            (true, false) => "Succeeded",
+            _ if statuses
+                .iter()
+                .any(|s| s.state.as_ref().is_some_and(|x| x.running.is_some())) =>
+            {
+                "Running"
+            }
+            _ => "Pending",
+        };
+        pod.status = Some(PodStatus {
+            phase: Some(phase.into()),
+            container_statuses: Some(statuses),
+            ..Default::default()
+        });
+        Ok(pod)
+    }
+
+    /// Releases the first step once the sidecars run (the local stand-in
+    /// for the `tekton.dev/ready` annotation).
+    pub fn mark_ready(&mut self) {
+        if let (Some(f), false) = (&self.ready_file, self.ready_written) {
+            self.ready_written = std::fs::write(f, "READY").is_ok();
+        }
+    }
+
+    /// Whether the pod waits for its sidecars and has not been released.
+    pub fn waits_for_ready(&self) -> bool {
+        self.ready_file.is_some() && !self.ready_written
+    }
+
+    /// Stops every container at once (cancel, timeout).
+    pub fn stop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["pod", "stop", "--time", "0", &self.name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Removes the pod (unless `keep`) and waits for the log followers.
+    pub fn finish(mut self, keep: bool) {
+        // Stop what still runs (sidecars) so every log follower sees its
+        // container end and has read all of its output before removal.
+        self.stop();
+        for f in self.followers.drain(..) {
+            let _ = f.join();
+        }
+        if !keep {
+            let _ = Command::new("podman")
+                .args(["pod", "rm", "--force", "--time", "0", &self.name])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        for f in self.followers.drain(..) {
+            let _ = f.join();
+        }
+    }
+
+    pub fn task_run(&self) -> &str {
+        &self.task_run
+    }
+}
