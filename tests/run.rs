@@ -1,1 +1,472 @@
-//! Placeholder: the run tests.
+//! `tkt run` for real, on podman: the runs under `tests/runs/`, checked by
+//! exit code, the final object from `-o json` (conditions, results, skipped
+//! tasks) and the logs kept in the run store.
+//!
+//! Needs podman and the local images (`hack/setup-podman.sh`,
+//! `hack/images.sh`); fails without them unless `TEKTITE_SKIP_PODMAN=1`.
+
+// Test helpers panic on setup failures by design.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use util::{tests_dir, tkt_path};
+
+fn podman_ready() -> bool {
+    if std::env::var_os("TEKTITE_SKIP_PODMAN").is_some_and(|v| v == "1") {
+        eprintln!("TEKTITE_SKIP_PODMAN=1: tkt run test not run");
+        return false;
+    }
+    let ok = Command::new("podman")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "podman is not installed: run hack/test.sh (or hack/setup-podman.sh and hack/images.sh), \
+         or set TEKTITE_SKIP_PODMAN=1 to leave these tests out"
+    );
+    true
+}
+
+/// A run store of its own, removed on drop.
+struct State(PathBuf);
+
+impl State {
+    fn new(name: &str) -> State {
+        let p = std::env::temp_dir().join(format!("tkt-run-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        State(p)
+    }
+    fn arg(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tkt(args: &[&str]) -> Output {
+    Command::new(tkt_path())
+        .args(args)
+        .current_dir(tests_dir())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// `tkt run -o json` of a file under `tests/runs/`: exit code and object.
+fn run(state: &State, file: &str, extra: &[&str]) -> (i32, Value, String) {
+    let path = format!("runs/{file}");
+    let sd = state.arg();
+    let mut args = vec!["run", "-f", &path, "--state-dir", &sd, "-o", "json"];
+    args.extend_from_slice(extra);
+    let out = tkt(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not the run as JSON ({e}); stderr:\n{stderr}"));
+    (out.status.code().unwrap_or(-1), v, stderr)
+}
+
+fn condition(v: &Value) -> (String, String, String) {
+    let c = v["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Succeeded")
+        .unwrap();
+    (
+        c["status"].as_str().unwrap().into(),
+        c["reason"].as_str().unwrap().into(),
+        c["message"].as_str().unwrap_or("").into(),
+    )
+}
+
+fn name(v: &Value) -> String {
+    v["metadata"]["name"].as_str().unwrap().to_string()
+}
+
+/// Logs from the store (`tkt pr|tr logs NAME`).
+fn logs(state: &State, kind: &str, name: &str) -> String {
+    let out = tkt(&[kind, "logs", name, "--state-dir", &state.arg()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn result<'a>(v: &'a Value, name: &str) -> &'a Value {
+    &v["status"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no result {name} in {}", v["status"]))["value"]
+}
+
+#[test]
+fn steps_scripts_params_and_results_of_a_taskrun() {
+    if !podman_ready() {
+        return;
+    }
+    let s = State::new("steps");
+    let (code, v, stderr) = run(&s, "taskrun-steps.yaml", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(condition(&v).1, "Succeeded");
+    assert_eq!(result(&v, "greeting"), "hello");
+    assert_eq!(
+        result(&v, "list"),
+        &serde_json::json!(["alpha", "beta gamma"])
+    );
+    assert_eq!(result(&v, "meta"), &serde_json::json!({"branch": "main"}));
+    let log = logs(&s, "tr", &name(&v));
+    let first = log
+        .find("[first] first: hello")
+        .unwrap_or_else(|| panic!("{log}"));
+    let args = log.find("[args] args: 2 [alpha] [beta gamma]").unwrap();
+    let object = log
+        .find("[object] repo https://git.local/app at main")
+        .unwrap();
+    assert!(first < args && args < object, "steps in order: {log}");
+}
+
+#[test]
+fn results_when_scoping_shared_workspace_and_finally() {
+    if !podman_ready() {
+        return;
+    }
+    let s = State::new("flow");
+    let (code, v, stderr) = run(&s, "pipeline-flow.yaml", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let (status, reason, message) = condition(&v);
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Completed"));
+    assert_eq!(
+        message,
+        "Tasks Completed: 3 (Failed: 0, Cancelled 0), Skipped: 1"
+    );
+    assert_eq!(result(&v, "digest"), "sha256:abc");
+    assert!(
+        v["status"]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["name"] != "from-skipped"),
+        "a result of a skipped task is left out"
+    );
+    let skipped = &v["status"]["skippedTasks"][0];
+    assert_eq!(skipped["name"], "deploy-prod");
+    assert_eq!(skipped["reason"], "When Expressions evaluated to false");
+    let log = logs(&s, "pr", &name(&v));
+    assert!(
+        log.contains("[verify : check] verify sha256:abc built"),
+        "{log}"
+    );
+    assert!(
+        log.contains("[report : print] report Completed prod=None"),
+        "{log}"
+    );
+}
+
+#[test]
+fn on_error_at_both_levels_stopping_and_finally() {
+    if !podman_ready() {
+        return;
+    }
+    let s = State::new("failures");
+    let (code, v, stderr) = run(&s, "pipeline-failures.yaml", &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let (status, reason, message) = condition(&v);
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Failed"));
+    assert_eq!(
+        message,
+        "Tasks Completed: 4 (Failed: 2 (Ignored: 1), Cancelled 0), Skipped: 1"
+    );
+    assert_eq!(v["status"]["skippedTasks"][0]["name"], "never");
+    assert_eq!(
+        v["status"]["skippedTasks"][0]["reason"],
+        "PipelineRun was stopping"
+    );
+    let log = logs(&s, "pr", &name(&v));
+    assert!(log.contains("[lenient-step : after] after lint"), "{log}");
+    assert!(log.contains("[broken : fail] breaking"), "{log}");
+    assert!(log.contains("[report : print] report Failed"), "{log}");
+    assert!(!log.contains("never"), "{log}");
+    // The step that continued kept its real exit code.
+    let tr = tkt(&[
+        "tr",
+        "describe",
+        &format!("{}-lenient-step", name(&v)),
+        "-o",
+        "json",
+        "--state-dir",
+        &s.arg(),
+    ]);
+    let tr: Value = serde_json::from_slice(&tr.stdout).unwrap();
+    assert_eq!(tr["status"]["steps"][0]["terminated"]["exitCode"], 3);
+    assert_eq!(tr["status"]["steps"][0]["terminationReason"], "Continued");
+}
+
+#[test]
+fn retries_and_a_task_timeout() {
+    if !podman_ready() {
+        return;
+    }
+    let s = State::new("retries");
+    let (code, v, stderr) = run(&s, "pipeline-retries.yaml", &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(condition(&v).1, "Failed");
+    let pr = name(&v);
+    let describe = |tr: &str| -> Value {
+        let o = tkt(&["tr", "describe", tr, "-o", "json", "--state-dir", &s.arg()]);
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let flaky = describe(&format!("{pr}-flaky"));
+    assert_eq!(condition(&flaky).1, "Succeeded");
+    assert_eq!(
+        flaky["status"]["retriesStatus"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(flaky["status"]["podName"], format!("{pr}-flaky-pod-retry1"));
+    let slow = describe(&format!("{pr}-slow"));
+    let (_, reason, message) = condition(&slow);
+    assert_eq!(reason, "TaskRunTimeout");
+    assert_eq!(
+        message,
+        format!("TaskRun \"{pr}-slow\" failed to finish within \"2s\"")
+    );
+    let log = logs(&s, "pr", &pr);
+    assert!(
+        log.contains("first attempt fails") && log.contains("second attempt"),
+        "{log}"
+    );
+}
+
+#[test]
+fn parallel_tasks_overlap_and_a_matrix_gathers_results() {
+    if !podman_ready() {
+        return;
+    }
+    let s = State::new("parallel");
+    // Each of left and right waits for the other: they can only succeed
+    // when they run at the same time.
+    let (code, v, stderr) = run(&s, "pipeline-parallel-matrix.yaml", &["--parallel", "2"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(condition(&v).1, "Succeeded");
+    let refs: Vec<&str> = v["status"]["childReferences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    let pr = name(&v);
+    for i in 0..3 {
+        assert!(
+            refs.contains(&format!("{pr}-build-{i}").as_str()),
+            "{refs:?}"
+        );
+    }
+    let log = logs(&s, "pr", &pr);
+    assert!(
+        log.contains("[left : meet] met") && log.contains("[right : meet] met"),
+        "{log}"
+    );
+    assert!(
+        log.contains("[publish : p] publish app-linux app-mac app-windows"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_pipeline_timeout_from_the_command_line() {
+    if !podman_ready() {
+        return;
+    }
+    let s = State::new("timeout");
+    let (code, v, stderr) = run(&s, "pipeline-long.yaml", &["--timeout", "3s"]);
+    assert_eq!(code, 1, "{stderr}");
+    let (status, reason, message) = condition(&v);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "PipelineRunTimeout")
+    );
+    assert_eq!(
+        message,
+        format!(
+            "PipelineRun \"{}\" failed to finish within \"3s\"",
+            name(&v)
+        )
+    );
+}
+
+#[test]
+fn sigint_cancels_the_run_and_exits_130() {
+    if !podman_ready() {
+        return;
+    }
+    let s = State::new("cancel");
+    let mut child = Command::new(tkt_path())
+        .args([
+            "run",
+            "-f",
+            "runs/pipeline-long.yaml",
+            "--state-dir",
+            &s.arg(),
+            "-o",
+            "json",
+        ])
+        .current_dir(tests_dir())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until the step runs: its line is in the store.
+    let start = Instant::now();
+    let logs_dir = s.0.join("logs");
+    loop {
+        let seen = std::fs::read_dir(&logs_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|d| {
+                std::fs::read_to_string(d.path().join("step-sleep.log"))
+                    .is_ok_and(|t| t.contains("waiting"))
+            });
+        if seen {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the step never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = wait_bounded(&mut child);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (status, reason, _) = condition(&v);
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Cancelled"));
+    // Recorded as cancelled, and no pod of the run is left behind.
+    let stored = tkt(&[
+        "pr",
+        "describe",
+        &name(&v),
+        "-o",
+        "json",
+        "--state-dir",
+        &s.arg(),
+    ]);
+    let stored: Value = serde_json::from_slice(&stored.stdout).unwrap();
+    assert_eq!(condition(&stored).1, "Cancelled");
+    let pods = Command::new("podman")
+        .args(["pod", "ps", "--format", "{{.Name}}"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&pods.stdout).contains(&name(&v)));
+}
+
+fn wait_bounded(child: &mut std::process::Child) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("tkt did not exit after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = Output {
+        status: child.wait().unwrap(),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    use std::io::Read as _;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut out.stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut out.stderr)
+        .unwrap();
+    out
+}
+
+#[test]
+fn a_task_with_params_and_a_host_directory_workspace() {
+    if !podman_ready() {
+        return;
+    }
+    let s = State::new("task");
+    let dir = s.0.join("out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = format!("out={}", dir.display());
+    let (code, v, stderr) = run(&s, "task-greet.yaml", &["-p", "who=Tektite", "-w", &d]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(result(&v, "line"), "hello, Tektite!");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("greeting")).unwrap(),
+        "hello, Tektite!"
+    );
+}
+
+#[test]
+fn invalid_input_exits_2_and_records_nothing() {
+    let s = State::new("invalid");
+    let sd = s.arg();
+    // A required param and workspace left out: both listed.
+    let out = tkt(&["run", "-f", "runs/task-greet.yaml", "--state-dir", &sd]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("missing params: who") && err.contains("missing workspaces: out"),
+        "{err}"
+    );
+    // Broken YAML: the file and line are named.
+    let bad = s.0.join("bad.yaml");
+    std::fs::create_dir_all(&s.0).unwrap();
+    std::fs::write(
+        &bad,
+        "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata: {name: x\n",
+    )
+    .unwrap();
+    let out = tkt(&["run", "-f", &bad.to_string_lossy(), "--state-dir", &sd]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml") && err.contains("invalid YAML"),
+        "{err}"
+    );
+    // Nothing was recorded.
+    for kind in ["pr", "tr"] {
+        let list = tkt(&[kind, "list", "--state-dir", &sd]);
+        assert!(
+            String::from_utf8_lossy(&list.stdout).starts_with("No "),
+            "{kind}"
+        );
+    }
+    assert!(!Path::new(&s.0.join("work")).exists());
+}

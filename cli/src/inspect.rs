@@ -890,6 +890,9 @@ pub fn condition(conditions: &[Condition]) -> String {
                 | "ExceededResourceQuota" => "Pending",
                 _ => status,
             };
+            if shown == r {
+                return shown.to_string();
+            }
             format!("{shown}({r})")
         }
         _ => status.to_string(),
@@ -1163,7 +1166,7 @@ mod tests {
             c("False", "TaskRunCancelled"),
             "Cancelled(TaskRunCancelled)"
         );
-        assert_eq!(c("False", "Cancelled"), "Cancelled(Cancelled)");
+        assert_eq!(c("False", "Cancelled"), "Cancelled");
         assert_eq!(c("Unknown", "Running"), "Running");
         assert_eq!(
             c("Unknown", "PipelineRunStopping"),

@@ -263,9 +263,16 @@ pub struct ParamSpec {
 }
 
 impl ParamSpec {
-    /// The declared type, `string` when omitted.
+    /// The declared type, defaulted as Tekton does: `object` when it has
+    /// `properties`, else the type of its default, else `string`.
     pub fn kind(&self) -> &str {
-        self.type_.as_deref().unwrap_or("string")
+        if let Some(t) = self.type_.as_deref() {
+            return t;
+        }
+        if !self.properties.is_empty() {
+            return "object";
+        }
+        self.default.as_ref().map_or("string", ParamValue::kind)
     }
 }
 
