@@ -1,9 +1,11 @@
-//! `tkt run` for real, on podman: the runs under `tests/runs/`, checked by
-//! exit code, the final object from `-o json` (conditions, results, skipped
-//! tasks) and the logs kept in the run store.
+//! `tkt run` for real, the same suite on both runtimes (podman, host
+//! processes): the runs under `tests/runs/`, checked by exit code, the final
+//! object from `-o json` (conditions, results, skipped tasks) and the logs
+//! kept in the run store.
 //!
-//! Needs podman and the local images (`hack/setup-podman.sh`,
-//! `hack/images.sh`); fails without them unless `TEKTITE_SKIP_PODMAN=1`.
+//! The podman suite needs podman and the local images (`hack/setup-podman.sh`,
+//! `hack/images.sh`) and fails without them unless `TEKTITE_SKIP_PODMAN=1`;
+//! the process suite needs root (mount namespaces).
 
 // Test helpers panic on setup failures by design.
 #![allow(clippy::unwrap_used)]
@@ -18,7 +20,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use util::{tests_dir, tkt_path};
 
-fn podman_ready() -> bool {
+/// Whether the suite for `rt` runs here (it fails when it should and cannot).
+fn ready(rt: &str) -> bool {
+    if rt == "process" {
+        entrypoint_env();
+        return true;
+    }
     if std::env::var_os("TEKTITE_SKIP_PODMAN").is_some_and(|v| v == "1") {
         eprintln!("TEKTITE_SKIP_PODMAN=1: tkt run test not run");
         return false;
@@ -33,6 +40,29 @@ fn podman_ready() -> bool {
          or set TEKTITE_SKIP_PODMAN=1 to leave these tests out"
     );
     true
+}
+
+/// The entrypoint binary the process runtime uses: built if missing.
+fn entrypoint_env() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin = root.join("target/debug/entrypoint");
+    if !bin.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "tektite-entrypoint",
+                "--bin",
+                "entrypoint",
+            ])
+            .current_dir(&root)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "cannot build the entrypoint");
+    }
+    bin
 }
 
 /// A run store of its own, removed on drop.
@@ -60,16 +90,27 @@ fn tkt(args: &[&str]) -> Output {
         .args(args)
         .current_dir(tests_dir())
         .env("NO_COLOR", "1")
+        .env("TEKTITE_ENTRYPOINT", entrypoint_env())
         .stdin(Stdio::null())
         .output()
         .unwrap()
 }
 
 /// `tkt run -o json` of a file under `tests/runs/`: exit code and object.
-fn run(state: &State, file: &str, extra: &[&str]) -> (i32, Value, String) {
+fn run(rt: &str, state: &State, file: &str, extra: &[&str]) -> (i32, Value, String) {
     let path = format!("runs/{file}");
     let sd = state.arg();
-    let mut args = vec!["run", "-f", &path, "--state-dir", &sd, "-o", "json"];
+    let mut args = vec![
+        "run",
+        "-f",
+        &path,
+        "--state-dir",
+        &sd,
+        "-o",
+        "json",
+        "--runtime",
+        rt,
+    ];
     args.extend_from_slice(extra);
     let out = tkt(&args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -116,13 +157,12 @@ fn result<'a>(v: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no result {name} in {}", v["status"]))["value"]
 }
 
-#[test]
-fn steps_scripts_params_and_results_of_a_taskrun() {
-    if !podman_ready() {
+fn steps_scripts_params_and_results_of_a_taskrun(rt: &str) {
+    if !ready(rt) {
         return;
     }
-    let s = State::new("steps");
-    let (code, v, stderr) = run(&s, "taskrun-steps.yaml", &[]);
+    let s = State::new(&format!("{rt}-steps"));
+    let (code, v, stderr) = run(rt, &s, "taskrun-steps.yaml", &[]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(condition(&v).1, "Succeeded");
     assert_eq!(result(&v, "greeting"), "hello");
@@ -142,13 +182,12 @@ fn steps_scripts_params_and_results_of_a_taskrun() {
     assert!(first < args && args < object, "steps in order: {log}");
 }
 
-#[test]
-fn results_when_scoping_shared_workspace_and_finally() {
-    if !podman_ready() {
+fn results_when_scoping_shared_workspace_and_finally(rt: &str) {
+    if !ready(rt) {
         return;
     }
-    let s = State::new("flow");
-    let (code, v, stderr) = run(&s, "pipeline-flow.yaml", &[]);
+    let s = State::new(&format!("{rt}-flow"));
+    let (code, v, stderr) = run(rt, &s, "pipeline-flow.yaml", &[]);
     assert_eq!(code, 0, "{stderr}");
     let (status, reason, message) = condition(&v);
     assert_eq!((status.as_str(), reason.as_str()), ("True", "Completed"));
@@ -179,13 +218,12 @@ fn results_when_scoping_shared_workspace_and_finally() {
     );
 }
 
-#[test]
-fn on_error_at_both_levels_stopping_and_finally() {
-    if !podman_ready() {
+fn on_error_at_both_levels_stopping_and_finally(rt: &str) {
+    if !ready(rt) {
         return;
     }
-    let s = State::new("failures");
-    let (code, v, stderr) = run(&s, "pipeline-failures.yaml", &[]);
+    let s = State::new(&format!("{rt}-failures"));
+    let (code, v, stderr) = run(rt, &s, "pipeline-failures.yaml", &[]);
     assert_eq!(code, 1, "{stderr}");
     let (status, reason, message) = condition(&v);
     assert_eq!((status.as_str(), reason.as_str()), ("False", "Failed"));
@@ -218,13 +256,12 @@ fn on_error_at_both_levels_stopping_and_finally() {
     assert_eq!(tr["status"]["steps"][0]["terminationReason"], "Continued");
 }
 
-#[test]
-fn retries_and_a_task_timeout() {
-    if !podman_ready() {
+fn retries_and_a_task_timeout(rt: &str) {
+    if !ready(rt) {
         return;
     }
-    let s = State::new("retries");
-    let (code, v, stderr) = run(&s, "pipeline-retries.yaml", &[]);
+    let s = State::new(&format!("{rt}-retries"));
+    let (code, v, stderr) = run(rt, &s, "pipeline-retries.yaml", &[]);
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(condition(&v).1, "Failed");
     let pr = name(&v);
@@ -253,15 +290,19 @@ fn retries_and_a_task_timeout() {
     );
 }
 
-#[test]
-fn parallel_tasks_overlap_and_a_matrix_gathers_results() {
-    if !podman_ready() {
+fn parallel_tasks_overlap_and_a_matrix_gathers_results(rt: &str) {
+    if !ready(rt) {
         return;
     }
-    let s = State::new("parallel");
+    let s = State::new(&format!("{rt}-parallel"));
     // Each of left and right waits for the other: they can only succeed
     // when they run at the same time.
-    let (code, v, stderr) = run(&s, "pipeline-parallel-matrix.yaml", &["--parallel", "2"]);
+    let (code, v, stderr) = run(
+        rt,
+        &s,
+        "pipeline-parallel-matrix.yaml",
+        &["--parallel", "2"],
+    );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(condition(&v).1, "Succeeded");
     let refs: Vec<&str> = v["status"]["childReferences"]
@@ -288,13 +329,12 @@ fn parallel_tasks_overlap_and_a_matrix_gathers_results() {
     );
 }
 
-#[test]
-fn a_pipeline_timeout_from_the_command_line() {
-    if !podman_ready() {
+fn a_pipeline_timeout_from_the_command_line(rt: &str) {
+    if !ready(rt) {
         return;
     }
-    let s = State::new("timeout");
-    let (code, v, stderr) = run(&s, "pipeline-long.yaml", &["--timeout", "3s"]);
+    let s = State::new(&format!("{rt}-timeout"));
+    let (code, v, stderr) = run(rt, &s, "pipeline-long.yaml", &["--timeout", "3s"]);
     assert_eq!(code, 1, "{stderr}");
     let (status, reason, message) = condition(&v);
     assert_eq!(
@@ -310,12 +350,11 @@ fn a_pipeline_timeout_from_the_command_line() {
     );
 }
 
-#[test]
-fn sigint_cancels_the_run_and_exits_130() {
-    if !podman_ready() {
+fn sigint_cancels_the_run_and_exits_130(rt: &str) {
+    if !ready(rt) {
         return;
     }
-    let s = State::new("cancel");
+    let s = State::new(&format!("{rt}-cancel"));
     let mut child = Command::new(tkt_path())
         .args([
             "run",
@@ -378,11 +417,21 @@ fn sigint_cancels_the_run_and_exits_130() {
     ]);
     let stored: Value = serde_json::from_slice(&stored.stdout).unwrap();
     assert_eq!(condition(&stored).1, "Cancelled");
-    let pods = Command::new("podman")
-        .args(["pod", "ps", "--format", "{{.Name}}"])
-        .output()
-        .unwrap();
-    assert!(!String::from_utf8_lossy(&pods.stdout).contains(&name(&v)));
+    if rt == "podman" {
+        let pods = Command::new("podman")
+            .args(["pod", "ps", "--format", "{{.Name}}"])
+            .output()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&pods.stdout).contains(&name(&v)));
+    } else {
+        // The step's `sleep` was stopped with its process group.
+        let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+        assert!(
+            !String::from_utf8_lossy(&ps.stdout)
+                .lines()
+                .any(|l| l.trim() == "sleep 120")
+        );
+    }
 }
 
 fn wait_bounded(child: &mut std::process::Child) -> Output {
@@ -415,16 +464,15 @@ fn wait_bounded(child: &mut std::process::Child) -> Output {
     out
 }
 
-#[test]
-fn a_task_with_params_and_a_host_directory_workspace() {
-    if !podman_ready() {
+fn a_task_with_params_and_a_host_directory_workspace(rt: &str) {
+    if !ready(rt) {
         return;
     }
-    let s = State::new("task");
+    let s = State::new(&format!("{rt}-task"));
     let dir = s.0.join("out");
     std::fs::create_dir_all(&dir).unwrap();
     let d = format!("out={}", dir.display());
-    let (code, v, stderr) = run(&s, "task-greet.yaml", &["-p", "who=Tektite", "-w", &d]);
+    let (code, v, stderr) = run(rt, &s, "task-greet.yaml", &["-p", "who=Tektite", "-w", &d]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(result(&v, "line"), "hello, Tektite!");
     assert_eq!(
@@ -432,6 +480,35 @@ fn a_task_with_params_and_a_host_directory_workspace() {
         "hello, Tektite!"
     );
 }
+
+/// One test per scenario and runtime.
+macro_rules! both_runtimes {
+    ($($name:ident),* $(,)?) => {
+        mod podman {
+            $(#[test]
+            fn $name() {
+                super::$name("podman");
+            })*
+        }
+        mod process {
+            $(#[test]
+            fn $name() {
+                super::$name("process");
+            })*
+        }
+    };
+}
+
+both_runtimes!(
+    steps_scripts_params_and_results_of_a_taskrun,
+    results_when_scoping_shared_workspace_and_finally,
+    on_error_at_both_levels_stopping_and_finally,
+    retries_and_a_task_timeout,
+    parallel_tasks_overlap_and_a_matrix_gathers_results,
+    a_pipeline_timeout_from_the_command_line,
+    sigint_cancels_the_run_and_exits_130,
+    a_task_with_params_and_a_host_directory_workspace,
+);
 
 #[test]
 fn invalid_input_exits_2_and_records_nothing() {

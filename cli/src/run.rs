@@ -23,7 +23,7 @@ use tektite_api::v1::{
 use tektite_api::{Diagnostic, Severity, validate};
 use tektite_engine::params::{Failure, declared_kind};
 use tektite_engine::pod::Config;
-use tektite_local::runner::{Msg, Options, Progress, Runner, TaskSource};
+use tektite_local::runner::{Msg, Options, Progress, Runner, RuntimeKind, TaskSource};
 use tektite_local::runtime;
 use tektite_local::store::Store;
 
@@ -444,37 +444,71 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
         }
     };
     let text = args.output == Format::Text;
-    match args.runtime {
-        RuntimeArg::Podman | RuntimeArg::Auto => match runtime::podman_available() {
+    let process = || -> Result<RuntimeKind, String> {
+        tektite_local::process::available()?;
+        Ok(RuntimeKind::Process(
+            tektite_local::process::entrypoint_binary()?,
+        ))
+    };
+    const PROCESS_BANNER: &str =
+        "host processes (the steps' images are not used: commands run with this machine's tools)";
+    let config = Config::default();
+    let kind = match args.runtime {
+        RuntimeArg::Podman => match runtime::podman_available() {
             Ok(what) => {
-                let why = if args.runtime == RuntimeArg::Auto {
-                    "it works on this machine"
-                } else {
-                    "--runtime podman"
-                };
-                machine(text, &format!("runtime: {what}, because {why}"));
+                machine(
+                    text,
+                    &format!("runtime: {what}, because of --runtime podman"),
+                );
+                RuntimeKind::Podman
             }
-            Err(why) if args.runtime == RuntimeArg::Podman => {
+            Err(why) => {
                 eprintln!("tkt: --runtime podman: {why}");
                 return Ok(EXIT_INVALID);
             }
-            Err(why) => {
-                eprintln!(
-                    "tkt: no usable container runtime ({why}); the process runtime is not built yet: install podman (hack/setup-podman.sh)"
+        },
+        RuntimeArg::Process => match process() {
+            Ok(k) => {
+                machine(
+                    text,
+                    &format!("runtime: {PROCESS_BANNER}, because of --runtime process"),
                 );
+                k
+            }
+            Err(why) => {
+                eprintln!("tkt: --runtime process: {why}");
                 return Ok(EXIT_INVALID);
             }
         },
-        RuntimeArg::Process => {
-            eprintln!("tkt: --runtime process is not built yet; use podman (hack/setup-podman.sh)");
-            return Ok(EXIT_INVALID);
-        }
-    }
-    let config = Config::default();
-    for image in [&config.entrypoint_image, &config.shell_image] {
-        if runtime::image_command(image).is_err() {
-            eprintln!("tkt: image {image} is missing: build it with hack/images.sh");
-            return Ok(EXIT_INVALID);
+        RuntimeArg::Auto => match runtime::podman_available() {
+            Ok(what) => {
+                machine(
+                    text,
+                    &format!("runtime: {what}, because it works on this machine"),
+                );
+                RuntimeKind::Podman
+            }
+            Err(podman_why) => match process() {
+                Ok(k) => {
+                    machine(
+                        text,
+                        &format!("runtime: {PROCESS_BANNER}, because {podman_why}"),
+                    );
+                    k
+                }
+                Err(why) => {
+                    eprintln!("tkt: cannot run here: {podman_why}; and {why}");
+                    return Ok(EXIT_INVALID);
+                }
+            },
+        },
+    };
+    if matches!(kind, RuntimeKind::Podman) {
+        for image in [&config.entrypoint_image, &config.shell_image] {
+            if runtime::image_command(image).is_err() {
+                eprintln!("tkt: image {image} is missing: build it with hack/images.sh");
+                return Ok(EXIT_INVALID);
+            }
         }
     }
 
@@ -506,6 +540,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
         }
         let work = store.root().join("work").join(&name);
         let opts = Options {
+            runtime: kind.clone(),
             parallel,
             keep: args.keep,
             config: config.clone(),

@@ -18,12 +18,61 @@ use tektite_engine::pod::{Config, ImageCommand};
 use tektite_engine::status::{condition, is_done, set_condition};
 use tektite_engine::taskrun;
 
+use crate::process::ProcessPod;
 use crate::runtime::{self, PodmanPod, Signal};
 use crate::store::Store;
+
+/// Where pods run.
+#[derive(Debug, Clone)]
+pub enum RuntimeKind {
+    Podman,
+    /// Host processes, with this entrypoint binary.
+    Process(PathBuf),
+}
+
+/// A pod running in either runtime.
+enum RunningPod {
+    Podman(PodmanPod),
+    Process(ProcessPod),
+}
+
+impl RunningPod {
+    fn observe(&mut self) -> Result<Pod, runtime::RuntimeError> {
+        match self {
+            RunningPod::Podman(p) => p.observe(),
+            RunningPod::Process(p) => Ok(p.observe()),
+        }
+    }
+    fn mark_ready(&mut self) {
+        match self {
+            RunningPod::Podman(p) => p.mark_ready(),
+            RunningPod::Process(p) => p.mark_ready(),
+        }
+    }
+    fn waits_for_ready(&self) -> bool {
+        match self {
+            RunningPod::Podman(p) => p.waits_for_ready(),
+            RunningPod::Process(p) => p.waits_for_ready(),
+        }
+    }
+    fn stop(&mut self) {
+        match self {
+            RunningPod::Podman(p) => p.stop(),
+            RunningPod::Process(p) => p.stop(),
+        }
+    }
+    fn finish(self, keep: bool) {
+        match self {
+            RunningPod::Podman(p) => p.finish(keep),
+            RunningPod::Process(p) => p.finish(),
+        }
+    }
+}
 
 /// How runs are carried out.
 #[derive(Debug, Clone)]
 pub struct Options {
+    pub runtime: RuntimeKind,
     /// TaskRuns of a PipelineRun running at once.
     pub parallel: usize,
     /// Keep pods and run directories after the run.
@@ -120,7 +169,7 @@ fn task_worker(mut tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
     let name = tr.metadata.name.clone().unwrap_or_default();
     let task = task_label(&tr);
     let mut images: BTreeMap<String, ImageCommand> = BTreeMap::new();
-    let mut pod: Option<PodmanPod> = None;
+    let mut pod: Option<RunningPod> = None;
     let mut observed: Option<Pod> = None;
     let run_dir = opts.work.join(&name);
     let claims_dir = opts.work.join("claims");
@@ -190,6 +239,18 @@ fn task_worker(mut tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
         }
         if !plan.need_images.is_empty() {
             for image in &plan.need_images {
+                if matches!(opts.runtime, RuntimeKind::Process(_)) {
+                    fail(
+                        &mut tr,
+                        "TaskRunValidationFailed",
+                        format!(
+                            "a step of image {image} has no command: the process runtime does not use \
+                             images and cannot read their entrypoint; give the step a command or a script"
+                        ),
+                    );
+                    changed = true;
+                    break;
+                }
                 match runtime::image_command(image) {
                     Ok(c) => {
                         images.insert(image.clone(), c);
@@ -206,16 +267,35 @@ fn task_worker(mut tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
             }
         }
         if let Some(p) = plan.create_pod {
-            std::fs::create_dir_all(&run_dir).ok();
-            match PodmanPod::start(
-                &p,
-                &name,
-                &run_dir,
-                &opts.claims,
-                &claims_dir,
-                &store,
-                &sig_tx,
-            ) {
+            // Each attempt (retries) gets a directory of its own: no marker
+            // of an earlier attempt is seen by the next.
+            let pod_dir = run_dir.join(p.metadata.name.as_deref().unwrap_or("pod"));
+            std::fs::create_dir_all(&pod_dir).ok();
+            let run_dir = &pod_dir;
+            let started_pod = match &opts.runtime {
+                RuntimeKind::Podman => PodmanPod::start(
+                    &p,
+                    &name,
+                    run_dir,
+                    &opts.claims,
+                    &claims_dir,
+                    &store,
+                    &sig_tx,
+                )
+                .map(RunningPod::Podman),
+                RuntimeKind::Process(bin) => ProcessPod::start(
+                    &p,
+                    &name,
+                    run_dir,
+                    &opts.claims,
+                    &claims_dir,
+                    &store,
+                    &sig_tx,
+                    bin,
+                )
+                .map(RunningPod::Process),
+            };
+            match started_pod {
                 Ok(running) => {
                     pod = Some(running);
                     if !started {
@@ -274,7 +354,7 @@ fn task_worker(mut tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
         }
         // Wait for a container to end, a cancel, the sidecars, or the timeout.
         let mut wait = plan.requeue_after.unwrap_or(Duration::from_secs(3600));
-        if pod.as_ref().is_some_and(PodmanPod::waits_for_ready) {
+        if pod.as_ref().is_some_and(RunningPod::waits_for_ready) {
             wait = wait.min(Duration::from_millis(100));
         }
         if pod.is_some() {
