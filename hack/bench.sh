@@ -6,4 +6,5 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}
 cargo bench -p tektite-api --bench validate
 cargo bench -p tektite-engine --bench plan
 cargo bench -p tektite-entrypoint --bench handoff
+hack/bench-run.sh
 hack/build-entrypoint.sh

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# tkt run overhead: a 20-step no-op TaskRun under podman against the same 20
+# containers as a hand-written plain pod played by podman (the baseline),
+# measured in the same run; and the per-step cost on the process runtime
+# (a 20-step TaskRun against a 1-step one). Prints p50/min over N runs.
+# Needs podman and the local images (hack/setup-podman.sh, hack/images.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-7}
+cargo build --quiet --release --locked -p tektite-cli --bin tkt -p tektite-entrypoint --bin entrypoint
+tkt=target/release/tkt
+export TEKTITE_ENTRYPOINT=$PWD/target/release/entrypoint
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+img=localhost/tektite/busybox:latest
+
+taskrun() { # steps
+  printf 'apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata:\n  generateName: noop-\nspec:\n  taskSpec:\n    steps:\n'
+  for i in $(seq "$1"); do printf '      - {name: s%d, image: %s, command: ["true"]}\n' "$i" "$img"; done
+}
+plainpod() {
+  printf 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: plain-bench\nspec:\n  restartPolicy: Never\n  containers:\n'
+  for i in $(seq 20); do printf '    - {name: c%d, image: %s, command: ["true"]}\n' "$i" "$img"; done
+}
+taskrun 20 >"$work/tr20.yaml"
+taskrun 1 >"$work/tr1.yaml"
+plainpod >"$work/plain.yaml"
+
+now() { date +%s.%N; }
+time_tkt() { # runtime file
+  local t0 t1
+  t0=$(now)
+  "$tkt" run -f "$2" --runtime "$1" --state-dir "$work/state" >/dev/null
+  t1=$(now)
+  echo "$t1 - $t0" | bc
+}
+time_plain() {
+  local t0 t1 names
+  names=$(for i in $(seq 20); do printf 'plain-bench-c%d ' "$i"; done)
+  t0=$(now)
+  podman kube play --quiet "$work/plain.yaml" >/dev/null
+  # shellcheck disable=SC2086
+  podman wait $names >/dev/null
+  podman pod rm --force --time 0 plain-bench >/dev/null
+  t1=$(now)
+  echo "$t1 - $t0" | bc
+}
+stats() { sort -n | awk '{a[NR]=$1} END {printf "%.2f %.2f", a[int((NR+1)/2)], a[1]}'; }
+
+declare -A res
+for name in plain podman20 process20 process1; do : >"$work/$name"; done
+for _ in $(seq "$N"); do # interleaved, so both see the same machine
+  time_plain >>"$work/plain"
+  time_tkt podman "$work/tr20.yaml" >>"$work/podman20"
+  time_tkt process "$work/tr20.yaml" >>"$work/process20"
+  time_tkt process "$work/tr1.yaml" >>"$work/process1"
+done
+for name in plain podman20 process20 process1; do res[$name]=$(stats <"$work/$name"); done
+read -r plain_p50 plain_min <<<"${res[plain]}"
+read -r pod_p50 pod_min <<<"${res[podman20]}"
+read -r p20_p50 p20_min <<<"${res[process20]}"
+read -r p1_p50 p1_min <<<"${res[process1]}"
+printf '%-58s %8s %8s\n' "case ($N runs each, seconds)" "p50" "min"
+printf '%-58s %8s %8s\n' "plain pod, 20 containers: play+wait+rm (baseline)" "$plain_p50" "$plain_min"
+printf '%-58s %8s %8s\n' "tkt run, 20-step TaskRun, podman" "$pod_p50" "$pod_min"
+printf '%-58s %8.2f\n' "ratio tkt/plain (p50; budget <= 1.15)" "$(echo "$pod_p50 / $plain_p50" | bc -l)"
+printf '%-58s %8s %8s\n' "tkt run, 1-step TaskRun, process runtime" "$p1_p50" "$p1_min"
+printf '%-58s %8s %8s\n' "tkt run, 20-step TaskRun, process runtime" "$p20_p50" "$p20_min"
+printf '%-58s %8.1f\n' "process runtime: ms per extra step (p50)" "$(echo "($p20_p50 - $p1_p50) * 1000 / 19" | bc -l)"
