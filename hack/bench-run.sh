@@ -30,7 +30,7 @@ now() { date +%s.%N; }
 time_tkt() { # runtime file
   local t0 t1
   t0=$(now)
-  "$tkt" run -f "$2" --runtime "$1" --state-dir "$work/state" >/dev/null
+  "$tkt" run -f "$2" --runtime "$1" --state-dir "$work/state" >/dev/null 2>&1
   t1=$(now)
   echo "$t1 - $t0" | bc
 }
@@ -38,10 +38,10 @@ time_plain() {
   local t0 t1 names
   names=$(for i in $(seq 20); do printf 'plain-bench-c%d ' "$i"; done)
   t0=$(now)
-  podman kube play --quiet "$work/plain.yaml" >/dev/null
+  podman kube play --quiet "$work/plain.yaml" >/dev/null 2>&1
   # shellcheck disable=SC2086
-  podman wait $names >/dev/null
-  podman pod rm --force --time 0 plain-bench >/dev/null
+  podman wait $names >/dev/null 2>&1
+  podman pod rm --force --time 0 plain-bench >/dev/null 2>&1
   t1=$(now)
   echo "$t1 - $t0" | bc
 }

@@ -746,15 +746,99 @@ fn install_interrupt(tx: mpsc::Sender<Msg>, flag: std::sync::Arc<std::sync::atom
 
 const COLORS: &[&str] = &["36", "33", "35", "32", "34", "96", "93", "95"];
 
+/// Where each task of the run stands, for the progress view.
+#[derive(Default)]
+struct Board {
+    /// Task → (state, started, duration when ended), in first-seen order.
+    tasks: Vec<(
+        String,
+        String,
+        Option<std::time::Instant>,
+        Option<std::time::Duration>,
+    )>,
+}
+
+impl Board {
+    fn set(&mut self, task: &str, state: &str) {
+        let now = std::time::Instant::now();
+        match self.tasks.iter_mut().find(|t| t.0 == task) {
+            Some(t) => {
+                t.1 = state.to_string();
+                if state != "running" {
+                    t.3 = t.2.map(|s| now - s);
+                }
+            }
+            None => self.tasks.push((
+                task.to_string(),
+                state.to_string(),
+                (state == "running").then_some(now),
+                None,
+            )),
+        }
+    }
+
+    fn count(&self, state: &str) -> usize {
+        self.tasks.iter().filter(|t| t.1 == state).count()
+    }
+
+    /// One line: what runs, and how many ended which way.
+    fn line(&self) -> String {
+        let running: Vec<&str> = self
+            .tasks
+            .iter()
+            .filter(|t| t.1 == "running")
+            .map(|t| t.0.as_str())
+            .collect();
+        format!(
+            "running: {} | succeeded: {} | failed: {} | skipped: {}",
+            if running.is_empty() {
+                "-".to_string()
+            } else {
+                running.join(", ")
+            },
+            self.count("succeeded"),
+            self.count("failed"),
+            self.count("skipped")
+        )
+    }
+
+    /// The final table: every task, its outcome and duration.
+    fn table(&self) -> String {
+        let w = self
+            .tasks
+            .iter()
+            .map(|t| t.0.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let mut s = format!("{:<w$}   {:<9}   DURATION\n", "TASK", "STATUS");
+        for (name, state, _, d) in &self.tasks {
+            let d = d.map_or("---".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
+            s.push_str(&format!("{name:<w$}   {state:<9}   {d}\n"));
+        }
+        s
+    }
+}
+
 fn print_progress(rx: mpsc::Receiver<Progress>, pipeline: bool, to_stdout: bool, color: bool) {
     let mut palette: BTreeMap<String, &str> = BTreeMap::new();
-    let emit = |s: &str| {
+    // On a terminal, a status line of the tasks stays at the bottom, redrawn
+    // under each new line; elsewhere, plain lines.
+    let live = color && pipeline;
+    let mut board = Board::default();
+    let emit = |s: &str, board: &Board| {
+        let text = if live {
+            format!("\r\x1b[K{s}\n\x1b[2m{}\x1b[0m", board.line())
+        } else {
+            format!("{s}\n")
+        };
         if to_stdout {
             let mut o = std::io::stdout().lock();
-            let _ = writeln!(o, "{s}");
+            let _ = o.write_all(text.as_bytes());
+            let _ = o.flush();
         } else {
             let mut e = std::io::stderr().lock();
-            let _ = writeln!(e, "{s}");
+            let _ = e.write_all(text.as_bytes());
         }
     };
     for p in rx {
@@ -770,24 +854,45 @@ fn print_progress(rx: mpsc::Receiver<Progress>, pipeline: bool, to_stdout: bool,
                     let c = palette
                         .entry(format!("{task}/{step}"))
                         .or_insert(COLORS[n % COLORS.len()]);
-                    emit(&format!("\x1b[{c}m{prefix}\x1b[0m {line}"));
+                    emit(&format!("\x1b[{c}m{prefix}\x1b[0m {line}"), &board);
                 } else {
-                    emit(&format!("{prefix} {line}"));
+                    emit(&format!("{prefix} {line}"), &board);
                 }
             }
             Progress::Started { task, task_run } if pipeline => {
-                emit(&format!("task {task} started (taskrun {task_run})"));
+                board.set(&task, "running");
+                emit(&format!("task {task} started (taskrun {task_run})"), &board);
             }
             Progress::Finished {
                 task,
+                status,
                 reason,
                 message,
                 ..
             } if pipeline => {
-                emit(&format!("task {task} {reason}: {message}"));
+                board.set(
+                    &task,
+                    if status == "True" {
+                        "succeeded"
+                    } else {
+                        "failed"
+                    },
+                );
+                emit(&format!("task {task} {reason}: {message}"), &board);
             }
-            Progress::Skipped { task, reason } => emit(&format!("task {task} skipped: {reason}")),
+            Progress::Skipped { task, reason } => {
+                board.set(&task, "skipped");
+                emit(&format!("task {task} skipped: {reason}"), &board);
+            }
             _ => {}
+        }
+    }
+    if live {
+        let text = format!("\r\x1b[K{}", board.table());
+        if to_stdout {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+        } else {
+            let _ = std::io::stderr().write_all(text.as_bytes());
         }
     }
 }
