@@ -1,5 +1,6 @@
-//! `tkt run` for real, the same suite on both runtimes (podman, host
-//! processes): the runs under `tests/runs/`, checked by exit code, the final
+//! `tkt run` for real, the same suite on both runtimes (podman; host
+//! processes, with a mount namespace as root and with paths rewritten as
+//! without root): the runs under `tests/runs/`, checked by exit code, the final
 //! object from `-o json` (conditions, results, skipped tasks) and the logs
 //! kept in the run store.
 //!
@@ -22,7 +23,7 @@ use util::{tests_dir, tkt_path};
 
 /// Whether the suite for `rt` runs here (it fails when it should and cannot).
 fn ready(rt: &str) -> bool {
-    if rt == "process" {
+    if rt == "process" || rt == "rewrite" {
         entrypoint_env();
         return true;
     }
@@ -97,22 +98,30 @@ fn tkt(args: &[&str]) -> Output {
 }
 
 /// `tkt run -o json` of a file under `tests/runs/`: exit code and object.
+/// `tkt run` for the runtime variant `rt`: `podman`, `process` (a mount
+/// namespace, as root) or `rewrite` (the process runtime as it runs without
+/// root: paths rewritten into the run directory).
+fn tkt_run(rt: &str) -> Command {
+    let mut cmd = Command::new(tkt_path());
+    let runtime = if rt == "rewrite" { "process" } else { rt };
+    cmd.args(["run", "--runtime", runtime])
+        .current_dir(tests_dir())
+        .env("NO_COLOR", "1")
+        .env("TEKTITE_ENTRYPOINT", entrypoint_env())
+        .env(
+            "TEKTITE_PROCESS_REWRITE",
+            if rt == "rewrite" { "1" } else { "0" },
+        )
+        .stdin(Stdio::null());
+    cmd
+}
+
 fn run(rt: &str, state: &State, file: &str, extra: &[&str]) -> (i32, Value, String) {
     let path = format!("runs/{file}");
     let sd = state.arg();
-    let mut args = vec![
-        "run",
-        "-f",
-        &path,
-        "--state-dir",
-        &sd,
-        "-o",
-        "json",
-        "--runtime",
-        rt,
-    ];
+    let mut args = vec!["-f", &path, "--state-dir", &sd, "-o", "json"];
     args.extend_from_slice(extra);
-    let out = tkt(&args);
+    let out = tkt_run(rt).args(&args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let v: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("stdout is not the run as JSON ({e}); stderr:\n{stderr}"));
@@ -355,9 +364,8 @@ fn sigint_cancels_the_run_and_exits_130(rt: &str) {
         return;
     }
     let s = State::new(&format!("{rt}-cancel"));
-    let mut child = Command::new(tkt_path())
+    let mut child = tkt_run(rt)
         .args([
-            "run",
             "-f",
             "runs/pipeline-long.yaml",
             "--state-dir",
@@ -365,9 +373,6 @@ fn sigint_cancels_the_run_and_exits_130(rt: &str) {
             "-o",
             "json",
         ])
-        .current_dir(tests_dir())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -494,6 +499,12 @@ macro_rules! both_runtimes {
             $(#[test]
             fn $name() {
                 super::$name("process");
+            })*
+        }
+        mod process_without_root {
+            $(#[test]
+            fn $name() {
+                super::$name("rewrite");
             })*
         }
     };

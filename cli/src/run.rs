@@ -503,6 +503,14 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
             },
         },
     };
+    if matches!(kind, RuntimeKind::Process(_))
+        && tektite_local::process::mode() == tektite_local::process::Mode::Rewrite
+    {
+        machine(
+            text,
+            &format!("runtime: {}", tektite_local::process::REWRITE_LIMITS),
+        );
+    }
     if matches!(kind, RuntimeKind::Podman) {
         for image in [&config.entrypoint_image, &config.shell_image] {
             if runtime::image_command(image).is_err() {

@@ -32,17 +32,40 @@ use crate::store::Store;
 /// The roots that get a tmpfs of their own in each process's namespace.
 const ROOTS: &[&str] = &["/tekton", "/workspace", "/ko-app"];
 
+/// How pod paths are made to work without containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// As root: each process in a private mount namespace with the pod's
+    /// mounts at the pod's paths.
+    Namespace,
+    /// Without root: paths under the pod's mounts in commands, args, env,
+    /// working dirs and scripts are rewritten into the run directory.
+    Rewrite,
+}
+
+/// The mode this machine allows (`TEKTITE_PROCESS_REWRITE=1` forces rewriting).
+pub fn mode() -> Mode {
+    let forced = std::env::var_os("TEKTITE_PROCESS_REWRITE").is_some_and(|v| v == "1");
+    if forced || !nix::unistd::Uid::effective().is_root() {
+        Mode::Rewrite
+    } else {
+        Mode::Namespace
+    }
+}
+
+/// What the rewrite mode cannot do, for the user to read.
+pub const REWRITE_LIMITS: &str = "no mount namespace (not root): paths under /tekton and /workspace \
+    written in commands, args, env, working dirs and scripts are rewritten into the run directory; \
+    a path put together at run time (from pieces, or read from a file) is not, and will not be found";
+
 /// Whether this machine can run pods as processes, or why not.
 pub fn available() -> Result<(), String> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Err(
-            "the process runtime needs root: it binds the run directory at /tekton and \
-                    /workspace in a private mount namespace, so that paths in Tasks mean what they \
-                    mean in a pod"
-                .into(),
-        );
-    }
-    for tool in ["unshare", "mount", "sh"] {
+    let tools: &[&str] = if mode() == Mode::Namespace {
+        &["unshare", "mount", "sh"]
+    } else {
+        &["sh"]
+    };
+    for tool in tools {
         let found = std::env::var_os("PATH")
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
         if !found {
@@ -93,6 +116,8 @@ struct ProcState {
 pub struct ProcessPod {
     pod: Pod,
     run_dir: PathBuf,
+    /// Where the steps' run directories are (they depend on the mode).
+    tree: bool,
     ready_file: Option<PathBuf>,
     ready_written: bool,
     procs: Vec<(String, Arc<Mutex<ProcState>>)>,
@@ -154,6 +179,112 @@ fn setup_script(c: &Container, volumes: &BTreeMap<String, PathBuf>, entrypoint: 
     s
 }
 
+/// `(pod path, host path)` pairs for one container in rewrite mode,
+/// longest pod path first: claims and host directories as themselves, the
+/// rest as a tree under `fs_root` (so `/tekton/run/0` is
+/// `<fs_root>/tekton/run/0` for every container, as the entrypoint expects).
+fn rewrite_table(
+    c: &Container,
+    volumes: &BTreeMap<String, PathBuf>,
+    run_dir: &Path,
+    fs_root: &Path,
+    entrypoint: &Path,
+) -> Vec<(String, PathBuf)> {
+    let mut t: Vec<(String, PathBuf)> = vec![
+        ("/ko-app/entrypoint".into(), entrypoint.to_path_buf()),
+        ("/tekton".into(), fs_root.join("tekton")),
+        ("/workspace".into(), fs_root.join("workspace")),
+    ];
+    for m in c.volume_mounts.iter().flatten() {
+        let pod_path = m.mount_path.trim_end_matches('/').to_string();
+        let inside = fs_root.join(pod_path.trim_start_matches('/'));
+        let host = match volumes.get(&m.name) {
+            Some(h) if !h.starts_with(run_dir) => {
+                match m.sub_path.as_deref().filter(|x| !x.is_empty()) {
+                    Some(sub) => {
+                        let _ = std::fs::create_dir_all(h.join(sub));
+                        h.join(sub)
+                    }
+                    None => h.clone(),
+                }
+            }
+            _ => inside,
+        };
+        t.retain(|(p, _)| *p != pod_path);
+        t.push((pod_path, host));
+    }
+    t.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    t
+}
+
+fn is_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '~' | '+' | '@')
+}
+
+/// Replaces each pod path of `table` that starts a path in `s` (not inside
+/// a longer word) by its host path.
+fn rewrite(s: &str, table: &[(String, PathBuf)]) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    'scan: while i < s.len() {
+        let prev_ok = !s[..i].chars().next_back().is_some_and(is_path_char);
+        if s.as_bytes()[i] == b'/' && prev_ok {
+            for (pod, host) in table {
+                if let Some(rest) = s[i..].strip_prefix(pod.as_str())
+                    && (rest.starts_with('/') || !rest.chars().next().is_some_and(is_path_char))
+                {
+                    out.push_str(&host.to_string_lossy());
+                    i += pod.len();
+                    continue 'scan;
+                }
+            }
+        }
+        let ch = s[i..].chars().next().unwrap_or(' ');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// Rewrites the text `place-scripts` runs: its own paths with `own`, and
+/// each script (base64 between the `_EOF_` lines) decoded, rewritten with
+/// the table of the container that runs it, and encoded again.
+fn rewrite_place_scripts(
+    text: &str,
+    own: &[(String, PathBuf)],
+    tables: &BTreeMap<String, Vec<(String, PathBuf)>>,
+) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = String::new();
+    let mut file = String::new();
+    let mut in_body = false;
+    for line in text.lines() {
+        if let Some(f) = line
+            .strip_prefix("scriptfile=\"")
+            .and_then(|l| l.strip_suffix('"'))
+        {
+            file = f.to_string();
+        }
+        if in_body && line != "_EOF_" {
+            let decoded = b64
+                .decode(line.trim())
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok());
+            match (decoded, tables.get(&file)) {
+                (Some(script), Some(t)) => out.push_str(&b64.encode(rewrite(&script, t))),
+                _ => out.push_str(line),
+            }
+            out.push('\n');
+            continue;
+        }
+        in_body = line.ends_with("<< '_EOF_'");
+        out.push_str(&rewrite(line, own));
+        out.push('\n');
+    }
+    out
+}
+
 fn command_of(c: &Container) -> Vec<String> {
     let mut v = c.command.clone().unwrap_or_default();
     v.extend(c.args.clone().unwrap_or_default());
@@ -177,9 +308,11 @@ impl ProcessPod {
         signals: &Sender<Signal>,
         entrypoint: &Path,
     ) -> Result<ProcessPod, RuntimeError> {
-        for r in ROOTS {
-            std::fs::create_dir_all(r)
-                .map_err(|e| err(format!("mount point {r}"), e.to_string()))?;
+        if mode() == Mode::Namespace {
+            for r in ROOTS {
+                std::fs::create_dir_all(r)
+                    .map_err(|e| err(format!("mount point {r}"), e.to_string()))?;
+            }
         }
         let adapted = podman::adapt(pod, run_dir, claims_dir);
         let mut volumes: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -209,25 +342,80 @@ impl ProcessPod {
                 .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
                 .collect()
         };
+        let mode = mode();
+        let fs_root = run_dir.join("fs");
+        // Rewrite mode: each container's table, and whose table a script uses.
+        let mut tables: BTreeMap<String, Vec<(String, PathBuf)>> = BTreeMap::new();
+        let mut script_tables: BTreeMap<String, Vec<(String, PathBuf)>> = BTreeMap::new();
+        if mode == Mode::Rewrite {
+            for c in spec
+                .init_containers
+                .iter()
+                .flatten()
+                .chain(&spec.containers)
+            {
+                let t = rewrite_table(c, &volumes, run_dir, &fs_root, entrypoint);
+                for (pod_path, host) in &t {
+                    if !pod_path.starts_with("/ko-app") && host.starts_with(&fs_root) {
+                        let _ = std::fs::create_dir_all(host);
+                    }
+                }
+                for word in command_of(c) {
+                    if word.starts_with(tektite_entrypoint::contract::SCRIPTS_DIR) {
+                        script_tables.insert(word, t.clone());
+                    }
+                }
+                tables.insert(c.name.clone(), t);
+            }
+        }
         let spawn = |c: &Container| -> Result<std::process::Child, RuntimeError> {
-            let script = setup_script(c, &volumes, entrypoint);
-            let mut cmd = Command::new("unshare");
-            cmd.args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-c",
-                &script,
-                "sh",
-            ])
-            .args(command_of(c))
-            .envs(env_of(c))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+            let mut cmd;
+            if mode == Mode::Namespace {
+                let script = setup_script(c, &volumes, entrypoint);
+                cmd = Command::new("unshare");
+                cmd.args([
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "--",
+                    "sh",
+                    "-c",
+                    &script,
+                    "sh",
+                ])
+                .args(command_of(c))
+                .envs(env_of(c));
+            } else {
+                let t = tables.get(&c.name).cloned().unwrap_or_default();
+                let original = command_of(c);
+                let mut words: Vec<String> = original.iter().map(|w| rewrite(w, &t)).collect();
+                if c.name == "place-scripts"
+                    && let (Some(last), Some(text)) = (words.last_mut(), original.last())
+                {
+                    *last = rewrite_place_scripts(text, &t, &script_tables);
+                }
+                // The wrapper reads results from a default path: name it.
+                if original.first().map(String::as_str)
+                    == Some(tektite_entrypoint::contract::ENTRYPOINT)
+                {
+                    let results = rewrite(tektite_entrypoint::contract::RESULTS_DIR, &t);
+                    words.splice(1..1, ["-results_dir".to_string(), results]);
+                }
+                let wd = rewrite(c.working_dir.as_deref().unwrap_or("/"), &t);
+                let _ = std::fs::create_dir_all(&wd);
+                cmd = Command::new(words.first().cloned().unwrap_or_default());
+                cmd.args(words.iter().skip(1))
+                    .envs(env_of(c).into_iter().map(|(k, v)| (k, rewrite(&v, &t))))
+                    .env(
+                        tektite_entrypoint::contract::ROOT_ENV,
+                        fs_root.join("tekton"),
+                    )
+                    .current_dir(wd);
+            }
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0);
             cmd.spawn().map_err(|e| {
                 err(
                     format!("container {}", c.name),
@@ -253,6 +441,7 @@ impl ProcessPod {
         let mut p = ProcessPod {
             pod: pod.clone(),
             run_dir: run_dir.to_path_buf(),
+            tree: mode == Mode::Rewrite,
             ready_file: adapted.ready_file.clone(),
             ready_written: false,
             procs: Vec::new(),
@@ -361,9 +550,13 @@ impl ProcessPod {
                 ..Default::default()
             });
             if name.starts_with("step-") {
-                let report = self
-                    .run_dir
-                    .join(format!("tekton-internal-run-{i}/status/report.json"));
+                let report = if self.tree {
+                    self.run_dir
+                        .join(format!("fs/tekton/run/{i}/status/report.json"))
+                } else {
+                    self.run_dir
+                        .join(format!("tekton-internal-run-{i}/status/report.json"))
+                };
                 if let Ok(r) = std::fs::read_to_string(report) {
                     annotations.insert(format!("tektite.dev/step.{name}"), r);
                 }
@@ -448,5 +641,30 @@ impl ProcessPod {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_rewritten_only_where_they_start_a_path() {
+        let t = vec![
+            ("/workspace/src".to_string(), PathBuf::from("/host/claim")),
+            ("/tekton".to_string(), PathBuf::from("/run/fs/tekton")),
+            ("/workspace".to_string(), PathBuf::from("/run/fs/workspace")),
+        ];
+        assert_eq!(
+            rewrite(
+                "cat /tekton/results/x > \"/workspace/src/a\"; ls /workspace",
+                &t
+            ),
+            "cat /run/fs/tekton/results/x > \"/host/claim/a\"; ls /run/fs/workspace"
+        );
+        assert_eq!(
+            rewrite("/tektonx /a/tekton x/tekton --out=/tekton/r", &t),
+            "/tektonx /a/tekton x/tekton --out=/run/fs/tekton/r"
+        );
     }
 }
