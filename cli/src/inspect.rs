@@ -939,80 +939,21 @@ pub fn duration(start: Option<Timestamp>, end: Option<Timestamp>) -> String {
     }
 }
 
-/// Go's `time.Duration.String()`: `1h2m3.5s`, `1m0s`, `12s`, `1.5ms`, `0s`.
+/// Go's `time.Duration.String()` of a signed number of nanoseconds
+/// (`1h2m3.5s`, `1m0s`, `1.5ms`, `-2s`), the engine's formatter.
 pub fn go_duration(nanos: i128) -> String {
     let sign = if nanos < 0 { "-" } else { "" };
-    let u = nanos.unsigned_abs();
-    if u == 0 {
-        return "0s".to_string();
-    }
-    if u < 1_000_000_000 {
-        let (div, unit) = if u < 1_000 {
-            (1, "ns")
-        } else if u < 1_000_000 {
-            (1_000, "µs")
-        } else {
-            (1_000_000, "ms")
-        };
-        return format!("{sign}{}{unit}", fraction(u, div));
-    }
-    let secs = u / 1_000_000_000;
-    let frac = u % 1_000_000_000;
-    let (h, m, s) = (secs / 3_600, secs / 60 % 60, secs % 60);
-    let s = fraction(s * 1_000_000_000 + frac, 1_000_000_000);
-    if h > 0 {
-        format!("{sign}{h}h{m}m{s}s")
-    } else if m > 0 {
-        format!("{sign}{m}m{s}s")
-    } else {
-        format!("{sign}{s}s")
-    }
+    let d =
+        std::time::Duration::from_nanos(u64::try_from(nanos.unsigned_abs()).unwrap_or(u64::MAX));
+    format!("{sign}{}", tektite_engine::pod::go_duration(d))
 }
 
-/// `v / div` with the decimals Go keeps (trailing zeros dropped).
-fn fraction(v: u128, div: u128) -> String {
-    let whole = v / div;
-    let rest = v % div;
-    if rest == 0 {
-        return whole.to_string();
-    }
-    let digits = div.to_string().len() - 1;
-    let f = format!("{rest:0digits$}");
-    format!("{whole}.{}", f.trim_end_matches('0'))
-}
-
-/// Go's `time.ParseDuration` for the forms timeouts use (`1h30m`, `90s`,
-/// `1.5h`, `0`), in nanoseconds.
+/// A Go duration (`1h30m`, `90s`, `0`) in signed nanoseconds, with the
+/// parser the entrypoint and validation use.
 fn parse_go_duration(s: &str) -> Option<i128> {
-    if s == "0" {
-        return Some(0);
-    }
-    let mut rest = s;
-    let mut total: f64 = 0.0;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let n: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3_600e9,
-            _ => return None,
-        };
-        total += n * mult;
-        rest = &rest[unit_len..];
-    }
-    #[allow(clippy::cast_possible_truncation)]
-    Some(total.round() as i128)
+    let (negative, d) = tektite_entrypoint::parse_go_duration(s)?;
+    let n = i128::try_from(d.as_nanos()).ok()?;
+    Some(if negative { -n } else { n })
 }
 
 /// Lays out tab-separated cells as Go's `text/tabwriter` does with

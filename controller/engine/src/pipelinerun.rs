@@ -689,18 +689,7 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
                 condition("False", reason::COULDNT_GET_RESULT, m, now),
             );
         }
-        let c = Condition::succeeded(&st.conditions)
-            .cloned()
-            .unwrap_or_default();
-        plan.events.push(Event {
-            type_: if c.status == "True" {
-                "Normal"
-            } else {
-                "Warning"
-            },
-            reason: c.reason.unwrap_or_default(),
-            message: c.message.unwrap_or_default(),
-        });
+        plan.events.push(crate::status::end_event(&st.conditions));
         plan.requeue_after = None;
     } else {
         plan.requeue_after = requeue(&t, since_start, st.finally_start_time.as_ref(), now);

@@ -77,6 +77,22 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut c: Condition) {
     }
 }
 
+/// The Event that reports a run's end from its `Succeeded` condition.
+pub fn end_event(conditions: &[Condition]) -> crate::taskrun::Event {
+    let c = Condition::succeeded(conditions)
+        .cloned()
+        .unwrap_or_default();
+    crate::taskrun::Event {
+        type_: if c.status == "True" {
+            "Normal"
+        } else {
+            "Warning"
+        },
+        reason: c.reason.unwrap_or_default(),
+        message: c.message.unwrap_or_default(),
+    }
+}
+
 /// Whether a condition list says the run is over (True or False).
 pub fn is_done(conditions: &[Condition]) -> bool {
     Condition::succeeded(conditions).is_some_and(|c| c.status != "Unknown")

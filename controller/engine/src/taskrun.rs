@@ -238,18 +238,7 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
                 plan.requeue_after = Some(Duration::ZERO);
             } else if status::is_done(&st.conditions) {
                 plan.requeue_after = None;
-                let c = Condition::succeeded(&st.conditions)
-                    .cloned()
-                    .unwrap_or_default();
-                plan.events.push(Event {
-                    type_: if c.status == "True" {
-                        "Normal"
-                    } else {
-                        "Warning"
-                    },
-                    reason: c.reason.unwrap_or_default(),
-                    message: c.message.unwrap_or_default(),
-                });
+                plan.events.push(status::end_event(&st.conditions));
             }
         }
     }

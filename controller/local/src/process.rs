@@ -563,27 +563,8 @@ impl ProcessPod {
             }
         }
         pod.metadata.annotations = Some(annotations);
-        let steps: Vec<&ContainerStatus> = statuses
-            .iter()
-            .filter(|s| s.name.starts_with("step-"))
-            .collect();
-        let ended = |s: &&ContainerStatus| s.state.as_ref().is_some_and(|x| x.terminated.is_some());
-        let all_done = steps.iter().all(ended);
-        let failed = steps.iter().any(|s| {
-            s.state
-                .as_ref()
-                .and_then(|x| x.terminated.as_ref())
-                .is_some_and(|t| t.exit_code != 0)
-        });
         pod.status = Some(PodStatus {
-            phase: Some(
-                match (all_done, failed) {
-                    (true, true) => "Failed",
-                    (true, false) => "Succeeded",
-                    _ => "Running",
-                }
-                .into(),
-            ),
+            phase: Some(crate::runtime::phase(&statuses).into()),
             container_statuses: Some(statuses),
             ..Default::default()
         });

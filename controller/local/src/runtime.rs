@@ -126,6 +126,32 @@ pub fn image_command(image: &str) -> Result<ImageCommand, RuntimeError> {
     })
 }
 
+/// The phase a kubelet would give a pod with these container states:
+/// Succeeded or Failed once every step has ended, Running while any
+/// container runs, else Pending.
+pub fn phase(statuses: &[ContainerStatus]) -> &'static str {
+    let steps: Vec<&ContainerStatus> = statuses
+        .iter()
+        .filter(|s| s.name.starts_with("step-"))
+        .collect();
+    let terminated = |s: &ContainerStatus| s.state.as_ref().and_then(|x| x.terminated.clone());
+    let all_done = !steps.is_empty() && steps.iter().all(|s| terminated(s).is_some());
+    let failed = steps
+        .iter()
+        .any(|s| terminated(s).is_some_and(|t| t.exit_code != 0));
+    match (all_done, failed) {
+        (true, true) => "Failed",
+        (true, false) => "Succeeded",
+        _ if statuses
+            .iter()
+            .any(|s| s.state.as_ref().is_some_and(|x| x.running.is_some())) =>
+        {
+            "Running"
+        }
+        _ => "Pending",
+    }
+}
+
 /// A pod played by podman.
 #[derive(Debug)]
 pub struct PodmanPod {
@@ -355,31 +381,8 @@ impl PodmanPod {
             }
         }
         pod.metadata.annotations = Some(annotations);
-        let steps: Vec<&ContainerStatus> = statuses
-            .iter()
-            .filter(|s| s.name.starts_with("step-"))
-            .collect();
-        let ended = |s: &&ContainerStatus| s.state.as_ref().is_some_and(|x| x.terminated.is_some());
-        let all_done = !steps.is_empty() && steps.iter().all(ended);
-        let failed = steps.iter().any(|s| {
-            s.state
-                .as_ref()
-                .and_then(|x| x.terminated.as_ref())
-                .is_some_and(|t| t.exit_code != 0)
-        });
-        let phase = match (all_done, failed) {
-            (true, true) => "Failed",
-            (true, false) => "Succeeded",
-            _ if statuses
-                .iter()
-                .any(|s| s.state.as_ref().is_some_and(|x| x.running.is_some())) =>
-            {
-                "Running"
-            }
-            _ => "Pending",
-        };
         pod.status = Some(PodStatus {
-            phase: Some(phase.into()),
+            phase: Some(phase(&statuses).into()),
             container_statuses: Some(statuses),
             ..Default::default()
         });
