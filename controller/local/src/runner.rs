@@ -453,19 +453,21 @@ impl Runner {
     pub fn run_task(&self, tr: TaskRun, source: TaskSource) -> TaskRun {
         let _ = self.store.save_task_run(&tr);
         let (worker, handle) = self.spawn_worker(tr.clone(), source);
-        for msg in &self.rx {
-            match msg {
-                Msg::Interrupt => {
+        loop {
+            // A worker that died (a bug) sends no last message: its handle says so.
+            match self.rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(Msg::Interrupt) => {
                     let _ = worker.send(Work::Cancel(
                         "TaskRun cancelled: tkt was interrupted.".into(),
                     ));
                 }
-                Msg::Child { done: true, .. } => break,
-                Msg::Child { .. } => {
+                Ok(Msg::Child { done: true, .. }) => break,
+                Ok(Msg::Child { .. }) | Err(RecvTimeoutError::Timeout) => {
                     if handle.is_finished() {
                         break;
                     }
                 }
+                Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         handle.join().unwrap_or(tr)
@@ -567,7 +569,34 @@ impl Runner {
             if done && all_finished {
                 break;
             }
-            let wait = plan.requeue_after.unwrap_or(Duration::from_secs(3600));
+            // A worker that died (a bug) sends no last message: count it as
+            // ended, with the status it last reported.
+            for (name, (_, h)) in &workers {
+                if h.is_finished() && !finished.contains_key(name) {
+                    finished.insert(name.clone(), true);
+                    if let Some(c) = children
+                        .iter_mut()
+                        .find(|c| c.metadata.name.as_deref() == Some(name))
+                        && !c.status.as_ref().is_some_and(|s| is_done(&s.conditions))
+                    {
+                        let st = c.status.get_or_insert_with(Default::default);
+                        set_condition(
+                            &mut st.conditions,
+                            condition(
+                                "False",
+                                "Failed",
+                                "the local runner stopped running this TaskRun unexpectedly",
+                                Timestamp::now(),
+                            ),
+                        );
+                        let _ = self.store.save_task_run(c);
+                    }
+                }
+            }
+            let mut wait = plan.requeue_after.unwrap_or(Duration::from_secs(3600));
+            if workers.keys().any(|k| !finished.contains_key(k)) {
+                wait = wait.min(Duration::from_secs(1));
+            }
             match self.rx.recv_timeout(wait) {
                 Ok(Msg::Interrupt) => {
                     pr.spec.status = Some("Cancelled".into());
