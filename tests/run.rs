@@ -486,6 +486,36 @@ fn a_task_with_params_and_a_host_directory_workspace(rt: &str) {
     );
 }
 
+fn a_sidecar_runs_beside_the_steps(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-sidecar"));
+    let (code, v, stderr) = run(rt, &s, "taskrun-sidecar.yaml", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(condition(&v).1, "Succeeded");
+    let log = logs(&s, "tr", &name(&v));
+    assert!(log.contains("[use] step after the sidecar"), "{log}");
+}
+
+#[test]
+fn podman_runs_the_image_command_of_a_step_without_one() {
+    if !ready("podman") {
+        return;
+    }
+    let s = State::new("podman-image-command");
+    let (code, v, stderr) = run("podman", &s, "taskrun-image-command.yaml", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(condition(&v).1, "Succeeded");
+    // The process runtime cannot read an image's command: it says so.
+    let s = State::new("process-image-command");
+    let (code, v, _) = run("process", &s, "taskrun-image-command.yaml", &[]);
+    assert_eq!(code, 1);
+    let (_, reason, message) = condition(&v);
+    assert_eq!(reason, "TaskRunValidationFailed");
+    assert!(message.contains("has no command"), "{message}");
+}
+
 /// One test per scenario and runtime.
 macro_rules! both_runtimes {
     ($($name:ident),* $(,)?) => {
@@ -519,6 +549,7 @@ both_runtimes!(
     a_pipeline_timeout_from_the_command_line,
     sigint_cancels_the_run_and_exits_130,
     a_task_with_params_and_a_host_directory_workspace,
+    a_sidecar_runs_beside_the_steps,
 );
 
 #[test]

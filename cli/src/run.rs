@@ -219,7 +219,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
     lib_dirs.extend(catalog_dir());
     for d in &lib_dirs {
         for p in files_of(d)? {
-            if given_paths.contains(&p) || p.components().any(|c| c.as_os_str() == "tests") {
+            // A task's own test runs (`<task>/tests/run.yaml`) are not library.
+            let inside = p.strip_prefix(d).unwrap_or(&p);
+            if given_paths.contains(&p) || inside.components().any(|c| c.as_os_str() == "tests") {
                 continue;
             }
             let o = tektite_api::load_file(&p);
@@ -528,6 +530,10 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
         && std::env::var_os("NO_COLOR").is_none()
         && std::io::stderr().is_terminal()
         && std::io::stdout().is_terminal();
+    // One signal thread for every job: it interrupts the job running now.
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let interrupt: std::sync::Arc<std::sync::Mutex<Option<mpsc::Sender<Msg>>>> = Default::default();
+    install_interrupt(interrupt.clone(), interrupted.clone());
     let mut worst = 0u8;
     for job in jobs {
         let (name, is_pipeline) = match &job {
@@ -557,8 +563,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
         };
         let (ptx, prx) = mpsc::channel::<Progress>();
         let runner = Runner::new(opts, store.clone(), ptx);
-        let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        install_interrupt(runner.interrupter(), interrupted.clone());
+        if let Ok(mut t) = interrupt.lock() {
+            *t = Some(runner.interrupter());
+        }
         let printer = {
             let logs_to_stdout = text;
             std::thread::spawn(move || print_progress(prx, is_pipeline, logs_to_stdout, color))
@@ -729,7 +736,10 @@ fn missing<'a>(
 }
 
 /// SIGINT and SIGTERM cancel the run (once); a second one exits at once.
-fn install_interrupt(tx: mpsc::Sender<Msg>, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+fn install_interrupt(
+    tx: std::sync::Arc<std::sync::Mutex<Option<mpsc::Sender<Msg>>>>,
+    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
@@ -747,7 +757,9 @@ fn install_interrupt(tx: mpsc::Sender<Msg>, flag: std::sync::Arc<std::sync::atom
                 std::process::exit(i32::from(EXIT_INTERRUPTED));
             }
             eprintln!("tkt: interrupted: cancelling the run (again to exit at once)");
-            let _ = tx.send(Msg::Interrupt);
+            if let Some(tx) = tx.lock().ok().and_then(|t| t.clone()) {
+                let _ = tx.send(Msg::Interrupt);
+            }
         }
     });
 }

@@ -45,16 +45,26 @@ pub enum Mode {
 
 /// The mode this machine allows (`TEKTITE_PROCESS_REWRITE=1` forces rewriting).
 pub fn mode() -> Mode {
+    static CAN_UNSHARE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let forced = std::env::var_os("TEKTITE_PROCESS_REWRITE").is_some_and(|v| v == "1");
     if forced || !nix::unistd::Uid::effective().is_root() {
-        Mode::Rewrite
-    } else {
-        Mode::Namespace
+        return Mode::Rewrite;
     }
+    // Root in a container without CAP_SYS_ADMIN cannot make namespaces.
+    let can = *CAN_UNSHARE.get_or_init(|| {
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if can { Mode::Namespace } else { Mode::Rewrite }
 }
 
 /// What the rewrite mode cannot do, for the user to read.
-pub const REWRITE_LIMITS: &str = "no mount namespace (not root): paths under /tekton and /workspace \
+pub const REWRITE_LIMITS: &str = "no mount namespace (not root, or not allowed): paths under /tekton and /workspace \
     written in commands, args, env, working dirs and scripts are rewritten into the run directory; \
     a path put together at run time (from pieces, or read from a file) is not, and will not be found";
 
@@ -335,6 +345,20 @@ impl ProcessPod {
             }
         }
         let spec = adapted.pod.spec.clone().unwrap_or_default();
+        if mode() == Mode::Namespace {
+            let hidden = volumes
+                .values()
+                .map(PathBuf::as_path)
+                .chain([entrypoint])
+                .find(|p| ROOTS.iter().any(|r| p.starts_with(r)));
+            if let Some(p) = hidden {
+                return Err(err(
+                    format!("{}", p.display()),
+                    "lies under /tekton, /workspace or /ko-app, which the mount namespace covers: \
+                     keep the state directory, workspaces and entrypoint elsewhere",
+                ));
+            }
+        }
         let env_of = |c: &Container| -> Vec<(String, String)> {
             c.env
                 .iter()
@@ -442,23 +466,43 @@ impl ProcessPod {
             pod: pod.clone(),
             run_dir: run_dir.to_path_buf(),
             tree: mode == Mode::Rewrite,
-            ready_file: adapted.ready_file.clone(),
+            // In rewrite mode the first step waits on the tree's ready file.
+            ready_file: match (&adapted.ready_file, mode) {
+                (Some(_), Mode::Rewrite) => Some(fs_root.join("tekton/downward/ready")),
+                (f, _) => f.clone(),
+            },
             ready_written: false,
             procs: Vec::new(),
             threads: Vec::new(),
         };
         for c in &spec.containers {
+            if c.command.as_ref().is_none_or(Vec::is_empty) {
+                p.finish();
+                return Err(err(
+                    format!("container {}", c.name),
+                    "no command: the process runtime does not use images and cannot read their entrypoint",
+                ));
+            }
             let state = Arc::new(Mutex::new(ProcState::default()));
-            let mut child = spawn(c)?;
+            let mut child = match spawn(c) {
+                Ok(child) => child,
+                Err(e) => {
+                    p.finish();
+                    return Err(e);
+                }
+            };
             if let Ok(mut s) = state.lock() {
                 s.started = Some(Timestamp::now());
                 s.pgid = i32::try_from(child.id()).ok();
             }
-            let log = Arc::new(Mutex::new(
-                store
-                    .open_log(task_run, &c.name)
-                    .map_err(|e| err("log", e.to_string()))?,
-            ));
+            let log = match store.open_log(task_run, &c.name) {
+                Ok(f) => Arc::new(Mutex::new(f)),
+                Err(e) => {
+                    let _ = child.kill();
+                    p.finish();
+                    return Err(err("log", e.to_string()));
+                }
+            };
             let mut readers = Vec::new();
             for pipe in [
                 child
@@ -495,6 +539,14 @@ impl ProcessPod {
             let (st, tx) = (state.clone(), signals.clone());
             p.threads.push(std::thread::spawn(move || {
                 let status = child.wait();
+                // As when a container ends: what it left behind goes too,
+                // so its output pipes close.
+                if let Some(pg) = st.lock().ok().and_then(|s| s.pgid) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pg),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
                 for r in readers {
                     let _ = r.join();
                 }

@@ -237,7 +237,10 @@ fn task_worker(mut tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
             tr.status = Some(st);
             changed = true;
         }
+        // Image commands just looked up: plan again at once.
+        let mut again = false;
         if !plan.need_images.is_empty() {
+            again = true;
             for image in &plan.need_images {
                 if matches!(opts.runtime, RuntimeKind::Process(_)) {
                     fail(
@@ -362,7 +365,7 @@ fn task_worker(mut tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
             // underneath it.
             wait = wait.min(Duration::from_secs(2));
         }
-        if plan.requeue_after == Some(Duration::ZERO) {
+        if plan.requeue_after == Some(Duration::ZERO) || again {
             wait = Duration::ZERO;
         }
         match inbox.recv_timeout(wait) {
@@ -385,7 +388,12 @@ fn task_worker(mut tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
             match p.observe() {
                 Ok(o) => observed = Some(o),
                 Err(e) => {
-                    fail(&mut tr, "PodCreationFailed", e.to_string());
+                    fail(
+                        &mut tr,
+                        "TaskRunObservationFailed",
+                        format!("cannot observe the pod: {e}"),
+                    );
+                    let _ = store.save_task_run(&tr);
                 }
             }
         }
@@ -486,6 +494,7 @@ impl Runner {
         let mut workers: BTreeMap<String, (Sender<Work>, std::thread::JoinHandle<TaskRun>)> =
             BTreeMap::new();
         let mut finished: BTreeMap<String, bool> = BTreeMap::new();
+        let mut joined: BTreeMap<String, TaskRun> = BTreeMap::new();
         let mut skipped_seen: Vec<String> = Vec::new();
         let _ = self.store.save_pipeline_run(&pr);
         loop {
@@ -569,16 +578,27 @@ impl Runner {
             if done && all_finished {
                 break;
             }
-            // A worker that died (a bug) sends no last message: count it as
-            // ended, with the status it last reported.
-            for (name, (_, h)) in &workers {
-                if h.is_finished() && !finished.contains_key(name) {
-                    finished.insert(name.clone(), true);
-                    if let Some(c) = children
-                        .iter_mut()
-                        .find(|c| c.metadata.name.as_deref() == Some(name))
-                        && !c.status.as_ref().is_some_and(|s| is_done(&s.conditions))
-                    {
+            // A worker whose thread has ended: its returned TaskRun is the
+            // last word (its last message may still be queued). A worker
+            // that died (a bug) returns none: its TaskRun is marked failed.
+            let ended: Vec<String> = workers
+                .iter()
+                .filter(|(n, (_, h))| h.is_finished() && !joined.contains_key(*n))
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in ended {
+                let Some((_, h)) = workers.remove(&name) else {
+                    continue;
+                };
+                let Some(c) = children
+                    .iter_mut()
+                    .find(|c| c.metadata.name.as_deref() == Some(&name))
+                else {
+                    continue;
+                };
+                match h.join() {
+                    Ok(tr) => *c = tr,
+                    Err(_) => {
                         let st = c.status.get_or_insert_with(Default::default);
                         set_condition(
                             &mut st.conditions,
@@ -592,6 +612,8 @@ impl Runner {
                         let _ = self.store.save_task_run(c);
                     }
                 }
+                finished.insert(name.clone(), true);
+                joined.insert(name, c.clone());
             }
             let mut wait = plan.requeue_after.unwrap_or(Duration::from_secs(3600));
             if workers.keys().any(|k| !finished.contains_key(k)) {
@@ -633,7 +655,7 @@ impl Runner {
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
             }
         }
-        let mut finals = Vec::new();
+        let mut finals: Vec<TaskRun> = joined.into_values().collect();
         for (_, (_, h)) in workers {
             if let Ok(tr) = h.join() {
                 finals.push(tr);

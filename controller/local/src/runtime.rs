@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::Sender;
@@ -49,7 +50,9 @@ fn err(what: impl Into<String>, message: impl Into<String>) -> RuntimeError {
 
 /// Runs a command and returns its stdout, or its stderr as the error.
 fn output(what: &str, cmd: &mut Command) -> Result<String, RuntimeError> {
+    // Its own process group: a Ctrl-C at the terminal is tkt's to handle.
     let out = cmd
+        .process_group(0)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| err(what, format!("cannot run podman: {e}")))?;
@@ -205,12 +208,25 @@ impl PodmanPod {
             serde_json::to_vec_pretty(&adapted.pod).map_err(|e| err("pod", e.to_string()))?;
         std::fs::write(&file, json)
             .map_err(|e| err(format!("{}", file.display()), e.to_string()))?;
-        output(
+        let remove = |name: &str| {
+            let _ = Command::new("podman")
+                .args(["pod", "rm", "--force", "--time", "0", name])
+                .process_group(0)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        };
+        if let Err(e) = output(
             &format!("podman kube play {}", file.display()),
             Command::new("podman")
                 .args(["kube", "play", "--quiet"])
                 .arg(&file),
-        )?;
+        ) {
+            // podman may leave what it made of a pod it could not play.
+            remove(&name);
+            return Err(e);
+        }
         let mut p = PodmanPod {
             name: name.clone(),
             task_run: task_run.to_string(),
@@ -226,9 +242,13 @@ impl PodmanPod {
             .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
             .unwrap_or_default();
         for c in &containers {
-            let mut log = store
-                .open_log(task_run, c)
-                .map_err(|e| err("log", e.to_string()))?;
+            let mut log = match store.open_log(task_run, c) {
+                Ok(f) => f,
+                Err(e) => {
+                    remove(&name);
+                    return Err(err("log", e.to_string()));
+                }
+            };
             let tx = signals.clone();
             let full = format!("{name}-{c}");
             let (tr, cname) = (task_run.to_string(), c.clone());
@@ -240,6 +260,7 @@ impl PodmanPod {
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::null())
+                    .process_group(0)
                     .spawn()
                 else {
                     return;
@@ -268,6 +289,7 @@ impl PodmanPod {
             let _ = Command::new("podman")
                 .arg("wait")
                 .args(&steps)
+                .process_group(0)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
