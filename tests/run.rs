@@ -364,6 +364,13 @@ fn sigint_cancels_the_run_and_exits_130(rt: &str) {
         return;
     }
     let s = State::new(&format!("{rt}-cancel"));
+    // A sleep of its own length, to find it among other tests' processes.
+    let seconds = match rt {
+        "podman" => "121",
+        "process" => "122",
+        _ => "123",
+    };
+    let p = format!("seconds={seconds}");
     let mut child = tkt_run(rt)
         .args([
             "-f",
@@ -372,6 +379,8 @@ fn sigint_cancels_the_run_and_exits_130(rt: &str) {
             &s.arg(),
             "-o",
             "json",
+            "-p",
+            &p,
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -434,7 +443,7 @@ fn sigint_cancels_the_run_and_exits_130(rt: &str) {
         assert!(
             !String::from_utf8_lossy(&ps.stdout)
                 .lines()
-                .any(|l| l.trim() == "sleep 120")
+                .any(|l| l.trim() == format!("sleep {seconds}"))
         );
     }
 }
