@@ -1368,35 +1368,77 @@ fn merge_pod_templates(
 
 /// Applies pipeline-level variables to every pipeline task.
 fn substitute_pipeline(spec: &PipelineSpec, vars: &Vars) -> Result<PipelineSpec, String> {
-    let mut j = serde_json::to_value(spec).map_err(|e| e.to_string())?;
-    for list in ["tasks", "finally"] {
-        if let Some(serde_json::Value::Array(items)) = j.get_mut(list) {
-            for (i, t) in items.iter_mut().enumerate() {
-                let path = format!("spec.{list}[{i}]");
-                for f in ["params", "matrix"] {
-                    if let Some(x) = t.get_mut(f) {
-                        substitute_params(x, vars).map_err(|e| format!("{path}.{f}: {e}"))?;
-                    }
-                }
-                for f in ["when", "displayName", "workspaces", "taskRef", "onError"] {
-                    if let Some(x) = t.get_mut(f) {
-                        vars.json(x, &format!("{path}.{f}"), &["name", "workspace"])
-                            .map_err(|e| e.to_string())?;
-                    }
-                }
-                if let Some(x) = t.get_mut("taskSpec") {
-                    // Implicit propagation: pipeline values reach inline
-                    // specs; what they declare themselves stays for the TaskRun.
-                    let mut lenient = vars.clone();
-                    lenient.clear_strict();
-                    lenient
-                        .json(x, &format!("{path}.taskSpec"), &["name"])
-                        .map_err(|e| e.to_string())?;
-                }
-            }
+    let mut spec = spec.clone();
+    for (list, tasks) in [("tasks", &mut spec.tasks), ("finally", &mut spec.finally)] {
+        for (i, t) in tasks.iter_mut().enumerate() {
+            substitute_task(t, vars, &format!("spec.{list}[{i}]")).map_err(|e| e.to_string())?;
         }
     }
-    serde_json::from_value(j).map_err(|e| e.to_string())
+    Ok(spec)
+}
+
+/// Applies pipeline-level variables to the fields of one pipeline task
+/// Tekton substitutes (typed: a whole `$(params.arr[*])` keeps its type).
+fn substitute_task(
+    t: &mut PipelineTask,
+    vars: &Vars,
+    path: &str,
+) -> Result<(), crate::subst::SubstError> {
+    let params = |ps: &mut Vec<Param>, at: &str| -> Result<(), crate::subst::SubstError> {
+        for (k, p) in ps.iter_mut().enumerate() {
+            p.value = vars.param_value(&p.value, &format!("{at}[{k}].value"))?;
+        }
+        Ok(())
+    };
+    params(&mut t.params, &format!("{path}.params"))?;
+    if let Some(m) = t.matrix.as_mut() {
+        params(&mut m.params, &format!("{path}.matrix.params"))?;
+        for (k, inc) in m.include.iter_mut().enumerate() {
+            params(
+                &mut inc.params,
+                &format!("{path}.matrix.include[{k}].params"),
+            )?;
+        }
+    }
+    for (k, w) in t.when.iter_mut().enumerate() {
+        let at = format!("{path}.when[{k}]");
+        if let Some(input) = &w.input {
+            w.input = Some(vars.str(input, &format!("{at}.input"))?);
+        }
+        w.values = vars.array(&w.values, &format!("{at}.values"))?;
+        if let Some(cel) = &w.cel {
+            w.cel = Some(vars.str(cel, &format!("{at}.cel"))?);
+        }
+    }
+    if let Some(d) = &t.display_name {
+        t.display_name = Some(vars.str(d, &format!("{path}.displayName"))?);
+    }
+    for (k, w) in t.workspaces.iter_mut().enumerate() {
+        if let Some(sub) = &w.sub_path {
+            w.sub_path = Some(vars.str(sub, &format!("{path}.workspaces[{k}].subPath"))?);
+        }
+    }
+    if let Some(r) = t.task_ref.as_mut() {
+        if let Some(n) = &r.name {
+            r.name = Some(vars.str(n, &format!("{path}.taskRef.name"))?);
+        }
+        params(&mut r.params, &format!("{path}.taskRef.params"))?;
+    }
+    if let Some(o) = &t.on_error {
+        t.on_error = Some(vars.str(o, &format!("{path}.onError"))?);
+    }
+    if let Some(e) = t.task_spec.as_mut() {
+        // Implicit propagation: pipeline values reach inline specs; what
+        // they declare themselves stays for the TaskRun.
+        let mut lenient = vars.clone();
+        lenient.clear_strict();
+        let mut j = serde_json::to_value(&e.task).unwrap_or_default();
+        lenient.json(&mut j, &format!("{path}.taskSpec"), &["name"])?;
+        if let Ok(task) = serde_json::from_value(j) {
+            e.task = task;
+        }
+    }
+    Ok(())
 }
 
 /// Sets `status.results` from the pipeline's result declarations; returns
