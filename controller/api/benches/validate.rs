@@ -18,7 +18,11 @@ use std::fmt::Write as _;
 /// The allocator `tkt` uses, so the figures are what users get.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use std::time::{Duration, Instant};
+#[path = "common/measure.rs"]
+mod measure;
+
+use measure::measure;
+use std::time::Instant;
 
 use tektite_api::load::Object;
 use tektite_api::v1::Pipeline;
@@ -61,33 +65,6 @@ fn pipeline(n: usize) -> String {
     s
 }
 
-struct Stats {
-    min: Duration,
-    p50: Duration,
-    p99: Duration,
-}
-
-fn measure(iters: usize, mut f: impl FnMut()) -> Stats {
-    let mut times: Vec<Duration> = (0..iters)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-    Stats {
-        min: times[0],
-        p50: at(0.5),
-        p99: at(0.99),
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
-}
-
 fn main() {
     let t = Instant::now();
     let warm = load_str("warm.yaml", &pipeline(2));
@@ -102,9 +79,9 @@ fn main() {
         "{:<34} {:>7} {:>9} {:>9} {:>9}",
         "schema load (once per kind)",
         1,
-        ms(init),
-        ms(init),
-        ms(init)
+        measure::ms(init, 2),
+        measure::ms(init, 2),
+        measure::ms(init, 2)
     );
     for n in [100, 1000] {
         let text = pipeline(n);
@@ -167,9 +144,9 @@ fn main() {
                 "{:<34} {:>7} {:>9} {:>9} {:>9}",
                 format!("{name} ({n})"),
                 iters,
-                ms(s.min),
-                ms(s.p50),
-                ms(s.p99)
+                measure::ms(s.min, 2),
+                measure::ms(s.p50, 2),
+                measure::ms(s.p99, 2)
             );
         }
     }

@@ -17,7 +17,11 @@ use std::collections::BTreeMap;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+#[path = "../../api/benches/common/measure.rs"]
+mod measure;
+
+use measure::{Stats, measure};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
@@ -85,41 +89,14 @@ fn done_child(i: usize) -> String {
     )
 }
 
-struct Stats {
-    min: Duration,
-    p50: Duration,
-    p99: Duration,
-}
-
-fn measure(iters: usize, mut f: impl FnMut()) -> Stats {
-    let mut times: Vec<Duration> = (0..iters)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-    Stats {
-        min: times[0],
-        p50: at(0.5),
-        p99: at(0.99),
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1000.0)
-}
-
 fn row(name: &str, iters: usize, s: &Stats) {
     println!(
         "{:<48} {:>7} {:>9} {:>9} {:>9}",
         name,
         iters,
-        ms(s.min),
-        ms(s.p50),
-        ms(s.p99)
+        measure::ms(s.min, 3),
+        measure::ms(s.p50, 3),
+        measure::ms(s.p99, 3)
     );
 }
 
@@ -258,7 +235,7 @@ fn main() {
         println!(
             "{:<48} {:>12} {:>14.0}",
             name,
-            ms(d),
+            measure::ms(d, 3),
             observations as f64 / d.as_secs_f64()
         );
     }

@@ -194,30 +194,13 @@ fn reconcile_outputs(case: &Case) -> Vec<Value> {
         if !plan.need_images.is_empty() {
             v.insert("needImages".into(), json!(plan.need_images));
         }
-        if let Some(d) = plan.requeue_after {
-            v.insert("requeueAfter".into(), pod::go_duration(d).into());
-        }
-        if !plan.events.is_empty() {
-            let ev: Vec<Value> = plan
-                .events
-                .iter()
-                .map(|e| json!({"type": e.type_, "reason": e.reason, "message": e.message}))
-                .collect();
-            v.insert("events".into(), Value::Array(ev));
-        }
-        match &plan.status {
-            Some(s) => {
-                let mut s = serde_json::to_value(s).unwrap();
-                // The spec is in the input; keep the expected files readable.
-                if let Some(m) = s.as_object_mut() {
-                    m.remove("taskSpec");
-                }
-                v.insert("status".into(), s);
-            }
-            None => {
-                v.insert("status".into(), "unchanged".into());
-            }
-        }
+        plan_tail(
+            &mut v,
+            plan.requeue_after,
+            &plan.events,
+            plan.status.as_ref(),
+            "taskSpec",
+        );
         out.push(Value::Object(v));
     }
     out
@@ -300,32 +283,48 @@ fn pipeline_outputs(case: &Case) -> Vec<Value> {
                 .collect();
             v.insert("cancel".into(), Value::Array(c));
         }
-        if let Some(d) = plan.requeue_after {
-            v.insert("requeueAfter".into(), pod::go_duration(d).into());
-        }
-        if !plan.events.is_empty() {
-            let ev: Vec<Value> = plan
-                .events
-                .iter()
-                .map(|e| json!({"type": e.type_, "reason": e.reason, "message": e.message}))
-                .collect();
-            v.insert("events".into(), Value::Array(ev));
-        }
-        match &plan.status {
-            Some(s) => {
-                let mut s = serde_json::to_value(s).unwrap();
-                if let Some(m) = s.as_object_mut() {
-                    m.remove("pipelineSpec");
-                }
-                v.insert("status".into(), s);
-            }
-            None => {
-                v.insert("status".into(), "unchanged".into());
-            }
-        }
+        plan_tail(
+            &mut v,
+            plan.requeue_after,
+            &plan.events,
+            plan.status.as_ref(),
+            "pipelineSpec",
+        );
         out.push(Value::Object(v));
     }
     out
+}
+
+/// What every plan has: the requeue, the events, and the new status (or
+/// `unchanged`), without the resolved spec it carries (that is the input).
+fn plan_tail(
+    v: &mut serde_json::Map<String, Value>,
+    requeue_after: Option<std::time::Duration>,
+    events: &[taskrun::Event],
+    status: Option<&impl serde::Serialize>,
+    spec_field: &str,
+) {
+    if let Some(d) = requeue_after {
+        v.insert("requeueAfter".into(), pod::go_duration(d).into());
+    }
+    if !events.is_empty() {
+        let ev: Vec<Value> = events
+            .iter()
+            .map(|e| json!({"type": e.type_, "reason": e.reason, "message": e.message}))
+            .collect();
+        v.insert("events".into(), Value::Array(ev));
+    }
+    let status = match status {
+        Some(s) => {
+            let mut s = serde_json::to_value(s).unwrap();
+            if let Some(m) = s.as_object_mut() {
+                m.remove(spec_field);
+            }
+            s
+        }
+        None => "unchanged".into(),
+    };
+    v.insert("status".into(), status);
 }
 
 fn outputs(case: &Case) -> Vec<Value> {
