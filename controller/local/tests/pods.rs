@@ -1,6 +1,6 @@
-//! Pods built by the engine, adapted for podman (`tektite_engine::podman`),
-//! played for real with `podman kube play`; then the engine reads the
-//! TaskRun status back from what podman and the step reports say.
+//! Pods built by the engine, played for real by the podman runtime
+//! (`tektite_engine::podman` adaptation, `podman kube play`); then the engine
+//! reads the TaskRun status back from what the runtime observes.
 //!
 //! Needs podman and the local images (`hack/setup-podman.sh`,
 //! `hack/images.sh`); fails without them unless `TEKTITE_SKIP_PODMAN=1`.
@@ -10,19 +10,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, Pod,
-    PodStatus,
-};
 use k8s_openapi::jiff::Timestamp;
 use tektite_api::load::Object;
 use tektite_api::param::ParamValue;
 use tektite_api::v1::{TaskRun, TaskRunStatus};
 use tektite_engine::pod::{self, Config};
-use tektite_engine::{podman, status};
+use tektite_engine::status;
+use tektite_local::runtime::PodmanPod;
+use tektite_local::store::Store;
 
 const BUSYBOX: &str = "localhost/tektite/busybox:latest";
 
@@ -53,20 +51,17 @@ fn podman_ready() -> bool {
     true
 }
 
-/// A played pod; removed with its directory on drop.
+/// A pod played by the local runtime; removed with its directory on drop.
 struct Played {
-    name: String,
     dir: PathBuf,
-    pod: Pod,
+    pod: Option<PodmanPod>,
 }
 
 impl Drop for Played {
     fn drop(&mut self) {
-        let _ = Command::new("podman")
-            .args(["pod", "rm", "--force", "--time", "0", &self.name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        if let Some(p) = self.pod.take() {
+            p.finish(false);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -86,8 +81,10 @@ fn task_run(yaml: &str) -> TaskRun {
     }
 }
 
-/// Builds the TaskRun's pod, adapts it and plays it.
-fn play(tr: &TaskRun, test: &str) -> Played {
+/// Builds the TaskRun's pod, plays it with the podman runtime, waits
+/// (bounded: a hang guard, not a timing assertion) for its steps to end, and
+/// reads the status back through the engine.
+fn run(tr: &TaskRun, test: &str) -> (TaskRunStatus, Played) {
     let config = Config {
         release: "test".into(),
         ..Config::default()
@@ -103,154 +100,45 @@ fn play(tr: &TaskRun, test: &str) -> Played {
         &config,
     )
     .unwrap();
-    let dir = std::env::temp_dir().join(format!("engine-{test}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("local-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let adapted = podman::adapt(&plan.pod, &dir.join("run"), &dir.join("claims"));
-    for d in &adapted.dirs {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    if let Some(f) = &adapted.ready_file {
-        // No controller here: the sidecars are taken as ready at once.
-        std::fs::write(f, "READY").unwrap();
-    }
-    let name = adapted.pod.metadata.name.clone().unwrap();
-    let played = Played {
-        name: name.clone(),
-        dir: dir.clone(),
-        pod: plan.pod.clone(),
+    let store = Store::open(Some(&dir.join("state"))).unwrap();
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let name = tr.metadata.name.clone().unwrap();
+    let pod = PodmanPod::start(
+        &plan.pod,
+        &name,
+        &dir.join("run"),
+        &BTreeMap::new(),
+        &dir.join("claims"),
+        &store,
+        &tx,
+    )
+    .unwrap();
+    let mut played = Played {
+        dir,
+        pod: Some(pod),
     };
-    let file = dir.join("pod.json");
-    std::fs::write(&file, serde_json::to_vec(&adapted.pod).unwrap()).unwrap();
-    let out = Command::new("podman")
-        .args(["kube", "play", "--network", "none"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "podman kube play: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    played
-}
-
-/// Waits for the step containers to end (bounded: a hang guard, not a
-/// timing assertion).
-fn wait_steps(p: &Played) {
-    let steps: Vec<String> = p
-        .pod
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers
-        .iter()
-        .filter(|c| c.name.starts_with("step-"))
-        .map(|c| format!("{}-{}", p.name, c.name))
-        .collect();
-    let mut wait = Command::new("podman")
-        .arg("wait")
-        .args(&steps)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let p = played.pod.as_mut().unwrap();
+    // No controller here: the sidecars are taken as ready at once.
+    p.mark_ready();
     let start = Instant::now();
-    while wait.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(120) {
-            let _ = wait.kill();
-            panic!("pod {} did not finish", p.name);
+    let observed = loop {
+        let o = p.observe().unwrap();
+        if matches!(
+            o.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        ) {
+            break o;
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// What a kubelet would report for the pod: container states from `podman
-/// inspect`, and the step reports as the annotations the entrypoint writes
-/// on a cluster (locally it writes them to the run directory).
-fn observe(p: &Played) -> Pod {
-    let mut pod = p.pod.clone();
-    let mut statuses = Vec::new();
-    let mut annotations = pod.metadata.annotations.clone().unwrap_or_default();
-    let containers = pod.spec.as_ref().unwrap().containers.clone();
-    for (i, c) in containers.iter().enumerate() {
-        let out = Command::new("podman")
-            .args([
-                "inspect",
-                "--format",
-                "{{.State.Status}} {{.State.ExitCode}}",
-            ])
-            .arg(format!("{}-{}", p.name, c.name))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let (state, code) = text.split_once(' ').unwrap();
-        let code: i32 = code.parse().unwrap();
-        let state = if state == "exited" {
-            ContainerState {
-                terminated: Some(ContainerStateTerminated {
-                    exit_code: code,
-                    reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }
-        } else {
-            ContainerState {
-                running: Some(ContainerStateRunning::default()),
-                ..Default::default()
-            }
-        };
-        statuses.push(ContainerStatus {
-            name: c.name.clone(),
-            image: c.image.clone().unwrap_or_default(),
-            state: Some(state),
-            ..Default::default()
-        });
-        if c.name.starts_with("step-") {
-            let report = p
-                .dir
-                .join(format!("run/tekton-internal-run-{i}/status/report.json"));
-            if let Ok(r) = std::fs::read_to_string(&report) {
-                annotations.insert(format!("tektite.dev/step.{}", c.name), r);
-            }
-        }
-    }
-    pod.metadata.annotations = Some(annotations);
-    let all_done = statuses
-        .iter()
-        .filter(|s| s.name.starts_with("step-"))
-        .all(|s| s.state.as_ref().unwrap().terminated.is_some());
-    let failed = statuses.iter().any(|s| {
-        s.name.starts_with("step-")
-            && s.state
-                .as_ref()
-                .unwrap()
-                .terminated
-                .as_ref()
-                .is_some_and(|t| t.exit_code != 0)
-    });
-    pod.status = Some(PodStatus {
-        phase: Some(
-            match (all_done, failed) {
-                (true, true) => "Failed",
-                (true, false) => "Succeeded",
-                _ => "Running",
-            }
-            .into(),
-        ),
-        container_statuses: Some(statuses),
-        ..Default::default()
-    });
-    pod
-}
-
-fn run(tr: &TaskRun, test: &str) -> (TaskRunStatus, Played) {
-    let p = play(tr, test);
-    wait_steps(&p);
-    let observed = observe(&p);
-    let spec = tr.spec.task_spec.clone().unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "pod {name} did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let st = status::from_pod(tr, &spec, &observed, Timestamp::now());
-    (st, p)
+    (st, played)
 }
 
 fn condition(st: &TaskRunStatus) -> (String, String) {
