@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
 use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource};
-use tektite_api::load::{Loaded, Object};
+use tektite_api::load::{Loaded, Object, display_name};
 use tektite_api::param::ParamValue;
 use tektite_api::v1::{
     Condition, Param, ParamSpec, PipelineRef, PipelineRun, PipelineRunSpec, PipelineSpec, TaskRef,
@@ -256,18 +256,24 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
     }
 
     // The runs: given, or made from the one Task/Pipeline given.
-    let mut runs: Vec<Object> = loaded[..n_given]
+    // Each with the file it comes from, for messages.
+    let mut runs: Vec<(Object, String)> = loaded[..n_given]
         .iter()
         .filter(|l| matches!(l.object, Object::TaskRun(_) | Object::PipelineRun(_)))
-        .map(|l| l.object.clone())
+        .map(|l| (l.object.clone(), l.file.clone()))
         .collect();
     if runs.is_empty() {
-        let defs: Vec<&Object> = loaded[..n_given]
+        let defs: Vec<&Loaded> = loaded[..n_given]
+            .iter()
+            .filter(|l| matches!(l.object, Object::Task(_) | Object::Pipeline(_)))
+            .collect();
+        let file = defs.first().map(|l| l.file.clone()).unwrap_or_default();
+        match defs
             .iter()
             .map(|l| &l.object)
-            .filter(|o| matches!(o, Object::Task(_) | Object::Pipeline(_)))
-            .collect();
-        match defs.as_slice() {
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
             [Object::Pipeline(p)] => {
                 let name = p.metadata.name.clone().unwrap_or_default();
                 let mut pr = PipelineRun::new(
@@ -282,7 +288,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
                 );
                 pr.metadata.name = None;
                 pr.metadata.generate_name = Some(format!("{name}-run-"));
-                runs.push(Object::PipelineRun(Box::new(pr)));
+                runs.push((Object::PipelineRun(Box::new(pr)), file));
             }
             [Object::Task(t)] => {
                 let name = t.metadata.name.clone().unwrap_or_default();
@@ -298,17 +304,34 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
                 );
                 tr.metadata.name = None;
                 tr.metadata.generate_name = Some(format!("{name}-run-"));
-                runs.push(Object::TaskRun(Box::new(tr)));
+                runs.push((Object::TaskRun(Box::new(tr)), file));
             }
             [] => {
+                let files: Vec<String> = given_paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
                 eprintln!(
-                    "tkt: no TaskRun, PipelineRun, Task or Pipeline in the given files: nothing to run"
+                    "tkt: {}: no TaskRun, PipelineRun, Task or Pipeline: nothing to run",
+                    files.join(", ")
                 );
                 return Ok(EXIT_INVALID);
             }
             _ => {
+                let found: Vec<String> = defs
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "{}/{} ({})",
+                            l.object.kind(),
+                            l.object.display_name(),
+                            l.file
+                        )
+                    })
+                    .collect();
                 eprintln!(
-                    "tkt: several Tasks/Pipelines and no run in the given files: give a TaskRun or PipelineRun, or one Task or Pipeline"
+                    "tkt: no TaskRun or PipelineRun, and several Tasks/Pipelines ({}): give a run, or one Task or Pipeline",
+                    found.join(", ")
                 );
                 return Ok(EXIT_INVALID);
             }
@@ -318,7 +341,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
     // -p and -w, checked against declarations; then what is still missing.
     let mut claims: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut jobs = Vec::new();
-    for run in runs {
+    for (run, file) in runs {
         match run {
             Object::TaskRun(mut tr) => {
                 let source = match (&tr.spec.task_spec, &tr.spec.task_ref) {
@@ -329,8 +352,8 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
                             Some(s) => TaskSource::Spec(Box::new(s.clone()), Some(n)),
                             None => {
                                 eprintln!(
-                                    "tkt: TaskRun {}: taskRef {n:?}: no such Task in the given files, --task-dir folders or the catalog",
-                                    tr.metadata.name.clone().unwrap_or_default()
+                                    "{file}: TaskRun {}: spec.taskRef.name: no Task {n:?} in the given files, --task-dir folders or the catalog",
+                                    display_name(&tr.metadata)
                                 );
                                 return Ok(EXIT_INVALID);
                             }
@@ -358,7 +381,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
                     &tr.spec.workspaces,
                 );
                 if let Some(m) = missing {
-                    eprintln!("tkt: TaskRun {}: {m}", display_name(&tr.metadata));
+                    eprintln!("{file}: TaskRun {}: {m}", display_name(&tr.metadata));
                     return Ok(EXIT_INVALID);
                 }
                 if let Some(t) = &args.timeout {
@@ -376,7 +399,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
                             Some(s) => Ok((s.clone(), Some(n))),
                             None => {
                                 eprintln!(
-                                    "tkt: PipelineRun {}: pipelineRef {n:?}: no such Pipeline in the given files, --task-dir folders or the catalog",
+                                    "{file}: PipelineRun {}: spec.pipelineRef.name: no Pipeline {n:?} in the given files, --task-dir folders or the catalog",
                                     display_name(&pr.metadata)
                                 );
                                 return Ok(EXIT_INVALID);
@@ -405,20 +428,26 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
                     &pr.spec.workspaces,
                 );
                 if let Some(m) = missing {
-                    eprintln!("tkt: PipelineRun {}: {m}", display_name(&pr.metadata));
+                    eprintln!("{file}: PipelineRun {}: {m}", display_name(&pr.metadata));
                     return Ok(EXIT_INVALID);
                 }
                 // Tasks the pipeline refers to must exist.
-                let absent: Vec<String> = spec
-                    .tasks
-                    .iter()
-                    .chain(&spec.finally)
-                    .filter_map(|t| t.task_ref.as_ref()?.name.clone())
-                    .filter(|n| !tasks.contains_key(n))
+                let absent: Vec<String> = [("tasks", &spec.tasks), ("finally", &spec.finally)]
+                    .into_iter()
+                    .flat_map(|(list, ts)| ts.iter().enumerate().map(move |(i, t)| (list, i, t)))
+                    .filter_map(|(list, i, t)| {
+                        let n = t.task_ref.as_ref()?.name.clone()?;
+                        (!tasks.contains_key(&n)).then(|| format!("{list}[{i}].taskRef.name {n:?}"))
+                    })
                     .collect();
                 if !absent.is_empty() {
+                    let at = if pr.spec.pipeline_spec.is_some() {
+                        "spec.pipelineSpec"
+                    } else {
+                        "the Pipeline's spec"
+                    };
                     eprintln!(
-                        "tkt: PipelineRun {}: no such Task in the given files, --task-dir folders or the catalog: {}",
+                        "{file}: PipelineRun {}: {at}: no such Task in the given files, --task-dir folders or the catalog: {}",
                         display_name(&pr.metadata),
                         absent.join(", ")
                     );
@@ -540,7 +569,12 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
             Job::Task(tr, _) => (tr.metadata.name.clone().unwrap_or_default(), false),
             Job::Pipeline(pr, _) => (pr.metadata.name.clone().unwrap_or_default(), true),
         };
-        if store.exists(is_pipeline, &name) {
+        let taken = if is_pipeline {
+            store.has_pipeline_run(&name)
+        } else {
+            store.has_task_run(&name)
+        };
+        if taken {
             eprintln!(
                 "tkt: {} {name:?} already exists in the run store ({}): use metadata.generateName, or delete it first",
                 if is_pipeline {
@@ -643,13 +677,6 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
     Ok(worst)
 }
 
-fn display_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    meta.name
-        .clone()
-        .or_else(|| meta.generate_name.clone().map(|g| format!("{g}*")))
-        .unwrap_or_default()
-}
-
 /// Adds `-p` and `-w` to a run's params and workspaces.
 fn apply_flags(
     args: &Args,
@@ -722,13 +749,13 @@ fn missing<'a>(
     let mut parts = Vec::new();
     if !params.is_empty() {
         parts.push(format!(
-            "missing params: {} (give them with -p NAME=VALUE)",
+            "spec.params: missing params: {} (give them with -p NAME=VALUE)",
             params.join(", ")
         ));
     }
     if !ws.is_empty() {
         parts.push(format!(
-            "missing workspaces: {} (give them with -w NAME=PATH or -w NAME=emptyDir)",
+            "spec.workspaces: missing workspaces: {} (give them with -w NAME=PATH or -w NAME=emptyDir)",
             ws.join(", ")
         ));
     }

@@ -51,12 +51,7 @@ impl Object {
 
     /// `metadata.name`, else `generateName` followed by `*`.
     pub fn display_name(&self) -> String {
-        let m = self.metadata();
-        match (&m.name, &m.generate_name) {
-            (Some(n), _) => n.clone(),
-            (None, Some(g)) => format!("{g}*"),
-            (None, None) => "(unnamed)".into(),
-        }
+        display_name(self.metadata())
     }
 
     /// The object as JSON (`apiVersion: tekton.dev/v1`).
@@ -198,6 +193,15 @@ impl fmt::Display for Loaded {
             self.object.display_name(),
             self.file
         )
+    }
+}
+
+/// An object's name for messages: its name, `generateName*`, or `(unnamed)`.
+pub fn display_name(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    match (&m.name, &m.generate_name) {
+        (Some(n), _) => n.clone(),
+        (None, Some(g)) => format!("{g}*"),
+        (None, None) => "(unnamed)".into(),
     }
 }
 

@@ -191,14 +191,14 @@ impl Store {
             .collect())
     }
 
-    /// Whether a run of either kind has this name.
-    pub fn exists(&self, kind_dir_pipeline: bool, name: &str) -> bool {
-        let kind = if kind_dir_pipeline {
-            PIPELINE_RUNS
-        } else {
-            TASK_RUNS
-        };
-        self.object_path(kind, name).exists()
+    /// Whether a PipelineRun of this name is recorded.
+    pub fn has_pipeline_run(&self, name: &str) -> bool {
+        self.object_path(PIPELINE_RUNS, name).exists()
+    }
+
+    /// Whether a TaskRun of this name is recorded.
+    pub fn has_task_run(&self, name: &str) -> bool {
+        self.object_path(TASK_RUNS, name).exists()
     }
 
     /// Where the log of one container of a TaskRun is kept.
