@@ -116,10 +116,13 @@ impl Reporter for FileReporter {
             }
         }
         if !self.termination_path.is_empty() {
-            write_atomic(
-                Path::new(&self.termination_path),
-                termination_message(report).as_bytes(),
-            )?;
+            // Written in place, not renamed over: the kubelet bind-mounts this
+            // file (a rename onto it fails with EBUSY, and a step running as
+            // another user than root cannot create a file beside it). The
+            // kubelet reads it only after the container exits.
+            let path = Path::new(&self.termination_path);
+            std::fs::write(path, termination_message(report))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,7 +13,7 @@ use std::sync::mpsc::Sender;
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, Pod, PodStatus,
+    ContainerStatus, HostPathVolumeSource, Pod, PodStatus, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tektite_engine::pod::ImageCommand;
@@ -197,10 +198,46 @@ impl PodmanPod {
                 }
             }
         }
+        // Directories made here stand for emptyDirs and provisioned volumes,
+        // which Kubernetes creates world-writable: steps that run as another
+        // user than root (`runAsUser`) write to them too.
         for d in &adapted.dirs {
             if !claims.keys().any(|c| *d == claims_dir.join(c)) {
                 std::fs::create_dir_all(d)
+                    .and_then(|()| {
+                        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777))
+                    })
                     .map_err(|e| err(format!("directory {}", d.display()), e.to_string()))?;
+            }
+        }
+        // A kubelet mounts a world-writable file at each container's
+        // terminationMessagePath; podman does not, and a step running as
+        // another user than root cannot create it in the image's `/tekton`.
+        if let Some(spec) = adapted.pod.spec.as_mut() {
+            for (i, c) in spec.containers.iter_mut().enumerate() {
+                let Some(at) = c.termination_message_path.clone() else {
+                    continue;
+                };
+                let host = run_dir.join(format!("termination-{i}"));
+                std::fs::write(&host, b"")
+                    .and_then(|()| {
+                        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o666))
+                    })
+                    .map_err(|e| err(format!("file {}", host.display()), e.to_string()))?;
+                let volume = format!("tektite-termination-{i}");
+                spec.volumes.get_or_insert_default().push(Volume {
+                    name: volume.clone(),
+                    host_path: Some(HostPathVolumeSource {
+                        path: host.to_string_lossy().into_owned(),
+                        type_: Some("File".into()),
+                    }),
+                    ..Default::default()
+                });
+                c.volume_mounts.get_or_insert_default().push(VolumeMount {
+                    name: volume,
+                    mount_path: at,
+                    ..Default::default()
+                });
             }
         }
         let file = run_dir.join("pod.json");

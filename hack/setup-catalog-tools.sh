@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the tools the task catalog's checks and real runs use (as root on
+# Debian): shellcheck and yamllint (lint), git, promtool (Debian's prometheus
+# package), jq, and checkov from PyPI into its own virtualenv at
+# $TEKTITE_TOOLS (default /opt/tektite-tools). Trivy, cosign and helm have no
+# Debian package and cannot be fetched here: their tasks are checked with
+# recording stand-ins instead (tests/catalog.rs).
+# Prints the directory to put on PATH for checkov as its last line.
+set -euo pipefail
+
+tools=${TEKTITE_TOOLS:-/opt/tektite-tools}
+checkov_version=3.2.499
+
+need=()
+command -v shellcheck >/dev/null || need+=(shellcheck)
+command -v yamllint >/dev/null || need+=(yamllint)
+command -v git >/dev/null || need+=(git)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v jq >/dev/null || need+=(jq)
+if ((${#need[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-catalog-tools: missing ${need[*]} (run as root, or install them)" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  # prometheus' service must not start: only promtool is wanted.
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+if ! "$tools/checkov/bin/checkov" --version 2>/dev/null | grep -qx "$checkov_version"; then
+  python3 -m venv "$tools/checkov"
+  "$tools/checkov/bin/pip" install --quiet --disable-pip-version-check "checkov==$checkov_version"
+fi
+echo "setup-catalog-tools: shellcheck $(shellcheck --version | awk '/^version:/ {print $2}'), yamllint $(yamllint --version | awk '{print $2}'), promtool $(promtool --version 2>&1 | awk 'NR==1 {print $3}'), checkov $("$tools/checkov/bin/checkov" --version)"
+echo "$tools/checkov/bin"
