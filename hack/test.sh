@@ -40,6 +40,12 @@ else
   fi
 fi
 
+step "catalog tools"
+# shellcheck, yamllint, git, promtool, jq and checkov: the catalog's lint and
+# its real task runs (tests/catalog.rs). Before the images: the tools image
+# is built from this machine's git and promtool.
+hack/setup-catalog-tools.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -1,0 +1,503 @@
+//! The task catalog (`tasks/`): every file validates and follows the
+//! authoring rules (pinned images, no Tekton references in script text,
+//! shellcheck, yamllint, a README naming every param, result and workspace),
+//! and the tasks' own test runs pass through the real `tkt run`.
+//!
+//! - git-clone and promtool-check run on podman (with the tools image
+//!   `hack/images.sh` builds from this machine's git and promtool) and as
+//!   host processes;
+//! - cargo-test, cargo-build, checkov-scan and the ci-cd pipeline run as host
+//!   processes with this machine's cargo and checkov (no image with them can
+//!   be pulled or built offline here);
+//! - tasks whose tools cannot be installed here (trivy, buildah in a pod,
+//!   cosign, helm, kubectl) run as host processes against the recording
+//!   stand-ins in `tests/catalog/stubs/`, and the commands they ran must equal
+//!   `tests/commands.txt` of the task.
+//!
+//! Each `tests/run-fail-*.yaml` must exit 1 and print the text of its first
+//! line (`# expect: TEXT`). Tools come from `hack/setup-catalog-tools.sh`
+//! (`hack/test.sh` runs it); a missing tool fails the test and says so.
+
+// Test helpers panic on setup failures by design.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+mod util;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use util::tkt_path;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn tasks_dir() -> PathBuf {
+    root().join("tasks")
+}
+
+/// The task folders (every folder of `tasks/` but `pipelines`).
+fn task_names() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(tasks_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .filter(|n| n != "pipelines")
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every YAML file under `dir`, recursively, sorted.
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every value under `key` anywhere in `v`.
+fn find_all<'a>(v: &'a Value, key: &str, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                if k == key {
+                    out.push(x);
+                }
+                find_all(x, key, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| find_all(x, key, out)),
+        _ => {}
+    }
+}
+
+/// Param name → default, from every `params` list of a document (Task,
+/// Pipeline and embedded specs) and every run's param values.
+fn param_values(doc: &Value) -> BTreeMap<String, String> {
+    let mut lists = Vec::new();
+    find_all(doc, "params", &mut lists);
+    let mut out = BTreeMap::new();
+    for p in lists.iter().filter_map(|l| l.as_array()).flatten() {
+        let (Some(name), Some(v)) = (
+            p["name"].as_str(),
+            p.get("default").or_else(|| p.get("value")),
+        ) else {
+            continue;
+        };
+        if let Some(s) = v.as_str() {
+            out.entry(name.to_string()).or_insert_with(|| s.to_string());
+        }
+    }
+    out
+}
+
+fn pinned(image: &str) -> bool {
+    let Some((_, digest)) = image.split_once("@sha256:") else {
+        return false;
+    };
+    digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// Images must be pinned by digest: given literally, or as a param whose
+/// default (or given value) is. `localhost/…` test images are not allowed in
+/// files: the podman tests pass them with `-p`.
+fn check_images(file: &str, doc: &Value, problems: &mut Vec<String>) {
+    let params = param_values(doc);
+    let mut images = Vec::new();
+    find_all(doc, "image", &mut images);
+    for img in images.iter().filter_map(|i| i.as_str()) {
+        let resolved = match img
+            .strip_prefix("$(params.")
+            .and_then(|r| r.strip_suffix(')'))
+        {
+            Some(p) => match params.get(p) {
+                Some(v) if v.starts_with("$(params.") => {
+                    let inner = &v["$(params.".len()..v.len() - 1];
+                    params.get(inner).cloned().unwrap_or_default()
+                }
+                Some(v) => v.clone(),
+                None => String::new(),
+            },
+            None => img.to_string(),
+        };
+        if !pinned(&resolved) {
+            problems.push(format!(
+                "{file}: image {img:?} is not pinned by digest (resolves to {resolved:?}; want repo:tag@sha256:<64 hex>)"
+            ));
+        }
+    }
+}
+
+/// Scripts take params, paths and results from `env` only, and pass
+/// shellcheck.
+fn check_scripts(file: &str, doc: &Value, problems: &mut Vec<String>, scratch: &Path) {
+    let mut scripts = Vec::new();
+    find_all(doc, "script", &mut scripts);
+    for (i, s) in scripts.iter().filter_map(|s| s.as_str()).enumerate() {
+        for r in [
+            "params",
+            "workspaces",
+            "results",
+            "context",
+            "tasks",
+            "steps",
+        ] {
+            if s.contains(&format!("$({r}.")) {
+                problems.push(format!(
+                    "{file}: script {i} contains a $({r}.…) reference: pass it through env"
+                ));
+            }
+        }
+        let shell = match s.lines().next().unwrap_or("") {
+            "#!/bin/sh" => "sh",
+            "#!/bin/bash" | "#!/usr/bin/env bash" => "bash",
+            other => {
+                problems.push(format!(
+                    "{file}: script {i} starts with {other:?}: want #!/bin/sh (or bash)"
+                ));
+                continue;
+            }
+        };
+        let path = scratch.join(format!("script-{i}.sh"));
+        std::fs::write(&path, s).unwrap();
+        let out = Command::new("shellcheck")
+            .args(["-s", shell, "-S", "style"])
+            .arg(&path)
+            .output()
+            .expect("shellcheck is not installed: run hack/setup-catalog-tools.sh");
+        if !out.status.success() {
+            problems.push(format!(
+                "{file}: script {i} fails shellcheck:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+    }
+}
+
+#[test]
+fn every_catalog_file_validates() {
+    let out = Command::new(tkt_path())
+        .args(["validate", "-f", "tasks"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tkt validate -f tasks:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn yamllint_is_clean() {
+    let out = Command::new("yamllint")
+        .args(["--strict", "-c", "tasks/.yamllint", "tasks"])
+        .current_dir(root())
+        .output()
+        .expect("yamllint is not installed: run hack/setup-catalog-tools.sh");
+    assert!(
+        out.status.success(),
+        "yamllint:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn authoring_rules_hold() {
+    let scratch = std::env::temp_dir().join(format!("tkt-catalog-lint-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mut problems = Vec::new();
+    let mut files = yaml_files(&tasks_dir());
+    assert!(files.len() > 5, "no catalog files found");
+    files.retain(|f| !f.ends_with(".yamllint"));
+    for f in &files {
+        let rel = f.strip_prefix(root()).unwrap().display().to_string();
+        let text = std::fs::read_to_string(f).unwrap();
+        let docs =
+            tektite_api::yaml::parse_values(&text).unwrap_or_else(|e| panic!("{rel}: {e:?}"));
+        for doc in &docs {
+            check_images(&rel, doc, &mut problems);
+            check_scripts(&rel, doc, &mut problems, &scratch);
+        }
+    }
+    // Each task: its Task file, a README naming every param, result and
+    // workspace, and a test run.
+    for name in task_names() {
+        let dir = tasks_dir().join(&name);
+        let task = dir.join(format!("{name}.yaml"));
+        let Ok(text) = std::fs::read_to_string(&task) else {
+            problems.push(format!("tasks/{name}: no {name}.yaml"));
+            continue;
+        };
+        let doc = &tektite_api::yaml::parse_values(&text).unwrap()[0];
+        if doc["kind"] != "Task" || doc["metadata"]["name"] != name.as_str() {
+            problems.push(format!(
+                "tasks/{name}/{name}.yaml: want a Task named {name:?}"
+            ));
+        }
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap_or_default();
+        if readme.is_empty() {
+            problems.push(format!("tasks/{name}: no README.md"));
+        }
+        for list in ["params", "results", "workspaces"] {
+            for item in doc["spec"][list].as_array().into_iter().flatten() {
+                let n = item["name"].as_str().unwrap_or_default();
+                if !readme.contains(&format!("`{n}`")) {
+                    problems.push(format!(
+                        "tasks/{name}/README.md: does not name {list} entry `{n}`"
+                    ));
+                }
+            }
+        }
+        if !dir.join("tests/run.yaml").is_file() {
+            problems.push(format!("tasks/{name}: no tests/run.yaml"));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The checkov virtualenv `hack/setup-catalog-tools.sh` makes.
+fn tools_path() -> String {
+    let tools = std::env::var("TEKTITE_TOOLS").unwrap_or_else(|_| "/opt/tektite-tools".into());
+    let checkov = Path::new(&tools).join("checkov/bin");
+    assert!(
+        checkov.join("checkov").is_file(),
+        "checkov is not installed in {}: run hack/setup-catalog-tools.sh",
+        checkov.display()
+    );
+    let path = std::env::var("PATH").unwrap_or_default();
+    format!("{}:{path}", checkov.display())
+}
+
+fn podman_ready() -> bool {
+    if std::env::var_os("TEKTITE_SKIP_PODMAN").is_some_and(|v| v == "1") {
+        eprintln!("TEKTITE_SKIP_PODMAN=1: catalog test on podman not run");
+        return false;
+    }
+    let ok = Command::new("podman")
+        .args(["image", "exists", "localhost/tektite/tools:latest"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "podman or the image localhost/tektite/tools:latest is missing: run hack/test.sh \
+         (or hack/setup-podman.sh, hack/setup-catalog-tools.sh and hack/images.sh), \
+         or set TEKTITE_SKIP_PODMAN=1"
+    );
+    true
+}
+
+/// A finished `tkt run`: exit code, the run as JSON (when it printed one),
+/// and everything it printed on stderr (progress and step logs).
+struct Run {
+    code: i32,
+    json: Value,
+    log: String,
+}
+
+fn tkt_run(runtime: &str, file: &str, extra: &[&str], env: &[(&str, String)]) -> Run {
+    // A store per call: the same file runs on two runtimes at once.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let state = std::env::temp_dir().join(format!(
+        "tkt-catalog-{}-{runtime}-{}-{}",
+        file.replace('/', "_"),
+        std::process::id(),
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&state);
+    let mut cmd = Command::new(tkt_path());
+    cmd.args(["run", "--runtime", runtime, "-o", "json", "-f", file])
+        .arg("--state-dir")
+        .arg(&state)
+        .args(extra)
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .env("TEKTITE_PROCESS_REWRITE", "0")
+        .stdin(Stdio::null());
+    let ep = root().join("target/debug/entrypoint");
+    if ep.is_file() {
+        cmd.env("TEKTITE_ENTRYPOINT", ep);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let _ = std::fs::remove_dir_all(&state);
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        json: serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        log: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn reason(v: &Value) -> String {
+    v["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Succeeded")
+        .and_then(|c| c["reason"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// `tests/run.yaml` of `task` succeeds, nothing is skipped and its check
+/// task reported `ok:` lines and no failure.
+fn passes(task: &str, runtime: &str, extra: &[&str], env: &[(&str, String)]) -> Run {
+    let file = format!("tasks/{task}/tests/run.yaml");
+    let r = tkt_run(runtime, &file, extra, env);
+    assert_eq!(r.code, 0, "{file} on {runtime}:\n{}", r.log);
+    assert_eq!(reason(&r.json), "Succeeded", "{}", r.log);
+    assert!(
+        r.json["status"]["skippedTasks"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "skipped tasks: {}",
+        r.json["status"]["skippedTasks"]
+    );
+    assert!(
+        r.log.contains(": verify] ok:"),
+        "the check task said nothing:\n{}",
+        r.log
+    );
+    assert!(!r.log.contains("FAIL:"), "{}", r.log);
+    r
+}
+
+/// Every `tests/run-fail-*.yaml` of `task` exits 1 and prints its `# expect:`.
+fn failure_cases(task: &str, runtime: &str, env: &[(&str, String)]) -> usize {
+    let dir = tasks_dir().join(task).join("tests");
+    let mut n = 0;
+    for f in yaml_files(&dir) {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("run-fail-") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{name}: first line must be `# expect: TEXT`"));
+        let file = format!("tasks/{task}/tests/{name}");
+        let r = tkt_run(runtime, &file, &[], env);
+        assert_eq!(r.code, 1, "{file} must fail (exit 1):\n{}", r.log);
+        assert_eq!(reason(&r.json), "Failed", "{}", r.log);
+        assert!(
+            r.log.contains(expect),
+            "{file}: no {expect:?} in:\n{}",
+            r.log
+        );
+        n += 1;
+    }
+    n
+}
+
+/// git refuses file:// URLs in submodules by default; the test's local
+/// repositories are trusted (the tools image sets the same in /etc/gitconfig).
+fn git_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("GIT_CONFIG_COUNT", "1".into()),
+        ("GIT_CONFIG_KEY_0", "protocol.file.allow".into()),
+        ("GIT_CONFIG_VALUE_0", "always".into()),
+    ]
+}
+
+const TOOLS_IMAGE: &str = "localhost/tektite/tools:latest";
+
+#[test]
+fn git_clone_on_podman() {
+    if podman_ready() {
+        passes(
+            "git-clone",
+            "podman",
+            &["-p", &format!("gitImage={TOOLS_IMAGE}")],
+            &[],
+        );
+    }
+}
+
+#[test]
+fn git_clone_as_processes() {
+    let r = passes("git-clone", "process", &[], &git_env());
+    for line in [
+        "ok: default branch commit result",
+        "ok: depth 1 is shallow",
+        "ok: submodule checked out",
+        "ok: depth 0 has the full history",
+        "ok: commit SHA checkout",
+    ] {
+        assert!(r.log.contains(line), "no {line:?}:\n{}", r.log);
+    }
+}
+
+#[test]
+fn promtool_check_on_podman() {
+    if podman_ready() {
+        passes(
+            "promtool-check",
+            "podman",
+            &["-p", &format!("image={TOOLS_IMAGE}")],
+            &[],
+        );
+    }
+}
+
+#[test]
+fn promtool_check_as_processes() {
+    let r = passes("promtool-check", "process", &[], &[]);
+    assert!(r.log.contains("ok: rules/tests 2 1"), "{}", r.log);
+    assert_eq!(failure_cases("promtool-check", "process", &[]), 1);
+}
+
+#[test]
+fn cargo_test_as_processes() {
+    let r = passes("cargo-test", "process", &[], &[]);
+    assert!(
+        r.log.contains("cargo-test: 2 passed, 0 failed, 1 ignored"),
+        "{}",
+        r.log
+    );
+    assert_eq!(failure_cases("cargo-test", "process", &[]), 1);
+}
+
+#[test]
+fn cargo_build_as_processes() {
+    let r = passes("cargo-build", "process", &[], &[]);
+    assert!(
+        r.log.contains("ok: hello/target/release/hello sha256:"),
+        "{}",
+        r.log
+    );
+}
+
+#[test]
+fn checkov_scan_as_processes() {
+    let env = [("PATH", tools_path())];
+    let r = passes("checkov-scan", "process", &[], &env);
+    assert!(r.log.contains("ok: counts 2 0 0 2"), "{}", r.log);
+    assert_eq!(failure_cases("checkov-scan", "process", &env), 1);
+}
