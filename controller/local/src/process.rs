@@ -181,7 +181,12 @@ fn setup_script(c: &Container, volumes: &BTreeMap<String, PathBuf>, entrypoint: 
             s.push_str(&format!("mount -o remount,bind,ro {dst}\n"));
         }
     }
-    let wd = c.working_dir.clone().unwrap_or_else(|| "/".into());
+    // An empty workingDir is the image's default, as on a kubelet.
+    let wd = c
+        .working_dir
+        .clone()
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "/".into());
     s.push_str(&format!(
         "mkdir -p {0} && cd {0}\nexec \"$@\"\n",
         shell_quote(&wd)
@@ -425,7 +430,13 @@ impl ProcessPod {
                     let results = rewrite(tektite_entrypoint::contract::RESULTS_DIR, &t);
                     words.splice(1..1, ["-results_dir".to_string(), results]);
                 }
-                let wd = rewrite(c.working_dir.as_deref().unwrap_or("/"), &t);
+                let wd = rewrite(
+                    c.working_dir
+                        .as_deref()
+                        .filter(|d| !d.is_empty())
+                        .unwrap_or("/"),
+                    &t,
+                );
                 let _ = std::fs::create_dir_all(&wd);
                 cmd = Command::new(words.first().cloned().unwrap_or_default());
                 cmd.args(words.iter().skip(1))
