@@ -275,6 +275,24 @@ fn authoring_rules_hold() {
             problems.push(format!("tasks/{name}: no tests/run.yaml"));
         }
     }
+    // The stand-ins are shell scripts too.
+    for e in std::fs::read_dir(root().join("tests/catalog/stubs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            let out = Command::new("shellcheck")
+                .args(["-s", "sh", "-S", "style"])
+                .arg(&p)
+                .output()
+                .unwrap();
+            if !out.status.success() {
+                problems.push(format!(
+                    "{}: fails shellcheck:\n{}",
+                    p.display(),
+                    String::from_utf8_lossy(&out.stdout)
+                ));
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&scratch);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
@@ -584,4 +602,270 @@ fn helm_upgrade_with_stubs() {
 #[test]
 fn kubectl_apply_with_stubs() {
     with_stubs("kubectl-apply");
+}
+
+/// The sample application (`tests/catalog/sample-app`) as a git repository
+/// in a directory of its own: its URL and its commit.
+fn sample_repo(name: &str) -> (PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("tkt-sample-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let copy = Command::new("cp")
+        .arg("-r")
+        .arg(root().join("tests/catalog/sample-app"))
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&dir)
+            .env("GIT_AUTHOR_NAME", "test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.com")
+            .env("GIT_COMMITTER_NAME", "test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.com")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "--quiet", "--initial-branch=main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "--quiet", "-m", "sample app"]);
+    let commit = git(&["rev-parse", "HEAD"]);
+    (dir, commit)
+}
+
+const CI_CD: &str = "tasks/pipelines/tests/run.yaml";
+
+fn skipped(v: &Value) -> Vec<(String, String)> {
+    v["status"]["skippedTasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_string(),
+                s["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn result_of(v: &Value, name: &str) -> String {
+    v["status"]["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["name"] == name)
+        .and_then(|r| r["value"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// With this machine's tools only (git, cargo, checkov) and no image
+/// repository: clone, test and the IaC scan run for real, every later stage
+/// is skipped by its when expressions, and the preflight says why.
+#[test]
+fn ci_cd_pipeline_clone_test_scan_with_local_tools() {
+    let (repo, commit) = sample_repo("local");
+    let url = format!("repo-url=file://{}", repo.display());
+    let r = tkt_run("process", CI_CD, &["-p", &url], &[("PATH", tools_path())]);
+    let _ = std::fs::remove_dir_all(&repo);
+    assert_eq!(r.code, 0, "{}", r.log);
+    // Tekton's reason when some tasks were skipped.
+    assert_eq!(
+        condition(&r.json),
+        ("True".into(), "Completed".into()),
+        "{}",
+        r.log
+    );
+    let when = "When Expressions evaluated to false".to_string();
+    let want: Vec<(String, String)> = [
+        "build",
+        "image-scan",
+        "sign",
+        "deploy-dev",
+        "deploy-stage",
+        "deploy-prod",
+    ]
+    .iter()
+    .map(|t| (t.to_string(), when.clone()))
+    .collect();
+    let mut got = skipped(&r.json);
+    got.sort();
+    let mut want_sorted = want;
+    want_sorted.sort();
+    assert_eq!(got, want_sorted, "{}", r.log);
+    assert_eq!(result_of(&r.json, "commit"), commit);
+    for line in [
+        "ci-cd: stage build: skipped: no image-repo param",
+        "ci-cd: stage deploy to dev: skipped: the image build is skipped",
+        "cargo-test: 1 passed, 0 failed, 0 ignored",
+        "[report : print] ci-cd (dev): Completed",
+        "[report : print]   iac-scan       Succeeded",
+        "[report : print]   build          None (skipped)",
+    ] {
+        assert!(r.log.contains(line), "no {line:?} in:\n{}", r.log);
+    }
+    assert!(
+        r.log.contains(" failed, 0 skipped")
+            && r.log.contains("checkov-scan: ")
+            && !r.log.contains("checkov-scan: 0 passed"),
+        "{}",
+        r.log
+    );
+}
+
+/// The pipeline over a new copy of the sample application, with the
+/// stand-ins for buildah, trivy, cosign and helm first on PATH, a kubeconfig
+/// workspace and `extra` arguments: the run, the commit and the commands the
+/// stand-ins recorded.
+fn ci_cd_with_stubs(name: &str, image_repo: &str, extra: &[&str]) -> (Run, String, String) {
+    let (repo, commit) = sample_repo(name);
+    let dir = std::env::temp_dir().join(format!("tkt-ci-cd-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("key")).unwrap();
+    std::fs::create_dir_all(dir.join("kube")).unwrap();
+    std::fs::write(dir.join("key/cosign.key"), "test key\n").unwrap();
+    std::fs::write(
+        dir.join("kube/kubeconfig"),
+        "apiVersion: v1\nkind: Config\n",
+    )
+    .unwrap();
+    let log = dir.join("stub.log");
+    let stubs = root().join("tests/catalog/stubs");
+    let env = [
+        ("PATH", format!("{}:{}", stubs.display(), tools_path())),
+        ("TEKTITE_STUB_LOG", log.display().to_string()),
+    ];
+    let url = format!("repo-url=file://{}", repo.display());
+    let image = format!("image-repo={image_repo}");
+    let kube = format!("kubeconfig={}", dir.join("kube").display());
+    let mut args = vec!["-p", &url, "-p", &image, "-w", &kube];
+    args.extend_from_slice(extra);
+    let r = tkt_run("process", CI_CD, &args, &env);
+    let commands = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&repo);
+    let _ = std::fs::remove_dir_all(&dir);
+    (r, commit, commands)
+}
+
+/// The whole path to a dev deploy, through the stand-ins: each stage gets
+/// the previous stages' results (the image by digest, the commit).
+#[test]
+fn ci_cd_pipeline_whole_path_to_dev_with_stubs() {
+    let key = std::env::temp_dir().join(format!("tkt-ci-cd-key-{}", std::process::id()));
+    std::fs::create_dir_all(&key).unwrap();
+    std::fs::write(key.join("cosign.key"), "test key\n").unwrap();
+    let key_arg = format!("cosign-key={}", key.display());
+    let (r, commit, commands) =
+        ci_cd_with_stubs("dev", "registry.example/team/clean-app", &["-w", &key_arg]);
+    let _ = std::fs::remove_dir_all(&key);
+    assert_eq!(r.code, 0, "{}", r.log);
+    let mut got = skipped(&r.json);
+    got.sort();
+    let when = "When Expressions evaluated to false".to_string();
+    assert_eq!(
+        got,
+        vec![
+            ("deploy-prod".to_string(), when.clone()),
+            ("deploy-stage".to_string(), when)
+        ],
+        "{}",
+        r.log
+    );
+    let image = result_of(&r.json, "image");
+    let prefix = format!("registry.example/team/clean-app:{commit}@sha256:");
+    assert!(image.starts_with(&prefix), "image result {image:?}");
+    let digest = &image[image.find("@").unwrap() + 1..];
+    for want in [
+        format!("-t registry.example/team/clean-app:{commit} /workspace/source/src"),
+        format!(
+            "trivy image --cache-dir /var/run/trivy-scan/cache --format cyclonedx --output /workspace/sbom/sbom.cdx.json {image}"
+        ),
+        format!(
+            "cosign sign --yes --key=/workspace/signing-key/cosign.key --tlog-upload=true --annotations=commit={commit} {image}"
+        ),
+        format!(
+            "helm upgrade sample-app /workspace/source/src/deploy/chart --install --atomic --wait --timeout 5m0s --namespace apps --values /workspace/source/src/deploy/chart/values-dev.yaml --set image.repository=registry.example/team/clean-app --set image.digest={digest}"
+        ),
+    ] {
+        assert!(
+            commands.lines().any(|l| l.contains(&want)),
+            "no command with {want:?} in:\n{commands}"
+        );
+    }
+    assert!(
+        r.log
+            .contains("[report : print]   deploy-dev     Succeeded"),
+        "{}",
+        r.log
+    );
+}
+
+/// prod takes signed images only: without a signing key, sign and the prod
+/// deploy are skipped and helm never runs.
+#[test]
+fn ci_cd_pipeline_prod_needs_a_signature() {
+    let (r, _, commands) = ci_cd_with_stubs(
+        "prod",
+        "registry.example/team/clean-app",
+        &["-p", "environment=prod"],
+    );
+    assert_eq!(r.code, 0, "{}", r.log);
+    let names: Vec<String> = skipped(&r.json).into_iter().map(|s| s.0).collect();
+    for t in ["sign", "deploy-dev", "deploy-stage", "deploy-prod"] {
+        assert!(names.iter().any(|n| n == t), "{t} not skipped: {names:?}");
+    }
+    assert!(
+        r.log
+            .contains("ci-cd: stage sign: skipped: no cosign-key workspace"),
+        "{}",
+        r.log
+    );
+    assert!(
+        r.log
+            .contains("ci-cd: stage deploy to prod: skipped: prod takes signed images only"),
+        "{}",
+        r.log
+    );
+    assert!(commands.contains("buildah"), "{commands}");
+    assert!(
+        !commands.contains("helm ") && !commands.contains("cosign "),
+        "{commands}"
+    );
+}
+
+/// An image with a CRITICAL vulnerability stops the pipeline at the image
+/// scan: nothing is signed or deployed, and the report says so.
+#[test]
+fn ci_cd_pipeline_stops_at_a_vulnerable_image() {
+    let key = std::env::temp_dir().join(format!("tkt-ci-cd-vkey-{}", std::process::id()));
+    std::fs::create_dir_all(&key).unwrap();
+    std::fs::write(key.join("cosign.key"), "test key\n").unwrap();
+    let key_arg = format!("cosign-key={}", key.display());
+    let (r, _, commands) = ci_cd_with_stubs(
+        "vulnerable",
+        "registry.example/team/vulnerable-app",
+        &["-w", &key_arg],
+    );
+    let _ = std::fs::remove_dir_all(&key);
+    assert_eq!(r.code, 1, "{}", r.log);
+    assert_eq!(condition(&r.json).0, "False", "{}", r.log);
+    assert!(
+        r.log.contains("[report : print]   image-scan     Failed"),
+        "{}",
+        r.log
+    );
+    assert!(
+        r.log
+            .contains("[report : print]   deploy-dev     None (skipped)"),
+        "{}",
+        r.log
+    );
+    assert!(
+        !commands.contains("helm ") && !commands.contains("cosign "),
+        "{commands}"
+    );
 }
