@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the tools the task catalog's checks and real runs use (as root on
 # Debian): shellcheck and yamllint (lint), git, promtool (Debian's prometheus
-# package), jq, and checkov from PyPI into its own virtualenv at
-# $TEKTITE_TOOLS (default /opt/tektite-tools). Trivy, cosign and helm have no
-# Debian package and cannot be fetched here: their tasks are checked with
-# recording stand-ins instead (tests/catalog.rs).
+# package), jq, buildah with docker-registry and curl, and checkov from PyPI
+# into its own virtualenv at $TEKTITE_TOOLS (default /opt/tektite-tools).
+# Trivy, cosign, helm and kubectl have no Debian package and cannot be
+# fetched here: their tasks are checked with recording stand-ins instead
+# (tests/catalog.rs).
 # Prints the directory to put on PATH for checkov as its last line.
 set -euo pipefail
 
@@ -17,6 +18,9 @@ command -v yamllint >/dev/null || need+=(yamllint)
 command -v git >/dev/null || need+=(git)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v jq >/dev/null || need+=(jq)
+command -v buildah >/dev/null || need+=(buildah)                  # buildah-build, for real
+command -v docker-registry >/dev/null || need+=(docker-registry)  # ... pushing to loopback
+command -v curl >/dev/null || need+=(curl)
 if ((${#need[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup-catalog-tools: missing ${need[*]} (run as root, or install them)" >&2

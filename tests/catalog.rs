@@ -871,3 +871,114 @@ fn ci_cd_pipeline_stops_at_a_vulnerable_image() {
         "{commands}"
     );
 }
+
+/// A `docker-registry serve` on a free loopback port, stopped on drop.
+struct Registry {
+    child: std::process::Child,
+    dir: PathBuf,
+    host: String,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        let dir = std::env::temp_dir().join(format!("tkt-catalog-registry-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+            dir.join("data").display()
+        );
+        std::fs::write(dir.join("config.yml"), cfg).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is not installed: run hack/setup-catalog-tools.sh");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(&host).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "docker-registry did not listen on {host}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Registry { child, dir, host }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// buildah-build for real: this machine's buildah, on host processes (in
+/// the run's own empty image storage), pulls its base image from a registry
+/// on loopback, builds and pushes; the digest it reports is the one the
+/// registry serves.
+#[test]
+fn buildah_build_pushes_to_a_local_registry() {
+    if !podman_ready() {
+        return; // the base image is the local busybox image
+    }
+    let reg = Registry::start();
+    let base = format!("{}/base/busybox:latest", reg.host);
+    let push = Command::new("podman")
+        .args([
+            "push",
+            "--quiet",
+            "--tls-verify=false",
+            "localhost/tektite/busybox:latest",
+        ])
+        .arg(format!("docker://{base}"))
+        .output()
+        .unwrap();
+    assert!(push.status.success(), "podman push: {push:?}");
+    let registry = format!("registry={}", reg.host);
+    let base_arg = format!("base={base}");
+    let r = tkt_run(
+        "process",
+        "tasks/buildah-build/tests/run-local-registry.yaml",
+        &["-p", &registry, "-p", &base_arg],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.log);
+    let prefix = format!(
+        "[check : verify] ok: pushed {}/catalog/hello:test@",
+        reg.host
+    );
+    let digest = r
+        .log
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in:\n{}", r.log))
+        .trim()
+        .to_string();
+    let head = Command::new("curl")
+        .args([
+            "-sfI",
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+        ])
+        .arg(format!(
+            "http://{}/v2/catalog/hello/manifests/test",
+            reg.host
+        ))
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&head.stdout).to_lowercase();
+    assert!(
+        headers.contains(&format!("docker-content-digest: {digest}")),
+        "the registry serves another digest than {digest}:\n{headers}"
+    );
+}
