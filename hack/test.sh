@@ -68,6 +68,9 @@ bin=$(tail -n 1 "$tmp/entrypoint.log")
 if [ "${TEKTITE_SKIP_PODMAN:-}" != 1 ]; then
   step "local images"
   hack/images.sh "$bin"
+  # Debian with cargo, gcc and checkov, for the catalog's tasks on podman
+  # (about two minutes on a fresh machine; kept while its recipe is the same).
+  hack/image-ci-tools.sh
 fi
 
 step "examples validate"

@@ -6,11 +6,15 @@
 //! - git-clone and promtool-check run on podman (with the tools image
 //!   `hack/images.sh` builds from this machine's git and promtool) and as
 //!   host processes;
-//! - cargo-test, cargo-build, checkov-scan and the ci-cd pipeline run as host
-//!   processes with this machine's cargo and checkov (no image with them can
-//!   be pulled or built offline here);
-//! - tasks whose tools cannot be installed here (trivy, buildah in a pod,
-//!   cosign, helm, kubectl) run as host processes against the recording
+//! - cargo-test, cargo-build and checkov-scan run on podman (with the Debian
+//!   image `hack/image-ci-tools.sh` makes with debootstrap) and as host
+//!   processes with this machine's cargo and checkov;
+//! - buildah-build runs for real as host processes (Debian's buildah),
+//!   pushing to a docker-registry on loopback;
+//! - the ci-cd pipeline runs as host processes (its inline steps and the
+//!   catalog's defaults name public images, which cannot be pulled here);
+//! - tasks whose tools cannot be installed here (trivy, cosign, helm,
+//!   kubectl; buildah too, besides the real run) run as host processes against the recording
 //!   stand-ins in `tests/catalog/stubs/`, and the commands they ran must equal
 //!   `tests/commands.txt` of the task.
 //!
@@ -311,21 +315,81 @@ fn tools_path() -> String {
 }
 
 fn podman_ready() -> bool {
+    podman_has(TOOLS_IMAGE)
+}
+
+/// Whether podman tests run here (they fail when they should and cannot):
+/// podman and the local `image`.
+fn podman_has(image: &str) -> bool {
     if std::env::var_os("TEKTITE_SKIP_PODMAN").is_some_and(|v| v == "1") {
         eprintln!("TEKTITE_SKIP_PODMAN=1: catalog test on podman not run");
         return false;
     }
     let ok = Command::new("podman")
-        .args(["image", "exists", "localhost/tektite/tools:latest"])
+        .args(["image", "exists", image])
         .status()
         .is_ok_and(|s| s.success());
     assert!(
         ok,
-        "podman or the image localhost/tektite/tools:latest is missing: run hack/test.sh \
-         (or hack/setup-podman.sh, hack/setup-catalog-tools.sh and hack/images.sh), \
-         or set TEKTITE_SKIP_PODMAN=1"
+        "podman or the image {image} is missing: run hack/test.sh \
+         (or hack/setup-podman.sh, hack/setup-catalog-tools.sh, hack/images.sh and \
+         hack/image-ci-tools.sh), or set TEKTITE_SKIP_PODMAN=1"
     );
     true
+}
+
+/// The Debian image `hack/image-ci-tools.sh` builds: cargo, rustc, gcc, git,
+/// checkov.
+const CI_TOOLS_IMAGE: &str = "localhost/tektite/ci-tools:latest";
+
+/// `-p image=… -p shellImage=…` with the ci-tools image, for podman.
+fn ci_tools_params() -> Vec<String> {
+    vec![
+        "-p".into(),
+        format!("image={CI_TOOLS_IMAGE}"),
+        "-p".into(),
+        format!("shellImage={CI_TOOLS_IMAGE}"),
+    ]
+}
+
+#[test]
+fn cargo_test_on_podman() {
+    if podman_has(CI_TOOLS_IMAGE) {
+        let p = ci_tools_params();
+        let args: Vec<&str> = p.iter().map(String::as_str).collect();
+        let r = passes("cargo-test", "podman", &args, &[]);
+        assert!(
+            r.log.contains("cargo-test: 2 passed, 0 failed, 1 ignored"),
+            "{}",
+            r.log
+        );
+        assert_eq!(failure_cases("cargo-test", "podman", &args, &[]), 1);
+    }
+}
+
+#[test]
+fn cargo_build_on_podman() {
+    if podman_has(CI_TOOLS_IMAGE) {
+        let p = ci_tools_params();
+        let args: Vec<&str> = p.iter().map(String::as_str).collect();
+        let r = passes("cargo-build", "podman", &args, &[]);
+        assert!(
+            r.log.contains("ok: hello/target/release/hello sha256:"),
+            "{}",
+            r.log
+        );
+    }
+}
+
+#[test]
+fn checkov_scan_on_podman() {
+    if podman_has(CI_TOOLS_IMAGE) {
+        let p = ci_tools_params();
+        let args: Vec<&str> = p.iter().map(String::as_str).collect();
+        let r = passes("checkov-scan", "podman", &args, &[]);
+        assert!(r.log.contains("ok: counts 2 0 0 2"), "{}", r.log);
+        assert_eq!(failure_cases("checkov-scan", "podman", &args, &[]), 1);
+    }
 }
 
 /// A finished `tkt run`: exit code, the run as JSON (when it printed one),
@@ -410,7 +474,7 @@ fn passes(task: &str, runtime: &str, extra: &[&str], env: &[(&str, String)]) -> 
 }
 
 /// Every `tests/run-fail-*.yaml` of `task` exits 1 and prints its `# expect:`.
-fn failure_cases(task: &str, runtime: &str, env: &[(&str, String)]) -> usize {
+fn failure_cases(task: &str, runtime: &str, extra: &[&str], env: &[(&str, String)]) -> usize {
     let dir = tasks_dir().join(task).join("tests");
     let mut n = 0;
     for f in yaml_files(&dir) {
@@ -425,7 +489,7 @@ fn failure_cases(task: &str, runtime: &str, env: &[(&str, String)]) -> usize {
             .and_then(|l| l.strip_prefix("# expect: "))
             .unwrap_or_else(|| panic!("{name}: first line must be `# expect: TEXT`"));
         let file = format!("tasks/{task}/tests/{name}");
-        let r = tkt_run(runtime, &file, &[], env);
+        let r = tkt_run(runtime, &file, extra, env);
         assert_eq!(r.code, 1, "{file} must fail (exit 1):\n{}", r.log);
         assert_eq!(condition(&r.json).0, "False", "{}", r.log);
         assert!(
@@ -492,7 +556,7 @@ fn promtool_check_on_podman() {
 fn promtool_check_as_processes() {
     let r = passes("promtool-check", "process", &[], &[]);
     assert!(r.log.contains("ok: rules/tests 2 1"), "{}", r.log);
-    assert_eq!(failure_cases("promtool-check", "process", &[]), 1);
+    assert_eq!(failure_cases("promtool-check", "process", &[], &[]), 1);
 }
 
 #[test]
@@ -503,7 +567,7 @@ fn cargo_test_as_processes() {
         "{}",
         r.log
     );
-    assert_eq!(failure_cases("cargo-test", "process", &[]), 1);
+    assert_eq!(failure_cases("cargo-test", "process", &[], &[]), 1);
 }
 
 #[test]
@@ -521,7 +585,7 @@ fn checkov_scan_as_processes() {
     let env = [("PATH", tools_path())];
     let r = passes("checkov-scan", "process", &[], &env);
     assert!(r.log.contains("ok: counts 2 0 0 2"), "{}", r.log);
-    assert_eq!(failure_cases("checkov-scan", "process", &env), 1);
+    assert_eq!(failure_cases("checkov-scan", "process", &[], &env), 1);
 }
 
 /// Host processes with the recording stand-ins first on PATH: `tests/run.yaml`
@@ -564,7 +628,7 @@ fn with_stubs(task: &str) {
     );
     let _ = std::fs::remove_file(&log);
     assert!(
-        failure_cases(task, "process", &env) > 0,
+        failure_cases(task, "process", &[], &env) > 0,
         "{task}: no failure case"
     );
 }

@@ -210,6 +210,66 @@ impl PodmanPod {
                     .map_err(|e| err(format!("directory {}", d.display()), e.to_string()))?;
             }
         }
+        // podman 4 ignores `subPath` on hostPath volumes: each such mount
+        // gets a volume of its own, on the subdirectory (made here, as a
+        // kubelet makes it).
+        if let Some(spec) = adapted.pod.spec.as_mut() {
+            let hosts: BTreeMap<String, String> = spec
+                .volumes
+                .iter()
+                .flatten()
+                .filter_map(|v| Some((v.name.clone(), v.host_path.as_ref()?.path.clone())))
+                .collect();
+            let user_dirs: Vec<&PathBuf> = claims.values().collect();
+            let mut extra = Vec::new();
+            let containers = spec
+                .init_containers
+                .iter_mut()
+                .flatten()
+                .chain(spec.containers.iter_mut());
+            for c in containers {
+                for m in c.volume_mounts.iter_mut().flatten() {
+                    let Some(sub) = m.sub_path.take().filter(|s| !s.is_empty()) else {
+                        continue;
+                    };
+                    let Some(base) = hosts.get(&m.name) else {
+                        continue;
+                    };
+                    if Path::new(&sub).is_absolute()
+                        || Path::new(&sub).components().any(|c| c.as_os_str() == "..")
+                    {
+                        return Err(err(
+                            format!("container {} volumeMount {}", c.name, m.mount_path),
+                            format!("subPath {sub:?} must be a relative path inside the volume"),
+                        ));
+                    }
+                    let host = Path::new(base).join(&sub);
+                    std::fs::create_dir_all(&host)
+                        .and_then(|()| {
+                            if user_dirs.iter().any(|d| host.starts_with(d)) {
+                                Ok(())
+                            } else {
+                                std::fs::set_permissions(
+                                    &host,
+                                    std::fs::Permissions::from_mode(0o777),
+                                )
+                            }
+                        })
+                        .map_err(|e| err(format!("directory {}", host.display()), e.to_string()))?;
+                    let name = format!("tektite-sub-{}", extra.len());
+                    extra.push(Volume {
+                        name: name.clone(),
+                        host_path: Some(HostPathVolumeSource {
+                            path: host.to_string_lossy().into_owned(),
+                            type_: Some("Directory".into()),
+                        }),
+                        ..Default::default()
+                    });
+                    m.name = name;
+                }
+            }
+            spec.volumes.get_or_insert_default().extend(extra);
+        }
         // A kubelet mounts a world-writable file at each container's
         // terminationMessagePath; podman does not, and a step running as
         // another user than root cannot create it in the image's `/tekton`.
