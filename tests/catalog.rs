@@ -342,54 +342,34 @@ fn podman_has(image: &str) -> bool {
 /// checkov.
 const CI_TOOLS_IMAGE: &str = "localhost/tektite/ci-tools:latest";
 
-/// `-p image=… -p shellImage=…` with the ci-tools image, for podman.
-fn ci_tools_params() -> Vec<String> {
-    vec![
-        "-p".into(),
-        format!("image={CI_TOOLS_IMAGE}"),
-        "-p".into(),
-        format!("shellImage={CI_TOOLS_IMAGE}"),
-    ]
+/// `task`'s test runs on podman with the ci-tools image (`-p image=… -p
+/// shellImage=…`): `tests/run.yaml` passes and prints `line`, and it has
+/// `fails` failure cases, which fail as they say.
+fn on_ci_tools(task: &str, line: &str, fails: usize) {
+    if !podman_has(CI_TOOLS_IMAGE) {
+        return;
+    }
+    let image = format!("image={CI_TOOLS_IMAGE}");
+    let shell = format!("shellImage={CI_TOOLS_IMAGE}");
+    let args = ["-p", &image, "-p", &shell];
+    let r = passes(task, "podman", &args, &[]);
+    assert!(r.log.contains(line), "no {line:?} in:\n{}", r.log);
+    assert_eq!(failure_cases(task, "podman", &args, &[]), fails);
 }
 
 #[test]
 fn cargo_test_on_podman() {
-    if podman_has(CI_TOOLS_IMAGE) {
-        let p = ci_tools_params();
-        let args: Vec<&str> = p.iter().map(String::as_str).collect();
-        let r = passes("cargo-test", "podman", &args, &[]);
-        assert!(
-            r.log.contains("cargo-test: 2 passed, 0 failed, 1 ignored"),
-            "{}",
-            r.log
-        );
-        assert_eq!(failure_cases("cargo-test", "podman", &args, &[]), 1);
-    }
+    on_ci_tools("cargo-test", "cargo-test: 2 passed, 0 failed, 1 ignored", 1);
 }
 
 #[test]
 fn cargo_build_on_podman() {
-    if podman_has(CI_TOOLS_IMAGE) {
-        let p = ci_tools_params();
-        let args: Vec<&str> = p.iter().map(String::as_str).collect();
-        let r = passes("cargo-build", "podman", &args, &[]);
-        assert!(
-            r.log.contains("ok: hello/target/release/hello sha256:"),
-            "{}",
-            r.log
-        );
-    }
+    on_ci_tools("cargo-build", "ok: hello/target/release/hello sha256:", 0);
 }
 
 #[test]
 fn checkov_scan_on_podman() {
-    if podman_has(CI_TOOLS_IMAGE) {
-        let p = ci_tools_params();
-        let args: Vec<&str> = p.iter().map(String::as_str).collect();
-        let r = passes("checkov-scan", "podman", &args, &[]);
-        assert!(r.log.contains("ok: counts 2 0 0 2"), "{}", r.log);
-        assert_eq!(failure_cases("checkov-scan", "podman", &args, &[]), 1);
-    }
+    on_ci_tools("checkov-scan", "ok: counts 2 0 0 2", 1);
 }
 
 /// A finished `tkt run`: exit code, the run as JSON (when it printed one),
