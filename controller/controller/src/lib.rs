@@ -1,0 +1,149 @@
+//! Tektite's Kubernetes controller: the I/O around the engine's plans.
+//!
+//! Each reconcile reads what the plan needs (the run, its Task or Pipeline,
+//! its pod or child TaskRuns), asks the pure engine
+//! (`tektite_engine::{taskrun, pipelinerun}`) for a plan, applies it (create
+//! claims and children, delete or cancel them, write the status with
+//! server-side apply, record events) and requeues at the next timeout.
+//!
+//! Guarantees:
+//! - children have deterministic names (the engine's), so a replayed event
+//!   or a restarted controller finds what exists: a create that answers 409
+//!   means the child is already there, never a duplicate;
+//! - a user error (a missing Task, an invalid spec, a failed step) ends in
+//!   the run's status with Tekton's reason and is not retried; an API error
+//!   is returned, and [`error_policy`] requeues with a backoff for its kind.
+
+pub mod pipelinerun;
+pub mod taskrun;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use serde::Serialize;
+use tektite_engine::pod::{Config, ImageCommand};
+use tokio::sync::Mutex;
+
+/// The field manager of every status the controller applies.
+pub const MANAGER: &str = "tektite-controller";
+
+/// What a reconcile can fail with (user errors are not errors: they are
+/// written into the run's status).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the API server failed; retried with [`backoff`].
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The object has no name or namespace (never from an API server).
+    #[error("{0} without a name or a namespace")]
+    Unnamed(&'static str),
+}
+
+/// How long to wait before retrying after `error`, by kind:
+/// - 409 Conflict (someone else wrote first): read again at once (1 s);
+/// - 429 Too Many Requests: 5 s;
+/// - other API statuses (5xx, 403 while RBAC catches up, ...): 10 s;
+/// - transport errors (the API server is away): 15 s.
+pub fn backoff(error: &Error) -> Duration {
+    match error {
+        Error::Kube(kube::Error::Api(s)) if s.code == 409 => Duration::from_secs(1),
+        Error::Kube(kube::Error::Api(s)) if s.code == 429 => Duration::from_secs(5),
+        Error::Kube(kube::Error::Api(_)) => Duration::from_secs(10),
+        Error::Kube(_) => Duration::from_secs(15),
+        Error::Unnamed(_) => Duration::from_secs(300),
+    }
+}
+
+/// What every reconcile shares.
+#[allow(missing_debug_implementations)] // the client and recorder are not Debug
+pub struct Context {
+    pub client: Client,
+    /// Defaults and images (Tekton's `config-defaults`).
+    pub config: Config,
+    /// Looks up the commands of images whose steps have none.
+    pub images: Arc<dyn tektite_oci::ImageLookup>,
+    /// Image commands already looked up, by image reference.
+    pub image_cache: Mutex<BTreeMap<String, ImageCommand>>,
+    pub recorder: Recorder,
+    /// The clock (tests fix it).
+    pub now: fn() -> Timestamp,
+}
+
+impl Context {
+    /// A context for `client` with the engine's default configuration.
+    pub fn new(client: Client, images: Arc<dyn tektite_oci::ImageLookup>) -> Context {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Context {
+            client,
+            config: Config::default(),
+            images,
+            image_cache: Mutex::new(BTreeMap::new()),
+            recorder,
+            now: Timestamp::now,
+        }
+    }
+}
+
+/// The requeue after a failed reconcile: [`backoff`] for the error's kind.
+pub fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "reconcile failed");
+    Action::requeue(backoff(error))
+}
+
+/// Requeue at the plan's next deadline, else wait for a change.
+fn action(requeue_after: Option<Duration>) -> Action {
+    match requeue_after {
+        Some(d) => Action::requeue(d),
+        None => Action::await_change(),
+    }
+}
+
+/// Records the plan's events about `obj` (best effort: an event that cannot
+/// be written is logged, not retried).
+async fn record<K>(ctx: &Context, obj: &K, events: &[tektite_engine::taskrun::Event])
+where
+    K: Resource<DynamicType = ()>,
+{
+    let reference = obj.object_ref(&());
+    for e in events {
+        let ev = Event {
+            type_: if e.type_ == "Warning" {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: e.reason.clone(),
+            note: Some(e.message.chars().take(1024).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&ev, &reference).await {
+            tracing::warn!(%err, reason = %e.reason, "cannot record an event");
+        }
+    }
+}
+
+/// The body of a server-side apply of `status` to a `kind` object.
+fn status_patch<S: Serialize>(kind: &str, status: &S) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "tekton.dev/v1",
+        "kind": kind,
+        "status": status,
+    })
+}
+
+/// Whether `result` failed with a 409 Conflict / AlreadyExists.
+fn already_exists<T>(result: &Result<T, kube::Error>) -> bool {
+    matches!(result, Err(kube::Error::Api(s)) if s.code == 409)
+}

@@ -1,0 +1,164 @@
+//! PipelineRun → TaskRuns: one reconcile reads the Pipeline, the Tasks it
+//! names and the child TaskRuns (by label), plans with
+//! `tektite_engine::pipelinerun`, and applies the plan in a fixed order:
+//! claims, new TaskRuns, cancellations, status, events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use tektite_api::v1::{Pipeline, PipelineRun, PipelineSpec, Task, TaskRun, TaskSpec};
+use tektite_engine::params::Failure;
+use tektite_engine::pipelinerun::{self, Observed};
+use tektite_engine::status::is_done;
+
+use crate::{Context, Error, MANAGER, action, already_exists, record, status_patch};
+
+/// The label the engine puts on a PipelineRun's TaskRuns.
+pub const PIPELINE_RUN_LABEL: &str = "tekton.dev/pipelineRun";
+
+/// The Pipeline a run names, or why it cannot be had (a user error).
+async fn resolve(
+    pr: &PipelineRun,
+    ns: &str,
+    ctx: &Context,
+) -> Result<Result<(PipelineSpec, Option<String>), Failure>, Error> {
+    if let Some(spec) = &pr.spec.pipeline_spec {
+        return Ok(Ok((spec.clone(), None)));
+    }
+    let Some(r) = &pr.spec.pipeline_ref else {
+        return Ok(Err(Failure::new(
+            pipelinerun::reason::COULDNT_GET_PIPELINE,
+            "spec: neither pipelineRef nor pipelineSpec is given",
+        )));
+    };
+    if let Some(resolver) = &r.resolver {
+        return Ok(Err(Failure::new(
+            pipelinerun::reason::COULDNT_GET_PIPELINE,
+            format!(
+                "spec.pipelineRef: only Pipelines by name are supported, not resolver {resolver:?}"
+            ),
+        )));
+    }
+    let name = r.name.clone().unwrap_or_default();
+    let api: Api<Pipeline> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(match api.get_opt(&name).await? {
+        Some(p) => Ok((p.spec, Some(name))),
+        None => Err(Failure::new(
+            pipelinerun::reason::COULDNT_GET_PIPELINE,
+            format!(
+                "Error retrieving pipeline for pipelinerun {ns}/{}: pipelines.tekton.dev \"{name}\" not found",
+                pr.metadata.name.as_deref().unwrap_or("")
+            ),
+        )),
+    })
+}
+
+/// The Tasks the pipeline names (those that exist; the engine fails the run
+/// for the others).
+async fn tasks(
+    spec: &PipelineSpec,
+    ns: &str,
+    ctx: &Context,
+) -> Result<BTreeMap<String, TaskSpec>, Error> {
+    let names: BTreeSet<String> = spec
+        .tasks
+        .iter()
+        .chain(&spec.finally)
+        .filter_map(|t| t.task_ref.as_ref())
+        .filter(|r| r.resolver.is_none() && r.kind.as_deref().is_none_or(|k| k == "Task"))
+        .filter_map(|r| r.name.clone())
+        .collect();
+    let api: Api<Task> = Api::namespaced(ctx.client.clone(), ns);
+    let mut out = BTreeMap::new();
+    for n in names {
+        if let Some(t) = api.get_opt(&n).await? {
+            out.insert(n, t.spec);
+        }
+    }
+    Ok(out)
+}
+
+/// Reconciles one PipelineRun.
+///
+/// # Errors
+/// An API call failed: nothing after it was applied, and the next reconcile
+/// starts again from what exists.
+pub async fn reconcile(pr: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let (Some(name), Some(ns)) = (pr.metadata.name.clone(), pr.metadata.namespace.clone()) else {
+        return Err(Error::Unnamed("PipelineRun"));
+    };
+    if pr.status.as_ref().is_some_and(|s| is_done(&s.conditions)) {
+        return Ok(Action::await_change());
+    }
+    let span = tracing::info_span!("reconcile", kind = "PipelineRun", %ns, %name);
+    tracing::Instrument::instrument(apply(pr, ctx, name, ns), span).await
+}
+
+/// Reads, plans and applies (inside the reconcile's span).
+async fn apply(
+    pr: Arc<PipelineRun>,
+    ctx: Arc<Context>,
+    name: String,
+    ns: String,
+) -> Result<Action, Error> {
+    let resolved = resolve(&pr, &ns, &ctx).await?;
+    let task_specs = match &resolved {
+        Ok((spec, _)) => tasks(spec, &ns, &ctx).await?,
+        Err(_) => BTreeMap::new(),
+    };
+    let task_runs: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &ns);
+    let children = task_runs
+        .list(&ListParams::default().labels(&format!("{PIPELINE_RUN_LABEL}={name}")))
+        .await?
+        .items;
+
+    let plan = pipelinerun::reconcile(
+        Observed {
+            run: &pr,
+            pipeline: match &resolved {
+                Ok((s, n)) => Ok((s, n.as_deref())),
+                Err(f) => Err(f),
+            },
+            tasks: &task_specs,
+            children: &children,
+            now: (ctx.now)(),
+        },
+        &ctx.config,
+    );
+
+    for claim in &plan.create_claims {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+        let r = api.create(&PostParams::default(), claim).await;
+        if !already_exists(&r) {
+            r?;
+        }
+    }
+    for child in &plan.create {
+        let r = task_runs.create(&PostParams::default(), child).await;
+        if !already_exists(&r) {
+            r?;
+        }
+    }
+    for (child, message) in &plan.cancel {
+        let patch = serde_json::json!({
+            "spec": {"status": "TaskRunCancelled", "statusMessage": message}
+        });
+        task_runs
+            .patch(child, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    if let Some(st) = &plan.status {
+        let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), &ns);
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(status_patch("PipelineRun", st)),
+        )
+        .await?;
+    }
+    record(&ctx, &*pr, &plan.events).await;
+    Ok(action(plan.requeue_after))
+}

@@ -1,0 +1,198 @@
+//! TaskRun → Pod: one reconcile reads the Task and the current attempt's
+//! pod, plans with `tektite_engine::taskrun`, and applies the plan in a
+//! fixed order: claims, pod, pod deletion, ready annotation, status, events.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use tektite_api::v1::{Task, TaskRun};
+use tektite_engine::params::Failure;
+use tektite_engine::pod::{ImageCommand, pod_name};
+use tektite_engine::status::{condition, is_done, set_condition};
+use tektite_engine::taskrun::{self, Observed, Resolved};
+
+use crate::{Context, Error, MANAGER, action, already_exists, record, status_patch};
+
+/// The Task a run names, or why it cannot be had (a user error).
+async fn resolve(
+    tr: &TaskRun,
+    ns: &str,
+    ctx: &Context,
+) -> Result<Result<(tektite_api::v1::TaskSpec, Option<String>), Failure>, Error> {
+    if let Some(spec) = &tr.spec.task_spec {
+        return Ok(Ok((spec.clone(), None)));
+    }
+    let Some(r) = &tr.spec.task_ref else {
+        return Ok(Err(Failure::new(
+            "TaskRunResolutionFailed",
+            "spec: neither taskRef nor taskSpec is given",
+        )));
+    };
+    if r.resolver.is_some() || r.kind.as_deref().is_some_and(|k| k != "Task") {
+        return Ok(Err(Failure::new(
+            "TaskRunResolutionFailed",
+            format!(
+                "spec.taskRef: only Tasks by name are supported, not {}",
+                r.resolver
+                    .as_deref()
+                    .map(|x| format!("resolver {x:?}"))
+                    .unwrap_or_else(|| format!("kind {:?}", r.kind.as_deref().unwrap_or("")))
+            ),
+        )));
+    }
+    let name = r.name.clone().unwrap_or_default();
+    let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(match tasks.get_opt(&name).await? {
+        Some(t) => Ok((t.spec, Some(name))),
+        None => Err(Failure::new(
+            "CouldntGetTask",
+            format!(
+                "error when listing tasks for taskRun {}: tasks.tekton.dev \"{name}\" not found",
+                tr.metadata.name.as_deref().unwrap_or("")
+            ),
+        )),
+    })
+}
+
+/// Reconciles one TaskRun.
+///
+/// # Errors
+/// An API call failed: nothing after it was applied, and the next reconcile
+/// starts again from what exists.
+pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let (Some(name), Some(ns)) = (tr.metadata.name.clone(), tr.metadata.namespace.clone()) else {
+        return Err(Error::Unnamed("TaskRun"));
+    };
+    if tr.status.as_ref().is_some_and(|s| is_done(&s.conditions)) {
+        return Ok(Action::await_change());
+    }
+    let span = tracing::info_span!("reconcile", kind = "TaskRun", %ns, %name);
+    tracing::Instrument::instrument(apply(tr, ctx, name, ns), span).await
+}
+
+/// Reads, plans and applies (inside the reconcile's span).
+async fn apply(
+    tr: Arc<TaskRun>,
+    ctx: Arc<Context>,
+    name: String,
+    ns: String,
+) -> Result<Action, Error> {
+    let resolved = resolve(&tr, &ns, &ctx).await?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let attempt = tr.status.as_ref().map_or(0, |s| s.retries_status.len());
+    let pod = pods.get_opt(&pod_name(&name, attempt)).await?;
+
+    let mut run = (*tr).clone();
+    let mut images = ctx.image_cache.lock().await.clone();
+    let mut plan;
+    let mut lookups = 0;
+    loop {
+        let resolved_ref = match &resolved {
+            Ok((s, n)) => Resolved::Spec(s, n.as_deref()),
+            Err(f) => Resolved::Failed(f),
+        };
+        plan = taskrun::reconcile(
+            Observed {
+                task_run: &run,
+                resolved: resolved_ref,
+                pod: pod.as_ref(),
+                images: &images,
+                now: (ctx.now)(),
+            },
+            &ctx.config,
+        );
+        if plan.need_images.is_empty() || lookups > 0 {
+            break;
+        }
+        lookups += 1;
+        for image in &plan.need_images {
+            match ctx.images.lookup(image, None).await {
+                Ok(info) => {
+                    let Some(c) = info.command_for("linux/amd64") else {
+                        fail(
+                            &mut run,
+                            &ctx,
+                            format!("image {image} has no linux/amd64 platform"),
+                        );
+                        break;
+                    };
+                    let c = ImageCommand {
+                        entrypoint: c.entrypoint.clone(),
+                        cmd: c.cmd.clone(),
+                    };
+                    ctx.image_cache
+                        .lock()
+                        .await
+                        .insert(image.clone(), c.clone());
+                    images.insert(image.clone(), c);
+                }
+                Err(e) => {
+                    fail(
+                        &mut run,
+                        &ctx,
+                        format!("cannot read the command of {image}: {e}"),
+                    );
+                    break;
+                }
+            }
+        }
+        if run.status != tr.status {
+            // The lookup failed: the run is done; write that.
+            plan = taskrun::Plan {
+                status: run.status.clone(),
+                ..Default::default()
+            };
+            break;
+        }
+    }
+
+    for claim in &plan.create_claims {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+        let r = api.create(&PostParams::default(), claim).await;
+        if !already_exists(&r) {
+            r?;
+        }
+    }
+    if let Some(p) = &plan.create_pod {
+        let r = pods.create(&PostParams::default(), p).await;
+        if !already_exists(&r) {
+            r?;
+        }
+    }
+    if let Some(p) = &plan.delete_pod {
+        match pods.delete(p, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(p) = &plan.mark_ready {
+        let patch = serde_json::json!({"metadata": {"annotations": {"tekton.dev/ready": "READY"}}});
+        pods.patch(p, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    if let Some(st) = &plan.status {
+        let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &ns);
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(status_patch("TaskRun", st)),
+        )
+        .await?;
+    }
+    record(&ctx, &*tr, &plan.events).await;
+    Ok(action(plan.requeue_after))
+}
+
+/// Ends `run` as failed: its image's command cannot be had.
+fn fail(run: &mut tektite_api::v1::TaskRun, ctx: &Context, message: String) {
+    let now = (ctx.now)();
+    let st = run.status.get_or_insert_with(Default::default);
+    set_condition(
+        &mut st.conditions,
+        condition("False", "TaskRunImagePullFailed", message, now),
+    );
+    st.completion_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+}

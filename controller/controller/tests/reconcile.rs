@@ -1,0 +1,840 @@
+//! The controller's API calls against a mocked API server (kube-rs +
+//! tower-test): one scenario per reconcile branch. Each expected call is
+//! checked for method, path (and query where it matters) and body, in order;
+//! events (`events.k8s.io`) are answered wherever they come and collected. A
+//! call that is not expected fails the test, and so does an expected call
+//! that never comes.
+
+// Test helpers panic on setup failures by design.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use tektite_api::v1::{PipelineRun, TaskRun};
+use tektite_controller::{Context, Error, backoff, pipelinerun, taskrun};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// A check of a call's query string and body.
+type Check = Box<dyn Fn(&str, &Value) + Send>;
+
+/// One expected call: method, path, a check of the query and body, and the
+/// answer (status, body).
+struct Call {
+    method: &'static str,
+    path: String,
+    check: Check,
+    status: u16,
+    answer: Value,
+}
+
+fn call(method: &'static str, path: impl Into<String>, status: u16, answer: Value) -> Call {
+    Call {
+        method,
+        path: path.into(),
+        check: Box::new(|_, _| {}),
+        status,
+        answer,
+    }
+}
+
+impl Call {
+    /// Checks the query string and the request body.
+    fn check(mut self, f: impl Fn(&str, &Value) + Send + 'static) -> Call {
+        self.check = Box::new(f);
+        self
+    }
+}
+
+fn not_found(what: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+           "code": 404, "message": format!("{what} not found"), "metadata": {}})
+}
+
+fn status_error(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+           "code": code, "message": reason, "metadata": {}})
+}
+
+/// Answers the calls in order; returns the events recorded.
+async fn serve(mut handle: Handle, calls: Vec<Call>) -> Vec<Value> {
+    let mut calls = VecDeque::from(calls);
+    let mut events = Vec::new();
+    while let Some((req, send)) = handle.next_request().await {
+        let method = req.method().to_string();
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or("").to_string();
+        let bytes = req.into_body().collect_bytes().await.unwrap();
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        let respond = |status: u16, v: &Value| {
+            Response::builder()
+                .status(StatusCode::from_u16(status).unwrap())
+                .body(Body::from(serde_json::to_vec(v).unwrap()))
+                .unwrap()
+        };
+        if path.starts_with("/apis/events.k8s.io/") {
+            send.send_response(respond(201, &body));
+            events.push(body);
+            continue;
+        }
+        let c = calls
+            .pop_front()
+            .unwrap_or_else(|| panic!("unexpected call: {method} {path}?{query} {body}"));
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            (c.method, c.path.as_str()),
+            "query {query}, body {body}"
+        );
+        (c.check)(&query, &body);
+        // `Null`: answer as the API server would, with the object written.
+        let answer = if c.answer.is_null() {
+            echo(&path, body)
+        } else {
+            c.answer
+        };
+        send.send_response(respond(c.status, &answer));
+    }
+    let left: Vec<String> = calls
+        .iter()
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect();
+    assert!(left.is_empty(), "expected calls that never came: {left:?}");
+    events
+}
+
+/// The object a create or patch wrote, as the API server returns it (a
+/// status patch names no metadata: the path does).
+fn echo(path: &str, mut body: Value) -> Value {
+    if body.get("metadata").is_none() {
+        let name = path
+            .trim_end_matches("/status")
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        body["metadata"] = json!({"name": name, "namespace": "ci"});
+    }
+    if body.get("spec").is_none() && body["kind"] != "Event" {
+        body["spec"] = json!({});
+    }
+    body
+}
+
+/// A fake image lookup: no test here looks images up.
+struct NoImages;
+
+impl tektite_oci::ImageLookup for NoImages {
+    fn lookup<'a>(
+        &'a self,
+        image: &'a str,
+        _creds: Option<&'a tektite_oci::Credentials>,
+    ) -> tektite_oci::LookupFuture<'a> {
+        Box::pin(async move { panic!("unexpected image lookup of {image}") })
+    }
+}
+
+fn now() -> Timestamp {
+    "2026-11-27T10:00:00Z".parse().unwrap()
+}
+
+/// Runs `f` (a reconcile) against `calls`; returns its outcome and the events.
+async fn scenario<F, Fut>(calls: Vec<Call>, f: F) -> (Result<Action, Error>, Vec<Value>)
+where
+    F: FnOnce(Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, Error>>,
+{
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(serve(handle, calls));
+    let mut ctx = Context::new(Client::new(svc, "default"), Arc::new(NoImages));
+    ctx.now = now;
+    let ctx = Arc::new(ctx);
+    let out = tokio::time::timeout(Duration::from_secs(5), f(ctx))
+        .await
+        .expect("the reconcile hung: a call was not answered");
+    let events = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the mock API server did not finish")
+        .unwrap();
+    (out, events)
+}
+
+fn task() -> Value {
+    json!({"apiVersion": "tekton.dev/v1", "kind": "Task",
+           "metadata": {"name": "greet", "namespace": "ci"},
+           "spec": {"steps": [{"name": "say", "image": "alpine", "command": ["echo", "hello"]}]}})
+}
+
+fn task_run(extra: Value) -> TaskRun {
+    let mut v = json!({"apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+        "metadata": {"name": "greet-run", "namespace": "ci", "uid": "1111"},
+        "spec": {"taskRef": {"name": "greet"}}});
+    merge(&mut v, extra);
+    serde_json::from_value(v).unwrap()
+}
+
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+fn condition(status: &Value) -> (String, String) {
+    let c = &status["conditions"][0];
+    (
+        c["status"].as_str().unwrap_or("").into(),
+        c["reason"].as_str().unwrap_or("").into(),
+    )
+}
+
+const TASKS: &str = "/apis/tekton.dev/v1/namespaces/ci/tasks";
+const TASK_RUNS: &str = "/apis/tekton.dev/v1/namespaces/ci/taskruns";
+const PODS: &str = "/api/v1/namespaces/ci/pods";
+
+/// A server-side apply of the status, as the one field manager, forced.
+fn is_status_apply(query: &str) {
+    assert!(query.contains("fieldManager=tektite-controller"), "{query}");
+    assert!(query.contains("force=true"), "{query}");
+}
+
+#[tokio::test]
+async fn a_new_taskrun_gets_its_pod_and_a_running_status() {
+    let tr = task_run(json!({}));
+    let calls = vec![
+        call("GET", format!("{TASKS}/greet"), 200, task()),
+        call(
+            "GET",
+            format!("{PODS}/greet-run-pod"),
+            404,
+            not_found("pods \"greet-run-pod\""),
+        ),
+        call("POST", PODS, 201, Value::Null).check(|_, pod| {
+            assert_eq!(pod["metadata"]["name"], "greet-run-pod");
+            assert_eq!(pod["metadata"]["labels"]["tekton.dev/taskRun"], "greet-run");
+            assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "TaskRun");
+            assert_eq!(pod["metadata"]["ownerReferences"][0]["uid"], "1111");
+            assert_eq!(pod["spec"]["containers"][0]["name"], "step-say");
+        }),
+        call(
+            "PATCH",
+            format!("{TASK_RUNS}/greet-run/status"),
+            200,
+            Value::Null,
+        )
+        .check(|q, body| {
+            is_status_apply(q);
+            assert_eq!(body["kind"], "TaskRun");
+            assert_eq!(body["status"]["podName"], "greet-run-pod");
+            assert_eq!(condition(&body["status"]).0, "Unknown");
+        }),
+    ];
+    let (out, events) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+    let action = out.unwrap();
+    // Requeued at the default timeout (1 h), not left to a watch alone.
+    assert_eq!(action, Action::requeue(Duration::from_secs(3600)));
+    assert!(
+        events.iter().any(|e| e["reason"] == "Started"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_task_fails_the_run_without_retry() {
+    let tr = task_run(json!({}));
+    let calls = vec![
+        call(
+            "GET",
+            format!("{TASKS}/greet"),
+            404,
+            not_found("tasks.tekton.dev \"greet\""),
+        ),
+        call(
+            "GET",
+            format!("{PODS}/greet-run-pod"),
+            404,
+            not_found("pod"),
+        ),
+        call(
+            "PATCH",
+            format!("{TASK_RUNS}/greet-run/status"),
+            200,
+            Value::Null,
+        )
+        .check(|q, body| {
+            is_status_apply(q);
+            assert_eq!(
+                condition(&body["status"]),
+                ("False".to_string(), "CouldntGetTask".to_string())
+            );
+        }),
+    ];
+    let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+    assert_eq!(out.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_pod_that_exists_already_is_not_created_twice() {
+    // A replayed event or a restarted controller: the POST answers 409.
+    let tr = task_run(json!({}));
+    let calls = vec![
+        call("GET", format!("{TASKS}/greet"), 200, task()),
+        call(
+            "GET",
+            format!("{PODS}/greet-run-pod"),
+            404,
+            not_found("pod"),
+        ),
+        call("POST", PODS, 409, status_error(409, "AlreadyExists")),
+        call(
+            "PATCH",
+            format!("{TASK_RUNS}/greet-run/status"),
+            200,
+            Value::Null,
+        ),
+    ];
+    let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+    assert!(out.is_ok(), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_server_error_is_returned_for_a_retry_with_backoff() {
+    let tr = task_run(json!({}));
+    let calls = vec![
+        call("GET", format!("{TASKS}/greet"), 200, task()),
+        call(
+            "GET",
+            format!("{PODS}/greet-run-pod"),
+            404,
+            not_found("pod"),
+        ),
+        call("POST", PODS, 500, status_error(500, "InternalError")),
+    ];
+    let (out, events) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+    let err = out.unwrap_err();
+    assert!(
+        matches!(&err, Error::Kube(kube::Error::Api(s)) if s.code == 500),
+        "{err:?}"
+    );
+    assert_eq!(backoff(&err), Duration::from_secs(10));
+    // Nothing after the failed call: no status, no event.
+    assert!(events.is_empty(), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_conflict_is_retried_at_once() {
+    let tr = task_run(json!({}));
+    let calls = vec![
+        call("GET", format!("{TASKS}/greet"), 200, task()),
+        call(
+            "GET",
+            format!("{PODS}/greet-run-pod"),
+            404,
+            not_found("pod"),
+        ),
+        call("POST", PODS, 201, Value::Null),
+        call(
+            "PATCH",
+            format!("{TASK_RUNS}/greet-run/status"),
+            409,
+            status_error(409, "Conflict"),
+        ),
+    ];
+    let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+    assert_eq!(backoff(&out.unwrap_err()), Duration::from_secs(1));
+}
+
+/// The golden case `tr-03`: a finished pod whose steps reported through
+/// annotations; the TaskRun's status takes their results.
+#[tokio::test]
+async fn step_annotations_become_the_taskrun_status() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../engine/tests/golden/tr-03-succeeded-with-results/input.yaml"
+    ))
+    .unwrap();
+    let docs = tektite_api::yaml::parse_values(&text).unwrap();
+    let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap().clone();
+    let mut task = find("Task");
+    task["metadata"]["namespace"] = json!("ci");
+    let mut run = find("TaskRun");
+    run["metadata"]["namespace"] = json!("ci");
+    let tr: TaskRun = serde_json::from_value(run).unwrap();
+    let pod = find("Pod");
+    let calls = vec![
+        call("GET", format!("{TASKS}/two-steps"), 200, task),
+        call("GET", format!("{PODS}/done-pod"), 200, pod),
+        call(
+            "PATCH",
+            format!("{TASK_RUNS}/done/status"),
+            200,
+            Value::Null,
+        )
+        .check(|q, body| {
+            is_status_apply(q);
+            let st = &body["status"];
+            assert_eq!(condition(st), ("True".to_string(), "Succeeded".to_string()));
+            let results: Vec<&str> = st["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(results, ["digest", "tags", "meta", "from-step"]);
+            assert_eq!(st["results"][1]["value"], json!(["v1", "latest"]));
+        }),
+    ];
+    let (out, events) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+    assert_eq!(out.unwrap(), Action::await_change());
+    assert!(
+        events.iter().any(|e| e["reason"] == "Succeeded"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_finished_taskrun_makes_no_call() {
+    let tr = task_run(json!({"status": {"conditions": [
+        {"type": "Succeeded", "status": "True", "reason": "Succeeded", "message": "",
+         "lastTransitionTime": "2026-11-27T09:00:00Z"}]}}));
+    let (out, events) = scenario(vec![], |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+    assert_eq!(out.unwrap(), Action::await_change());
+    assert!(events.is_empty());
+}
+
+// ---- PipelineRuns ----
+
+const PIPELINES: &str = "/apis/tekton.dev/v1/namespaces/ci/pipelines";
+const PIPELINE_RUNS: &str = "/apis/tekton.dev/v1/namespaces/ci/pipelineruns";
+
+fn pipeline() -> Value {
+    json!({"apiVersion": "tekton.dev/v1", "kind": "Pipeline",
+           "metadata": {"name": "build", "namespace": "ci"},
+           "spec": {"tasks": [
+               {"name": "first", "taskRef": {"name": "greet"}},
+               {"name": "second", "taskRef": {"name": "greet"}, "runAfter": ["first"]}]}})
+}
+
+fn pipeline_run(extra: Value) -> PipelineRun {
+    let mut v = json!({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
+        "metadata": {"name": "build-run", "namespace": "ci", "uid": "2222"},
+        "spec": {"pipelineRef": {"name": "build"}}});
+    merge(&mut v, extra);
+    serde_json::from_value(v).unwrap()
+}
+
+fn list(items: Vec<Value>) -> Value {
+    json!({"apiVersion": "tekton.dev/v1", "kind": "TaskRunList", "metadata": {"resourceVersion": "1"}, "items": items})
+}
+
+fn children_query(q: &str) {
+    assert!(
+        q.contains("labelSelector=tekton.dev%2FpipelineRun%3Dbuild-run"),
+        "{q}"
+    );
+}
+
+#[tokio::test]
+async fn a_new_pipelinerun_creates_its_first_taskrun() {
+    let pr = pipeline_run(json!({}));
+    let calls = vec![
+        call("GET", format!("{PIPELINES}/build"), 200, pipeline()),
+        call("GET", format!("{TASKS}/greet"), 200, task()),
+        call("GET", TASK_RUNS, 200, list(vec![])).check(|q, _| children_query(q)),
+        call("POST", TASK_RUNS, 201, Value::Null).check(|_, tr| {
+            assert_eq!(tr["metadata"]["name"], "build-run-first");
+            assert_eq!(
+                tr["metadata"]["labels"]["tekton.dev/pipelineRun"],
+                "build-run"
+            );
+            assert_eq!(tr["metadata"]["labels"]["tekton.dev/pipelineTask"], "first");
+            assert_eq!(tr["metadata"]["ownerReferences"][0]["uid"], "2222");
+            assert_eq!(tr["spec"]["taskRef"]["name"], "greet");
+        }),
+        call(
+            "PATCH",
+            format!("{PIPELINE_RUNS}/build-run/status"),
+            200,
+            Value::Null,
+        )
+        .check(|q, body| {
+            is_status_apply(q);
+            assert_eq!(body["kind"], "PipelineRun");
+            assert_eq!(condition(&body["status"]).0, "Unknown");
+            assert_eq!(
+                body["status"]["childReferences"][0]["name"],
+                "build-run-first"
+            );
+        }),
+    ];
+    let (out, _) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
+    assert!(out.is_ok(), "{out:?}");
+}
+
+fn child(name: &str, task: &str, status: &str, reason: &str) -> Value {
+    json!({"apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+        "metadata": {"name": name, "namespace": "ci",
+                     "labels": {"tekton.dev/pipelineRun": "build-run", "tekton.dev/pipelineTask": task}},
+        "spec": {"taskRef": {"name": "greet"}},
+        "status": {"podName": format!("{name}-pod"), "startTime": "2026-11-27T09:59:00Z",
+                   "conditions": [{"type": "Succeeded", "status": status, "reason": reason, "message": "",
+                                   "lastTransitionTime": "2026-11-27T09:59:30Z"}]}})
+}
+
+fn started() -> Value {
+    json!({"status": {"startTime": "2026-11-27T09:59:00Z",
+        "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running", "message": "",
+                        "lastTransitionTime": "2026-11-27T09:59:00Z"}],
+        "childReferences": [{"apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+                             "name": "build-run-first", "pipelineTaskName": "first"}]}})
+}
+
+#[tokio::test]
+async fn a_finished_child_starts_the_next_and_a_restart_duplicates_nothing() {
+    // The first TaskRun succeeded: the second is created, once.
+    let pr = pipeline_run(started());
+    let calls = vec![
+        call("GET", format!("{PIPELINES}/build"), 200, pipeline()),
+        call("GET", format!("{TASKS}/greet"), 200, task()),
+        call(
+            "GET",
+            TASK_RUNS,
+            200,
+            list(vec![child("build-run-first", "first", "True", "Succeeded")]),
+        ),
+        call("POST", TASK_RUNS, 201, Value::Null).check(|_, tr| {
+            assert_eq!(tr["metadata"]["name"], "build-run-second");
+        }),
+        call(
+            "PATCH",
+            format!("{PIPELINE_RUNS}/build-run/status"),
+            200,
+            Value::Null,
+        ),
+    ];
+    let (out, _) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
+    assert!(out.is_ok(), "{out:?}");
+
+    // After a restart both children exist: no POST at all.
+    let mut st = started();
+    st["status"]["childReferences"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": "build-run-second", "pipelineTaskName": "second"}));
+    let pr = pipeline_run(st);
+    let children = || {
+        list(vec![
+            child("build-run-first", "first", "True", "Succeeded"),
+            child("build-run-second", "second", "Unknown", "Running"),
+        ])
+    };
+    let written = Arc::new(std::sync::Mutex::new(Value::Null));
+    let keep = written.clone();
+    let calls = vec![
+        call("GET", format!("{PIPELINES}/build"), 200, pipeline()),
+        call("GET", format!("{TASKS}/greet"), 200, task()),
+        call("GET", TASK_RUNS, 200, children()),
+        // The counts in the message change; no TaskRun is created.
+        call(
+            "PATCH",
+            format!("{PIPELINE_RUNS}/build-run/status"),
+            200,
+            Value::Null,
+        )
+        .check(move |_, body| {
+            let refs = body["status"]["childReferences"].as_array().unwrap();
+            assert_eq!(refs.len(), 2, "{body}");
+            *keep.lock().unwrap() = body["status"].clone();
+        }),
+    ];
+    let (out, _) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
+    assert!(out.is_ok(), "{out:?}");
+
+    // Replayed with the status it wrote: reads only, no write at all.
+    let status = written.lock().unwrap().clone();
+    let pr = pipeline_run(json!({"status": status}));
+    let calls = vec![
+        call("GET", format!("{PIPELINES}/build"), 200, pipeline()),
+        call("GET", format!("{TASKS}/greet"), 200, task()),
+        call("GET", TASK_RUNS, 200, children()),
+    ];
+    let (out, events) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
+    assert!(out.is_ok(), "{out:?}");
+    assert!(events.is_empty(), "{events:?}");
+}
+
+#[tokio::test]
+async fn cancelling_a_pipelinerun_cancels_its_running_taskruns() {
+    let mut extra = started();
+    merge(&mut extra, json!({"spec": {"status": "Cancelled"}}));
+    let pr = pipeline_run(extra);
+    let calls = vec![
+        call("GET", format!("{PIPELINES}/build"), 200, pipeline()),
+        call("GET", format!("{TASKS}/greet"), 200, task()),
+        call(
+            "GET",
+            TASK_RUNS,
+            200,
+            list(vec![child(
+                "build-run-first",
+                "first",
+                "Unknown",
+                "Running",
+            )]),
+        ),
+        call(
+            "PATCH",
+            format!("{TASK_RUNS}/build-run-first"),
+            200,
+            Value::Null,
+        )
+        .check(|_, body| {
+            assert_eq!(body["spec"]["status"], "TaskRunCancelled");
+            assert!(
+                body["spec"]["statusMessage"]
+                    .as_str()
+                    .unwrap()
+                    .contains("cancelled"),
+                "{body}"
+            );
+        }),
+        call(
+            "PATCH",
+            format!("{PIPELINE_RUNS}/build-run/status"),
+            200,
+            Value::Null,
+        ),
+    ];
+    let (out, _) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
+    assert!(out.is_ok(), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_missing_pipeline_fails_the_run_without_retry() {
+    let pr = pipeline_run(json!({}));
+    let calls = vec![
+        call(
+            "GET",
+            format!("{PIPELINES}/build"),
+            404,
+            not_found("pipelines.tekton.dev \"build\""),
+        ),
+        call("GET", TASK_RUNS, 200, list(vec![])),
+        call(
+            "PATCH",
+            format!("{PIPELINE_RUNS}/build-run/status"),
+            200,
+            Value::Null,
+        )
+        .check(|_, body| {
+            assert_eq!(
+                condition(&body["status"]),
+                ("False".to_string(), "CouldntGetPipeline".to_string())
+            );
+        }),
+    ];
+    let (out, _) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
+    assert_eq!(out.unwrap(), Action::await_change());
+}
+
+/// The documents of an engine golden case's input, in the `ci` namespace.
+fn golden(case: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(format!(
+        "{}/../engine/tests/golden/{case}/input.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let mut docs = tektite_api::yaml::parse_values(&text).unwrap();
+    docs.retain(|d| d["kind"] != "EngineTest");
+    for d in &mut docs {
+        d["metadata"]["namespace"] = json!("ci");
+    }
+    docs
+}
+
+fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// Golden case `tr-12`: past its timeout, the pod is deleted and the run
+/// fails with TaskRunTimeout.
+#[tokio::test]
+async fn a_run_past_its_timeout_loses_its_pod() {
+    let docs = golden("tr-12-timeout");
+    let tr: TaskRun = serde_json::from_value(named(&docs, "TaskRun", "slow").clone()).unwrap();
+    let calls = vec![
+        call(
+            "GET",
+            format!("{TASKS}/one"),
+            200,
+            named(&docs, "Task", "one").clone(),
+        ),
+        call(
+            "GET",
+            format!("{PODS}/slow-pod"),
+            200,
+            named(&docs, "Pod", "slow-pod").clone(),
+        ),
+        call(
+            "DELETE",
+            format!("{PODS}/slow-pod"),
+            200,
+            named(&docs, "Pod", "slow-pod").clone(),
+        ),
+        call(
+            "PATCH",
+            format!("{TASK_RUNS}/slow/status"),
+            200,
+            Value::Null,
+        )
+        .check(|_, body| {
+            assert_eq!(
+                condition(&body["status"]),
+                ("False".to_string(), "TaskRunTimeout".to_string())
+            );
+        }),
+    ];
+    let (out, events) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+    assert_eq!(out.unwrap(), Action::await_change());
+    assert!(
+        events.iter().any(|e| e["reason"] == "TaskRunTimeout"),
+        "{events:?}"
+    );
+}
+
+/// Golden case `tr-15`: a failed attempt with a retry left is archived
+/// (ToBeRetried); the next reconcile creates the `-retry1` pod.
+#[tokio::test]
+async fn a_failed_attempt_is_retried_with_a_new_pod() {
+    let docs = golden("tr-15-retries");
+    let task = named(&docs, "Task", "one").clone();
+    let tr: TaskRun = serde_json::from_value(named(&docs, "TaskRun", "again").clone()).unwrap();
+    let written = Arc::new(std::sync::Mutex::new(Value::Null));
+    let keep = written.clone();
+    let calls = vec![
+        call("GET", format!("{TASKS}/one"), 200, task.clone()),
+        call(
+            "GET",
+            format!("{PODS}/again-pod"),
+            200,
+            named(&docs, "Pod", "again-pod").clone(),
+        ),
+        call(
+            "PATCH",
+            format!("{TASK_RUNS}/again/status"),
+            200,
+            Value::Null,
+        )
+        .check(move |_, body| {
+            let st = &body["status"];
+            assert_eq!(
+                condition(st),
+                ("Unknown".to_string(), "ToBeRetried".to_string())
+            );
+            assert_eq!(st["retriesStatus"].as_array().unwrap().len(), 1, "{st}");
+            *keep.lock().unwrap() = st.clone();
+        }),
+    ];
+    let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr.clone()), ctx)).await;
+    assert!(out.is_ok(), "{out:?}");
+
+    let mut again = tr;
+    again.status = Some(serde_json::from_value(written.lock().unwrap().clone()).unwrap());
+    let calls = vec![
+        call("GET", format!("{TASKS}/one"), 200, task),
+        call(
+            "GET",
+            format!("{PODS}/again-pod-retry1"),
+            404,
+            not_found("pod"),
+        ),
+        call("POST", PODS, 201, Value::Null).check(|_, pod| {
+            assert_eq!(pod["metadata"]["name"], "again-pod-retry1");
+        }),
+        call(
+            "PATCH",
+            format!("{TASK_RUNS}/again/status"),
+            200,
+            Value::Null,
+        )
+        .check(|_, body| {
+            assert_eq!(body["status"]["podName"], "again-pod-retry1");
+        }),
+    ];
+    let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(again), ctx)).await;
+    assert!(out.is_ok(), "{out:?}");
+}
+
+/// `StoppedRunFinally` and `CancelledRunFinally`: running children are let
+/// finish (Stopped) or cancelled (Cancelled), nothing new but finally starts.
+#[tokio::test]
+async fn the_graceful_cancel_modes() {
+    for (mode, cancels) in [("StoppedRunFinally", false), ("CancelledRunFinally", true)] {
+        let mut extra = started();
+        merge(&mut extra, json!({"spec": {"status": mode}}));
+        let pr = pipeline_run(extra);
+        let mut calls = vec![
+            call("GET", format!("{PIPELINES}/build"), 200, pipeline()),
+            call("GET", format!("{TASKS}/greet"), 200, task()),
+            call(
+                "GET",
+                TASK_RUNS,
+                200,
+                list(vec![child(
+                    "build-run-first",
+                    "first",
+                    "Unknown",
+                    "Running",
+                )]),
+            ),
+        ];
+        if cancels {
+            calls.push(
+                call(
+                    "PATCH",
+                    format!("{TASK_RUNS}/build-run-first"),
+                    200,
+                    Value::Null,
+                )
+                .check(|_, body| {
+                    assert_eq!(body["spec"]["status"], "TaskRunCancelled");
+                }),
+            );
+        }
+        calls.push(
+            call(
+                "PATCH",
+                format!("{PIPELINE_RUNS}/build-run/status"),
+                200,
+                Value::Null,
+            )
+            .check(move |_, body| {
+                // Still running (the child has not finished), and `second`
+                // was never created.
+                assert_eq!(condition(&body["status"]).0, "Unknown", "{mode}: {body}");
+                assert_eq!(
+                    body["status"]["childReferences"].as_array().unwrap().len(),
+                    1
+                );
+            }),
+        );
+        let (out, _) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
+        assert!(out.is_ok(), "{mode}: {out:?}");
+    }
+}
