@@ -146,9 +146,11 @@ fn list_is_newest_first_with_placeholders() {
         Some(cond("Unknown", "Running", "")),
     ))
     .unwrap();
+    // A minute older than "new": the same minute could tie, and the order
+    // would then depend on when each `ago` was computed.
     s.save_pipeline_run(&pr(
         "timed-out",
-        Some(ago(125)),
+        Some(ago(126)),
         Some(3600),
         Some(cond("False", "PipelineRunTimeout", "")),
     ))

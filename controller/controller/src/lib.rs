@@ -14,6 +14,7 @@
 //!   the run's status with Tekton's reason and is not retried; an API error
 //!   is returned, and [`error_policy`] requeues with a backoff for its kind.
 
+pub mod config;
 pub mod pipelinerun;
 pub mod taskrun;
 
@@ -63,8 +64,9 @@ pub fn backoff(error: &Error) -> Duration {
 #[allow(missing_debug_implementations)] // the client and recorder are not Debug
 pub struct Context {
     pub client: Client,
-    /// Defaults and images (Tekton's `config-defaults`).
-    pub config: Config,
+    /// Defaults and images (Tekton's `config-defaults`, see [`config`]);
+    /// replaced when the ConfigMap changes.
+    pub config: std::sync::RwLock<Config>,
     /// Looks up the commands of images whose steps have none.
     pub images: Arc<dyn tektite_oci::ImageLookup>,
     /// Image commands already looked up, by image reference.
@@ -86,12 +88,22 @@ impl Context {
         );
         Context {
             client,
-            config: Config::default(),
+            config: std::sync::RwLock::new(Config::default()),
             images,
             image_cache: Mutex::new(BTreeMap::new()),
             recorder,
             now: Timestamp::now,
         }
+    }
+}
+
+impl Context {
+    /// The configuration now in force.
+    pub fn config(&self) -> Config {
+        self.config
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
 }
 

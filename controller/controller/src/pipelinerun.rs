@@ -126,7 +126,7 @@ async fn apply(
             children: &children,
             now: (ctx.now)(),
         },
-        &ctx.config,
+        &ctx.config(),
     );
 
     for claim in &plan.create_claims {

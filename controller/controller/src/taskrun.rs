@@ -101,7 +101,7 @@ async fn apply(
                 images: &images,
                 now: (ctx.now)(),
             },
-            &ctx.config,
+            &ctx.config(),
         );
         if plan.need_images.is_empty() || lookups > 0 {
             break;

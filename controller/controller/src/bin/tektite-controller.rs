@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tektite_api::v1::{PipelineRun, TaskRun};
-use tektite_controller::{Context, error_policy, pipelinerun, taskrun};
+use tektite_controller::{Context, config, error_policy, pipelinerun, taskrun};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,6 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tektite_oci::ClientOptions::default(),
     )?);
     let ctx = Arc::new(Context::new(client.clone(), images));
+    let ctx_for_config = ctx.clone();
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=tektite");
 
     let (task_runs, writer) = reflector::store();
@@ -59,6 +60,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         });
 
-    futures::join!(task_run_controller, pipeline_run_controller);
+    // config-defaults, watched: a valid change applies to the next
+    // reconciles; an invalid one is reported and the previous stays.
+    let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "tektite".into());
+    let config_ctx = ctx_for_config;
+    let config_watch = watcher(
+        Api::<ConfigMap>::namespaced(client.clone(), &namespace),
+        watcher::Config::default().fields(&format!("metadata.name={}", config::CONFIG_MAP)),
+    )
+    .default_backoff()
+    .applied_objects()
+    .for_each(|cm| {
+        let ctx = config_ctx.clone();
+        async move {
+            let Ok(cm) = cm else { return };
+            let data = cm.data.unwrap_or_default();
+            match config::from_data(&data, &tektite_engine::pod::Config::default()) {
+                Ok(c) => {
+                    if let Ok(mut current) = ctx.config.write() {
+                        *current = c;
+                    }
+                    eprintln!("tektite-controller: {} applied", config::CONFIG_MAP);
+                }
+                Err(e) => eprintln!("tektite-controller: {e}; the previous configuration stays"),
+            }
+        }
+    });
+
+    futures::join!(task_run_controller, pipeline_run_controller, config_watch);
     Ok(())
 }

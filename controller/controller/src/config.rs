@@ -1,0 +1,167 @@
+//! The controller's configuration from a ConfigMap like Tekton's
+//! `config-defaults`: the keys Tekton uses, plus Tektite's images and result
+//! size limit. Keys not set keep their defaults; an invalid value is an
+//! error naming the key and what was expected, and the previous
+//! configuration stays in force.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tektite_engine::pod::Config;
+
+/// The ConfigMap's name (in the controller's namespace).
+pub const CONFIG_MAP: &str = "config-defaults";
+
+/// Every key read, with what it sets.
+pub const KEYS: &[(&str, &str)] = &[
+    (
+        "default-timeout-minutes",
+        "timeout of runs that set none, in minutes (Tekton's key)",
+    ),
+    (
+        "default-service-account",
+        "service account of TaskRuns that name none (Tekton's key)",
+    ),
+    (
+        "default-managed-by-label-value",
+        "value of the app.kubernetes.io/managed-by label (Tekton's key)",
+    ),
+    (
+        "entrypoint-image",
+        "image holding the step wrapper at /ko-app/entrypoint",
+    ),
+    (
+        "shell-image",
+        "image with a POSIX shell, for placing scripts",
+    ),
+    (
+        "max-result-size",
+        "largest result a step may write, in bytes",
+    ),
+];
+
+/// `base` with the values `data` sets.
+///
+/// # Errors
+/// A value is not what its key expects (`key: expected …, got "…"`), or a
+/// key is not one of [`KEYS`] (a typo would otherwise be ignored).
+pub fn from_data(data: &BTreeMap<String, String>, base: &Config) -> Result<Config, String> {
+    let mut c = base.clone();
+    for (key, value) in data {
+        // Tekton's example ConfigMap documents itself under `_example`.
+        if key == "_example" {
+            continue;
+        }
+        let v = value.trim();
+        let number = |what: &str| -> Result<u64, String> {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{CONFIG_MAP}: {key}: expected {what}, got {value:?}"))
+        };
+        let text = || -> Result<String, String> {
+            if v.is_empty() {
+                Err(format!(
+                    "{CONFIG_MAP}: {key}: expected a value, got an empty string"
+                ))
+            } else {
+                Ok(v.to_string())
+            }
+        };
+        match key.as_str() {
+            "default-timeout-minutes" => {
+                c.default_timeout =
+                    Duration::from_secs(60 * number("a whole number of minutes above 0")?);
+            }
+            "default-service-account" => c.default_service_account = text()?,
+            "default-managed-by-label-value" => c.managed_by = text()?,
+            "entrypoint-image" => c.entrypoint_image = text()?,
+            "shell-image" => c.shell_image = text()?,
+            "max-result-size" => {
+                c.max_result_size = usize::try_from(number("a size in bytes above 0")?)
+                    .map_err(|_| format!("{CONFIG_MAP}: {key}: {value:?} is too large"))?;
+            }
+            other => {
+                let known: Vec<&str> = KEYS.iter().map(|k| k.0).collect();
+                return Err(format!(
+                    "{CONFIG_MAP}: unknown key {other:?} (known: {})",
+                    known.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_key_sets_its_field_and_others_keep_defaults() {
+        let base = Config::default();
+        let c = from_data(
+            &data(&[
+                ("default-timeout-minutes", "90"),
+                ("default-service-account", "builder"),
+                ("default-managed-by-label-value", "tektite-prod"),
+                (
+                    "entrypoint-image",
+                    "registry.local/tektite/entrypoint@sha256:ab",
+                ),
+                ("shell-image", "registry.local/busybox:1"),
+                ("max-result-size", "8192"),
+                ("_example", "ignored"),
+            ]),
+            &base,
+        )
+        .unwrap();
+        assert_eq!(c.default_timeout, Duration::from_secs(90 * 60));
+        assert_eq!(c.default_service_account, "builder");
+        assert_eq!(c.managed_by, "tektite-prod");
+        assert_eq!(
+            c.entrypoint_image,
+            "registry.local/tektite/entrypoint@sha256:ab"
+        );
+        assert_eq!(c.shell_image, "registry.local/busybox:1");
+        assert_eq!(c.max_result_size, 8192);
+        let only = from_data(&data(&[("default-service-account", "x")]), &base).unwrap();
+        assert_eq!(only.default_timeout, base.default_timeout);
+        assert_eq!(only.entrypoint_image, base.entrypoint_image);
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_are_errors_that_name_the_key() {
+        let base = Config::default();
+        for (pairs, want) in [
+            (
+                vec![("default-timeout-minutes", "1h")],
+                r#"config-defaults: default-timeout-minutes: expected a whole number of minutes above 0, got "1h""#,
+            ),
+            (
+                vec![("max-result-size", "0")],
+                r#"config-defaults: max-result-size: expected a size in bytes above 0, got "0""#,
+            ),
+            (
+                vec![("shell-image", " ")],
+                "config-defaults: shell-image: expected a value, got an empty string",
+            ),
+        ] {
+            assert_eq!(from_data(&data(&pairs), &base).unwrap_err(), want);
+        }
+        let e = from_data(&data(&[("default-timeout", "5")]), &base).unwrap_err();
+        assert!(
+            e.starts_with(
+                r#"config-defaults: unknown key "default-timeout" (known: default-timeout-minutes,"#
+            ),
+            "{e}"
+        );
+    }
+}
