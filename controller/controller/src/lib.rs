@@ -15,6 +15,7 @@
 //!   is returned, and [`error_policy`] requeues with a backoff for its kind.
 
 pub mod config;
+pub mod metrics;
 pub mod pipelinerun;
 pub mod taskrun;
 
@@ -72,6 +73,7 @@ pub struct Context {
     /// Image commands already looked up, by image reference.
     pub image_cache: Mutex<BTreeMap<String, ImageCommand>>,
     pub recorder: Recorder,
+    pub metrics: Arc<metrics::Metrics>,
     /// The clock (tests fix it).
     pub now: fn() -> Timestamp,
 }
@@ -92,6 +94,10 @@ impl Context {
             images,
             image_cache: Mutex::new(BTreeMap::new()),
             recorder,
+            metrics: Arc::new(metrics::Metrics::new(
+                metrics::Level::Name,
+                metrics::Level::Name,
+            )),
             now: Timestamp::now,
         }
     }
@@ -111,6 +117,27 @@ impl Context {
 pub fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(%error, "reconcile failed");
     Action::requeue(backoff(error))
+}
+
+/// The kind of a reconcile error, for the errors metric.
+pub fn error_kind(error: &Error) -> String {
+    match error {
+        Error::Kube(kube::Error::Api(s)) => format!("api_{}", s.code),
+        Error::Kube(_) => "transport".into(),
+        Error::Unnamed(_) => "unnamed".into(),
+    }
+}
+
+/// Seconds from `start` (else `created`) to `end`, for duration metrics.
+fn seconds(
+    start: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    end: Timestamp,
+) -> f64 {
+    start
+        .or(created)
+        .map(|t| end.duration_since(t.0).as_secs_f64().max(0.0))
+        .unwrap_or(0.0)
 }
 
 /// Requeue at the plan's next deadline, else wait for a change.

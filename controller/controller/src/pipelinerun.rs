@@ -94,7 +94,12 @@ pub async fn reconcile(pr: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action
         return Ok(Action::await_change());
     }
     let span = tracing::info_span!("reconcile", kind = "PipelineRun", %ns, %name);
-    tracing::Instrument::instrument(apply(pr, ctx, name, ns), span).await
+    let began = std::time::Instant::now();
+    let out = tracing::Instrument::instrument(apply(pr, ctx.clone(), name, ns), span).await;
+    let error = out.as_ref().err().map(crate::error_kind);
+    ctx.metrics
+        .reconciled("PipelineRun", error.as_deref(), began.elapsed());
+    out
 }
 
 /// Reads, plans and applies (inside the reconcile's span).
@@ -158,6 +163,14 @@ async fn apply(
             &Patch::Apply(status_patch("PipelineRun", st)),
         )
         .await?;
+        if is_done(&st.conditions) {
+            let secs = crate::seconds(
+                st.start_time.as_ref(),
+                pr.metadata.creation_timestamp.as_ref(),
+                (ctx.now)(),
+            );
+            ctx.metrics.pipelinerun_done(&pr, &st.conditions, secs);
+        }
     }
     record(&ctx, &*pr, &plan.events).await;
     Ok(action(plan.requeue_after))

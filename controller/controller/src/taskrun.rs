@@ -69,7 +69,12 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action, Er
         return Ok(Action::await_change());
     }
     let span = tracing::info_span!("reconcile", kind = "TaskRun", %ns, %name);
-    tracing::Instrument::instrument(apply(tr, ctx, name, ns), span).await
+    let began = std::time::Instant::now();
+    let out = tracing::Instrument::instrument(apply(tr, ctx.clone(), name, ns), span).await;
+    let error = out.as_ref().err().map(crate::error_kind);
+    ctx.metrics
+        .reconciled("TaskRun", error.as_deref(), began.elapsed());
+    out
 }
 
 /// Reads, plans and applies (inside the reconcile's span).
@@ -159,6 +164,10 @@ async fn apply(
         let r = pods.create(&PostParams::default(), p).await;
         if !already_exists(&r) {
             r?;
+            if let Some(created) = &tr.metadata.creation_timestamp {
+                let latency = (ctx.now)().duration_since(created.0);
+                ctx.metrics.pod_created(&tr, latency.unsigned_abs());
+            }
         }
     }
     if let Some(p) = &plan.delete_pod {
@@ -181,6 +190,14 @@ async fn apply(
             &Patch::Apply(status_patch("TaskRun", st)),
         )
         .await?;
+        if is_done(&st.conditions) {
+            let secs = crate::seconds(
+                st.start_time.as_ref(),
+                tr.metadata.creation_timestamp.as_ref(),
+                (ctx.now)(),
+            );
+            ctx.metrics.taskrun_done(&tr, &st.conditions, secs);
+        }
     }
     record(&ctx, &*tr, &plan.events).await;
     Ok(action(plan.requeue_after))

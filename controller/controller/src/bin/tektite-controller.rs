@@ -4,13 +4,23 @@
 //! controller's memory grow without bound.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tektite_api::v1::{PipelineRun, TaskRun};
-use tektite_controller::{Context, config, error_policy, pipelinerun, taskrun};
+use tektite_controller::{Context, config, error_policy, metrics, pipelinerun, taskrun};
+use tektite_engine::status::is_done;
+
+fn is_done_tr(t: &TaskRun) -> bool {
+    t.status.as_ref().is_some_and(|s| is_done(&s.conditions))
+}
+
+fn is_done_pr(p: &PipelineRun) -> bool {
+    p.status.as_ref().is_some_and(|s| is_done(&s.conditions))
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,6 +33,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=tektite");
 
     let (task_runs, writer) = reflector::store();
+    let (pipeline_runs, pr_writer) = reflector::store();
+    // Metrics, health and readiness on :9090 (TEKTITE_METRICS_ADDR).
+    let addr = std::env::var("TEKTITE_METRICS_ADDR").unwrap_or_else(|_| "0.0.0.0:9090".into());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let refresh = {
+        let (trs, prs, m) = (
+            task_runs.clone(),
+            pipeline_runs.clone(),
+            ctx.metrics.clone(),
+        );
+        Arc::new(move || {
+            let running = |done: Vec<bool>| done.into_iter().filter(|d| !d).count();
+            m.set_running(
+                running(
+                    trs.state()
+                        .iter()
+                        .map(|t: &Arc<TaskRun>| is_done_tr(t))
+                        .collect(),
+                ),
+                running(
+                    prs.state()
+                        .iter()
+                        .map(|p: &Arc<PipelineRun>| is_done_pr(p))
+                        .collect(),
+                ),
+            );
+        })
+    };
+    tokio::spawn(metrics::serve(
+        listener,
+        ctx.metrics.clone(),
+        ready.clone(),
+        refresh,
+    ));
+    {
+        let (trs, prs, ready) = (task_runs.clone(), pipeline_runs.clone(), ready.clone());
+        tokio::spawn(async move {
+            let _ = trs.wait_until_ready().await;
+            let _ = prs.wait_until_ready().await;
+            ready.store(true, Ordering::Relaxed);
+        });
+    }
     let stream = watcher(
         Api::<TaskRun>::all(client.clone()),
         watcher::Config::default(),
@@ -41,14 +94,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         });
 
-    let (pipeline_runs, writer) = reflector::store();
     let stream = watcher(
         Api::<PipelineRun>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
     .modify(|o: &mut PipelineRun| o.managed_fields_mut().clear())
-    .reflect(writer)
+    .reflect(pr_writer)
     .applied_objects();
     let pipeline_run_controller = Controller::for_stream(stream, pipeline_runs)
         .owns(Api::<TaskRun>::all(client.clone()), owned)

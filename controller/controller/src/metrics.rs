@@ -1,0 +1,358 @@
+//! Prometheus metrics under Tekton's names, so existing dashboards and
+//! alerts keep working, plus the controller's own reconcile metrics; and the
+//! HTTP endpoints `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Label cardinality is bounded: no run or pod names, ever. At the default
+//! levels a PipelineRun's metrics carry `namespace` and `pipeline`, a
+//! TaskRun's `namespace` and `task`; at the `namespace` level only the
+//! namespace (Tekton's `metrics.pipelinerun.level` / `metrics.taskrun.level`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tektite_api::v1::{Condition, PipelineRun, TaskRun};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+type Labels = Vec<(String, String)>;
+
+/// Tekton's duration buckets, in seconds (10 s to a day).
+const DURATION_BUCKETS: [f64; 12] = [
+    10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 5400.0, 10800.0, 21600.0, 43200.0, 86400.0,
+];
+
+/// How much a run's metrics say about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Namespace and Pipeline/Task name (the default).
+    Name,
+    /// Namespace only.
+    Namespace,
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+fn reconcile_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+/// Every metric the controller exports.
+#[allow(missing_debug_implementations)] // the registry is not Debug
+pub struct Metrics {
+    registry: Registry,
+    pipelinerun_level: Level,
+    taskrun_level: Level,
+    pipelinerun_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    pipelinerun_taskrun_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    taskrun_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    pipelinerun_total: Family<Labels, Counter>,
+    taskrun_total: Family<Labels, Counter>,
+    running_pipelineruns: Gauge,
+    running_taskruns: Gauge,
+    pod_latency: Family<Labels, Gauge<i64, AtomicI64>>,
+    reconcile_total: Family<Labels, Counter>,
+    reconcile_errors: Family<Labels, Counter>,
+    reconcile_duration: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+impl Metrics {
+    /// The metrics, registered, at the given label levels.
+    pub fn new(pipelinerun_level: Level, taskrun_level: Level) -> Metrics {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            registry: Registry::default(),
+            pipelinerun_level,
+            taskrun_level,
+            pipelinerun_duration: Family::new_with_constructor(histogram),
+            pipelinerun_taskrun_duration: Family::new_with_constructor(histogram),
+            taskrun_duration: Family::new_with_constructor(histogram),
+            pipelinerun_total: Family::default(),
+            taskrun_total: Family::default(),
+            running_pipelineruns: Gauge::default(),
+            running_taskruns: Gauge::default(),
+            pod_latency: Family::default(),
+            reconcile_total: Family::default(),
+            reconcile_errors: Family::default(),
+            reconcile_duration: Family::new_with_constructor(reconcile_histogram),
+        };
+        let t = "tekton_pipelines_controller_";
+        registry.register(
+            format!("{t}pipelinerun_duration_seconds"),
+            "The pipelinerun execution time in seconds",
+            m.pipelinerun_duration.clone(),
+        );
+        registry.register(
+            format!("{t}pipelinerun_taskrun_duration_seconds"),
+            "The pipelinerun's taskrun execution time in seconds",
+            m.pipelinerun_taskrun_duration.clone(),
+        );
+        registry.register(
+            format!("{t}taskrun_duration_seconds"),
+            "The taskrun's execution time in seconds",
+            m.taskrun_duration.clone(),
+        );
+        // Counters get their `_total` suffix from the encoder.
+        registry.register(
+            format!("{t}pipelinerun"),
+            "Number of pipelineruns",
+            m.pipelinerun_total.clone(),
+        );
+        registry.register(
+            format!("{t}taskrun"),
+            "Number of taskruns",
+            m.taskrun_total.clone(),
+        );
+        registry.register(
+            format!("{t}running_pipelineruns"),
+            "Number of pipelineruns executing currently",
+            m.running_pipelineruns.clone(),
+        );
+        registry.register(
+            format!("{t}running_taskruns"),
+            "Number of taskruns executing currently",
+            m.running_taskruns.clone(),
+        );
+        registry.register(
+            format!("{t}taskruns_pod_latency_milliseconds"),
+            "Time from a taskrun's creation to the creation of its pod, in milliseconds (the last observed)",
+            m.pod_latency.clone(),
+        );
+        registry.register(
+            "tektite_controller_reconcile",
+            "Reconciles, by kind and result",
+            m.reconcile_total.clone(),
+        );
+        registry.register(
+            "tektite_controller_reconcile_errors",
+            "Reconciles that failed, by kind and error",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "tektite_controller_reconcile_duration_seconds",
+            "Time a reconcile takes, API calls included",
+            m.reconcile_duration.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    fn pipelinerun_labels(&self, pr: &PipelineRun) -> Labels {
+        let mut l = vec![(
+            "namespace".into(),
+            pr.metadata.namespace.clone().unwrap_or_default(),
+        )];
+        if self.pipelinerun_level == Level::Name {
+            let name = pr
+                .spec
+                .pipeline_ref
+                .as_ref()
+                .and_then(|r| r.name.clone())
+                .unwrap_or_else(|| "anonymous".into());
+            l.push(("pipeline".into(), name));
+        }
+        l
+    }
+
+    fn taskrun_labels(&self, tr: &TaskRun) -> Labels {
+        let mut l = vec![(
+            "namespace".into(),
+            tr.metadata.namespace.clone().unwrap_or_default(),
+        )];
+        if self.taskrun_level == Level::Name {
+            let name = tr
+                .spec
+                .task_ref
+                .as_ref()
+                .and_then(|r| r.name.clone())
+                .unwrap_or_else(|| "anonymous".into());
+            l.push(("task".into(), name));
+        }
+        l
+    }
+
+    /// A PipelineRun just finished with `conditions`.
+    pub fn pipelinerun_done(&self, pr: &PipelineRun, conditions: &[Condition], seconds: f64) {
+        let status = outcome(conditions, "Cancelled");
+        let mut l = self.pipelinerun_labels(pr);
+        l.push(("status".into(), status.into()));
+        self.pipelinerun_duration.get_or_create(&l).observe(seconds);
+        self.pipelinerun_total
+            .get_or_create(&vec![("status".into(), status.into())])
+            .inc();
+    }
+
+    /// A TaskRun just finished with `conditions`; a PipelineRun's TaskRun
+    /// also counts under `pipelinerun_taskrun_duration_seconds`.
+    pub fn taskrun_done(&self, tr: &TaskRun, conditions: &[Condition], seconds: f64) {
+        let status = outcome(conditions, "TaskRunCancelled");
+        let mut l = self.taskrun_labels(tr);
+        l.push(("status".into(), status.into()));
+        self.taskrun_duration.get_or_create(&l).observe(seconds);
+        let pipeline = tr
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("tekton.dev/pipeline"))
+            .cloned();
+        if let Some(p) = pipeline {
+            let mut l = vec![(
+                "namespace".into(),
+                tr.metadata.namespace.clone().unwrap_or_default(),
+            )];
+            if self.pipelinerun_level == Level::Name {
+                l.push(("pipeline".into(), p));
+            }
+            if self.taskrun_level == Level::Name {
+                l.extend(self.taskrun_labels(tr).into_iter().skip(1));
+            }
+            l.push(("status".into(), status.into()));
+            self.pipelinerun_taskrun_duration
+                .get_or_create(&l)
+                .observe(seconds);
+        }
+        self.taskrun_total
+            .get_or_create(&vec![("status".into(), status.into())])
+            .inc();
+    }
+
+    /// The controller created `tr`'s pod `latency` after the TaskRun.
+    pub fn pod_created(&self, tr: &TaskRun, latency: Duration) {
+        let ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
+        self.pod_latency
+            .get_or_create(&self.taskrun_labels(tr))
+            .set(ms);
+    }
+
+    /// Runs executing now (counted from the controller's caches).
+    pub fn set_running(&self, taskruns: usize, pipelineruns: usize) {
+        self.running_taskruns
+            .set(i64::try_from(taskruns).unwrap_or(i64::MAX));
+        self.running_pipelineruns
+            .set(i64::try_from(pipelineruns).unwrap_or(i64::MAX));
+    }
+
+    /// One reconcile of `kind` ended: `error` names the failure's kind.
+    pub fn reconciled(&self, kind: &str, error: Option<&str>, took: Duration) {
+        let result = if error.is_some() { "error" } else { "ok" };
+        self.reconcile_total
+            .get_or_create(&vec![
+                ("kind".into(), kind.into()),
+                ("result".into(), result.into()),
+            ])
+            .inc();
+        if let Some(e) = error {
+            self.reconcile_errors
+                .get_or_create(&vec![
+                    ("kind".into(), kind.into()),
+                    ("error".into(), e.into()),
+                ])
+                .inc();
+        }
+        self.reconcile_duration
+            .get_or_create(&vec![("kind".into(), kind.into())])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Prometheus' text format (0.0.4), which every scraper and `promtool`
+    /// read: the OpenMetrics text the encoder writes, with counters' HELP and
+    /// TYPE under their `_total` names and no `# EOF`.
+    pub fn render(&self) -> String {
+        let mut open = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut open, &self.registry);
+        let counters: Vec<&str> = open
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(open.len());
+        for line in open.lines() {
+            if line == "# EOF" {
+                continue;
+            }
+            let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+                let rest = line.strip_prefix(p)?;
+                let (name, tail) = rest.split_once(' ')?;
+                counters
+                    .contains(&name)
+                    .then(|| format!("{p}{name}_total {tail}"))
+            });
+            out.push_str(renamed.as_deref().unwrap_or(line));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Tekton's `status` label: `success`, `cancelled` or `failed`.
+fn outcome(conditions: &[Condition], cancelled_reason: &str) -> &'static str {
+    match conditions.iter().find(|c| c.type_ == "Succeeded") {
+        Some(c) if c.status == "True" => "success",
+        Some(c) if c.reason.as_deref() == Some(cancelled_reason) => "cancelled",
+        _ => "failed",
+    }
+}
+
+/// Serves `/metrics` (rendered by `metrics`, after `refresh`), `/healthz`
+/// (200 while the process runs) and `/readyz` (200 once `ready` is set) on
+/// `listener`, until the process ends. One request per connection.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    refresh: Arc<dyn Fn() + Send + Sync>,
+) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        let ready = ready.clone();
+        let refresh = refresh.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
+            {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let mut words = head.split_whitespace();
+            let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            let (code, kind, body) = match (method, path) {
+                ("GET", "/metrics") => {
+                    refresh();
+                    (
+                        "200 OK",
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        metrics.render(),
+                    )
+                }
+                ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
+                ("GET", "/readyz") if ready.load(Ordering::Relaxed) => {
+                    ("200 OK", "text/plain", "ready\n".to_string())
+                }
+                ("GET", "/readyz") => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "caches not synced yet\n".to_string(),
+                ),
+                _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+            };
+            let response = format!(
+                "HTTP/1.1 {code}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}

@@ -1,0 +1,234 @@
+//! The metrics: their text passes `promtool check metrics`, carries Tekton's
+//! names and no run names, and the alert rules shipped in
+//! `controller/config/prometheus/` fire on them (`promtool test rules`); the
+//! HTTP endpoints answer. promtool comes from Debian's `prometheus` package
+//! (`hack/setup-catalog-tools.sh`).
+
+// Test helpers panic on setup failures by design.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use tektite_api::v1::{Condition, PipelineRun, TaskRun};
+use tektite_controller::metrics::{Level, Metrics};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn cond(status: &str, reason: &str) -> Vec<Condition> {
+    serde_json::from_value(
+        json!([{"type": "Succeeded", "status": status, "reason": reason,
+        "message": "", "lastTransitionTime": "2026-11-27T10:00:00Z"}]),
+    )
+    .unwrap()
+}
+
+fn task_run(name: &str, pipeline: Option<&str>) -> TaskRun {
+    let mut v = json!({"apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+        "metadata": {"name": name, "namespace": "ci"},
+        "spec": {"taskRef": {"name": "build"}}});
+    if let Some(p) = pipeline {
+        v["metadata"]["labels"] = json!({"tekton.dev/pipeline": p});
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+fn pipeline_run(name: &str) -> PipelineRun {
+    serde_json::from_value(json!({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
+        "metadata": {"name": name, "namespace": "ci"},
+        "spec": {"pipelineRef": {"name": "release"}}}))
+    .unwrap()
+}
+
+/// Metrics with some of everything recorded.
+fn recorded(level: Level) -> Metrics {
+    let m = Metrics::new(level, level);
+    m.pipelinerun_done(
+        &pipeline_run("release-abc12"),
+        &cond("True", "Succeeded"),
+        95.0,
+    );
+    m.pipelinerun_done(
+        &pipeline_run("release-def34"),
+        &cond("False", "Failed"),
+        20.0,
+    );
+    m.pipelinerun_done(
+        &pipeline_run("release-ghi56"),
+        &cond("False", "Cancelled"),
+        3.0,
+    );
+    m.taskrun_done(
+        &task_run("release-abc12-build", Some("release")),
+        &cond("True", "Succeeded"),
+        40.0,
+    );
+    m.taskrun_done(
+        &task_run("lone-run", None),
+        &cond("False", "TaskRunCancelled"),
+        2.0,
+    );
+    m.pod_created(&task_run("lone-run", None), Duration::from_millis(42));
+    m.set_running(3, 1);
+    m.reconciled("TaskRun", None, Duration::from_millis(4));
+    m.reconciled("TaskRun", Some("api_500"), Duration::from_millis(9));
+    m
+}
+
+fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(args)
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/prometheus"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is not installed: run hack/setup-catalog-tools.sh (Debian's prometheus package)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// promtool's one objection: Tekton names its pod latency metric in
+/// milliseconds, and dashboards and alerts use that name, so it stays.
+const TEKTON_UNIT: &str = r#"tekton_pipelines_controller_taskruns_pod_latency_milliseconds use base unit "seconds" instead of "milliseconds""#;
+
+#[test]
+fn promtool_accepts_the_metrics() {
+    for level in [Level::Name, Level::Namespace] {
+        let text = recorded(level).render();
+        let (_, out) = promtool(&["check", "metrics"], Some(&text));
+        let problems: Vec<&str> = out.lines().filter(|l| *l != TEKTON_UNIT).collect();
+        assert!(problems.is_empty(), "promtool check metrics: {out}\n{text}");
+        // And with that metric left out, promtool passes outright.
+        let without: String = text
+            .lines()
+            .filter(|l| !l.contains("taskruns_pod_latency_milliseconds"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let (ok, out) = promtool(&["check", "metrics"], Some(&without));
+        assert!(
+            ok && out.trim().is_empty(),
+            "promtool check metrics: {out}\n{without}"
+        );
+    }
+}
+
+#[test]
+fn tekton_names_and_labels_without_run_names() {
+    let text = recorded(Level::Name).render();
+    for line in [
+        r#"tekton_pipelines_controller_pipelinerun_total{status="success"} 1"#,
+        r#"tekton_pipelines_controller_pipelinerun_total{status="failed"} 1"#,
+        r#"tekton_pipelines_controller_pipelinerun_total{status="cancelled"} 1"#,
+        r#"tekton_pipelines_controller_taskrun_total{status="cancelled"} 1"#,
+        r#"tekton_pipelines_controller_pipelinerun_duration_seconds_count{namespace="ci",pipeline="release",status="success"} 1"#,
+        r#"tekton_pipelines_controller_pipelinerun_taskrun_duration_seconds_count{namespace="ci",pipeline="release",task="build",status="success"} 1"#,
+        r#"tekton_pipelines_controller_taskrun_duration_seconds_count{namespace="ci",task="build",status="cancelled"} 1"#,
+        r#"tekton_pipelines_controller_taskruns_pod_latency_milliseconds{namespace="ci",task="build"} 42"#,
+        "tekton_pipelines_controller_running_taskruns 3",
+        "tekton_pipelines_controller_running_pipelineruns 1",
+        r#"tektite_controller_reconcile_errors_total{kind="TaskRun",error="api_500"} 1"#,
+        r#"tektite_controller_reconcile_total{kind="TaskRun",result="ok"} 1"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "no line {line:?} in:\n{text}"
+        );
+    }
+    for run in ["release-abc12", "lone-run", "release-abc12-build"] {
+        assert!(!text.contains(run), "a run name in the metrics: {run}");
+    }
+    // The namespace level drops the pipeline and task labels.
+    let text = recorded(Level::Namespace).render();
+    assert!(text.contains(r#"tekton_pipelines_controller_pipelinerun_duration_seconds_count{namespace="ci",status="success"} 1"#), "{text}");
+    assert!(
+        !text.contains("pipeline=\"release\"") && !text.contains("task=\"build\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_shipped_alerts_fire_on_these_names() {
+    let (ok, out) = promtool(&["test", "rules", "alerts_test.yaml"], None);
+    assert!(ok, "promtool test rules: {out}");
+    assert!(out.contains("SUCCESS"), "{out}");
+    // Every metric the alerts use is one the controller exports.
+    let alerts = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/prometheus/alerts.yaml"),
+    )
+    .unwrap();
+    let text = recorded(Level::Name).render();
+    for name in [
+        "tekton_pipelines_controller_pipelinerun_total",
+        "tekton_pipelines_controller_taskruns_pod_latency_milliseconds",
+        "tektite_controller_reconcile_errors_total",
+    ] {
+        assert!(alerts.contains(name), "alerts.yaml does not use {name}");
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "not exported: {name}"
+        );
+    }
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+#[tokio::test]
+async fn the_endpoints_answer() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let metrics = Arc::new(recorded(Level::Name));
+    let ready = Arc::new(AtomicBool::new(false));
+    let refreshed = Arc::new(AtomicBool::new(false));
+    let r = refreshed.clone();
+    tokio::spawn(tektite_controller::metrics::serve(
+        listener,
+        metrics,
+        ready.clone(),
+        Arc::new(move || r.store(true, Ordering::Relaxed)),
+    ));
+    assert_eq!(get(addr, "/healthz").await.0, "HTTP/1.1 200 OK");
+    assert_eq!(
+        get(addr, "/readyz").await.0,
+        "HTTP/1.1 503 Service Unavailable"
+    );
+    ready.store(true, Ordering::Relaxed);
+    assert_eq!(get(addr, "/readyz").await.0, "HTTP/1.1 200 OK");
+    let (status, body) = get(addr, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        body.contains("tekton_pipelines_controller_running_taskruns 3"),
+        "{body}"
+    );
+    assert!(
+        refreshed.load(Ordering::Relaxed),
+        "the running gauges were not refreshed"
+    );
+    assert_eq!(get(addr, "/nope").await.0, "HTTP/1.1 404 Not Found");
+}
