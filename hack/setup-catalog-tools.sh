@@ -21,6 +21,7 @@ command -v jq >/dev/null || need+=(jq)
 command -v buildah >/dev/null || need+=(buildah)                  # buildah-build, for real
 command -v docker-registry >/dev/null || need+=(docker-registry)  # ... pushing to loopback
 command -v curl >/dev/null || need+=(curl)
+command -v kubectl >/dev/null || need+=(kubernetes-client)        # kubectl kustomize of the install manifests
 if ((${#need[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup-catalog-tools: missing ${need[*]} (run as root, or install them)" >&2

@@ -1,0 +1,197 @@
+//! The install manifests (`controller/config`): `kubectl kustomize` builds
+//! them, every object is valid against its schema (it deserializes into its
+//! typed Kubernetes struct and serializes back to exactly what was written:
+//! an unknown field, a wrong type or a misspelt key shows as a difference),
+//! and the properties the install promises hold (least privilege, a
+//! hardened Deployment, the step annotation policy).
+
+// Test helpers panic on setup failures by design.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde_json::Value;
+
+fn built() -> Vec<Value> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .expect("kubectl is not installed: run hack/setup-catalog-tools.sh (Debian's kubernetes-client)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tektite_api::yaml::parse_values(&String::from_utf8(out.stdout).unwrap()).unwrap()
+}
+
+/// `v` through its typed struct and back.
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<Value, String> {
+    let typed: T = serde_path_to_error::deserialize(v.clone()).map_err(|e| e.to_string())?;
+    Ok(serde_json::to_value(typed).unwrap())
+}
+
+/// Where `a` and `b` differ, as JSON paths.
+fn diff(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, v) in x {
+                match y.get(k) {
+                    Some(w) => diff(v, w, &format!("{at}.{k}"), out),
+                    None => out.push(format!("{at}.{k}: not in the schema")),
+                }
+            }
+            for k in y.keys().filter(|k| !x.contains_key(*k)) {
+                out.push(format!("{at}.{k}: added"));
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (v, w)) in x.iter().zip(y).enumerate() {
+                diff(v, w, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ if a == b => {}
+        _ => out.push(format!("{at}: {a} became {b}")),
+    }
+}
+
+#[test]
+fn every_object_is_valid_against_its_schema() {
+    let docs = built();
+    assert_eq!(docs.len(), 17, "objects built");
+    let mut problems = Vec::new();
+    for d in &docs {
+        let kind = d["kind"].as_str().unwrap_or("");
+        let name = d["metadata"]["name"].as_str().unwrap_or("");
+        let back = match kind {
+            "Namespace" => round_trip::<Namespace>(d),
+            "CustomResourceDefinition" => round_trip::<CustomResourceDefinition>(d),
+            "ServiceAccount" => round_trip::<ServiceAccount>(d),
+            "ClusterRole" => round_trip::<ClusterRole>(d),
+            "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(d),
+            "Role" => round_trip::<Role>(d),
+            "RoleBinding" => round_trip::<RoleBinding>(d),
+            "ValidatingAdmissionPolicy" => round_trip::<ValidatingAdmissionPolicy>(d),
+            "ValidatingAdmissionPolicyBinding" => round_trip::<ValidatingAdmissionPolicyBinding>(d),
+            "ConfigMap" => round_trip::<ConfigMap>(d),
+            "Deployment" => round_trip::<Deployment>(d),
+            "Service" => round_trip::<Service>(d),
+            other => Err(format!("no schema for kind {other}")),
+        };
+        match back {
+            Ok(b) => {
+                let mut out = Vec::new();
+                diff(d, &b, "", &mut out);
+                problems.extend(out.into_iter().map(|p| format!("{kind}/{name}{p}")));
+            }
+            Err(e) => problems.push(format!("{kind}/{name}: {e}")),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_schema_check_catches_a_misspelt_field() {
+    // The check itself: a typo and a wrong type do not pass.
+    let mut d = built()
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap();
+    d["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"].clone();
+    let mut out = Vec::new();
+    diff(&d, &round_trip::<Deployment>(&d).unwrap(), "", &mut out);
+    assert_eq!(out, [".spec.template.spec.containers[0].readinesProbe: not in the schema"]);
+    d["spec"]["replicas"] = Value::String("one".into());
+    assert!(round_trip::<Deployment>(&d).unwrap_err().contains("spec.replicas"));
+}
+
+#[test]
+fn the_controller_has_least_privilege_and_a_hardened_pod() {
+    let docs = built();
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "tektite-controller")
+        .unwrap();
+    let role: ClusterRole = serde_json::from_value(role.clone()).unwrap();
+    for rule in role.rules.unwrap() {
+        let all = |v: &Option<Vec<String>>| v.iter().flatten().any(|x| x == "*");
+        assert!(!all(&Some(rule.verbs.clone())) && !all(&rule.resources) && !all(&rule.api_groups), "a wildcard: {rule:?}");
+        assert!(!rule.resources.iter().flatten().any(|r| r == "secrets"), "secrets: {rule:?}");
+        assert!(!rule.verbs.iter().any(|v| v == "escalate" || v == "bind" || v == "impersonate"), "{rule:?}");
+    }
+    let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let dep: Deployment = serde_json::from_value(dep.clone()).unwrap();
+    let pod = dep.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+    let c = &pod.containers[0];
+    let sc = c.security_context.clone().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
+    assert!(c.resources.as_ref().unwrap().requests.is_some());
+    assert_eq!(c.image.as_deref(), Some("localhost/tektite/controller:latest"));
+}
+
+#[test]
+fn steps_may_change_only_their_own_pods_tektite_annotations() {
+    let docs = built();
+    let p = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicy")
+        .unwrap();
+    let p: ValidatingAdmissionPolicy = serde_json::from_value(p.clone()).unwrap();
+    let spec = p.spec.unwrap();
+    let rules = spec.match_constraints.unwrap().resource_rules.unwrap();
+    assert_eq!(rules[0].resources.as_deref(), Some(&["pods".to_string()][..]));
+    let exprs: Vec<String> = spec
+        .validations
+        .unwrap()
+        .into_iter()
+        .map(|v| v.expression)
+        .collect();
+    let all = exprs.join("\n");
+    for needle in [
+        "request.userInfo.extra['authentication.kubernetes.io/pod-name'][0] == object.metadata.name",
+        "object.spec == oldObject.spec",
+        "k.startsWith('tektite.dev/')",
+    ] {
+        assert!(all.contains(needle), "no {needle:?} in the policy");
+    }
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicyBinding")
+        .unwrap();
+    assert_eq!(binding["spec"]["policyName"], "tektite-step-reports");
+    assert_eq!(binding["spec"]["validationActions"][0], "Deny");
+    // The step reporter role: get and patch pods, nothing else.
+    let r = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "tektite-step-reporter")
+        .unwrap();
+    assert_eq!(r["rules"], serde_json::json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]));
+}
+
+#[test]
+fn the_crds_are_the_generated_ones() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for e in std::fs::read_dir(root.join("crds")).unwrap() {
+        let p = e.unwrap().path();
+        let copy = root.join("controller/config/crds").join(p.file_name().unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            std::fs::read_to_string(&copy).unwrap_or_default(),
+            "{} differs from crds/: run hack/gen-crds.sh",
+            copy.display()
+        );
+    }
+}
