@@ -15,6 +15,7 @@
 //!   is returned, and [`error_policy`] requeues with a backoff for its kind.
 
 pub mod config;
+pub mod lease;
 pub mod metrics;
 pub mod pipelinerun;
 pub mod taskrun;

@@ -36,7 +36,9 @@ fn built() -> Vec<Value> {
 }
 
 /// `v` through its typed struct and back.
-fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<Value, String> {
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    v: &Value,
+) -> Result<Value, String> {
     let typed: T = serde_path_to_error::deserialize(v.clone()).map_err(|e| e.to_string())?;
     Ok(serde_json::to_value(typed).unwrap())
 }
@@ -107,12 +109,20 @@ fn the_schema_check_catches_a_misspelt_field() {
         .into_iter()
         .find(|d| d["kind"] == "Deployment")
         .unwrap();
-    d["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"].clone();
+    d["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] =
+        d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"].clone();
     let mut out = Vec::new();
     diff(&d, &round_trip::<Deployment>(&d).unwrap(), "", &mut out);
-    assert_eq!(out, [".spec.template.spec.containers[0].readinesProbe: not in the schema"]);
+    assert_eq!(
+        out,
+        [".spec.template.spec.containers[0].readinesProbe: not in the schema"]
+    );
     d["spec"]["replicas"] = Value::String("one".into());
-    assert!(round_trip::<Deployment>(&d).unwrap_err().contains("spec.replicas"));
+    assert!(
+        round_trip::<Deployment>(&d)
+            .unwrap_err()
+            .contains("spec.replicas")
+    );
 }
 
 #[test]
@@ -125,9 +135,21 @@ fn the_controller_has_least_privilege_and_a_hardened_pod() {
     let role: ClusterRole = serde_json::from_value(role.clone()).unwrap();
     for rule in role.rules.unwrap() {
         let all = |v: &Option<Vec<String>>| v.iter().flatten().any(|x| x == "*");
-        assert!(!all(&Some(rule.verbs.clone())) && !all(&rule.resources) && !all(&rule.api_groups), "a wildcard: {rule:?}");
-        assert!(!rule.resources.iter().flatten().any(|r| r == "secrets"), "secrets: {rule:?}");
-        assert!(!rule.verbs.iter().any(|v| v == "escalate" || v == "bind" || v == "impersonate"), "{rule:?}");
+        assert!(
+            !all(&Some(rule.verbs.clone())) && !all(&rule.resources) && !all(&rule.api_groups),
+            "a wildcard: {rule:?}"
+        );
+        assert!(
+            !rule.resources.iter().flatten().any(|r| r == "secrets"),
+            "secrets: {rule:?}"
+        );
+        assert!(
+            !rule
+                .verbs
+                .iter()
+                .any(|v| v == "escalate" || v == "bind" || v == "impersonate"),
+            "{rule:?}"
+        );
     }
     let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let dep: Deployment = serde_json::from_value(dep.clone()).unwrap();
@@ -139,7 +161,10 @@ fn the_controller_has_least_privilege_and_a_hardened_pod() {
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
     assert!(c.resources.as_ref().unwrap().requests.is_some());
-    assert_eq!(c.image.as_deref(), Some("localhost/tektite/controller:latest"));
+    assert_eq!(
+        c.image.as_deref(),
+        Some("localhost/tektite/controller:latest")
+    );
 }
 
 #[test]
@@ -152,7 +177,10 @@ fn steps_may_change_only_their_own_pods_tektite_annotations() {
     let p: ValidatingAdmissionPolicy = serde_json::from_value(p.clone()).unwrap();
     let spec = p.spec.unwrap();
     let rules = spec.match_constraints.unwrap().resource_rules.unwrap();
-    assert_eq!(rules[0].resources.as_deref(), Some(&["pods".to_string()][..]));
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["pods".to_string()][..])
+    );
     let exprs: Vec<String> = spec
         .validations
         .unwrap()
@@ -178,7 +206,10 @@ fn steps_may_change_only_their_own_pods_tektite_annotations() {
         .iter()
         .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "tektite-step-reporter")
         .unwrap();
-    assert_eq!(r["rules"], serde_json::json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]));
+    assert_eq!(
+        r["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}])
+    );
 }
 
 #[test]
@@ -186,7 +217,9 @@ fn the_crds_are_the_generated_ones() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     for e in std::fs::read_dir(root.join("crds")).unwrap() {
         let p = e.unwrap().path();
-        let copy = root.join("controller/config/crds").join(p.file_name().unwrap());
+        let copy = root
+            .join("controller/config/crds")
+            .join(p.file_name().unwrap());
         assert_eq!(
             std::fs::read_to_string(&p).unwrap(),
             std::fs::read_to_string(&copy).unwrap_or_default(),

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tektite_api::v1::{PipelineRun, TaskRun};
-use tektite_controller::{Context, config, error_policy, metrics, pipelinerun, taskrun};
+use tektite_controller::{Context, config, error_policy, lease, metrics, pipelinerun, taskrun};
 use tektite_engine::status::is_done;
 
 fn is_done_tr(t: &TaskRun) -> bool {
@@ -68,6 +68,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ready.clone(),
         refresh,
     ));
+
+    // Leader election: a follower stands by (ready: it is healthy), the
+    // leader reconciles; a leader that loses its Lease exits, to restart as
+    // a follower.
+    let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "tektite".into());
+    let identity = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| format!("tektite-controller-{}", std::process::id()));
+    let lease_cfg = lease::Config {
+        name: "tektite-controller".into(),
+        namespace: namespace.clone(),
+        identity,
+        duration: std::time::Duration::from_secs(15),
+        renew_every: std::time::Duration::from_secs(5),
+    };
+    ready.store(true, Ordering::Relaxed);
+    let (leader_tx, leader_rx) = tokio::sync::oneshot::channel();
+    let mut lease_task = tokio::spawn(lease::run(
+        Api::namespaced(client.clone(), &namespace),
+        lease_cfg,
+        leader_tx,
+    ));
+    tokio::select! {
+        _ = leader_rx => {}
+        _ = &mut lease_task => return Err("leader election ended before leading".into()),
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+    }
+    ready.store(false, Ordering::Relaxed);
     {
         let (trs, prs, ready) = (task_runs.clone(), pipeline_runs.clone(), ready.clone());
         tokio::spawn(async move {
@@ -114,7 +147,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // config-defaults, watched: a valid change applies to the next
     // reconciles; an invalid one is reported and the previous stays.
-    let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "tektite".into());
     let config_ctx = ctx_for_config;
     let config_watch = watcher(
         Api::<ConfigMap>::namespaced(client.clone(), &namespace),
@@ -139,6 +171,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    futures::join!(task_run_controller, pipeline_run_controller, config_watch);
-    Ok(())
+    let controllers = async {
+        futures::join!(task_run_controller, pipeline_run_controller, config_watch);
+    };
+    tokio::select! {
+        () = controllers => Ok(()),
+        _ = lease_task => Err("the leader lease was lost: exiting to restart as a follower".into()),
+    }
 }
