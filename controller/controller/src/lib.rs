@@ -114,6 +114,44 @@ impl Context {
     }
 }
 
+/// What the caches keep of a TaskRun: never its `managedFields`; of a
+/// finished run (which is never reconciled again: the reconcile returns at
+/// once) only its metadata and its status's conditions and times. Child
+/// TaskRuns a PipelineRun needs are listed from the API, not the cache.
+pub fn trim_task_run(tr: &mut tektite_api::v1::TaskRun) {
+    tr.metadata.managed_fields = None;
+    let Some(st) = tr.status.take() else { return };
+    if tektite_engine::status::is_done(&st.conditions) {
+        tr.spec = Default::default();
+        tr.status = Some(tektite_api::v1::TaskRunStatus {
+            conditions: st.conditions,
+            pod_name: st.pod_name,
+            start_time: st.start_time,
+            completion_time: st.completion_time,
+            ..Default::default()
+        });
+    } else {
+        tr.status = Some(st);
+    }
+}
+
+/// What the caches keep of a PipelineRun (as [`trim_task_run`]).
+pub fn trim_pipeline_run(pr: &mut tektite_api::v1::PipelineRun) {
+    pr.metadata.managed_fields = None;
+    let Some(st) = pr.status.take() else { return };
+    if tektite_engine::status::is_done(&st.conditions) {
+        pr.spec = Default::default();
+        pr.status = Some(tektite_api::v1::PipelineRunStatus {
+            conditions: st.conditions,
+            start_time: st.start_time,
+            completion_time: st.completion_time,
+            ..Default::default()
+        });
+    } else {
+        pr.status = Some(st);
+    }
+}
+
 /// The requeue after a failed reconcile: [`backoff`] for the error's kind.
 pub fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(%error, "reconcile failed");
@@ -186,4 +224,38 @@ fn status_patch<S: Serialize>(kind: &str, status: &S) -> serde_json::Value {
 /// Whether `result` failed with a 409 Conflict / AlreadyExists.
 fn already_exists<T>(result: &Result<T, kube::Error>) -> bool {
     matches!(result, Err(kube::Error::Api(s)) if s.code == 409)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(status: &str) -> tektite_api::v1::TaskRun {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+            "metadata": {"name": "r", "namespace": "ci", "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"taskRef": {"name": "t"}},
+            "status": {"podName": "r-pod", "taskSpec": {"steps": [{"name": "s", "image": "alpine"}]},
+                       "conditions": [{"type": "Succeeded", "status": status, "reason": "x", "message": "",
+                                       "lastTransitionTime": "2026-11-27T10:00:00Z"}]}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn finished_runs_are_cached_trimmed_running_ones_whole() {
+        let mut done = run("True");
+        trim_task_run(&mut done);
+        assert!(done.metadata.managed_fields.is_none());
+        assert!(done.spec.task_ref.is_none());
+        let st = done.status.unwrap();
+        assert!(st.task_spec.is_none());
+        assert_eq!(st.conditions.len(), 1);
+        assert_eq!(st.pod_name.as_deref(), Some("r-pod"));
+
+        let mut running = run("Unknown");
+        trim_task_run(&mut running);
+        assert!(running.metadata.managed_fields.is_none());
+        assert!(running.spec.task_ref.is_some());
+        assert!(running.status.unwrap().task_spec.is_some());
+    }
 }

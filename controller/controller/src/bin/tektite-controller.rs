@@ -1,7 +1,8 @@
 //! `tektite-controller`: the TaskRun and PipelineRun controllers, in one
 //! process, until SIGTERM or Ctrl-C. Objects are cached without their
 //! `managedFields`, which grow with every writer and made Tekton's
-//! controller's memory grow without bound.
+//! controller's memory grow without bound, and finished runs are cached
+//! trimmed to their metadata and conditions (`trim_task_run`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use tektite_api::v1::{PipelineRun, TaskRun};
 use tektite_controller::{Context, config, error_policy, lease, metrics, pipelinerun, taskrun};
 use tektite_engine::status::is_done;
@@ -114,7 +115,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         watcher::Config::default(),
     )
     .default_backoff()
-    .modify(|o: &mut TaskRun| o.managed_fields_mut().clear())
+    .modify(tektite_controller::trim_task_run)
     .reflect(writer)
     .applied_objects();
     let task_run_controller = Controller::for_stream(stream, task_runs)
@@ -132,7 +133,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         watcher::Config::default(),
     )
     .default_backoff()
-    .modify(|o: &mut PipelineRun| o.managed_fields_mut().clear())
+    .modify(tektite_controller::trim_pipeline_run)
     .reflect(pr_writer)
     .applied_objects();
     let pipeline_run_controller = Controller::for_stream(stream, pipeline_runs)
