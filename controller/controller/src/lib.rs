@@ -116,12 +116,13 @@ impl Context {
 
 /// What the caches keep of a TaskRun: never its `managedFields`; of a
 /// finished run (which is never reconciled again: the reconcile returns at
-/// once) only its metadata and its status's conditions and times. Child
+/// once) only its identity and its status's conditions and times. Child
 /// TaskRuns a PipelineRun needs are listed from the API, not the cache.
 pub fn trim_task_run(tr: &mut tektite_api::v1::TaskRun) {
     tr.metadata.managed_fields = None;
     let Some(st) = tr.status.take() else { return };
     if tektite_engine::status::is_done(&st.conditions) {
+        trim_metadata(&mut tr.metadata);
         tr.spec = Default::default();
         tr.status = Some(tektite_api::v1::TaskRunStatus {
             conditions: st.conditions,
@@ -135,11 +136,28 @@ pub fn trim_task_run(tr: &mut tektite_api::v1::TaskRun) {
     }
 }
 
+/// A finished run's metadata as cached: its identity and times, without
+/// labels, annotations, owners or finalizers (owner events come from the
+/// children's own watch, not from this cache).
+fn trim_metadata(m: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    *m = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: m.name.take(),
+        namespace: m.namespace.take(),
+        uid: m.uid.take(),
+        resource_version: m.resource_version.take(),
+        generation: m.generation,
+        creation_timestamp: m.creation_timestamp.take(),
+        deletion_timestamp: m.deletion_timestamp.take(),
+        ..Default::default()
+    };
+}
+
 /// What the caches keep of a PipelineRun (as [`trim_task_run`]).
 pub fn trim_pipeline_run(pr: &mut tektite_api::v1::PipelineRun) {
     pr.metadata.managed_fields = None;
     let Some(st) = pr.status.take() else { return };
     if tektite_engine::status::is_done(&st.conditions) {
+        trim_metadata(&mut pr.metadata);
         pr.spec = Default::default();
         pr.status = Some(tektite_api::v1::PipelineRunStatus {
             conditions: st.conditions,

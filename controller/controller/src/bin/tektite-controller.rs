@@ -23,6 +23,11 @@ fn is_done_pr(p: &PipelineRun) -> bool {
     p.status.as_ref().is_some_and(|s| is_done(&s.conditions))
 }
 
+// Decoding watch events allocates a lot; mimalloc also gives freed memory
+// back to the system more readily than glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::try_default().await?;
