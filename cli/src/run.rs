@@ -345,7 +345,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
         match run {
             Object::TaskRun(mut tr) => {
                 let source = match (&tr.spec.task_spec, &tr.spec.task_ref) {
-                    (Some(s), _) => TaskSource::Spec(Box::new(s.clone()), None),
+                    (Some(s), _) => TaskSource::Spec(s.clone(), None),
                     (None, Some(r)) => {
                         let n = r.name.clone().unwrap_or_default();
                         match tasks.get(&n) {
@@ -392,7 +392,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
             }
             Object::PipelineRun(mut pr) => {
                 let resolved = match (&pr.spec.pipeline_spec, &pr.spec.pipeline_ref) {
-                    (Some(s), _) => Ok((s.clone(), None)),
+                    (Some(s), _) => Ok(((**s).clone(), None)),
                     (None, Some(r)) => {
                         let n = r.name.clone().unwrap_or_default();
                         match pipelines.get(&n) {

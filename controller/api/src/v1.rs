@@ -715,7 +715,7 @@ pub struct TimeoutFields {
 #[serde(rename_all = "camelCase")]
 pub struct PipelineTaskRunTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_template: Option<PodTemplate>,
+    pub pod_template: Option<Box<PodTemplate>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
 }
@@ -728,7 +728,7 @@ pub struct PipelineTaskRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_template: Option<PodTemplate>,
+    pub pod_template: Option<Box<PodTemplate>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub step_specs: Vec<TaskRunStepSpec>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -802,7 +802,7 @@ pub struct PipelineRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline_ref: Option<PipelineRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pipeline_spec: Option<PipelineSpec>,
+    pub pipeline_spec: Option<Box<PipelineSpec>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<Param>,
     /// `Cancelled`, `CancelledRunFinally`, `StoppedRunFinally` or `PipelineRunPending`.
@@ -812,7 +812,7 @@ pub struct PipelineRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<TimeoutFields>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_run_template: Option<PipelineTaskRunTemplate>,
+    pub task_run_template: Option<Box<PipelineTaskRunTemplate>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workspaces: Vec<WorkspaceBinding>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -853,7 +853,7 @@ pub struct TaskRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_ref: Option<TaskRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_spec: Option<TaskSpec>,
+    pub task_spec: Option<Box<TaskSpec>>,
     /// `TaskRunCancelled` cancels the run; `TaskRunPending` holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["TaskRunCancelled", "TaskRunPending"]))]
@@ -866,7 +866,7 @@ pub struct TaskRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_template: Option<PodTemplate>,
+    pub pod_template: Option<Box<PodTemplate>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workspaces: Vec<WorkspaceBinding>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -933,7 +933,7 @@ pub struct StepState {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<RunResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provenance: Option<Provenance>,
+    pub provenance: Option<Box<Provenance>>,
     /// `Completed`, `Error`, `TimeoutExceeded`, `Skipped`, `Continued`, …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_reason: Option<String>,
@@ -1018,15 +1018,15 @@ pub struct TaskRunStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<RunResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub artifacts: Option<Artifacts>,
+    pub artifacts: Option<Box<Artifacts>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sidecars: Vec<SidecarState>,
     /// The Task spec this run used (after resolution).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_object")]
-    pub task_spec: Option<TaskSpec>,
+    pub task_spec: Option<Box<TaskSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provenance: Option<Provenance>,
+    pub provenance: Option<Box<Provenance>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub span_context: BTreeMap<String, String>,
 }
@@ -1084,7 +1084,7 @@ pub struct PipelineRunStatus {
     /// The Pipeline spec this run used (after resolution).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_object")]
-    pub pipeline_spec: Option<PipelineSpec>,
+    pub pipeline_spec: Option<Box<PipelineSpec>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped_tasks: Vec<SkippedTask>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -1092,7 +1092,7 @@ pub struct PipelineRunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finally_start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provenance: Option<Provenance>,
+    pub provenance: Option<Box<Provenance>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub span_context: BTreeMap<String, String>,
 }

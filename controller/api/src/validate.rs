@@ -1686,7 +1686,7 @@ impl<'a> Checker<'_, 'a> {
         }
         let task = spec
             .task_spec
-            .as_ref()
+            .as_deref()
             .or_else(|| spec.task_ref.as_ref().and_then(|r| self.catalog.task(r)));
         if let Some(task) = task {
             let who = match &spec.task_ref {
@@ -1762,7 +1762,7 @@ impl<'a> Checker<'_, 'a> {
         self.run_params(&spec.params, &path.key("params"));
         self.bindings(&spec.workspaces, &path.key("workspaces"));
         self.timeouts(spec, path);
-        let pipeline = spec.pipeline_spec.as_ref().or_else(|| {
+        let pipeline = spec.pipeline_spec.as_deref().or_else(|| {
             spec.pipeline_ref
                 .as_ref()
                 .and_then(|r| self.catalog.pipeline(r))

@@ -26,7 +26,7 @@ async fn resolve(
     ctx: &Context,
 ) -> Result<Result<(PipelineSpec, Option<String>), Failure>, Error> {
     if let Some(spec) = &pr.spec.pipeline_spec {
-        return Ok(Ok((spec.clone(), None)));
+        return Ok(Ok(((**spec).clone(), None)));
     }
     let Some(r) = &pr.spec.pipeline_ref else {
         return Ok(Err(Failure::new(

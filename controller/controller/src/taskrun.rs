@@ -22,7 +22,7 @@ async fn resolve(
     ctx: &Context,
 ) -> Result<Result<(tektite_api::v1::TaskSpec, Option<String>), Failure>, Error> {
     if let Some(spec) = &tr.spec.task_spec {
-        return Ok(Ok((spec.clone(), None)));
+        return Ok(Ok(((**spec).clone(), None)));
     }
     let Some(r) = &tr.spec.task_ref else {
         return Ok(Err(Failure::new(

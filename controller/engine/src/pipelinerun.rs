@@ -431,7 +431,7 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
         }
     };
     if st.pipeline_spec.is_none() {
-        st.pipeline_spec = Some(spec.clone());
+        st.pipeline_spec = Some(Box::new(spec.clone()));
     }
 
     // Where each task stands.
@@ -1160,8 +1160,8 @@ fn make_task_runs(
         .filter(|s| !s.is_empty())
         .or(template.service_account_name.clone());
     let pod_template = merge_pod_templates(
-        template.pod_template.as_ref(),
-        trs_spec.and_then(|s| s.pod_template.as_ref()),
+        template.pod_template.as_deref(),
+        trs_spec.and_then(|s| s.pod_template.as_deref()),
     );
 
     // Workspaces.
@@ -1313,10 +1313,10 @@ fn make_task_runs(
                 } else {
                     pt.task_ref.clone()
                 },
-                task_spec,
+                task_spec: task_spec.map(Box::new),
                 retries: pt.retries.filter(|r| *r > 0),
                 timeout: timeout.clone(),
-                pod_template: pod_template.clone(),
+                pod_template: pod_template.clone().map(Box::new),
                 workspaces: workspaces.clone(),
                 step_specs: trs_spec.map(|s| s.step_specs.clone()).unwrap_or_default(),
                 sidecar_specs: trs_spec

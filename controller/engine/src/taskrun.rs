@@ -176,7 +176,7 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
                 Ok(p) => {
                     st.pod_name = p.pod.metadata.name.clone();
                     if st.task_spec.is_none() {
-                        st.task_spec = Some(p.spec.clone());
+                        st.task_spec = Some(Box::new(p.spec.clone()));
                     }
                     set_condition(
                         &mut st.conditions,
@@ -206,7 +206,7 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
         Some(p) => {
             st = status::from_pod(
                 &with_status(tr, &st),
-                st.task_spec.as_ref().unwrap_or(spec),
+                st.task_spec.as_deref().unwrap_or(spec),
                 p,
                 now,
             );

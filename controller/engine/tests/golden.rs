@@ -133,7 +133,7 @@ fn read_case(dir: &Path) -> Case {
 /// The TaskRun's spec: embedded, or the named Task of the input.
 fn resolve(case: &Case, tr: &TaskRun) -> Result<(TaskSpec, Option<String>), Failure> {
     match (&tr.spec.task_spec, &tr.spec.task_ref) {
-        (Some(s), _) => Ok((s.clone(), None)),
+        (Some(s), _) => Ok(((**s).clone(), None)),
         (None, Some(r)) => {
             let n = r.name.clone().unwrap_or_default();
             match case.tasks.get(&n) {
@@ -231,7 +231,7 @@ fn pipeline_outputs(case: &Case) -> Vec<Value> {
             .collect();
         let failure;
         let pipeline = match (&pr.spec.pipeline_spec, &pr.spec.pipeline_ref) {
-            (Some(s), _) => Ok((s, None)),
+            (Some(s), _) => Ok((&**s, None)),
             (None, Some(r)) => {
                 let n = r.name.as_deref().unwrap_or_default();
                 match case.pipelines.get(n) {

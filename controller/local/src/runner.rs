@@ -553,7 +553,7 @@ impl Runner {
                 let Some(tr) = queue.pop_front() else { break };
                 let name = tr.metadata.name.clone().unwrap_or_default();
                 let source = match tr.spec.task_spec.clone() {
-                    Some(s) => TaskSource::Spec(Box::new(s), None),
+                    Some(s) => TaskSource::Spec(s, None),
                     None => {
                         let n = tr
                             .spec
