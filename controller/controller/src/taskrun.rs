@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 use tektite_api::v1::{Task, TaskRun};
 use tektite_engine::params::Failure;
 use tektite_engine::pod::{ImageCommand, pod_name};
-use tektite_engine::status::{condition, is_done, set_condition};
+use tektite_engine::status::{fail_task_run, is_done};
 use tektite_engine::taskrun::{self, Observed, Resolved};
 
 use crate::{Context, Error, MANAGER, action, already_exists, record, status_patch};
@@ -116,10 +116,11 @@ async fn apply(
             match ctx.images.lookup(image, None).await {
                 Ok(info) => {
                     let Some(c) = info.command_for("linux/amd64") else {
-                        fail(
+                        fail_task_run(
                             &mut run,
-                            &ctx,
+                            "TaskRunImagePullFailed",
                             format!("image {image} has no linux/amd64 platform"),
+                            (ctx.now)(),
                         );
                         break;
                     };
@@ -134,10 +135,11 @@ async fn apply(
                     images.insert(image.clone(), c);
                 }
                 Err(e) => {
-                    fail(
+                    fail_task_run(
                         &mut run,
-                        &ctx,
+                        "TaskRunImagePullFailed",
                         format!("cannot read the command of {image}: {e}"),
+                        (ctx.now)(),
                     );
                     break;
                 }
@@ -201,15 +203,4 @@ async fn apply(
     }
     record(&ctx, &*tr, &plan.events).await;
     Ok(action(plan.requeue_after))
-}
-
-/// Ends `run` as failed: its image's command cannot be had.
-fn fail(run: &mut tektite_api::v1::TaskRun, ctx: &Context, message: String) {
-    let now = (ctx.now)();
-    let st = run.status.get_or_insert_with(Default::default);
-    set_condition(
-        &mut st.conditions,
-        condition("False", "TaskRunImagePullFailed", message, now),
-    );
-    st.completion_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
 }

@@ -93,6 +93,15 @@ pub fn end_event(conditions: &[Condition]) -> crate::taskrun::Event {
     }
 }
 
+/// Ends a TaskRun that cannot go on (an image whose command cannot be read,
+/// a pod that cannot be created): `Succeeded=False` with `reason`, completed
+/// `now`. Both runners use it, so they fail a run the same way.
+pub fn fail_task_run(tr: &mut TaskRun, reason: &str, message: impl Into<String>, now: Timestamp) {
+    let st = tr.status.get_or_insert_with(Default::default);
+    set_condition(&mut st.conditions, condition("False", reason, message, now));
+    st.completion_time = Some(Time(now));
+}
+
 /// Whether a condition list says the run is over (True or False).
 pub fn is_done(conditions: &[Condition]) -> bool {
     Condition::succeeded(conditions).is_some_and(|c| c.status != "Unknown")

@@ -10,7 +10,6 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tektite_api::v1::{Condition, PipelineRun, PipelineSpec, TaskRun, TaskSpec};
 use tektite_engine::pipelinerun;
@@ -205,12 +204,7 @@ fn task_worker(mut tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
     }
     let mut started = false;
     let fail = |tr: &mut TaskRun, reason: &str, message: String| {
-        let st = tr.status.get_or_insert_with(Default::default);
-        set_condition(
-            &mut st.conditions,
-            condition("False", reason, message, Timestamp::now()),
-        );
-        st.completion_time = Some(Time(Timestamp::now()));
+        tektite_engine::status::fail_task_run(tr, reason, message, Timestamp::now());
     };
     loop {
         let now = Timestamp::now();
