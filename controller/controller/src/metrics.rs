@@ -147,37 +147,23 @@ impl Metrics {
     }
 
     fn pipelinerun_labels(&self, pr: &PipelineRun) -> Labels {
-        let mut l = vec![(
-            "namespace".into(),
-            pr.metadata.namespace.clone().unwrap_or_default(),
-        )];
-        if self.pipelinerun_level == Level::Name {
-            let name = pr
-                .spec
-                .pipeline_ref
-                .as_ref()
-                .and_then(|r| r.name.clone())
-                .unwrap_or_else(|| "anonymous".into());
-            l.push(("pipeline".into(), name));
-        }
-        l
+        let name = pr.spec.pipeline_ref.as_ref().and_then(|r| r.name.clone());
+        labels(
+            pr.metadata.namespace.clone(),
+            self.pipelinerun_level,
+            "pipeline",
+            name,
+        )
     }
 
     fn taskrun_labels(&self, tr: &TaskRun) -> Labels {
-        let mut l = vec![(
-            "namespace".into(),
-            tr.metadata.namespace.clone().unwrap_or_default(),
-        )];
-        if self.taskrun_level == Level::Name {
-            let name = tr
-                .spec
-                .task_ref
-                .as_ref()
-                .and_then(|r| r.name.clone())
-                .unwrap_or_else(|| "anonymous".into());
-            l.push(("task".into(), name));
-        }
-        l
+        let name = tr.spec.task_ref.as_ref().and_then(|r| r.name.clone());
+        labels(
+            tr.metadata.namespace.clone(),
+            self.taskrun_level,
+            "task",
+            name,
+        )
     }
 
     /// A PipelineRun just finished with `conditions`.
@@ -205,16 +191,14 @@ impl Metrics {
             .and_then(|l| l.get("tekton.dev/pipeline"))
             .cloned();
         if let Some(p) = pipeline {
-            let mut l = vec![(
-                "namespace".into(),
-                tr.metadata.namespace.clone().unwrap_or_default(),
-            )];
-            if self.pipelinerun_level == Level::Name {
-                l.push(("pipeline".into(), p));
-            }
-            if self.taskrun_level == Level::Name {
-                l.extend(self.taskrun_labels(tr).into_iter().skip(1));
-            }
+            let mut l = labels(
+                tr.metadata.namespace.clone(),
+                self.pipelinerun_level,
+                "pipeline",
+                Some(p),
+            );
+            // The task label, if its level keeps it (after the namespace).
+            l.extend(self.taskrun_labels(tr).into_iter().skip(1));
             l.push(("status".into(), status.into()));
             self.pipelinerun_taskrun_duration
                 .get_or_create(&l)
@@ -291,6 +275,16 @@ impl Metrics {
         }
         out
     }
+}
+
+/// `namespace`, and at the name level `key` (the Pipeline's or Task's name,
+/// `anonymous` for an embedded spec).
+fn labels(namespace: Option<String>, level: Level, key: &str, name: Option<String>) -> Labels {
+    let mut l = vec![("namespace".to_string(), namespace.unwrap_or_default())];
+    if level == Level::Name {
+        l.push((key.to_string(), name.unwrap_or_else(|| "anonymous".into())));
+    }
+    l
 }
 
 /// Tekton's `status` label: `success`, `cancelled` or `failed`.
