@@ -197,6 +197,24 @@ fn seconds(
         .unwrap_or(0.0)
 }
 
+/// Runs one reconcile of `kind` in its tracing span (kind, namespace,
+/// name) and records its count, error kind and duration.
+async fn instrumented(
+    kind: &'static str,
+    ns: &str,
+    name: &str,
+    ctx: &Context,
+    reconcile: impl std::future::Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    let span = tracing::info_span!("reconcile", kind, ns, name);
+    let began = std::time::Instant::now();
+    let out = tracing::Instrument::instrument(reconcile, span).await;
+    let error = out.as_ref().err().map(error_kind);
+    ctx.metrics
+        .reconciled(kind, error.as_deref(), began.elapsed());
+    out
+}
+
 /// Requeue at the plan's next deadline, else wait for a change.
 fn action(requeue_after: Option<Duration>) -> Action {
     match requeue_after {

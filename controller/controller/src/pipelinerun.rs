@@ -93,13 +93,15 @@ pub async fn reconcile(pr: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action
     if pr.status.as_ref().is_some_and(|s| is_done(&s.conditions)) {
         return Ok(Action::await_change());
     }
-    let span = tracing::info_span!("reconcile", kind = "PipelineRun", %ns, %name);
-    let began = std::time::Instant::now();
-    let out = tracing::Instrument::instrument(apply(pr, ctx.clone(), name, ns), span).await;
-    let error = out.as_ref().err().map(crate::error_kind);
-    ctx.metrics
-        .reconciled("PipelineRun", error.as_deref(), began.elapsed());
-    out
+    let shared = ctx.clone();
+    crate::instrumented(
+        "PipelineRun",
+        &ns,
+        &name,
+        &shared,
+        apply(pr, ctx, name.clone(), ns.clone()),
+    )
+    .await
 }
 
 /// Reads, plans and applies (inside the reconcile's span).

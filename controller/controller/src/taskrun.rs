@@ -68,13 +68,15 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action, Er
     if tr.status.as_ref().is_some_and(|s| is_done(&s.conditions)) {
         return Ok(Action::await_change());
     }
-    let span = tracing::info_span!("reconcile", kind = "TaskRun", %ns, %name);
-    let began = std::time::Instant::now();
-    let out = tracing::Instrument::instrument(apply(tr, ctx.clone(), name, ns), span).await;
-    let error = out.as_ref().err().map(crate::error_kind);
-    ctx.metrics
-        .reconciled("TaskRun", error.as_deref(), began.elapsed());
-    out
+    let shared = ctx.clone();
+    crate::instrumented(
+        "TaskRun",
+        &ns,
+        &name,
+        &shared,
+        apply(tr, ctx, name.clone(), ns.clone()),
+    )
+    .await
 }
 
 /// Reads, plans and applies (inside the reconcile's span).
