@@ -1,7 +1,10 @@
 //! The controller's configuration from a ConfigMap like Tekton's
 //! `config-defaults`: the keys Tekton uses, plus Tektite's images and result
-//! size limit. Keys not set keep their defaults; an invalid value is an
-//! error naming the key and what was expected, and the previous
+//! size limit. The same keys are flags of the binary (`--entrypoint-image`,
+//! ...): the flags give the base, a key the ConfigMap sets wins over its
+//! flag, and a key it drops (or the ConfigMap's deletion) falls back to the
+//! flag. Keys not set keep their defaults; an invalid value is an error
+//! naming the key (or flag) and what was expected, and the previous
 //! configuration stays in force.
 
 use std::collections::BTreeMap;
@@ -46,6 +49,25 @@ pub const KEYS: &[(&str, &str)] = &[
 /// A value is not what its key expects (`key: expected …, got "…"`), or a
 /// key is not one of [`KEYS`] (a typo would otherwise be ignored).
 pub fn from_data(data: &BTreeMap<String, String>, base: &Config) -> Result<Config, String> {
+    apply(data, base, |key| format!("{CONFIG_MAP}: {key}"))
+}
+
+/// `base` with the values given as flags: `data` is keyed like the
+/// ConfigMap (`entrypoint-image`), and errors name the flag
+/// (`--entrypoint-image: expected …`).
+///
+/// # Errors
+/// As [`from_data`].
+pub fn from_flags(data: &BTreeMap<String, String>, base: &Config) -> Result<Config, String> {
+    apply(data, base, |key| format!("--{key}"))
+}
+
+/// `base` with `data`'s values; `name` says where a key was set.
+fn apply(
+    data: &BTreeMap<String, String>,
+    base: &Config,
+    name: impl Fn(&str) -> String,
+) -> Result<Config, String> {
     let mut c = base.clone();
     for (key, value) in data {
         // Tekton's example ConfigMap documents itself under `_example`.
@@ -57,12 +79,13 @@ pub fn from_data(data: &BTreeMap<String, String>, base: &Config) -> Result<Confi
             v.parse::<u64>()
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or_else(|| format!("{CONFIG_MAP}: {key}: expected {what}, got {value:?}"))
+                .ok_or_else(|| format!("{}: expected {what}, got {value:?}", name(key)))
         };
         let text = || -> Result<String, String> {
             if v.is_empty() {
                 Err(format!(
-                    "{CONFIG_MAP}: {key}: expected a value, got an empty string"
+                    "{}: expected a value, got an empty string",
+                    name(key)
                 ))
             } else {
                 Ok(v.to_string())
@@ -79,7 +102,7 @@ pub fn from_data(data: &BTreeMap<String, String>, base: &Config) -> Result<Confi
             "shell-image" => c.shell_image = text()?,
             "max-result-size" => {
                 c.max_result_size = usize::try_from(number("a size in bytes above 0")?)
-                    .map_err(|_| format!("{CONFIG_MAP}: {key}: {value:?} is too large"))?;
+                    .map_err(|_| format!("{}: {value:?} is too large", name(key)))?;
             }
             other => {
                 let known: Vec<&str> = KEYS.iter().map(|k| k.0).collect();
@@ -156,6 +179,10 @@ mod tests {
         ] {
             assert_eq!(from_data(&data(&pairs), &base).unwrap_err(), want);
         }
+        assert_eq!(
+            from_flags(&data(&[("max-result-size", "4k")]), &base).unwrap_err(),
+            r#"--max-result-size: expected a size in bytes above 0, got "4k""#
+        );
         let e = from_data(&data(&[("default-timeout", "5")]), &base).unwrap_err();
         assert!(
             e.starts_with(

@@ -14,6 +14,7 @@
 //!   the run's status with Tekton's reason and is not retried; an API error
 //!   is returned, and [`error_policy`] requeues with a backoff for its kind.
 
+pub mod app;
 pub mod config;
 pub mod lease;
 pub mod metrics;

@@ -1,0 +1,510 @@
+//! The controller process: its flags ([`Options`]) and [`run`], which wires
+//! the caches, leader election, the `config-defaults` watch, the metrics
+//! endpoints and the two controllers together.
+//!
+//! Data flow: watch events → caches (trimmed: no `managedFields`, finished
+//! runs reduced to their conditions) → the TaskRun and PipelineRun
+//! controllers → reconciles ([`crate::taskrun`], [`crate::pipelinerun`]).
+//! Nothing here decides anything about a run; it only connects the parts.
+//!
+//! Order of start: the metrics endpoints (healthy at once, ready while a
+//! follower), then the Lease (followers stand by), then, as the leader, the
+//! `config-defaults` ConfigMap is read before the first reconcile so no run
+//! starts with the flags' values when the ConfigMap says otherwise.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+use kube::{Api, Client};
+use tektite_api::v1::{PipelineRun, TaskRun};
+use tektite_engine::pod::Config;
+use tektite_engine::status::is_done;
+
+use crate::{Context, config, error_policy, lease, metrics, pipelinerun, taskrun};
+
+/// What [`run`] can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A flag's value is not what it expects (the message names the flag).
+    #[error("{0}")]
+    Flag(String),
+    /// No kubeconfig or in-cluster configuration could be loaded.
+    #[error("kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    /// The image lookup client could not be built.
+    #[error("image lookup client: {0}")]
+    Images(#[source] tektite_oci::Error),
+    /// The metrics address cannot be listened on.
+    #[error("--metrics-addr {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Leader election stopped before this replica led (it cannot happen
+    /// while the Lease loop runs; kept so a panic there is not silent).
+    #[error("leader election ended before this replica led")]
+    ElectionEnded,
+    /// This replica led and then could not renew its Lease: it exits so
+    /// that it restarts as a follower and never reconciles beside a new
+    /// leader.
+    #[error("the leader Lease was lost: exiting to restart as a follower")]
+    LeaseLost,
+}
+
+/// Label level of PipelineRun metrics (Tekton's `metrics.pipelinerun.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PipelineRunLevel {
+    /// `namespace` and `pipeline`.
+    Pipeline,
+    /// `namespace` only.
+    Namespace,
+}
+
+/// Label level of TaskRun metrics (Tekton's `metrics.taskrun.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskRunLevel {
+    /// `namespace` and `task`.
+    Task,
+    /// `namespace` only.
+    Namespace,
+}
+
+/// The controller's flags. Each `config-defaults` key is also a flag; the
+/// ConfigMap's value wins over the flag's while it sets that key.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "tektite-controller",
+    version,
+    about = "Runs tekton.dev PipelineRuns and TaskRuns on Kubernetes",
+    after_help = "The Kubernetes API is reached with the in-cluster service account, or \
+                  $KUBECONFIG / ~/.kube/config outside a cluster."
+)]
+pub struct Options {
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "TEKTITE_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: String,
+    /// Namespace of the Lease and of the config-defaults ConfigMap.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tektite")]
+    pub namespace: String,
+    /// This replica's name in the Lease [default: the host name].
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Take part in leader election; `false` reconciles at once (a single
+    /// replica only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub leader_elect: bool,
+    /// Name of the coordination.k8s.io Lease.
+    #[arg(long, default_value = "tektite-controller")]
+    pub lease_name: String,
+    /// How long a Lease not renewed stays its holder's, in seconds.
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    pub lease_duration: u64,
+    /// How often the leader renews its Lease, in seconds (under
+    /// --lease-duration).
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub lease_renew: u64,
+    /// Timeout of runs that set none, in minutes [default: 60].
+    #[arg(long, value_name = "MINUTES")]
+    pub default_timeout_minutes: Option<String>,
+    /// Service account of TaskRuns that name none [default: default].
+    #[arg(long, value_name = "NAME")]
+    pub default_service_account: Option<String>,
+    /// Value of the app.kubernetes.io/managed-by label [default: tektite].
+    #[arg(long, value_name = "VALUE")]
+    pub default_managed_by_label_value: Option<String>,
+    /// Image holding the step wrapper at /ko-app/entrypoint.
+    #[arg(long, value_name = "IMAGE")]
+    pub entrypoint_image: Option<String>,
+    /// Image with a POSIX shell, for placing scripts.
+    #[arg(long, value_name = "IMAGE")]
+    pub shell_image: Option<String>,
+    /// Largest result a step may write, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub max_result_size: Option<String>,
+    /// Labels of PipelineRun metrics.
+    #[arg(long, value_enum, default_value = "pipeline")]
+    pub metrics_pipelinerun_level: PipelineRunLevel,
+    /// Labels of TaskRun metrics.
+    #[arg(long, value_enum, default_value = "task")]
+    pub metrics_taskrun_level: TaskRunLevel,
+    /// A registry reached over plain HTTP when reading the command of an
+    /// image whose step has none (host[:port] as in image references;
+    /// repeatable).
+    #[arg(long = "plain-http-registry", value_name = "HOST")]
+    pub plain_http_registries: Vec<String>,
+}
+
+impl Options {
+    /// The configuration the flags give (before `config-defaults`).
+    ///
+    /// # Errors
+    /// A flag's value is invalid: the message names the flag.
+    pub fn base_config(&self) -> Result<Config, Error> {
+        let keyed = [
+            ("default-timeout-minutes", &self.default_timeout_minutes),
+            ("default-service-account", &self.default_service_account),
+            (
+                "default-managed-by-label-value",
+                &self.default_managed_by_label_value,
+            ),
+            ("entrypoint-image", &self.entrypoint_image),
+            ("shell-image", &self.shell_image),
+            ("max-result-size", &self.max_result_size),
+        ];
+        let data: BTreeMap<String, String> = keyed
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.clone()?)))
+            .collect();
+        config::from_flags(&data, &Config::default()).map_err(Error::Flag)
+    }
+
+    /// The Lease settings.
+    ///
+    /// # Errors
+    /// The renewal period is zero or not shorter than the duration.
+    pub fn lease(&self) -> Result<lease::Config, Error> {
+        if self.lease_renew == 0 || self.lease_renew >= self.lease_duration {
+            return Err(Error::Flag(format!(
+                "--lease-renew: expected a number of seconds above 0 and below --lease-duration ({}), got {}",
+                self.lease_duration, self.lease_renew
+            )));
+        }
+        let identity = self
+            .identity
+            .clone()
+            .filter(|i| !i.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+            })
+            .unwrap_or_else(|| format!("tektite-controller-{}", std::process::id()));
+        Ok(lease::Config {
+            name: self.lease_name.clone(),
+            namespace: self.namespace.clone(),
+            identity,
+            duration: Duration::from_secs(self.lease_duration),
+            renew_every: Duration::from_secs(self.lease_renew),
+        })
+    }
+
+    fn metrics(&self) -> metrics::Metrics {
+        let pr = match self.metrics_pipelinerun_level {
+            PipelineRunLevel::Pipeline => metrics::Level::Name,
+            PipelineRunLevel::Namespace => metrics::Level::Namespace,
+        };
+        let tr = match self.metrics_taskrun_level {
+            TaskRunLevel::Task => metrics::Level::Name,
+            TaskRunLevel::Namespace => metrics::Level::Namespace,
+        };
+        metrics::Metrics::new(pr, tr)
+    }
+}
+
+fn running<K>(store: &reflector::Store<K>, done: fn(&K) -> bool) -> usize
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.state().iter().filter(|o| !done(o)).count()
+}
+
+fn task_run_done(t: &TaskRun) -> bool {
+    t.status.as_ref().is_some_and(|s| is_done(&s.conditions))
+}
+
+fn pipeline_run_done(p: &PipelineRun) -> bool {
+    p.status.as_ref().is_some_and(|s| is_done(&s.conditions))
+}
+
+/// Resolves on SIGTERM (what a kubelet sends) or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs the controller until SIGTERM or SIGINT (`Ok`), or until a leader's
+/// Lease is lost ([`Error::LeaseLost`]).
+///
+/// # Errors
+/// See [`Error`]: invalid flags, no API configuration, a metrics address
+/// in use, a lost Lease.
+pub async fn run(opts: Options) -> Result<(), Error> {
+    let base = opts.base_config()?;
+    let lease_cfg = opts.lease()?;
+    let client = Client::try_default().await.map_err(Error::Client)?;
+    let images = Arc::new(
+        tektite_oci::Client::new(tektite_oci::ClientOptions {
+            plain_http: opts.plain_http_registries.clone(),
+            ..Default::default()
+        })
+        .map_err(Error::Images)?,
+    );
+    let mut ctx = Context::new(client.clone(), images);
+    ctx.config = std::sync::RwLock::new(base.clone());
+    ctx.metrics = Arc::new(opts.metrics());
+    let ctx = Arc::new(ctx);
+
+    let (task_runs, tr_writer) = reflector::store();
+    let (pipeline_runs, pr_writer) = reflector::store();
+    let listener = tokio::net::TcpListener::bind(&opts.metrics_addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: opts.metrics_addr.clone(),
+            source,
+        })?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let refresh = {
+        let (trs, prs, m) = (
+            task_runs.clone(),
+            pipeline_runs.clone(),
+            ctx.metrics.clone(),
+        );
+        Arc::new(move || {
+            m.set_running(
+                running(&trs, task_run_done),
+                running(&prs, pipeline_run_done),
+            );
+        })
+    };
+    tokio::spawn(metrics::serve(
+        listener,
+        ctx.metrics.clone(),
+        ready.clone(),
+        refresh,
+    ));
+
+    // Leader election: a follower stands by (ready: it is healthy), the
+    // leader reconciles; a leader that loses its Lease exits, to restart as
+    // a follower.
+    ready.store(true, Ordering::Relaxed);
+    let mut lease_task = if opts.leader_elect {
+        let (leader_tx, leader_rx) = tokio::sync::oneshot::channel();
+        let mut task = tokio::spawn(lease::run(
+            Api::namespaced(client.clone(), &lease_cfg.namespace),
+            lease_cfg,
+            leader_tx,
+        ));
+        tokio::select! {
+            _ = leader_rx => {}
+            _ = &mut task => return Err(Error::ElectionEnded),
+            () = shutdown_signal() => return Ok(()),
+        }
+        Some(task)
+    } else {
+        None
+    };
+    ready.store(false, Ordering::Relaxed);
+
+    // config-defaults first: its initial list is read before any reconcile.
+    let (config_read, config_ready) = tokio::sync::oneshot::channel();
+    let config_watch = tokio::spawn(watch_config(
+        Api::namespaced(client.clone(), &opts.namespace),
+        ctx.clone(),
+        base,
+        config_read,
+    ));
+    tokio::select! {
+        _ = config_ready => {}
+        () = shutdown_signal() => return Ok(()),
+    }
+    {
+        let (trs, prs, ready) = (task_runs.clone(), pipeline_runs.clone(), ready.clone());
+        tokio::spawn(async move {
+            let _ = trs.wait_until_ready().await;
+            let _ = prs.wait_until_ready().await;
+            ready.store(true, Ordering::Relaxed);
+        });
+    }
+
+    // Children by the labels the engine always sets (not by managed-by,
+    // whose value config-defaults may change while children of the old
+    // value still run).
+    let pods = watcher::Config::default().labels("tekton.dev/taskRun");
+    let children = watcher::Config::default().labels(crate::pipelinerun::PIPELINE_RUN_LABEL);
+    let stream = watcher(
+        Api::<TaskRun>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(crate::trim_task_run)
+    .reflect(tr_writer)
+    .applied_objects();
+    let task_run_controller = Controller::for_stream(stream, task_runs)
+        .owns(Api::<Pod>::all(client.clone()), pods)
+        .shutdown_on_signal()
+        .run(taskrun::reconcile, error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(error) = r {
+                tracing::warn!(%error, kind = "TaskRun", "controller");
+            }
+        });
+    let stream = watcher(
+        Api::<PipelineRun>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(crate::trim_pipeline_run)
+    .reflect(pr_writer)
+    .applied_objects();
+    let pipeline_run_controller = Controller::for_stream(stream, pipeline_runs)
+        .owns(Api::<TaskRun>::all(client.clone()), children)
+        .shutdown_on_signal()
+        .run(pipelinerun::reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(error) = r {
+                tracing::warn!(%error, kind = "PipelineRun", "controller");
+            }
+        });
+
+    let controllers = async {
+        futures::join!(task_run_controller, pipeline_run_controller);
+    };
+    let lost = async {
+        match lease_task.as_mut() {
+            Some(t) => {
+                let _ = t.await;
+            }
+            None => futures::future::pending::<()>().await,
+        }
+    };
+    let out = tokio::select! {
+        () = controllers => Ok(()),
+        () = lost => Err(Error::LeaseLost),
+    };
+    config_watch.abort();
+    out
+}
+
+/// Watches the `config-defaults` ConfigMap: a valid version applies over
+/// `base` (the flags) to the next reconciles; an invalid one is reported and
+/// the previous configuration stays; a deleted one brings back `base`.
+/// `read` fires once the initial list is applied.
+async fn watch_config(
+    api: Api<ConfigMap>,
+    ctx: Arc<Context>,
+    base: Config,
+    read: tokio::sync::oneshot::Sender<()>,
+) {
+    let set = |c: Config| {
+        if let Ok(mut current) = ctx.config.write() {
+            *current = c;
+        }
+    };
+    let apply = |cm: &ConfigMap| {
+        let data = cm.data.clone().unwrap_or_default();
+        match config::from_data(&data, &base) {
+            Ok(c) => {
+                set(c);
+                tracing::info!(configmap = config::CONFIG_MAP, "configuration applied");
+            }
+            Err(error) => tracing::error!(
+                %error,
+                configmap = config::CONFIG_MAP,
+                "invalid configuration: the previous one stays"
+            ),
+        }
+    };
+    let mut read = Some(read);
+    let mut seen = false;
+    let events = watcher(
+        api,
+        watcher::Config::default().fields(&format!("metadata.name={}", config::CONFIG_MAP)),
+    )
+    .default_backoff();
+    futures::pin_mut!(events);
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Init) => seen = false,
+            Ok(watcher::Event::InitApply(cm)) => {
+                seen = true;
+                apply(&cm);
+            }
+            Ok(watcher::Event::InitDone) => {
+                if !seen {
+                    set(base.clone());
+                }
+                if let Some(tx) = read.take() {
+                    let _ = tx.send(());
+                }
+            }
+            Ok(watcher::Event::Apply(cm)) => apply(&cm),
+            Ok(watcher::Event::Delete(_)) => {
+                set(base.clone());
+                tracing::info!(
+                    configmap = config::CONFIG_MAP,
+                    "configuration deleted: the flags' values apply"
+                );
+            }
+            Err(error) => tracing::warn!(%error, configmap = config::CONFIG_MAP, "watch"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Options {
+        Options::try_parse_from(std::iter::once("tektite-controller").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn flags_set_the_base_configuration() {
+        let o = parse(&[
+            "--entrypoint-image",
+            "registry.local/entrypoint:1",
+            "--default-timeout-minutes",
+            "5",
+            "--max-result-size",
+            "1024",
+        ]);
+        let c = o.base_config().unwrap();
+        assert_eq!(c.entrypoint_image, "registry.local/entrypoint:1");
+        assert_eq!(c.default_timeout, Duration::from_secs(300));
+        assert_eq!(c.max_result_size, 1024);
+        assert_eq!(c.shell_image, Config::default().shell_image);
+        assert!(o.leader_elect);
+        assert!(!parse(&["--leader-elect", "false"]).leader_elect);
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        let e = parse(&["--default-timeout-minutes", "1h"])
+            .base_config()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"--default-timeout-minutes: expected a whole number of minutes above 0, got "1h""#
+        );
+        let e = parse(&["--lease-duration", "5", "--lease-renew", "5"])
+            .lease()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--lease-renew: expected a number of seconds above 0 and below --lease-duration (5), got 5"
+        );
+        let e =
+            Options::try_parse_from(["tektite-controller", "--metrics-taskrun-level", "taskrun"])
+                .unwrap_err();
+        assert!(e.to_string().contains("invalid value 'taskrun'"), "{e}");
+    }
+}

@@ -1,0 +1,525 @@
+//! The real `tektite-controller` binary against a fake API server on
+//! loopback (`cluster/apiserver.rs`: list, watch, create, patch, ...), with
+//! the local podman runtime as its kubelet (`cluster/kubelet.rs`): the
+//! `tests/` TaskRuns and PipelineRuns are created as `kubectl create` would,
+//! the binary's watches, leader election, config-defaults watch and
+//! reconcilers turn them into Pods, the Pods run in real containers, and the
+//! runs' final status is checked (conditions, results, child TaskRuns).
+//!
+//! Needs podman and the local images (`hack/setup-podman.sh`,
+//! `hack/images.sh`); the image lookup test also needs `docker-registry`.
+//! Fails without them unless `TEKTITE_SKIP_PODMAN=1`. Waits are bounded
+//! hang guards, not timing assertions.
+
+// Test helpers panic on setup failures by design.
+#![allow(clippy::unwrap_used)]
+
+#[path = "cluster/apiserver.rs"]
+mod apiserver;
+#[path = "cluster/kubelet.rs"]
+mod kubelet;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use apiserver::{ApiServer, Key};
+use kubelet::Kubelet;
+use serde_json::{Value, json};
+use tektite_api::load::Object;
+
+const TEKTON: &str = "tekton.dev/v1";
+const BUSYBOX: &str = "localhost/tektite/busybox:latest";
+
+fn podman_ready() -> bool {
+    if std::env::var_os("TEKTITE_SKIP_PODMAN").is_some_and(|v| v == "1") {
+        eprintln!("TEKTITE_SKIP_PODMAN=1: cluster test not run");
+        return false;
+    }
+    let ok = Command::new("podman")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "podman is not installed: run hack/test.sh (or hack/setup-podman.sh and hack/images.sh), \
+         or set TEKTITE_SKIP_PODMAN=1 to leave these tests out"
+    );
+    for image in [BUSYBOX, "localhost/tektite/entrypoint:latest"] {
+        let exists = Command::new("podman")
+            .args(["image", "exists", image])
+            .status()
+            .unwrap();
+        assert!(
+            exists.success(),
+            "image {image} is missing: run hack/images.sh"
+        );
+    }
+    true
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The fake API server, the controller binary and the kubelet; all stopped
+/// on drop.
+struct Cluster {
+    api: ApiServer,
+    controller: Child,
+    metrics: String,
+    _kubelet: Kubelet,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.controller.kill();
+        let _ = self.controller.wait();
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+impl Cluster {
+    /// Starts everything; `args` go to the controller after the test's own.
+    async fn start(args: &[&str]) -> Cluster {
+        let api = ApiServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = api.kubeconfig(dir.path());
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.path().join("controller.log")).unwrap();
+        let controller = Command::new(env!("CARGO_BIN_EXE_tektite-controller"))
+            .args([
+                "--metrics-addr",
+                &metrics,
+                "--namespace",
+                "tektite",
+                "--identity",
+                "replica-a",
+                "--entrypoint-image",
+                "localhost/tektite/entrypoint:latest",
+                "--shell-image",
+                BUSYBOX,
+            ])
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let kubelet = Kubelet::start(api.shared.clone(), dir.path().join("kubelet"));
+        Cluster {
+            api,
+            controller,
+            metrics,
+            _kubelet: kubelet,
+            dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default()
+    }
+
+    /// Creates every object of a YAML file (v1beta1 converted, as the API
+    /// server's conversion would) in `ns`, like `kubectl create -f`; returns
+    /// the runs created, as (resource, name).
+    fn create_file(&self, file: &Path, ns: &str) -> Vec<(&'static str, String)> {
+        let out = tektite_api::load_file(file);
+        assert!(
+            out.diagnostics
+                .iter()
+                .all(|d| d.severity != tektite_api::Severity::Error),
+            "{:?}",
+            out.diagnostics
+        );
+        let mut runs = Vec::new();
+        for l in out.objects {
+            let (resource, kind, mut v) = match &l.object {
+                Object::Task(t) => ("tasks", "Task", serde_json::to_value(t).unwrap()),
+                Object::Pipeline(p) => ("pipelines", "Pipeline", serde_json::to_value(p).unwrap()),
+                Object::TaskRun(t) => ("taskruns", "TaskRun", serde_json::to_value(t).unwrap()),
+                Object::PipelineRun(p) => (
+                    "pipelineruns",
+                    "PipelineRun",
+                    serde_json::to_value(p).unwrap(),
+                ),
+            };
+            v["apiVersion"] = json!(TEKTON);
+            v["kind"] = json!(kind);
+            let created = self.create(resource, ns, v);
+            if resource.ends_with("runs") {
+                runs.push((
+                    resource,
+                    created["metadata"]["name"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+        runs
+    }
+
+    fn create(&self, resource: &str, ns: &str, v: Value) -> Value {
+        let gv = if resource == "configmaps" {
+            "v1"
+        } else {
+            TEKTON
+        };
+        let (code, created) = self.api.shared.create(gv, resource, ns, v);
+        assert_eq!(code, 201, "{created}");
+        created
+    }
+
+    fn get(&self, gv: &str, resource: &str, ns: &str, name: &str) -> Option<Value> {
+        self.api.shared.get(&Key::new(gv, resource, ns, name))
+    }
+
+    /// Waits (bounded) until `pred` holds for the run; returns it.
+    async fn wait_for(
+        &self,
+        resource: &str,
+        ns: &str,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = self.get(TEKTON, resource, ns, name).filter(|v| pred(v)) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(240),
+                "{resource}/{name}: not {what}: {}\ncontroller log:\n{}",
+                self.get(TEKTON, resource, ns, name).unwrap_or_default(),
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the run has ended; returns it.
+    async fn done(&self, resource: &str, ns: &str, name: &str) -> Value {
+        self.wait_for(resource, ns, name, "done", |v| {
+            matches!(condition(v).0.as_str(), "True" | "False")
+        })
+        .await
+    }
+
+    /// The controller's /metrics.
+    async fn scrape(&self) -> String {
+        let mut s = tokio::net::TcpStream::connect(&self.metrics).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// The child TaskRuns of a PipelineRun, by pipeline task name.
+    fn children(&self, pipeline_run: &str) -> std::collections::BTreeMap<String, Value> {
+        self.api
+            .shared
+            .list(TEKTON, "taskruns")
+            .into_iter()
+            .filter(|t| t["metadata"]["labels"]["tekton.dev/pipelineRun"] == pipeline_run)
+            .map(|t| {
+                let task = t["metadata"]["labels"]["tekton.dev/pipelineTask"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                (task, t)
+            })
+            .collect()
+    }
+}
+
+/// The Succeeded condition's (status, reason, message).
+fn condition(v: &Value) -> (String, String, String) {
+    let c = v["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Succeeded"))
+        .cloned()
+        .unwrap_or_default();
+    let s = |k: &str| c[k].as_str().unwrap_or("").to_string();
+    (s("status"), s("reason"), s("message"))
+}
+
+/// The run's results (TaskRun `results`, PipelineRun `results`) by name.
+fn results(v: &Value) -> std::collections::BTreeMap<String, Value> {
+    v["status"]["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or("").to_string(),
+                r["value"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn runs_dir() -> PathBuf {
+    repo().join("tests/runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taskruns_from_tests_run_in_pods_the_controller_creates() {
+    if !podman_ready() {
+        return;
+    }
+    let c = Cluster::start(&[]).await;
+    let steps = c.create_file(&runs_dir().join("taskrun-steps.yaml"), "ci");
+    let sidecar = c.create_file(&runs_dir().join("taskrun-sidecar.yaml"), "ci");
+    // A Task by name, bound as `tkt run -p who=... -w out=...` would.
+    c.create_file(&runs_dir().join("task-greet.yaml"), "ci");
+    let (_, greet) = &c.api.shared.create(
+        TEKTON,
+        "taskruns",
+        "ci",
+        json!({"apiVersion": TEKTON, "kind": "TaskRun",
+               "metadata": {"generateName": "greet-"},
+               "spec": {"taskRef": {"name": "greet"},
+                        "params": [{"name": "who", "value": "cluster"}],
+                        "workspaces": [{"name": "out", "emptyDir": {}}]}}),
+    );
+    let greet = greet["metadata"]["name"].as_str().unwrap().to_string();
+
+    let tr = c.done("taskruns", "ci", &steps[0].1).await;
+    assert_eq!(condition(&tr).0, "True", "{tr}");
+    let r = results(&tr);
+    assert_eq!(r["greeting"], "hello");
+    assert_eq!(r["list"], json!(["alpha", "beta gamma"]));
+    assert_eq!(r["meta"], json!({"branch": "main"}));
+    let pod_name = tr["status"]["podName"].as_str().unwrap();
+    let pod = c.get("v1", "pods", "ci", pod_name).unwrap();
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["name"], steps[0].1);
+    assert_eq!(
+        pod["metadata"]["annotations"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with("tektite.dev/step."))
+            .count(),
+        3,
+        "{pod}"
+    );
+
+    let tr = c.done("taskruns", "ci", &sidecar[0].1).await;
+    assert_eq!(condition(&tr).0, "True", "{tr}");
+    // Released by the controller's ready annotation (the sidecar's pod only).
+    let pod = c
+        .get(
+            "v1",
+            "pods",
+            "ci",
+            tr["status"]["podName"].as_str().unwrap(),
+        )
+        .unwrap();
+    assert_eq!(pod["metadata"]["annotations"]["tekton.dev/ready"], "READY");
+
+    let tr = c.done("taskruns", "ci", &greet).await;
+    assert_eq!(condition(&tr).0, "True", "{tr}");
+    assert_eq!(results(&tr)["line"], "hello, cluster!");
+
+    // One pod per TaskRun, never a second create; the leader's Lease.
+    let posts = c
+        .api
+        .shared
+        .requests()
+        .iter()
+        .filter(|r| r.as_str() == "POST /api/v1/namespaces/ci/pods")
+        .count();
+    assert_eq!(posts, 3, "{:?}", c.api.shared.requests());
+    let lease = c
+        .get(
+            "coordination.k8s.io/v1",
+            "leases",
+            "tektite",
+            "tektite-controller",
+        )
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    // Events on the transitions, and the metrics of three successes.
+    let events = c.api.shared.list("events.k8s.io/v1", "events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "Succeeded" && e["regarding"]["name"] == greet),
+        "{events:?}"
+    );
+    let m = c.scrape().await;
+    assert!(
+        m.contains(r#"tekton_pipelines_controller_taskrun_total{status="success"} 3"#),
+        "{m}"
+    );
+    assert!(
+        m.contains("tekton_pipelines_controller_running_taskruns 0"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelineruns_from_tests_succeed_fail_and_cancel_as_on_a_cluster() {
+    if !podman_ready() {
+        return;
+    }
+    let c = Cluster::start(&[]).await;
+    let hello = c.create_file(&repo().join("tests/examples/hello-pipelinerun.yaml"), "ci");
+    let failures = c.create_file(&runs_dir().join("pipeline-failures.yaml"), "ci");
+    let long = c.create_file(&runs_dir().join("pipeline-long.yaml"), "ci");
+
+    let pr = c.done("pipelineruns", "ci", &hello[0].1).await;
+    assert_eq!(condition(&pr).0, "True", "{pr}");
+    let kids = c.children(&hello[0].1);
+    assert_eq!(
+        kids.keys().collect::<Vec<_>>(),
+        ["greet", "report", "shout"]
+    );
+    assert_eq!(results(&kids["greet"])["greeting"], "hello, Tektite");
+    for (task, tr) in &kids {
+        assert_eq!(condition(tr).0, "True", "{task}: {tr}");
+    }
+
+    let pr = c.done("pipelineruns", "ci", &failures[0].1).await;
+    let (status, reason, _) = condition(&pr);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "Failed"),
+        "{pr}"
+    );
+    let kids = c.children(&failures[0].1);
+    assert_eq!(condition(&kids["broken"]).0, "False");
+    assert!(
+        !kids.contains_key("never"),
+        "a dependent of a failed task ran"
+    );
+    assert_eq!(condition(&kids["report"]).0, "True", "finally runs");
+
+    // Cancel the long run once its task runs: its pod goes, the run ends
+    // Cancelled (kubectl patch ... spec.status=Cancelled).
+    let name = &long[0].1;
+    c.wait_for("pipelineruns", "ci", name, "running a TaskRun", |_| {
+        !c.children(name).is_empty()
+    })
+    .await;
+    c.api
+        .shared
+        .update(&Key::new(TEKTON, "pipelineruns", "ci", name), |p| {
+            p["spec"]["status"] = json!("Cancelled");
+        });
+    let pr = c.done("pipelineruns", "ci", name).await;
+    assert_eq!(condition(&pr).1, "Cancelled", "{pr}");
+    let kids = c.children(name);
+    let wait = c
+        .done(
+            "taskruns",
+            "ci",
+            kids["wait"]["metadata"]["name"].as_str().unwrap(),
+        )
+        .await;
+    assert_eq!(condition(&wait).1, "TaskRunCancelled", "{wait}");
+    let pod = wait["status"]["podName"].as_str().unwrap();
+    assert!(
+        c.get("v1", "pods", "ci", pod).is_none(),
+        "the cancelled pod is deleted"
+    );
+
+    let m = c.scrape().await;
+    for want in [
+        r#"tekton_pipelines_controller_pipelinerun_total{status="success"} 1"#,
+        r#"tekton_pipelines_controller_pipelinerun_total{status="failed"} 1"#,
+        r#"tekton_pipelines_controller_pipelinerun_total{status="cancelled"} 1"#,
+    ] {
+        assert!(m.contains(want), "{want}:\n{m}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_defaults_is_watched_over_the_flags() {
+    if !podman_ready() {
+        return;
+    }
+    let c = Cluster::start(&["--default-service-account", "from-flag"]).await;
+    let run = |c: &Cluster| {
+        let (_, v) = c.api.shared.create(
+            TEKTON,
+            "taskruns",
+            "ci",
+            json!({"apiVersion": TEKTON, "kind": "TaskRun", "metadata": {"generateName": "sa-"},
+                   "spec": {"taskSpec": {"steps": [{"name": "s", "image": BUSYBOX, "script": "true"}]}}}),
+        );
+        v["metadata"]["name"].as_str().unwrap().to_string()
+    };
+    let account = |c: &Cluster, tr: &Value| {
+        let pod = c
+            .get(
+                "v1",
+                "pods",
+                "ci",
+                tr["status"]["podName"].as_str().unwrap(),
+            )
+            .unwrap();
+        pod["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let first = run(&c);
+    let tr = c.done("taskruns", "ci", &first).await;
+    assert_eq!(condition(&tr).0, "True", "{tr}");
+    assert_eq!(account(&c, &tr), "from-flag");
+
+    // The ConfigMap wins over the flag once applied...
+    c.create(
+        "configmaps",
+        "tektite",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "config-defaults"},
+               "data": {"default-service-account": "from-configmap"}}),
+    );
+    let start = Instant::now();
+    while !c.log().contains("configuration applied") {
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", c.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = run(&c);
+    let tr = c.done("taskruns", "ci", &second).await;
+    assert_eq!(account(&c, &tr), "from-configmap");
+
+    // ...an invalid version is refused and the previous one stays.
+    c.api.shared.update(
+        &Key::new("v1", "configmaps", "tektite", "config-defaults"),
+        |cm| {
+            cm["data"] = json!({"default-service-account": "other", "max-result-size": "big"});
+        },
+    );
+    let start = Instant::now();
+    while !c.log().contains("invalid configuration") {
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", c.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        c.log().contains(
+            r#"config-defaults: max-result-size: expected a size in bytes above 0, got \"big\""#
+        ) || c.log().contains(
+            r#"config-defaults: max-result-size: expected a size in bytes above 0, got "big""#
+        ),
+        "{}",
+        c.log()
+    );
+    let third = run(&c);
+    let tr = c.done("taskruns", "ci", &third).await;
+    assert_eq!(account(&c, &tr), "from-configmap");
+}

@@ -1,0 +1,616 @@
+//! A fake Kubernetes API server over HTTP/1.1 on loopback, for the real
+//! `tektite-controller` binary: objects in memory with resource versions,
+//! list (label and field selectors), watch (a chunked stream of events from
+//! a resource version), get, create (409 when the name exists;
+//! `generateName`), replace (409 on a stale resourceVersion), merge patch
+//! and server-side apply (a `/status` apply replaces the status, as with a
+//! single field manager), and delete. It serves any group and resource; it
+//! does no validation, defaulting or garbage collection.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+
+/// An object's place: group/version (`v1`, `tekton.dev/v1`), resource
+/// (`pods`), namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    pub gv: String,
+    pub resource: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Key {
+    pub fn new(gv: &str, resource: &str, namespace: &str, name: &str) -> Key {
+        Key {
+            gv: gv.into(),
+            resource: resource.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+/// One change, as a watch reports it.
+struct Change {
+    rv: u64,
+    key: Key,
+    kind: &'static str,
+    object: Value,
+}
+
+#[derive(Default)]
+struct State {
+    rv: u64,
+    objects: BTreeMap<Key, Value>,
+    log: Vec<Change>,
+    /// Every request but watches' and events', as `METHOD path`.
+    requests: Vec<String>,
+    names: u64,
+}
+
+/// The server's state, shared by the HTTP side and the test (and its
+/// kubelet thread).
+pub struct Shared {
+    state: Mutex<State>,
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+/// A running fake API server; it stops with the test's runtime.
+#[derive(Clone)]
+pub struct ApiServer {
+    pub shared: Arc<Shared>,
+    pub url: String,
+}
+
+fn respond(status: u16, v: &Value) -> Response<BoxBody<Bytes, Infallible>> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(v).unwrap_or_default())).boxed())
+        .unwrap()
+}
+
+fn status(code: u16, reason: &str, message: String) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "reason": reason, "code": code, "message": message})
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query(q: &str) -> BTreeMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// Whether `obj` matches a label selector (`k=v`, `k!=v`, `k`, `!k`,
+/// comma-separated) and a field selector (`metadata.name=x`).
+fn selected(obj: &Value, labels: Option<&str>, fields: Option<&str>) -> bool {
+    let l = &obj["metadata"]["labels"];
+    let label_ok = labels.is_none_or(|sel| {
+        sel.split(',').filter(|t| !t.is_empty()).all(|t| {
+            if let Some((k, v)) = t.split_once("!=") {
+                l[k].as_str() != Some(v)
+            } else if let Some((k, v)) = t.split_once('=') {
+                l[k.trim_end_matches('=')].as_str() == Some(v.trim_start_matches('='))
+            } else if let Some(k) = t.strip_prefix('!') {
+                l.get(k).is_none()
+            } else {
+                l.get(t).is_some()
+            }
+        })
+    });
+    let field_ok = fields.is_none_or(|sel| {
+        sel.split(',').filter(|t| !t.is_empty()).all(|t| {
+            let (k, v) = t.split_once('=').unwrap_or((t, ""));
+            let got = match k {
+                "metadata.name" => &obj["metadata"]["name"],
+                "metadata.namespace" => &obj["metadata"]["namespace"],
+                _ => return false,
+            };
+            got.as_str() == Some(v)
+        })
+    });
+    label_ok && field_ok
+}
+
+/// Where a request goes: `/api/v1/...` or `/apis/g/v/...` split up.
+struct Route {
+    gv: String,
+    resource: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn route(path: &str) -> Option<Route> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (gv, rest) = match parts.as_slice() {
+        ["api", v, rest @ ..] => ((*v).to_string(), rest),
+        ["apis", g, v, rest @ ..] => (format!("{g}/{v}"), rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_string()), rest),
+        _ => (None, rest),
+    };
+    let s = |i: usize| rest.get(i).map(|x| (*x).to_string());
+    Some(Route {
+        gv,
+        resource: s(0)?,
+        namespace,
+        name: s(1),
+        subresource: s(2),
+    })
+}
+
+fn kind_of(resource: &str) -> String {
+    match resource {
+        "pods" => "Pod".into(),
+        "taskruns" => "TaskRun".into(),
+        "pipelineruns" => "PipelineRun".into(),
+        "tasks" => "Task".into(),
+        "pipelines" => "Pipeline".into(),
+        "configmaps" => "ConfigMap".into(),
+        "leases" => "Lease".into(),
+        "events" => "Event".into(),
+        "persistentvolumeclaims" => "PersistentVolumeClaim".into(),
+        other => other.trim_end_matches('s').to_string(),
+    }
+}
+
+impl State {
+    fn record(&mut self, key: Key, kind: &'static str, mut object: Value) -> Value {
+        self.rv += 1;
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        if kind == "DELETED" {
+            self.objects.remove(&key);
+        } else {
+            self.objects.insert(key.clone(), object.clone());
+        }
+        self.log.push(Change {
+            rv: self.rv,
+            key,
+            kind,
+            object: object.clone(),
+        });
+        object
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn notify(&self, rv: u64) {
+        self.changed.send_replace(rv);
+    }
+
+    /// Creates `obj` in `gv`/`resource` (as a POST would): `(status, body)`.
+    pub fn create(
+        &self,
+        gv: &str,
+        resource: &str,
+        namespace: &str,
+        mut obj: Value,
+    ) -> (u16, Value) {
+        let mut st = self.lock();
+        let name = match obj["metadata"]["name"].as_str() {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => {
+                let Some(prefix) = obj["metadata"]["generateName"].as_str() else {
+                    return (
+                        422,
+                        status(
+                            422,
+                            "Invalid",
+                            "metadata.name or generateName is required".into(),
+                        ),
+                    );
+                };
+                st.names += 1;
+                format!("{prefix}{:05x}", 0x1_0000 + st.names)
+            }
+        };
+        let key = Key::new(gv, resource, namespace, &name);
+        if st.objects.contains_key(&key) {
+            let message = format!("{resource} \"{name}\" already exists");
+            return (409, status(409, "AlreadyExists", message));
+        }
+        let uid = format!("uid-{}-{name}", st.rv + 1);
+        let m = &mut obj["metadata"];
+        m["name"] = json!(name);
+        if !namespace.is_empty() {
+            m["namespace"] = json!(namespace);
+        }
+        m["uid"] = json!(uid);
+        m["creationTimestamp"] = json!(
+            k8s_openapi::jiff::Timestamp::now()
+                .round(k8s_openapi::jiff::Unit::Second)
+                .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())
+                .to_string()
+        );
+        if obj.get("apiVersion").is_none() {
+            obj["apiVersion"] = json!(gv);
+        }
+        if obj.get("kind").is_none() {
+            obj["kind"] = json!(kind_of(resource));
+        }
+        let out = st.record(key, "ADDED", obj);
+        let rv = st.rv;
+        drop(st);
+        self.notify(rv);
+        (201, out)
+    }
+
+    /// The object at `key`.
+    pub fn get(&self, key: &Key) -> Option<Value> {
+        self.lock().objects.get(key).cloned()
+    }
+
+    /// Every object of `gv`/`resource`.
+    pub fn list(&self, gv: &str, resource: &str) -> Vec<Value> {
+        self.lock()
+            .objects
+            .iter()
+            .filter(|(k, _)| k.gv == gv && k.resource == resource)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Changes the object at `key` with `f` (as a kubelet's status update
+    /// would), when it exists and `f` changed it; returns whether it did.
+    pub fn update(&self, key: &Key, f: impl FnOnce(&mut Value)) -> bool {
+        let mut st = self.lock();
+        let Some(old) = st.objects.get(key).cloned() else {
+            return false;
+        };
+        let mut new = old.clone();
+        f(&mut new);
+        if new == old {
+            return false;
+        }
+        st.record(key.clone(), "MODIFIED", new);
+        let rv = st.rv;
+        drop(st);
+        self.notify(rv);
+        true
+    }
+
+    /// The requests served (watches and events left out), `METHOD path`.
+    pub fn requests(&self) -> Vec<String> {
+        self.lock().requests.clone()
+    }
+
+    fn handle(
+        &self,
+        method: &Method,
+        path: &str,
+        q: &BTreeMap<String, String>,
+        content_type: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let Some(Route {
+            gv,
+            resource,
+            namespace: ns,
+            name,
+            subresource: sub,
+        }) = route(path)
+        else {
+            return (404, status(404, "NotFound", format!("no route {path}")));
+        };
+        let namespace = ns.clone().unwrap_or_default();
+        if resource != "events" {
+            self.lock().requests.push(format!("{method} {path}"));
+        }
+        match (method.as_str(), name) {
+            ("GET", None) => {
+                let st = self.lock();
+                let items: Vec<Value> = st
+                    .objects
+                    .iter()
+                    .filter(|(k, o)| {
+                        k.gv == gv
+                            && k.resource == resource
+                            && ns.as_ref().is_none_or(|n| *n == k.namespace)
+                            && selected(
+                                o,
+                                q.get("labelSelector").map(String::as_str),
+                                q.get("fieldSelector").map(String::as_str),
+                            )
+                    })
+                    .map(|(_, o)| o.clone())
+                    .collect();
+                (
+                    200,
+                    json!({"apiVersion": gv, "kind": format!("{}List", kind_of(&resource)),
+                           "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+                )
+            }
+            ("POST", None) => self.create(&gv, &resource, &namespace, body),
+            (_, None) => (
+                405,
+                status(405, "MethodNotAllowed", format!("{method} {path}")),
+            ),
+            (m, Some(name)) => {
+                let key = Key::new(&gv, &resource, &namespace, &name);
+                let mut st = self.lock();
+                let Some(current) = st.objects.get(&key).cloned() else {
+                    let message = format!("{resource} \"{name}\" not found");
+                    return (404, status(404, "NotFound", message));
+                };
+                let (code, out) = match m {
+                    "GET" => return (200, current),
+                    "DELETE" => (200, st.record(key, "DELETED", current)),
+                    "PUT" => {
+                        let given = body["metadata"]["resourceVersion"].as_str();
+                        if given.is_some_and(|rv| {
+                            Some(rv) != current["metadata"]["resourceVersion"].as_str()
+                        }) {
+                            let message =
+                                format!("the object has been modified; {resource} \"{name}\"");
+                            return (409, status(409, "Conflict", message));
+                        }
+                        let mut new = body;
+                        new["metadata"]["uid"] = current["metadata"]["uid"].clone();
+                        new["metadata"]["creationTimestamp"] =
+                            current["metadata"]["creationTimestamp"].clone();
+                        (200, st.record(key, "MODIFIED", new))
+                    }
+                    "PATCH" => {
+                        let mut new = current.clone();
+                        let apply = content_type.starts_with("application/apply-patch");
+                        if sub.as_deref() == Some("status") {
+                            let s = body.get("status").cloned().unwrap_or(Value::Null);
+                            if apply {
+                                new["status"] = s;
+                            } else {
+                                merge_patch(&mut new["status"], &s);
+                            }
+                        } else {
+                            let mut patch = body;
+                            // The main resource ignores status (a status
+                            // subresource owns it).
+                            if let Value::Object(p) = &mut patch {
+                                p.remove("status");
+                            }
+                            merge_patch(&mut new, &patch);
+                        }
+                        if new == current {
+                            return (200, current);
+                        }
+                        (200, st.record(key, "MODIFIED", new))
+                    }
+                    _ => {
+                        return (
+                            405,
+                            status(405, "MethodNotAllowed", format!("{method} {path}")),
+                        );
+                    }
+                };
+                let rv = st.rv;
+                drop(st);
+                self.notify(rv);
+                (code, out)
+            }
+        }
+    }
+
+    /// The events of `gv`/`resource` (in `ns`, else all) after `from`,
+    /// matching the selectors, as long as the client reads them.
+    fn watch(
+        self: Arc<Self>,
+        path: &str,
+        q: &BTreeMap<String, String>,
+    ) -> Response<BoxBody<Bytes, Infallible>> {
+        let Some(Route {
+            gv,
+            resource,
+            namespace: ns,
+            ..
+        }) = route(path)
+        else {
+            return respond(404, &status(404, "NotFound", path.into()));
+        };
+        let labels = q.get("labelSelector").cloned();
+        let fields = q.get("fieldSelector").cloned();
+        let from: u64 = q
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(256);
+        let mut changed = self.changed.subscribe();
+        tokio::spawn(async move {
+            let matches = |key: &Key, o: &Value| {
+                key.gv == gv
+                    && key.resource == resource
+                    && ns.as_ref().is_none_or(|n| *n == key.namespace)
+                    && selected(o, labels.as_deref(), fields.as_deref())
+            };
+            let mut next = 0usize;
+            let mut sent_rv = from;
+            let mut pending: Vec<Vec<u8>> = Vec::new();
+            {
+                let st = self.lock();
+                if from == 0 {
+                    // No version: the current objects first, as ADDED.
+                    for (k, o) in &st.objects {
+                        if matches(k, o) {
+                            pending.push(event("ADDED", o));
+                        }
+                    }
+                    sent_rv = st.rv;
+                }
+            }
+            loop {
+                {
+                    let st = self.lock();
+                    while next < st.log.len() {
+                        let c = &st.log[next];
+                        next += 1;
+                        if c.rv > sent_rv && matches(&c.key, &c.object) {
+                            pending.push(event(c.kind, &c.object));
+                        }
+                    }
+                    sent_rv = sent_rv.max(st.rv);
+                }
+                for line in pending.drain(..) {
+                    if tx.send(Ok(Frame::data(Bytes::from(line)))).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    r = changed.changed() => if r.is_err() { return },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        let stream =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(BodyExt::boxed(StreamBody::new(stream)))
+            .unwrap()
+    }
+}
+
+fn event(kind: &str, o: &Value) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": o})).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let q = query(req.uri().query().unwrap_or(""));
+    if method == Method::GET && q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        return Ok(shared.watch(&path, &q));
+    }
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let bytes = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Ok(respond(400, &status(400, "BadRequest", e.to_string()))),
+    };
+    let body: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => return Ok(respond(400, &status(400, "BadRequest", e.to_string()))),
+        }
+    };
+    let (code, out) = shared.handle(&method, &path, &q, &content_type, body);
+    Ok(respond(code, &out))
+}
+
+impl ApiServer {
+    /// Listens on a free loopback port (in the current tokio runtime).
+    pub async fn start() -> ApiServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: tokio::sync::watch::channel(0).0,
+        });
+        let s = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| serve(s.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        ApiServer { shared, url }
+    }
+
+    /// A kubeconfig naming this server (no credentials), written in `dir`.
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let file = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
+             current-context: fake\n",
+            self.url
+        );
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+}

@@ -1,0 +1,145 @@
+//! A kubelet for the fake API server: every Pod created there is played for
+//! real by the local podman runtime (`tektite_local::runtime::PodmanPod`,
+//! which adapts it as `tkt run` does), and what podman shows of it (phase,
+//! container states, the entrypoint's step reports as `tektite.dev/step.*`
+//! annotations) is written back to the Pod, as a kubelet and the entrypoint
+//! would. A Pod deleted from the server is stopped; the `tekton.dev/ready`
+//! annotation releases the steps of a pod with sidecars.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+use tektite_local::runtime::PodmanPod;
+use tektite_local::store::Store;
+
+use crate::apiserver::{Key, Shared};
+
+/// The kubelet thread; stopped (and its pods removed) on drop.
+pub struct Kubelet {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Kubelet {
+    /// Plays the server's pods under `dir`.
+    pub fn start(api: Arc<Shared>, dir: PathBuf) -> Kubelet {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || run(&api, &dir, &flag));
+        Kubelet {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn key(pod: &Value) -> Key {
+    Key::new(
+        "v1",
+        "pods",
+        pod["metadata"]["namespace"].as_str().unwrap_or("default"),
+        pod["metadata"]["name"].as_str().unwrap_or(""),
+    )
+}
+
+/// Writes what podman shows of a pod into the server's copy: its status,
+/// and the step reports among its annotations.
+fn write_back(api: &Shared, key: &Key, observed: &Pod) -> Option<String> {
+    let status = serde_json::to_value(&observed.status).unwrap_or(Value::Null);
+    let phase = status["phase"].as_str().map(str::to_string);
+    let reports: BTreeMap<String, String> = observed
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("tektite.dev/"))
+        .collect();
+    api.update(key, |p| {
+        p["status"] = status;
+        for (k, v) in reports {
+            p["metadata"]["annotations"][k] = json!(v);
+        }
+    });
+    phase
+}
+
+fn run(api: &Shared, dir: &std::path::Path, stop: &AtomicBool) {
+    let store = Store::open(Some(&dir.join("state"))).unwrap();
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let mut playing: BTreeMap<Key, PodmanPod> = BTreeMap::new();
+    let mut seen: BTreeSet<Key> = BTreeSet::new();
+    while !stop.load(Ordering::Relaxed) {
+        for pod in api.list("v1", "pods") {
+            let k = key(&pod);
+            if !seen.insert(k.clone()) {
+                continue;
+            }
+            let typed: Pod = serde_json::from_value(pod.clone()).unwrap();
+            let task_run = pod["metadata"]["labels"]["tekton.dev/taskRun"]
+                .as_str()
+                .unwrap_or(&k.name)
+                .to_string();
+            match PodmanPod::start(
+                &typed,
+                &task_run,
+                &dir.join(&k.name),
+                &BTreeMap::new(),
+                &dir.join("claims"),
+                &store,
+                &tx,
+            ) {
+                Ok(p) => {
+                    playing.insert(k, p);
+                }
+                Err(e) => {
+                    api.update(&k, |p| {
+                        p["status"] = json!({"phase": "Failed", "reason": "PlayFailed",
+                                             "message": e.to_string()});
+                    });
+                }
+            }
+        }
+        let keys: Vec<Key> = playing.keys().cloned().collect();
+        for k in keys {
+            let Some(current) = api.get(&k) else {
+                // Deleted (cancel, timeout): stop it at once.
+                if let Some(p) = playing.remove(&k) {
+                    p.finish(false);
+                }
+                continue;
+            };
+            let p = playing.get_mut(&k).unwrap();
+            if p.waits_for_ready()
+                && current["metadata"]["annotations"]["tekton.dev/ready"] == "READY"
+            {
+                p.mark_ready();
+            }
+            let Ok(observed) = p.observe() else { continue };
+            let phase = write_back(api, &k, &observed);
+            if matches!(phase.as_deref(), Some("Succeeded" | "Failed"))
+                && let Some(p) = playing.remove(&k)
+            {
+                p.finish(false);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (_, p) in playing {
+        p.finish(false);
+    }
+}
