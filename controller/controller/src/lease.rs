@@ -110,34 +110,31 @@ pub async fn step(api: &Api<Lease>, cfg: &Config, now: Timestamp) -> Result<Stan
 pub async fn run(api: Api<Lease>, cfg: Config, became_leader: tokio::sync::oneshot::Sender<()>) {
     let mut became_leader = Some(became_leader);
     let mut last_renewed: Option<std::time::Instant> = None;
+    let mut following: Option<Option<String>> = None;
+    let lease = format!("{}/{}", cfg.namespace, cfg.name);
     loop {
         match step(&api, &cfg, Timestamp::now()).await {
             Ok(Standing::Leader) => {
                 last_renewed = Some(std::time::Instant::now());
                 if let Some(tx) = became_leader.take() {
-                    eprintln!(
-                        "tektite-controller: {} leads (lease {}/{})",
-                        cfg.identity, cfg.namespace, cfg.name
-                    );
+                    tracing::info!(identity = %cfg.identity, %lease, "leading");
                     let _ = tx.send(());
                 }
             }
-            Ok(Standing::Follower(h)) => {
+            Ok(Standing::Follower(holder)) => {
                 if became_leader.is_none() {
-                    eprintln!(
-                        "tektite-controller: lease lost to {}",
-                        h.unwrap_or_default()
-                    );
+                    tracing::error!(identity = %cfg.identity, %lease, holder = holder.as_deref().unwrap_or(""), "lease lost");
                     return;
                 }
+                if following.as_ref() != Some(&holder) {
+                    tracing::info!(identity = %cfg.identity, %lease, holder = holder.as_deref().unwrap_or(""), "standing by");
+                    following = Some(holder);
+                }
             }
-            Err(e) => eprintln!("tektite-controller: lease {}: {e}", cfg.name),
+            Err(error) => tracing::warn!(%error, %lease, "lease"),
         }
         if became_leader.is_none() && last_renewed.is_some_and(|t| t.elapsed() >= cfg.duration) {
-            eprintln!(
-                "tektite-controller: lease not renewed within {:?}",
-                cfg.duration
-            );
+            tracing::error!(identity = %cfg.identity, %lease, duration = ?cfg.duration, "lease not renewed in time");
             return;
         }
         tokio::time::sleep(cfg.renew_every).await;

@@ -67,43 +67,28 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The fake API server, the controller binary and the kubelet; all stopped
-/// on drop.
-struct Cluster {
-    api: ApiServer,
-    controller: Child,
+/// A `tektite-controller` process against the fake API server; killed on
+/// drop.
+struct Replica {
+    child: Child,
     metrics: String,
-    _kubelet: Kubelet,
-    dir: tempfile::TempDir,
+    log: PathBuf,
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.controller.kill();
-        let _ = self.controller.wait();
-    }
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-impl Cluster {
-    /// Starts everything; `args` go to the controller after the test's own.
-    async fn start(args: &[&str]) -> Cluster {
-        let api = ApiServer::start().await;
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = api.kubeconfig(dir.path());
+impl Replica {
+    fn spawn(api: &ApiServer, dir: &Path, identity: &str, args: &[&str]) -> Replica {
+        let kubeconfig = api.kubeconfig(dir);
         let metrics = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.path().join("controller.log")).unwrap();
-        let controller = Command::new(env!("CARGO_BIN_EXE_tektite-controller"))
+        let log = dir.join(format!("{identity}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tektite-controller"))
             .args([
                 "--metrics-addr",
                 &metrics,
                 "--namespace",
                 "tektite",
                 "--identity",
-                "replica-a",
+                identity,
                 "--entrypoint-image",
                 "localhost/tektite/entrypoint:latest",
                 "--shell-image",
@@ -113,22 +98,94 @@ impl Cluster {
             .env("KUBECONFIG", &kubeconfig)
             .env_remove("KUBERNETES_SERVICE_HOST")
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
             .spawn()
             .unwrap();
+        Replica {
+            child,
+            metrics,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the controller has logged `what`.
+    async fn wait_log(&self, what: &str) {
+        let start = Instant::now();
+        while !self.log().contains(what) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no {what:?} in the controller's log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The controller's /metrics.
+    async fn scrape(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&self.metrics).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The fake API server, the controller binary and the kubelet; all stopped
+/// on drop.
+struct Cluster {
+    api: ApiServer,
+    controller: Replica,
+    _kubelet: Kubelet,
+    dir: tempfile::TempDir,
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Replica;
+    fn deref(&self) -> &Replica {
+        &self.controller
+    }
+}
+
+impl Cluster {
+    /// Starts everything; `args` go to the controller after the test's own.
+    async fn start(args: &[&str]) -> Cluster {
+        let api = ApiServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let controller = Replica::spawn(&api, dir.path(), "replica-a", args);
         let kubelet = Kubelet::start(api.shared.clone(), dir.path().join("kubelet"));
         Cluster {
             api,
             controller,
-            metrics,
             _kubelet: kubelet,
             dir,
         }
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default()
+    /// Another replica of the controller, once it stands by.
+    async fn replica(&self, identity: &str) -> Replica {
+        let r = Replica::spawn(&self.api, self.dir.path(), identity, &[]);
+        r.wait_log("standing by").await;
+        r
     }
 
     /// Creates every object of a YAML file (v1beta1 converted, as the API
@@ -213,18 +270,6 @@ impl Cluster {
             matches!(condition(v).0.as_str(), "True" | "False")
         })
         .await
-    }
-
-    /// The controller's /metrics.
-    async fn scrape(&self) -> String {
-        let mut s = tokio::net::TcpStream::connect(&self.metrics).await.unwrap();
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
     }
 
     /// The child TaskRuns of a PipelineRun, by pipeline task name.
@@ -343,6 +388,20 @@ async fn taskruns_from_tests_run_in_pods_the_controller_creates() {
         .filter(|r| r.as_str() == "POST /api/v1/namespaces/ci/pods")
         .count();
     assert_eq!(posts, 3, "{:?}", c.api.shared.requests());
+    let lease = c
+        .get(
+            "coordination.k8s.io/v1",
+            "leases",
+            "tektite",
+            "tektite-controller",
+        )
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    // A second replica stands by: ready, holding nothing, reconciling nothing.
+    let b = c.replica("replica-b").await;
+    assert!(b.log().contains("replica-a"), "{}", b.log());
+    let m = b.scrape().await;
+    assert!(!m.contains("tektite_controller_reconcile_total{"), "{m}");
     let lease = c
         .get(
             "coordination.k8s.io/v1",
@@ -489,11 +548,7 @@ async fn config_defaults_is_watched_over_the_flags() {
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "config-defaults"},
                "data": {"default-service-account": "from-configmap"}}),
     );
-    let start = Instant::now();
-    while !c.log().contains("configuration applied") {
-        assert!(start.elapsed() < Duration::from_secs(60), "{}", c.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    c.wait_log("configuration applied").await;
     let second = run(&c);
     let tr = c.done("taskruns", "ci", &second).await;
     assert_eq!(account(&c, &tr), "from-configmap");
@@ -505,15 +560,9 @@ async fn config_defaults_is_watched_over_the_flags() {
             cm["data"] = json!({"default-service-account": "other", "max-result-size": "big"});
         },
     );
-    let start = Instant::now();
-    while !c.log().contains("invalid configuration") {
-        assert!(start.elapsed() < Duration::from_secs(60), "{}", c.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    c.wait_log("invalid configuration").await;
     assert!(
         c.log().contains(
-            r#"config-defaults: max-result-size: expected a size in bytes above 0, got \"big\""#
-        ) || c.log().contains(
             r#"config-defaults: max-result-size: expected a size in bytes above 0, got "big""#
         ),
         "{}",
@@ -522,4 +571,172 @@ async fn config_defaults_is_watched_over_the_flags() {
     let third = run(&c);
     let tr = c.done("taskruns", "ci", &third).await;
     assert_eq!(account(&c, &tr), "from-configmap");
+
+    // Deleted: the flags' value is back.
+    assert!(
+        c.api
+            .shared
+            .delete(&Key::new("v1", "configmaps", "tektite", "config-defaults"))
+    );
+    c.wait_log("configuration deleted").await;
+    let fourth = run(&c);
+    let tr = c.done("taskruns", "ci", &fourth).await;
+    assert_eq!(account(&c, &tr), "from-flag");
+}
+
+/// A `docker-registry serve` on a free loopback port (anonymous), killed
+/// on drop.
+struct Registry {
+    child: Child,
+    host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let found = Command::new("/bin/sh")
+            .args(["-c", "command -v docker-registry"])
+            .output()
+            .unwrap();
+        assert!(
+            found.status.success(),
+            "docker-registry is missing: apt-get install -y docker-registry (hack/test.sh does), \
+             or set TEKTITE_SKIP_PODMAN=1"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let host = format!("127.0.0.1:{}", free_port());
+        let cfg = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+            dir.path().join("store").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(&host).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "docker-registry did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Registry {
+            child,
+            host,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn podman(args: &[&str]) -> String {
+    let out = Command::new("podman").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An image only in the registry's and the local store, removed on drop.
+struct Image(String);
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["rmi", "--force", &self.0])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_without_a_command_runs_the_command_its_image_has_in_the_registry() {
+    if !podman_ready() {
+        return;
+    }
+    let registry = Registry::start();
+    // An image whose ENTRYPOINT takes a shell line and whose CMD is one:
+    // a step with no command runs both, a step with args only runs the
+    // ENTRYPOINT with them (Kubernetes' rules), and neither works unless
+    // the controller read them from the registry.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Containerfile"),
+        format!(
+            "FROM {BUSYBOX}\nENTRYPOINT [\"/bin/sh\", \"-c\"]\nCMD [\"printf from-cmd > /tekton/results/first\"]\n"
+        ),
+    )
+    .unwrap();
+    let image = Image(format!("{}/tektite/shell-line:1", registry.host));
+    podman(&[
+        "build",
+        "--quiet",
+        "--pull=never",
+        "-t",
+        &image.0,
+        &dir.path().to_string_lossy(),
+    ]);
+    podman(&["push", "--quiet", "--tls-verify=false", &image.0]);
+
+    let c = Cluster::start(&["--plain-http-registry", &registry.host]).await;
+    let (_, tr) = c.api.shared.create(
+        TEKTON,
+        "taskruns",
+        "ci",
+        json!({"apiVersion": TEKTON, "kind": "TaskRun", "metadata": {"generateName": "image-cmd-"},
+               "spec": {"taskSpec": {
+                   "results": [{"name": "first"}, {"name": "second"}],
+                   "steps": [
+                       {"name": "plain", "image": image.0},
+                       {"name": "args", "image": image.0,
+                        "args": ["printf from-args > $(results.second.path)"]}]}}}),
+    );
+    let name = tr["metadata"]["name"].as_str().unwrap().to_string();
+    let missing = format!("{}/tektite/missing:1", registry.host);
+    let (_, bad) = c.api.shared.create(
+        TEKTON,
+        "taskruns",
+        "ci",
+        json!({"apiVersion": TEKTON, "kind": "TaskRun", "metadata": {"generateName": "image-missing-"},
+               "spec": {"taskSpec": {"steps": [{"name": "plain", "image": missing}]}}}),
+    );
+    let bad = bad["metadata"]["name"].as_str().unwrap().to_string();
+
+    let tr = c.done("taskruns", "ci", &name).await;
+    assert_eq!(condition(&tr).0, "True", "{tr}\n{}", c.log());
+    let r = results(&tr);
+    assert_eq!(r["first"], "from-cmd");
+    assert_eq!(r["second"], "from-args");
+
+    let tr = c.done("taskruns", "ci", &bad).await;
+    let (status, reason, message) = condition(&tr);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "TaskRunImagePullFailed"),
+        "{tr}"
+    );
+    assert!(message.contains(&missing), "{message}");
+    assert!(
+        tr["status"]["podName"].as_str().unwrap_or("").is_empty()
+            || c.get(
+                "v1",
+                "pods",
+                "ci",
+                tr["status"]["podName"].as_str().unwrap()
+            )
+            .is_none(),
+        "no pod for a run whose image cannot be read: {tr}"
+    );
 }

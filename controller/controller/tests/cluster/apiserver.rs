@@ -337,6 +337,19 @@ impl Shared {
         true
     }
 
+    /// Deletes the object at `key` (as `kubectl delete`); whether it was there.
+    pub fn delete(&self, key: &Key) -> bool {
+        let mut st = self.lock();
+        let Some(current) = st.objects.get(key).cloned() else {
+            return false;
+        };
+        st.record(key.clone(), "DELETED", current);
+        let rv = st.rv;
+        drop(st);
+        self.notify(rv);
+        true
+    }
+
     /// The requests served (watches and events left out), `METHOD path`.
     pub fn requests(&self) -> Vec<String> {
         self.lock().requests.clone()
