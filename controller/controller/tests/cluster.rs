@@ -439,6 +439,7 @@ async fn pipelineruns_from_tests_succeed_fail_and_cancel_as_on_a_cluster() {
     let hello = c.create_file(&repo().join("tests/examples/hello-pipelinerun.yaml"), "ci");
     let failures = c.create_file(&runs_dir().join("pipeline-failures.yaml"), "ci");
     let long = c.create_file(&runs_dir().join("pipeline-long.yaml"), "ci");
+    let retries = c.create_file(&runs_dir().join("pipeline-retries.yaml"), "ci");
 
     let pr = c.done("pipelineruns", "ci", &hello[0].1).await;
     assert_eq!(condition(&pr).0, "True", "{pr}");
@@ -466,6 +467,33 @@ async fn pipelineruns_from_tests_succeed_fail_and_cancel_as_on_a_cluster() {
         "a dependent of a failed task ran"
     );
     assert_eq!(condition(&kids["report"]).0, "True", "finally runs");
+
+    // A retry in a pod of its own (the claim from the volumeClaimTemplate
+    // keeps the first attempt's marker), and a task timeout.
+    let name = &retries[0].1;
+    let pr = c.done("pipelineruns", "ci", name).await;
+    assert_eq!(condition(&pr).1, "Failed", "{pr}");
+    let kids = c.children(name);
+    let flaky = &kids["flaky"];
+    assert_eq!(condition(flaky).1, "Succeeded", "{flaky}");
+    assert_eq!(
+        flaky["status"]["retriesStatus"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        condition(&json!({"status": flaky["status"]["retriesStatus"][0]})).1,
+        "StepFailed"
+    );
+    assert!(
+        flaky["status"]["podName"]
+            .as_str()
+            .unwrap()
+            .ends_with("-flaky-pod-retry1"),
+        "{flaky}"
+    );
+    let (_, reason, message) = condition(&kids["slow"]);
+    assert_eq!(reason, "TaskRunTimeout", "{message}");
+    assert!(c.api.shared.list("v1", "persistentvolumeclaims").len() == 1);
 
     // Cancel the long run once its task runs: its pod goes, the run ends
     // Cancelled (kubectl patch ... spec.status=Cancelled).
@@ -499,7 +527,7 @@ async fn pipelineruns_from_tests_succeed_fail_and_cancel_as_on_a_cluster() {
     let m = c.scrape().await;
     for want in [
         r#"tekton_pipelines_controller_pipelinerun_total{status="success"} 1"#,
-        r#"tekton_pipelines_controller_pipelinerun_total{status="failed"} 1"#,
+        r#"tekton_pipelines_controller_pipelinerun_total{status="failed"} 2"#,
         r#"tekton_pipelines_controller_pipelinerun_total{status="cancelled"} 1"#,
     ] {
         assert!(m.contains(want), "{want}:\n{m}");
