@@ -18,7 +18,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn built() -> Vec<Value> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config");
@@ -176,7 +176,23 @@ fn steps_may_change_only_their_own_pods_tektite_annotations() {
         .unwrap();
     let p: ValidatingAdmissionPolicy = serde_json::from_value(p.clone()).unwrap();
     let spec = p.spec.unwrap();
-    let rules = spec.match_constraints.unwrap().resource_rules.unwrap();
+    let constraints = spec.match_constraints.unwrap();
+    // Every pod: a step may not patch pods Tektite did not make either.
+    assert!(constraints.object_selector.is_none());
+    let conditions: Vec<String> = spec
+        .match_conditions
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.expression)
+        .collect();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.contains("n.matches('-pod(-retry[0-9]+)?$')")),
+        "{conditions:?}"
+    );
+    let rules = constraints.resource_rules.unwrap();
     assert_eq!(
         rules[0].resources.as_deref(),
         Some(&["pods".to_string()][..])
@@ -227,4 +243,139 @@ fn the_crds_are_the_generated_ones() {
             copy.display()
         );
     }
+}
+
+/// The step annotation policy's verdict on one update, evaluated with a CEL
+/// interpreter the way an API server runs a ValidatingAdmissionPolicy:
+/// `None` when its match conditions leave the request alone, else
+/// `Some(messages of the validations that failed)`.
+fn policy_verdict(request: &Value, old: &Value, new: &Value) -> Option<Vec<String>> {
+    let docs = built();
+    let p = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicy")
+        .unwrap();
+    let eval = |ctx: &cel::Context, expr: &str| -> cel::Value {
+        let program = cel::Program::compile(expr).unwrap_or_else(|e| panic!("{expr}: {e:?}"));
+        program
+            .execute(ctx)
+            .unwrap_or_else(|e| panic!("{expr}: {e:?}"))
+    };
+    let mut ctx = cel::Context::default();
+    ctx.add_variable("request", request.clone()).unwrap();
+    ctx.add_variable("object", new.clone()).unwrap();
+    ctx.add_variable("oldObject", old.clone()).unwrap();
+    let spec = &p["spec"];
+    for c in spec["matchConditions"].as_array().unwrap() {
+        if eval(&ctx, c["expression"].as_str().unwrap()) != cel::Value::Bool(true) {
+            return None;
+        }
+    }
+    let mut vars = std::collections::HashMap::new();
+    for v in spec["variables"].as_array().unwrap() {
+        let value = eval(&ctx, v["expression"].as_str().unwrap());
+        vars.insert(v["name"].as_str().unwrap().to_string(), value);
+    }
+    ctx.add_variable_from_value("variables", cel::Value::from(vars));
+    Some(
+        spec["validations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| eval(&ctx, v["expression"].as_str().unwrap()) != cel::Value::Bool(true))
+            .map(|v| v["message"].as_str().unwrap().to_string())
+            .collect(),
+    )
+}
+
+#[test]
+fn the_policy_admits_a_steps_own_report_and_refuses_everything_else() {
+    let user = |pod: &str, account: &str| {
+        json!({"username": format!("system:serviceaccount:ci:{account}"),
+               "extra": {"authentication.kubernetes.io/pod-name": [pod]}})
+    };
+    let request = |pod: &str| json!({"userInfo": user(pod, "default")});
+    let pod = |name: &str, annotations: Value| {
+        json!({"metadata": {"name": name, "labels": {"tekton.dev/taskRun": "build"},
+                            "annotations": annotations},
+               "spec": {"containers": [{"name": "step-a", "image": "busybox"}]}})
+    };
+    let old = pod("build-pod", json!({"tekton.dev/ready": "READY"}));
+    let report = pod(
+        "build-pod",
+        json!({"tekton.dev/ready": "READY", "tektite.dev/step.step-a": "{\"exitCode\":0}"}),
+    );
+    // Its own report: admitted (a retry's pod too).
+    assert_eq!(
+        policy_verdict(&request("build-pod"), &old, &report),
+        Some(vec![])
+    );
+    let retry_old = pod("build-pod-retry2", json!({}));
+    let retry_new = pod("build-pod-retry2", json!({"tektite.dev/step.step-a": "{}"}));
+    assert_eq!(
+        policy_verdict(&request("build-pod-retry2"), &retry_old, &retry_new),
+        Some(vec![])
+    );
+    // Another pod, Tektite's or not.
+    let other_old = pod("deploy-pod", json!({}));
+    let other_new = pod("deploy-pod", json!({"tektite.dev/step.step-a": "{}"}));
+    assert_eq!(
+        policy_verdict(&request("build-pod"), &other_old, &other_new),
+        Some(vec!["a step may change only its own pod".to_string()])
+    );
+    let db_old = json!({"metadata": {"name": "db-0"}, "spec": {"containers": []}});
+    let mut db_new = db_old.clone();
+    db_new["metadata"]["labels"] = json!({"role": "primary"});
+    let refused = policy_verdict(&request("build-pod"), &db_old, &db_new).unwrap();
+    assert!(
+        refused.contains(&"a step may change only its own pod".to_string())
+            && refused.contains(&"a step may not change its pod's labels".to_string()),
+        "{refused:?}"
+    );
+    // Its own pod, beyond the reports.
+    let mut spec = report.clone();
+    spec["spec"]["containers"][0]["image"] = json!("evil");
+    assert_eq!(
+        policy_verdict(&request("build-pod"), &old, &spec),
+        Some(vec!["a step may not change its pod's spec".to_string()])
+    );
+    let mut labels = report.clone();
+    labels["metadata"]["labels"]["tekton.dev/taskRun"] = json!("other");
+    assert_eq!(
+        policy_verdict(&request("build-pod"), &old, &labels),
+        Some(vec!["a step may not change its pod's labels".to_string()])
+    );
+    let mut owners = report.clone();
+    owners["metadata"]["finalizers"] = json!(["x"]);
+    assert_eq!(
+        policy_verdict(&request("build-pod"), &old, &owners),
+        Some(vec![
+            "a step may not change its pod's owners or finalizers".to_string()
+        ])
+    );
+    for annotations in [
+        json!({"tekton.dev/ready": "READY", "other/key": "x"}),
+        json!({}),
+        json!({"tekton.dev/ready": "NOT"}),
+    ] {
+        let new = pod("build-pod", annotations.clone());
+        assert_eq!(
+            policy_verdict(&request("build-pod"), &old, &new),
+            Some(vec![
+                "a step may change only its pod's tektite.dev/ annotations".to_string()
+            ]),
+            "{annotations}"
+        );
+    }
+    // Not from a step's pod, or the controller: left to RBAC.
+    assert_eq!(
+        policy_verdict(&request("web-7d9f8-x2b4q"), &other_old, &other_new),
+        None
+    );
+    let controller = json!({"userInfo": {
+        "username": "system:serviceaccount:tektite:tektite-controller",
+        "extra": {"authentication.kubernetes.io/pod-name": ["tektite-controller-5d8-abcde"]}}});
+    assert_eq!(policy_verdict(&controller, &old, &spec), None);
+    let no_pod = json!({"userInfo": {"username": "alice"}});
+    assert_eq!(policy_verdict(&no_pod, &old, &spec), None);
 }
