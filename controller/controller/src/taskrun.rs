@@ -1,6 +1,7 @@
 //! TaskRun → Pod: one reconcile reads the Task and the current attempt's
 //! pod, plans with `tektite_engine::taskrun`, and applies the plan in a
-//! fixed order: claims, pod, pod deletion, ready annotation, status, events.
+//! fixed order: claims, pod, pod deletion, ready annotation, sidecars
+//! stopped, status, events.
 
 use std::sync::Arc;
 
@@ -185,6 +186,28 @@ async fn apply(
         let patch = serde_json::json!({"metadata": {"annotations": {"tekton.dev/ready": "READY"}}});
         pods.patch(p, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
+    }
+    if let Some(stop) = &plan.stop_sidecars {
+        // Merged by container name: only the sidecars' images change.
+        let containers: Vec<serde_json::Value> = stop
+            .containers
+            .iter()
+            .map(|c| serde_json::json!({"name": c, "image": stop.image}))
+            .collect();
+        let patch = serde_json::json!({"spec": {"containers": containers}});
+        match pods
+            .patch(
+                &stop.pod,
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            // Gone already: nothing left to stop.
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     if let Some(st) = &plan.status {
         let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &ns);

@@ -249,15 +249,29 @@ impl Cluster {
         what: &str,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.wait_for_object(TEKTON, resource, ns, name, what, pred)
+            .await
+    }
+
+    /// Waits (bounded) until `pred` holds for the object; returns it.
+    async fn wait_for_object(
+        &self,
+        gv: &str,
+        resource: &str,
+        ns: &str,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let start = Instant::now();
         loop {
-            if let Some(v) = self.get(TEKTON, resource, ns, name).filter(|v| pred(v)) {
+            if let Some(v) = self.get(gv, resource, ns, name).filter(|v| pred(v)) {
                 return v;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(240),
                 "{resource}/{name}: not {what}: {}\ncontroller log:\n{}",
-                self.get(TEKTON, resource, ns, name).unwrap_or_default(),
+                self.get(gv, resource, ns, name).unwrap_or_default(),
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -364,16 +378,38 @@ async fn taskruns_from_tests_run_in_pods_the_controller_creates() {
 
     let tr = c.done("taskruns", "ci", &sidecar[0].1).await;
     assert_eq!(condition(&tr).0, "True", "{tr}");
-    // Released by the controller's ready annotation (the sidecar's pod only).
+    // Released by the controller's ready annotation (the sidecar's pod
+    // only). The sidecar (`sleep 60`) outlives the step: the controller
+    // stops it by swapping its image, the kubelet kills it, and the pod
+    // ends with the sidecar killed, not finished.
     let pod = c
-        .get(
+        .wait_for_object(
             "v1",
             "pods",
             "ci",
             tr["status"]["podName"].as_str().unwrap(),
+            "ended",
+            |p| matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")),
         )
-        .unwrap();
+        .await;
     assert_eq!(pod["metadata"]["annotations"]["tekton.dev/ready"], "READY");
+    assert_eq!(pod["status"]["phase"], "Succeeded", "{pod}");
+    let container = |name: &str, part: &str| {
+        pod[part]["containers"]
+            .as_array()
+            .or(pod[part]["containerStatuses"].as_array())
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        container("sidecar-server", "spec")["image"],
+        "localhost/tektite/entrypoint:latest"
+    );
+    let ended = container("sidecar-server", "status")["state"]["terminated"].clone();
+    assert_eq!(ended["exitCode"], 137, "{pod}");
 
     let tr = c.done("taskruns", "ci", &greet).await;
     assert_eq!(condition(&tr).0, "True", "{tr}");

@@ -32,6 +32,8 @@ struct Call {
     method: &'static str,
     path: String,
     check: Check,
+    /// The request's `Content-Type`, where it matters (patch kinds).
+    content_type: Option<&'static str>,
     status: u16,
     answer: Value,
 }
@@ -41,6 +43,7 @@ fn call(method: &'static str, path: impl Into<String>, status: u16, answer: Valu
         method,
         path: path.into(),
         check: Box::new(|_, _| {}),
+        content_type: None,
         status,
         answer,
     }
@@ -50,6 +53,12 @@ impl Call {
     /// Checks the query string and the request body.
     fn check(mut self, f: impl Fn(&str, &Value) + Send + 'static) -> Call {
         self.check = Box::new(f);
+        self
+    }
+
+    /// Checks the request's `Content-Type`.
+    fn content_type(mut self, t: &'static str) -> Call {
+        self.content_type = Some(t);
         self
     }
 }
@@ -72,6 +81,12 @@ async fn serve(mut handle: Handle, calls: Vec<Call>) -> Vec<Value> {
         let method = req.method().to_string();
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
+        let content_type = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let bytes = req.into_body().collect_bytes().await.unwrap();
         let body: Value = if bytes.is_empty() {
             Value::Null
@@ -97,6 +112,9 @@ async fn serve(mut handle: Handle, calls: Vec<Call>) -> Vec<Value> {
             (c.method, c.path.as_str()),
             "query {query}, body {body}"
         );
+        if let Some(t) = c.content_type {
+            assert_eq!(content_type, t, "{method} {path}");
+        }
         (c.check)(&query, &body);
         // `Null`: answer as the API server would, with the object written.
         let answer = if c.answer.is_null() {
@@ -837,4 +855,221 @@ async fn the_graceful_cancel_modes() {
         let (out, _) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
         assert!(out.is_ok(), "{mode}: {out:?}");
     }
+}
+
+/// Golden case `tr-13`: `spec.status: TaskRunCancelled` deletes the pod and
+/// ends the run `TaskRunCancelled` with the status message; no retry.
+#[tokio::test]
+async fn a_cancelled_taskrun_loses_its_pod() {
+    let docs = golden("tr-13-cancelled");
+    let tr: TaskRun = serde_json::from_value(named(&docs, "TaskRun", "stopme").clone()).unwrap();
+    let calls = vec![
+        call(
+            "GET",
+            format!("{TASKS}/one"),
+            200,
+            named(&docs, "Task", "one").clone(),
+        ),
+        call(
+            "GET",
+            format!("{PODS}/stopme-pod"),
+            200,
+            named(&docs, "Pod", "stopme-pod").clone(),
+        ),
+        call(
+            "DELETE",
+            format!("{PODS}/stopme-pod"),
+            200,
+            named(&docs, "Pod", "stopme-pod").clone(),
+        ),
+        call(
+            "PATCH",
+            format!("{TASK_RUNS}/stopme/status"),
+            200,
+            Value::Null,
+        )
+        .content_type("application/apply-patch+yaml")
+        .check(|q, body| {
+            is_status_apply(q);
+            let st = &body["status"];
+            assert_eq!(
+                condition(st),
+                ("False".to_string(), "TaskRunCancelled".to_string())
+            );
+            let message = st["conditions"][0]["message"].as_str().unwrap();
+            assert!(
+                message.contains("the PipelineRun it belongs to has been cancelled"),
+                "{message}"
+            );
+            // The running step is recorded as ended by the cancel.
+            assert_eq!(
+                st["steps"][0]["terminationReason"], "TaskRunCancelled",
+                "{st}"
+            );
+        }),
+    ];
+    let (out, events) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+    assert_eq!(out.unwrap(), Action::await_change());
+    assert!(
+        events.iter().any(|e| e["reason"] == "TaskRunCancelled"),
+        "{events:?}"
+    );
+}
+
+/// Golden case `tr-21`: every step has ended while a sidecar still runs.
+/// The run succeeds, and the running sidecar (not the one that ended) is
+/// stopped by a strategic merge patch of its image, before the status.
+#[tokio::test]
+async fn sidecars_still_running_after_the_steps_are_stopped() {
+    let docs = golden("tr-21-sidecars-stopped");
+    let tr: TaskRun = serde_json::from_value(named(&docs, "TaskRun", "side").clone()).unwrap();
+    let calls = vec![
+        call(
+            "GET",
+            format!("{PODS}/side-pod"),
+            200,
+            named(&docs, "Pod", "side-pod").clone(),
+        ),
+        call("PATCH", format!("{PODS}/side-pod"), 200, Value::Null)
+            .content_type("application/strategic-merge-patch+json")
+            .check(|_, body| {
+                assert_eq!(
+                    *body,
+                    json!({"spec": {"containers": [
+                        {"name": "sidecar-db", "image": "localhost/tektite/entrypoint:latest"}]}})
+                );
+            }),
+        call(
+            "PATCH",
+            format!("{TASK_RUNS}/side/status"),
+            200,
+            Value::Null,
+        )
+        .check(|_, body| {
+            let st = &body["status"];
+            assert_eq!(condition(st), ("True".to_string(), "Succeeded".to_string()));
+        }),
+    ];
+    let (out, events) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr.clone()), ctx)).await;
+    assert_eq!(out.unwrap(), Action::await_change());
+    assert!(
+        events.iter().any(|e| e["reason"] == "Succeeded"),
+        "{events:?}"
+    );
+
+    // The pod went first (404): nothing left to stop, the status is
+    // written all the same.
+    let calls = vec![
+        call(
+            "GET",
+            format!("{PODS}/side-pod"),
+            200,
+            named(&docs, "Pod", "side-pod").clone(),
+        ),
+        call(
+            "PATCH",
+            format!("{PODS}/side-pod"),
+            404,
+            not_found("pods \"side-pod\""),
+        ),
+        call(
+            "PATCH",
+            format!("{TASK_RUNS}/side/status"),
+            200,
+            Value::Null,
+        ),
+    ];
+    let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr.clone()), ctx)).await;
+    assert_eq!(out.unwrap(), Action::await_change());
+
+    // A 500 on the stop: the error goes back for a retry and the status
+    // is not written, so the next reconcile stops the sidecar again.
+    let calls = vec![
+        call(
+            "GET",
+            format!("{PODS}/side-pod"),
+            200,
+            named(&docs, "Pod", "side-pod").clone(),
+        ),
+        call(
+            "PATCH",
+            format!("{PODS}/side-pod"),
+            500,
+            status_error(500, "InternalError"),
+        ),
+    ];
+    let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+    assert!(out.is_err(), "{out:?}");
+}
+
+/// Golden case `pr-14`: past `timeouts.pipeline`, the running TaskRun is
+/// cancelled with the timed-out message, the rest (finally included) is
+/// skipped, and the run fails `PipelineRunTimeout`, not retried.
+#[tokio::test]
+async fn a_pipelinerun_past_its_timeout_cancels_its_taskruns() {
+    let docs = golden("pr-14-pipeline-timeout");
+    let pr: PipelineRun =
+        serde_json::from_value(named(&docs, "PipelineRun", "to1").clone()).unwrap();
+    let calls = vec![
+        call(
+            "GET",
+            format!("{PIPELINES}/three"),
+            200,
+            named(&docs, "Pipeline", "three").clone(),
+        ),
+        call(
+            "GET",
+            format!("{TASKS}/unit"),
+            200,
+            named(&docs, "Task", "unit").clone(),
+        ),
+        call(
+            "GET",
+            TASK_RUNS,
+            200,
+            list(vec![named(&docs, "TaskRun", "to1-a").clone()]),
+        )
+        .check(|q, _| {
+            assert!(
+                q.contains("labelSelector=tekton.dev%2FpipelineRun%3Dto1"),
+                "{q}"
+            );
+        }),
+        call("PATCH", format!("{TASK_RUNS}/to1-a"), 200, Value::Null)
+            .content_type("application/merge-patch+json")
+            .check(|_, body| {
+                assert_eq!(
+                    *body,
+                    json!({"spec": {"status": "TaskRunCancelled", "statusMessage":
+                        "TaskRun cancelled as the PipelineRun it belongs to has timed out."}})
+                );
+            }),
+        call(
+            "PATCH",
+            format!("{PIPELINE_RUNS}/to1/status"),
+            200,
+            Value::Null,
+        )
+        .check(|q, body| {
+            is_status_apply(q);
+            let st = &body["status"];
+            assert_eq!(
+                condition(st),
+                ("False".to_string(), "PipelineRunTimeout".to_string())
+            );
+            let skipped: Vec<&str> = st["skippedTasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(skipped, ["b", "report"], "{st}");
+        }),
+    ];
+    let (out, events) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
+    assert_eq!(out.unwrap(), Action::await_change());
+    assert!(
+        events.iter().any(|e| e["reason"] == "PipelineRunTimeout"),
+        "{events:?}"
+    );
 }

@@ -55,11 +55,57 @@ pub struct Plan {
     pub delete_pod: Option<String>,
     /// Set `tekton.dev/ready=READY` on the pod: its sidecars are ready.
     pub mark_ready: Option<String>,
+    /// Stop the sidecars still running in a pod whose steps have all
+    /// ended (Tekton's way: see [`StopSidecars`]).
+    pub stop_sidecars: Option<StopSidecars>,
     /// Look up these images' commands, then reconcile again.
     pub need_images: Vec<String>,
     /// Reconcile again after this long (the timeout), if nothing else happens.
     pub requeue_after: Option<Duration>,
     pub events: Vec<Event>,
+}
+
+/// Sidecars to stop: each named container's image becomes `image` (the
+/// entrypoint image, which has neither the sidecar's command nor a shell),
+/// so the kubelet restarts it into a command that cannot run and it ends,
+/// and the pod with it. A pod's images are the one part of its spec that
+/// may change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopSidecars {
+    pub pod: String,
+    pub containers: Vec<String>,
+    pub image: String,
+}
+
+/// The sidecars of `p` that have not ended and still run their own image.
+fn sidecars_to_stop(p: &Pod, image: &str) -> Option<StopSidecars> {
+    let ended: Vec<&str> = p
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
+        .map(|c| c.name.as_str())
+        .collect();
+    let containers: Vec<String> = p
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| !c.name.starts_with("step-") && !ended.contains(&c.name.as_str()))
+        .filter(|c| c.image.as_deref() != Some(image))
+        .map(|c| c.name.clone())
+        .collect();
+    if containers.is_empty() {
+        return None;
+    }
+    Some(StopSidecars {
+        pod: p.metadata.name.clone()?,
+        containers,
+        image: image.to_string(),
+    })
 }
 
 fn go(d: Duration) -> String {
@@ -236,8 +282,10 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
                     condition("Unknown", reason::TO_BE_RETRIED, message, now),
                 );
                 plan.requeue_after = Some(Duration::ZERO);
+                plan.stop_sidecars = sidecars_to_stop(p, &config.entrypoint_image);
             } else if status::is_done(&st.conditions) {
                 plan.requeue_after = None;
+                plan.stop_sidecars = sidecars_to_stop(p, &config.entrypoint_image);
                 plan.events.push(status::end_event(&st.conditions));
             }
         }

@@ -191,6 +191,12 @@ fn reconcile_outputs(case: &Case) -> Vec<Value> {
         if let Some(p) = &plan.mark_ready {
             v.insert("markReady".into(), p.clone().into());
         }
+        if let Some(s) = &plan.stop_sidecars {
+            v.insert(
+                "stopSidecars".into(),
+                json!({"pod": s.pod, "containers": s.containers, "image": s.image}),
+            );
+        }
         if !plan.need_images.is_empty() {
             v.insert("needImages".into(), json!(plan.need_images));
         }

@@ -319,6 +319,9 @@ fn task_worker(mut tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
         {
             p.mark_ready();
         }
+        // `plan.stop_sidecars` needs no step here: a pod whose steps have
+        // ended is finished below (done, or a retry's new pod), and
+        // finishing stops what still runs in it.
         if changed {
             let _ = store.save_task_run(&tr);
         }

@@ -3,8 +3,9 @@
 //! list (label and field selectors), watch (a chunked stream of events from
 //! a resource version), get, create (409 when the name exists;
 //! `generateName`), replace (409 on a stale resourceVersion), merge patch
-//! and server-side apply (a `/status` apply replaces the status, as with a
-//! single field manager), and delete. It serves any group and resource; it
+//! strategic merge patch (lists merged by `name`) and server-side apply (a
+//! `/status` apply replaces the status, as with a single field manager), and
+//! delete. It serves any group and resource; it
 //! does no validation, defaulting or garbage collection.
 
 use std::collections::BTreeMap;
@@ -102,6 +103,35 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
                 merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
             }
         }
+    }
+}
+
+/// A strategic merge patch as far as pods need it: objects merge as in
+/// [`merge_patch`], and lists of objects with a `name` merge item by item
+/// on it (containers, volumes, env).
+pub fn strategic_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    strategic_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (Value::Array(t), Value::Array(p))
+            if p.iter()
+                .all(|i| i.get("name").is_some_and(Value::is_string)) =>
+        {
+            for item in p {
+                match t.iter_mut().find(|x| x.get("name") == item.get("name")) {
+                    Some(x) => strategic_patch(x, item),
+                    None => t.push(item.clone()),
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
     }
 }
 
@@ -448,7 +478,11 @@ impl Shared {
                             if let Value::Object(p) = &mut patch {
                                 p.remove("status");
                             }
-                            merge_patch(&mut new, &patch);
+                            if content_type.starts_with("application/strategic-merge-patch") {
+                                strategic_patch(&mut new, &patch);
+                            } else {
+                                merge_patch(&mut new, &patch);
+                            }
                         }
                         if new == current {
                             return (200, current);

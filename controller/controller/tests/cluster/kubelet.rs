@@ -56,10 +56,17 @@ fn key(pod: &Value) -> Key {
     )
 }
 
-/// Writes what podman shows of a pod into the server's copy: its status,
-/// and the step reports among its annotations.
+/// Writes what podman shows of a pod into the server's copy: its status
+/// (phase as a kubelet gives it: Running while any container runs, the
+/// steps' sidecars included), and the step reports among its annotations.
 fn write_back(api: &Shared, key: &Key, observed: &Pod) -> Option<String> {
-    let status = serde_json::to_value(&observed.status).unwrap_or(Value::Null);
+    let mut status = serde_json::to_value(&observed.status).unwrap_or(Value::Null);
+    let all_ended = status["containerStatuses"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().all(|c| c["state"].get("terminated").is_some()));
+    if !all_ended && status["phase"] != "Pending" {
+        status["phase"] = json!("Running");
+    }
     let phase = status["phase"].as_str().map(str::to_string);
     let reports: BTreeMap<String, String> = observed
         .metadata
@@ -78,11 +85,29 @@ fn write_back(api: &Shared, key: &Key, observed: &Pod) -> Option<String> {
     phase
 }
 
+/// Container name → image, from a pod's spec.
+fn images_of(pod: &Value) -> BTreeMap<String, String> {
+    pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            Some((
+                c["name"].as_str()?.to_string(),
+                c["image"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
 fn run(api: &Shared, dir: &std::path::Path, stop: &AtomicBool) {
     let store = Store::open(Some(&dir.join("state"))).unwrap();
     let (tx, _rx) = std::sync::mpsc::channel();
     let mut playing: BTreeMap<Key, PodmanPod> = BTreeMap::new();
     let mut seen: BTreeSet<Key> = BTreeSet::new();
+    // The images each pod was played with, and the containers stopped.
+    let mut images: BTreeMap<Key, BTreeMap<String, String>> = BTreeMap::new();
+    let mut stopped: BTreeSet<(Key, String)> = BTreeSet::new();
     while !stop.load(Ordering::Relaxed) {
         for pod in api.list("v1", "pods") {
             let k = key(&pod);
@@ -104,6 +129,7 @@ fn run(api: &Shared, dir: &std::path::Path, stop: &AtomicBool) {
                 &tx,
             ) {
                 Ok(p) => {
+                    images.insert(k.clone(), images_of(&pod));
                     playing.insert(k, p);
                 }
                 Err(e) => {
@@ -128,6 +154,19 @@ fn run(api: &Shared, dir: &std::path::Path, stop: &AtomicBool) {
                 && current["metadata"]["annotations"]["tekton.dev/ready"] == "READY"
             {
                 p.mark_ready();
+            }
+            // A container whose image the controller swapped (stopping a
+            // sidecar) is restarted by a kubelet into a command that
+            // cannot run: here it is stopped.
+            let played = &images[&k];
+            for (container, image) in images_of(&current) {
+                if played.get(&container).is_some_and(|i| *i != image)
+                    && stopped.insert((k.clone(), container.clone()))
+                {
+                    let _ = std::process::Command::new("podman")
+                        .args(["stop", "--time", "0", &format!("{}-{container}", k.name)])
+                        .output();
+                }
             }
             let Ok(observed) = p.observe() else { continue };
             let phase = write_back(api, &k, &observed);
