@@ -70,7 +70,7 @@ fn diff(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
 #[test]
 fn every_object_is_valid_against_its_schema() {
     let docs = built();
-    assert_eq!(docs.len(), 17, "objects built");
+    assert_eq!(docs.len(), 18, "objects built");
     let mut problems = Vec::new();
     for d in &docs {
         let kind = d["kind"].as_str().unwrap_or("");
@@ -179,19 +179,7 @@ fn steps_may_change_only_their_own_pods_tektite_annotations() {
     let constraints = spec.match_constraints.unwrap();
     // Every pod: a step may not patch pods Tektite did not make either.
     assert!(constraints.object_selector.is_none());
-    let conditions: Vec<String> = spec
-        .match_conditions
-        .clone()
-        .unwrap()
-        .into_iter()
-        .map(|c| c.expression)
-        .collect();
-    assert!(
-        conditions
-            .iter()
-            .any(|c| c.contains("n.matches('-pod(-retry[0-9]+)?$')")),
-        "{conditions:?}"
-    );
+    assert_eq!(spec.param_kind.unwrap().kind.as_deref(), Some("ConfigMap"));
     let rules = constraints.resource_rules.unwrap();
     assert_eq!(
         rules[0].resources.as_deref(),
@@ -205,7 +193,7 @@ fn steps_may_change_only_their_own_pods_tektite_annotations() {
         .collect();
     let all = exprs.join("\n");
     for needle in [
-        "request.userInfo.extra['authentication.kubernetes.io/pod-name'][0] == object.metadata.name",
+        "variables.pods[0] == object.metadata.name",
         "object.spec == oldObject.spec",
         "k.startsWith('tektite.dev/')",
     ] {
@@ -217,6 +205,45 @@ fn steps_may_change_only_their_own_pods_tektite_annotations() {
         .unwrap();
     assert_eq!(binding["spec"]["policyName"], "tektite-step-reports");
     assert_eq!(binding["spec"]["validationActions"][0], "Deny");
+    // Its parameter exists, and lists every service account the step
+    // reporter role is bound to: none of them patches pods unchecked.
+    let params = &binding["spec"]["paramRef"];
+    let accounts = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "ConfigMap"
+                && d["metadata"]["name"] == params["name"]
+                && d["metadata"]["namespace"] == params["namespace"]
+        })
+        .unwrap_or_else(|| panic!("no ConfigMap {params}"));
+    let listed: Vec<&str> = accounts["data"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let bound: Vec<String> = docs
+        .iter()
+        .filter(|d| {
+            matches!(
+                d["kind"].as_str(),
+                Some("RoleBinding" | "ClusterRoleBinding")
+            ) && d["roleRef"]["name"] == "tektite-step-reporter"
+        })
+        .flat_map(|d| d["subjects"].as_array().unwrap().clone())
+        .map(|s| {
+            assert_eq!(s["kind"], "ServiceAccount", "{s}");
+            format!(
+                "{}:{}",
+                s["namespace"].as_str().unwrap(),
+                s["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(!bound.is_empty());
+    for b in &bound {
+        assert!(listed.contains(&b.as_str()), "{b} is not in {listed:?}");
+    }
     // The step reporter role: get and patch pods, nothing else.
     let r = docs
         .iter()
@@ -261,7 +288,18 @@ fn policy_verdict(request: &Value, old: &Value, new: &Value) -> Option<Vec<Strin
             .execute(ctx)
             .unwrap_or_else(|e| panic!("{expr}: {e:?}"))
     };
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicyBinding")
+        .unwrap();
+    let params = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "ConfigMap" && d["metadata"]["name"] == binding["spec"]["paramRef"]["name"]
+        })
+        .unwrap();
     let mut ctx = cel::Context::default();
+    ctx.add_variable("params", params.clone()).unwrap();
     ctx.add_variable("request", request.clone()).unwrap();
     ctx.add_variable("object", new.clone()).unwrap();
     ctx.add_variable("oldObject", old.clone()).unwrap();
@@ -288,13 +326,16 @@ fn policy_verdict(request: &Value, old: &Value, new: &Value) -> Option<Vec<Strin
     )
 }
 
+const OWN_POD: &str = "a step may change only its own pod (with a token bound to that pod)";
+
 #[test]
 fn the_policy_admits_a_steps_own_report_and_refuses_everything_else() {
+    // `default:default` is the step service account the install lists.
     let user = |pod: &str, account: &str| {
-        json!({"username": format!("system:serviceaccount:ci:{account}"),
+        json!({"username": format!("system:serviceaccount:{account}"),
                "extra": {"authentication.kubernetes.io/pod-name": [pod]}})
     };
-    let request = |pod: &str| json!({"userInfo": user(pod, "default")});
+    let request = |pod: &str| json!({"userInfo": user(pod, "default:default")});
     let pod = |name: &str, annotations: Value| {
         json!({"metadata": {"name": name, "labels": {"tekton.dev/taskRun": "build"},
                             "annotations": annotations},
@@ -321,14 +362,14 @@ fn the_policy_admits_a_steps_own_report_and_refuses_everything_else() {
     let other_new = pod("deploy-pod", json!({"tektite.dev/step.step-a": "{}"}));
     assert_eq!(
         policy_verdict(&request("build-pod"), &other_old, &other_new),
-        Some(vec!["a step may change only its own pod".to_string()])
+        Some(vec![OWN_POD.to_string()])
     );
     let db_old = json!({"metadata": {"name": "db-0"}, "spec": {"containers": []}});
     let mut db_new = db_old.clone();
     db_new["metadata"]["labels"] = json!({"role": "primary"});
     let refused = policy_verdict(&request("build-pod"), &db_old, &db_new).unwrap();
     assert!(
-        refused.contains(&"a step may change only its own pod".to_string())
+        refused.contains(&OWN_POD.to_string())
             && refused.contains(&"a step may not change its pod's labels".to_string()),
         "{refused:?}"
     );
@@ -367,11 +408,20 @@ fn the_policy_admits_a_steps_own_report_and_refuses_everything_else() {
             "{annotations}"
         );
     }
-    // Not from a step's pod, or the controller: left to RBAC.
+    // The step's account from a pod of another kind, or with a token bound
+    // to no pod: no pod but its own, and none at all without one.
     assert_eq!(
         policy_verdict(&request("web-7d9f8-x2b4q"), &other_old, &other_new),
-        None
+        Some(vec![OWN_POD.to_string()])
     );
+    let unbound = json!({"userInfo": {"username": "system:serviceaccount:default:default"}});
+    assert_eq!(
+        policy_verdict(&unbound, &old, &report),
+        Some(vec![OWN_POD.to_string()])
+    );
+    // Accounts not listed, users and the controller: left to RBAC.
+    let other_account = json!({"userInfo": user("web-7d9f8-x2b4q", "default:deployer")});
+    assert_eq!(policy_verdict(&other_account, &other_old, &other_new), None);
     let controller = json!({"userInfo": {
         "username": "system:serviceaccount:tektite:tektite-controller",
         "extra": {"authentication.kubernetes.io/pod-name": ["tektite-controller-5d8-abcde"]}}});
