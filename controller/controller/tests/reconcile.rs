@@ -690,6 +690,16 @@ fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
+/// A GET of a golden case's object under `base`, answered with it.
+fn get_golden(docs: &[Value], base: &str, kind: &str, name: &str) -> Call {
+    call(
+        "GET",
+        format!("{base}/{name}"),
+        200,
+        named(docs, kind, name).clone(),
+    )
+}
+
 /// Golden case `tr-12`: past its timeout, the pod is deleted and the run
 /// fails with TaskRunTimeout.
 #[tokio::test]
@@ -697,18 +707,8 @@ async fn a_run_past_its_timeout_loses_its_pod() {
     let docs = golden("tr-12-timeout");
     let tr: TaskRun = serde_json::from_value(named(&docs, "TaskRun", "slow").clone()).unwrap();
     let calls = vec![
-        call(
-            "GET",
-            format!("{TASKS}/one"),
-            200,
-            named(&docs, "Task", "one").clone(),
-        ),
-        call(
-            "GET",
-            format!("{PODS}/slow-pod"),
-            200,
-            named(&docs, "Pod", "slow-pod").clone(),
-        ),
+        get_golden(&docs, TASKS, "Task", "one"),
+        get_golden(&docs, PODS, "Pod", "slow-pod"),
         call(
             "DELETE",
             format!("{PODS}/slow-pod"),
@@ -747,12 +747,7 @@ async fn a_failed_attempt_is_retried_with_a_new_pod() {
     let keep = written.clone();
     let calls = vec![
         call("GET", format!("{TASKS}/one"), 200, task.clone()),
-        call(
-            "GET",
-            format!("{PODS}/again-pod"),
-            200,
-            named(&docs, "Pod", "again-pod").clone(),
-        ),
+        get_golden(&docs, PODS, "Pod", "again-pod"),
         call(
             "PATCH",
             format!("{TASK_RUNS}/again/status"),
@@ -864,18 +859,8 @@ async fn a_cancelled_taskrun_loses_its_pod() {
     let docs = golden("tr-13-cancelled");
     let tr: TaskRun = serde_json::from_value(named(&docs, "TaskRun", "stopme").clone()).unwrap();
     let calls = vec![
-        call(
-            "GET",
-            format!("{TASKS}/one"),
-            200,
-            named(&docs, "Task", "one").clone(),
-        ),
-        call(
-            "GET",
-            format!("{PODS}/stopme-pod"),
-            200,
-            named(&docs, "Pod", "stopme-pod").clone(),
-        ),
+        get_golden(&docs, TASKS, "Task", "one"),
+        get_golden(&docs, PODS, "Pod", "stopme-pod"),
         call(
             "DELETE",
             format!("{PODS}/stopme-pod"),
@@ -924,12 +909,7 @@ async fn sidecars_still_running_after_the_steps_are_stopped() {
     let docs = golden("tr-21-sidecars-stopped");
     let tr: TaskRun = serde_json::from_value(named(&docs, "TaskRun", "side").clone()).unwrap();
     let calls = vec![
-        call(
-            "GET",
-            format!("{PODS}/side-pod"),
-            200,
-            named(&docs, "Pod", "side-pod").clone(),
-        ),
+        get_golden(&docs, PODS, "Pod", "side-pod"),
         call("PATCH", format!("{PODS}/side-pod"), 200, Value::Null)
             .content_type("application/strategic-merge-patch+json")
             .check(|_, body| {
@@ -960,12 +940,7 @@ async fn sidecars_still_running_after_the_steps_are_stopped() {
     // The pod went first (404): nothing left to stop, the status is
     // written all the same.
     let calls = vec![
-        call(
-            "GET",
-            format!("{PODS}/side-pod"),
-            200,
-            named(&docs, "Pod", "side-pod").clone(),
-        ),
+        get_golden(&docs, PODS, "Pod", "side-pod"),
         call(
             "PATCH",
             format!("{PODS}/side-pod"),
@@ -985,12 +960,7 @@ async fn sidecars_still_running_after_the_steps_are_stopped() {
     // A 500 on the stop: the error goes back for a retry and the status
     // is not written, so the next reconcile stops the sidecar again.
     let calls = vec![
-        call(
-            "GET",
-            format!("{PODS}/side-pod"),
-            200,
-            named(&docs, "Pod", "side-pod").clone(),
-        ),
+        get_golden(&docs, PODS, "Pod", "side-pod"),
         call(
             "PATCH",
             format!("{PODS}/side-pod"),
@@ -1011,18 +981,8 @@ async fn a_pipelinerun_past_its_timeout_cancels_its_taskruns() {
     let pr: PipelineRun =
         serde_json::from_value(named(&docs, "PipelineRun", "to1").clone()).unwrap();
     let calls = vec![
-        call(
-            "GET",
-            format!("{PIPELINES}/three"),
-            200,
-            named(&docs, "Pipeline", "three").clone(),
-        ),
-        call(
-            "GET",
-            format!("{TASKS}/unit"),
-            200,
-            named(&docs, "Task", "unit").clone(),
-        ),
+        get_golden(&docs, PIPELINES, "Pipeline", "three"),
+        get_golden(&docs, TASKS, "Task", "unit"),
         call(
             "GET",
             TASK_RUNS,
