@@ -116,20 +116,24 @@ impl Context {
 }
 
 /// What the caches keep of a TaskRun: never its `managedFields`; of a
-/// finished run (which is never reconciled again: the reconcile returns at
-/// once) only its identity and its status's conditions and times. Child
-/// TaskRuns a PipelineRun needs are listed from the API, not the cache.
+/// finished run (which is not reconciled again but for its sidecars: see
+/// `taskrun::settle`) only its identity, its status's conditions and times,
+/// its pod's name, and its sidecars' states while one of them is live.
+/// Child TaskRuns a PipelineRun needs are listed from the API, not the
+/// cache.
 pub fn trim_task_run(tr: &mut tektite_api::v1::TaskRun) {
     tr.metadata.managed_fields = None;
     let Some(st) = tr.status.take() else { return };
     if tektite_engine::status::is_done(&st.conditions) {
         trim_metadata(&mut tr.metadata);
         tr.spec = Default::default();
+        let live = tektite_engine::taskrun::has_live_sidecars(&st);
         tr.status = Some(tektite_api::v1::TaskRunStatus {
             conditions: st.conditions,
             pod_name: st.pod_name,
             start_time: st.start_time,
             completion_time: st.completion_time,
+            sidecars: if live { st.sidecars } else { Vec::new() },
             ..Default::default()
         });
     } else {
@@ -288,6 +292,19 @@ mod tests {
         assert!(st.task_spec.is_none());
         assert_eq!(st.conditions.len(), 1);
         assert_eq!(st.pod_name.as_deref(), Some("r-pod"));
+
+        // A live sidecar's state is kept (settle needs it), not an ended one's.
+        for (state, kept) in [
+            (serde_json::json!({"running": {}}), true),
+            (serde_json::json!({"terminated": {"exitCode": 0}}), false),
+        ] {
+            let mut done = run("True");
+            let mut sidecar = state;
+            sidecar["name"] = "db".into();
+            done.status.as_mut().unwrap().sidecars = vec![serde_json::from_value(sidecar).unwrap()];
+            trim_task_run(&mut done);
+            assert_eq!(done.status.unwrap().sidecars.len(), usize::from(kept));
+        }
 
         let mut running = run("Unknown");
         trim_task_run(&mut running);

@@ -1,7 +1,8 @@
 //! TaskRun → Pod: one reconcile reads the Task and the current attempt's
 //! pod, plans with `tektite_engine::taskrun`, and applies the plan in a
 //! fixed order: claims, pod, pod deletion, ready annotation, sidecars
-//! stopped, status, events.
+//! stopped, status, events. A finished run is reconciled again only while
+//! its status shows a live sidecar ([`settle`]).
 
 use std::sync::Arc;
 
@@ -66,8 +67,19 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action, Er
     let (Some(name), Some(ns)) = (tr.metadata.name.clone(), tr.metadata.namespace.clone()) else {
         return Err(Error::Unnamed("TaskRun"));
     };
-    if tr.status.as_ref().is_some_and(|s| is_done(&s.conditions)) {
-        return Ok(Action::await_change());
+    if let Some(st) = tr.status.as_ref().filter(|s| is_done(&s.conditions)) {
+        if !taskrun::has_live_sidecars(st) {
+            return Ok(Action::await_change());
+        }
+        let shared = ctx.clone();
+        return crate::instrumented(
+            "TaskRun",
+            &ns,
+            &name,
+            &shared,
+            settle(tr, ctx, name.clone(), ns.clone()),
+        )
+        .await;
     }
     let shared = ctx.clone();
     crate::instrumented(
@@ -78,6 +90,78 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action, Er
         apply(tr, ctx, name.clone(), ns.clone()),
     )
     .await
+}
+
+/// A finished run whose status still shows a live sidecar: stops it if it
+/// still runs its own image, and records the sidecars' final states once
+/// they have all ended (a merge patch of `status.sidecars` alone: the
+/// cached run is trimmed, and a server-side apply of part of a status
+/// would drop the rest).
+async fn settle(
+    tr: Arc<TaskRun>,
+    ctx: Arc<Context>,
+    name: String,
+    ns: String,
+) -> Result<Action, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pod = match tr.status.as_ref().and_then(|s| s.pod_name.as_deref()) {
+        Some(p) => pods.get_opt(p).await?,
+        None => None,
+    };
+    let plan = taskrun::settle(&tr, pod.as_ref(), &ctx.config());
+    if let Some(stop) = &plan.stop_sidecars {
+        stop_sidecars(&pods, &ctx, &tr, stop).await?;
+    }
+    if let Some(st) = &plan.status {
+        let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = serde_json::json!({"status": {"sidecars": st.sidecars}});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// Stops a pod's sidecars (see [`taskrun::StopSidecars`]). A pod already
+/// gone has nothing left to stop. A refusal (a 4xx other than a conflict
+/// or throttling: an admission webhook, say) does not hold the run up: it
+/// is recorded as a Warning event, the run ends all the same, and the stop
+/// is tried again when the finished run is next reconciled. Other errors
+/// are returned for a retry.
+async fn stop_sidecars(
+    pods: &Api<Pod>,
+    ctx: &Context,
+    tr: &TaskRun,
+    stop: &taskrun::StopSidecars,
+) -> Result<(), Error> {
+    let r = pods
+        .patch(
+            &stop.pod,
+            &PatchParams::default(),
+            &Patch::Strategic(&stop.patch()),
+        )
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(kube::Error::Api(s))
+            if (400..500).contains(&s.code) && ![409, 429].contains(&s.code) =>
+        {
+            tracing::warn!(pod = %stop.pod, code = s.code, message = %s.message, "sidecars not stopped");
+            let event = taskrun::Event {
+                type_: "Warning",
+                reason: "SidecarsNotStopped".into(),
+                message: format!(
+                    "cannot stop the sidecars {} of pod {}: {}",
+                    stop.containers.join(", "),
+                    stop.pod,
+                    s.message
+                ),
+            };
+            record(ctx, tr, &[event]).await;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reads, plans and applies (inside the reconcile's span).
@@ -188,26 +272,9 @@ async fn apply(
             .await?;
     }
     if let Some(stop) = &plan.stop_sidecars {
-        // Merged by container name: only the sidecars' images change.
-        let containers: Vec<serde_json::Value> = stop
-            .containers
-            .iter()
-            .map(|c| serde_json::json!({"name": c, "image": stop.image}))
-            .collect();
-        let patch = serde_json::json!({"spec": {"containers": containers}});
-        match pods
-            .patch(
-                &stop.pod,
-                &PatchParams::default(),
-                &Patch::Strategic(&patch),
-            )
-            .await
-        {
-            Ok(_) => {}
-            // Gone already: nothing left to stop.
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+        // Before the status: a run written as ended is only reconciled
+        // again for its sidecars (settle), and a retry's old pod never.
+        stop_sidecars(&pods, &ctx, &tr, stop).await?;
     }
     if let Some(st) = &plan.status {
         let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &ns);

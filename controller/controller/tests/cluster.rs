@@ -381,7 +381,9 @@ async fn taskruns_from_tests_run_in_pods_the_controller_creates() {
     // Released by the controller's ready annotation (the sidecar's pod
     // only). The sidecar (`sleep 60`) outlives the step: the controller
     // stops it by swapping its image, the kubelet kills it, and the pod
-    // ends with the sidecar killed, not finished.
+    // ends with the sidecar killed, not finished: Failed, as a kubelet
+    // says of a pod with a container that ended non-zero, while the run
+    // stays Succeeded.
     let pod = c
         .wait_for_object(
             "v1",
@@ -393,7 +395,11 @@ async fn taskruns_from_tests_run_in_pods_the_controller_creates() {
         )
         .await;
     assert_eq!(pod["metadata"]["annotations"]["tekton.dev/ready"], "READY");
-    assert_eq!(pod["status"]["phase"], "Succeeded", "{pod}");
+    assert_eq!(
+        pod["metadata"]["annotations"]["tektite.dev/sidecars-stopped"],
+        "true"
+    );
+    assert_eq!(pod["status"]["phase"], "Failed", "{pod}");
     let container = |name: &str, part: &str| {
         pod[part]["containers"]
             .as_array()
@@ -410,6 +416,21 @@ async fn taskruns_from_tests_run_in_pods_the_controller_creates() {
     );
     let ended = container("sidecar-server", "status")["state"]["terminated"].clone();
     assert_eq!(ended["exitCode"], 137, "{pod}");
+    // The run's status, written while the sidecar ran, gets its final state.
+    let tr = c
+        .wait_for(
+            "taskruns",
+            "ci",
+            &sidecar[0].1,
+            "with its sidecar ended",
+            |t| t["status"]["sidecars"][0]["terminated"].is_object(),
+        )
+        .await;
+    assert_eq!(condition(&tr).1, "Succeeded", "{tr}");
+    assert_eq!(
+        tr["status"]["sidecars"][0]["terminated"]["exitCode"], 137,
+        "{tr}"
+    );
 
     let tr = c.done("taskruns", "ci", &greet).await;
     assert_eq!(condition(&tr).0, "True", "{tr}");

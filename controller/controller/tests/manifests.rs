@@ -194,6 +194,7 @@ fn steps_may_change_only_their_own_pods_tektite_annotations() {
     let all = exprs.join("\n");
     for needle in [
         "variables.pods[0] == object.metadata.name",
+        "'system:serviceaccount:' + object.metadata.namespace + ':'",
         "object.spec == oldObject.spec",
         "k.startsWith('tektite.dev/')",
     ] {
@@ -337,7 +338,8 @@ fn the_policy_admits_a_steps_own_report_and_refuses_everything_else() {
     };
     let request = |pod: &str| json!({"userInfo": user(pod, "default:default")});
     let pod = |name: &str, annotations: Value| {
-        json!({"metadata": {"name": name, "labels": {"tekton.dev/taskRun": "build"},
+        json!({"metadata": {"name": name, "namespace": "default",
+                            "labels": {"tekton.dev/taskRun": "build"},
                             "annotations": annotations},
                "spec": {"containers": [{"name": "step-a", "image": "busybox"}]}})
     };
@@ -364,7 +366,17 @@ fn the_policy_admits_a_steps_own_report_and_refuses_everything_else() {
         policy_verdict(&request("build-pod"), &other_old, &other_new),
         Some(vec![OWN_POD.to_string()])
     );
-    let db_old = json!({"metadata": {"name": "db-0"}, "spec": {"containers": []}});
+    // A pod of the same name in another namespace.
+    let mut elsewhere_old = old.clone();
+    elsewhere_old["metadata"]["namespace"] = json!("prod");
+    let mut elsewhere_new = report.clone();
+    elsewhere_new["metadata"]["namespace"] = json!("prod");
+    assert_eq!(
+        policy_verdict(&request("build-pod"), &elsewhere_old, &elsewhere_new),
+        Some(vec![OWN_POD.to_string()])
+    );
+    let db_old =
+        json!({"metadata": {"name": "db-0", "namespace": "default"}, "spec": {"containers": []}});
     let mut db_new = db_old.clone();
     db_new["metadata"]["labels"] = json!({"role": "primary"});
     let refused = policy_verdict(&request("build-pod"), &db_old, &db_new).unwrap();

@@ -901,6 +901,22 @@ async fn a_cancelled_taskrun_loses_its_pod() {
     );
 }
 
+/// The stop of the sidecar `db` of the golden pod `side-pod`: its image
+/// swapped for the entrypoint image and the pod annotated, by a strategic
+/// merge patch.
+fn stops_sidecar_db() -> Call {
+    call("PATCH", format!("{PODS}/side-pod"), 200, Value::Null)
+        .content_type("application/strategic-merge-patch+json")
+        .check(|_, body| {
+            assert_eq!(
+                *body,
+                json!({"metadata": {"annotations": {"tektite.dev/sidecars-stopped": "true"}},
+                       "spec": {"containers": [
+                    {"name": "sidecar-db", "image": "localhost/tektite/entrypoint:latest"}]}})
+            );
+        })
+}
+
 /// Golden case `tr-21`: every step has ended while a sidecar still runs.
 /// The run succeeds, and the running sidecar (not the one that ended) is
 /// stopped by a strategic merge patch of its image, before the status.
@@ -910,15 +926,7 @@ async fn sidecars_still_running_after_the_steps_are_stopped() {
     let tr: TaskRun = serde_json::from_value(named(&docs, "TaskRun", "side").clone()).unwrap();
     let calls = vec![
         get_golden(&docs, PODS, "Pod", "side-pod"),
-        call("PATCH", format!("{PODS}/side-pod"), 200, Value::Null)
-            .content_type("application/strategic-merge-patch+json")
-            .check(|_, body| {
-                assert_eq!(
-                    *body,
-                    json!({"spec": {"containers": [
-                        {"name": "sidecar-db", "image": "localhost/tektite/entrypoint:latest"}]}})
-                );
-            }),
+        stops_sidecar_db(),
         call(
             "PATCH",
             format!("{TASK_RUNS}/side/status"),
@@ -956,6 +964,35 @@ async fn sidecars_still_running_after_the_steps_are_stopped() {
     ];
     let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr.clone()), ctx)).await;
     assert_eq!(out.unwrap(), Action::await_change());
+
+    // Refused (403, an admission webhook say): a Warning event, and the
+    // run ends all the same.
+    let calls = vec![
+        get_golden(&docs, PODS, "Pod", "side-pod"),
+        call(
+            "PATCH",
+            format!("{PODS}/side-pod"),
+            403,
+            status_error(403, "Forbidden"),
+        ),
+        call(
+            "PATCH",
+            format!("{TASK_RUNS}/side/status"),
+            200,
+            Value::Null,
+        )
+        .check(|_, body| {
+            assert_eq!(condition(&body["status"]).1, "Succeeded");
+        }),
+    ];
+    let (out, events) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr.clone()), ctx)).await;
+    assert_eq!(out.unwrap(), Action::await_change());
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "SidecarsNotStopped" && e["type"] == "Warning"),
+        "{events:?}"
+    );
 
     // A 500 on the stop: the error goes back for a retry and the status
     // is not written, so the next reconcile stops the sidecar again.
@@ -1032,4 +1069,65 @@ async fn a_pipelinerun_past_its_timeout_cancels_its_taskruns() {
         events.iter().any(|e| e["reason"] == "PipelineRunTimeout"),
         "{events:?}"
     );
+}
+
+/// Golden case `tr-24`: a finished run whose status saw its sidecar
+/// running; its pod's sidecar has ended (stopped): the sidecars' final
+/// states are written by a merge patch of `status.sidecars` alone (the
+/// cached run is trimmed), and nothing else.
+#[tokio::test]
+async fn a_finished_run_records_its_stopped_sidecars() {
+    let docs = golden("tr-24-finished-sidecars-recorded");
+    let mut tr: TaskRun = serde_json::from_value(named(&docs, "TaskRun", "side").clone()).unwrap();
+    tektite_controller::trim_task_run(&mut tr);
+    let calls = vec![
+        get_golden(&docs, PODS, "Pod", "side-pod"),
+        call(
+            "PATCH",
+            format!("{TASK_RUNS}/side/status"),
+            200,
+            Value::Null,
+        )
+        .content_type("application/merge-patch+json")
+        .check(|_, body| {
+            assert_eq!(
+                body["status"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .collect::<Vec<_>>(),
+                ["sidecars"],
+                "{body}"
+            );
+            let db = &body["status"]["sidecars"][0];
+            assert_eq!(db["name"], "db");
+            assert_eq!(db["terminated"]["exitCode"], 128, "{body}");
+        }),
+    ];
+    let (out, events) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr.clone()), ctx)).await;
+    assert_eq!(out.unwrap(), Action::await_change());
+    assert!(events.is_empty(), "{events:?}");
+
+    // Recorded: the next reconcile makes no call at all.
+    let mut recorded = tr;
+    let st = recorded.status.as_mut().unwrap();
+    st.sidecars[0].running = None;
+    st.sidecars[0].terminated = Some(Default::default());
+    let (out, _) = scenario(vec![], |ctx| taskrun::reconcile(Arc::new(recorded), ctx)).await;
+    assert_eq!(out.unwrap(), Action::await_change());
+}
+
+/// Golden case `tr-25`: a finished run whose sidecar still runs its own
+/// image (its stop was refused when the run ended) is stopped now; the
+/// status is left until the sidecar has ended.
+#[tokio::test]
+async fn a_finished_run_stops_a_sidecar_still_running() {
+    let docs = golden("tr-25-finished-sidecar-still-running");
+    let tr: TaskRun = serde_json::from_value(named(&docs, "TaskRun", "side").clone()).unwrap();
+    let calls = vec![
+        get_golden(&docs, PODS, "Pod", "side-pod"),
+        stops_sidecar_db(),
+    ];
+    let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+    assert_eq!(out.unwrap(), Action::await_change());
 }

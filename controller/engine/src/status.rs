@@ -346,23 +346,14 @@ pub fn from_pod(tr: &TaskRun, spec: &TaskSpec, pod: &Pod, now: Timestamp) -> Tas
         st.steps = steps;
     }
 
-    // Sidecars.
-    st.sidecars = containers
-        .iter()
-        .filter(|c| c.name.starts_with("sidecar-"))
-        .map(|c| {
-            let cs = statuses.get(c.name.as_str());
-            let s = cs.and_then(|s| s.state.clone()).unwrap_or_default();
-            SidecarState {
-                name: c.name.trim_start_matches("sidecar-").to_string(),
-                container: Some(c.name.clone()),
-                image_id: cs.map(|s| s.image_id.clone()).filter(|s| !s.is_empty()),
-                waiting: s.waiting,
-                running: s.running,
-                terminated: s.terminated,
-            }
-        })
-        .collect();
+    st.sidecars = sidecar_states(pod);
+    // Sidecars Tektite stopped end with the exit code of a command that
+    // could not run, and the pod `Failed` with them: neither is the run's.
+    let sidecars_stopped = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(crate::taskrun::SIDECARS_STOPPED));
 
     let phase = pstatus.phase.as_deref().unwrap_or("Pending");
     let step_statuses: Vec<&ContainerStatus> = containers
@@ -456,7 +447,7 @@ pub fn from_pod(tr: &TaskRun, spec: &TaskSpec, pod: &Pod, now: Timestamp) -> Tas
 
     st.completion_time = Some(Time(now));
     st.results = results;
-    let failed = phase == "Failed"
+    let failed = (phase == "Failed" && !sidecars_stopped)
         || step_statuses.iter().any(|c| {
             terminated(c)
                 .is_some_and(|t| t.exit_code != 0 || t.reason.as_deref() == Some("OOMKilled"))
@@ -474,11 +465,11 @@ pub fn from_pod(tr: &TaskRun, spec: &TaskSpec, pod: &Pod, now: Timestamp) -> Tas
         return st;
     }
     let (why, message) = failure(
-        pod,
         &pstatus,
         &containers,
         &statuses,
         timed_out_step.as_deref(),
+        sidecars_stopped,
     );
     let ignored = tr
         .metadata
@@ -493,6 +484,37 @@ pub fn from_pod(tr: &TaskRun, spec: &TaskSpec, pod: &Pod, now: Timestamp) -> Tas
     };
     set_condition(&mut st.conditions, condition("False", why, message, now));
     st
+}
+
+/// The states of a pod's sidecars, in pod order.
+pub fn sidecar_states(pod: &Pod) -> Vec<SidecarState> {
+    let statuses: BTreeMap<&str, &ContainerStatus> = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
+    pod.spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c.name.starts_with("sidecar-"))
+        .map(|c| {
+            let cs = statuses.get(c.name.as_str());
+            let s = cs.and_then(|s| s.state.clone()).unwrap_or_default();
+            SidecarState {
+                name: c.name.trim_start_matches("sidecar-").to_string(),
+                container: Some(c.name.clone()),
+                image_id: cs.map(|s| s.image_id.clone()).filter(|s| !s.is_empty()),
+                waiting: s.waiting,
+                running: s.running,
+                terminated: s.terminated,
+            }
+        })
+        .collect()
 }
 
 fn pending_condition(pod: &Pod, now: Timestamp) -> Condition {
@@ -569,11 +591,11 @@ fn waiting_message(pod: &Pod) -> String {
 
 /// The reason and message of a failed pod, in Tekton's order of precedence.
 fn failure(
-    pod: &Pod,
     ps: &k8s_openapi::api::core::v1::PodStatus,
     containers: &[k8s_openapi::api::core::v1::Container],
     statuses: &BTreeMap<&str, &ContainerStatus>,
     timed_out_step: Option<&str>,
+    sidecars_stopped: bool,
 ) -> (&'static str, String) {
     if ps.reason.as_deref() == Some("Evicted") {
         return (reason::POD_EVICTED, ps.message.clone().unwrap_or_default());
@@ -628,6 +650,9 @@ fn failure(
         (&is_failed, "sidecar-", reason::SIDECAR_FAILED),
         (&is_failed, "step-", reason::STEP_FAILED),
     ] {
+        if prefix == "sidecar-" && sidecars_stopped {
+            continue;
+        }
         if let Some(cs) = ordered
             .iter()
             .find(|c| c.name.starts_with(prefix) && pred(c))
@@ -635,7 +660,6 @@ fn failure(
             return (r, exit_message(cs));
         }
     }
-    let _ = pod;
     let msg = ps
         .message
         .clone()

@@ -55,8 +55,8 @@ pub struct Plan {
     pub delete_pod: Option<String>,
     /// Set `tekton.dev/ready=READY` on the pod: its sidecars are ready.
     pub mark_ready: Option<String>,
-    /// Stop the sidecars still running in a pod whose steps have all
-    /// ended (Tekton's way: see [`StopSidecars`]).
+    /// Stop the sidecars still running in the pod of a run that has ended
+    /// or is to be retried (Tekton's way: see [`StopSidecars`]).
     pub stop_sidecars: Option<StopSidecars>,
     /// Look up these images' commands, then reconcile again.
     pub need_images: Vec<String>,
@@ -69,13 +69,34 @@ pub struct Plan {
 /// entrypoint image, which has neither the sidecar's command nor a shell),
 /// so the kubelet restarts it into a command that cannot run and it ends,
 /// and the pod with it. A pod's images are the one part of its spec that
-/// may change.
+/// may change. The pod is also annotated [`SIDECARS_STOPPED`], so that the
+/// stopped sidecars' exit codes (and the pod's `Failed` phase they cause)
+/// are never read as the run's failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StopSidecars {
     pub pod: String,
     pub containers: Vec<String>,
     pub image: String,
 }
+
+impl StopSidecars {
+    /// The strategic merge patch of the pod that stops them (containers
+    /// merge on their names: only the sidecars' images change).
+    pub fn patch(&self) -> serde_json::Value {
+        let containers: Vec<serde_json::Value> = self
+            .containers
+            .iter()
+            .map(|c| serde_json::json!({"name": c, "image": self.image}))
+            .collect();
+        serde_json::json!({
+            "metadata": {"annotations": {SIDECARS_STOPPED: "true"}},
+            "spec": {"containers": containers},
+        })
+    }
+}
+
+/// The annotation on a pod whose sidecars Tektite stopped.
+pub const SIDECARS_STOPPED: &str = "tektite.dev/sidecars-stopped";
 
 /// The sidecars of `p` that have not ended and still run their own image.
 fn sidecars_to_stop(p: &Pod, image: &str) -> Option<StopSidecars> {
@@ -94,7 +115,7 @@ fn sidecars_to_stop(p: &Pod, image: &str) -> Option<StopSidecars> {
         .map(|s| s.containers.as_slice())
         .unwrap_or_default()
         .iter()
-        .filter(|c| !c.name.starts_with("step-") && !ended.contains(&c.name.as_str()))
+        .filter(|c| c.name.starts_with("sidecar-") && !ended.contains(&c.name.as_str()))
         .filter(|c| c.image.as_deref() != Some(image))
         .map(|c| c.name.clone())
         .collect();
@@ -106,6 +127,36 @@ fn sidecars_to_stop(p: &Pod, image: &str) -> Option<StopSidecars> {
         containers,
         image: image.to_string(),
     })
+}
+
+/// Whether a finished run's status still shows a sidecar that has not
+/// ended: [`settle`] has work to do.
+pub fn has_live_sidecars(st: &TaskRunStatus) -> bool {
+    st.sidecars.iter().any(|s| s.terminated.is_none())
+}
+
+/// Plans what is left to do for a finished TaskRun: its pod's sidecars.
+/// Those still running their own image are stopped (a stop that did not
+/// happen before the run ended); once every sidecar has ended, the status
+/// records their final states (the status written when the run ended saw
+/// them running). Nothing when the run's status shows no live sidecar, or
+/// the pod is gone (nothing can be learnt of them then).
+pub fn settle(tr: &TaskRun, pod: Option<&Pod>, config: &Config) -> Plan {
+    let mut plan = Plan::default();
+    let (Some(st), Some(p)) = (tr.status.as_ref(), pod) else {
+        return plan;
+    };
+    if !has_live_sidecars(st) || p.metadata.name != st.pod_name {
+        return plan;
+    }
+    plan.stop_sidecars = sidecars_to_stop(p, &config.entrypoint_image);
+    let sidecars = status::sidecar_states(p);
+    if sidecars.iter().all(|s| s.terminated.is_some()) && sidecars != st.sidecars {
+        let mut st = st.clone();
+        st.sidecars = sidecars;
+        plan.status = Some(st);
+    }
+    plan
 }
 
 fn go(d: Duration) -> String {
@@ -122,7 +173,7 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
     let before = st.clone();
 
     if status::is_done(&st.conditions) {
-        return plan;
+        return settle(tr, obs.pod, config);
     }
     if st.start_time.is_none() && tr.spec.status.as_deref() != Some("TaskRunPending") {
         st.start_time = Some(Time(now));

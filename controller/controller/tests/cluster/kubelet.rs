@@ -57,14 +57,25 @@ fn key(pod: &Value) -> Key {
 }
 
 /// Writes what podman shows of a pod into the server's copy: its status
-/// (phase as a kubelet gives it: Running while any container runs, the
-/// steps' sidecars included), and the step reports among its annotations.
+/// (phase as a kubelet gives it with `restartPolicy: Never`: Running while
+/// any container runs, sidecars included; once all have ended, Failed if
+/// any ended non-zero, else Succeeded), and the step reports among its
+/// annotations.
 fn write_back(api: &Shared, key: &Key, observed: &Pod) -> Option<String> {
     let mut status = serde_json::to_value(&observed.status).unwrap_or(Value::Null);
-    let all_ended = status["containerStatuses"]
+    let states: Vec<&Value> = status["containerStatuses"]
         .as_array()
-        .is_some_and(|cs| cs.iter().all(|c| c["state"].get("terminated").is_some()));
-    if !all_ended && status["phase"] != "Pending" {
+        .into_iter()
+        .flatten()
+        .map(|c| &c["state"])
+        .collect();
+    let all_ended = !states.is_empty() && states.iter().all(|s| s.get("terminated").is_some());
+    if all_ended {
+        let failed = states
+            .iter()
+            .any(|s| s["terminated"]["exitCode"].as_i64() != Some(0));
+        status["phase"] = json!(if failed { "Failed" } else { "Succeeded" });
+    } else if status["phase"] != "Pending" {
         status["phase"] = json!("Running");
     }
     let phase = status["phase"].as_str().map(str::to_string);
@@ -157,7 +168,7 @@ fn run(api: &Shared, dir: &std::path::Path, stop: &AtomicBool) {
             }
             // A container whose image the controller swapped (stopping a
             // sidecar) is restarted by a kubelet into a command that
-            // cannot run: here it is stopped.
+            // cannot run, and ends non-zero: here it is killed (137).
             let played = &images[&k];
             for (container, image) in images_of(&current) {
                 if played.get(&container).is_some_and(|i| *i != image)
