@@ -886,9 +886,14 @@ async fn a_cancelled_taskrun_loses_its_pod() {
                 message.contains("the PipelineRun it belongs to has been cancelled"),
                 "{message}"
             );
-            // The running step is recorded as ended by the cancel.
+            // The running step and sidecar are recorded as ended by the
+            // cancel (the pod is deleted, not stopped: no sidecar patch).
             assert_eq!(
                 st["steps"][0]["terminationReason"], "TaskRunCancelled",
+                "{st}"
+            );
+            assert_eq!(
+                st["sidecars"][0]["terminated"]["reason"], "TaskRunCancelled",
                 "{st}"
             );
         }),

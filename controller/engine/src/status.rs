@@ -668,6 +668,30 @@ fn failure(
     (reason::FAILED, msg)
 }
 
+/// Marks every sidecar that has not ended as terminated by `why`, with its
+/// pod (cancel, timeout: the pod is deleted), so that a finished run never
+/// shows a sidecar still running in a pod that is gone.
+pub fn terminate_sidecars(st: &mut TaskRunStatus, why: &str, pod_name: &str, now: Timestamp) {
+    for s in &mut st.sidecars {
+        if s.terminated.is_some() {
+            continue;
+        }
+        s.terminated = Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
+            exit_code: 1,
+            started_at: s.running.as_ref().and_then(|r| r.started_at.clone()),
+            finished_at: Some(Time(now)),
+            reason: Some(why.into()),
+            message: Some(format!(
+                "Sidecar {} terminated as pod {pod_name} is terminated",
+                s.name
+            )),
+            ..Default::default()
+        });
+        s.running = None;
+        s.waiting = None;
+    }
+}
+
 /// Marks every step that has not ended as terminated by `why` (cancel,
 /// timeout, a fatal pod error), as Tekton does when it stops a pod.
 pub fn terminate_steps(st: &mut TaskRunStatus, why: &str, pod: &Pod, tr: &TaskRun, now: Timestamp) {

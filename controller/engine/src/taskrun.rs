@@ -192,6 +192,7 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
         if let Some(p) = obs.pod {
             *st = status::from_pod(&with_status(tr, st), spec_of(obs.resolved), p, now);
             status::terminate_steps(st, why, p, tr, now);
+            status::terminate_sidecars(st, why, p.metadata.name.as_deref().unwrap_or(""), now);
             plan.delete_pod = p.metadata.name.clone();
         }
         set_condition(
