@@ -224,6 +224,17 @@ const TASKS: &str = "/apis/tekton.dev/v1/namespaces/ci/tasks";
 const TASK_RUNS: &str = "/apis/tekton.dev/v1/namespaces/ci/taskruns";
 const PODS: &str = "/api/v1/namespaces/ci/pods";
 
+/// A write of the status of run `name` under `runs`, answered with what
+/// was written.
+fn writes_status(runs: &str, name: &str) -> Call {
+    call("PATCH", format!("{runs}/{name}/status"), 200, Value::Null)
+}
+
+/// Asserts an event with `reason` was recorded.
+fn assert_event(events: &[Value], reason: &str) {
+    assert!(events.iter().any(|e| e["reason"] == reason), "{events:?}");
+}
+
 /// A server-side apply of the status, as the one field manager, forced.
 fn is_status_apply(query: &str) {
     assert!(query.contains("fieldManager=tektite-controller"), "{query}");
@@ -248,13 +259,7 @@ async fn a_new_taskrun_gets_its_pod_and_a_running_status() {
             assert_eq!(pod["metadata"]["ownerReferences"][0]["uid"], "1111");
             assert_eq!(pod["spec"]["containers"][0]["name"], "step-say");
         }),
-        call(
-            "PATCH",
-            format!("{TASK_RUNS}/greet-run/status"),
-            200,
-            Value::Null,
-        )
-        .check(|q, body| {
+        writes_status(TASK_RUNS, "greet-run").check(|q, body| {
             is_status_apply(q);
             assert_eq!(body["kind"], "TaskRun");
             assert_eq!(body["status"]["podName"], "greet-run-pod");
@@ -265,10 +270,7 @@ async fn a_new_taskrun_gets_its_pod_and_a_running_status() {
     let action = out.unwrap();
     // Requeued at the default timeout (1 h), not left to a watch alone.
     assert_eq!(action, Action::requeue(Duration::from_secs(3600)));
-    assert!(
-        events.iter().any(|e| e["reason"] == "Started"),
-        "{events:?}"
-    );
+    assert_event(&events, "Started");
 }
 
 #[tokio::test]
@@ -287,13 +289,7 @@ async fn a_missing_task_fails_the_run_without_retry() {
             404,
             not_found("pod"),
         ),
-        call(
-            "PATCH",
-            format!("{TASK_RUNS}/greet-run/status"),
-            200,
-            Value::Null,
-        )
-        .check(|q, body| {
+        writes_status(TASK_RUNS, "greet-run").check(|q, body| {
             is_status_apply(q);
             assert_eq!(
                 condition(&body["status"]),
@@ -318,12 +314,7 @@ async fn a_pod_that_exists_already_is_not_created_twice() {
             not_found("pod"),
         ),
         call("POST", PODS, 409, status_error(409, "AlreadyExists")),
-        call(
-            "PATCH",
-            format!("{TASK_RUNS}/greet-run/status"),
-            200,
-            Value::Null,
-        ),
+        writes_status(TASK_RUNS, "greet-run"),
     ];
     let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
     assert!(out.is_ok(), "{out:?}");
@@ -396,13 +387,7 @@ async fn step_annotations_become_the_taskrun_status() {
     let calls = vec![
         call("GET", format!("{TASKS}/two-steps"), 200, task),
         call("GET", format!("{PODS}/done-pod"), 200, pod),
-        call(
-            "PATCH",
-            format!("{TASK_RUNS}/done/status"),
-            200,
-            Value::Null,
-        )
-        .check(|q, body| {
+        writes_status(TASK_RUNS, "done").check(|q, body| {
             is_status_apply(q);
             let st = &body["status"];
             assert_eq!(condition(st), ("True".to_string(), "Succeeded".to_string()));
@@ -418,10 +403,7 @@ async fn step_annotations_become_the_taskrun_status() {
     ];
     let (out, events) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
     assert_eq!(out.unwrap(), Action::await_change());
-    assert!(
-        events.iter().any(|e| e["reason"] == "Succeeded"),
-        "{events:?}"
-    );
+    assert_event(&events, "Succeeded");
 }
 
 #[tokio::test]
@@ -483,13 +465,7 @@ async fn a_new_pipelinerun_creates_its_first_taskrun() {
             assert_eq!(tr["metadata"]["ownerReferences"][0]["uid"], "2222");
             assert_eq!(tr["spec"]["taskRef"]["name"], "greet");
         }),
-        call(
-            "PATCH",
-            format!("{PIPELINE_RUNS}/build-run/status"),
-            200,
-            Value::Null,
-        )
-        .check(|q, body| {
+        writes_status(PIPELINE_RUNS, "build-run").check(|q, body| {
             is_status_apply(q);
             assert_eq!(body["kind"], "PipelineRun");
             assert_eq!(condition(&body["status"]).0, "Unknown");
@@ -537,12 +513,7 @@ async fn a_finished_child_starts_the_next_and_a_restart_duplicates_nothing() {
         call("POST", TASK_RUNS, 201, Value::Null).check(|_, tr| {
             assert_eq!(tr["metadata"]["name"], "build-run-second");
         }),
-        call(
-            "PATCH",
-            format!("{PIPELINE_RUNS}/build-run/status"),
-            200,
-            Value::Null,
-        ),
+        writes_status(PIPELINE_RUNS, "build-run"),
     ];
     let (out, _) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
     assert!(out.is_ok(), "{out:?}");
@@ -567,13 +538,7 @@ async fn a_finished_child_starts_the_next_and_a_restart_duplicates_nothing() {
         call("GET", format!("{TASKS}/greet"), 200, task()),
         call("GET", TASK_RUNS, 200, children()),
         // The counts in the message change; no TaskRun is created.
-        call(
-            "PATCH",
-            format!("{PIPELINE_RUNS}/build-run/status"),
-            200,
-            Value::Null,
-        )
-        .check(move |_, body| {
+        writes_status(PIPELINE_RUNS, "build-run").check(move |_, body| {
             let refs = body["status"]["childReferences"].as_array().unwrap();
             assert_eq!(refs.len(), 2, "{body}");
             *keep.lock().unwrap() = body["status"].clone();
@@ -630,12 +595,7 @@ async fn cancelling_a_pipelinerun_cancels_its_running_taskruns() {
                 "{body}"
             );
         }),
-        call(
-            "PATCH",
-            format!("{PIPELINE_RUNS}/build-run/status"),
-            200,
-            Value::Null,
-        ),
+        writes_status(PIPELINE_RUNS, "build-run"),
     ];
     let (out, _) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
     assert!(out.is_ok(), "{out:?}");
@@ -652,13 +612,7 @@ async fn a_missing_pipeline_fails_the_run_without_retry() {
             not_found("pipelines.tekton.dev \"build\""),
         ),
         call("GET", TASK_RUNS, 200, list(vec![])),
-        call(
-            "PATCH",
-            format!("{PIPELINE_RUNS}/build-run/status"),
-            200,
-            Value::Null,
-        )
-        .check(|_, body| {
+        writes_status(PIPELINE_RUNS, "build-run").check(|_, body| {
             assert_eq!(
                 condition(&body["status"]),
                 ("False".to_string(), "CouldntGetPipeline".to_string())
@@ -715,13 +669,7 @@ async fn a_run_past_its_timeout_loses_its_pod() {
             200,
             named(&docs, "Pod", "slow-pod").clone(),
         ),
-        call(
-            "PATCH",
-            format!("{TASK_RUNS}/slow/status"),
-            200,
-            Value::Null,
-        )
-        .check(|_, body| {
+        writes_status(TASK_RUNS, "slow").check(|_, body| {
             assert_eq!(
                 condition(&body["status"]),
                 ("False".to_string(), "TaskRunTimeout".to_string())
@@ -730,10 +678,7 @@ async fn a_run_past_its_timeout_loses_its_pod() {
     ];
     let (out, events) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
     assert_eq!(out.unwrap(), Action::await_change());
-    assert!(
-        events.iter().any(|e| e["reason"] == "TaskRunTimeout"),
-        "{events:?}"
-    );
+    assert_event(&events, "TaskRunTimeout");
 }
 
 /// Golden case `tr-15`: a failed attempt with a retry left is archived
@@ -748,13 +693,7 @@ async fn a_failed_attempt_is_retried_with_a_new_pod() {
     let calls = vec![
         call("GET", format!("{TASKS}/one"), 200, task.clone()),
         get_golden(&docs, PODS, "Pod", "again-pod"),
-        call(
-            "PATCH",
-            format!("{TASK_RUNS}/again/status"),
-            200,
-            Value::Null,
-        )
-        .check(move |_, body| {
+        writes_status(TASK_RUNS, "again").check(move |_, body| {
             let st = &body["status"];
             assert_eq!(
                 condition(st),
@@ -780,13 +719,7 @@ async fn a_failed_attempt_is_retried_with_a_new_pod() {
         call("POST", PODS, 201, Value::Null).check(|_, pod| {
             assert_eq!(pod["metadata"]["name"], "again-pod-retry1");
         }),
-        call(
-            "PATCH",
-            format!("{TASK_RUNS}/again/status"),
-            200,
-            Value::Null,
-        )
-        .check(|_, body| {
+        writes_status(TASK_RUNS, "again").check(|_, body| {
             assert_eq!(body["status"]["podName"], "again-pod-retry1");
         }),
     ];
@@ -831,13 +764,7 @@ async fn the_graceful_cancel_modes() {
             );
         }
         calls.push(
-            call(
-                "PATCH",
-                format!("{PIPELINE_RUNS}/build-run/status"),
-                200,
-                Value::Null,
-            )
-            .check(move |_, body| {
+            writes_status(PIPELINE_RUNS, "build-run").check(move |_, body| {
                 // Still running (the child has not finished), and `second`
                 // was never created.
                 assert_eq!(condition(&body["status"]).0, "Unknown", "{mode}: {body}");
@@ -867,43 +794,35 @@ async fn a_cancelled_taskrun_loses_its_pod() {
             200,
             named(&docs, "Pod", "stopme-pod").clone(),
         ),
-        call(
-            "PATCH",
-            format!("{TASK_RUNS}/stopme/status"),
-            200,
-            Value::Null,
-        )
-        .content_type("application/apply-patch+yaml")
-        .check(|q, body| {
-            is_status_apply(q);
-            let st = &body["status"];
-            assert_eq!(
-                condition(st),
-                ("False".to_string(), "TaskRunCancelled".to_string())
-            );
-            let message = st["conditions"][0]["message"].as_str().unwrap();
-            assert!(
-                message.contains("the PipelineRun it belongs to has been cancelled"),
-                "{message}"
-            );
-            // The running step and sidecar are recorded as ended by the
-            // cancel (the pod is deleted, not stopped: no sidecar patch).
-            assert_eq!(
-                st["steps"][0]["terminationReason"], "TaskRunCancelled",
-                "{st}"
-            );
-            assert_eq!(
-                st["sidecars"][0]["terminated"]["reason"], "TaskRunCancelled",
-                "{st}"
-            );
-        }),
+        writes_status(TASK_RUNS, "stopme")
+            .content_type("application/apply-patch+yaml")
+            .check(|q, body| {
+                is_status_apply(q);
+                let st = &body["status"];
+                assert_eq!(
+                    condition(st),
+                    ("False".to_string(), "TaskRunCancelled".to_string())
+                );
+                let message = st["conditions"][0]["message"].as_str().unwrap();
+                assert!(
+                    message.contains("the PipelineRun it belongs to has been cancelled"),
+                    "{message}"
+                );
+                // The running step and sidecar are recorded as ended by the
+                // cancel (the pod is deleted, not stopped: no sidecar patch).
+                assert_eq!(
+                    st["steps"][0]["terminationReason"], "TaskRunCancelled",
+                    "{st}"
+                );
+                assert_eq!(
+                    st["sidecars"][0]["terminated"]["reason"], "TaskRunCancelled",
+                    "{st}"
+                );
+            }),
     ];
     let (out, events) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
     assert_eq!(out.unwrap(), Action::await_change());
-    assert!(
-        events.iter().any(|e| e["reason"] == "TaskRunCancelled"),
-        "{events:?}"
-    );
+    assert_event(&events, "TaskRunCancelled");
 }
 
 /// The stop of the sidecar `db` of the golden pod `side-pod`: its image
@@ -932,23 +851,14 @@ async fn sidecars_still_running_after_the_steps_are_stopped() {
     let calls = vec![
         get_golden(&docs, PODS, "Pod", "side-pod"),
         stops_sidecar_db(),
-        call(
-            "PATCH",
-            format!("{TASK_RUNS}/side/status"),
-            200,
-            Value::Null,
-        )
-        .check(|_, body| {
+        writes_status(TASK_RUNS, "side").check(|_, body| {
             let st = &body["status"];
             assert_eq!(condition(st), ("True".to_string(), "Succeeded".to_string()));
         }),
     ];
     let (out, events) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr.clone()), ctx)).await;
     assert_eq!(out.unwrap(), Action::await_change());
-    assert!(
-        events.iter().any(|e| e["reason"] == "Succeeded"),
-        "{events:?}"
-    );
+    assert_event(&events, "Succeeded");
 
     // The pod went first (404): nothing left to stop, the status is
     // written all the same.
@@ -960,12 +870,7 @@ async fn sidecars_still_running_after_the_steps_are_stopped() {
             404,
             not_found("pods \"side-pod\""),
         ),
-        call(
-            "PATCH",
-            format!("{TASK_RUNS}/side/status"),
-            200,
-            Value::Null,
-        ),
+        writes_status(TASK_RUNS, "side"),
     ];
     let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr.clone()), ctx)).await;
     assert_eq!(out.unwrap(), Action::await_change());
@@ -980,13 +885,7 @@ async fn sidecars_still_running_after_the_steps_are_stopped() {
             403,
             status_error(403, "Forbidden"),
         ),
-        call(
-            "PATCH",
-            format!("{TASK_RUNS}/side/status"),
-            200,
-            Value::Null,
-        )
-        .check(|_, body| {
+        writes_status(TASK_RUNS, "side").check(|_, body| {
             assert_eq!(condition(&body["status"]).1, "Succeeded");
         }),
     ];
@@ -1046,13 +945,7 @@ async fn a_pipelinerun_past_its_timeout_cancels_its_taskruns() {
                         "TaskRun cancelled as the PipelineRun it belongs to has timed out."}})
                 );
             }),
-        call(
-            "PATCH",
-            format!("{PIPELINE_RUNS}/to1/status"),
-            200,
-            Value::Null,
-        )
-        .check(|q, body| {
+        writes_status(PIPELINE_RUNS, "to1").check(|q, body| {
             is_status_apply(q);
             let st = &body["status"];
             assert_eq!(
@@ -1070,10 +963,7 @@ async fn a_pipelinerun_past_its_timeout_cancels_its_taskruns() {
     ];
     let (out, events) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
     assert_eq!(out.unwrap(), Action::await_change());
-    assert!(
-        events.iter().any(|e| e["reason"] == "PipelineRunTimeout"),
-        "{events:?}"
-    );
+    assert_event(&events, "PipelineRunTimeout");
 }
 
 /// Golden case `tr-24`: a finished run whose status saw its sidecar
@@ -1087,27 +977,22 @@ async fn a_finished_run_records_its_stopped_sidecars() {
     tektite_controller::trim_task_run(&mut tr);
     let calls = vec![
         get_golden(&docs, PODS, "Pod", "side-pod"),
-        call(
-            "PATCH",
-            format!("{TASK_RUNS}/side/status"),
-            200,
-            Value::Null,
-        )
-        .content_type("application/merge-patch+json")
-        .check(|_, body| {
-            assert_eq!(
-                body["status"]
-                    .as_object()
-                    .unwrap()
-                    .keys()
-                    .collect::<Vec<_>>(),
-                ["sidecars"],
-                "{body}"
-            );
-            let db = &body["status"]["sidecars"][0];
-            assert_eq!(db["name"], "db");
-            assert_eq!(db["terminated"]["exitCode"], 128, "{body}");
-        }),
+        writes_status(TASK_RUNS, "side")
+            .content_type("application/merge-patch+json")
+            .check(|_, body| {
+                assert_eq!(
+                    body["status"]
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .collect::<Vec<_>>(),
+                    ["sidecars"],
+                    "{body}"
+                );
+                let db = &body["status"]["sidecars"][0];
+                assert_eq!(db["name"], "db");
+                assert_eq!(db["terminated"]["exitCode"], 128, "{body}");
+            }),
     ];
     let (out, events) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr.clone()), ctx)).await;
     assert_eq!(out.unwrap(), Action::await_change());
