@@ -63,6 +63,14 @@ pub fn backoff(error: &Error) -> Duration {
     }
 }
 
+/// Whether an API answer refuses the request for good (a 4xx other than a
+/// conflict or throttling: forbidden, invalid, refused by a webhook), so
+/// that retrying it as it is cannot help. [`backoff`] still applies where
+/// a reconcile returns such an error.
+pub fn is_refusal(status: &kube::core::Status) -> bool {
+    (400..500).contains(&status.code) && ![404, 409, 429].contains(&status.code)
+}
+
 /// What every reconcile shares.
 #[allow(missing_debug_implementations)] // the client and recorder are not Debug
 pub struct Context {

@@ -67,29 +67,21 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action, Er
     let (Some(name), Some(ns)) = (tr.metadata.name.clone(), tr.metadata.namespace.clone()) else {
         return Err(Error::Unnamed("TaskRun"));
     };
-    if let Some(st) = tr.status.as_ref().filter(|s| is_done(&s.conditions)) {
-        if !taskrun::has_live_sidecars(st) {
-            return Ok(Action::await_change());
-        }
-        let shared = ctx.clone();
-        return crate::instrumented(
-            "TaskRun",
-            &ns,
-            &name,
-            &shared,
-            settle(tr, ctx, name.clone(), ns.clone()),
-        )
-        .await;
+    let finished = tr.status.as_ref().filter(|s| is_done(&s.conditions));
+    if finished.is_some_and(|st| !taskrun::has_live_sidecars(st)) {
+        return Ok(Action::await_change());
     }
+    let finished = finished.is_some();
     let shared = ctx.clone();
-    crate::instrumented(
-        "TaskRun",
-        &ns,
-        &name,
-        &shared,
-        apply(tr, ctx, name.clone(), ns.clone()),
-    )
-    .await
+    let (n, s) = (name.clone(), ns.clone());
+    let work = async move {
+        if finished {
+            settle(tr, ctx, n, s).await
+        } else {
+            apply(tr, ctx, n, s).await
+        }
+    };
+    crate::instrumented("TaskRun", &ns, &name, &shared, work).await
 }
 
 /// A finished run whose status still shows a live sidecar: stops it if it
@@ -143,21 +135,9 @@ async fn stop_sidecars(
     match r {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(kube::Error::Api(s))
-            if (400..500).contains(&s.code) && ![409, 429].contains(&s.code) =>
-        {
+        Err(kube::Error::Api(s)) if crate::is_refusal(&s) => {
             tracing::warn!(pod = %stop.pod, code = s.code, message = %s.message, "sidecars not stopped");
-            let event = taskrun::Event {
-                type_: "Warning",
-                reason: "SidecarsNotStopped".into(),
-                message: format!(
-                    "cannot stop the sidecars {} of pod {}: {}",
-                    stop.containers.join(", "),
-                    stop.pod,
-                    s.message
-                ),
-            };
-            record(ctx, tr, &[event]).await;
+            record(ctx, tr, &[stop.refused(&s.message)]).await;
             Ok(())
         }
         Err(e) => Err(e.into()),

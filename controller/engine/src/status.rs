@@ -668,26 +668,34 @@ fn failure(
     (reason::FAILED, msg)
 }
 
+/// The state of a container ended by `why` with its pod (exit code 1).
+fn ended_with_pod(
+    why: &str,
+    started_at: Option<Time>,
+    now: Timestamp,
+    message: String,
+) -> k8s_openapi::api::core::v1::ContainerStateTerminated {
+    k8s_openapi::api::core::v1::ContainerStateTerminated {
+        exit_code: 1,
+        started_at,
+        finished_at: Some(Time(now)),
+        reason: Some(why.into()),
+        message: Some(message),
+        ..Default::default()
+    }
+}
+
 /// Marks every sidecar that has not ended as terminated by `why`, with its
 /// pod (cancel, timeout: the pod is deleted), so that a finished run never
 /// shows a sidecar still running in a pod that is gone.
 pub fn terminate_sidecars(st: &mut TaskRunStatus, why: &str, pod_name: &str, now: Timestamp) {
-    for s in &mut st.sidecars {
-        if s.terminated.is_some() {
-            continue;
-        }
-        s.terminated = Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
-            exit_code: 1,
-            started_at: s.running.as_ref().and_then(|r| r.started_at.clone()),
-            finished_at: Some(Time(now)),
-            reason: Some(why.into()),
-            message: Some(format!(
-                "Sidecar {} terminated as pod {pod_name} is terminated",
-                s.name
-            )),
-            ..Default::default()
-        });
-        s.running = None;
+    for s in st.sidecars.iter_mut().filter(|s| s.terminated.is_none()) {
+        let started = s.running.take().and_then(|r| r.started_at);
+        let message = format!(
+            "Sidecar {} terminated as pod {pod_name} is terminated",
+            s.name
+        );
+        s.terminated = Some(ended_with_pod(why, started, now, message));
         s.waiting = None;
     }
 }
@@ -697,27 +705,14 @@ pub fn terminate_sidecars(st: &mut TaskRunStatus, why: &str, pod_name: &str, now
 pub fn terminate_steps(st: &mut TaskRunStatus, why: &str, pod: &Pod, tr: &TaskRun, now: Timestamp) {
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let created = tr.metadata.creation_timestamp.clone();
-    for s in &mut st.steps {
-        if s.terminated.is_some() {
-            continue;
-        }
+    for s in st.steps.iter_mut().filter(|s| s.terminated.is_none()) {
         let started = s
             .running
-            .as_ref()
-            .and_then(|r| r.started_at.clone())
+            .take()
+            .and_then(|r| r.started_at)
             .or_else(|| created.clone());
-        s.terminated = Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
-            exit_code: 1,
-            started_at: started,
-            finished_at: Some(Time(now)),
-            reason: Some(why.into()),
-            message: Some(format!(
-                "Step {} terminated as pod {pod_name} is terminated",
-                s.name
-            )),
-            ..Default::default()
-        });
-        s.running = None;
+        let message = format!("Step {} terminated as pod {pod_name} is terminated", s.name);
+        s.terminated = Some(ended_with_pod(why, started, now, message));
         s.waiting = None;
         s.termination_reason = Some(why.into());
     }

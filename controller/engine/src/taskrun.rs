@@ -95,29 +95,41 @@ impl StopSidecars {
     }
 }
 
+impl StopSidecars {
+    /// The Warning event of a stop the API server refused (`why`: its
+    /// message): the run ends all the same.
+    pub fn refused(&self, why: &str) -> Event {
+        Event {
+            type_: "Warning",
+            reason: "SidecarsNotStopped".into(),
+            message: format!(
+                "cannot stop the sidecars {} of pod {}: {why}",
+                self.containers.join(", "),
+                self.pod
+            ),
+        }
+    }
+}
+
 /// The annotation on a pod whose sidecars Tektite stopped.
 pub const SIDECARS_STOPPED: &str = "tektite.dev/sidecars-stopped";
 
 /// The sidecars of `p` that have not ended and still run their own image.
 fn sidecars_to_stop(p: &Pod, image: &str) -> Option<StopSidecars> {
-    let ended: Vec<&str> = p
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
-        .map(|c| c.name.as_str())
-        .collect();
-    let containers: Vec<String> = p
+    let specs = p
         .spec
         .as_ref()
         .map(|s| s.containers.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .filter(|c| c.name.starts_with("sidecar-") && !ended.contains(&c.name.as_str()))
-        .filter(|c| c.image.as_deref() != Some(image))
-        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let containers: Vec<String> = status::sidecar_states(p)
+        .into_iter()
+        .filter(|s| s.terminated.is_none())
+        .filter_map(|s| s.container)
+        .filter(|c| {
+            specs
+                .iter()
+                .any(|spec| spec.name == *c && spec.image.as_deref() != Some(image))
+        })
         .collect();
     if containers.is_empty() {
         return None;
