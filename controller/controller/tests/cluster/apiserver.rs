@@ -88,50 +88,48 @@ fn status(code: u16, reason: &str, message: String) -> Value {
 
 /// RFC 7386 JSON merge patch.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    if let Value::Object(t) = target {
-        for (k, v) in p {
-            if v.is_null() {
-                t.remove(k);
-            } else {
-                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-    }
+    patch_into(target, patch, false);
 }
 
-/// A strategic merge patch as far as pods need it: objects merge as in
-/// [`merge_patch`], and lists of objects with a `name` merge item by item
-/// on it (containers, volumes, env).
+/// A strategic merge patch as far as pods need it: a merge patch in which
+/// lists of objects with a `name` merge item by item on it (containers,
+/// volumes, env).
 pub fn strategic_patch(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    strategic_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+    patch_into(target, patch, true);
+}
+
+fn patch_into(target: &mut Value, patch: &Value, lists_by_name: bool) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        patch_into(t.entry(k.clone()).or_insert(Value::Null), v, lists_by_name);
+                    }
                 }
             }
         }
-        (Value::Array(t), Value::Array(p))
-            if p.iter()
-                .all(|i| i.get("name").is_some_and(Value::is_string)) =>
+        Value::Array(p)
+            if lists_by_name
+                && target.is_array()
+                && p.iter()
+                    .all(|i| i.get("name").is_some_and(Value::is_string)) =>
         {
-            for item in p {
-                match t.iter_mut().find(|x| x.get("name") == item.get("name")) {
-                    Some(x) => strategic_patch(x, item),
-                    None => t.push(item.clone()),
+            if let Value::Array(t) = target {
+                for item in p {
+                    match t.iter_mut().find(|x| x.get("name") == item.get("name")) {
+                        Some(x) => patch_into(x, item, lists_by_name),
+                        None => t.push(item.clone()),
+                    }
                 }
             }
         }
-        (t, p) => *t = p.clone(),
+        _ => *target = patch.clone(),
     }
 }
 
