@@ -4,7 +4,9 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use signal_hook::consts::signal::*;
+use signal_hook::iterator::Signals;
 use tektite_entrypoint::exit;
 use tektite_entrypoint::flags;
 use tektite_entrypoint::report::FileReporter;
@@ -14,13 +16,27 @@ use tektite_entrypoint::subcommands;
 use tektite_entrypoint::wait::FsWaiter;
 
 /// Signals forwarded to the command's process group.
-const FORWARDED: &[Signal] = &[
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
+const FORWARDED: &[i32] = &[SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2];
+
+/// Signals the command must start with at their default action even when
+/// we were started with them ignored (a `nohup`, a runtime's own settings):
+/// exec resets a caught signal to its default but keeps an ignored one
+/// ignored, so each gets a handler of ours that does nothing. SIGPIPE is
+/// reset by std in the child.
+const RESET: &[i32] = &[
+    SIGALRM,
+    SIGCHLD,
+    SIGTSTP,
+    SIGTTIN,
+    SIGTTOU,
+    SIGURG,
+    SIGWINCH,
+    SIGXCPU,
+    SIGXFSZ,
+    SIGVTALRM,
+    SIGPROF,
+    SIGIO,
+    nix::libc::SIGPWR,
 ];
 
 fn code(c: i32) -> ExitCode {
@@ -49,17 +65,29 @@ fn main() -> ExitCode {
         }
     };
 
-    // Block the forwarded signals in every thread (threads inherit the mask
-    // of the one that starts them) and take them in one thread with sigwait.
-    // The command starts with an empty mask: std resets it in the child.
-    let mut set = SigSet::empty();
-    for s in FORWARDED {
-        set.add(*s);
-    }
-    if let Err(e) = set.thread_block() {
-        eprintln!("entrypoint: cannot block signals: {e}");
+    // The command inherits our signal mask and ignored signals: it must
+    // start as a plain shell would, with nothing blocked and every signal at
+    // its default, or a step's `trap … TERM` never runs. So nothing is ever
+    // blocked here (signals are caught by handlers and read from a pipe by
+    // one thread), and whatever mask we were given is cleared.
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None) {
+        eprintln!("entrypoint: cannot unblock signals: {e}");
         return code(exit::IO);
     }
+    let reset = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for s in RESET {
+        if let Err(e) = signal_hook::flag::register(*s, reset.clone()) {
+            eprintln!("entrypoint: cannot reset signal {s}: {e}");
+            return code(exit::IO);
+        }
+    }
+    let mut signals = match Signals::new(FORWARDED) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("entrypoint: cannot take signals: {e}");
+            return code(exit::IO);
+        }
+    };
     let group = Group::default();
     let (wake, interrupt) = match UnixStream::pair() {
         Ok(p) => p,
@@ -71,9 +99,10 @@ fn main() -> ExitCode {
     {
         let group = group.clone();
         std::thread::spawn(move || {
-            while let Ok(sig) = set.wait() {
+            for sig in signals.forever() {
                 // Forwarded to the running command, or ends the wait for our turn.
-                if !group.signal(sig) {
+                let forwarded = Signal::try_from(sig).is_ok_and(|s| group.signal(s));
+                if !forwarded {
                     let _ = (&wake).write_all(&[1]);
                 }
             }

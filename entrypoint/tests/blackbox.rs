@@ -337,6 +337,110 @@ fn signals_are_forwarded_to_the_command() {
     assert_eq!(report(&meta)["exitCode"], 7);
 }
 
+/// The blocked and ignored signals of a process, from `/proc/<pid>/status`
+/// lines `SigBlk:` and `SigIgn:` printed by it; signals 1 to 31 only (glibc
+/// children show its internal real-time signals 32 and 33 as ignored).
+fn sig_masks(status: &str) -> (u64, u64) {
+    let mask = |key: &str| {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} in {status:?}"));
+        u64::from_str_radix(line[key.len()..].trim(), 16).unwrap() & 0x7fff_ffff
+    };
+    (mask("SigBlk:"), mask("SigIgn:"))
+}
+
+/// Regression: steps started with SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2
+/// and SIGTERM blocked (and with whatever the wrapper was started with
+/// ignored), so a step's `trap … TERM` never ran. The wrapper here starts
+/// with those blocked and SIGHUP, SIGTERM ignored (python's exec keeps
+/// both); the command must start with none blocked and none ignored.
+#[test]
+fn regression_steps_start_with_signals_blocked() {
+    let d = Dir::new("sigmask");
+    let meta = d.p("status");
+    let wrapper = "import os, signal, sys\n\
+        signal.pthread_sigmask(signal.SIG_BLOCK, [1, 2, 3, 10, 12, 15])\n\
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)\n\
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)\n\
+        os.execv(sys.argv[1], sys.argv[1:])\n";
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            wrapper,
+            BIN,
+            "-step_metadata_dir",
+            &meta,
+            "-termination_path",
+            "",
+        ])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "grep -E '^Sig(Blk|Ign):' /proc/self/status",
+        ])
+        .output()
+        .expect("python3 runs the wrapper with signals blocked (hack/test.sh installs it)");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (blocked, ignored) = sig_masks(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        (blocked, ignored),
+        (0, 0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+/// A step that traps SIGTERM gets it, even with the wrapper started with
+/// the signals blocked, and ends the way its trap says.
+#[test]
+fn a_step_trap_runs_on_sigterm_even_when_started_blocked() {
+    let d = Dir::new("trap");
+    let (meta, ready, got) = (d.p("status"), d.p("ready"), d.p("got"));
+    let script = format!(
+        "trap 'echo term > {got}; exit 0' TERM; touch {ready}; while true; do sleep 0.05; done"
+    );
+    let wrapper = "import os, signal, sys\n\
+        signal.pthread_sigmask(signal.SIG_BLOCK, [1, 2, 3, 10, 12, 15])\n\
+        os.execv(sys.argv[1], sys.argv[1:])\n";
+    let child = Command::new("python3")
+        .args([
+            "-c",
+            wrapper,
+            BIN,
+            "-step_metadata_dir",
+            &meta,
+            "-termination_path",
+            "",
+        ])
+        .args(["--", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("the command to start", || Path::new(&ready).exists());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&got).unwrap(), "term\n");
+}
+
 #[test]
 fn a_signal_while_waiting_ends_the_wait() {
     let d = Dir::new("waitsig");

@@ -403,3 +403,74 @@ fn a_failing_step_skips_the_rest_in_real_containers() {
         pod.logs("never")
     );
 }
+
+/// Signals 1 to 31 blocked and ignored, from `SigBlk:`/`SigIgn:` lines.
+fn sig_masks(status: &str) -> (u64, u64) {
+    let mask = |key: &str| {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} in {status:?}"));
+        u64::from_str_radix(line[key.len()..].trim(), 16).unwrap() & 0x7fff_ffff
+    };
+    (mask("SigBlk:"), mask("SigIgn:"))
+}
+
+/// Regression: in a container the wrapper started every step with SIGHUP,
+/// SIGINT, SIGQUIT, SIGUSR1, SIGUSR2 and SIGTERM blocked (`SigBlk:
+/// 0000000000004a07`), so a step could never shut down gracefully when its
+/// pod was deleted. Now a step starts with nothing blocked or ignored, and
+/// one that traps SIGTERM runs its trap when its container is stopped.
+#[test]
+fn regression_steps_start_with_signals_blocked_in_real_containers() {
+    if !podman_ready() {
+        return;
+    }
+    let steps = [
+        Step {
+            name: "masks",
+            // Not through `sh -c`: busybox's shell runs its last command
+            // with SIGQUIT ignored.
+            command: vec![
+                "grep".into(),
+                "-E".into(),
+                "^Sig(Blk|Ign):".into(),
+                "/proc/self/status".into(),
+            ],
+            flags: vec![],
+        },
+        Step {
+            name: "trap",
+            command: sh("trap 'echo term > /workspace/term; exit 0' TERM; \
+                 touch /workspace/ready; while true; do sleep 0.05; done"),
+            flags: vec![],
+        },
+    ];
+    let pod = PlayedPod::play("signals", &steps, "#!/bin/sh\n");
+    let start = Instant::now();
+    while !pod.path("workspace/ready").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the trap step did not start: {}",
+            pod.describe()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stop = Command::new("podman")
+        .args(["stop", "--time", "30", &format!("{}-step-trap", pod.name)])
+        .output()
+        .unwrap();
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert_eq!(pod.exit_codes(&steps), vec![0, 0], "{}", pod.logs("trap"));
+    let masks = pod.logs("masks");
+    assert_eq!(sig_masks(&masks), (0, 0), "{masks}");
+    assert_eq!(
+        std::fs::read_to_string(pod.path("workspace/term")).unwrap(),
+        "term\n",
+        "the step's trap ran"
+    );
+}
