@@ -11,16 +11,17 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use tektite_api::v1::{
-    Condition, Param, ParamValue, PipelineRun, StepState, TaskRun, WorkspaceBinding,
+    Condition, Param, ParamValue, PipelineRun, PipelineSpec, StepState, TaskRun, WorkspaceBinding,
 };
-use tektite_local::store::Store;
+use tektite_local::live;
+use tektite_local::store::{Listing, RunKind, Store, StoreError};
 
 /// Which kind of run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,53 +143,91 @@ pub struct DeleteArgs {
 
 /// Runs an inspect command.
 ///
+/// Runs left `Running` by a `tkt` that has gone are recovered first (marked
+/// failed, their leftovers stopped). Records that cannot be read are
+/// skipped with a warning naming the file.
+///
 /// # Errors
 /// Failures to read the store or to write output; a run that is not in the
-/// store; a corrupt record (the message names its file).
+/// store; a named record that cannot be read (the message names its file).
 pub fn run(kind: Kind, args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
-    let store = Store::open(args.state_dir.as_deref())?;
+    let store = Store::existing(args.state_dir.as_deref())?;
+    for r in live::recover_abandoned(&store, None) {
+        warn(&format!(
+            "{} {} was left running by a tkt that ended (pid {}): marked failed ({}), its leftovers removed",
+            r.kind.lower(),
+            r.name,
+            r.owner.pid,
+            live::ABANDONED
+        ));
+    }
     let now = Timestamp::now();
-    let text = match (&args.command, kind) {
-        (Command::List(a), Kind::PipelineRun) => list(kind, store.pipeline_runs()?, a, now)?,
-        (Command::List(a), Kind::TaskRun) => list(kind, store.task_runs()?, a, now)?,
-        (Command::Describe(a), Kind::PipelineRun) => {
-            let pr = pick(
-                kind,
-                &store,
-                a.name.as_deref(),
-                Store::pipeline_run,
-                Store::pipeline_runs,
-            )?;
-            match a.output {
-                Output::Text => {
-                    let trs = store.task_runs_of(pr.name())?;
-                    describe_pipeline_run(&pr, &trs, now)
+    match &args.command {
+        Command::List(a) => {
+            let text = match kind {
+                Kind::PipelineRun => list(kind, readable(store.pipeline_runs()?), a, now)?,
+                Kind::TaskRun => list(kind, readable(store.task_runs()?), a, now)?,
+            };
+            out.write_all(text.as_bytes())?;
+        }
+        Command::Describe(a) => {
+            let text = match kind {
+                Kind::PipelineRun => {
+                    let pr = pick(kind, &store, a.name.as_deref(), Store::pipeline_run, |s| {
+                        s.pipeline_runs().map(readable)
+                    })?;
+                    match a.output {
+                        Output::Text => {
+                            let trs = readable(store.task_runs_of(pr.name())?);
+                            describe_pipeline_run(&pr, &trs, now)
+                        }
+                        o => serialize(&pr, o)?,
+                    }
                 }
-                o => serialize(&pr, o)?,
-            }
+                Kind::TaskRun => {
+                    let tr = pick(kind, &store, a.name.as_deref(), Store::task_run, |s| {
+                        s.task_runs().map(readable)
+                    })?;
+                    match a.output {
+                        Output::Text => describe_task_run(&tr, now),
+                        o => serialize(&tr, o)?,
+                    }
+                }
+            };
+            out.write_all(text.as_bytes())?;
         }
-        (Command::Describe(a), Kind::TaskRun) => {
-            let tr = pick(
-                kind,
-                &store,
-                a.name.as_deref(),
-                Store::task_run,
-                Store::task_runs,
-            )?;
-            match a.output {
-                Output::Text => describe_task_run(&tr, now),
-                o => serialize(&tr, o)?,
-            }
+        Command::Logs(a) => logs(kind, &store, a, out)?,
+        Command::Delete(a) => {
+            let text = delete(kind, &store, a)?;
+            out.write_all(text.as_bytes())?;
         }
-        (Command::Logs(a), Kind::PipelineRun) => {
-            let pr = pick(
-                kind,
-                &store,
-                a.name.as_deref(),
-                Store::pipeline_run,
-                Store::pipeline_runs,
-            )?;
-            let mut trs = store.task_runs_of(pr.name())?;
+    }
+    Ok(0)
+}
+
+/// A warning on standard error (a closed one is not an error).
+fn warn(message: &str) {
+    let _ = writeln!(std::io::stderr(), "tkt: warning: {message}");
+}
+
+/// The readable runs of a listing; each unreadable record is warned about.
+fn readable<T>(l: Listing<T>) -> Vec<T> {
+    for e in &l.unreadable {
+        warn(&format!(
+            "skipped {e} (delete it with `tkt pr|tr delete NAME`)"
+        ));
+    }
+    l.runs
+}
+
+/// `logs`: each step's log as a stream (a log may be larger than memory).
+fn logs(kind: Kind, store: &Store, a: &LogsArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    match kind {
+        Kind::PipelineRun => {
+            let pr = pick(kind, store, a.name.as_deref(), Store::pipeline_run, |s| {
+                s.pipeline_runs().map(readable)
+            })?;
+            let mut trs = readable(store.task_runs_of(pr.name())?);
             for t in &a.tasks {
                 if !trs.iter().any(|tr| pipeline_task(tr) == Some(t.as_str())) {
                     anyhow::bail!("pipelinerun {:?} has no TaskRun for task {t:?}", pr.name());
@@ -200,41 +239,76 @@ pub fn run(kind: Kind, args: &Args, out: &mut impl Write) -> anyhow::Result<u8> 
                         .iter()
                         .any(|t| pipeline_task(tr) == Some(t.as_str()))
             });
-            trs.sort_by(oldest_first);
-            let mut text = String::new();
-            for tr in &trs {
-                let task = pipeline_task(tr).unwrap_or(tr.name());
+            let spec = pr.status.as_ref().and_then(|s| s.pipeline_spec.as_deref());
+            for tr in log_order(trs, spec) {
+                let task = pipeline_task(&tr).unwrap_or(tr.name()).to_string();
                 let prefix = |step: &str| format!("[{task} : {step}] ");
-                text.push_str(&task_run_logs(
-                    tr,
-                    &store.logs(tr)?,
-                    &a.steps,
-                    a.prefix,
-                    prefix,
-                ));
+                task_run_logs(&tr, &store.logs(&tr), &a.steps, a.prefix, prefix, out)?;
             }
-            text
         }
-        (Command::Logs(a), Kind::TaskRun) => {
+        Kind::TaskRun => {
             if !a.tasks.is_empty() {
                 anyhow::bail!(
                     "-t/--task filters the logs of a pipelinerun; for a taskrun use -s/--step"
                 );
             }
-            let tr = pick(
-                kind,
-                &store,
-                a.name.as_deref(),
-                Store::task_run,
-                Store::task_runs,
-            )?;
+            let tr = pick(kind, store, a.name.as_deref(), Store::task_run, |s| {
+                s.task_runs().map(readable)
+            })?;
             let prefix = |step: &str| format!("[{step}] ");
-            task_run_logs(&tr, &store.logs(&tr)?, &a.steps, a.prefix, prefix)
+            task_run_logs(&tr, &store.logs(&tr), &a.steps, a.prefix, prefix, out)?;
         }
-        (Command::Delete(a), _) => delete(kind, &store, a)?,
+    }
+    Ok(())
+}
+
+/// The order in which a PipelineRun's TaskRuns are shown: a TaskRun comes
+/// after every TaskRun of a task it depends on (`runAfter`, results; a
+/// `finally` task after every other task), and among those free to come
+/// next, the one that started first (then by name). Start times in records
+/// have one-second steps, too coarse alone to order a task that ran right
+/// after another.
+fn log_order(mut trs: Vec<TaskRun>, spec: Option<&PipelineSpec>) -> Vec<TaskRun> {
+    trs.sort_by(oldest_first);
+    let Some(spec) = spec else {
+        return trs;
     };
-    out.write_all(text.as_bytes())?;
-    Ok(0)
+    let deps: BTreeMap<&str, Vec<&str>> = match tektite_api::dag::build(&spec.tasks) {
+        Ok(dag) => spec
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let d = dag.deps[i].iter().map(|j| spec.tasks[*j].name.as_str());
+                (t.name.as_str(), d.collect())
+            })
+            .collect(),
+        Err(_) => BTreeMap::new(),
+    };
+    let all_tasks: Vec<&str> = spec.tasks.iter().map(|t| t.name.as_str()).collect();
+    let finally: Vec<&str> = spec.finally.iter().map(|t| t.name.as_str()).collect();
+    let task_of = |tr: &TaskRun| pipeline_task(tr).unwrap_or_default().to_string();
+    let mut out: Vec<TaskRun> = Vec::with_capacity(trs.len());
+    while !trs.is_empty() {
+        // Tasks that still have a TaskRun to show.
+        let pending: Vec<String> = trs.iter().map(task_of).collect();
+        let waits = |tr: &TaskRun| {
+            let t = task_of(tr);
+            let before: &[&str] = if finally.contains(&t.as_str()) {
+                &all_tasks
+            } else {
+                deps.get(t.as_str()).map_or(&[][..], Vec::as_slice)
+            };
+            before
+                .iter()
+                .any(|d| *d != t && pending.iter().any(|p| p == d))
+        };
+        // trs is sorted by start: the first free one started first. A
+        // cycle (none in a valid pipeline) falls back to start order.
+        let i = trs.iter().position(|tr| !waits(tr)).unwrap_or(0);
+        out.push(trs.remove(i));
+    }
+    out
 }
 
 // ---------------------------------------------------------------- runs
@@ -623,9 +697,31 @@ fn status_section(t: &mut String, r: &impl Run, now: Timestamp) {
     );
 }
 
+/// Text from a run (values, results, messages: what a step wrote) made
+/// safe for a terminal and a table: control characters other than the
+/// newline are shown escaped (`\x1b`, `\t`) instead of acting.
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push(c),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if (0x80..0xa0).contains(&(c as u32)) => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn message_section(t: &mut String, msg: &str) {
     if !msg.is_empty() {
-        let _ = writeln!(t, "\nMessage\n\n{msg}");
+        let _ = writeln!(t, "\nMessage\n\n{}", printable(msg));
     }
 }
 
@@ -633,7 +729,7 @@ fn params_section(t: &mut String, params: &[Param]) {
     if !params.is_empty() {
         t.push_str("\nParams\n\n NAME\tVALUE\n");
         for p in params {
-            let _ = writeln!(t, " {}\t{}", p.name, go_value(&p.value));
+            let _ = writeln!(t, " {}\t{}", p.name, printable(&go_value(&p.value)));
         }
     }
 }
@@ -642,7 +738,8 @@ fn results_section(t: &mut String, results: &[(&str, &ParamValue)]) {
     if !results.is_empty() {
         t.push_str("\nResults\n\n NAME\tVALUE\n");
         for (name, value) in results {
-            let _ = writeln!(t, " {name}\t{}", go_value(value).trim_end_matches('\n'));
+            let v = go_value(value);
+            let _ = writeln!(t, " {name}\t{}", printable(v.trim_end_matches('\n')));
         }
     }
 }
@@ -733,18 +830,20 @@ fn go_timeout(s: &str) -> String {
 // ---------------------------------------------------------------- logs
 
 /// The logs of one TaskRun's steps, each line prefixed, each step followed
-/// by an empty line (`tkn`'s end-of-log marker). Sidecars are left out, as
-/// `tkn` does; `steps` filters by step name (with or without `step-`).
+/// by an empty line (`tkn`'s end-of-log marker), streamed: the bytes as
+/// the step wrote them, a newline added to a last line without one.
+/// Sidecars are left out, as `tkn` does; `steps` filters by step name
+/// (with or without `step-`).
 fn task_run_logs(
     tr: &TaskRun,
-    logs: &[(String, String)],
+    logs: &[(String, PathBuf)],
     steps: &[String],
     with_prefix: bool,
     prefix: impl Fn(&str) -> String,
-) -> String {
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let states: Vec<&StepState> = tr.status.iter().flat_map(|s| &s.steps).collect();
-    let mut out = String::new();
-    for (container, text) in logs {
+    for (container, path) in logs {
         if container.starts_with("sidecar-") {
             continue;
         }
@@ -761,74 +860,178 @@ fn task_run_logs(
         } else {
             String::new()
         };
-        for line in text.lines() {
-            let _ = writeln!(out, "{p}{line}");
-        }
-        out.push('\n');
+        let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+        copy_prefixed(file, p.as_bytes(), out).with_context(|| format!("{}", path.display()))?;
+        out.write_all(b"\n")?;
     }
-    out
+    Ok(())
+}
+
+/// Copies `from` to `out` with `prefix` before each line, in bounded memory
+/// whatever the length of a line; ends with a newline.
+fn copy_prefixed(
+    mut from: impl std::io::Read,
+    prefix: &[u8],
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at_start = true;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut chunk = &buf[..n];
+        while !chunk.is_empty() {
+            if at_start {
+                out.write_all(prefix)?;
+            }
+            match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    out.write_all(&chunk[..=i])?;
+                    chunk = &chunk[i + 1..];
+                    at_start = true;
+                }
+                None => {
+                    out.write_all(chunk)?;
+                    chunk = &[];
+                    at_start = false;
+                }
+            }
+        }
+    }
+    if !at_start {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- delete
 
-fn delete(kind: Kind, store: &Store, a: &DeleteArgs) -> anyhow::Result<String> {
-    let mut names: Vec<(String, bool)> = Vec::new();
+fn run_kind(kind: Kind) -> RunKind {
+    match kind {
+        Kind::PipelineRun => RunKind::PipelineRun,
+        Kind::TaskRun => RunKind::TaskRun,
+    }
+}
+
+/// How long `delete` waits for a run it asked to cancel (its steps get
+/// their grace period, 30 s by default).
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The names `delete` is given, each with whether its run has ended;
+/// unreadable records count as ended (they can always be deleted).
+fn delete_targets(
+    kind: Kind,
+    store: &Store,
+    a: &DeleteArgs,
+) -> anyhow::Result<Vec<(String, bool)>> {
+    let rk = run_kind(kind);
     if a.all {
-        match kind {
+        let (mut names, unreadable): (Vec<(String, bool)>, Vec<_>) = match kind {
             Kind::PipelineRun => {
-                names.extend(
-                    store
-                        .pipeline_runs()?
-                        .iter()
-                        .map(|r| (r.name().to_string(), finished(r))),
-                );
+                let l = store.pipeline_runs()?;
+                let names = l.runs.iter().map(|r| (r.name().to_string(), finished(r)));
+                (names.collect(), l.unreadable)
             }
             Kind::TaskRun => {
-                names.extend(
-                    store
-                        .task_runs()?
-                        .iter()
-                        .map(|r| (r.name().to_string(), finished(r))),
-                );
+                let l = store.task_runs()?;
+                let names = l.runs.iter().map(|r| (r.name().to_string(), finished(r)));
+                (names.collect(), l.unreadable)
+            }
+        };
+        for e in unreadable {
+            if let StoreError::Corrupt { path, .. } | StoreError::Io { path, .. } = e
+                && let Some(stem) = path.file_stem()
+            {
+                names.push((stem.to_string_lossy().into_owned(), true));
             }
         }
-        if names.is_empty() {
-            return Ok(format!("No {} found\n", kind.plural()));
+        return Ok(names);
+    }
+    let mut names = Vec::new();
+    for n in &a.names {
+        check_name(kind, n)?;
+        if !store.has(rk.dir(), n) {
+            anyhow::bail!(
+                "{} {n:?} not found in the run store ({})",
+                kind.lower(),
+                store.root().display()
+            );
         }
-    } else {
-        for n in &a.names {
-            check_name(kind, n)?;
-            let done = match kind {
-                Kind::PipelineRun => store.pipeline_run(n)?.map(|r| finished(&r)),
-                Kind::TaskRun => store.task_run(n)?.map(|r| finished(&r)),
-            };
-            let Some(done) = done else {
-                anyhow::bail!(
-                    "{} {n:?} not found in the run store ({})",
-                    kind.lower(),
-                    store.root().display()
-                );
-            };
-            names.push((n.clone(), done));
-        }
+        let done = match kind {
+            Kind::PipelineRun => store
+                .pipeline_run(n)
+                .ok()
+                .flatten()
+                .is_none_or(|r| finished(&r)),
+            Kind::TaskRun => store
+                .task_run(n)
+                .ok()
+                .flatten()
+                .is_none_or(|r| finished(&r)),
+        };
+        names.push((n.clone(), done));
+    }
+    Ok(names)
+}
+
+/// `delete`: records, logs and work directories. A run that has not ended
+/// needs `--force`; one a `tkt` is still carrying out is cancelled first
+/// (and waited for), so it cannot write its records again once deleted.
+fn delete(kind: Kind, store: &Store, a: &DeleteArgs) -> anyhow::Result<String> {
+    let rk = run_kind(kind);
+    let names = delete_targets(kind, store, a)?;
+    if names.is_empty() {
+        return Ok(format!("No {} found\n", kind.plural()));
     }
     if !a.force
-        && let Some((n, _)) = names.iter().find(|(_, done)| !*done)
+        && let Some((n, _)) = names
+            .iter()
+            .find(|(n, done)| !*done || live::is_live(store, rk, n))
     {
         anyhow::bail!(
-            "{} {n:?} has not finished (it may still be running); use --force to delete it anyway",
+            "{} {n:?} has not finished (it may still be running); use --force to cancel it and delete it",
             kind.lower()
         );
     }
+    let running: Vec<&String> = names
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| live::is_live(store, rk, n))
+        .collect();
+    for n in &running {
+        live::request_cancel(store, rk, n)?;
+        warn(&format!(
+            "{} {n} is running: cancelling it before deleting it",
+            kind.lower()
+        ));
+    }
+    let start = std::time::Instant::now();
+    for n in &running {
+        while live::is_live(store, rk, n) {
+            if start.elapsed() > CANCEL_WAIT {
+                anyhow::bail!(
+                    "{} {n:?} did not stop within {}s of being cancelled: not deleted",
+                    kind.lower(),
+                    CANCEL_WAIT.as_secs()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
     for (n, _) in &names {
         if kind == Kind::PipelineRun {
-            for tr in store.task_runs_of(n)? {
-                remove_task_run(store, tr.name())?;
+            for tr in store.task_runs_of(n)?.runs {
+                store.remove_task_run(tr.name())?;
             }
-            remove(&record_path(store, "pipelineruns", n))?;
         } else {
-            remove_task_run(store, n)?;
+            store.remove_task_run(n)?;
         }
+        store.remove_record(rk.dir(), n)?;
+        store.remove_work_dir(rk, n)?;
     }
     let quoted: Vec<String> = names.iter().map(|(n, _)| format!("{n:?}")).collect();
     Ok(format!(
@@ -836,33 +1039,6 @@ fn delete(kind: Kind, store: &Store, a: &DeleteArgs) -> anyhow::Result<String> {
         kind.plural(),
         quoted.join(", ")
     ))
-}
-
-/// `<root>/<dir>/<name>.json`, the store's layout.
-fn record_path(store: &Store, dir: &str, name: &str) -> PathBuf {
-    store.root().join(dir).join(format!("{name}.json"))
-}
-
-fn remove_task_run(store: &Store, name: &str) -> anyhow::Result<()> {
-    remove(&record_path(store, "taskruns", name))?;
-    if let Some(dir) = store.log_path(name, "x").parent() {
-        match std::fs::remove_dir_all(dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("{}", dir.display()));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-fn remove(path: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("{}", path.display()))
-        }
-        _ => Ok(()),
-    }
 }
 
 // ---------------------------------------------------------------- formatting
@@ -1131,6 +1307,14 @@ mod tests {
              Labels:\n a=b\n\n\
              STARTED     DURATION   STATUS\n\
              1 day ago   1s         Succeeded\n"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(
+            printable("a\x1b[31mred\tb\r\x7f\u{9b}\nnext é"),
+            "a\\x1b[31mred\\tb\\r\\x7f\\u{9b}\nnext é"
         );
     }
 

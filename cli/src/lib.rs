@@ -12,9 +12,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod files;
 pub mod inspect;
 pub mod run;
 pub mod validate;
+pub mod watchdog;
 
 /// Exit code for invalid input or usage.
 pub const EXIT_INVALID: u8 = 2;
@@ -43,6 +45,39 @@ enum Command {
     /// Inspect the TaskRuns in the local run store (list, describe, logs)
     #[command(name = "taskrun", visible_alias = "tr")]
     TaskRun(inspect::Args),
+    /// (internal) cleans up after a `tkt run` that ended before its runs
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog(watchdog::Args),
+}
+
+/// Standard output that never fails a command: the exit code says how the
+/// command went, whatever became of its output. A reader that went away
+/// (`tkt … | head`) is not an error; another failure (`> /dev/full`) is
+/// said once on standard error. Output after a failure is dropped.
+#[derive(Debug)]
+struct Stdout {
+    failed: bool,
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.failed
+            && let Err(e) = std::io::stdout().lock().write_all(buf)
+        {
+            self.failed = true;
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                let _ = writeln!(std::io::stderr(), "tkt: cannot write standard output: {e}");
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.failed && std::io::stdout().lock().flush().is_err() {
+            self.failed = true;
+        }
+        Ok(())
+    }
 }
 
 /// Parses arguments, runs the command, and turns errors into exit codes.
@@ -55,19 +90,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    // `tkt run` prints logs from other threads: it must not hold the lock.
-    if let Command::Run(args) = &cli.command {
-        let mut out = std::io::stdout();
-        let result = run::run(args, &mut out);
-        let _ = out.flush();
-        return finish(result);
-    }
-    let mut out = std::io::stdout().lock();
+    let mut out = Stdout { failed: false };
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, &mut out),
-        Command::Run(_) => unreachable!("handled above"),
+        Command::Run(args) => run::run(&args, &mut out),
         Command::PipelineRun(args) => inspect::run(inspect::Kind::PipelineRun, &args, &mut out),
         Command::TaskRun(args) => inspect::run(inspect::Kind::TaskRun, &args, &mut out),
+        Command::Watchdog(args) => Ok(watchdog::run(&args)),
     };
     let _ = out.flush();
     finish(result)
@@ -77,18 +106,9 @@ pub fn main() -> ExitCode {
 fn finish(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tkt: {e:#}");
+            let _ = writeln!(std::io::stderr(), "tkt: {e:#}");
             ExitCode::from(EXIT_INVALID)
         }
     }
-}
-
-/// A closed stdout (`tkt … | head`) is not an error.
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }

@@ -5,15 +5,25 @@
 //! by name resolve against the given files, `--task-dir` folders and the
 //! shipped `tasks/` catalog. Exit codes: 0 Succeeded, 1 Failed, 2 invalid
 //! input, 130 interrupted.
+//!
+//! The phases: [`load`] the files and check them; [`make_runs`] from them;
+//! [`prepare`] each run (flags applied, references resolved, checked again,
+//! and planned once by the engine so that whatever it would refuse at once
+//! is refused here, before anything is recorded); [`choose_runtime`]; then
+//! [`run_job`] each, under a journal in the run store and a watchdog that
+//! cleans up after this process whatever ends it.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
 use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource};
+use k8s_openapi::jiff::Timestamp;
 use tektite_api::load::{Loaded, Object, display_name};
 use tektite_api::param::ParamValue;
 use tektite_api::v1::{
@@ -23,9 +33,10 @@ use tektite_api::v1::{
 use tektite_api::{Diagnostic, Severity, validate};
 use tektite_engine::params::{Failure, declared_kind};
 use tektite_engine::pod::Config;
+use tektite_local::live::{self, Journal};
 use tektite_local::runner::{Msg, Options, Progress, Runner, RuntimeKind, TaskSource};
 use tektite_local::runtime;
-use tektite_local::store::Store;
+use tektite_local::store::{RunKind, Store};
 
 use crate::EXIT_INVALID;
 
@@ -73,6 +84,10 @@ pub struct Args {
     /// Overrides timeouts.pipeline (PipelineRun) or timeout (TaskRun), e.g. 10m
     #[arg(long, value_name = "DURATION")]
     timeout: Option<String>,
+    /// Time a cancelled or timed-out step gets between SIGTERM and SIGKILL
+    /// (a kubelet's default grace period)
+    #[arg(long = "grace-period", value_name = "DURATION", default_value = "30s")]
+    grace_period: String,
     /// The run store (default $XDG_STATE_HOME/tektite)
     #[arg(long = "state-dir", value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -96,36 +111,26 @@ fn catalog_dir() -> Option<PathBuf> {
     d.is_dir().then_some(d)
 }
 
-/// Every `*.yaml|*.yml|*.json` file of `path` (a file is itself).
-fn files_of(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
+/// A line for the user on standard error; a closed one is not an error.
+fn note(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// A progress line: on standard output in text mode (with the logs), on
+/// standard error when standard output carries the final object.
+fn say(text: bool, line: &str) {
+    if text {
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "{line}");
+        let _ = o.flush();
+    } else {
+        note(line);
     }
-    if !path.exists() {
-        bail!("{}: no such file or directory", path.display());
-    }
-    let mut out = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).with_context(|| format!("{}", d.display()))? {
-            let p = e?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .extension()
-                .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
-            {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 fn print_diagnostics(diags: &[Diagnostic]) {
     for d in diags {
-        eprintln!("{d}");
+        note(&d.to_string());
     }
 }
 
@@ -157,34 +162,32 @@ fn split_flag<'a>(flag: &str, raw: &'a str) -> anyhow::Result<(&'a str, &'a str)
         .with_context(|| format!("{flag} {raw:?}: expected NAME=VALUE"))
 }
 
-/// A random suffix like Kubernetes' `generateName`.
-fn suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut x = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-        ^ (u64::from(std::process::id()) << 32);
-    (0..5)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ALPHABET[(x % ALPHABET.len() as u64) as usize] as char
-        })
-        .collect()
+/// A duration flag, checked as validation checks the same text in YAML.
+fn duration_flag(flag: &str, value: &str) -> Result<Duration, String> {
+    match validate::parse_duration(value) {
+        Ok(ns) if ns < 0 => Err(format!(
+            "{flag} {value:?}: {value:?} is negative: expected a duration >= 0"
+        )),
+        Ok(ns) => Ok(Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))),
+        Err(m) => Err(format!("{flag} {value:?}: {m}")),
+    }
 }
 
+/// Namespace, uid and (without one) a name from `generateName` + a suffix.
 fn name_of(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
     if meta.name.as_deref().is_none_or(str::is_empty) {
         let base = meta.generate_name.clone().unwrap_or_else(|| "run-".into());
-        meta.name = Some(format!("{base}{}", suffix()));
+        meta.name = Some(format!("{base}{}", tektite_local::store::random_suffix()));
     }
     if meta.namespace.is_none() {
         meta.namespace = Some("default".into());
     }
     if meta.uid.is_none() {
-        meta.uid = Some(format!("local-{}-{}", std::process::id(), suffix()));
+        meta.uid = Some(format!(
+            "local-{}-{}",
+            std::process::id(),
+            tektite_local::store::random_suffix()
+        ));
     }
 }
 
@@ -197,28 +200,58 @@ enum Job {
     ),
 }
 
-/// Runs `tkt run`.
-///
-/// # Errors
-/// Failures to write output or to open the store.
-pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
-    // Load and check every input.
+impl Job {
+    fn kind(&self) -> RunKind {
+        match self {
+            Job::Task(..) => RunKind::TaskRun,
+            Job::Pipeline(..) => RunKind::PipelineRun,
+        }
+    }
+
+    fn meta(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            Job::Task(tr, _) => &mut tr.metadata,
+            Job::Pipeline(pr, _) => &mut pr.metadata,
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Job::Task(tr, _) => tr.metadata.name.clone().unwrap_or_default(),
+            Job::Pipeline(pr, _) => pr.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Everything read: the given objects first (`n_given`), then the library.
+struct Inputs {
+    loaded: Vec<Loaded>,
+    n_given: usize,
+    given_paths: Vec<PathBuf>,
+    tasks: BTreeMap<String, TaskSpec>,
+    pipelines: BTreeMap<String, PipelineSpec>,
+}
+
+/// What stops a run before it starts: the exit code to return (the reason
+/// has been printed).
+type Refused = u8;
+
+/// Reads the given files and the library folders, and checks the given
+/// objects.
+fn load(args: &Args) -> anyhow::Result<Result<Inputs, Refused>> {
     let mut loaded: Vec<Loaded> = Vec::new();
     let mut diags: Vec<Diagnostic> = Vec::new();
-    let mut given_paths = Vec::new();
-    for f in &args.files {
-        for p in files_of(f)? {
-            given_paths.push(p.clone());
-            let o = tektite_api::load_file(&p);
-            diags.extend(o.diagnostics);
-            loaded.extend(o.objects);
-        }
+    let given_paths = crate::files::expand(&args.files)?;
+    for p in &given_paths {
+        let o = tektite_api::load_file(p);
+        diags.extend(o.diagnostics);
+        loaded.extend(o.objects);
     }
     let n_given = loaded.len();
     let mut lib_dirs: Vec<PathBuf> = args.task_dirs.clone();
     lib_dirs.extend(catalog_dir());
     for d in &lib_dirs {
-        for p in files_of(d)? {
+        for p in crate::files::library(d)? {
             // A task's own test runs (`<task>/tests/run.yaml`) are not library.
             let inside = p.strip_prefix(d).unwrap_or(&p);
             if given_paths.contains(&p) || inside.components().any(|c| c.as_os_str() == "tests") {
@@ -236,10 +269,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
     diags.extend(validate::validate_all(&loaded[..n_given]));
     if diags.iter().any(|d| d.severity == Severity::Error) {
         print_diagnostics(&diags);
-        eprintln!("tkt: invalid input: nothing was run");
-        return Ok(EXIT_INVALID);
+        note("tkt: invalid input: nothing was run");
+        return Ok(Err(EXIT_INVALID));
     }
-
     let mut tasks: BTreeMap<String, TaskSpec> = BTreeMap::new();
     let mut pipelines: BTreeMap<String, PipelineSpec> = BTreeMap::new();
     // Given files win over task dirs and the catalog.
@@ -254,266 +286,410 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
             _ => {}
         }
     }
+    Ok(Ok(Inputs {
+        loaded,
+        n_given,
+        given_paths,
+        tasks,
+        pipelines,
+    }))
+}
 
-    // The runs: given, or made from the one Task/Pipeline given.
-    // Each with the file it comes from, for messages.
-    let mut runs: Vec<(Object, String)> = loaded[..n_given]
+/// The runs: given, or made from the one Task/Pipeline given; each with the
+/// file it comes from, for messages.
+fn make_runs(inputs: &Inputs) -> Result<Vec<(Object, String)>, Refused> {
+    let given = &inputs.loaded[..inputs.n_given];
+    let runs: Vec<(Object, String)> = given
         .iter()
         .filter(|l| matches!(l.object, Object::TaskRun(_) | Object::PipelineRun(_)))
         .map(|l| (l.object.clone(), l.file.clone()))
         .collect();
-    if runs.is_empty() {
-        let defs: Vec<&Loaded> = loaded[..n_given]
-            .iter()
-            .filter(|l| matches!(l.object, Object::Task(_) | Object::Pipeline(_)))
-            .collect();
-        let file = defs.first().map(|l| l.file.clone()).unwrap_or_default();
-        match defs
-            .iter()
-            .map(|l| &l.object)
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
-            [Object::Pipeline(p)] => {
-                let name = p.metadata.name.clone().unwrap_or_default();
-                let mut pr = PipelineRun::new(
-                    "",
-                    PipelineRunSpec {
-                        pipeline_ref: Some(PipelineRef {
-                            name: Some(name.clone()),
-                            ..Default::default()
-                        }),
+    if !runs.is_empty() {
+        return Ok(runs);
+    }
+    let defs: Vec<&Loaded> = given
+        .iter()
+        .filter(|l| matches!(l.object, Object::Task(_) | Object::Pipeline(_)))
+        .collect();
+    let file = defs.first().map(|l| l.file.clone()).unwrap_or_default();
+    let generated = |name: &str| k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        generate_name: Some(format!("{name}-run-")),
+        ..Default::default()
+    };
+    match defs
+        .iter()
+        .map(|l| &l.object)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [Object::Pipeline(p)] => {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let mut pr = PipelineRun::new(
+                "",
+                PipelineRunSpec {
+                    pipeline_ref: Some(PipelineRef {
+                        name: Some(name.clone()),
                         ..Default::default()
-                    },
-                );
-                pr.metadata.name = None;
-                pr.metadata.generate_name = Some(format!("{name}-run-"));
-                runs.push((Object::PipelineRun(Box::new(pr)), file));
-            }
-            [Object::Task(t)] => {
-                let name = t.metadata.name.clone().unwrap_or_default();
-                let mut tr = TaskRun::new(
-                    "",
-                    TaskRunSpec {
-                        task_ref: Some(TaskRef {
-                            name: Some(name.clone()),
-                            ..Default::default()
-                        }),
+                    }),
+                    ..Default::default()
+                },
+            );
+            pr.metadata = generated(&name);
+            Ok(vec![(Object::PipelineRun(Box::new(pr)), file)])
+        }
+        [Object::Task(t)] => {
+            let name = t.metadata.name.clone().unwrap_or_default();
+            let mut tr = TaskRun::new(
+                "",
+                TaskRunSpec {
+                    task_ref: Some(TaskRef {
+                        name: Some(name.clone()),
                         ..Default::default()
-                    },
-                );
-                tr.metadata.name = None;
-                tr.metadata.generate_name = Some(format!("{name}-run-"));
-                runs.push((Object::TaskRun(Box::new(tr)), file));
-            }
-            [] => {
-                let files: Vec<String> = given_paths
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect();
-                eprintln!(
-                    "tkt: {}: no TaskRun, PipelineRun, Task or Pipeline: nothing to run",
-                    files.join(", ")
-                );
-                return Ok(EXIT_INVALID);
-            }
-            _ => {
-                let found: Vec<String> = defs
-                    .iter()
-                    .map(|l| {
-                        format!(
-                            "{}/{} ({})",
-                            l.object.kind(),
-                            l.object.display_name(),
-                            l.file
-                        )
-                    })
-                    .collect();
-                eprintln!(
-                    "tkt: no TaskRun or PipelineRun, and several Tasks/Pipelines ({}): give a run, or one Task or Pipeline",
-                    found.join(", ")
-                );
-                return Ok(EXIT_INVALID);
-            }
+                    }),
+                    ..Default::default()
+                },
+            );
+            tr.metadata = generated(&name);
+            Ok(vec![(Object::TaskRun(Box::new(tr)), file)])
+        }
+        [] => {
+            let files: Vec<String> = inputs
+                .given_paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            note(&format!(
+                "tkt: {}: no TaskRun, PipelineRun, Task or Pipeline: nothing to run",
+                files.join(", ")
+            ));
+            Err(EXIT_INVALID)
+        }
+        _ => {
+            let found: Vec<String> = defs
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{}/{} ({})",
+                        l.object.kind(),
+                        l.object.display_name(),
+                        l.file
+                    )
+                })
+                .collect();
+            note(&format!(
+                "tkt: no TaskRun or PipelineRun, and several Tasks/Pipelines ({}): give a run, or one Task or Pipeline",
+                found.join(", ")
+            ));
+            Err(EXIT_INVALID)
         }
     }
+}
 
-    // -p and -w, checked against declarations; then what is still missing.
-    let mut claims: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let mut jobs = Vec::new();
-    for (run, file) in runs {
-        match run {
-            Object::TaskRun(mut tr) => {
-                let source = match (&tr.spec.task_spec, &tr.spec.task_ref) {
-                    (Some(s), _) => TaskSource::Spec(s.clone(), None),
-                    (None, Some(r)) => {
-                        let n = r.name.clone().unwrap_or_default();
-                        match tasks.get(&n) {
-                            Some(s) => TaskSource::Spec(Box::new(s.clone()), Some(n)),
-                            None => {
-                                eprintln!(
-                                    "{file}: TaskRun {}: spec.taskRef.name: no Task {n:?} in the given files, --task-dir folders or the catalog",
-                                    display_name(&tr.metadata)
-                                );
-                                return Ok(EXIT_INVALID);
-                            }
-                        }
-                    }
-                    _ => unreachable!("validated"),
-                };
-                let TaskSource::Spec(spec, _) = &source else {
-                    unreachable!()
-                };
-                apply_flags(
-                    args,
-                    &spec.params,
-                    &mut tr.spec.params,
-                    &mut tr.spec.workspaces,
-                    &mut claims,
-                )?;
-                let missing = missing(
-                    &spec.params,
-                    &tr.spec.params,
-                    spec.workspaces
-                        .iter()
-                        .filter(|w| !w.optional)
-                        .map(|w| w.name.as_str()),
-                    &tr.spec.workspaces,
-                );
-                if let Some(m) = missing {
-                    eprintln!("{file}: TaskRun {}: {m}", display_name(&tr.metadata));
-                    return Ok(EXIT_INVALID);
+/// A TaskRun made ready: its Task resolved, flags applied, checked.
+fn prepare_task_run(
+    args: &Args,
+    inputs: &Inputs,
+    mut tr: Box<TaskRun>,
+    file: &str,
+    claims: &mut BTreeMap<String, PathBuf>,
+) -> anyhow::Result<Result<Job, Refused>> {
+    let who = format!("{file}: TaskRun {}", display_name(&tr.metadata));
+    let source = match (&tr.spec.task_spec, &tr.spec.task_ref) {
+        (Some(s), _) => TaskSource::Spec(s.clone(), None),
+        (None, Some(r)) => {
+            let n = r.name.clone().unwrap_or_default();
+            match inputs.tasks.get(&n) {
+                Some(s) => TaskSource::Spec(Box::new(s.clone()), Some(n)),
+                None => {
+                    note(&format!(
+                        "{who}: spec.taskRef.name: no Task {n:?} in the given files, --task-dir folders or the catalog"
+                    ));
+                    return Ok(Err(EXIT_INVALID));
                 }
-                if let Some(t) = &args.timeout {
-                    tr.spec.timeout = Some(t.clone());
-                }
-                name_of(&mut tr.metadata);
-                jobs.push(Job::Task(tr, source));
             }
-            Object::PipelineRun(mut pr) => {
-                let resolved = match (&pr.spec.pipeline_spec, &pr.spec.pipeline_ref) {
-                    (Some(s), _) => Ok(((**s).clone(), None)),
-                    (None, Some(r)) => {
-                        let n = r.name.clone().unwrap_or_default();
-                        match pipelines.get(&n) {
-                            Some(s) => Ok((s.clone(), Some(n))),
-                            None => {
-                                eprintln!(
-                                    "{file}: PipelineRun {}: spec.pipelineRef.name: no Pipeline {n:?} in the given files, --task-dir folders or the catalog",
-                                    display_name(&pr.metadata)
-                                );
-                                return Ok(EXIT_INVALID);
-                            }
-                        }
-                    }
-                    _ => unreachable!("validated"),
-                };
-                let Ok((spec, _)) = &resolved else {
-                    unreachable!()
-                };
-                apply_flags(
-                    args,
-                    &spec.params,
-                    &mut pr.spec.params,
-                    &mut pr.spec.workspaces,
-                    &mut claims,
-                )?;
-                let missing = missing(
-                    &spec.params,
-                    &pr.spec.params,
-                    spec.workspaces
-                        .iter()
-                        .filter(|w| !w.optional)
-                        .map(|w| w.name.as_str()),
-                    &pr.spec.workspaces,
-                );
-                if let Some(m) = missing {
-                    eprintln!("{file}: PipelineRun {}: {m}", display_name(&pr.metadata));
-                    return Ok(EXIT_INVALID);
-                }
-                // Tasks the pipeline refers to must exist.
-                let absent: Vec<String> = [("tasks", &spec.tasks), ("finally", &spec.finally)]
-                    .into_iter()
-                    .flat_map(|(list, ts)| ts.iter().enumerate().map(move |(i, t)| (list, i, t)))
-                    .filter_map(|(list, i, t)| {
-                        let n = t.task_ref.as_ref()?.name.clone()?;
-                        (!tasks.contains_key(&n)).then(|| format!("{list}[{i}].taskRef.name {n:?}"))
-                    })
-                    .collect();
-                if !absent.is_empty() {
-                    let at = if pr.spec.pipeline_spec.is_some() {
-                        "spec.pipelineSpec"
-                    } else {
-                        "the Pipeline's spec"
-                    };
-                    eprintln!(
-                        "{file}: PipelineRun {}: {at}: no such Task in the given files, --task-dir folders or the catalog: {}",
-                        display_name(&pr.metadata),
-                        absent.join(", ")
-                    );
-                    return Ok(EXIT_INVALID);
-                }
-                if let Some(t) = &args.timeout {
-                    pr.spec
-                        .timeouts
-                        .get_or_insert_with(TimeoutFields::default)
-                        .pipeline = Some(t.clone());
-                }
-                name_of(&mut pr.metadata);
-                jobs.push(Job::Pipeline(pr, resolved));
-            }
-            _ => {}
         }
+        _ => unreachable!("validated"),
+    };
+    let TaskSource::Spec(spec, _) = &source else {
+        unreachable!()
+    };
+    apply_flags(
+        args,
+        &spec.params,
+        &mut tr.spec.params,
+        &mut tr.spec.workspaces,
+        claims,
+    )?;
+    let required = spec.workspaces.iter().filter(|w| !w.optional);
+    if let Some(m) = missing(
+        &spec.params,
+        &tr.spec.params,
+        required.map(|w| w.name.as_str()),
+        &tr.spec.workspaces,
+    ) {
+        note(&format!("{who}: {m}"));
+        return Ok(Err(EXIT_INVALID));
     }
+    if let Some(t) = &args.timeout {
+        tr.spec.timeout = Some(t.clone());
+    }
+    Ok(Ok(Job::Task(tr, source)))
+}
 
-    // The runtime.
-    let machine = |text: bool, line: &str| {
-        if text {
-            println!("{line}");
+/// A PipelineRun made ready: its Pipeline and Tasks resolved, flags
+/// applied, checked.
+fn prepare_pipeline_run(
+    args: &Args,
+    inputs: &Inputs,
+    mut pr: Box<PipelineRun>,
+    file: &str,
+    claims: &mut BTreeMap<String, PathBuf>,
+) -> anyhow::Result<Result<Job, Refused>> {
+    let who = format!("{file}: PipelineRun {}", display_name(&pr.metadata));
+    let resolved = match (&pr.spec.pipeline_spec, &pr.spec.pipeline_ref) {
+        (Some(s), _) => Ok(((**s).clone(), None)),
+        (None, Some(r)) => {
+            let n = r.name.clone().unwrap_or_default();
+            match inputs.pipelines.get(&n) {
+                Some(s) => Ok((s.clone(), Some(n))),
+                None => {
+                    note(&format!(
+                        "{who}: spec.pipelineRef.name: no Pipeline {n:?} in the given files, --task-dir folders or the catalog"
+                    ));
+                    return Ok(Err(EXIT_INVALID));
+                }
+            }
+        }
+        _ => unreachable!("validated"),
+    };
+    let Ok((spec, _)) = &resolved else {
+        unreachable!()
+    };
+    apply_flags(
+        args,
+        &spec.params,
+        &mut pr.spec.params,
+        &mut pr.spec.workspaces,
+        claims,
+    )?;
+    let required = spec.workspaces.iter().filter(|w| !w.optional);
+    if let Some(m) = missing(
+        &spec.params,
+        &pr.spec.params,
+        required.map(|w| w.name.as_str()),
+        &pr.spec.workspaces,
+    ) {
+        note(&format!("{who}: {m}"));
+        return Ok(Err(EXIT_INVALID));
+    }
+    // Tasks the pipeline refers to must exist.
+    let absent: Vec<String> = [("tasks", &spec.tasks), ("finally", &spec.finally)]
+        .into_iter()
+        .flat_map(|(list, ts)| ts.iter().enumerate().map(move |(i, t)| (list, i, t)))
+        .filter_map(|(list, i, t)| {
+            let n = t.task_ref.as_ref()?.name.clone()?;
+            (!inputs.tasks.contains_key(&n)).then(|| format!("{list}[{i}].taskRef.name {n:?}"))
+        })
+        .collect();
+    if !absent.is_empty() {
+        let at = if pr.spec.pipeline_spec.is_some() {
+            "spec.pipelineSpec"
         } else {
-            eprintln!("{line}");
+            "the Pipeline's spec"
+        };
+        note(&format!(
+            "{who}: {at}: no such Task in the given files, --task-dir folders or the catalog: {}",
+            absent.join(", ")
+        ));
+        return Ok(Err(EXIT_INVALID));
+    }
+    if let Some(t) = &args.timeout {
+        pr.spec
+            .timeouts
+            .get_or_insert_with(TimeoutFields::default)
+            .pipeline = Some(t.clone());
+    }
+    Ok(Ok(Job::Pipeline(pr, resolved)))
+}
+
+/// Checks a prepared run as a whole, as the cluster would before running
+/// it: validation again with `-p`/`-w` applied and every Task and Pipeline
+/// known, then the engine's first plan, dry: what it would fail at once
+/// (a param value outside its enum, an object param without a key, a CEL
+/// `when`, a workspace the Task does not declare, …) is refused here, with
+/// nothing recorded.
+fn check_prepared(job: &Job, inputs: &Inputs, file: &str, config: &Config) -> Option<String> {
+    let object = match job {
+        Job::Task(tr, _) => Object::TaskRun(tr.clone()),
+        Job::Pipeline(pr, _) => Object::PipelineRun(pr.clone()),
+    };
+    let who = format!("{file}: {} {}", object.kind(), object.display_name());
+    let catalog = validate::Catalog::from_loaded(&inputs.loaded);
+    let errors: Vec<String> = validate::validate(&object, &catalog)
+        .into_iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(|f| format!("{who}: {}: {} (with -p/-w applied)", f.path, f.message))
+        .collect();
+    if !errors.is_empty() {
+        return Some(errors.join("\n"));
+    }
+    let now = Timestamp::now();
+    let failed = match job {
+        Job::Task(tr, source) => {
+            let mut tr = (**tr).clone();
+            name_of(&mut tr.metadata);
+            let failure;
+            let resolved = match source {
+                TaskSource::Spec(s, n) => tektite_engine::taskrun::Resolved::Spec(s, n.as_deref()),
+                TaskSource::Failed(f) => {
+                    failure = f.clone();
+                    tektite_engine::taskrun::Resolved::Failed(&failure)
+                }
+            };
+            let plan = tektite_engine::taskrun::reconcile(
+                tektite_engine::taskrun::Observed {
+                    task_run: &tr,
+                    resolved,
+                    pod: None,
+                    images: &BTreeMap::new(),
+                    now,
+                },
+                config,
+            );
+            plan.status.and_then(|s| refusal(&s.conditions))
+        }
+        Job::Pipeline(pr, resolved) => {
+            let mut pr = (**pr).clone();
+            name_of(&mut pr.metadata);
+            let pipeline = resolved.as_ref().map(|(s, n)| (s, n.as_deref()));
+            let plan = tektite_engine::pipelinerun::reconcile(
+                tektite_engine::pipelinerun::Observed {
+                    run: &pr,
+                    pipeline,
+                    tasks: &inputs.tasks,
+                    children: &[],
+                    now,
+                },
+                config,
+            );
+            // A TaskRun it would create and fail at once counts too.
+            let child_refused = plan.create.iter().find_map(|tr| {
+                let spec = tr.spec.task_spec.clone().or_else(|| {
+                    let n = tr.spec.task_ref.as_ref()?.name.clone()?;
+                    inputs.tasks.get(&n).cloned().map(Box::new)
+                })?;
+                let plan = tektite_engine::taskrun::reconcile(
+                    tektite_engine::taskrun::Observed {
+                        task_run: tr,
+                        resolved: tektite_engine::taskrun::Resolved::Spec(&spec, None),
+                        pod: None,
+                        images: &BTreeMap::new(),
+                        now,
+                    },
+                    config,
+                );
+                let task = tr
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("tekton.dev/pipelineTask"))
+                    .cloned()
+                    .unwrap_or_default();
+                plan.status
+                    .and_then(|s| refusal(&s.conditions))
+                    .map(|m| format!("task {task:?}: {m}"))
+            });
+            plan.status
+                .and_then(|s| refusal(&s.conditions))
+                .or(child_refused)
         }
     };
-    let text = args.output == Format::Text;
+    failed.map(|m| format!("{who}: {m}"))
+}
+
+/// The reason and message of a run the engine failed on its first plan.
+fn refusal(conditions: &[Condition]) -> Option<String> {
+    let c = Condition::succeeded(conditions).filter(|c| c.status == "False")?;
+    Some(format!(
+        "{}: {}",
+        c.reason.clone().unwrap_or_default(),
+        c.message.clone().unwrap_or_default()
+    ))
+}
+
+/// Every run, made ready and checked; `claims` gathers `-w` host paths.
+fn prepare(
+    args: &Args,
+    inputs: &Inputs,
+    config: &Config,
+    claims: &mut BTreeMap<String, PathBuf>,
+) -> anyhow::Result<Result<Vec<Job>, Refused>> {
+    let runs = match make_runs(inputs) {
+        Ok(r) => r,
+        Err(code) => return Ok(Err(code)),
+    };
+    let mut jobs = Vec::new();
+    for (run, file) in runs {
+        let job = match run {
+            Object::TaskRun(tr) => prepare_task_run(args, inputs, tr, &file, claims)?,
+            Object::PipelineRun(pr) => prepare_pipeline_run(args, inputs, pr, &file, claims)?,
+            _ => continue,
+        };
+        let job = match job {
+            Ok(j) => j,
+            Err(code) => return Ok(Err(code)),
+        };
+        if let Some(why) = check_prepared(&job, inputs, &file, config) {
+            note(&why);
+            note("tkt: invalid input: nothing was run");
+            return Ok(Err(EXIT_INVALID));
+        }
+        jobs.push(job);
+    }
+    Ok(Ok(jobs))
+}
+
+const PROCESS_BANNER: &str =
+    "host processes (the steps' images are not used: commands run with this machine's tools)";
+
+/// The runtime asked for, if it works here, said on the first line.
+fn choose_runtime(args: &Args, text: bool, config: &Config) -> Result<RuntimeKind, Refused> {
     let process = || -> Result<RuntimeKind, String> {
         tektite_local::process::available()?;
         Ok(RuntimeKind::Process(
             tektite_local::process::entrypoint_binary()?,
         ))
     };
-    const PROCESS_BANNER: &str =
-        "host processes (the steps' images are not used: commands run with this machine's tools)";
-    let config = Config::default();
     let kind = match args.runtime {
         RuntimeArg::Podman => match runtime::podman_available() {
             Ok(what) => {
-                machine(
+                say(
                     text,
                     &format!("runtime: {what}, because of --runtime podman"),
                 );
                 RuntimeKind::Podman
             }
             Err(why) => {
-                eprintln!("tkt: --runtime podman: {why}");
-                return Ok(EXIT_INVALID);
+                note(&format!("tkt: --runtime podman: {why}"));
+                return Err(EXIT_INVALID);
             }
         },
         RuntimeArg::Process => match process() {
             Ok(k) => {
-                machine(
+                say(
                     text,
                     &format!("runtime: {PROCESS_BANNER}, because of --runtime process"),
                 );
                 k
             }
             Err(why) => {
-                eprintln!("tkt: --runtime process: {why}");
-                return Ok(EXIT_INVALID);
+                note(&format!("tkt: --runtime process: {why}"));
+                return Err(EXIT_INVALID);
             }
         },
         RuntimeArg::Auto => match runtime::podman_available() {
             Ok(what) => {
-                machine(
+                say(
                     text,
                     &format!("runtime: {what}, because it works on this machine"),
                 );
@@ -521,15 +697,15 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
             }
             Err(podman_why) => match process() {
                 Ok(k) => {
-                    machine(
+                    say(
                         text,
                         &format!("runtime: {PROCESS_BANNER}, because {podman_why}"),
                     );
                     k
                 }
                 Err(why) => {
-                    eprintln!("tkt: cannot run here: {podman_why}; and {why}");
-                    return Ok(EXIT_INVALID);
+                    note(&format!("tkt: cannot run here: {podman_why}; and {why}"));
+                    return Err(EXIT_INVALID);
                 }
             },
         },
@@ -537,7 +713,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
     if matches!(kind, RuntimeKind::Process(_))
         && tektite_local::process::mode() == tektite_local::process::Mode::Rewrite
     {
-        machine(
+        say(
             text,
             &format!("runtime: {}", tektite_local::process::REWRITE_LIMITS),
         );
@@ -545,129 +721,83 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
     if matches!(kind, RuntimeKind::Podman) {
         for image in [&config.entrypoint_image, &config.shell_image] {
             if runtime::image_command(image).is_err() {
-                eprintln!("tkt: image {image} is missing: build it with hack/images.sh");
-                return Ok(EXIT_INVALID);
+                note(&format!(
+                    "tkt: image {image} is missing: build it with hack/images.sh"
+                ));
+                return Err(EXIT_INVALID);
             }
         }
     }
+    Ok(kind)
+}
 
-    let store = Store::open(args.state_dir.as_deref())?;
-    let parallel = args
-        .parallel
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let color = !args.no_color
-        && std::env::var_os("NO_COLOR").is_none()
-        && std::io::stderr().is_terminal()
-        && std::io::stdout().is_terminal();
-    // One signal thread for every job: it interrupts the job running now.
-    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let interrupt: std::sync::Arc<std::sync::Mutex<Option<mpsc::Sender<Msg>>>> = Default::default();
-    install_interrupt(interrupt.clone(), interrupted.clone());
-    let mut worst = 0u8;
-    for job in jobs {
-        let (name, is_pipeline) = match &job {
-            Job::Task(tr, _) => (tr.metadata.name.clone().unwrap_or_default(), false),
-            Job::Pipeline(pr, _) => (pr.metadata.name.clone().unwrap_or_default(), true),
-        };
-        let taken = if is_pipeline {
-            store.has_pipeline_run(&name)
-        } else {
-            store.has_task_run(&name)
-        };
-        if taken {
-            eprintln!(
-                "tkt: {} {name:?} already exists in the run store ({}): use metadata.generateName, or delete it first",
-                if is_pipeline {
-                    "pipelinerun"
-                } else {
-                    "taskrun"
-                },
-                store.root().display()
-            );
+/// Runs `tkt run`.
+///
+/// # Errors
+/// Failures to write output or to open the store.
+pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
+    let grace = match duration_flag("--grace-period", &args.grace_period) {
+        Ok(g) => g,
+        Err(m) => {
+            note(&format!("tkt: {m}"));
             return Ok(EXIT_INVALID);
         }
-        let work = store.root().join("work").join(&name);
-        let opts = Options {
-            runtime: kind.clone(),
-            parallel,
+    };
+    if let Some(t) = &args.timeout
+        && let Err(m) = duration_flag("--timeout", t)
+    {
+        note(&format!("tkt: {m}"));
+        return Ok(EXIT_INVALID);
+    }
+    let inputs = match load(args)? {
+        Ok(i) => i,
+        Err(code) => return Ok(code),
+    };
+    let config = Config::default();
+    let mut claims: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let jobs = match prepare(args, &inputs, &config, &mut claims)? {
+        Ok(j) => j,
+        Err(code) => return Ok(code),
+    };
+    let text = args.output == Format::Text;
+    let kind = match choose_runtime(args, text, &config) {
+        Ok(k) => k,
+        Err(code) => return Ok(code),
+    };
+    let store = Store::open(args.state_dir.as_deref())?;
+    for r in live::recover_abandoned(&store, None) {
+        note(&format!(
+            "tkt: {} {} was left running by a tkt that ended (pid {}): marked failed ({}), its leftovers removed",
+            r.kind.lower(),
+            r.name,
+            r.owner.pid,
+            live::ABANDONED
+        ));
+    }
+    let _watchdog = crate::watchdog::start(&store);
+    let interrupts = Interrupts::install();
+    let ctx = JobContext {
+        args,
+        store: &store,
+        opts: Options {
+            runtime: kind,
+            parallel: args
+                .parallel
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             keep: args.keep,
-            config: config.clone(),
-            work: work.clone(),
-            claims: claims.clone(),
-        };
-        let (ptx, prx) = mpsc::channel::<Progress>();
-        let runner = Runner::new(opts, store.clone(), ptx);
-        if let Ok(mut t) = interrupt.lock() {
-            *t = Some(runner.interrupter());
-        }
-        let printer = {
-            let logs_to_stdout = text;
-            std::thread::spawn(move || print_progress(prx, is_pipeline, logs_to_stdout, color))
-        };
-        machine(
-            text,
-            &format!(
-                "{} {name} started",
-                if is_pipeline {
-                    "pipelinerun"
-                } else {
-                    "taskrun"
-                }
-            ),
-        );
-        let (object, cond) = match job {
-            Job::Task(tr, source) => {
-                let tr = runner.run_task(*tr, source);
-                let _ = store.save_task_run(&tr);
-                let c = tr
-                    .status
-                    .as_ref()
-                    .and_then(|s| Condition::succeeded(&s.conditions))
-                    .cloned();
-                (serde_json::to_value(&tr)?, c)
-            }
-            Job::Pipeline(pr, resolved) => {
-                let pipeline = resolved.as_ref().map(|(s, n)| (s, n.as_deref()));
-                let (pr, _children) = runner.run_pipeline(*pr, pipeline, &tasks);
-                let _ = store.save_pipeline_run(&pr);
-                let c = pr
-                    .status
-                    .as_ref()
-                    .and_then(|s| Condition::succeeded(&s.conditions))
-                    .cloned();
-                (serde_json::to_value(&pr)?, c)
-            }
-        };
-        drop(runner);
-        let _ = printer.join();
-        if !args.keep {
-            let _ = std::fs::remove_dir_all(&work);
-        }
-        let c = cond.unwrap_or_default();
-        machine(
-            text,
-            &format!(
-                "{} {name} {}: {}",
-                if is_pipeline {
-                    "pipelinerun"
-                } else {
-                    "taskrun"
-                },
-                c.reason.clone().unwrap_or_default(),
-                c.message.clone().unwrap_or_default()
-            ),
-        );
-        match args.output {
-            Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&object)?)?,
-            Format::Yaml => write!(out, "{}", tektite_api::yaml::to_yaml(&object))?,
-            Format::Text => {}
-        }
-        let code = if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
-            EXIT_INTERRUPTED
-        } else if c.status == "True" {
-            0
-        } else {
-            1
+            config,
+            work: PathBuf::new(),
+            claims,
+            grace,
+            journal: None,
+        },
+        tasks: &inputs.tasks,
+        interrupts: &interrupts,
+    };
+    let mut worst = 0u8;
+    for job in jobs {
+        let code = match run_job(&ctx, job, out)? {
+            Ok(code) | Err(code) => code,
         };
         worst = worst.max(code);
         if code == EXIT_INTERRUPTED {
@@ -675,6 +805,131 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
         }
     }
     Ok(worst)
+}
+
+/// What every job of one `tkt run` shares.
+struct JobContext<'a> {
+    args: &'a Args,
+    store: &'a Store,
+    /// The options of every job (`work` and `journal` set per job).
+    opts: Options,
+    tasks: &'a BTreeMap<String, TaskSpec>,
+    interrupts: &'a Interrupts,
+}
+
+/// Claims the job's name in the store (a `generateName` is tried again
+/// with another suffix when taken). A fixed name that is taken refuses the
+/// run: exactly one of two runs given the same name starts.
+fn claim(store: &Store, job: &mut Job) -> anyhow::Result<Result<(), Refused>> {
+    let generated = job.meta().name.as_deref().is_none_or(str::is_empty);
+    for _ in 0..16 {
+        name_of(job.meta());
+        let claimed = match job {
+            Job::Task(tr, _) => store.claim_task_run(tr)?,
+            Job::Pipeline(pr, _) => store.claim_pipeline_run(pr)?,
+        };
+        if claimed {
+            return Ok(Ok(()));
+        }
+        if !generated {
+            note(&format!(
+                "tkt: {} {:?} already exists in the run store ({}): use metadata.generateName, or delete it first",
+                job.kind().lower(),
+                job.name(),
+                store.root().display()
+            ));
+            return Ok(Err(EXIT_INVALID));
+        }
+        job.meta().name = None;
+    }
+    bail!(
+        "no free name for a {} in {}",
+        job.kind().lower(),
+        store.root().display()
+    )
+}
+
+/// Carries out one run: claimed, journaled, run, recorded, released.
+fn run_job(
+    ctx: &JobContext<'_>,
+    mut job: Job,
+    out: &mut impl Write,
+) -> anyhow::Result<Result<u8, Refused>> {
+    if let Err(code) = claim(ctx.store, &mut job)? {
+        return Ok(Err(code));
+    }
+    let (name, kind) = (job.name(), job.kind());
+    let journal = Arc::new(Journal::create(ctx.store, kind, &name)?);
+    let work = ctx.store.work_dir(kind, &name);
+    let opts = Options {
+        work: work.clone(),
+        journal: Some(journal.clone()),
+        ..ctx.opts.clone()
+    };
+    let text = ctx.args.output == Format::Text;
+    let is_pipeline = kind == RunKind::PipelineRun;
+    let (ptx, prx) = mpsc::sync_channel::<Progress>(tektite_local::logs::CHANNEL_BOUND);
+    let runner = Runner::new(opts, ctx.store.clone(), ptx);
+    ctx.interrupts.attach(runner.interrupter(), journal.clone());
+    let color = !ctx.args.no_color
+        && std::env::var_os("NO_COLOR").is_none()
+        && std::io::stderr().is_terminal()
+        && std::io::stdout().is_terminal();
+    let printer = std::thread::spawn(move || print_progress(prx, is_pipeline, text, color));
+    say(text, &format!("{} {name} started", kind.lower()));
+    let (object, cond) = match job {
+        Job::Task(tr, source) => {
+            let tr = runner.run_task(*tr, source);
+            ctx.store.save_task_run(&tr)?;
+            let c = tr
+                .status
+                .as_ref()
+                .and_then(|s| Condition::succeeded(&s.conditions))
+                .cloned();
+            (serde_json::to_value(&tr)?, c)
+        }
+        Job::Pipeline(pr, resolved) => {
+            let pipeline = resolved.as_ref().map(|(s, n)| (s, n.as_deref()));
+            let (pr, _children) = runner.run_pipeline(*pr, pipeline, ctx.tasks);
+            ctx.store.save_pipeline_run(&pr)?;
+            let c = pr
+                .status
+                .as_ref()
+                .and_then(|s| Condition::succeeded(&s.conditions))
+                .cloned();
+            (serde_json::to_value(&pr)?, c)
+        }
+    };
+    ctx.interrupts.detach();
+    drop(runner);
+    let _ = printer.join();
+    if !ctx.args.keep {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    // Recorded: nothing of this run is left to recover.
+    journal.release();
+    let c = cond.unwrap_or_default();
+    say(
+        text,
+        &format!(
+            "{} {name} {}: {}",
+            kind.lower(),
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default()
+        ),
+    );
+    match ctx.args.output {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&object)?)?,
+        Format::Yaml => write!(out, "{}", tektite_api::yaml::to_yaml(&object))?,
+        Format::Text => {}
+    }
+    Ok(Ok(if ctx.interrupts.count() > 0 {
+        EXIT_INTERRUPTED
+    } else if c.status == "True" {
+        0
+    } else {
+        1
+    }))
 }
 
 /// Adds `-p` and `-w` to a run's params and workspaces.
@@ -762,33 +1017,86 @@ fn missing<'a>(
     Some(parts.join("; "))
 }
 
-/// SIGINT and SIGTERM cancel the run (once); a second one exits at once.
-fn install_interrupt(
-    tx: std::sync::Arc<std::sync::Mutex<Option<mpsc::Sender<Msg>>>>,
-    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    if set.thread_block().is_err() {
-        return;
+/// Ctrl-C, SIGTERM and SIGHUP (a closed terminal). The first cancels the
+/// running job: its pods get the grace period, and it is recorded as
+/// cancelled. The second kills everything the job started at once; it is
+/// still recorded. A third exits at once, and the watchdog cleans up.
+struct Interrupts {
+    count: Arc<AtomicU8>,
+    current: Arc<Mutex<Option<Attached>>>,
+}
+
+/// The job an interrupt goes to: its runner's inbox and its journal.
+type Attached = (mpsc::Sender<Msg>, Arc<Journal>);
+
+impl Interrupts {
+    fn install() -> Interrupts {
+        use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
+        let it = Interrupts {
+            count: Arc::default(),
+            current: Arc::default(),
+        };
+        // Caught by handlers, not blocked: what tkt starts inherits no
+        // blocked mask.
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+            note(
+                "tkt: cannot take SIGINT, SIGTERM and SIGHUP: an interrupt will not cancel cleanly",
+            );
+            return it;
+        };
+        let (count, current) = (it.count.clone(), it.current.clone());
+        std::thread::spawn(move || {
+            for _ in signals.forever() {
+                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let job = current.lock().ok().and_then(|c| c.clone());
+                match n {
+                    1 => {
+                        note("tkt: interrupted: cancelling the run (again to stop it at once)");
+                        if let Some((tx, _)) = job {
+                            let _ = tx.send(Msg::Interrupt);
+                        }
+                    }
+                    2 => {
+                        note(
+                            "tkt: interrupted again: stopping everything the run started, at once",
+                        );
+                        if let Some((_, journal)) = job {
+                            journal.stop_now();
+                        }
+                    }
+                    _ => {
+                        note(
+                            "tkt: interrupted a third time: exiting now (what is left is cleaned up in the background)",
+                        );
+                        std::process::exit(i32::from(EXIT_INTERRUPTED));
+                    }
+                }
+            }
+        });
+        it
     }
-    std::thread::spawn(move || {
-        loop {
-            if set.wait().is_err() {
-                return;
-            }
-            if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                eprintln!("tkt: interrupted again: exiting without waiting");
-                std::process::exit(i32::from(EXIT_INTERRUPTED));
-            }
-            eprintln!("tkt: interrupted: cancelling the run (again to exit at once)");
-            if let Some(tx) = tx.lock().ok().and_then(|t| t.clone()) {
-                let _ = tx.send(Msg::Interrupt);
-            }
+
+    /// The job now running: an interrupt goes to it (at once, if one came
+    /// before it started).
+    fn attach(&self, tx: mpsc::Sender<Msg>, journal: Arc<Journal>) {
+        if self.count() > 0 {
+            let _ = tx.send(Msg::Interrupt);
         }
-    });
+        if let Ok(mut c) = self.current.lock() {
+            *c = Some((tx, journal));
+        }
+    }
+
+    fn detach(&self) {
+        if let Ok(mut c) = self.current.lock() {
+            *c = None;
+        }
+    }
+
+    /// How many interrupts came.
+    fn count(&self) -> u8 {
+        self.count.load(Ordering::SeqCst)
+    }
 }
 
 const COLORS: &[&str] = &["36", "33", "35", "32", "34", "96", "93", "95"];

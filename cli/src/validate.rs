@@ -1,7 +1,7 @@
 //! `tkt validate -f FILE... [-o text|json]`: every problem, or `OK`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -45,44 +45,13 @@ struct ObjectRef {
     name: String,
 }
 
-/// Collects input files: files as given, directories searched in name order.
-fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.as_os_str() == "-" || !p.is_dir() {
-            out.push(p.clone());
-            continue;
-        }
-        let mut found = Vec::new();
-        walk(p, &mut found).with_context(|| format!("cannot read directory {}", p.display()))?;
-        found.sort();
-        out.extend(found);
-    }
-    Ok(out)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else if path
-            .extension()
-            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
 /// Loads and validates; returns the exit code (0 valid, 2 invalid).
 ///
 /// # Errors
 /// Only failures to write the report (or to list a directory).
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
     let mut all = LoadOutput::default();
-    for file in expand(&args.files)? {
+    for file in crate::files::expand(&args.files)? {
         let loaded = if file.as_os_str() == "-" {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)

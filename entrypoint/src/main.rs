@@ -88,6 +88,9 @@ fn main() -> ExitCode {
             return code(exit::IO);
         }
     };
+    // What the command forks and leaves behind becomes ours (not init's),
+    // so it is reaped and stopped with the step, as in a container.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
     let group = Group::default();
     let (wake, interrupt) = match UnixStream::pair() {
         Ok(p) => p,

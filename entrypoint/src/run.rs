@@ -84,6 +84,29 @@ fn tee(
     })
 }
 
+/// SIGKILL to every process whose parent we are (`/proc/*/stat`).
+fn kill_children() {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: the command name may hold anything.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if ppid == Some(me.as_str()) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
 impl Runner for ProcessRunner {
     fn run(&mut self, command: &[String], timeout: Option<Duration>) -> Result<Outcome, String> {
         let (program, args) = command.split_first().ok_or("no command")?;
@@ -139,9 +162,12 @@ impl Runner for ProcessRunner {
                 Err(e) => return Err(format!("waiting for the command failed: {e}")),
             }
         };
-        // Like a container ending: whatever the command left behind in its group goes too.
+        // Like a container ending: whatever the command left behind goes
+        // too, in its group or not (we are a subreaper: what it forked and
+        // left is ours now).
         self.group.signal(Signal::SIGKILL);
         self.group.0.store(0, Ordering::SeqCst);
+        kill_children();
         let _ = done_tx.send(());
         if let Some(t) = timer {
             let _ = t.join();

@@ -683,7 +683,7 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
             name: "place-scripts".into(),
             image: Some(config.shell_image.clone()),
             command: Some(vec!["sh".into()]),
-            args: Some(vec!["-c".into(), script_blocks]),
+            args: Some(shell_args(script_blocks)),
             volume_mounts: Some(vec![
                 mount("tekton-internal-scripts", ep::SCRIPTS_DIR, false),
                 mount("tekton-internal-bin", ep::BIN_DIR, false),
@@ -912,6 +912,45 @@ fn working_dirs(containers: &[Container]) -> Vec<String> {
         }
     }
     dirs.into_iter().collect()
+}
+
+/// The longest argument handed to `sh -c` in one piece: Linux refuses to
+/// exec with an argument over 128 KiB (MAX_ARG_STRLEN), which a big script
+/// (base64 makes it a third bigger) would pass.
+pub const MAX_SHELL_ARG: usize = 64 * 1024;
+
+/// `-c TEXT` for `sh`; a longer text is passed in pieces that the shell
+/// joins back and evaluates (with IFS empty, `"$*"` is the pieces' plain
+/// concatenation), so scripts of any size can be placed.
+pub fn shell_args(text: String) -> Vec<String> {
+    if text.len() <= MAX_SHELL_ARG {
+        return vec!["-c".into(), text];
+    }
+    let mut args = vec![
+        "-c".to_string(),
+        "IFS=; eval \"$*\"".into(),
+        "place-scripts".into(),
+    ];
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(MAX_SHELL_ARG);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (piece, tail) = rest.split_at(cut);
+        args.push(piece.to_string());
+        rest = tail;
+    }
+    args
+}
+
+/// The text of a `sh` command built by [`shell_args`], whole again.
+pub fn shell_text(args: &[String]) -> Option<String> {
+    match args {
+        [c, text] if c == "-c" => Some(text.clone()),
+        [c, _, _, pieces @ ..] if c == "-c" => Some(pieces.concat()),
+        _ => None,
+    }
 }
 
 /// The `place-scripts` block for one script: written base64 (no quoting

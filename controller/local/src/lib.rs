@@ -5,7 +5,10 @@
 //! What it must not do: decide anything the engine decides. It turns plans
 //! into processes and observations back into the engine's inputs.
 
+pub mod live;
+pub mod logs;
 pub mod process;
+pub mod procs;
 pub mod runner;
 pub mod runtime;
 pub mod store;

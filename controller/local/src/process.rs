@@ -11,11 +11,8 @@
 //! commands run with this machine's tools. This needs root on Linux.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{
@@ -26,8 +23,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tektite_engine::podman;
 
-use crate::runtime::{RuntimeError, Signal};
-use crate::store::Store;
+use crate::live::Journal;
+use crate::logs::{self, Sink};
+use crate::procs::{self, ProcId};
+use crate::runtime::{PodEnv, RuntimeError, Signal};
 
 /// The roots that get a tmpfs of their own in each process's namespace.
 const ROOTS: &[&str] = &["/tekton", "/workspace", "/ko-app"];
@@ -70,11 +69,16 @@ pub const REWRITE_LIMITS: &str = "no mount namespace (not root, or not allowed):
 
 /// Whether this machine can run pods as processes, or why not.
 pub fn available() -> Result<(), String> {
+    // setpriv and setsid: each container in a session of its own, killed
+    // with the tkt thread that started it.
     let tools: &[&str] = if mode() == Mode::Namespace {
-        &["unshare", "mount", "sh"]
+        &["unshare", "mount", "sh", "setpriv", "setsid"]
     } else {
-        &["sh"]
+        &["sh", "setpriv", "setsid"]
     };
+    if !procs::available() {
+        return Err("/proc is not mounted".into());
+    }
     for tool in tools {
         let found = std::env::var_os("PATH")
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
@@ -118,7 +122,8 @@ struct ProcState {
     started: Option<Timestamp>,
     finished: Option<Timestamp>,
     code: Option<i32>,
-    pgid: Option<i32>,
+    /// The container's first process, leader of its session.
+    root: Option<ProcId>,
 }
 
 /// A pod run as host processes.
@@ -130,6 +135,7 @@ pub struct ProcessPod {
     tree: bool,
     ready_file: Option<PathBuf>,
     ready_written: bool,
+    grace: std::time::Duration,
     procs: Vec<(String, Arc<Mutex<ProcState>>)>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -306,52 +312,67 @@ fn command_of(c: &Container) -> Vec<String> {
     v
 }
 
-impl ProcessPod {
-    /// Prepares the run directory, runs the init containers, then starts
-    /// every container.
-    ///
-    /// # Errors
-    /// A directory cannot be made, or an init container fails.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        pod: &Pod,
-        task_run: &str,
+/// The host directory of each hostPath volume of the adapted pod, with
+/// claims bound to host directories (`-w`) put in place; made if missing.
+fn host_volumes(
+    adapted: &Pod,
+    claims: &BTreeMap<String, PathBuf>,
+    claims_dir: &Path,
+) -> Result<BTreeMap<String, PathBuf>, RuntimeError> {
+    let mut volumes = BTreeMap::new();
+    for v in adapted.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        if let Some(hp) = &v.host_path {
+            let mut p = PathBuf::from(&hp.path);
+            for (claim, path) in claims {
+                if p == claims_dir.join(claim) {
+                    p = path.clone();
+                }
+            }
+            std::fs::create_dir_all(&p)
+                .map_err(|e| err(format!("directory {}", p.display()), e.to_string()))?;
+            volumes.insert(v.name.clone(), p);
+        }
+    }
+    Ok(volumes)
+}
+
+/// How each container's command is made to run here: the mount namespace's
+/// setup, or the path tables of the rewrite mode.
+struct Launcher<'a> {
+    mode: Mode,
+    volumes: BTreeMap<String, PathBuf>,
+    entrypoint: &'a Path,
+    fs_root: PathBuf,
+    /// Rewrite mode: each container's table, and the table of the container
+    /// that runs each script.
+    tables: BTreeMap<String, Vec<(String, PathBuf)>>,
+    script_tables: BTreeMap<String, Vec<(String, PathBuf)>>,
+}
+
+impl<'a> Launcher<'a> {
+    fn new(
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        volumes: BTreeMap<String, PathBuf>,
         run_dir: &Path,
-        claims: &BTreeMap<String, PathBuf>,
-        claims_dir: &Path,
-        store: &Store,
-        signals: &Sender<Signal>,
-        entrypoint: &Path,
-    ) -> Result<ProcessPod, RuntimeError> {
-        if mode() == Mode::Namespace {
+        entrypoint: &'a Path,
+    ) -> Result<Launcher<'a>, RuntimeError> {
+        let mode = mode();
+        let fs_root = run_dir.join("fs");
+        let mut l = Launcher {
+            mode,
+            volumes,
+            entrypoint,
+            fs_root,
+            tables: BTreeMap::new(),
+            script_tables: BTreeMap::new(),
+        };
+        if mode == Mode::Namespace {
             for r in ROOTS {
                 std::fs::create_dir_all(r)
                     .map_err(|e| err(format!("mount point {r}"), e.to_string()))?;
             }
-        }
-        let adapted = podman::adapt(pod, run_dir, claims_dir);
-        let mut volumes: BTreeMap<String, PathBuf> = BTreeMap::new();
-        for v in adapted
-            .pod
-            .spec
-            .iter()
-            .flat_map(|s| s.volumes.iter().flatten())
-        {
-            if let Some(hp) = &v.host_path {
-                let mut p = PathBuf::from(&hp.path);
-                for (claim, path) in claims {
-                    if p == claims_dir.join(claim) {
-                        p = path.clone();
-                    }
-                }
-                std::fs::create_dir_all(&p)
-                    .map_err(|e| err(format!("directory {}", p.display()), e.to_string()))?;
-                volumes.insert(v.name.clone(), p);
-            }
-        }
-        let spec = adapted.pod.spec.clone().unwrap_or_default();
-        if mode() == Mode::Namespace {
-            let hidden = volumes
+            let hidden = l
+                .volumes
                 .values()
                 .map(PathBuf::as_path)
                 .chain([entrypoint])
@@ -363,219 +384,249 @@ impl ProcessPod {
                      keep the state directory, workspaces and entrypoint elsewhere",
                 ));
             }
+            return Ok(l);
         }
-        let env_of = |c: &Container| -> Vec<(String, String)> {
-            c.env
-                .iter()
-                .flatten()
-                .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
-                .collect()
-        };
-        let mode = mode();
-        let fs_root = run_dir.join("fs");
-        // Rewrite mode: each container's table, and whose table a script uses.
-        let mut tables: BTreeMap<String, Vec<(String, PathBuf)>> = BTreeMap::new();
-        let mut script_tables: BTreeMap<String, Vec<(String, PathBuf)>> = BTreeMap::new();
-        if mode == Mode::Rewrite {
-            for c in spec
-                .init_containers
-                .iter()
-                .flatten()
-                .chain(&spec.containers)
-            {
-                let t = rewrite_table(c, &volumes, run_dir, &fs_root, entrypoint);
-                for (pod_path, host) in &t {
-                    if !pod_path.starts_with("/ko-app") && host.starts_with(&fs_root) {
-                        let _ = std::fs::create_dir_all(host);
-                    }
+        for c in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+        {
+            let t = rewrite_table(c, &l.volumes, run_dir, &l.fs_root, entrypoint);
+            for (pod_path, host) in &t {
+                if !pod_path.starts_with("/ko-app") && host.starts_with(&l.fs_root) {
+                    let _ = std::fs::create_dir_all(host);
                 }
-                for word in command_of(c) {
-                    if word.starts_with(tektite_entrypoint::contract::SCRIPTS_DIR) {
-                        script_tables.insert(word, t.clone());
-                    }
-                }
-                tables.insert(c.name.clone(), t);
             }
+            for word in command_of(c) {
+                if word.starts_with(tektite_entrypoint::contract::SCRIPTS_DIR) {
+                    l.script_tables.insert(word, t.clone());
+                }
+            }
+            l.tables.insert(c.name.clone(), t);
         }
-        let spawn = |c: &Container| -> Result<std::process::Child, RuntimeError> {
-            let mut cmd;
-            if mode == Mode::Namespace {
-                let script = setup_script(c, &volumes, entrypoint);
-                cmd = Command::new("unshare");
-                cmd.args([
-                    "--mount",
-                    "--propagation",
-                    "private",
-                    "--",
-                    "sh",
-                    "-c",
-                    &script,
-                    "sh",
-                ])
-                .args(command_of(c))
-                .envs(env_of(c));
-            } else {
-                let t = tables.get(&c.name).cloned().unwrap_or_default();
-                let original = command_of(c);
-                let mut words: Vec<String> = original.iter().map(|w| rewrite(w, &t)).collect();
-                if c.name == "place-scripts"
-                    && let (Some(last), Some(text)) = (words.last_mut(), original.last())
-                {
-                    *last = rewrite_place_scripts(text, &t, &script_tables);
-                }
-                // The wrapper reads results from a default path: name it.
-                if original.first().map(String::as_str)
-                    == Some(tektite_entrypoint::contract::ENTRYPOINT)
-                {
-                    let results = rewrite(tektite_entrypoint::contract::RESULTS_DIR, &t);
-                    words.splice(1..1, ["-results_dir".to_string(), results]);
-                }
-                let wd = rewrite(
-                    c.working_dir
-                        .as_deref()
-                        .filter(|d| !d.is_empty())
-                        .unwrap_or("/"),
-                    &t,
-                );
-                let _ = std::fs::create_dir_all(&wd);
-                cmd = Command::new(words.first().cloned().unwrap_or_default());
-                cmd.args(words.iter().skip(1))
-                    .envs(env_of(c).into_iter().map(|(k, v)| (k, rewrite(&v, &t))))
-                    .env(
-                        tektite_entrypoint::contract::ROOT_ENV,
-                        fs_root.join("tekton"),
-                    )
-                    .current_dir(wd);
-            }
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .process_group(0);
-            cmd.spawn().map_err(|e| {
-                err(
-                    format!("container {}", c.name),
-                    format!("cannot start: {e}"),
+        Ok(l)
+    }
+
+    /// The program and arguments that run container `c` here.
+    fn words(&self, c: &Container) -> Vec<String> {
+        if self.mode == Mode::Namespace {
+            // Its own mount namespace (the pod's paths), and its own PID
+            // namespace: the container's first process is its PID 1, and
+            // when that ends, or `unshare` is killed, the kernel kills
+            // everything left in it, as when a container ends.
+            let script = setup_script(c, &self.volumes, self.entrypoint);
+            let mut w: Vec<String> = [
+                "unshare",
+                "--mount",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                &script,
+                "sh",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            w.extend(command_of(c));
+            return w;
+        }
+        let t = self.tables.get(&c.name).cloned().unwrap_or_default();
+        let original = command_of(c);
+        let mut words: Vec<String> = original.iter().map(|w| rewrite(w, &t)).collect();
+        if c.name == "place-scripts"
+            && let Some(text) = original.get(1..).and_then(tektite_engine::pod::shell_text)
+        {
+            words.truncate(1);
+            words.extend(tektite_engine::pod::shell_args(rewrite_place_scripts(
+                &text,
+                &t,
+                &self.script_tables,
+            )));
+        }
+        // The wrapper reads results from a default path: name it.
+        if original.first().map(String::as_str) == Some(tektite_entrypoint::contract::ENTRYPOINT) {
+            let results = rewrite(tektite_entrypoint::contract::RESULTS_DIR, &t);
+            words.splice(1..1, ["-results_dir".to_string(), results]);
+        }
+        words
+    }
+
+    /// The command that starts container `c`: in a session of its own (so
+    /// everything it starts can be found and stopped, whatever it does to
+    /// its process groups) and killed if this `tkt` thread dies.
+    fn command(&self, c: &Container) -> Command {
+        let env: Vec<(String, String)> = c
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+            .collect();
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--pdeathsig", "KILL", "--", "setsid", "--"])
+            .args(self.words(c));
+        if self.mode == Mode::Namespace {
+            cmd.envs(env);
+        } else {
+            let t = self.tables.get(&c.name).cloned().unwrap_or_default();
+            let wd = rewrite(
+                c.working_dir
+                    .as_deref()
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or("/"),
+                &t,
+            );
+            let _ = std::fs::create_dir_all(&wd);
+            cmd.envs(env.into_iter().map(|(k, v)| (k, rewrite(&v, &t))))
+                .env(
+                    tektite_entrypoint::contract::ROOT_ENV,
+                    self.fs_root.join("tekton"),
                 )
-            })
-        };
-        for c in spec.init_containers.iter().flatten() {
-            let out = spawn(c)?
-                .wait_with_output()
-                .map_err(|e| err(format!("init container {}", c.name), e.to_string()))?;
-            if !out.status.success() {
-                return Err(err(
-                    format!("init container {}", c.name),
-                    format!(
-                        "exited with {}: {}",
-                        out.status.code().unwrap_or(-1),
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ),
-                ));
-            }
+                .current_dir(wd);
         }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Starts container `c`, recording its session in the run's journal.
+    fn spawn(
+        &self,
+        c: &Container,
+        journal: Option<&Journal>,
+    ) -> Result<(std::process::Child, Option<ProcId>), RuntimeError> {
+        let mut child = self.command(c).spawn().map_err(|e| {
+            err(
+                format!("container {}", c.name),
+                format!("cannot start: {e}"),
+            )
+        })?;
+        let root = i32::try_from(child.id()).ok().and_then(ProcId::of);
+        if let (Some(j), Some(r)) = (journal, root)
+            && let Err(e) = j.session(r, self.mode == Mode::Rewrite)
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(err("run journal", e.to_string()));
+        }
+        Ok((child, root))
+    }
+}
+
+impl ProcessPod {
+    /// Prepares the run directory, runs the init containers, then starts
+    /// every container.
+    ///
+    /// # Errors
+    /// A directory cannot be made, or an init container fails.
+    pub fn start(
+        pod: &Pod,
+        env: &PodEnv<'_>,
+        entrypoint: &Path,
+    ) -> Result<ProcessPod, RuntimeError> {
+        let adapted = podman::adapt(pod, env.run_dir, env.claims_dir);
+        let volumes = host_volumes(&adapted.pod, env.claims, env.claims_dir)?;
+        let spec = adapted.pod.spec.clone().unwrap_or_default();
+        let launcher = Launcher::new(&spec, volumes, env.run_dir, entrypoint)?;
+        for c in spec.init_containers.iter().flatten() {
+            run_init(&launcher, c, env.journal)?;
+        }
+        let tree = launcher.mode == Mode::Rewrite;
         let mut p = ProcessPod {
             pod: pod.clone(),
-            run_dir: run_dir.to_path_buf(),
-            tree: mode == Mode::Rewrite,
+            run_dir: env.run_dir.to_path_buf(),
+            tree,
             // In rewrite mode the first step waits on the tree's ready file.
-            ready_file: match (&adapted.ready_file, mode) {
-                (Some(_), Mode::Rewrite) => Some(fs_root.join("tekton/downward/ready")),
+            ready_file: match (&adapted.ready_file, tree) {
+                (Some(_), true) => Some(launcher.fs_root.join("tekton/downward/ready")),
                 (f, _) => f.clone(),
             },
             ready_written: false,
+            grace: env.grace,
             procs: Vec::new(),
             threads: Vec::new(),
         };
         for c in &spec.containers {
-            if c.command.as_ref().is_none_or(Vec::is_empty) {
+            if let Err(e) = p.start_container(&launcher, c, env) {
                 p.finish();
-                return Err(err(
-                    format!("container {}", c.name),
-                    "no command: the process runtime does not use images and cannot read their entrypoint",
-                ));
+                return Err(e);
             }
-            let state = Arc::new(Mutex::new(ProcState::default()));
-            let mut child = match spawn(c) {
-                Ok(child) => child,
-                Err(e) => {
-                    p.finish();
-                    return Err(e);
-                }
-            };
-            if let Ok(mut s) = state.lock() {
-                s.started = Some(Timestamp::now());
-                s.pgid = i32::try_from(child.id()).ok();
-            }
-            let log = match store.open_log(task_run, &c.name) {
-                Ok(f) => Arc::new(Mutex::new(f)),
-                Err(e) => {
-                    let _ = child.kill();
-                    p.finish();
-                    return Err(err("log", e.to_string()));
-                }
-            };
-            let mut readers = Vec::new();
-            for pipe in [
-                child
-                    .stdout
-                    .take()
-                    .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-                child
-                    .stderr
-                    .take()
-                    .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                let (log, tx, tr, name) = (
-                    log.clone(),
-                    signals.clone(),
-                    task_run.to_string(),
-                    c.name.clone(),
-                );
-                readers.push(std::thread::spawn(move || {
-                    for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                        if let Ok(mut f) = log.lock() {
-                            let _ = writeln!(f, "{line}");
-                        }
-                        let _ = tx.send(Signal::Line {
-                            task_run: tr.clone(),
-                            container: name.clone(),
-                            line,
-                        });
-                    }
-                }));
-            }
-            let (st, tx) = (state.clone(), signals.clone());
-            p.threads.push(std::thread::spawn(move || {
-                let status = child.wait();
-                // As when a container ends: what it left behind goes too,
-                // so its output pipes close.
-                if let Some(pg) = st.lock().ok().and_then(|s| s.pgid) {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pg),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-                for r in readers {
-                    let _ = r.join();
-                }
-                if let Ok(mut s) = st.lock() {
-                    s.finished = Some(Timestamp::now());
-                    s.code = Some(match status {
-                        Ok(st) => st.code().unwrap_or_else(|| {
-                            use std::os::unix::process::ExitStatusExt as _;
-                            128 + st.signal().unwrap_or(0)
-                        }),
-                        Err(_) => 255,
-                    });
-                }
-                let _ = tx.send(Signal::Changed);
-            }));
-            p.procs.push((c.name.clone(), state));
         }
         Ok(p)
+    }
+
+    /// Starts one container: its output pumped into the store and to the
+    /// runner, a thread waiting for it to end.
+    fn start_container(
+        &mut self,
+        launcher: &Launcher<'_>,
+        c: &Container,
+        env: &PodEnv<'_>,
+    ) -> Result<(), RuntimeError> {
+        if c.command.as_ref().is_none_or(Vec::is_empty) {
+            return Err(err(
+                format!("container {}", c.name),
+                "no command: the process runtime does not use images and cannot read their entrypoint",
+            ));
+        }
+        let log = env
+            .store
+            .open_log(env.task_run, &c.name)
+            .map_err(|e| err("log", e.to_string()))?;
+        let sink = Arc::new(Sink::new(log, env.signals.clone(), env.task_run, &c.name));
+        let (mut child, root) = launcher.spawn(c, env.journal)?;
+        let state = Arc::new(Mutex::new(ProcState {
+            started: Some(Timestamp::now()),
+            root,
+            ..ProcState::default()
+        }));
+        let mut readers = Vec::new();
+        let pipes = [
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
+        ];
+        for pipe in pipes.into_iter().flatten() {
+            let sink = sink.clone();
+            readers.push(std::thread::spawn(move || logs::pump(pipe, &sink)));
+        }
+        let (st, tx) = (state.clone(), env.signals.clone());
+        let leader_last = self.tree;
+        self.threads.push(std::thread::spawn(move || {
+            let status = child.wait();
+            // As when a container ends: what it left behind goes too, so
+            // its output pipes close.
+            if let Some(r) = root {
+                procs::kill_session(r.pid, r.start, leader_last);
+            }
+            for r in readers {
+                let _ = r.join();
+            }
+            if let Ok(mut s) = st.lock() {
+                s.finished = Some(Timestamp::now());
+                s.code = Some(match status {
+                    Ok(st) => st.code().unwrap_or_else(|| {
+                        use std::os::unix::process::ExitStatusExt as _;
+                        128 + st.signal().unwrap_or(0)
+                    }),
+                    Err(_) => 255,
+                });
+            }
+            let _ = tx.send(Signal::Changed);
+        }));
+        self.procs.push((c.name.clone(), state));
+        Ok(())
     }
 
     /// The pod with a status built from the processes and step reports.
@@ -644,48 +695,71 @@ impl ProcessPod {
         self.ready_file.is_some() && !self.ready_written
     }
 
-    fn signal_all(&self, sig: nix::sys::signal::Signal) -> usize {
-        let mut alive = 0;
-        for (_, state) in &self.procs {
-            if let Ok(s) = state.lock()
-                && s.code.is_none()
-                && let Some(pg) = s.pgid
-            {
-                alive += 1;
-                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pg), sig);
-            }
-        }
-        alive
+    /// The sessions of the containers that still run.
+    fn running(&self) -> Vec<ProcId> {
+        self.procs
+            .iter()
+            .filter_map(|(_, s)| s.lock().ok().filter(|s| s.code.is_none())?.root)
+            .collect()
     }
 
-    /// Stops every process that still runs: SIGTERM (the entrypoint passes
-    /// it on to its step's process group), SIGKILL two seconds later.
-    pub fn stop(&mut self) {
-        if self.signal_all(nix::sys::signal::Signal::SIGTERM) == 0 {
+    /// Stops every container that still runs, as a kubelet stops a pod:
+    /// SIGTERM to each container's first process (the step wrapper passes
+    /// it on to its command), then, after the grace period (`now`: at once),
+    /// SIGKILL to every process of each container's session.
+    pub fn stop(&mut self, now: bool) {
+        let running = self.running();
+        if running.is_empty() {
             return;
         }
-        let start = std::time::Instant::now();
-        while start.elapsed() < std::time::Duration::from_secs(2) {
-            let alive = self
-                .procs
-                .iter()
-                .filter(|(_, s)| s.lock().is_ok_and(|s| s.code.is_none()))
-                .count();
-            if alive == 0 {
-                return;
+        if !now {
+            for r in &running {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(r.pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            let start = std::time::Instant::now();
+            while start.elapsed() < self.grace && !self.running().is_empty() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
-        self.signal_all(nix::sys::signal::Signal::SIGKILL);
+        for r in self.running() {
+            procs::kill_session(r.pid, r.start, self.tree);
+        }
     }
 
-    /// Stops what still runs (sidecars) and waits for every process.
+    /// Stops what still runs (sidecars, at once, as Tekton stops them) and
+    /// waits for every process.
     pub fn finish(mut self) {
-        self.stop();
+        self.stop(true);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
+}
+
+/// Runs an init container to its end; its output is kept for the error.
+fn run_init(
+    launcher: &Launcher<'_>,
+    c: &Container,
+    journal: Option<&Journal>,
+) -> Result<(), RuntimeError> {
+    let (child, _) = launcher.spawn(c, journal)?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| err(format!("init container {}", c.name), e.to_string()))?;
+    if !out.status.success() {
+        return Err(err(
+            format!("init container {}", c.name),
+            format!(
+                "exited with {}: {}",
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

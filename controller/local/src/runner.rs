@@ -6,7 +6,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -17,8 +18,9 @@ use tektite_engine::pod::{Config, ImageCommand};
 use tektite_engine::status::{condition, is_done, set_condition};
 use tektite_engine::taskrun;
 
+use crate::live::Journal;
 use crate::process::ProcessPod;
-use crate::runtime::{self, PodmanPod, Signal};
+use crate::runtime::{self, PodEnv, PodmanPod, Signal};
 use crate::store::Store;
 
 /// Where pods run.
@@ -54,10 +56,10 @@ impl RunningPod {
             RunningPod::Process(p) => p.waits_for_ready(),
         }
     }
-    fn stop(&mut self) {
+    fn stop(&mut self, now: bool) {
         match self {
-            RunningPod::Podman(p) => p.stop(),
-            RunningPod::Process(p) => p.stop(),
+            RunningPod::Podman(p) => p.stop(now),
+            RunningPod::Process(p) => p.stop(now),
         }
     }
     fn finish(self, keep: bool) {
@@ -81,6 +83,11 @@ pub struct Options {
     pub work: PathBuf,
     /// Claims bound to host directories (`-w name=PATH`): claim name → path.
     pub claims: BTreeMap<String, PathBuf>,
+    /// Between SIGTERM and SIGKILL when a pod is stopped (cancel, timeout).
+    pub grace: Duration,
+    /// The run's journal: what it starts is recorded there, and other
+    /// commands ask there for it to be cancelled.
+    pub journal: Option<Arc<Journal>>,
 }
 
 /// What happens, for the user to see.
@@ -115,9 +122,15 @@ pub enum Progress {
 pub enum Msg {
     /// A child TaskRun changed (or ended, `done`).
     Child { tr: Box<TaskRun>, done: bool },
-    /// Ctrl-C or SIGTERM: cancel the run.
+    /// Ctrl-C, SIGTERM or SIGHUP: cancel the run.
     Interrupt,
 }
+
+/// How often a run looks for a cancel request from another command.
+const CANCEL_POLL: Duration = Duration::from_millis(500);
+
+/// The message of a run cancelled by another command's request.
+pub const CANCEL_REQUESTED: &str = "cancelled by a request to delete it (tkt delete)";
 
 /// Messages to a TaskRun worker.
 #[derive(Debug)]
@@ -150,7 +163,7 @@ pub enum TaskSource {
 struct Worker {
     opts: Options,
     store: Store,
-    progress: Sender<Progress>,
+    progress: SyncSender<Progress>,
     parent: Sender<Msg>,
     inbox: Receiver<Work>,
     inbox_tx: Sender<Work>,
@@ -174,7 +187,7 @@ fn task_worker(mut tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
     let claims_dir = opts.work.join("claims");
     // Runtime signals (container output, changes) come through a channel
     // of their own; lines go straight to the user.
-    let (sig_tx, sig_rx) = mpsc::channel::<Signal>();
+    let (sig_tx, sig_rx) = mpsc::sync_channel::<Signal>(crate::logs::CHANNEL_BOUND);
     {
         let progress = progress.clone();
         let inbox_tx = inbox_tx.clone();
@@ -269,28 +282,21 @@ fn task_worker(mut tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
             let pod_dir = run_dir.join(p.metadata.name.as_deref().unwrap_or("pod"));
             std::fs::create_dir_all(&pod_dir).ok();
             let run_dir = &pod_dir;
+            let env = PodEnv {
+                task_run: &name,
+                run_dir,
+                claims: &opts.claims,
+                claims_dir: &claims_dir,
+                store: &store,
+                signals: &sig_tx,
+                grace: opts.grace,
+                journal: opts.journal.as_deref(),
+            };
             let started_pod = match &opts.runtime {
-                RuntimeKind::Podman => PodmanPod::start(
-                    &p,
-                    &name,
-                    run_dir,
-                    &opts.claims,
-                    &claims_dir,
-                    &store,
-                    &sig_tx,
-                )
-                .map(RunningPod::Podman),
-                RuntimeKind::Process(bin) => ProcessPod::start(
-                    &p,
-                    &name,
-                    run_dir,
-                    &opts.claims,
-                    &claims_dir,
-                    &store,
-                    &sig_tx,
-                    bin,
-                )
-                .map(RunningPod::Process),
+                RuntimeKind::Podman => PodmanPod::start(&p, &env).map(RunningPod::Podman),
+                RuntimeKind::Process(bin) => {
+                    ProcessPod::start(&p, &env, bin).map(RunningPod::Process)
+                }
             };
             match started_pod {
                 Ok(running) => {
@@ -312,7 +318,7 @@ fn task_worker(mut tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
         if plan.delete_pod.is_some()
             && let Some(p) = pod.as_mut()
         {
-            p.stop();
+            p.stop(false);
         }
         if plan.mark_ready.is_some()
             && let Some(p) = pod.as_mut()
@@ -401,7 +407,7 @@ fn task_worker(mut tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
 pub struct Runner {
     opts: Options,
     store: Store,
-    progress: Sender<Progress>,
+    progress: SyncSender<Progress>,
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
 }
@@ -413,7 +419,7 @@ impl std::fmt::Debug for Runner {
 }
 
 impl Runner {
-    pub fn new(opts: Options, store: Store, progress: Sender<Progress>) -> Runner {
+    pub fn new(opts: Options, store: Store, progress: SyncSender<Progress>) -> Runner {
         let (tx, rx) = mpsc::channel();
         Runner {
             opts,
@@ -427,6 +433,14 @@ impl Runner {
     /// A handle that interrupts the run (send [`Msg::Interrupt`]).
     pub fn interrupter(&self) -> Sender<Msg> {
         self.tx.clone()
+    }
+
+    /// Whether another command asked for this run to be cancelled.
+    fn cancel_requested(&self) -> bool {
+        self.opts
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.cancel_requested())
     }
 
     fn spawn_worker(
@@ -454,13 +468,37 @@ impl Runner {
         (wtx, h)
     }
 
+    /// Records a new child TaskRun under a name of its own: Tekton's name
+    /// when free, else that name with a random suffix (two runs' children
+    /// can have the same name: `a` + task `b-c` and `a-b` + task `c`; a
+    /// cluster would refuse the second create, here it gets another name).
+    fn claim_child(&self, tr: &mut TaskRun) {
+        let base = tr.metadata.name.clone().unwrap_or_default();
+        for _ in 0..16 {
+            match self.store.claim_task_run(tr) {
+                Ok(true) | Err(_) => return,
+                Ok(false) => {
+                    tr.metadata.name = Some(tektite_engine::names::child(
+                        &base,
+                        &format!("-{}", crate::store::random_suffix()),
+                    ));
+                }
+            }
+        }
+    }
+
     /// Runs a TaskRun to its end; an interrupt cancels it.
     pub fn run_task(&self, tr: TaskRun, source: TaskSource) -> TaskRun {
         let _ = self.store.save_task_run(&tr);
         let (worker, handle) = self.spawn_worker(tr.clone(), source);
+        let mut cancel_sent = false;
         loop {
+            if !cancel_sent && self.cancel_requested() {
+                cancel_sent = true;
+                let _ = worker.send(Work::Cancel(format!("TaskRun {CANCEL_REQUESTED}")));
+            }
             // A worker that died (a bug) sends no last message: its handle says so.
-            match self.rx.recv_timeout(Duration::from_millis(500)) {
+            match self.rx.recv_timeout(CANCEL_POLL) {
                 Ok(Msg::Interrupt) => {
                     let _ = worker.send(Work::Cancel(
                         "TaskRun cancelled: tkt was interrupted.".into(),
@@ -518,8 +556,8 @@ impl Runner {
                 pr.status = Some(st);
                 let _ = self.store.save_pipeline_run(&pr);
             }
-            for tr in plan.create {
-                let _ = self.store.save_task_run(&tr);
+            for mut tr in plan.create {
+                self.claim_child(&mut tr);
                 children.push(tr.clone());
                 queue.push_back(tr);
             }
@@ -616,7 +654,13 @@ impl Runner {
             if workers.keys().any(|k| !finished.contains_key(k)) {
                 wait = wait.min(Duration::from_secs(1));
             }
-            match self.rx.recv_timeout(wait) {
+            wait = wait.min(CANCEL_POLL);
+            let msg = if pr.spec.status.is_none() && self.cancel_requested() {
+                Ok(Msg::Interrupt)
+            } else {
+                self.rx.recv_timeout(wait)
+            };
+            match msg {
                 Ok(Msg::Interrupt) => {
                     pr.spec.status = Some("Cancelled".into());
                     for (name, (w, _)) in &workers {

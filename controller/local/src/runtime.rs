@@ -4,12 +4,15 @@
 //! Pod with status, the same shape a kubelet reports.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
@@ -19,7 +22,30 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tektite_engine::pod::ImageCommand;
 use tektite_engine::podman;
 
+use crate::live::Journal;
+use crate::logs::{Sink, Splitter};
+use crate::procs::ProcId;
 use crate::store::Store;
+
+/// What a runtime needs to start a TaskRun's pod, besides the pod.
+#[derive(Debug, Clone, Copy)]
+pub struct PodEnv<'a> {
+    pub task_run: &'a str,
+    /// The pod's own directory (run directories, scripts, claims' mounts).
+    pub run_dir: &'a Path,
+    /// Claims bound to host directories (`-w name=PATH`): claim → path.
+    pub claims: &'a BTreeMap<String, PathBuf>,
+    /// Where provisioned claims live.
+    pub claims_dir: &'a Path,
+    pub store: &'a Store,
+    pub signals: &'a SyncSender<Signal>,
+    /// Between SIGTERM and SIGKILL when the pod is stopped (a kubelet's
+    /// `terminationGracePeriodSeconds`).
+    pub grace: Duration,
+    /// Where what the pod starts is recorded, so that nothing outlives a
+    /// `tkt` that dies.
+    pub journal: Option<&'a Journal>,
+}
 
 /// Something a running pod tells the runner.
 #[derive(Debug, Clone)]
@@ -166,7 +192,147 @@ pub struct PodmanPod {
     run_dir: PathBuf,
     ready_file: Option<PathBuf>,
     ready_written: bool,
+    grace: Duration,
+    /// Set once the pod has been stopped: log followers stop waiting for
+    /// output that will not come.
+    stopped: Arc<AtomicBool>,
     followers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Where podman keeps a container's output, and who writes it.
+struct LogSource {
+    /// The container's log file (`k8s-file` driver: CRI lines).
+    path: PathBuf,
+    /// The container's conmon, the file's only writer: once it is gone
+    /// the file is complete.
+    conmon: Option<ProcId>,
+}
+
+/// The log file and conmon of each container of a played pod.
+fn log_sources(full_names: &[String]) -> Result<BTreeMap<String, LogSource>, RuntimeError> {
+    let text = output(
+        "podman inspect (log files)",
+        Command::new("podman")
+            .args([
+                "inspect",
+                "--format",
+                "{{.Name}}\t{{.State.ConmonPid}}\t{{.HostConfig.LogConfig.Path}}",
+            ])
+            .args(full_names),
+    )?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, '\t');
+            let (name, pid, path) = (f.next()?, f.next()?, f.next()?);
+            let conmon = pid.parse::<i32>().ok().filter(|p| *p > 0);
+            Some((
+                name.to_string(),
+                LogSource {
+                    path: PathBuf::from(path),
+                    conmon: conmon.and_then(ProcId::of),
+                },
+            ))
+        })
+        .collect())
+}
+
+/// Decodes complete CRI log lines (`<time> <stream> <F|P> <content>`) from
+/// the front of `buf` into `out`, removing them; a partial last line stays.
+/// `F` ends a line (a newline is added), `P` is part of one.
+fn decode_cri(buf: &mut Vec<u8>, out: &mut Vec<u8>) {
+    let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
+        return;
+    };
+    for record in buf[..end].split(|b| *b == b'\n') {
+        let mut fields = record.splitn(4, |b| *b == b' ');
+        let (_time, _stream, tag) = (fields.next(), fields.next(), fields.next());
+        let content = fields.next().unwrap_or_default();
+        out.extend_from_slice(content);
+        if tag.is_some_and(|t| !t.starts_with(b"P")) {
+            out.push(b'\n');
+        }
+    }
+    buf.drain(..=end);
+}
+
+/// Follows one container's log file to its end into `sink`: read as it
+/// grows, and once its writer is gone, read to the end. (`podman logs
+/// --follow` stops early when a container exits right after printing a
+/// lot, which lost the tail of a step's output.)
+fn follow_log(source: Option<LogSource>, full_name: &str, stopped: &AtomicBool, sink: &Sink) {
+    let mut splitter = Splitter::default();
+    let mut emit = |l: &[u8]| sink.line(l);
+    let Some(source) = source else {
+        // Not known to podman: nothing to read.
+        return;
+    };
+    let Ok(mut file) = std::fs::File::open(&source.path) else {
+        return;
+    };
+    let mut raw = Vec::new();
+    let mut text = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut last_check = Instant::now();
+    let mut stopped_at: Option<Instant> = None;
+    loop {
+        let n = file.read(&mut chunk).unwrap_or(0);
+        if n > 0 {
+            raw.extend_from_slice(&chunk[..n]);
+            decode_cri(&mut raw, &mut text);
+            splitter.push(&text, &mut emit);
+            text.clear();
+            continue;
+        }
+        // At the end for now: done once the writer is.
+        let writer_gone = match source.conmon {
+            Some(c) => !c.alive(),
+            None if last_check.elapsed() > Duration::from_millis(500) => {
+                last_check = Instant::now();
+                !container_running(full_name)
+            }
+            None => false,
+        };
+        if stopped.load(Ordering::SeqCst) {
+            // A writer that outlives its stopped container by long is not
+            // waited for forever.
+            let since = *stopped_at.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+        }
+        if writer_gone {
+            // Whatever it wrote before going is in the file now.
+            while let Ok(n) = file.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                raw.extend_from_slice(&chunk[..n]);
+            }
+            raw.push(b'\n');
+            decode_cri(&mut raw, &mut text);
+            splitter.push(&text, &mut emit);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    splitter.finish(&mut emit);
+}
+
+/// Whether podman says the container still runs (or is about to).
+fn container_running(full_name: &str) -> bool {
+    Command::new("podman")
+        .args(["inspect", "--format", "{{.State.Status}}", full_name])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| {
+            o.status.success()
+                && matches!(
+                    String::from_utf8_lossy(&o.stdout).trim(),
+                    "running" | "created" | "initialized" | "configured"
+                )
+        })
 }
 
 impl PodmanPod {
@@ -175,15 +341,16 @@ impl PodmanPod {
     ///
     /// # Errors
     /// The directories cannot be made or `podman kube play` fails.
-    pub fn start(
-        pod: &Pod,
-        task_run: &str,
-        run_dir: &Path,
-        claims: &BTreeMap<String, PathBuf>,
-        claims_dir: &Path,
-        store: &Store,
-        signals: &Sender<Signal>,
-    ) -> Result<PodmanPod, RuntimeError> {
+    pub fn start(pod: &Pod, env: &PodEnv<'_>) -> Result<PodmanPod, RuntimeError> {
+        let PodEnv {
+            task_run,
+            run_dir,
+            claims,
+            claims_dir,
+            store,
+            signals,
+            ..
+        } = *env;
         let name = pod.metadata.name.clone().unwrap_or_default();
         let mut adapted = podman::adapt(pod, run_dir, claims_dir);
         // Claims bound to host directories (`-w name=PATH`).
@@ -314,10 +481,16 @@ impl PodmanPod {
                 .stderr(Stdio::null())
                 .status();
         };
+        if let Some(j) = env.journal {
+            j.podman_pod(&name)
+                .map_err(|e| err("run journal", e.to_string()))?;
+        }
+        // The k8s-file driver, whatever the machine's default: its files are
+        // what the log followers read.
         if let Err(e) = output(
             &format!("podman kube play {}", file.display()),
             Command::new("podman")
-                .args(["kube", "play", "--quiet"])
+                .args(["kube", "play", "--quiet", "--log-driver", "k8s-file"])
                 .arg(&file),
         ) {
             // podman may leave what it made of a pod it could not play.
@@ -331,6 +504,8 @@ impl PodmanPod {
             run_dir: run_dir.to_path_buf(),
             ready_file: adapted.ready_file.clone(),
             ready_written: false,
+            grace: env.grace,
+            stopped: Arc::new(AtomicBool::new(false)),
             followers: Vec::new(),
         };
         let containers: Vec<String> = pod
@@ -338,41 +513,27 @@ impl PodmanPod {
             .as_ref()
             .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
             .unwrap_or_default();
-        for c in &containers {
-            let mut log = match store.open_log(task_run, c) {
+        let full_names: Vec<String> = containers.iter().map(|c| format!("{name}-{c}")).collect();
+        let mut sources = match log_sources(&full_names) {
+            Ok(s) => s,
+            Err(e) => {
+                remove(&name);
+                return Err(e);
+            }
+        };
+        for (c, full) in containers.iter().zip(full_names) {
+            let log = match store.open_log(task_run, c) {
                 Ok(f) => f,
                 Err(e) => {
                     remove(&name);
                     return Err(err("log", e.to_string()));
                 }
             };
-            let tx = signals.clone();
-            let full = format!("{name}-{c}");
-            let (tr, cname) = (task_run.to_string(), c.clone());
+            let sink = Sink::new(log, signals.clone(), task_run, c);
+            let source = sources.remove(&full);
+            let stopped = p.stopped.clone();
             p.followers.push(std::thread::spawn(move || {
-                // The container's stdout and stderr, merged in the order
-                // podman reads them.
-                let Ok(mut child) = Command::new("sh")
-                    .args(["-c", "exec podman logs --follow \"$1\" 2>&1", "sh", &full])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .process_group(0)
-                    .spawn()
-                else {
-                    return;
-                };
-                if let Some(out) = child.stdout.take() {
-                    for line in BufReader::new(out).lines().map_while(Result::ok) {
-                        let _ = writeln!(log, "{line}");
-                        let _ = tx.send(Signal::Line {
-                            task_run: tr.clone(),
-                            container: cname.clone(),
-                            line,
-                        });
-                    }
-                }
-                let _ = child.wait();
+                follow_log(source, &full, &stopped, &sink);
             }));
         }
         // One watcher: wakes the runner when every step container has ended.
@@ -521,27 +682,34 @@ impl PodmanPod {
         self.ready_file.is_some() && !self.ready_written
     }
 
-    /// Stops every container at once (cancel, timeout).
-    pub fn stop(&mut self) {
+    /// Stops every container (cancel, timeout): SIGTERM, which each step's
+    /// wrapper passes on to its command, then SIGKILL after the grace
+    /// period (`now`: at once).
+    pub fn stop(&mut self, now: bool) {
+        let grace = if now { 0 } else { self.grace.as_secs() };
         let _ = Command::new("podman")
-            .args(["pod", "stop", "--time", "0", &self.name])
+            .args(["pod", "stop", "--time", &grace.to_string(), &self.name])
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        self.stopped.store(true, Ordering::SeqCst);
     }
 
     /// Removes the pod (unless `keep`) and waits for the log followers.
     pub fn finish(mut self, keep: bool) {
-        // Stop what still runs (sidecars) so every log follower sees its
-        // container end and has read all of its output before removal.
-        self.stop();
+        // Stop what still runs (sidecars, stopped at once as Tekton stops
+        // them) so every log follower sees its container end and has read
+        // all of its output before removal.
+        self.stop(true);
         for f in self.followers.drain(..) {
             let _ = f.join();
         }
         if !keep {
             let _ = Command::new("podman")
                 .args(["pod", "rm", "--force", "--time", "0", &self.name])
+                .process_group(0)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

@@ -7,12 +7,19 @@
 //! ```text
 //! pipelineruns/<name>.json      the PipelineRun, status included
 //! taskruns/<name>.json          each TaskRun, status included
-//! logs/<taskrun>/<container>.log  one file per step (and sidecar)
+//! logs/<taskrun>/<container>.log  one file per step (and sidecar), as written
+//! live/<kind>-<name>.jsonl      the journal of a run being carried out (`live`)
+//! work/<kind>-<name>/           a run's pods' directories while it runs
 //! ```
 //!
 //! Objects are written atomically (a temporary file in the same directory,
 //! then a rename), so an interrupted run never leaves a torn record; a log
-//! is appended to as the step writes it.
+//! is appended to as the step writes it. A name is claimed by linking a
+//! complete first record into place, which fails when the name is taken:
+//! two runs can never both get one. A record that cannot be read (a disk
+//! error, a hand edit) is skipped by listings, which say which file it was,
+//! and can be deleted like any other. Commands that only read never create
+//! the store.
 
 use std::fs;
 use std::io::Write as _;
@@ -51,9 +58,43 @@ pub struct Store {
 }
 
 /// `kind` directories in the store.
-const PIPELINE_RUNS: &str = "pipelineruns";
-const TASK_RUNS: &str = "taskruns";
+pub const PIPELINE_RUNS: &str = "pipelineruns";
+pub const TASK_RUNS: &str = "taskruns";
 const LOGS: &str = "logs";
+const WORK: &str = "work";
+
+/// Which kind of run.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub enum RunKind {
+    PipelineRun,
+    TaskRun,
+}
+
+impl RunKind {
+    /// `pipelinerun` / `taskrun`, as in file names and messages.
+    pub fn lower(self) -> &'static str {
+        match self {
+            RunKind::PipelineRun => "pipelinerun",
+            RunKind::TaskRun => "taskrun",
+        }
+    }
+
+    /// The store's directory of records of this kind.
+    pub fn dir(self) -> &'static str {
+        match self {
+            RunKind::PipelineRun => PIPELINE_RUNS,
+            RunKind::TaskRun => TASK_RUNS,
+        }
+    }
+}
+
+/// The records of one kind that could be read, and those that could not.
+#[derive(Debug)]
+pub struct Listing<T> {
+    pub runs: Vec<T>,
+    /// Each unreadable record, with why (the error names its file).
+    pub unreadable: Vec<StoreError>,
+}
 
 impl Store {
     /// The store at `dir`, or the default location.
@@ -61,13 +102,32 @@ impl Store {
     /// # Errors
     /// No directory can be chosen, or it cannot be created.
     pub fn open(dir: Option<&Path>) -> Result<Store, StoreError> {
+        let store = Store::existing(dir)?;
+        for sub in [PIPELINE_RUNS, TASK_RUNS, LOGS] {
+            let p = store.root.join(sub);
+            fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        Ok(store)
+    }
+
+    /// The store at `dir`, or the default location, without creating it:
+    /// for commands that only read (a missing store is an empty one).
+    ///
+    /// # Errors
+    /// No directory can be chosen, or the path is not a directory.
+    pub fn existing(dir: Option<&Path>) -> Result<Store, StoreError> {
         let root = match dir {
             Some(d) => d.to_path_buf(),
             None => default_root().ok_or(StoreError::NoHome)?,
         };
-        for sub in [PIPELINE_RUNS, TASK_RUNS, LOGS] {
-            let p = root.join(sub);
-            fs::create_dir_all(&p).map_err(io(&p))?;
+        if root.exists() && !root.is_dir() {
+            return Err(StoreError::Io {
+                path: root,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    "not a directory: the run store is a directory",
+                ),
+            });
         }
         Ok(Store { root })
     }
@@ -99,16 +159,28 @@ impl Store {
 
     fn get<T: DeserializeOwned>(&self, kind: &str, name: &str) -> Result<Option<T>, StoreError> {
         let path = self.object_path(kind, name);
-        if !path.exists() {
+        if fs::symlink_metadata(&path).is_err() {
             return Ok(None);
         }
         Self::load(&path).map(Some)
     }
 
-    fn all<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>, StoreError> {
+    /// Whether a record of `kind` called `name` exists, readable or not.
+    pub fn has(&self, kind: &str, name: &str) -> bool {
+        fs::symlink_metadata(self.object_path(kind, name)).is_ok()
+    }
+
+    fn all<T: DeserializeOwned>(&self, kind: &str) -> Result<Listing<T>, StoreError> {
         let dir = self.root.join(kind);
-        let mut out = Vec::new();
-        let entries = fs::read_dir(&dir).map_err(io(&dir))?;
+        let mut out = Listing {
+            runs: Vec::new(),
+            unreadable: Vec::new(),
+        };
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io(&dir)(e)),
+        };
         let mut paths: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
@@ -116,9 +188,60 @@ impl Store {
             .collect();
         paths.sort();
         for p in paths {
-            out.push(Self::load(&p)?);
+            match Self::load(&p) {
+                Ok(r) => out.runs.push(r),
+                Err(e) => out.unreadable.push(e),
+            }
         }
         Ok(out)
+    }
+
+    /// Claims `name` for a new record of `kind` holding `value`: the record
+    /// is written whole to a temporary file and linked into place, which
+    /// fails if the name is taken. Returns whether the name was free.
+    fn claim<T: Serialize>(&self, kind: &str, name: &str, value: &T) -> Result<bool, StoreError> {
+        let path = self.object_path(kind, name);
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let tmp = write_temp(&path, &bytes)?;
+        let claimed = match fs::hard_link(&tmp, &path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io(&path)(e)),
+        };
+        let _ = fs::remove_file(&tmp);
+        if claimed.as_ref().is_ok_and(|c| *c) {
+            sync_dir(&path);
+        }
+        claimed
+    }
+
+    /// Records a new PipelineRun under its name, unless the name is taken
+    /// (`false`).
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn claim_pipeline_run(&self, pr: &PipelineRun) -> Result<bool, StoreError> {
+        self.claim(
+            PIPELINE_RUNS,
+            pr.metadata.name.as_deref().unwrap_or_default(),
+            pr,
+        )
+    }
+
+    /// Records a new TaskRun under its name, unless the name is taken
+    /// (`false`).
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn claim_task_run(&self, tr: &TaskRun) -> Result<bool, StoreError> {
+        self.claim(
+            TASK_RUNS,
+            tr.metadata.name.as_deref().unwrap_or_default(),
+            tr,
+        )
     }
 
     /// Records a PipelineRun (status included), replacing the record.
@@ -157,48 +280,71 @@ impl Store {
         self.get(TASK_RUNS, name)
     }
 
-    /// Every PipelineRun, by name.
+    /// Every readable PipelineRun, by name, and the unreadable records.
     ///
     /// # Errors
-    /// A record that cannot be read.
-    pub fn pipeline_runs(&self) -> Result<Vec<PipelineRun>, StoreError> {
+    /// The directory cannot be read.
+    pub fn pipeline_runs(&self) -> Result<Listing<PipelineRun>, StoreError> {
         self.all(PIPELINE_RUNS)
     }
 
-    /// Every TaskRun, by name.
+    /// Every readable TaskRun, by name, and the unreadable records.
     ///
     /// # Errors
-    /// A record that cannot be read.
-    pub fn task_runs(&self) -> Result<Vec<TaskRun>, StoreError> {
+    /// The directory cannot be read.
+    pub fn task_runs(&self) -> Result<Listing<TaskRun>, StoreError> {
         self.all(TASK_RUNS)
     }
 
-    /// The TaskRuns of a PipelineRun (label `tekton.dev/pipelineRun`).
+    /// The TaskRuns of a PipelineRun (label `tekton.dev/pipelineRun`), and
+    /// the unreadable TaskRun records.
     ///
     /// # Errors
-    /// A record that cannot be read.
-    pub fn task_runs_of(&self, pipeline_run: &str) -> Result<Vec<TaskRun>, StoreError> {
-        Ok(self
-            .task_runs()?
-            .into_iter()
-            .filter(|t| {
-                t.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("tekton.dev/pipelineRun"))
-                    .is_some_and(|n| n == pipeline_run)
-            })
-            .collect())
+    /// The directory cannot be read.
+    pub fn task_runs_of(&self, pipeline_run: &str) -> Result<Listing<TaskRun>, StoreError> {
+        let mut l = self.task_runs()?;
+        l.runs.retain(|t| {
+            t.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("tekton.dev/pipelineRun"))
+                .is_some_and(|n| n == pipeline_run)
+        });
+        Ok(l)
     }
 
-    /// Whether a PipelineRun of this name is recorded.
-    pub fn has_pipeline_run(&self, name: &str) -> bool {
-        self.object_path(PIPELINE_RUNS, name).exists()
+    /// Where a run's pods keep their directories while it runs.
+    pub fn work_dir(&self, kind: RunKind, run: &str) -> PathBuf {
+        self.root.join(WORK).join(format!("{}-{run}", kind.lower()))
     }
 
-    /// Whether a TaskRun of this name is recorded.
-    pub fn has_task_run(&self, name: &str) -> bool {
-        self.object_path(TASK_RUNS, name).exists()
+    /// Removes a record, readable or not (a missing one is no error).
+    ///
+    /// # Errors
+    /// The file cannot be removed.
+    pub fn remove_record(&self, kind: &str, name: &str) -> Result<(), StoreError> {
+        let path = self.object_path(kind, name);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes a TaskRun's record and logs.
+    ///
+    /// # Errors
+    /// A file cannot be removed.
+    pub fn remove_task_run(&self, name: &str) -> Result<(), StoreError> {
+        self.remove_record(TASK_RUNS, name)?;
+        remove_tree(&self.root.join(LOGS).join(name))
+    }
+
+    /// Removes a run's work directory (left by `--keep` or a crash).
+    ///
+    /// # Errors
+    /// The directory cannot be removed.
+    pub fn remove_work_dir(&self, kind: RunKind, run: &str) -> Result<(), StoreError> {
+        remove_tree(&self.work_dir(kind, run))
     }
 
     /// Where the log of one container of a TaskRun is kept.
@@ -225,12 +371,10 @@ impl Store {
             .map_err(io(&path))
     }
 
-    /// The logs of a TaskRun's containers: (container, text), in the order
-    /// the TaskRun's steps are listed in its status, then any others by name.
-    ///
-    /// # Errors
-    /// A log that cannot be read.
-    pub fn logs(&self, tr: &TaskRun) -> Result<Vec<(String, String)>, StoreError> {
+    /// The logs of a TaskRun's containers: (container, file), in the order
+    /// the TaskRun's steps are listed in its status, then any others by
+    /// name. Read them as streams: a log may be larger than memory.
+    pub fn logs(&self, tr: &TaskRun) -> Vec<(String, PathBuf)> {
         let name = tr.metadata.name.as_deref().unwrap_or_default();
         let dir = self.root.join(LOGS).join(name);
         let mut found: Vec<String> = match fs::read_dir(&dir) {
@@ -258,14 +402,35 @@ impl Store {
                 order.push(c);
             }
         }
-        let mut out = Vec::new();
-        for c in order {
-            let p = self.log_path(name, &c);
-            let text = fs::read_to_string(&p).map_err(io(&p))?;
-            out.push((c, text));
-        }
-        Ok(out)
+        order
+            .into_iter()
+            .map(|c| {
+                let p = self.log_path(name, &c);
+                (c, p)
+            })
+            .collect()
     }
+}
+
+/// Five random characters, as Kubernetes adds to a `generateName`.
+pub fn random_suffix() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    // RandomState is seeded from the OS for every instance.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let mut x = h.finish();
+    (0..5)
+        .map(|_| {
+            let c = ALPHABET[(x % ALPHABET.len() as u64) as usize] as char;
+            x /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
 }
 
 /// `$XDG_STATE_HOME/tektite`, else `$HOME/.local/state/tektite`.
@@ -277,25 +442,64 @@ fn default_root() -> Option<PathBuf> {
     Some(PathBuf::from(home).join(".local/state/tektite"))
 }
 
+fn remove_tree(dir: &Path) -> Result<(), StoreError> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(dir)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `bytes` to a new temporary file beside `path` (same directory,
+/// so it can be renamed or linked into place), synced; returns its path.
+fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    let written = f
+        .write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(io(&tmp));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map(|()| tmp)
+}
+
+/// Makes a rename or link in `path`'s directory survive a crash.
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent()
+        && let Ok(d) = fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename.
 ///
 /// # Errors
 /// The temporary file cannot be written or renamed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io(path))
+    let tmp = write_temp(path, bytes)?;
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(path)(e));
+    }
+    sync_dir(path);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -331,14 +535,14 @@ mod tests {
             Some("p1")
         );
         assert!(s.pipeline_run("nope").unwrap().is_none());
-        assert_eq!(s.task_runs().unwrap().len(), 2);
-        assert_eq!(s.task_runs_of("p1").unwrap().len(), 1);
+        assert_eq!(s.task_runs().unwrap().runs.len(), 2);
+        assert_eq!(s.task_runs_of("p1").unwrap().runs.len(), 1);
         let mut log = s.open_log("p1-a", "step-x").unwrap();
         writeln!(log, "hello").unwrap();
-        assert_eq!(
-            s.logs(&tr).unwrap(),
-            vec![("step-x".to_string(), "hello\n".to_string())]
-        );
+        let logs = s.logs(&tr);
+        assert_eq!(logs.len(), 1);
+        assert_eq!(logs[0].0, "step-x");
+        assert_eq!(fs::read_to_string(&logs[0].1).unwrap(), "hello\n");
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -19,7 +19,7 @@ use tektite_api::param::ParamValue;
 use tektite_api::v1::{TaskRun, TaskRunStatus};
 use tektite_engine::pod::{self, Config};
 use tektite_engine::status;
-use tektite_local::runtime::PodmanPod;
+use tektite_local::runtime::{PodEnv, PodmanPod};
 use tektite_local::store::Store;
 
 const BUSYBOX: &str = "localhost/tektite/busybox:latest";
@@ -103,16 +103,22 @@ fn run(tr: &TaskRun, test: &str) -> (TaskRunStatus, Played) {
     let dir = std::env::temp_dir().join(format!("local-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = Store::open(Some(&dir.join("state"))).unwrap();
-    let (tx, _rx) = std::sync::mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::sync_channel(16);
+    // The runner's side of the channel: drained, as the runner drains it.
+    std::thread::spawn(move || for _ in rx {});
     let name = tr.metadata.name.clone().unwrap();
     let pod = PodmanPod::start(
         &plan.pod,
-        &name,
-        &dir.join("run"),
-        &BTreeMap::new(),
-        &dir.join("claims"),
-        &store,
-        &tx,
+        &PodEnv {
+            task_run: &name,
+            run_dir: &dir.join("run"),
+            claims: &BTreeMap::new(),
+            claims_dir: &dir.join("claims"),
+            store: &store,
+            signals: &tx,
+            grace: Duration::from_secs(2),
+            journal: None,
+        },
     )
     .unwrap();
     let mut played = Played {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
-use tektite_local::runtime::PodmanPod;
+use tektite_local::runtime::{PodEnv, PodmanPod};
 use tektite_local::store::Store;
 
 use crate::apiserver::{Key, Shared};
@@ -113,7 +113,9 @@ fn images_of(pod: &Value) -> BTreeMap<String, String> {
 
 fn run(api: &Shared, dir: &std::path::Path, stop: &AtomicBool) {
     let store = Store::open(Some(&dir.join("state"))).unwrap();
-    let (tx, _rx) = std::sync::mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::sync_channel(16);
+    // Container output is kept in the store; the lines sent are dropped.
+    std::thread::spawn(move || for _ in rx {});
     let mut playing: BTreeMap<Key, PodmanPod> = BTreeMap::new();
     let mut seen: BTreeSet<Key> = BTreeSet::new();
     // The images each pod was played with, and the containers stopped.
@@ -130,15 +132,17 @@ fn run(api: &Shared, dir: &std::path::Path, stop: &AtomicBool) {
                 .as_str()
                 .unwrap_or(&k.name)
                 .to_string();
-            match PodmanPod::start(
-                &typed,
-                &task_run,
-                &dir.join(&k.name),
-                &BTreeMap::new(),
-                &dir.join("claims"),
-                &store,
-                &tx,
-            ) {
+            let env = PodEnv {
+                task_run: &task_run,
+                run_dir: &dir.join(&k.name),
+                claims: &BTreeMap::new(),
+                claims_dir: &dir.join("claims"),
+                store: &store,
+                signals: &tx,
+                grace: Duration::from_secs(30),
+                journal: None,
+            };
+            match PodmanPod::start(&typed, &env) {
                 Ok(p) => {
                     images.insert(k.clone(), images_of(&pod));
                     playing.insert(k, p);

@@ -1,0 +1,339 @@
+//! The live record of a run being carried out: which `tkt` runs it and what
+//! it has started (process sessions, podman pods), so that whatever happens
+//! to that `tkt` (Ctrl-C twice, SIGHUP, `kill -9`, a crash) nothing it
+//! started is left running and the run is not left `Running` forever.
+//!
+//! A journal is a file of JSON lines in the store's `live/` directory,
+//! appended to (and synced) before each thing it names is started, removed
+//! when the run has ended and been recorded. A journal whose owner is gone
+//! is the mark of an abandoned run: [`recover`] stops what it names, marks
+//! the run and its unfinished TaskRuns failed with [`ABANDONED`], and
+//! removes the run's work directory. `tkt`'s watchdog runs it the moment
+//! its `tkt` ends; every store command runs it for journals it finds.
+//!
+//! A torn last line (a crash mid-append) is ignored: what it named had not
+//! been started yet.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use k8s_openapi::jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use tektite_engine::status::{condition, is_done, set_condition};
+
+use crate::procs::{self, ProcId};
+use crate::store::{RunKind, Store, StoreError};
+
+/// The reason of a run whose `tkt` ended before it did.
+pub const ABANDONED: &str = "TktExited";
+
+/// The store's directory of journals.
+pub const LIVE: &str = "live";
+
+/// One line of a journal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+enum Entry {
+    /// The `tkt` carrying out the run, and the run.
+    Owner {
+        owner: ProcId,
+        kind: RunKind,
+        name: String,
+    },
+    /// A process session made for a container (process runtime): its
+    /// leader; every member started at or after the leader. `leader_last`:
+    /// kill the leader after the others (see `procs::kill_session`).
+    Session {
+        leader: ProcId,
+        #[serde(default)]
+        leader_last: bool,
+    },
+    /// A podman pod about to be played.
+    PodmanPod { name: String },
+}
+
+/// A run's journal, held by the `tkt` carrying it out.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where the journal of a run is.
+pub fn journal_path(store: &Store, kind: RunKind, name: &str) -> PathBuf {
+    store
+        .root()
+        .join(LIVE)
+        .join(format!("{}-{name}.jsonl", kind.lower()))
+}
+
+impl Journal {
+    /// Starts the journal of a run carried out by this process.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn create(store: &Store, kind: RunKind, name: &str) -> Result<Journal, StoreError> {
+        let path = journal_path(store, kind, name);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        let j = Journal {
+            path,
+            file: Mutex::new(file),
+        };
+        let owner = ProcId::current().ok_or_else(|| StoreError::Corrupt {
+            path: PathBuf::from("/proc/self/stat"),
+            message: "cannot read this process's start time".into(),
+        })?;
+        j.append(&Entry::Owner {
+            owner,
+            kind,
+            name: name.to_string(),
+        })?;
+        Ok(j)
+    }
+
+    fn append(&self, e: &Entry) -> Result<(), StoreError> {
+        let mut line = serde_json::to_vec(e).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        line.push(b'\n');
+        let mut f = self
+            .file
+            .lock()
+            .map_err(|_| io(&self.path)(std::io::Error::other("journal lock poisoned")))?;
+        f.write_all(&line).map_err(io(&self.path))?;
+        f.sync_data().map_err(io(&self.path))
+    }
+
+    /// Records a process session made for a container.
+    ///
+    /// # Errors
+    /// The journal cannot be written.
+    pub fn session(&self, leader: ProcId, leader_last: bool) -> Result<(), StoreError> {
+        self.append(&Entry::Session {
+            leader,
+            leader_last,
+        })
+    }
+
+    /// Records a podman pod, before it is played.
+    ///
+    /// # Errors
+    /// The journal cannot be written.
+    pub fn podman_pod(&self, name: &str) -> Result<(), StoreError> {
+        self.append(&Entry::PodmanPod {
+            name: name.to_string(),
+        })
+    }
+
+    /// Whether another command asked for the run to be cancelled
+    /// ([`request_cancel`]).
+    pub fn cancel_requested(&self) -> bool {
+        self.path.with_extension("cancel").exists()
+    }
+
+    /// Kills everything the run has started, at once (a second Ctrl-C):
+    /// the runner then sees its pods end and records the run.
+    pub fn stop_now(&self) {
+        if let Some(l) = read(&self.path) {
+            stop(&l, "stop");
+        }
+    }
+
+    /// The run has ended and is recorded: nothing to recover.
+    pub fn release(&self) {
+        let _ = fs::remove_file(self.path.with_extension("cancel"));
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Asks the `tkt` carrying out a run to cancel it; it sees the request
+/// within a second.
+///
+/// # Errors
+/// The request cannot be written.
+pub fn request_cancel(store: &Store, kind: RunKind, name: &str) -> Result<(), StoreError> {
+    let path = journal_path(store, kind, name).with_extension("cancel");
+    fs::write(&path, b"").map_err(io(&path))
+}
+
+/// Whether a `tkt` that still runs is carrying out this run.
+pub fn is_live(store: &Store, kind: RunKind, name: &str) -> bool {
+    read(&journal_path(store, kind, name)).is_some_and(|l| l.owner.alive())
+}
+
+/// Kills what a journal names: every process of its sessions, and its
+/// podman pods (`how`: `stop` keeps them for the runner to remove, `rm`
+/// removes them).
+fn stop(l: &Leftovers, how: &str) {
+    for (s, leader_last) in &l.sessions {
+        procs::kill_session(s.pid, s.start, *leader_last);
+    }
+    for pod in &l.pods {
+        let args: &[&str] = if how == "rm" {
+            &["pod", "rm", "--force", "--time", "0"]
+        } else {
+            &["pod", "stop", "--time", "0"]
+        };
+        let _ = std::process::Command::new("podman")
+            .args(args)
+            .arg(pod)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// What a journal says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftovers {
+    pub owner: ProcId,
+    pub kind: RunKind,
+    pub name: String,
+    /// Each session's leader, and whether it is killed last.
+    pub sessions: Vec<(ProcId, bool)>,
+    pub pods: Vec<String>,
+}
+
+/// Reads a journal; `None` when it has no owner line (a torn first write).
+pub fn read(path: &Path) -> Option<Leftovers> {
+    let text = fs::read_to_string(path).ok()?;
+    let mut out: Option<Leftovers> = None;
+    for line in text.lines() {
+        let Ok(e) = serde_json::from_str::<Entry>(line) else {
+            continue;
+        };
+        match (e, out.as_mut()) {
+            (Entry::Owner { owner, kind, name }, None) => {
+                out = Some(Leftovers {
+                    owner,
+                    kind,
+                    name,
+                    sessions: Vec::new(),
+                    pods: Vec::new(),
+                });
+            }
+            (
+                Entry::Session {
+                    leader,
+                    leader_last,
+                },
+                Some(l),
+            ) => l.sessions.push((leader, leader_last)),
+            (Entry::PodmanPod { name }, Some(l)) => l.pods.push(name),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Every journal of the store, with its path.
+pub fn journals(store: &Store) -> Vec<PathBuf> {
+    let dir = store.root().join(LIVE);
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// What [`recover`] did, for the user to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub kind: RunKind,
+    pub name: String,
+    pub owner: ProcId,
+}
+
+/// Recovers every run whose `tkt` is gone (`owner`: only runs of that
+/// `tkt`, which the caller knows to be gone). Runs whose `tkt` still runs
+/// are left alone.
+pub fn recover_abandoned(store: &Store, owner: Option<ProcId>) -> Vec<Recovered> {
+    let mut out = Vec::new();
+    for path in journals(store) {
+        let Some(l) = read(&path) else {
+            // No owner line: the owner died before starting anything.
+            let _ = fs::remove_file(&path);
+            continue;
+        };
+        let gone = match owner {
+            Some(o) => l.owner == o,
+            None => !l.owner.alive(),
+        };
+        if gone {
+            recover(store, &l);
+            let _ = fs::remove_file(path.with_extension("cancel"));
+            let _ = fs::remove_file(&path);
+            out.push(Recovered {
+                kind: l.kind,
+                name: l.name.clone(),
+                owner: l.owner,
+            });
+        }
+    }
+    out
+}
+
+/// Stops what an abandoned run left running and records how it ended.
+fn recover(store: &Store, l: &Leftovers) {
+    stop(l, "rm");
+    let message = format!(
+        "the tkt process running it (pid {}) ended before the run did; what it had started was stopped",
+        l.owner.pid
+    );
+    let now = Timestamp::now();
+    let mark = |conds: &mut Vec<tektite_api::v1::Condition>| -> bool {
+        if is_done(conds) {
+            return false;
+        }
+        set_condition(conds, condition("False", ABANDONED, &message, now));
+        true
+    };
+    let task_runs = match l.kind {
+        RunKind::PipelineRun => {
+            if let Ok(Some(mut pr)) = store.pipeline_run(&l.name) {
+                let st = pr.status.get_or_insert_with(Default::default);
+                if mark(&mut st.conditions) {
+                    st.completion_time =
+                        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+                    let _ = store.save_pipeline_run(&pr);
+                }
+            }
+            store
+                .task_runs_of(&l.name)
+                .map(|l| l.runs)
+                .unwrap_or_default()
+        }
+        RunKind::TaskRun => store.task_run(&l.name).ok().flatten().into_iter().collect(),
+    };
+    for mut tr in task_runs {
+        let st = tr.status.get_or_insert_with(Default::default);
+        if mark(&mut st.conditions) {
+            st.completion_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+            let _ = store.save_task_run(&tr);
+        }
+    }
+    let _ = store.remove_work_dir(l.kind, &l.name);
+}

@@ -1,0 +1,151 @@
+//! A container's output, on its way to the run store and the screen.
+//!
+//! Every byte a container writes is appended to its log in the store as it
+//! was written (invalid UTF-8, a missing last newline and all), and shown to
+//! the user a line at a time. Memory stays bounded whatever the output: a
+//! line longer than [`MAX_LINE`] is stored whole but shown in pieces of that
+//! size, and the screen is fed through a bounded channel, so a slow screen
+//! slows the step down instead of piling its output up in memory.
+
+use std::fs::File;
+use std::io::{Read, Write as _};
+use std::sync::Mutex;
+use std::sync::mpsc::SyncSender;
+
+use crate::runtime::Signal;
+
+/// The longest piece of a line shown at once.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// Lines in flight between the runtimes and the screen.
+pub const CHANNEL_BOUND: usize = 256;
+
+/// Splits a byte stream into lines of at most [`MAX_LINE`] bytes (the
+/// newline included), keeping at most one line's worth of bytes.
+#[derive(Debug, Default)]
+pub struct Splitter {
+    pending: Vec<u8>,
+}
+
+impl Splitter {
+    /// Feeds `bytes`; `emit` gets each line (with its newline) or each
+    /// [`MAX_LINE`] piece of a longer one.
+    pub fn push(&mut self, mut bytes: &[u8], emit: &mut impl FnMut(&[u8])) {
+        while !bytes.is_empty() {
+            let room = MAX_LINE - self.pending.len();
+            let window = &bytes[..bytes.len().min(room)];
+            match window.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    self.pending.extend_from_slice(&window[..=i]);
+                    bytes = &bytes[i + 1..];
+                }
+                None => {
+                    self.pending.extend_from_slice(window);
+                    bytes = &bytes[window.len()..];
+                    if self.pending.len() < MAX_LINE {
+                        continue;
+                    }
+                }
+            }
+            emit(&self.pending);
+            self.pending.clear();
+        }
+    }
+
+    /// The end of the stream: what is left (a last line without newline).
+    pub fn finish(&mut self, emit: &mut impl FnMut(&[u8])) {
+        if !self.pending.is_empty() {
+            emit(&self.pending);
+            self.pending.clear();
+        }
+    }
+}
+
+/// One container's output: its log file in the store and the screen.
+#[derive(Debug)]
+pub struct Sink {
+    file: Mutex<File>,
+    tx: SyncSender<Signal>,
+    task_run: String,
+    container: String,
+}
+
+impl Sink {
+    pub fn new(file: File, tx: SyncSender<Signal>, task_run: &str, container: &str) -> Sink {
+        Sink {
+            file: Mutex::new(file),
+            tx,
+            task_run: task_run.to_string(),
+            container: container.to_string(),
+        }
+    }
+
+    /// Stores a line (or piece) exactly and shows it without its newline.
+    pub fn line(&self, bytes: &[u8]) {
+        if let Ok(mut f) = self.file.lock() {
+            // A full disk loses the stored copy, never the step: it goes on.
+            let _ = f.write_all(bytes);
+        }
+        let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        let _ = self.tx.send(Signal::Line {
+            task_run: self.task_run.clone(),
+            container: self.container.clone(),
+            line: String::from_utf8_lossy(text).into_owned(),
+        });
+    }
+}
+
+/// Reads `from` to its end into `sink`.
+pub fn pump(mut from: impl Read, sink: &Sink) {
+    let mut splitter = Splitter::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut emit = |l: &[u8]| sink.line(l);
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => splitter.push(&buf[..n], &mut emit),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    splitter.finish(&mut emit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut s = Splitter::default();
+        let mut out = Vec::new();
+        let mut emit = |l: &[u8]| out.push(l.to_vec());
+        for c in chunks {
+            s.push(c, &mut emit);
+        }
+        s.finish(&mut emit);
+        out
+    }
+
+    #[test]
+    fn lines_are_kept_whole_across_reads_and_every_byte_comes_out() {
+        let out = split(&[b"ab", b"c\nde", b"f\n\ng"]);
+        assert_eq!(out, [&b"abc\n"[..], b"def\n", b"\n", b"g"]);
+    }
+
+    #[test]
+    fn a_long_line_comes_out_in_pieces_of_the_limit() {
+        let long = vec![b'x'; MAX_LINE * 2 + 10];
+        let mut input = long.clone();
+        input.extend_from_slice(b"\nnext\n");
+        let out = split(&[&input[..1000], &input[1000..]]);
+        let sizes: Vec<usize> = out.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_LINE, MAX_LINE, 11, 5]);
+        assert_eq!(out.concat(), input, "nothing lost, nothing added");
+    }
+
+    #[test]
+    fn invalid_utf8_passes_through() {
+        let out = split(&[b"\xff\xfe ok\n"]);
+        assert_eq!(out, [&b"\xff\xfe ok\n"[..]]);
+    }
+}

@@ -1,0 +1,167 @@
+//! Processes as `/proc` shows them: who is alive, who belongs to a session,
+//! and stopping a whole session, whatever its members did to their process
+//! groups.
+//!
+//! A process is named by its pid and its start time (clock ticks since
+//! boot), so a pid the kernel gave to another process since is never
+//! mistaken for it: the run store records containers and owners this way,
+//! and a later `tkt` can tell whether they still run.
+
+use std::path::Path;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+/// What `/proc/<pid>/stat` says of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: i32,
+    /// `R`, `S`, `D`, `Z` (zombie), …
+    pub state: char,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub session: i32,
+    /// Start time, in clock ticks since boot.
+    pub start: u64,
+}
+
+/// Reads `/proc/<pid>/stat`; `None` when there is no such process.
+pub fn stat(pid: i32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// Parses a `stat` line: `pid (comm) state ppid pgrp session … starttime …`.
+/// The command name may hold spaces and parentheses: fields are counted
+/// after its last `)`.
+fn parse_stat(text: &str) -> Option<Stat> {
+    let (head, rest) = text.rsplit_once(')')?;
+    let pid = head.split_once('(')?.0.trim().parse().ok()?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); starttime is field 22.
+    Some(Stat {
+        pid,
+        state: f.first()?.chars().next()?,
+        ppid: f.get(1)?.parse().ok()?,
+        pgrp: f.get(2)?.parse().ok()?,
+        session: f.get(3)?.parse().ok()?,
+        start: f.get(19)?.parse().ok()?,
+    })
+}
+
+/// A process named so that a reused pid is not taken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcId {
+    pub pid: i32,
+    pub start: u64,
+}
+
+impl ProcId {
+    /// The process `pid` as it is now.
+    pub fn of(pid: i32) -> Option<ProcId> {
+        stat(pid).map(|s| ProcId {
+            pid,
+            start: s.start,
+        })
+    }
+
+    /// This process.
+    pub fn current() -> Option<ProcId> {
+        ProcId::of(std::process::id().try_into().ok()?)
+    }
+
+    /// Whether it still runs (a zombie does not).
+    pub fn alive(&self) -> bool {
+        stat(self.pid).is_some_and(|s| s.start == self.start && s.state != 'Z')
+    }
+}
+
+/// Every live process of session `sid` that started at `since` or later
+/// (ticks since boot): the members of a session we made, not of one that
+/// took its number since.
+pub fn session_members(sid: i32, since: u64) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(stat)
+        .filter(|s| s.session == sid && s.start >= since && s.state != 'Z')
+        .map(|s| s.pid)
+        .collect()
+}
+
+/// Sends `sig` to every live process of a session (see [`session_members`]);
+/// returns how many there were.
+pub fn signal_session(sid: i32, since: u64, sig: Signal) -> usize {
+    let members = session_members(sid, since);
+    for pid in &members {
+        let _ = kill(Pid::from_raw(*pid), sig);
+    }
+    members.len()
+}
+
+/// Kills a session for good: SIGKILL to its members until none is left
+/// (a member may fork while the first ones die). With `leader_last`, the
+/// leader goes after the others: a step wrapper leading the session then
+/// sees its command killed, reaps it and records how it ended. (An
+/// `unshare` leading it goes first instead: its PID namespace dies with
+/// it, and it would complain about a child killed under it.)
+pub fn kill_session(sid: i32, since: u64, leader_last: bool) {
+    if !leader_last {
+        let _ = kill(Pid::from_raw(sid), Signal::SIGKILL);
+    }
+    let others = |pids: Vec<i32>| pids.into_iter().filter(|p| *p != sid).collect::<Vec<_>>();
+    for _ in 0..50 {
+        let members = others(session_members(sid, since));
+        if members.is_empty() {
+            break;
+        }
+        for pid in members {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for _ in 0..50 {
+        if signal_session(sid, since, Signal::SIGKILL) == 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Whether `/proc` is there to be read (it is on Linux).
+pub fn available() -> bool {
+    Path::new("/proc/self/stat").exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_odd_command_names_parse() {
+        let line = "4242 (a) b (c)) S 1 4242 4200 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10 18446744073709551615";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(
+            (s.pid, s.state, s.ppid, s.pgrp, s.session, s.start),
+            (4242, 'S', 1, 4242, 4200, 987654)
+        );
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_changed_start_is_not() {
+        let me = ProcId::current().unwrap();
+        assert!(me.alive());
+        assert!(
+            !ProcId {
+                start: me.start + 1,
+                ..me
+            }
+            .alive()
+        );
+    }
+}
