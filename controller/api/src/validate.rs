@@ -1710,6 +1710,22 @@ impl<'a> Checker<'_, 'a> {
                 &path.key("workspaces"),
                 &who,
             );
+            // Only an embedded taskSpec takes bindings it does not declare
+            // (Tekton propagates them); a referenced Task refuses them.
+            if spec.task_spec.is_none() {
+                for (i, w) in spec.workspaces.iter().enumerate() {
+                    if !task.workspaces.iter().any(|d| d.name == w.name) {
+                        self.err(
+                            &path.key("workspaces").idx(i).key("name"),
+                            format!(
+                                "workspace binding {:?} does not match any workspace {who} declares{}",
+                                w.name,
+                                suggest(&w.name, task.workspaces.iter().map(|d| d.name.as_str()))
+                            ),
+                        );
+                    }
+                }
+            }
             let steps: Vec<&str> = task.steps.iter().map(|s| s.name.as_str()).collect();
             for (i, s) in spec.step_specs.iter().enumerate() {
                 if !steps.contains(&s.name.as_str()) {

@@ -158,6 +158,8 @@ impl Tree for Value {
 struct MapFrame<T> {
     line: usize,
     anchor: usize,
+    /// Nodes in it so far, itself included (aliases counted expanded).
+    size: usize,
     entries: Vec<(String, T)>,
     /// The key read, waiting for its value.
     pending: Option<String>,
@@ -166,8 +168,62 @@ struct MapFrame<T> {
 }
 
 enum Frame<T> {
-    Seq(usize, usize, Vec<T>),
+    /// Line, anchor, items, size (as [`MapFrame::size`]).
+    Seq(usize, usize, Vec<T>, usize),
     Map(MapFrame<T>),
+}
+
+/// What aliases may expand to, as Kubernetes' YAML reader (go-yaml) allows:
+/// a document may hold any number of nodes it writes out, but the share of
+/// nodes copied from aliases is capped, tighter the bigger the document,
+/// so a few hundred bytes of nested aliases (a "billion laughs") cannot
+/// expand into gigabytes.
+#[derive(Debug, Default)]
+struct AliasBudget {
+    /// Nodes in the document so far, aliases counted expanded.
+    decoded: usize,
+    /// Nodes copied from aliases.
+    expanded: usize,
+}
+
+impl AliasBudget {
+    /// go-yaml's allowed ratio of expanded to decoded nodes: 99 % up to
+    /// 400,000 nodes, falling to 10 % at 4,000,000.
+    fn allowed_ratio(decoded: usize) -> f64 {
+        const LOW: f64 = 400_000.0;
+        const HIGH: f64 = 4_000_000.0;
+        let d = decoded as f64;
+        if d <= LOW {
+            0.99
+        } else if d >= HIGH {
+            0.10
+        } else {
+            0.99 - 0.89 * (d - LOW) / (HIGH - LOW)
+        }
+    }
+
+    /// Counts a node written out.
+    fn node(&mut self) {
+        self.decoded += 1;
+    }
+
+    /// Counts an alias to a node of `size` nodes, before it is copied.
+    fn alias(&mut self, size: usize, line: usize) -> Result<(), SyntaxError> {
+        self.decoded = self.decoded.saturating_add(size);
+        self.expanded = self.expanded.saturating_add(size);
+        let ratio = self.expanded as f64 / self.decoded as f64;
+        if self.expanded > 100 && self.decoded > 1000 && ratio > Self::allowed_ratio(self.decoded) {
+            return Err(SyntaxError {
+                line,
+                message: format!(
+                    "document contains excessive aliasing: aliases would copy {} nodes into a document of {}; \
+                     write the repeated parts out, or use fewer nested aliases",
+                    self.expanded, self.decoded
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Parses every document of a YAML (or JSON) stream, keeping lines.
@@ -194,7 +250,9 @@ pub fn parse_values(text: &str) -> Result<Vec<Value>, SyntaxError> {
 fn parse<T: Tree>(text: &str) -> Result<Vec<T>, SyntaxError> {
     let mut docs = Vec::new();
     let mut stack: Vec<Frame<T>> = Vec::new();
-    let mut anchors: HashMap<usize, T> = HashMap::new();
+    // Each anchored node, with its size in nodes.
+    let mut anchors: HashMap<usize, (T, usize)> = HashMap::new();
+    let mut budget = AliasBudget::default();
     let mut root: Option<T> = None;
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| SyntaxError {
@@ -202,10 +260,11 @@ fn parse<T: Tree>(text: &str) -> Result<Vec<T>, SyntaxError> {
             message: e.info().to_string(),
         })?;
         let line = span.start.line();
-        let node = match event {
+        let (node, size) = match event {
             Event::StreamStart | Event::StreamEnd | Event::Nothing => continue,
             Event::DocumentStart(_) => {
                 anchors.clear();
+                budget = AliasBudget::default();
                 root = None;
                 continue;
             }
@@ -216,26 +275,34 @@ fn parse<T: Tree>(text: &str) -> Result<Vec<T>, SyntaxError> {
                 }
                 continue;
             }
-            Event::Alias(id) => anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
-                line,
-                message: "alias refers to an unknown anchor".to_string(),
-            })?,
+            Event::Alias(id) => {
+                let (node, size) = anchors.get(&id).ok_or_else(|| SyntaxError {
+                    line,
+                    message: "alias refers to an unknown anchor".to_string(),
+                })?;
+                budget.alias(*size, line)?;
+                (node.clone(), *size)
+            }
             Event::Scalar(value, style, anchor, tag) => {
+                budget.node();
                 let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
                 let node = T::scalar(resolve_scalar(&value, style, tag.as_deref(), line)?, line);
                 if anchor > 0 {
-                    anchors.insert(anchor, node.clone());
+                    anchors.insert(anchor, (node.clone(), 1));
                 }
-                node
+                (node, 1)
             }
             Event::SequenceStart(anchor, _) => {
-                stack.push(Frame::Seq(line, anchor, Vec::new()));
+                budget.node();
+                stack.push(Frame::Seq(line, anchor, Vec::new(), 1));
                 continue;
             }
             Event::MappingStart(anchor, _) => {
+                budget.node();
                 stack.push(Frame::Map(MapFrame {
                     line,
                     anchor,
+                    size: 1,
                     entries: Vec::new(),
                     pending: None,
                     merged: Vec::new(),
@@ -243,9 +310,11 @@ fn parse<T: Tree>(text: &str) -> Result<Vec<T>, SyntaxError> {
                 continue;
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let (node, anchor) = match stack.pop() {
-                    Some(Frame::Seq(start, anchor, items)) => (T::seq(items, start), anchor),
-                    Some(Frame::Map(m)) => (T::map(m.entries, m.line), m.anchor),
+                let (node, anchor, size) = match stack.pop() {
+                    Some(Frame::Seq(start, anchor, items, size)) => {
+                        (T::seq(items, start), anchor, size)
+                    }
+                    Some(Frame::Map(m)) => (T::map(m.entries, m.line), m.anchor, m.size),
                     None => {
                         return Err(SyntaxError {
                             line,
@@ -254,12 +323,12 @@ fn parse<T: Tree>(text: &str) -> Result<Vec<T>, SyntaxError> {
                     }
                 };
                 if anchor > 0 {
-                    anchors.insert(anchor, node.clone());
+                    anchors.insert(anchor, (node.clone(), size));
                 }
-                node
+                (node, size)
             }
         };
-        push_node(&mut stack, &mut root, node, line)?;
+        push_node(&mut stack, &mut root, node, size, line)?;
     }
     Ok(docs)
 }
@@ -268,6 +337,7 @@ fn push_node<T: Tree>(
     stack: &mut [Frame<T>],
     root: &mut Option<T>,
     node: T,
+    size: usize,
     line: usize,
 ) -> Result<(), SyntaxError> {
     let m = match stack.last_mut() {
@@ -275,12 +345,14 @@ fn push_node<T: Tree>(
             *root = Some(node);
             return Ok(());
         }
-        Some(Frame::Seq(_, _, items)) => {
+        Some(Frame::Seq(_, _, items, seq_size)) => {
             items.push(node);
+            *seq_size = seq_size.saturating_add(size);
             return Ok(());
         }
         Some(Frame::Map(m)) => m,
     };
+    m.size = m.size.saturating_add(size);
     match m.pending.take() {
         None => {
             let key = node.key().ok_or_else(|| SyntaxError {
@@ -627,6 +699,38 @@ mod tests {
         assert_eq!(e.line, 3);
         let e = parse_documents("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(e.line >= 1, "{e}");
+    }
+
+    /// Nine levels of nine aliases each: 600 bytes that expand to 9^9
+    /// nodes.
+    fn alias_bomb(levels: usize) -> String {
+        let names: Vec<char> = ('a'..='z').take(levels).collect();
+        let mut text = format!("{}: &{} [x, x, x, x, x, x, x, x, x]\n", names[0], names[0]);
+        for w in names.windows(2) {
+            let refs = vec![format!("*{}", w[0]); 9].join(", ");
+            text.push_str(&format!("{}: &{} [{refs}]\n", w[1], w[1]));
+        }
+        text
+    }
+
+    /// Regression: a 600-byte document of nested aliases exhausted memory
+    /// (seven levels peaked at 856 MB). Aliases are expanded only as far
+    /// as Kubernetes' reader allows.
+    #[test]
+    fn regression_a_yaml_alias_bomb_exhausts_memory() {
+        let bomb = alias_bomb(9);
+        assert!(bomb.len() < 700, "{}", bomb.len());
+        for e in [
+            parse_values(&bomb).unwrap_err(),
+            parse_documents(&bomb).err().unwrap(),
+        ] {
+            assert!(e.message.contains("excessive aliasing"), "{}", e.message);
+        }
+        // A few levels, as real files use anchors, are fine.
+        let small = alias_bomb(3);
+        let v = parse_values(&small).unwrap();
+        assert_eq!(v[0]["c"].as_array().unwrap().len(), 9);
+        assert_eq!(v[0]["c"][8][8][8], "x");
     }
 
     #[test]

@@ -244,10 +244,18 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
     let mut param_vars = Vars::new(&["params.", "inputs.params."]);
     params::add_to(&mut param_vars, &values);
 
-    // Workspaces: declarations plus bindings the Task does not declare.
+    // Workspaces: declarations plus, for an embedded taskSpec only, bindings
+    // it does not declare (Tekton propagates those; a referenced Task
+    // refuses them).
     let mut decls = input.spec.workspaces.clone();
     for b in &tr.spec.workspaces {
         if !decls.iter().any(|d| d.name == b.name) {
+            if tr.spec.task_spec.is_none() {
+                return Err(fail(format!(
+                    "workspace binding {:?} does not match any declared workspace",
+                    b.name
+                )));
+            }
             decls.push(WorkspaceDeclaration {
                 name: b.name.clone(),
                 ..Default::default()
