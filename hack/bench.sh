@@ -9,4 +9,5 @@ cargo bench -p tektite-entrypoint --bench handoff
 # 10,000 PipelineRuns at 50/s: about 3.5 minutes (BENCH_RUNS, BENCH_RATE).
 cargo bench -p tektite-controller --bench apiserver
 hack/bench-run.sh
+hack/bench-logs.sh
 hack/build-entrypoint.sh

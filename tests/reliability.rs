@@ -25,38 +25,12 @@ use util::{tests_dir, tkt_path};
 
 // ---------------------------------------------------------------- helpers
 
-/// The entrypoint binary the process runtime uses: built if missing.
 fn entrypoint() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin = root.join("target/debug/entrypoint");
-    if !bin.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "tektite-entrypoint"])
-            .args(["--bin", "entrypoint"])
-            .current_dir(&root)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "cannot build the entrypoint");
-    }
-    bin
+    util::entrypoint_env()
 }
 
-/// Whether the podman cases run here (they fail when they should and cannot).
 fn podman() -> bool {
-    if std::env::var_os("TEKTITE_SKIP_PODMAN").is_some_and(|v| v == "1") {
-        eprintln!("TEKTITE_SKIP_PODMAN=1: podman case not run");
-        return false;
-    }
-    let ok = Command::new("podman")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "podman is not installed: run hack/test.sh, or set TEKTITE_SKIP_PODMAN=1"
-    );
-    true
+    util::podman_ready()
 }
 
 /// A scratch directory with a run store in it; removed on drop.

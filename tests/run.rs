@@ -19,7 +19,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::{tests_dir, tkt_path};
+use util::{entrypoint_env, tests_dir, tkt_path};
 
 /// Whether the suite for `rt` runs here (it fails when it should and cannot).
 fn ready(rt: &str) -> bool {
@@ -27,43 +27,7 @@ fn ready(rt: &str) -> bool {
         entrypoint_env();
         return true;
     }
-    if std::env::var_os("TEKTITE_SKIP_PODMAN").is_some_and(|v| v == "1") {
-        eprintln!("TEKTITE_SKIP_PODMAN=1: tkt run test not run");
-        return false;
-    }
-    let ok = Command::new("podman")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "podman is not installed: run hack/test.sh (or hack/setup-podman.sh and hack/images.sh), \
-         or set TEKTITE_SKIP_PODMAN=1 to leave these tests out"
-    );
-    true
-}
-
-/// The entrypoint binary the process runtime uses: built if missing.
-fn entrypoint_env() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin = root.join("target/debug/entrypoint");
-    if !bin.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "tektite-entrypoint",
-                "--bin",
-                "entrypoint",
-            ])
-            .current_dir(&root)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "cannot build the entrypoint");
-    }
-    bin
+    util::podman_ready()
 }
 
 /// A run store of its own, removed on drop.

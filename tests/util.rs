@@ -56,3 +56,39 @@ pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// The entrypoint binary the process runtime uses: built if missing.
+pub fn entrypoint_env() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin = root.join("target/debug/entrypoint");
+    if !bin.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "tektite-entrypoint"])
+            .args(["--bin", "entrypoint"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo");
+        assert!(ok.success(), "cannot build the entrypoint");
+    }
+    bin
+}
+
+/// Whether the podman tests run here: they fail when they should and
+/// cannot, unless `TEKTITE_SKIP_PODMAN=1`.
+pub fn podman_ready() -> bool {
+    if std::env::var_os("TEKTITE_SKIP_PODMAN").is_some_and(|v| v == "1") {
+        eprintln!("TEKTITE_SKIP_PODMAN=1: podman test not run");
+        return false;
+    }
+    let ok = Command::new("podman")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "podman is not installed: run hack/test.sh (or hack/setup-podman.sh and hack/images.sh), \
+         or set TEKTITE_SKIP_PODMAN=1 to leave these tests out"
+    );
+    true
+}

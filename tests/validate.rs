@@ -4,6 +4,7 @@
 //! - `v1beta1/`: `X.yaml` converts to exactly the v1 document `X.v1.yaml`.
 //! - `bad/`: one mistake per file; `X.out` is the exact expected report.
 
+#[allow(dead_code)]
 mod util;
 
 use serde_json::Value;

@@ -153,13 +153,7 @@ pub struct DeleteArgs {
 pub fn run(kind: Kind, args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
     let store = Store::existing(args.state_dir.as_deref())?;
     for r in live::recover_abandoned(&store, None) {
-        warn(&format!(
-            "{} {} was left running by a tkt that ended (pid {}): marked failed ({}), its leftovers removed",
-            r.kind.lower(),
-            r.name,
-            r.owner.pid,
-            live::ABANDONED
-        ));
+        warn(&r.to_string());
     }
     let now = Timestamp::now();
     match &args.command {

@@ -766,13 +766,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
     };
     let store = Store::open(args.state_dir.as_deref())?;
     for r in live::recover_abandoned(&store, None) {
-        note(&format!(
-            "tkt: {} {} was left running by a tkt that ended (pid {}): marked failed ({}), its leftovers removed",
-            r.kind.lower(),
-            r.name,
-            r.owner.pid,
-            live::ABANDONED
-        ));
+        note(&format!("tkt: {r}"));
     }
     let _watchdog = crate::watchdog::start(&store);
     let interrupts = Interrupts::install();

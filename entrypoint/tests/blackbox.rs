@@ -3,6 +3,8 @@
 // Test helpers panic on setup failures by design.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -337,20 +339,6 @@ fn signals_are_forwarded_to_the_command() {
     assert_eq!(report(&meta)["exitCode"], 7);
 }
 
-/// The blocked and ignored signals of a process, from `/proc/<pid>/status`
-/// lines `SigBlk:` and `SigIgn:` printed by it; signals 1 to 31 only (glibc
-/// children show its internal real-time signals 32 and 33 as ignored).
-fn sig_masks(status: &str) -> (u64, u64) {
-    let mask = |key: &str| {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .unwrap_or_else(|| panic!("no {key} in {status:?}"));
-        u64::from_str_radix(line[key.len()..].trim(), 16).unwrap() & 0x7fff_ffff
-    };
-    (mask("SigBlk:"), mask("SigIgn:"))
-}
-
 /// Regression: steps started with SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2
 /// and SIGTERM blocked (and with whatever the wrapper was started with
 /// ignored), so a step's `trap … TERM` never ran. The wrapper here starts
@@ -389,7 +377,7 @@ fn regression_steps_start_with_signals_blocked() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let (blocked, ignored) = sig_masks(&String::from_utf8_lossy(&o.stdout));
+    let (blocked, ignored) = common::sig_masks(&String::from_utf8_lossy(&o.stdout));
     assert_eq!(
         (blocked, ignored),
         (0, 0),

@@ -14,6 +14,8 @@
 // Test helpers panic on setup failures by design.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -404,18 +406,6 @@ fn a_failing_step_skips_the_rest_in_real_containers() {
     );
 }
 
-/// Signals 1 to 31 blocked and ignored, from `SigBlk:`/`SigIgn:` lines.
-fn sig_masks(status: &str) -> (u64, u64) {
-    let mask = |key: &str| {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .unwrap_or_else(|| panic!("no {key} in {status:?}"));
-        u64::from_str_radix(line[key.len()..].trim(), 16).unwrap() & 0x7fff_ffff
-    };
-    (mask("SigBlk:"), mask("SigIgn:"))
-}
-
 /// Regression: in a container the wrapper started every step with SIGHUP,
 /// SIGINT, SIGQUIT, SIGUSR1, SIGUSR2 and SIGTERM blocked (`SigBlk:
 /// 0000000000004a07`), so a step could never shut down gracefully when its
@@ -467,7 +457,7 @@ fn regression_steps_start_with_signals_blocked_in_real_containers() {
     );
     assert_eq!(pod.exit_codes(&steps), vec![0, 0], "{}", pod.logs("trap"));
     let masks = pod.logs("masks");
-    assert_eq!(sig_masks(&masks), (0, 0), "{masks}");
+    assert_eq!(common::sig_masks(&masks), (0, 0), "{masks}");
     assert_eq!(
         std::fs::read_to_string(pod.path("workspace/term")).unwrap(),
         "term\n",

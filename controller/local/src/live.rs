@@ -267,6 +267,18 @@ pub struct Recovered {
     pub owner: ProcId,
 }
 
+impl std::fmt::Display for Recovered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} was left running by a tkt that ended (pid {}): marked failed ({ABANDONED}), its leftovers removed",
+            self.kind.lower(),
+            self.name,
+            self.owner.pid
+        )
+    }
+}
+
 /// Recovers every run whose `tkt` is gone (`owner`: only runs of that
 /// `tkt`, which the caller knows to be gone). Runs whose `tkt` still runs
 /// are left alone.
