@@ -382,8 +382,9 @@ fn every_byte_of_a_steps_output_is_kept(rt: &str, lines: u32, long: usize) {
     eprintln!(
         "{rt}: tkt peak RSS {peak} KiB for {out_size} KiB of output ({base} KiB for a few lines)"
     );
+    // Holding the long line whole took 4–5 times its size.
     assert!(
-        peak < base + 16 * 1024,
+        peak < base + 32 * 1024,
         "{rt}: peak RSS {peak} KiB grows with the output ({out_size} KiB; {base} KiB without)"
     );
 }
@@ -391,7 +392,7 @@ fn every_byte_of_a_steps_output_is_kept(rt: &str, lines: u32, long: usize) {
 #[test]
 fn regression_podman_loses_the_tail_of_a_steps_output() {
     if podman() {
-        every_byte_of_a_steps_output_is_kept("podman", 400_000, 8 << 20);
+        every_byte_of_a_steps_output_is_kept("podman", 400_000, 24 << 20);
     }
 }
 
@@ -535,16 +536,16 @@ fn killed_at_any_moment(rt: &str, marker: u32, delays_ms: &[u64]) {
                 || processes_with(&m.to_string()).is_empty(),
             );
         }
-        if rt == "podman" {
-            assert!(
-                podman_pods("crash-").is_empty(),
-                "{:?}",
-                podman_pods("crash-")
-            );
-        }
         let list = store_cmd(&s, &["pr", "list", "-o", "json"]);
         assert_eq!(list.status.code(), Some(0), "{}", text(&list.stderr));
         let runs: Value = serde_json::from_slice(&list.stdout).unwrap();
+        if rt == "podman" {
+            for r in runs["items"].as_array().unwrap() {
+                let name = r["metadata"]["name"].as_str().unwrap();
+                let pods = podman_pods(&format!("{name}-"));
+                assert!(pods.is_empty(), "killed after {delay} ms: {pods:?}");
+            }
+        }
         for r in runs["items"].as_array().unwrap() {
             let why = reason(r);
             assert!(
@@ -662,7 +663,6 @@ fn interrupted(rt: &str, signals: &[nix::sys::signal::Signal], marker: u32) {
         nix::sys::signal::kill(pid, *sig).unwrap();
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = &mut child;
     let o = wait_guarded(child, "an interrupted tkt run");
     assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
     assert_eq!(
@@ -674,7 +674,8 @@ fn interrupted(rt: &str, signals: &[nix::sys::signal::Signal], marker: u32) {
     assert!(processes_with(&marker.to_string()).is_empty());
     assert!(s.leftovers().is_empty(), "{:?}", s.leftovers());
     if rt == "podman" {
-        assert!(podman_pods("sig-").is_empty());
+        let name = object(&o)["metadata"]["name"].as_str().unwrap().to_string();
+        assert!(podman_pods(&format!("{name}-")).is_empty());
     }
 }
 

@@ -1175,38 +1175,50 @@ fn print_progress(rx: mpsc::Receiver<Progress>, pipeline: bool, to_stdout: bool,
     // under each new line; elsewhere, plain lines.
     let live = color && pipeline;
     let mut board = Board::default();
-    let emit = |s: &str, board: &Board| {
-        let text = if live {
-            format!("\r\x1b[K{s}\n\x1b[2m{}\x1b[0m", board.line())
-        } else {
-            format!("{s}\n")
-        };
+    let write = |text: &str| {
         if to_stdout {
             let mut o = std::io::stdout().lock();
             let _ = o.write_all(text.as_bytes());
             let _ = o.flush();
         } else {
-            let mut e = std::io::stderr().lock();
-            let _ = e.write_all(text.as_bytes());
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
         }
     };
+    // Lines (each ending with a newline), each after `prefix`, with the
+    // status line under them on a terminal; one write.
+    let emit_all = |prefix: &str, lines: &str, board: &Board| {
+        let mut text = String::with_capacity(lines.len() * 2);
+        for l in lines.split_inclusive('\n') {
+            if live {
+                text.push_str("\r\x1b[K");
+            }
+            text.push_str(prefix);
+            text.push_str(l);
+        }
+        if live {
+            text.push_str(&format!("\x1b[2m{}\x1b[0m", board.line()));
+        }
+        write(&text);
+    };
+    let emit = |s: &str, board: &Board| emit_all("", &format!("{s}\n"), board);
     for p in rx {
         match p {
-            Progress::Line { task, step, line } => {
+            Progress::Lines { task, step, text } => {
                 let prefix = if pipeline {
                     format!("[{task} : {step}]")
                 } else {
                     format!("[{step}]")
                 };
-                if color {
+                let prefix = if color {
                     let n = palette.len();
                     let c = palette
                         .entry(format!("{task}/{step}"))
                         .or_insert(COLORS[n % COLORS.len()]);
-                    emit(&format!("\x1b[{c}m{prefix}\x1b[0m {line}"), &board);
+                    format!("\x1b[{c}m{prefix}\x1b[0m")
                 } else {
-                    emit(&format!("{prefix} {line}"), &board);
-                }
+                    prefix
+                };
+                emit_all(&format!("{prefix} "), &text, &board);
             }
             Progress::Started { task, task_run } if pipeline => {
                 board.set(&task, "running");

@@ -79,6 +79,11 @@ pub fn run(args: &Args) -> u8 {
         pid: args.owner_pid,
         start: args.owner_start,
     };
+    // The pipe closes early in a process's exit; the signals its children
+    // get when it dies are sent later. Wait for the exit to be over.
+    while owner.alive() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     if let Ok(store) = Store::existing(Some(&args.state_dir)) {
         live::recover_abandoned(&store, Some(owner));
     }

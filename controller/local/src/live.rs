@@ -4,8 +4,9 @@
 //! started is left running and the run is not left `Running` forever.
 //!
 //! A journal is a file of JSON lines in the store's `live/` directory,
-//! appended to (and synced) before each thing it names is started, removed
-//! when the run has ended and been recorded. A journal whose owner is gone
+//! appended to as each thing it names is started (a podman pod before it is
+//! played, a process session as soon as it exists), removed when the run
+//! has ended and been recorded. A journal whose owner is gone
 //! is the mark of an abandoned run: [`recover`] stops what it names, marks
 //! the run and its unfinished TaskRuns failed with [`ABANDONED`], and
 //! removes the run's work directory. `tkt`'s watchdog runs it the moment
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use k8s_openapi::jiff::Timestamp;
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use tektite_engine::status::{condition, is_done, set_condition};
 
@@ -86,26 +88,33 @@ impl Journal {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io(dir))?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        let j = Journal {
-            path,
-            file: Mutex::new(file),
-        };
         let owner = ProcId::current().ok_or_else(|| StoreError::Corrupt {
             path: PathBuf::from("/proc/self/stat"),
             message: "cannot read this process's start time".into(),
         })?;
-        j.append(&Entry::Owner {
+        // Put in place whole, owner line included: a journal is never seen
+        // without its owner.
+        let mut first = serde_json::to_vec(&Entry::Owner {
             owner,
             kind,
             name: name.to_string(),
+        })
+        .map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
         })?;
-        Ok(j)
+        first.push(b'\n');
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        fs::write(&tmp, &first).map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        Ok(Journal {
+            path,
+            file: Mutex::new(file),
+        })
     }
 
     fn append(&self, e: &Entry) -> Result<(), StoreError> {
@@ -118,8 +127,10 @@ impl Journal {
             .file
             .lock()
             .map_err(|_| io(&self.path)(std::io::Error::other("journal lock poisoned")))?;
-        f.write_all(&line).map_err(io(&self.path))?;
-        f.sync_data().map_err(io(&self.path))
+        // One write of a whole line: once it returns, a `tkt` killed
+        // any way leaves it for the watchdog to read (no sync needed: what
+        // it names dies with the machine).
+        f.write_all(&line).map_err(io(&self.path))
     }
 
     /// Records a process session made for a container.
@@ -179,26 +190,36 @@ pub fn is_live(store: &Store, kind: RunKind, name: &str) -> bool {
     read(&journal_path(store, kind, name)).is_some_and(|l| l.owner.alive())
 }
 
-/// Kills what a journal names: every process of its sessions, and its
-/// podman pods (`how`: `stop` keeps them for the runner to remove, `rm`
-/// removes them).
+/// Kills what a journal names: every process of its sessions first (a
+/// `podman kube play` among them), then its podman pods (`how`: `stop`
+/// keeps them for the runner to remove, `rm` removes them, checking again
+/// for a moment: a pod can appear just after a `podman` making it is
+/// killed).
 fn stop(l: &Leftovers, how: &str) {
     for (s, leader_last) in &l.sessions {
         procs::kill_session(s.pid, s.start, *leader_last);
     }
-    for pod in &l.pods {
-        let args: &[&str] = if how == "rm" {
-            &["pod", "rm", "--force", "--time", "0"]
-        } else {
-            &["pod", "stop", "--time", "0"]
-        };
-        let _ = std::process::Command::new("podman")
+    let podman = |args: &[&str]| {
+        std::process::Command::new("podman")
             .args(args)
-            .arg(pod)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .status();
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    for pod in &l.pods {
+        if how != "rm" {
+            podman(&["pod", "stop", "--time", "0", pod]);
+            continue;
+        }
+        for _ in 0..5 {
+            podman(&["pod", "rm", "--force", "--time", "0", pod]);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            if !podman(&["pod", "exists", pod]) {
+                break;
+            }
+        }
     }
 }
 
@@ -286,7 +307,7 @@ pub fn recover_abandoned(store: &Store, owner: Option<ProcId>) -> Vec<Recovered>
     let mut out = Vec::new();
     for path in journals(store) {
         let Some(l) = read(&path) else {
-            // No owner line: the owner died before starting anything.
+            // No owner line: not a journal this code wrote.
             let _ = fs::remove_file(&path);
             continue;
         };
@@ -294,16 +315,28 @@ pub fn recover_abandoned(store: &Store, owner: Option<ProcId>) -> Vec<Recovered>
             Some(o) => l.owner == o,
             None => !l.owner.alive(),
         };
-        if gone {
-            recover(store, &l);
-            let _ = fs::remove_file(path.with_extension("cancel"));
-            let _ = fs::remove_file(&path);
-            out.push(Recovered {
-                kind: l.kind,
-                name: l.name.clone(),
-                owner: l.owner,
-            });
+        if !gone {
+            continue;
         }
+        // One recovery at a time (the watchdog and a store command may both
+        // find it); the one that waited finds it done.
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        let Ok(_lock) = Flock::lock(file, FlockArg::LockExclusive) else {
+            continue;
+        };
+        if !path.exists() {
+            continue;
+        }
+        recover(store, &l);
+        let _ = fs::remove_file(path.with_extension("cancel"));
+        let _ = fs::remove_file(&path);
+        out.push(Recovered {
+            kind: l.kind,
+            name: l.name.clone(),
+            owner: l.owner,
+        });
     }
     out
 }
@@ -348,4 +381,86 @@ fn recover(store: &Store, l: &Leftovers) {
         }
     }
     let _ = store.remove_work_dir(l.kind, &l.name);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tektite_api::v1::{PipelineRun, PipelineRunSpec, TaskRun, TaskRunSpec};
+
+    fn store(name: &str) -> (Store, PathBuf) {
+        let d = std::env::temp_dir().join(format!("live-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        (Store::open(Some(&d)).unwrap(), d)
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored() {
+        let (s, d) = store("torn");
+        let j = Journal::create(&s, RunKind::TaskRun, "t").unwrap();
+        j.podman_pod("t-pod").unwrap();
+        let path = journal_path(&s, RunKind::TaskRun, "t");
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"podmanPod":{"na"#).unwrap();
+        let l = read(&path).unwrap();
+        assert_eq!((l.name.as_str(), l.pods.len()), ("t", 1));
+        assert!(is_live(&s, RunKind::TaskRun, "t"), "this process owns it");
+        j.release();
+        assert!(!path.exists());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A journal whose owner is gone: the run and its unfinished TaskRuns
+    /// are marked failed with the reason; a finished TaskRun is left as it
+    /// ended; the journal and the work directory go.
+    #[test]
+    fn an_abandoned_run_is_recovered_once() {
+        let (s, d) = store("abandoned");
+        s.save_pipeline_run(&PipelineRun::new("p", PipelineRunSpec::default()))
+            .unwrap();
+        let child = |name: &str| {
+            let mut tr = TaskRun::new(name, TaskRunSpec::default());
+            tr.metadata.labels = Some([("tekton.dev/pipelineRun".into(), "p".into())].into());
+            tr
+        };
+        s.save_task_run(&child("p-a")).unwrap();
+        let mut done = child("p-b");
+        set_condition(
+            &mut done.status.get_or_insert_with(Default::default).conditions,
+            condition("True", "Succeeded", "ok", Timestamp::now()),
+        );
+        s.save_task_run(&done).unwrap();
+        fs::create_dir_all(s.work_dir(RunKind::PipelineRun, "p")).unwrap();
+        let j = Journal::create(&s, RunKind::PipelineRun, "p").unwrap();
+        // The owner as a process that is gone (same pid, another start).
+        let path = journal_path(&s, RunKind::PipelineRun, "p");
+        let mut l = read(&path).unwrap();
+        l.owner.start += 1;
+        drop(j);
+        let text = fs::read_to_string(&path).unwrap().replacen(
+            &format!("\"start\":{}", l.owner.start - 1),
+            &format!("\"start\":{}", l.owner.start),
+            1,
+        );
+        fs::write(&path, text).unwrap();
+        assert!(!is_live(&s, RunKind::PipelineRun, "p"));
+
+        let r = recover_abandoned(&s, None);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].to_string().contains("pipelinerun p was left running"));
+        let reason = |c: &[tektite_api::v1::Condition]| {
+            tektite_api::v1::Condition::succeeded(c)
+                .and_then(|c| c.reason.clone())
+                .unwrap_or_default()
+        };
+        let pr = s.pipeline_run("p").unwrap().unwrap();
+        assert_eq!(reason(&pr.status.unwrap().conditions), ABANDONED);
+        let a = s.task_run("p-a").unwrap().unwrap();
+        assert_eq!(reason(&a.status.unwrap().conditions), ABANDONED);
+        let b = s.task_run("p-b").unwrap().unwrap();
+        assert_eq!(reason(&b.status.unwrap().conditions), "Succeeded");
+        assert!(!path.exists() && !s.work_dir(RunKind::PipelineRun, "p").exists());
+        assert!(recover_abandoned(&s, None).is_empty(), "once");
+        fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -5,7 +5,9 @@
 //! the user a line at a time. Memory stays bounded whatever the output: a
 //! line longer than [`MAX_LINE`] is stored whole but shown in pieces of that
 //! size, and the screen is fed through a bounded channel, so a slow screen
-//! slows the step down instead of piling its output up in memory.
+//! slows the step down instead of piling its output up in memory. What one
+//! read brings is stored with one write and sent as one message (a write
+//! and a message per line made 50 MB of short lines take 20 s).
 
 use std::fs::File;
 use std::io::{Read, Write as _};
@@ -17,8 +19,9 @@ use crate::runtime::Signal;
 /// The longest piece of a line shown at once.
 pub const MAX_LINE: usize = 16 * 1024;
 
-/// Lines in flight between the runtimes and the screen.
-pub const CHANNEL_BOUND: usize = 256;
+/// Messages (each at most one read's lines, in one string) in flight
+/// between the runtimes and the screen.
+pub const CHANNEL_BOUND: usize = 8;
 
 /// Splits a byte stream into lines of at most [`MAX_LINE`] bytes (the
 /// newline included), keeping at most one line's worth of bytes.
@@ -62,12 +65,21 @@ impl Splitter {
 }
 
 /// One container's output: its log file in the store and the screen.
+/// Several readers (stdout, stderr) may share one; each line stays whole.
 #[derive(Debug)]
 pub struct Sink {
     file: Mutex<File>,
     tx: SyncSender<Signal>,
     task_run: String,
     container: String,
+}
+
+/// Lines taken by a [`Sink`] and not yet stored and sent: the bytes as
+/// written, and the text to show (each line or piece ending with a newline).
+#[derive(Debug, Default)]
+pub struct Batch {
+    bytes: Vec<u8>,
+    text: String,
 }
 
 impl Sink {
@@ -80,35 +92,52 @@ impl Sink {
         }
     }
 
-    /// Stores a line (or piece) exactly and shows it without its newline.
-    pub fn line(&self, bytes: &[u8]) {
+    /// Takes a line (or piece), to be stored exactly and shown without its
+    /// newline when the batch is [flushed](Sink::flush).
+    pub fn line(&self, batch: &mut Batch, bytes: &[u8]) {
+        batch.bytes.extend_from_slice(bytes);
+        let line = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        batch.text.push_str(&String::from_utf8_lossy(line));
+        batch.text.push('\n');
+    }
+
+    /// Stores and sends what the batch holds.
+    pub fn flush(&self, batch: &mut Batch) {
+        if batch.text.is_empty() {
+            return;
+        }
         if let Ok(mut f) = self.file.lock() {
             // A full disk loses the stored copy, never the step: it goes on.
-            let _ = f.write_all(bytes);
+            let _ = f.write_all(&batch.bytes);
         }
-        let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-        let _ = self.tx.send(Signal::Line {
+        batch.bytes.clear();
+        let _ = self.tx.send(Signal::Lines {
             task_run: self.task_run.clone(),
             container: self.container.clone(),
-            line: String::from_utf8_lossy(text).into_owned(),
+            text: std::mem::take(&mut batch.text),
         });
     }
 }
 
-/// Reads `from` to its end into `sink`.
+/// Reads `from` to its end into `sink`: what each read brings is stored and
+/// sent before the next read (nothing read waits in memory for more).
 pub fn pump(mut from: impl Read, sink: &Sink) {
     let mut splitter = Splitter::default();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut emit = |l: &[u8]| sink.line(l);
+    let mut batch = Batch::default();
     loop {
         match from.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => splitter.push(&buf[..n], &mut emit),
+            Ok(n) => {
+                splitter.push(&buf[..n], &mut |l: &[u8]| sink.line(&mut batch, l));
+                sink.flush(&mut batch);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
-    splitter.finish(&mut emit);
+    splitter.finish(&mut |l: &[u8]| sink.line(&mut batch, l));
+    sink.flush(&mut batch);
 }
 
 #[cfg(test)]

@@ -93,12 +93,13 @@ pub struct Options {
 /// What happens, for the user to see.
 #[derive(Debug, Clone)]
 pub enum Progress {
-    Line {
+    /// Lines of one step's output, in order, each ending with a newline.
+    Lines {
         /// The pipeline task (or the TaskRun's name when run alone).
         task: String,
         /// The step name (container without `step-`).
         step: String,
-        line: String,
+        text: String,
     },
     Started {
         task: String,
@@ -195,17 +196,17 @@ fn task_worker(mut tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
         std::thread::spawn(move || {
             for s in sig_rx {
                 match s {
-                    Signal::Line {
-                        container, line, ..
+                    Signal::Lines {
+                        container, text, ..
                     } => {
                         let step = container
                             .strip_prefix("step-")
                             .unwrap_or(&container)
                             .to_string();
-                        let _ = progress.send(Progress::Line {
+                        let _ = progress.send(Progress::Lines {
                             task: task.clone(),
                             step,
-                            line,
+                            text,
                         });
                     }
                     Signal::Changed => {

@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, HostPathVolumeSource, Pod, PodStatus, Volume, VolumeMount,
+    ContainerStatus, HostPathVolumeSource, Pod, PodSpec, PodStatus, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tektite_engine::pod::ImageCommand;
 use tektite_engine::podman;
 
 use crate::live::Journal;
-use crate::logs::{Sink, Splitter};
+use crate::logs::{Batch, Sink, Splitter};
 use crate::procs::ProcId;
 use crate::store::Store;
 
@@ -52,11 +52,12 @@ pub struct PodEnv<'a> {
 pub enum Signal {
     /// A container changed state: observe again.
     Changed,
-    /// One line of a container's output.
-    Line {
+    /// Lines of a container's output, in order (those of one read), each
+    /// ending with a newline.
+    Lines {
         task_run: String,
         container: String,
-        line: String,
+        text: String,
     },
 }
 
@@ -262,14 +263,16 @@ fn decode_cri(buf: &mut Vec<u8>, out: &mut Vec<u8>) {
 /// lot, which lost the tail of a step's output.)
 fn follow_log(source: Option<LogSource>, full_name: &str, stopped: &AtomicBool, sink: &Sink) {
     let mut splitter = Splitter::default();
-    let mut emit = |l: &[u8]| sink.line(l);
-    let Some(source) = source else {
-        // Not known to podman: nothing to read.
+    let mut batch = Batch::default();
+    let Some(mut file) = source
+        .as_ref()
+        .and_then(|s| std::fs::File::open(&s.path).ok())
+    else {
+        // Where podman keeps it is unknown: all of it, once it has ended.
+        logs_when_ended(full_name, stopped, sink);
         return;
     };
-    let Ok(mut file) = std::fs::File::open(&source.path) else {
-        return;
-    };
+    let Some(source) = source else { return };
     let mut raw = Vec::new();
     let mut text = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
@@ -280,8 +283,9 @@ fn follow_log(source: Option<LogSource>, full_name: &str, stopped: &AtomicBool, 
         if n > 0 {
             raw.extend_from_slice(&chunk[..n]);
             decode_cri(&mut raw, &mut text);
-            splitter.push(&text, &mut emit);
+            splitter.push(&text, &mut |l: &[u8]| sink.line(&mut batch, l));
             text.clear();
+            sink.flush(&mut batch);
             continue;
         }
         // At the end for now: done once the writer is.
@@ -311,12 +315,35 @@ fn follow_log(source: Option<LogSource>, full_name: &str, stopped: &AtomicBool, 
             }
             raw.push(b'\n');
             decode_cri(&mut raw, &mut text);
-            splitter.push(&text, &mut emit);
+            splitter.push(&text, &mut |l: &[u8]| sink.line(&mut batch, l));
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    splitter.finish(&mut emit);
+    splitter.finish(&mut |l: &[u8]| sink.line(&mut batch, l));
+    sink.flush(&mut batch);
+}
+
+/// A container's whole output from `podman logs` once it has ended: the
+/// way to lose nothing when its log file cannot be followed.
+fn logs_when_ended(full_name: &str, stopped: &AtomicBool, sink: &Sink) {
+    while container_running(full_name) && !stopped.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let Ok(mut child) = Command::new("sh")
+        .args(["-c", "exec podman logs \"$1\" 2>&1", "sh", full_name])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return;
+    };
+    if let Some(out) = child.stdout.take() {
+        crate::logs::pump(out, sink);
+    }
+    let _ = child.wait();
 }
 
 /// Whether podman says the container still runs (or is about to).
@@ -335,6 +362,194 @@ fn container_running(full_name: &str) -> bool {
         })
 }
 
+/// The engine's pod made playable by podman on this machine: adapted
+/// (`podman::adapt`), claims bound to host directories (`-w name=PATH`),
+/// the directories standing for volumes made, subPath mounts given volumes
+/// of their own, and termination files mounted.
+fn podman_spec(pod: &Pod, env: &PodEnv<'_>) -> Result<podman::Adapted, RuntimeError> {
+    let PodEnv {
+        run_dir,
+        claims,
+        claims_dir,
+        ..
+    } = *env;
+    let mut adapted = podman::adapt(pod, run_dir, claims_dir);
+    if let Some(spec) = adapted.pod.spec.as_mut() {
+        for v in spec.volumes.iter_mut().flatten() {
+            if let Some(hp) = v.host_path.as_mut() {
+                for (claim, path) in claims {
+                    if Path::new(&hp.path) == claims_dir.join(claim) {
+                        hp.path = path.to_string_lossy().into_owned();
+                    }
+                }
+            }
+        }
+    }
+    // Directories made here stand for emptyDirs and provisioned volumes,
+    // which Kubernetes creates world-writable: steps that run as another
+    // user than root (`runAsUser`) write to them too.
+    for d in &adapted.dirs {
+        if !claims.keys().any(|c| *d == claims_dir.join(c)) {
+            std::fs::create_dir_all(d)
+                .and_then(|()| std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)))
+                .map_err(|e| err(format!("directory {}", d.display()), e.to_string()))?;
+        }
+    }
+    if let Some(spec) = adapted.pod.spec.as_mut() {
+        subpath_volumes(spec, claims)?;
+        termination_files(spec, run_dir)?;
+    }
+    Ok(adapted)
+}
+
+/// podman 4 ignores `subPath` on hostPath volumes: each such mount gets a
+/// volume of its own, on the subdirectory (made here, as a kubelet makes it).
+fn subpath_volumes(
+    spec: &mut PodSpec,
+    claims: &BTreeMap<String, PathBuf>,
+) -> Result<(), RuntimeError> {
+    let hosts: BTreeMap<String, String> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| Some((v.name.clone(), v.host_path.as_ref()?.path.clone())))
+        .collect();
+    let user_dirs: Vec<&PathBuf> = claims.values().collect();
+    let mut extra = Vec::new();
+    let containers = spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(spec.containers.iter_mut());
+    for c in containers {
+        for m in c.volume_mounts.iter_mut().flatten() {
+            let Some(sub) = m.sub_path.take().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let Some(base) = hosts.get(&m.name) else {
+                continue;
+            };
+            if Path::new(&sub).is_absolute()
+                || Path::new(&sub).components().any(|c| c.as_os_str() == "..")
+            {
+                return Err(err(
+                    format!("container {} volumeMount {}", c.name, m.mount_path),
+                    format!("subPath {sub:?} must be a relative path inside the volume"),
+                ));
+            }
+            let host = Path::new(base).join(&sub);
+            std::fs::create_dir_all(&host)
+                .and_then(|()| {
+                    if user_dirs.iter().any(|d| host.starts_with(d)) {
+                        Ok(())
+                    } else {
+                        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o777))
+                    }
+                })
+                .map_err(|e| err(format!("directory {}", host.display()), e.to_string()))?;
+            let name = format!("tektite-sub-{}", extra.len());
+            extra.push(Volume {
+                name: name.clone(),
+                host_path: Some(HostPathVolumeSource {
+                    path: host.to_string_lossy().into_owned(),
+                    type_: Some("Directory".into()),
+                }),
+                ..Default::default()
+            });
+            m.name = name;
+        }
+    }
+    spec.volumes.get_or_insert_default().extend(extra);
+    Ok(())
+}
+
+/// A kubelet mounts a world-writable file at each container's
+/// terminationMessagePath; podman does not, and a step running as another
+/// user than root cannot create it in the image's `/tekton`.
+fn termination_files(spec: &mut PodSpec, run_dir: &Path) -> Result<(), RuntimeError> {
+    for (i, c) in spec.containers.iter_mut().enumerate() {
+        let Some(at) = c.termination_message_path.clone() else {
+            continue;
+        };
+        let host = run_dir.join(format!("termination-{i}"));
+        std::fs::write(&host, b"")
+            .and_then(|()| std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o666)))
+            .map_err(|e| err(format!("file {}", host.display()), e.to_string()))?;
+        let volume = format!("tektite-termination-{i}");
+        spec.volumes.get_or_insert_default().push(Volume {
+            name: volume.clone(),
+            host_path: Some(HostPathVolumeSource {
+                path: host.to_string_lossy().into_owned(),
+                type_: Some("File".into()),
+            }),
+            ..Default::default()
+        });
+        c.volume_mounts.get_or_insert_default().push(VolumeMount {
+            name: volume,
+            mount_path: at,
+            ..Default::default()
+        });
+    }
+    Ok(())
+}
+
+/// Removes a pod podman may have made, whatever state it is in.
+fn remove_pod(name: &str) {
+    let _ = Command::new("podman")
+        .args(["pod", "rm", "--force", "--time", "0", name])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Plays the pod written to `file`, recorded in the run's journal first so
+/// that it is removed whatever happens to `tkt`. `podman kube play` itself
+/// runs in a session of its own, recorded too and killed with the `tkt`
+/// thread that started it: a `tkt` killed mid-play leaves no `podman`
+/// making a pod after the cleanup.
+fn play(name: &str, file: &Path, journal: Option<&Journal>) -> Result<(), RuntimeError> {
+    let what = format!("podman kube play {}", file.display());
+    if let Some(j) = journal {
+        j.podman_pod(name)
+            .map_err(|e| err("run journal", e.to_string()))?;
+    }
+    // The k8s-file driver, whatever the machine's default: its files are
+    // what the log followers read.
+    let child = Command::new("setpriv")
+        .args(["--pdeathsig", "KILL", "--", "setsid", "--"])
+        .args([
+            "podman",
+            "kube",
+            "play",
+            "--quiet",
+            "--log-driver",
+            "k8s-file",
+        ])
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| err(&what, format!("cannot run podman: {e}")))?;
+    if let (Some(j), Some(p)) = (journal, i32::try_from(child.id()).ok().and_then(ProcId::of)) {
+        let _ = j.session(p, false);
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| err(&what, e.to_string()))?;
+    if !out.status.success() {
+        // podman may leave what it made of a pod it could not play.
+        remove_pod(name);
+        return Err(err(
+            &what,
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(())
+}
+
 impl PodmanPod {
     /// Adapts and plays `pod`; starts following its containers' output
     /// into the store and `signals`, and watching its steps end.
@@ -342,166 +557,19 @@ impl PodmanPod {
     /// # Errors
     /// The directories cannot be made or `podman kube play` fails.
     pub fn start(pod: &Pod, env: &PodEnv<'_>) -> Result<PodmanPod, RuntimeError> {
-        let PodEnv {
-            task_run,
-            run_dir,
-            claims,
-            claims_dir,
-            store,
-            signals,
-            ..
-        } = *env;
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let mut adapted = podman::adapt(pod, run_dir, claims_dir);
-        // Claims bound to host directories (`-w name=PATH`).
-        if let Some(spec) = adapted.pod.spec.as_mut() {
-            for v in spec.volumes.iter_mut().flatten() {
-                if let Some(hp) = v.host_path.as_mut() {
-                    for (claim, path) in claims {
-                        if Path::new(&hp.path) == claims_dir.join(claim) {
-                            hp.path = path.to_string_lossy().into_owned();
-                        }
-                    }
-                }
-            }
-        }
-        // Directories made here stand for emptyDirs and provisioned volumes,
-        // which Kubernetes creates world-writable: steps that run as another
-        // user than root (`runAsUser`) write to them too.
-        for d in &adapted.dirs {
-            if !claims.keys().any(|c| *d == claims_dir.join(c)) {
-                std::fs::create_dir_all(d)
-                    .and_then(|()| {
-                        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777))
-                    })
-                    .map_err(|e| err(format!("directory {}", d.display()), e.to_string()))?;
-            }
-        }
-        // podman 4 ignores `subPath` on hostPath volumes: each such mount
-        // gets a volume of its own, on the subdirectory (made here, as a
-        // kubelet makes it).
-        if let Some(spec) = adapted.pod.spec.as_mut() {
-            let hosts: BTreeMap<String, String> = spec
-                .volumes
-                .iter()
-                .flatten()
-                .filter_map(|v| Some((v.name.clone(), v.host_path.as_ref()?.path.clone())))
-                .collect();
-            let user_dirs: Vec<&PathBuf> = claims.values().collect();
-            let mut extra = Vec::new();
-            let containers = spec
-                .init_containers
-                .iter_mut()
-                .flatten()
-                .chain(spec.containers.iter_mut());
-            for c in containers {
-                for m in c.volume_mounts.iter_mut().flatten() {
-                    let Some(sub) = m.sub_path.take().filter(|s| !s.is_empty()) else {
-                        continue;
-                    };
-                    let Some(base) = hosts.get(&m.name) else {
-                        continue;
-                    };
-                    if Path::new(&sub).is_absolute()
-                        || Path::new(&sub).components().any(|c| c.as_os_str() == "..")
-                    {
-                        return Err(err(
-                            format!("container {} volumeMount {}", c.name, m.mount_path),
-                            format!("subPath {sub:?} must be a relative path inside the volume"),
-                        ));
-                    }
-                    let host = Path::new(base).join(&sub);
-                    std::fs::create_dir_all(&host)
-                        .and_then(|()| {
-                            if user_dirs.iter().any(|d| host.starts_with(d)) {
-                                Ok(())
-                            } else {
-                                std::fs::set_permissions(
-                                    &host,
-                                    std::fs::Permissions::from_mode(0o777),
-                                )
-                            }
-                        })
-                        .map_err(|e| err(format!("directory {}", host.display()), e.to_string()))?;
-                    let name = format!("tektite-sub-{}", extra.len());
-                    extra.push(Volume {
-                        name: name.clone(),
-                        host_path: Some(HostPathVolumeSource {
-                            path: host.to_string_lossy().into_owned(),
-                            type_: Some("Directory".into()),
-                        }),
-                        ..Default::default()
-                    });
-                    m.name = name;
-                }
-            }
-            spec.volumes.get_or_insert_default().extend(extra);
-        }
-        // A kubelet mounts a world-writable file at each container's
-        // terminationMessagePath; podman does not, and a step running as
-        // another user than root cannot create it in the image's `/tekton`.
-        if let Some(spec) = adapted.pod.spec.as_mut() {
-            for (i, c) in spec.containers.iter_mut().enumerate() {
-                let Some(at) = c.termination_message_path.clone() else {
-                    continue;
-                };
-                let host = run_dir.join(format!("termination-{i}"));
-                std::fs::write(&host, b"")
-                    .and_then(|()| {
-                        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o666))
-                    })
-                    .map_err(|e| err(format!("file {}", host.display()), e.to_string()))?;
-                let volume = format!("tektite-termination-{i}");
-                spec.volumes.get_or_insert_default().push(Volume {
-                    name: volume.clone(),
-                    host_path: Some(HostPathVolumeSource {
-                        path: host.to_string_lossy().into_owned(),
-                        type_: Some("File".into()),
-                    }),
-                    ..Default::default()
-                });
-                c.volume_mounts.get_or_insert_default().push(VolumeMount {
-                    name: volume,
-                    mount_path: at,
-                    ..Default::default()
-                });
-            }
-        }
-        let file = run_dir.join("pod.json");
+        let adapted = podman_spec(pod, env)?;
+        let file = env.run_dir.join("pod.json");
         let json =
             serde_json::to_vec_pretty(&adapted.pod).map_err(|e| err("pod", e.to_string()))?;
         std::fs::write(&file, json)
             .map_err(|e| err(format!("{}", file.display()), e.to_string()))?;
-        let remove = |name: &str| {
-            let _ = Command::new("podman")
-                .args(["pod", "rm", "--force", "--time", "0", name])
-                .process_group(0)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        };
-        if let Some(j) = env.journal {
-            j.podman_pod(&name)
-                .map_err(|e| err("run journal", e.to_string()))?;
-        }
-        // The k8s-file driver, whatever the machine's default: its files are
-        // what the log followers read.
-        if let Err(e) = output(
-            &format!("podman kube play {}", file.display()),
-            Command::new("podman")
-                .args(["kube", "play", "--quiet", "--log-driver", "k8s-file"])
-                .arg(&file),
-        ) {
-            // podman may leave what it made of a pod it could not play.
-            remove(&name);
-            return Err(e);
-        }
+        play(&name, &file, env.journal)?;
         let mut p = PodmanPod {
             name: name.clone(),
-            task_run: task_run.to_string(),
+            task_run: env.task_run.to_string(),
             pod: pod.clone(),
-            run_dir: run_dir.to_path_buf(),
+            run_dir: env.run_dir.to_path_buf(),
             ready_file: adapted.ready_file.clone(),
             ready_written: false,
             grace: env.grace,
@@ -513,37 +581,61 @@ impl PodmanPod {
             .as_ref()
             .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
             .unwrap_or_default();
-        let full_names: Vec<String> = containers.iter().map(|c| format!("{name}-{c}")).collect();
-        let mut sources = match log_sources(&full_names) {
-            Ok(s) => s,
-            Err(e) => {
-                remove(&name);
-                return Err(e);
-            }
-        };
-        for (c, full) in containers.iter().zip(full_names) {
-            let log = match store.open_log(task_run, c) {
-                Ok(f) => f,
-                Err(e) => {
-                    remove(&name);
-                    return Err(err("log", e.to_string()));
-                }
-            };
-            let sink = Sink::new(log, signals.clone(), task_run, c);
-            let source = sources.remove(&full);
-            let stopped = p.stopped.clone();
-            p.followers.push(std::thread::spawn(move || {
-                follow_log(source, &full, &stopped, &sink);
-            }));
+        if let Err(e) = p.follow_logs(&containers, env) {
+            remove_pod(&name);
+            return Err(e);
         }
-        // One watcher: wakes the runner when every step container has ended.
+        p.watch_steps(&containers, env.signals);
+        Ok(p)
+    }
+
+    /// Follows each container's log file into the store and to the runner.
+    /// Where each is comes from one `podman inspect`, off the start's path.
+    fn follow_logs(&mut self, containers: &[String], env: &PodEnv<'_>) -> Result<(), RuntimeError> {
+        let mut sinks = Vec::new();
+        for c in containers {
+            let log = env
+                .store
+                .open_log(env.task_run, c)
+                .map_err(|e| err("log", e.to_string()))?;
+            let full = format!("{}-{c}", self.name);
+            sinks.push((full, Sink::new(log, env.signals.clone(), env.task_run, c)));
+        }
+        let stopped = self.stopped.clone();
+        self.followers.push(std::thread::spawn(move || {
+            let names: Vec<String> = sinks.iter().map(|(f, _)| f.clone()).collect();
+            let mut sources = (0..5)
+                .find_map(|attempt| {
+                    if attempt > 0 {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    log_sources(&names).ok()
+                })
+                .unwrap_or_default();
+            let followers: Vec<_> = sinks
+                .into_iter()
+                .map(|(full, sink)| {
+                    let source = sources.remove(&full);
+                    let stopped = stopped.clone();
+                    std::thread::spawn(move || follow_log(source, &full, &stopped, &sink))
+                })
+                .collect();
+            for f in followers {
+                let _ = f.join();
+            }
+        }));
+        Ok(())
+    }
+
+    /// One watcher: wakes the runner when every step container has ended.
+    fn watch_steps(&mut self, containers: &[String], signals: &SyncSender<Signal>) {
         let steps: Vec<String> = containers
             .iter()
             .filter(|c| c.starts_with("step-"))
-            .map(|c| format!("{name}-{c}"))
+            .map(|c| format!("{}-{c}", self.name))
             .collect();
         let tx = signals.clone();
-        p.followers.push(std::thread::spawn(move || {
+        self.followers.push(std::thread::spawn(move || {
             let _ = Command::new("podman")
                 .arg("wait")
                 .args(&steps)
@@ -554,7 +646,6 @@ impl PodmanPod {
                 .status();
             let _ = tx.send(Signal::Changed);
         }));
-        Ok(p)
     }
 
     /// The pod with a status, as a kubelet would report it, and the step

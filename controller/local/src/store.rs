@@ -212,9 +212,6 @@ impl Store {
             Err(e) => Err(io(&path)(e)),
         };
         let _ = fs::remove_file(&tmp);
-        if claimed.as_ref().is_ok_and(|c| *c) {
-            sync_dir(&path);
-        }
         claimed
     }
 
@@ -479,26 +476,18 @@ fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
     written.map(|()| tmp)
 }
 
-/// Makes a rename or link in `path`'s directory survive a crash.
-fn sync_dir(path: &Path) {
-    if let Some(dir) = path.parent()
-        && let Ok(d) = fs::File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-}
-
 /// Writes `bytes` to `path` through a temporary file and a rename.
 ///
 /// # Errors
 /// The temporary file cannot be written or renamed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let tmp = write_temp(path, bytes)?;
+    // The rename is atomic whatever ends this process; the file's content
+    // was synced first, so a machine crash leaves the old record or the new.
     if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
         return Err(io(path)(e));
     }
-    sync_dir(path);
     Ok(())
 }
 
@@ -543,6 +532,37 @@ mod tests {
         assert_eq!(logs.len(), 1);
         assert_eq!(logs[0].0, "step-x");
         assert_eq!(fs::read_to_string(&logs[0].1).unwrap(), "hello\n");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Of many claims of one name at once, exactly one wins, and the
+    /// record in place is whole.
+    #[test]
+    fn a_name_is_claimed_once() {
+        let d = temp("claim");
+        let s = Store::open(Some(&d)).unwrap();
+        let wins: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let s = &s;
+                    scope.spawn(move || {
+                        let mut tr = TaskRun::new("same", TaskRunSpec::default());
+                        tr.metadata.uid = Some(format!("u{i}"));
+                        usize::from(s.claim_task_run(&tr).unwrap())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(wins, 1);
+        let tr = s.task_run("same").unwrap().unwrap();
+        assert!(tr.metadata.uid.is_some_and(|u| u.starts_with('u')));
+        let leftovers: Vec<_> = fs::read_dir(d.join("taskruns"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(leftovers, ["same.json"], "no temporary file left");
         fs::remove_dir_all(&d).unwrap();
     }
 
