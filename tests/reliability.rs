@@ -650,7 +650,7 @@ fn interrupted(rt: &str, signals: &[nix::sys::signal::Signal], marker: u32) {
             "",
         ),
     );
-    let mut child = tkt_run(rt, &s, &["-f", &f, "-o", "json"])
+    let child = tkt_run(rt, &s, &["-f", &f, "-o", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
