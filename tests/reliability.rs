@@ -260,6 +260,21 @@ fn reason(v: &Value) -> String {
 
 // ---------------------------------------------------------------- steps end with their run
 
+/// The `process` cases mean the mount and PID namespaces as root: they
+/// must not pass in the rewrite mode without saying so.
+#[test]
+fn the_process_cases_run_in_namespaces_as_root() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("not root: the process cases run in the rewrite mode");
+        return;
+    }
+    assert_eq!(
+        tektite_local::process::mode(),
+        tektite_local::process::Mode::Namespace,
+        "root, but no mount namespace here (unshare --mount fails)"
+    );
+}
+
 /// Regression: after `--timeout 2s`, a script that ignores SIGTERM ran to
 /// its end (15 s), re-parented to PID 1, and `tkt` waited for it. After the
 /// grace period everything the step started (its background children and

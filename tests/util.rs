@@ -57,21 +57,24 @@ pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     v
 }
 
-/// The entrypoint binary the process runtime uses: built if missing.
+/// The entrypoint binary the process runtime uses, built (once per test
+/// binary) so that it is the one of this source tree.
 pub fn entrypoint_env() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin = root.join("target/debug/entrypoint");
-    if !bin.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "tektite-entrypoint"])
-            .args(["--bin", "entrypoint"])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo");
-        assert!(ok.success(), "cannot build the entrypoint");
-    }
-    bin
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let ok = Command::new(cargo)
+                .args(["build", "--quiet", "-p", "tektite-entrypoint"])
+                .args(["--bin", "entrypoint"])
+                .current_dir(&root)
+                .status()
+                .expect("run cargo");
+            assert!(ok.success(), "cannot build the entrypoint");
+            root.join("target/debug/entrypoint")
+        })
+        .clone()
 }
 
 /// Whether the podman tests run here: they fail when they should and

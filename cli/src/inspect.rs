@@ -991,6 +991,21 @@ fn delete(kind: Kind, store: &Store, a: &DeleteArgs) -> anyhow::Result<String> {
             kind.lower()
         );
     }
+    // A TaskRun of a PipelineRun that still runs is its to manage.
+    if kind == Kind::TaskRun {
+        for (n, _) in &names {
+            let parent = store
+                .task_run(n)
+                .ok()
+                .flatten()
+                .and_then(|tr| label(&tr, "tekton.dev/pipelineRun").map(str::to_string));
+            if let Some(p) = parent.filter(|p| live::is_live(store, RunKind::PipelineRun, p)) {
+                anyhow::bail!(
+                    "taskrun {n:?} belongs to pipelinerun {p:?}, which is running: delete the pipelinerun (it is cancelled first)"
+                );
+            }
+        }
+    }
     let running: Vec<&String> = names
         .iter()
         .map(|(n, _)| n)
@@ -1016,7 +1031,12 @@ fn delete(kind: Kind, store: &Store, a: &DeleteArgs) -> anyhow::Result<String> {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
+    // A run whose `tkt` died while we waited is recovered (by us or by its
+    // watchdog, under the journal's lock) before anything is removed, so
+    // no recovery writes its records back afterwards.
+    live::recover_abandoned(store, None);
     for (n, _) in &names {
+        live::forget_cancel(store, rk, n);
         if kind == Kind::PipelineRun {
             for tr in store.task_runs_of(n)?.runs {
                 store.remove_task_run(tr.name())?;

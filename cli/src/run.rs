@@ -811,25 +811,30 @@ struct JobContext<'a> {
     interrupts: &'a Interrupts,
 }
 
-/// Claims the job's name in the store (a `generateName` is tried again
-/// with another suffix when taken). A fixed name that is taken refuses the
-/// run: exactly one of two runs given the same name starts.
-fn claim(store: &Store, job: &mut Job) -> anyhow::Result<Result<(), Refused>> {
+/// Claims the job's name: its journal first (so that whatever ends this
+/// `tkt` from here on, the run is recovered), then its record. A
+/// `generateName` is tried again with another suffix when taken; a fixed
+/// name that is taken refuses the run: exactly one of two runs given the
+/// same name starts.
+fn claim(store: &Store, job: &mut Job) -> anyhow::Result<Result<Journal, Refused>> {
     let generated = job.meta().name.as_deref().is_none_or(str::is_empty);
     for _ in 0..16 {
         name_of(job.meta());
-        let claimed = match job {
-            Job::Task(tr, _) => store.claim_task_run(tr)?,
-            Job::Pipeline(pr, _) => store.claim_pipeline_run(pr)?,
-        };
-        if claimed {
-            return Ok(Ok(()));
+        let (kind, name) = (job.kind(), job.name());
+        if let Some(journal) = Journal::create(store, kind, &name)? {
+            let claimed = match job {
+                Job::Task(tr, _) => store.claim_task_run(tr)?,
+                Job::Pipeline(pr, _) => store.claim_pipeline_run(pr)?,
+            };
+            if claimed {
+                return Ok(Ok(journal));
+            }
+            journal.release();
         }
         if !generated {
             note(&format!(
-                "tkt: {} {:?} already exists in the run store ({}): use metadata.generateName, or delete it first",
-                job.kind().lower(),
-                job.name(),
+                "tkt: {} {name:?} already exists in the run store ({}): use metadata.generateName, or delete it first",
+                kind.lower(),
                 store.root().display()
             ));
             return Ok(Err(EXIT_INVALID));
@@ -843,17 +848,32 @@ fn claim(store: &Store, job: &mut Job) -> anyhow::Result<Result<(), Refused>> {
     )
 }
 
+/// Ends a job's hold on its run however `run_job` returns: the interrupt
+/// handler lets go of it, and its journal is released (the run has been
+/// recorded, or could not be: either way nothing of it is left running).
+struct Held<'a> {
+    interrupts: &'a Interrupts,
+    journal: Arc<Journal>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.interrupts.detach();
+        self.journal.release();
+    }
+}
+
 /// Carries out one run: claimed, journaled, run, recorded, released.
 fn run_job(
     ctx: &JobContext<'_>,
     mut job: Job,
     out: &mut impl Write,
 ) -> anyhow::Result<Result<u8, Refused>> {
-    if let Err(code) = claim(ctx.store, &mut job)? {
-        return Ok(Err(code));
-    }
+    let journal = match claim(ctx.store, &mut job)? {
+        Ok(j) => Arc::new(j),
+        Err(code) => return Ok(Err(code)),
+    };
     let (name, kind) = (job.name(), job.kind());
-    let journal = Arc::new(Journal::create(ctx.store, kind, &name)?);
     let work = ctx.store.work_dir(kind, &name);
     let opts = Options {
         work: work.clone(),
@@ -865,6 +885,10 @@ fn run_job(
     let (ptx, prx) = mpsc::sync_channel::<Progress>(tektite_local::logs::CHANNEL_BOUND);
     let runner = Runner::new(opts, ctx.store.clone(), ptx);
     ctx.interrupts.attach(runner.interrupter(), journal.clone());
+    let held = Held {
+        interrupts: ctx.interrupts,
+        journal: journal.clone(),
+    };
     let color = !ctx.args.no_color
         && std::env::var_os("NO_COLOR").is_none()
         && std::io::stderr().is_terminal()
@@ -894,14 +918,13 @@ fn run_job(
             (serde_json::to_value(&pr)?, c)
         }
     };
-    ctx.interrupts.detach();
     drop(runner);
     let _ = printer.join();
     if !ctx.args.keep {
         let _ = std::fs::remove_dir_all(&work);
     }
     // Recorded: nothing of this run is left to recover.
-    journal.release();
+    drop(held);
     let c = cond.unwrap_or_default();
     say(
         text,
@@ -1073,11 +1096,13 @@ impl Interrupts {
     /// The job now running: an interrupt goes to it (at once, if one came
     /// before it started).
     fn attach(&self, tx: mpsc::Sender<Msg>, journal: Arc<Journal>) {
+        if let Ok(mut c) = self.current.lock() {
+            *c = Some((tx.clone(), journal));
+        }
+        // After taking the job: an interrupt that came before is not lost
+        // (one sent twice does no harm).
         if self.count() > 0 {
             let _ = tx.send(Msg::Interrupt);
-        }
-        if let Ok(mut c) = self.current.lock() {
-            *c = Some((tx, journal));
         }
     }
 

@@ -5,10 +5,12 @@
 //!
 //! It learns that its `tkt` is gone from its standard input: a pipe whose
 //! only writer is that `tkt`, so it reads end-of-file when the kernel
-//! closes it. It sits in a process group of its own, so the terminal's
-//! Ctrl-C and hang-up do not reach it; it writes nothing.
+//! closes it. A `tkt` ending well writes [`DONE`] first: the watchdog then
+//! recovers what that `tkt` left unfinished (nothing, normally) and exits
+//! without waiting for it. It sits in a process group of its own, so the
+//! terminal's Ctrl-C and hang-up do not reach it; it writes nothing.
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -16,6 +18,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use tektite_local::live;
 use tektite_local::procs::ProcId;
 use tektite_local::store::Store;
+
+/// What a `tkt` ending well writes to its watchdog before closing the pipe.
+pub const DONE: &[u8] = b"done\n";
 
 /// Arguments of the hidden `tkt __watchdog`.
 #[derive(Debug, clap::Args)]
@@ -37,7 +42,9 @@ pub struct Watchdog {
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        drop(self.stdin.take());
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.write_all(DONE);
+        }
         let _ = self.child.wait();
     }
 }
@@ -66,11 +73,12 @@ pub fn start(store: &Store) -> Option<Watchdog> {
 /// `tkt __watchdog`: waits for its `tkt` to end, then recovers that
 /// `tkt`'s runs that it did not finish.
 pub fn run(args: &Args) -> u8 {
+    let mut got = Vec::new();
     let mut buf = [0u8; 64];
     loop {
         match std::io::stdin().read(&mut buf) {
             Ok(0) => break,
-            Ok(_) => {}
+            Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
@@ -79,10 +87,13 @@ pub fn run(args: &Args) -> u8 {
         pid: args.owner_pid,
         start: args.owner_start,
     };
-    // The pipe closes early in a process's exit; the signals its children
-    // get when it dies are sent later. Wait for the exit to be over.
-    while owner.alive() {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    // Killed: the pipe closes early in a process's exit, and the signals
+    // its children get when it dies are sent later. Wait for the exit to be
+    // over. (Ending well, it waits for us.)
+    if got != DONE {
+        while owner.alive() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
     if let Ok(store) = Store::existing(Some(&args.state_dir)) {
         live::recover_abandoned(&store, Some(owner));

@@ -103,9 +103,13 @@ fn main() -> ExitCode {
         let group = group.clone();
         std::thread::spawn(move || {
             for sig in signals.forever() {
-                // Forwarded to the running command, or ends the wait for our turn.
-                let forwarded = Signal::try_from(sig).is_ok_and(|s| group.signal(s));
-                if !forwarded {
+                let Ok(sig) = Signal::try_from(sig) else {
+                    continue;
+                };
+                // Forwarded to the running command; else it ends the wait for
+                // our turn, and is kept for a command about to start.
+                if !group.signal(sig) {
+                    group.pend(sig);
                     let _ = (&wake).write_all(&[1]);
                 }
             }

@@ -36,15 +36,29 @@ pub trait Runner {
 }
 
 /// The process group of the running command (0: none), shared with the
-/// signal-forwarding thread.
+/// signal-forwarding thread, and a signal that came when there was none.
 #[derive(Debug, Clone, Default)]
-pub struct Group(pub Arc<AtomicI32>);
+pub struct Group(pub Arc<AtomicI32>, Arc<AtomicI32>);
 
 impl Group {
     /// Sends `sig` to the whole group, if a command is running.
     pub fn signal(&self, sig: Signal) -> bool {
         let pgid = self.0.load(Ordering::SeqCst);
         pgid > 0 && killpg(Pid::from_raw(pgid), sig).is_ok()
+    }
+
+    /// Keeps `sig` for the command about to start (a signal between the
+    /// end of the wait and the start of the command is not lost).
+    pub fn pend(&self, sig: Signal) {
+        self.1.store(sig as i32, Ordering::SeqCst);
+    }
+
+    /// The command's group is `pgid` now: it gets any signal kept for it.
+    fn started(&self, pgid: i32) {
+        self.0.store(pgid, Ordering::SeqCst);
+        if let Ok(sig) = Signal::try_from(self.1.swap(0, Ordering::SeqCst)) {
+            self.signal(sig);
+        }
     }
 }
 
@@ -84,12 +98,18 @@ fn tee(
     })
 }
 
-/// SIGKILL to every process whose parent we are (`/proc/*/stat`).
-fn kill_children() {
+/// SIGKILL to every process whose parent we are (`/proc/*/stat`); returns
+/// how many, or `None` when `/proc` is not this PID namespace's (its
+/// numbers would name other processes) or cannot be read.
+fn kill_children() -> Option<usize> {
     let me = std::process::id().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
+    let own_proc = std::fs::read_to_string("/proc/self/stat")
+        .is_ok_and(|s| s.split(' ').next() == Some(me.as_str()));
+    if !own_proc {
+        return None;
+    }
+    let entries = std::fs::read_dir("/proc").ok()?;
+    let mut n = 0;
     for e in entries.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
@@ -103,6 +123,25 @@ fn kill_children() {
             .and_then(|(_, rest)| rest.split_whitespace().nth(1));
         if ppid == Some(me.as_str()) {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            n += 1;
+        }
+    }
+    Some(n)
+}
+
+/// Kills and reaps every child until none is left: as a subreaper we get
+/// each orphan of what we kill, down to the last descendant. Without a
+/// `/proc` of our own, reaps what has already ended and stops there.
+fn kill_and_reap_all() {
+    loop {
+        let flags = match kill_children() {
+            Some(_) => None,
+            None => Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        };
+        match waitpid(Pid::from_raw(-1), flags) {
+            Ok(WaitStatus::StillAlive) => return,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return,
         }
     }
 }
@@ -123,7 +162,7 @@ impl Runner for ProcessRunner {
             .map_err(|e| format!("cannot run {program:?}: {e}"))?;
         let pid = i32::try_from(child.id()).map_err(|_| "pid out of range".to_string())?;
         // The group id is the child's pid (process_group(0)).
-        self.group.0.store(pid, Ordering::SeqCst);
+        self.group.started(pid);
         let mut copiers = Vec::new();
         if let (Some(out), Some(path)) = (child.stdout.take(), self.stdout_path.clone()) {
             copiers.push(tee(out, path, false));
@@ -167,22 +206,13 @@ impl Runner for ProcessRunner {
         // left is ours now).
         self.group.signal(Signal::SIGKILL);
         self.group.0.store(0, Ordering::SeqCst);
-        kill_children();
         let _ = done_tx.send(());
         if let Some(t) = timer {
             let _ = t.join();
         }
+        kill_and_reap_all();
         for c in copiers {
             let _ = c.join();
-        }
-        // Collect what the final SIGKILL left as zombies.
-        while let Ok(ws) = waitpid(
-            Pid::from_raw(-1),
-            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-        ) {
-            if ws == WaitStatus::StillAlive {
-                break;
-            }
         }
         Ok(Outcome {
             exit_code: status.0,

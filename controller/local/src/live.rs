@@ -79,11 +79,15 @@ pub fn journal_path(store: &Store, kind: RunKind, name: &str) -> PathBuf {
 }
 
 impl Journal {
-    /// Starts the journal of a run carried out by this process.
+    /// Starts the journal of a run carried out by this process, unless a
+    /// `tkt` that still runs holds one for that name (`None`). One left by
+    /// a `tkt` that is gone is recovered first. Journals are put in place
+    /// whole, owner line included, by a link that fails when the name is
+    /// taken: never seen without their owner, never two for one run.
     ///
     /// # Errors
     /// The file cannot be written.
-    pub fn create(store: &Store, kind: RunKind, name: &str) -> Result<Journal, StoreError> {
+    pub fn create(store: &Store, kind: RunKind, name: &str) -> Result<Option<Journal>, StoreError> {
         let path = journal_path(store, kind, name);
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io(dir))?;
@@ -92,8 +96,6 @@ impl Journal {
             path: PathBuf::from("/proc/self/stat"),
             message: "cannot read this process's start time".into(),
         })?;
-        // Put in place whole, owner line included: a journal is never seen
-        // without its owner.
         let mut first = serde_json::to_vec(&Entry::Owner {
             owner,
             kind,
@@ -106,15 +108,33 @@ impl Journal {
         first.push(b'\n');
         let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
         fs::write(&tmp, &first).map_err(io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io(&path))?;
+        let mut linked = Ok(false);
+        for _ in 0..2 {
+            linked = match fs::hard_link(&tmp, &path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(io(&path)(e)),
+            };
+            if !matches!(linked, Ok(false)) || read(&path).is_some_and(|l| l.owner.alive()) {
+                break;
+            }
+            // Left by a `tkt` that is gone: recovered, then the name is free.
+            recover_abandoned(store, None);
+        }
+        let _ = fs::remove_file(&tmp);
+        if !linked? {
+            return Ok(None);
+        }
+        // A cancel asked of an earlier run of this name is not for this one.
+        let _ = fs::remove_file(path.with_extension("cancel"));
         let file = OpenOptions::new()
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
-        Ok(Journal {
+        Ok(Some(Journal {
             path,
             file: Mutex::new(file),
-        })
+        }))
     }
 
     fn append(&self, e: &Entry) -> Result<(), StoreError> {
@@ -185,6 +205,11 @@ pub fn request_cancel(store: &Store, kind: RunKind, name: &str) -> Result<(), St
     fs::write(&path, b"").map_err(io(&path))
 }
 
+/// Drops a cancel request that no run will take (its run ended first).
+pub fn forget_cancel(store: &Store, kind: RunKind, name: &str) {
+    let _ = fs::remove_file(journal_path(store, kind, name).with_extension("cancel"));
+}
+
 /// Whether a `tkt` that still runs is carrying out this run.
 pub fn is_live(store: &Store, kind: RunKind, name: &str) -> bool {
     read(&journal_path(store, kind, name)).is_some_and(|l| l.owner.alive())
@@ -234,9 +259,14 @@ pub struct Leftovers {
     pub pods: Vec<String>,
 }
 
-/// Reads a journal; `None` when it has no owner line (a torn first write).
+/// Reads a journal; `None` when it cannot be read or has no owner line.
 pub fn read(path: &Path) -> Option<Leftovers> {
-    let text = fs::read_to_string(path).ok()?;
+    parse(&fs::read_to_string(path).ok()?)
+}
+
+/// A journal's lines; a torn last line (a `tkt` killed mid-write) is
+/// skipped.
+fn parse(text: &str) -> Option<Leftovers> {
     let mut out: Option<Leftovers> = None;
     for line in text.lines() {
         let Ok(e) = serde_json::from_str::<Entry>(line) else {
@@ -304,10 +334,15 @@ impl std::fmt::Display for Recovered {
 /// `tkt`, which the caller knows to be gone). Runs whose `tkt` still runs
 /// are left alone.
 pub fn recover_abandoned(store: &Store, owner: Option<ProcId>) -> Vec<Recovered> {
+    use std::os::unix::fs::MetadataExt as _;
     let mut out = Vec::new();
     for path in journals(store) {
-        let Some(l) = read(&path) else {
-            // No owner line: not a journal this code wrote.
+        // A journal that cannot be read now (permissions, I/O) is left as
+        // it is; one read without an owner line is not ours to keep.
+        let Ok(text) = fs::read_to_string(&path) else {
+            continue;
+        };
+        let Some(l) = parse(&text) else {
             let _ = fs::remove_file(&path);
             continue;
         };
@@ -319,14 +354,19 @@ pub fn recover_abandoned(store: &Store, owner: Option<ProcId>) -> Vec<Recovered>
             continue;
         }
         // One recovery at a time (the watchdog and a store command may both
-        // find it); the one that waited finds it done.
+        // find it); the one that waited finds it done. The file locked must
+        // still be the one at the path (not a new run's journal since).
         let Ok(file) = File::open(&path) else {
             continue;
         };
-        let Ok(_lock) = Flock::lock(file, FlockArg::LockExclusive) else {
+        let Ok(lock) = Flock::lock(file, FlockArg::LockExclusive) else {
             continue;
         };
-        if !path.exists() {
+        let same = match (lock.metadata(), fs::metadata(&path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if !same {
             continue;
         }
         recover(store, &l);
@@ -397,7 +437,17 @@ mod tests {
     #[test]
     fn a_torn_last_line_is_ignored() {
         let (s, d) = store("torn");
-        let j = Journal::create(&s, RunKind::TaskRun, "t").unwrap();
+        // A cancel asked of an earlier run of the name is not for this one.
+        fs::create_dir_all(s.root().join(LIVE)).unwrap();
+        request_cancel(&s, RunKind::TaskRun, "t").unwrap();
+        let j = Journal::create(&s, RunKind::TaskRun, "t").unwrap().unwrap();
+        assert!(
+            Journal::create(&s, RunKind::TaskRun, "t")
+                .unwrap()
+                .is_none(),
+            "one journal a run"
+        );
+        assert!(!j.cancel_requested());
         j.podman_pod("t-pod").unwrap();
         let path = journal_path(&s, RunKind::TaskRun, "t");
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -431,7 +481,9 @@ mod tests {
         );
         s.save_task_run(&done).unwrap();
         fs::create_dir_all(s.work_dir(RunKind::PipelineRun, "p")).unwrap();
-        let j = Journal::create(&s, RunKind::PipelineRun, "p").unwrap();
+        let j = Journal::create(&s, RunKind::PipelineRun, "p")
+            .unwrap()
+            .unwrap();
         // The owner as a process that is gone (same pid, another start).
         let path = journal_path(&s, RunKind::PipelineRun, "p");
         let mut l = read(&path).unwrap();

@@ -28,6 +28,10 @@ use crate::logs::{self, Sink};
 use crate::procs::{self, ProcId};
 use crate::runtime::{PodEnv, RuntimeError, Signal};
 
+/// How long a container's output is read after all its processes are
+/// gone (normally the pipes close at once).
+const READERS_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The roots that get a tmpfs of their own in each process's namespace.
 const ROOTS: &[&str] = &["/tekton", "/workspace", "/ko-app"];
 
@@ -412,9 +416,9 @@ impl<'a> Launcher<'a> {
     fn words(&self, c: &Container) -> Vec<String> {
         if self.mode == Mode::Namespace {
             // Its own mount namespace (the pod's paths), and its own PID
-            // namespace: the container's first process is its PID 1, and
-            // when that ends, or `unshare` is killed, the kernel kills
-            // everything left in it, as when a container ends.
+            // namespace with its own `/proc`: the container's first process
+            // is its PID 1, and when that ends, or `unshare` is killed, the
+            // kernel kills everything left in it, as when a container ends.
             let script = setup_script(c, &self.volumes, self.entrypoint);
             let mut w: Vec<String> = [
                 "unshare",
@@ -422,6 +426,7 @@ impl<'a> Launcher<'a> {
                 "--pid",
                 "--fork",
                 "--kill-child",
+                "--mount-proc",
                 "--propagation",
                 "private",
                 "--",
@@ -610,7 +615,14 @@ impl ProcessPod {
             if let Some(r) = root {
                 procs::kill_session(r.pid, r.start, leader_last);
             }
-            for r in readers {
+            // A process that left the session and outlived its wrapper
+            // (rewrite mode only) may hold the pipes open: not waited for
+            // past a moment, so the run ends.
+            let deadline = std::time::Instant::now() + READERS_GRACE;
+            while readers.iter().any(|r| !r.is_finished()) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            for r in readers.into_iter().filter(|r| r.is_finished()) {
                 let _ = r.join();
             }
             if let Ok(mut s) = st.lock() {

@@ -105,12 +105,24 @@ pub fn signal_session(sid: i32, since: u64, sig: Signal) -> usize {
 
 /// Kills a session for good: SIGKILL to its members until none is left
 /// (a member may fork while the first ones die). With `leader_last`, the
-/// leader goes after the others: a step wrapper leading the session then
-/// sees its command killed, reaps it and records how it ended. (An
-/// `unshare` leading it goes first instead: its PID namespace dies with
-/// it, and it would complain about a child killed under it.)
+/// leader goes after the others, given a moment to end by itself: a step
+/// wrapper leading the session then sees its command killed, reaps what is
+/// left and records how it ended. (An `unshare` leading it goes first
+/// instead: its PID namespace dies with it, and it would complain about a
+/// child killed under it.)
+///
+/// A session number taken since by a process that is not the leader we
+/// knew (same pid, another start time) is not ours: nothing is done. While
+/// a member of our session lives, its number cannot be taken.
 pub fn kill_session(sid: i32, since: u64, leader_last: bool) {
-    if !leader_last {
+    let leader = ProcId {
+        pid: sid,
+        start: since,
+    };
+    if stat(sid).is_some_and(|s| s.start != since) {
+        return;
+    }
+    if !leader_last && leader.alive() {
         let _ = kill(Pid::from_raw(sid), Signal::SIGKILL);
     }
     let others = |pids: Vec<i32>| pids.into_iter().filter(|p| *p != sid).collect::<Vec<_>>();
@@ -121,6 +133,12 @@ pub fn kill_session(sid: i32, since: u64, leader_last: bool) {
         }
         for pid in members {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for _ in 0..100 {
+        if !leader_last || !leader.alive() {
+            break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
@@ -150,6 +168,17 @@ mod tests {
             (4242, 'S', 1, 4242, 4200, 987654)
         );
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    /// A session number now led by another process than the one recorded
+    /// (same pid, another start time: the number was reused) is left
+    /// alone. Here that other process is this test: it must live.
+    #[test]
+    fn a_reused_session_number_is_not_killed() {
+        let me = ProcId::current().unwrap();
+        kill_session(me.pid, me.start + 1, false);
+        kill_session(me.pid, me.start + 1, true);
+        assert!(me.alive());
     }
 
     #[test]

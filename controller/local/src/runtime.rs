@@ -350,6 +350,7 @@ fn logs_when_ended(full_name: &str, stopped: &AtomicBool, sink: &Sink) {
 fn container_running(full_name: &str) -> bool {
     Command::new("podman")
         .args(["inspect", "--format", "{{.State.Status}}", full_name])
+        .process_group(0)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
@@ -777,7 +778,12 @@ impl PodmanPod {
     /// wrapper passes on to its command, then SIGKILL after the grace
     /// period (`now`: at once).
     pub fn stop(&mut self, now: bool) {
-        let grace = if now { 0 } else { self.grace.as_secs() };
+        // podman takes whole seconds: a part of one counts as one.
+        let grace = if now {
+            0
+        } else {
+            self.grace.as_millis().div_ceil(1000)
+        };
         let _ = Command::new("podman")
             .args(["pod", "stop", "--time", &grace.to_string(), &self.name])
             .process_group(0)
