@@ -158,8 +158,6 @@ pub enum TaskSource {
     Failed(tektite_engine::params::Failure),
 }
 
-/// Runs one TaskRun to its end in this thread's worker; `cancel` receives
-/// interrupts. Returns the final TaskRun.
 /// What a TaskRun worker works with.
 struct Worker {
     opts: Options,
@@ -170,237 +168,304 @@ struct Worker {
     inbox_tx: Sender<Work>,
 }
 
-fn task_worker(mut tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
-    let Worker {
-        opts,
-        store,
-        progress,
-        parent,
-        inbox,
-        inbox_tx,
-    } = w;
-    let name = tr.metadata.name.clone().unwrap_or_default();
-    let task = task_label(&tr);
-    let mut images: BTreeMap<String, ImageCommand> = BTreeMap::new();
-    let mut pod: Option<RunningPod> = None;
-    let mut observed: Option<Pod> = None;
-    let run_dir = opts.work.join(&name);
-    let claims_dir = opts.work.join("claims");
-    // Runtime signals (container output, changes) come through a channel
-    // of their own; lines go straight to the user.
-    let (sig_tx, sig_rx) = mpsc::sync_channel::<Signal>(crate::logs::CHANNEL_BOUND);
-    {
-        let progress = progress.clone();
-        let inbox_tx = inbox_tx.clone();
-        let task = task.clone();
-        std::thread::spawn(move || {
-            for s in sig_rx {
-                match s {
-                    Signal::Lines {
-                        container, text, ..
-                    } => {
-                        let step = container
-                            .strip_prefix("step-")
-                            .unwrap_or(&container)
-                            .to_string();
-                        let _ = progress.send(Progress::Lines {
-                            task: task.clone(),
-                            step,
-                            text,
-                        });
-                    }
-                    Signal::Changed => {
-                        let _ = inbox_tx.send(Work::Changed);
-                    }
+/// Forwards a pod's signals: output lines to the user, changes to the
+/// worker's inbox.
+fn forward_signals(
+    rx: Receiver<Signal>,
+    task: String,
+    progress: SyncSender<Progress>,
+    inbox: Sender<Work>,
+) {
+    std::thread::spawn(move || {
+        for s in rx {
+            match s {
+                Signal::Lines {
+                    container, text, ..
+                } => {
+                    let step = container
+                        .strip_prefix("step-")
+                        .unwrap_or(&container)
+                        .to_string();
+                    let _ = progress.send(Progress::Lines {
+                        task: task.clone(),
+                        step,
+                        text,
+                    });
+                }
+                Signal::Changed => {
+                    let _ = inbox.send(Work::Changed);
                 }
             }
-        });
-    }
-    let mut started = false;
-    let fail = |tr: &mut TaskRun, reason: &str, message: String| {
-        tektite_engine::status::fail_task_run(tr, reason, message, Timestamp::now());
-    };
-    loop {
-        let now = Timestamp::now();
+        }
+    });
+}
+
+fn fail(tr: &mut TaskRun, reason: &str, message: String) {
+    tektite_engine::status::fail_task_run(tr, reason, message, Timestamp::now());
+}
+
+/// One TaskRun being carried out: the engine's plan applied, then the
+/// next event waited for, until the run is done.
+struct TaskRunLoop {
+    tr: TaskRun,
+    source: TaskSource,
+    w: Worker,
+    name: String,
+    task: String,
+    images: BTreeMap<String, ImageCommand>,
+    pod: Option<RunningPod>,
+    observed: Option<Pod>,
+    started: bool,
+    /// Where the pod's signals (output, changes) go.
+    signals: SyncSender<Signal>,
+}
+
+impl TaskRunLoop {
+    fn plan(&self) -> taskrun::Plan {
         let failure;
-        let resolved = match &source {
+        let resolved = match &self.source {
             TaskSource::Spec(s, n) => taskrun::Resolved::Spec(s, n.as_deref()),
             TaskSource::Failed(f) => {
                 failure = f.clone();
                 taskrun::Resolved::Failed(&failure)
             }
         };
-        let plan = taskrun::reconcile(
+        taskrun::reconcile(
             taskrun::Observed {
-                task_run: &tr,
+                task_run: &self.tr,
                 resolved,
-                pod: observed.as_ref(),
-                images: &images,
-                now,
+                pod: self.observed.as_ref(),
+                images: &self.images,
+                now: Timestamp::now(),
             },
-            &opts.config,
-        );
-        let mut changed = false;
-        if let Some(st) = plan.status {
-            tr.status = Some(st);
-            changed = true;
-        }
-        // Image commands just looked up: plan again at once.
-        let mut again = false;
-        if !plan.need_images.is_empty() {
-            again = true;
-            for image in &plan.need_images {
-                if matches!(opts.runtime, RuntimeKind::Process(_)) {
-                    fail(
-                        &mut tr,
-                        "TaskRunValidationFailed",
-                        format!(
-                            "a step of image {image} has no command: the process runtime does not use \
-                             images and cannot read their entrypoint; give the step a command or a script"
-                        ),
-                    );
-                    changed = true;
-                    break;
-                }
-                match runtime::image_command(image) {
-                    Ok(c) => {
-                        images.insert(image.clone(), c);
-                    }
-                    Err(e) => {
-                        fail(
-                            &mut tr,
-                            "TaskRunImagePullFailed",
-                            format!("cannot read the command of {e}"),
-                        );
-                        changed = true;
-                    }
-                }
+            &self.w.opts.config,
+        )
+    }
+
+    /// Looks up the command of each image the plan needs; whether the run
+    /// failed for it.
+    fn look_up_images(&mut self, needed: &[String]) -> bool {
+        for image in needed {
+            if matches!(self.w.opts.runtime, RuntimeKind::Process(_)) {
+                fail(
+                    &mut self.tr,
+                    "TaskRunValidationFailed",
+                    format!(
+                        "a step of image {image} has no command: the process runtime does not use \
+                         images and cannot read their entrypoint; give the step a command or a script"
+                    ),
+                );
+                return true;
             }
-        }
-        if let Some(p) = plan.create_pod {
-            // Each attempt (retries) gets a directory of its own: no marker
-            // of an earlier attempt is seen by the next.
-            let pod_dir = run_dir.join(p.metadata.name.as_deref().unwrap_or("pod"));
-            std::fs::create_dir_all(&pod_dir).ok();
-            let run_dir = &pod_dir;
-            let env = PodEnv {
-                task_run: &name,
-                run_dir,
-                claims: &opts.claims,
-                claims_dir: &claims_dir,
-                store: &store,
-                signals: &sig_tx,
-                grace: opts.grace,
-                journal: opts.journal.as_deref(),
-            };
-            let started_pod = match &opts.runtime {
-                RuntimeKind::Podman => PodmanPod::start(&p, &env).map(RunningPod::Podman),
-                RuntimeKind::Process(bin) => {
-                    ProcessPod::start(&p, &env, bin).map(RunningPod::Process)
-                }
-            };
-            match started_pod {
-                Ok(running) => {
-                    pod = Some(running);
-                    if !started {
-                        started = true;
-                        let _ = progress.send(Progress::Started {
-                            task: task.clone(),
-                            task_run: name.clone(),
-                        });
-                    }
+            match runtime::image_command(image) {
+                Ok(c) => {
+                    self.images.insert(image.clone(), c);
                 }
                 Err(e) => {
-                    fail(&mut tr, "PodCreationFailed", e.to_string());
-                    changed = true;
+                    fail(
+                        &mut self.tr,
+                        "TaskRunImagePullFailed",
+                        format!("cannot read the command of {e}"),
+                    );
+                    return true;
                 }
             }
         }
+        false
+    }
+
+    /// Starts the plan's pod; whether the run failed for it.
+    fn start_pod(&mut self, p: &Pod) -> bool {
+        let opts = &self.w.opts;
+        // Each attempt (retries) gets a directory of its own: no marker of
+        // an earlier attempt is seen by the next.
+        let pod_dir = opts
+            .work
+            .join(&self.name)
+            .join(p.metadata.name.as_deref().unwrap_or("pod"));
+        std::fs::create_dir_all(&pod_dir).ok();
+        let env = PodEnv {
+            task_run: &self.name,
+            run_dir: &pod_dir,
+            claims: &opts.claims,
+            claims_dir: &opts.work.join("claims"),
+            store: &self.w.store,
+            signals: &self.signals,
+            grace: opts.grace,
+            journal: opts.journal.as_deref(),
+        };
+        let started_pod = match &opts.runtime {
+            RuntimeKind::Podman => PodmanPod::start(p, &env).map(RunningPod::Podman),
+            RuntimeKind::Process(bin) => ProcessPod::start(p, &env, bin).map(RunningPod::Process),
+        };
+        match started_pod {
+            Ok(running) => {
+                self.pod = Some(running);
+                if !self.started {
+                    self.started = true;
+                    let _ = self.w.progress.send(Progress::Started {
+                        task: self.task.clone(),
+                        task_run: self.name.clone(),
+                    });
+                }
+                false
+            }
+            Err(e) => {
+                fail(&mut self.tr, "PodCreationFailed", e.to_string());
+                true
+            }
+        }
+    }
+
+    /// Applies a plan; whether to plan again at once (images just looked up).
+    fn apply(&mut self, plan: &taskrun::Plan) -> bool {
+        let mut changed = false;
+        if let Some(st) = &plan.status {
+            self.tr.status = Some(st.clone());
+            changed = true;
+        }
+        let again = !plan.need_images.is_empty();
+        if again {
+            changed |= self.look_up_images(&plan.need_images);
+        }
+        if let Some(p) = &plan.create_pod {
+            changed |= self.start_pod(p);
+        }
         if plan.delete_pod.is_some()
-            && let Some(p) = pod.as_mut()
+            && let Some(p) = self.pod.as_mut()
         {
             p.stop(false);
         }
         if plan.mark_ready.is_some()
-            && let Some(p) = pod.as_mut()
+            && let Some(p) = self.pod.as_mut()
         {
             p.mark_ready();
         }
         // `plan.stop_sidecars` needs no step here: a pod whose steps have
-        // ended is finished below (done, or a retry's new pod), and
-        // finishing stops what still runs in it.
+        // ended is finished (done, or a retry's new pod), and finishing
+        // stops what still runs in it.
         if changed {
-            let _ = store.save_task_run(&tr);
+            let _ = self.w.store.save_task_run(&self.tr);
         }
-        let done = tr.status.as_ref().is_some_and(|s| is_done(&s.conditions));
-        let _ = parent.send(Msg::Child {
-            tr: Box::new(tr.clone()),
-            done,
+        again
+    }
+
+    /// The run is done: its pod finished, its directory removed, the user
+    /// told.
+    fn finish(mut self) -> TaskRun {
+        let keep = self.w.opts.keep;
+        if let Some(p) = self.pod.take() {
+            p.finish(keep);
+        }
+        if !keep {
+            let _ = std::fs::remove_dir_all(self.w.opts.work.join(&self.name));
+        }
+        let c = self
+            .tr
+            .status
+            .as_ref()
+            .and_then(|s| Condition::succeeded(&s.conditions))
+            .cloned()
+            .unwrap_or_default();
+        let _ = self.w.progress.send(Progress::Finished {
+            task: self.task.clone(),
+            task_run: self.name.clone(),
+            status: c.status,
+            reason: c.reason.unwrap_or_default(),
+            message: c.message.unwrap_or_default(),
         });
-        if done {
-            if let Some(p) = pod.take() {
-                p.finish(opts.keep);
-            }
-            if !opts.keep {
-                let _ = std::fs::remove_dir_all(&run_dir);
-            }
-            let c = tr
-                .status
-                .as_ref()
-                .and_then(|s| Condition::succeeded(&s.conditions))
-                .cloned()
-                .unwrap_or_default();
-            let _ = progress.send(Progress::Finished {
-                task: task.clone(),
-                task_run: name.clone(),
-                status: c.status,
-                reason: c.reason.unwrap_or_default(),
-                message: c.message.unwrap_or_default(),
-            });
-            return tr;
-        }
-        // Wait for a container to end, a cancel, the sidecars, or the timeout.
-        let mut wait = plan.requeue_after.unwrap_or(Duration::from_secs(3600));
-        if pod.as_ref().is_some_and(RunningPod::waits_for_ready) {
+        self.tr
+    }
+
+    /// Waits for a container to end, a cancel, the sidecars, or the timeout.
+    fn wait(&mut self, requeue_after: Option<Duration>, again: bool) {
+        let mut wait = requeue_after.unwrap_or(Duration::from_secs(3600));
+        if self.pod.as_ref().is_some_and(RunningPod::waits_for_ready) {
             wait = wait.min(Duration::from_millis(100));
         }
-        if pod.is_some() {
+        if self.pod.is_some() {
             // A safety net: podman's own wait can miss a container removed
             // underneath it.
             wait = wait.min(Duration::from_secs(2));
         }
-        if plan.requeue_after == Some(Duration::ZERO) || again {
+        if requeue_after == Some(Duration::ZERO) || again {
             wait = Duration::ZERO;
         }
-        match inbox.recv_timeout(wait) {
-            Ok(Work::Cancel(message)) => {
-                tr.spec.status = Some("TaskRunCancelled".into());
-                tr.spec.status_message = Some(message);
-            }
-            Ok(Work::Changed) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {}
+        if let Ok(Work::Cancel(message)) = self.w.inbox.recv_timeout(wait) {
+            self.tr.spec.status = Some("TaskRunCancelled".into());
+            self.tr.spec.status_message = Some(message);
         }
-        // A retry's pod is a new one.
-        if pod.is_some() && tr.status.as_ref().is_some_and(|s| s.pod_name.is_none()) {
-            if let Some(p) = pod.take() {
-                p.finish(opts.keep);
+    }
+
+    /// Observes the pod for the next plan; a retry's pod is a new one.
+    fn observe(&mut self) {
+        if self.pod.is_some()
+            && self
+                .tr
+                .status
+                .as_ref()
+                .is_some_and(|s| s.pod_name.is_none())
+        {
+            if let Some(p) = self.pod.take() {
+                p.finish(self.w.opts.keep);
             }
-            observed = None;
-            continue;
+            self.observed = None;
+            return;
         }
-        if let Some(p) = pod.as_mut() {
+        if let Some(p) = self.pod.as_mut() {
             match p.observe() {
-                Ok(o) => observed = Some(o),
+                Ok(o) => self.observed = Some(o),
                 Err(e) => {
                     fail(
-                        &mut tr,
+                        &mut self.tr,
                         "TaskRunObservationFailed",
                         format!("cannot observe the pod: {e}"),
                     );
-                    let _ = store.save_task_run(&tr);
+                    let _ = self.w.store.save_task_run(&self.tr);
                 }
             }
         }
+    }
+}
+
+/// Runs one TaskRun to its end in this thread; its inbox receives
+/// cancels. Returns the final TaskRun.
+fn task_worker(tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
+    let name = tr.metadata.name.clone().unwrap_or_default();
+    let task = task_label(&tr);
+    // Runtime signals (container output, changes) come through a channel
+    // of their own; lines go straight to the user.
+    let (signals, sig_rx) = mpsc::sync_channel::<Signal>(crate::logs::CHANNEL_BOUND);
+    forward_signals(sig_rx, task.clone(), w.progress.clone(), w.inbox_tx.clone());
+    let mut run = TaskRunLoop {
+        tr,
+        source,
+        w,
+        name,
+        task,
+        images: BTreeMap::new(),
+        pod: None,
+        observed: None,
+        started: false,
+        signals,
+    };
+    loop {
+        let plan = run.plan();
+        let again = run.apply(&plan);
+        let done = run
+            .tr
+            .status
+            .as_ref()
+            .is_some_and(|s| is_done(&s.conditions));
+        let _ = run.w.parent.send(Msg::Child {
+            tr: Box::new(run.tr.clone()),
+            done,
+        });
+        if done {
+            return run.finish();
+        }
+        run.wait(plan.requeue_after, again);
+        run.observe();
     }
 }
 
