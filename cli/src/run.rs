@@ -33,6 +33,7 @@ use tektite_api::v1::{
 use tektite_api::{Diagnostic, Severity, validate};
 use tektite_engine::params::{Failure, declared_kind};
 use tektite_engine::pod::Config;
+use tektite_engine::preflight;
 use tektite_local::live::{self, Journal};
 use tektite_local::runner::{Msg, Options, Progress, Runner, RuntimeKind, TaskSource};
 use tektite_local::runtime;
@@ -534,87 +535,20 @@ fn check_prepared(job: &Job, inputs: &Inputs, file: &str, config: &Config) -> Op
         return Some(errors.join("\n"));
     }
     let now = Timestamp::now();
-    let failed = match job {
+    let refused = match job {
         Job::Task(tr, source) => {
             let mut tr = (**tr).clone();
             name_of(&mut tr.metadata);
-            let failure;
-            let resolved = match source {
-                TaskSource::Spec(s, n) => tektite_engine::taskrun::Resolved::Spec(s, n.as_deref()),
-                TaskSource::Failed(f) => {
-                    failure = f.clone();
-                    tektite_engine::taskrun::Resolved::Failed(&failure)
-                }
-            };
-            let plan = tektite_engine::taskrun::reconcile(
-                tektite_engine::taskrun::Observed {
-                    task_run: &tr,
-                    resolved,
-                    pod: None,
-                    images: &BTreeMap::new(),
-                    now,
-                },
-                config,
-            );
-            plan.status.and_then(|s| refusal(&s.conditions))
+            preflight::task_run(&tr, source.resolved(), config, now)
         }
         Job::Pipeline(pr, resolved) => {
             let mut pr = (**pr).clone();
             name_of(&mut pr.metadata);
             let pipeline = resolved.as_ref().map(|(s, n)| (s, n.as_deref()));
-            let plan = tektite_engine::pipelinerun::reconcile(
-                tektite_engine::pipelinerun::Observed {
-                    run: &pr,
-                    pipeline,
-                    tasks: &inputs.tasks,
-                    children: &[],
-                    now,
-                },
-                config,
-            );
-            // A TaskRun it would create and fail at once counts too.
-            let child_refused = plan.create.iter().find_map(|tr| {
-                let spec = tr.spec.task_spec.clone().or_else(|| {
-                    let n = tr.spec.task_ref.as_ref()?.name.clone()?;
-                    inputs.tasks.get(&n).cloned().map(Box::new)
-                })?;
-                let plan = tektite_engine::taskrun::reconcile(
-                    tektite_engine::taskrun::Observed {
-                        task_run: tr,
-                        resolved: tektite_engine::taskrun::Resolved::Spec(&spec, None),
-                        pod: None,
-                        images: &BTreeMap::new(),
-                        now,
-                    },
-                    config,
-                );
-                let task = tr
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("tekton.dev/pipelineTask"))
-                    .cloned()
-                    .unwrap_or_default();
-                plan.status
-                    .and_then(|s| refusal(&s.conditions))
-                    .map(|m| format!("task {task:?}: {m}"))
-            });
-            plan.status
-                .and_then(|s| refusal(&s.conditions))
-                .or(child_refused)
+            preflight::pipeline_run(&pr, pipeline, &inputs.tasks, config, now)
         }
     };
-    failed.map(|m| format!("{who}: {m}"))
-}
-
-/// The reason and message of a run the engine failed on its first plan.
-fn refusal(conditions: &[Condition]) -> Option<String> {
-    let c = Condition::succeeded(conditions).filter(|c| c.status == "False")?;
-    Some(format!(
-        "{}: {}",
-        c.reason.clone().unwrap_or_default(),
-        c.message.clone().unwrap_or_default()
-    ))
+    refused.map(|r| format!("{who}: {r}"))
 }
 
 /// Every run, made ready and checked; `claims` gathers `-w` host paths.

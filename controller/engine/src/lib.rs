@@ -15,6 +15,7 @@ pub mod params;
 pub mod pipelinerun;
 pub mod pod;
 pub mod podman;
+pub mod preflight;
 pub mod quantity;
 pub mod status;
 pub mod subst;

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tektite_api::param::ParamValue;
 use tektite_api::v1::{
-    Condition, RunResult, SidecarState, StepState, TaskRun, TaskRunStatus, TaskSpec,
+    Condition, PipelineRun, RunResult, SidecarState, StepState, TaskRun, TaskRunStatus, TaskSpec,
 };
 use tektite_entrypoint::contract::{self as ep, Report};
 
@@ -98,6 +98,19 @@ pub fn end_event(conditions: &[Condition]) -> crate::taskrun::Event {
 /// `now`. Both runners use it, so they fail a run the same way.
 pub fn fail_task_run(tr: &mut TaskRun, reason: &str, message: impl Into<String>, now: Timestamp) {
     let st = tr.status.get_or_insert_with(Default::default);
+    set_condition(&mut st.conditions, condition("False", reason, message, now));
+    st.completion_time = Some(Time(now));
+}
+
+/// Ends a PipelineRun that cannot go on, as [`fail_task_run`] ends a
+/// TaskRun.
+pub fn fail_pipeline_run(
+    pr: &mut PipelineRun,
+    reason: &str,
+    message: impl Into<String>,
+    now: Timestamp,
+) {
+    let st = pr.status.get_or_insert_with(Default::default);
     set_condition(&mut st.conditions, condition("False", reason, message, now));
     st.completion_time = Some(Time(now));
 }

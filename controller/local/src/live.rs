@@ -23,7 +23,8 @@ use std::sync::Mutex;
 use k8s_openapi::jiff::Timestamp;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
-use tektite_engine::status::{condition, is_done, set_condition};
+use tektite_api::v1::TaskRun;
+use tektite_engine::status::{fail_pipeline_run, fail_task_run, is_done};
 
 use crate::procs::{self, ProcId};
 use crate::store::{RunKind, Store, StoreError};
@@ -184,7 +185,7 @@ impl Journal {
     /// the runner then sees its pods end and records the run.
     pub fn stop_now(&self) {
         if let Some(l) = read(&self.path) {
-            stop(&l, "stop");
+            stop(&l, Pods::Stop);
         }
     }
 
@@ -215,12 +216,19 @@ pub fn is_live(store: &Store, kind: RunKind, name: &str) -> bool {
     read(&journal_path(store, kind, name)).is_some_and(|l| l.owner.alive())
 }
 
+/// What becomes of a run's podman pods when what it started is killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pods {
+    /// Stopped, for the runner to remove (it reads their output to its end).
+    Stop,
+    /// Removed, checked again for a moment: a pod can appear just after a
+    /// `podman` making it is killed.
+    Remove,
+}
+
 /// Kills what a journal names: every process of its sessions first (a
-/// `podman kube play` among them), then its podman pods (`how`: `stop`
-/// keeps them for the runner to remove, `rm` removes them, checking again
-/// for a moment: a pod can appear just after a `podman` making it is
-/// killed).
-fn stop(l: &Leftovers, how: &str) {
+/// `podman kube play` among them), then its podman pods.
+fn stop(l: &Leftovers, pods: Pods) {
     for (s, leader_last) in &l.sessions {
         procs::kill_session(s.pid, s.start, *leader_last);
     }
@@ -234,7 +242,7 @@ fn stop(l: &Leftovers, how: &str) {
             .is_ok_and(|s| s.success())
     };
     for pod in &l.pods {
-        if how != "rm" {
+        if pods == Pods::Stop {
             podman(&["pod", "stop", "--time", "0", pod]);
             continue;
         }
@@ -383,28 +391,19 @@ pub fn recover_abandoned(store: &Store, owner: Option<ProcId>) -> Vec<Recovered>
 
 /// Stops what an abandoned run left running and records how it ended.
 fn recover(store: &Store, l: &Leftovers) {
-    stop(l, "rm");
+    stop(l, Pods::Remove);
     let message = format!(
         "the tkt process running it (pid {}) ended before the run did; what it had started was stopped",
         l.owner.pid
     );
     let now = Timestamp::now();
-    let mark = |conds: &mut Vec<tektite_api::v1::Condition>| -> bool {
-        if is_done(conds) {
-            return false;
-        }
-        set_condition(conds, condition("False", ABANDONED, &message, now));
-        true
-    };
     let task_runs = match l.kind {
         RunKind::PipelineRun => {
-            if let Ok(Some(mut pr)) = store.pipeline_run(&l.name) {
-                let st = pr.status.get_or_insert_with(Default::default);
-                if mark(&mut st.conditions) {
-                    st.completion_time =
-                        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
-                    let _ = store.save_pipeline_run(&pr);
-                }
+            if let Ok(Some(mut pr)) = store.pipeline_run(&l.name)
+                && !pr.status.as_ref().is_some_and(|s| is_done(&s.conditions))
+            {
+                fail_pipeline_run(&mut pr, ABANDONED, &message, now);
+                let _ = store.save_pipeline_run(&pr);
             }
             store
                 .task_runs_of(&l.name)
@@ -413,12 +412,10 @@ fn recover(store: &Store, l: &Leftovers) {
         }
         RunKind::TaskRun => store.task_run(&l.name).ok().flatten().into_iter().collect(),
     };
-    for mut tr in task_runs {
-        let st = tr.status.get_or_insert_with(Default::default);
-        if mark(&mut st.conditions) {
-            st.completion_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
-            let _ = store.save_task_run(&tr);
-        }
+    let unfinished = |t: &TaskRun| !t.status.as_ref().is_some_and(|s| is_done(&s.conditions));
+    for mut tr in task_runs.into_iter().filter(unfinished) {
+        fail_task_run(&mut tr, ABANDONED, &message, now);
+        let _ = store.save_task_run(&tr);
     }
     let _ = store.remove_work_dir(l.kind, &l.name);
 }
@@ -426,7 +423,8 @@ fn recover(store: &Store, l: &Leftovers) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tektite_api::v1::{PipelineRun, PipelineRunSpec, TaskRun, TaskRunSpec};
+    use tektite_api::v1::{PipelineRun, PipelineRunSpec, TaskRunSpec};
+    use tektite_engine::status::{condition, set_condition};
 
     fn store(name: &str) -> (Store, PathBuf) {
         let d = std::env::temp_dir().join(format!("live-{name}-{}", std::process::id()));

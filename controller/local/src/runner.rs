@@ -158,6 +158,37 @@ pub enum TaskSource {
     Failed(tektite_engine::params::Failure),
 }
 
+impl TaskSource {
+    /// The Task of a PipelineRun's child: its embedded spec, else the one
+    /// its `taskRef` names in `tasks`, else `CouldntGetTask`.
+    pub fn of_child(tr: &TaskRun, tasks: &BTreeMap<String, TaskSpec>) -> TaskSource {
+        if let Some(s) = &tr.spec.task_spec {
+            return TaskSource::Spec(s.clone(), None);
+        }
+        let n = tr
+            .spec
+            .task_ref
+            .as_ref()
+            .and_then(|r| r.name.clone())
+            .unwrap_or_default();
+        match tasks.get(&n) {
+            Some(s) => TaskSource::Spec(Box::new(s.clone()), Some(n)),
+            None => TaskSource::Failed(tektite_engine::params::Failure::new(
+                "CouldntGetTask",
+                format!("tasks.tekton.dev {n:?} not found"),
+            )),
+        }
+    }
+
+    /// What the engine takes of it.
+    pub fn resolved(&self) -> taskrun::Resolved<'_> {
+        match self {
+            TaskSource::Spec(s, n) => taskrun::Resolved::Spec(s, n.as_deref()),
+            TaskSource::Failed(f) => taskrun::Resolved::Failed(f),
+        }
+    }
+}
+
 /// What a TaskRun worker works with.
 struct Worker {
     opts: Options,
@@ -222,18 +253,10 @@ struct TaskRunLoop {
 
 impl TaskRunLoop {
     fn plan(&self) -> taskrun::Plan {
-        let failure;
-        let resolved = match &self.source {
-            TaskSource::Spec(s, n) => taskrun::Resolved::Spec(s, n.as_deref()),
-            TaskSource::Failed(f) => {
-                failure = f.clone();
-                taskrun::Resolved::Failed(&failure)
-            }
-        };
         taskrun::reconcile(
             taskrun::Observed {
                 task_run: &self.tr,
-                resolved,
+                resolved: self.source.resolved(),
                 pod: self.observed.as_ref(),
                 images: &self.images,
                 now: Timestamp::now(),
@@ -653,24 +676,7 @@ impl Runner {
             for _ in running..self.opts.parallel.max(1) {
                 let Some(tr) = queue.pop_front() else { break };
                 let name = tr.metadata.name.clone().unwrap_or_default();
-                let source = match tr.spec.task_spec.clone() {
-                    Some(s) => TaskSource::Spec(s, None),
-                    None => {
-                        let n = tr
-                            .spec
-                            .task_ref
-                            .as_ref()
-                            .and_then(|r| r.name.clone())
-                            .unwrap_or_default();
-                        match tasks.get(&n) {
-                            Some(s) => TaskSource::Spec(Box::new(s.clone()), Some(n)),
-                            None => TaskSource::Failed(tektite_engine::params::Failure::new(
-                                "CouldntGetTask",
-                                format!("tasks.tekton.dev {n:?} not found"),
-                            )),
-                        }
-                    }
-                };
+                let source = TaskSource::of_child(&tr, tasks);
                 let w = self.spawn_worker(tr, source);
                 workers.insert(name, w);
             }
