@@ -13,6 +13,7 @@ command -v cc >/dev/null || need+=(gcc)          # mimalloc builds a little C
 command -v git >/dev/null || need+=(git)
 command -v diff >/dev/null || need+=(diffutils)
 command -v file >/dev/null || need+=(file)       # build-entrypoint.sh checks the binary is static
+command -v python3 >/dev/null || need+=(python3) # the entrypoint's tests start it with signals blocked
 if ((${#need[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing: ${need[*]} (run as root, or install them)" >&2

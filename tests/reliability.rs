@@ -21,13 +21,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::{tests_dir, tkt_path};
+use util::tkt_path;
 
 // ---------------------------------------------------------------- helpers
-
-fn entrypoint() -> PathBuf {
-    util::entrypoint_env()
-}
 
 fn podman() -> bool {
     util::podman_ready()
@@ -91,18 +87,8 @@ impl Drop for Scratch {
 /// `tkt run` on runtime `rt`: `podman`, `process` (a mount namespace, as
 /// root) or `rewrite` (the process runtime as without root).
 fn tkt_run(rt: &str, s: &Scratch, args: &[&str]) -> Command {
-    let mut cmd = Command::new(tkt_path());
-    let runtime = if rt == "rewrite" { "process" } else { rt };
-    cmd.args(["run", "--runtime", runtime, "--state-dir", &s.state_arg()])
-        .args(args)
-        .current_dir(tests_dir())
-        .env("NO_COLOR", "1")
-        .env("TEKTITE_ENTRYPOINT", entrypoint())
-        .env(
-            "TEKTITE_PROCESS_REWRITE",
-            if rt == "rewrite" { "1" } else { "0" },
-        )
-        .stdin(Stdio::null());
+    let mut cmd = util::tkt_run(rt);
+    cmd.args(["--state-dir", &s.state_arg()]).args(args);
     cmd
 }
 

@@ -19,7 +19,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::{entrypoint_env, tests_dir, tkt_path};
+use util::{entrypoint_env, tests_dir, tkt_path, tkt_run};
 
 /// Whether the suite for `rt` runs here (it fails when it should and cannot).
 fn ready(rt: &str) -> bool {
@@ -62,24 +62,6 @@ fn tkt(args: &[&str]) -> Output {
 }
 
 /// `tkt run -o json` of a file under `tests/runs/`: exit code and object.
-/// `tkt run` for the runtime variant `rt`: `podman`, `process` (a mount
-/// namespace, as root) or `rewrite` (the process runtime as it runs without
-/// root: paths rewritten into the run directory).
-fn tkt_run(rt: &str) -> Command {
-    let mut cmd = Command::new(tkt_path());
-    let runtime = if rt == "rewrite" { "process" } else { rt };
-    cmd.args(["run", "--runtime", runtime])
-        .current_dir(tests_dir())
-        .env("NO_COLOR", "1")
-        .env("TEKTITE_ENTRYPOINT", entrypoint_env())
-        .env(
-            "TEKTITE_PROCESS_REWRITE",
-            if rt == "rewrite" { "1" } else { "0" },
-        )
-        .stdin(Stdio::null());
-    cmd
-}
-
 fn run(rt: &str, state: &State, file: &str, extra: &[&str]) -> (i32, Value, String) {
     let path = format!("runs/{file}");
     let sd = state.arg();

@@ -95,3 +95,22 @@ pub fn podman_ready() -> bool {
     );
     true
 }
+
+/// `tkt run` on runtime `rt`: `podman`, `process` (a mount namespace, as
+/// root) or `rewrite` (the process runtime as it runs without root: paths
+/// rewritten into the run directory), in `tests/`, with no colours and the
+/// entrypoint of this source tree.
+pub fn tkt_run(rt: &str) -> Command {
+    let mut cmd = Command::new(tkt_path());
+    let runtime = if rt == "rewrite" { "process" } else { rt };
+    cmd.args(["run", "--runtime", runtime])
+        .current_dir(tests_dir())
+        .env("NO_COLOR", "1")
+        .env("TEKTITE_ENTRYPOINT", entrypoint_env())
+        .env(
+            "TEKTITE_PROCESS_REWRITE",
+            if rt == "rewrite" { "1" } else { "0" },
+        )
+        .stdin(Stdio::null());
+    cmd
+}

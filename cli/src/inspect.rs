@@ -21,32 +21,10 @@ use tektite_api::v1::{
     Condition, Param, ParamValue, PipelineRun, PipelineSpec, StepState, TaskRun, WorkspaceBinding,
 };
 use tektite_local::live;
-use tektite_local::store::{Listing, RunKind, Store, StoreError};
+use tektite_local::store::{Listing, Store};
 
-/// Which kind of run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    PipelineRun,
-    TaskRun,
-}
-
-impl Kind {
-    /// `pipelinerun` / `taskrun`, as in messages.
-    fn lower(self) -> &'static str {
-        match self {
-            Kind::PipelineRun => "pipelinerun",
-            Kind::TaskRun => "taskrun",
-        }
-    }
-
-    /// `PipelineRuns` / `TaskRuns`.
-    fn plural(self) -> &'static str {
-        match self {
-            Kind::PipelineRun => "PipelineRuns",
-            Kind::TaskRun => "TaskRuns",
-        }
-    }
-}
+/// Which kind of run (the store's).
+pub use tektite_local::store::RunKind as Kind;
 
 /// Arguments of `tkt pipelinerun|taskrun`.
 #[derive(Debug, Parser)]
@@ -201,12 +179,12 @@ pub fn run(kind: Kind, args: &Args, out: &mut impl Write) -> anyhow::Result<u8> 
 
 /// A warning on standard error (a closed one is not an error).
 fn warn(message: &str) {
-    let _ = writeln!(std::io::stderr(), "tkt: warning: {message}");
+    crate::note(&format!("tkt: warning: {message}"));
 }
 
 /// The readable runs of a listing; each unreadable record is warned about.
 fn readable<T>(l: Listing<T>) -> Vec<T> {
-    for e in &l.unreadable {
+    for (_, e) in &l.unreadable {
         warn(&format!(
             "skipped {e} (delete it with `tkt pr|tr delete NAME`)"
         ));
@@ -904,13 +882,6 @@ fn copy_prefixed(
 
 // ---------------------------------------------------------------- delete
 
-fn run_kind(kind: Kind) -> RunKind {
-    match kind {
-        Kind::PipelineRun => RunKind::PipelineRun,
-        Kind::TaskRun => RunKind::TaskRun,
-    }
-}
-
 /// How long `delete` waits for a run it asked to cancel (its steps get
 /// their grace period, 30 s by default).
 const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
@@ -922,7 +893,6 @@ fn delete_targets(
     store: &Store,
     a: &DeleteArgs,
 ) -> anyhow::Result<Vec<(String, bool)>> {
-    let rk = run_kind(kind);
     if a.all {
         let (mut names, unreadable): (Vec<(String, bool)>, Vec<_>) = match kind {
             Kind::PipelineRun => {
@@ -936,19 +906,13 @@ fn delete_targets(
                 (names.collect(), l.unreadable)
             }
         };
-        for e in unreadable {
-            if let StoreError::Corrupt { path, .. } | StoreError::Io { path, .. } = e
-                && let Some(stem) = path.file_stem()
-            {
-                names.push((stem.to_string_lossy().into_owned(), true));
-            }
-        }
+        names.extend(unreadable.into_iter().map(|(name, _)| (name, true)));
         return Ok(names);
     }
     let mut names = Vec::new();
     for n in &a.names {
         check_name(kind, n)?;
-        if !store.has(rk.dir(), n) {
+        if !store.has(kind.dir(), n) {
             anyhow::bail!(
                 "{} {n:?} not found in the run store ({})",
                 kind.lower(),
@@ -976,7 +940,6 @@ fn delete_targets(
 /// needs `--force`; one a `tkt` is still carrying out is cancelled first
 /// (and waited for), so it cannot write its records again once deleted.
 fn delete(kind: Kind, store: &Store, a: &DeleteArgs) -> anyhow::Result<String> {
-    let rk = run_kind(kind);
     let names = delete_targets(kind, store, a)?;
     if names.is_empty() {
         return Ok(format!("No {} found\n", kind.plural()));
@@ -984,7 +947,7 @@ fn delete(kind: Kind, store: &Store, a: &DeleteArgs) -> anyhow::Result<String> {
     if !a.force
         && let Some((n, _)) = names
             .iter()
-            .find(|(n, done)| !*done || live::is_live(store, rk, n))
+            .find(|(n, done)| !*done || live::is_live(store, kind, n))
     {
         anyhow::bail!(
             "{} {n:?} has not finished (it may still be running); use --force to cancel it and delete it",
@@ -999,7 +962,7 @@ fn delete(kind: Kind, store: &Store, a: &DeleteArgs) -> anyhow::Result<String> {
                 .ok()
                 .flatten()
                 .and_then(|tr| label(&tr, "tekton.dev/pipelineRun").map(str::to_string));
-            if let Some(p) = parent.filter(|p| live::is_live(store, RunKind::PipelineRun, p)) {
+            if let Some(p) = parent.filter(|p| live::is_live(store, Kind::PipelineRun, p)) {
                 anyhow::bail!(
                     "taskrun {n:?} belongs to pipelinerun {p:?}, which is running: delete the pipelinerun (it is cancelled first)"
                 );
@@ -1009,10 +972,10 @@ fn delete(kind: Kind, store: &Store, a: &DeleteArgs) -> anyhow::Result<String> {
     let running: Vec<&String> = names
         .iter()
         .map(|(n, _)| n)
-        .filter(|n| live::is_live(store, rk, n))
+        .filter(|n| live::is_live(store, kind, n))
         .collect();
     for n in &running {
-        live::request_cancel(store, rk, n)?;
+        live::request_cancel(store, kind, n)?;
         warn(&format!(
             "{} {n} is running: cancelling it before deleting it",
             kind.lower()
@@ -1020,7 +983,7 @@ fn delete(kind: Kind, store: &Store, a: &DeleteArgs) -> anyhow::Result<String> {
     }
     let start = std::time::Instant::now();
     for n in &running {
-        while live::is_live(store, rk, n) {
+        while live::is_live(store, kind, n) {
             if start.elapsed() > CANCEL_WAIT {
                 anyhow::bail!(
                     "{} {n:?} did not stop within {}s of being cancelled: not deleted",
@@ -1036,7 +999,7 @@ fn delete(kind: Kind, store: &Store, a: &DeleteArgs) -> anyhow::Result<String> {
     // no recovery writes its records back afterwards.
     live::recover_abandoned(store, None);
     for (n, _) in &names {
-        live::forget_cancel(store, rk, n);
+        live::forget_cancel(store, kind, n);
         if kind == Kind::PipelineRun {
             for tr in store.task_runs_of(n)?.runs {
                 store.remove_task_run(tr.name())?;
@@ -1044,8 +1007,8 @@ fn delete(kind: Kind, store: &Store, a: &DeleteArgs) -> anyhow::Result<String> {
         } else {
             store.remove_task_run(n)?;
         }
-        store.remove_record(rk.dir(), n)?;
-        store.remove_work_dir(rk, n)?;
+        store.remove_record(kind.dir(), n)?;
+        store.remove_work_dir(kind, n)?;
     }
     let quoted: Vec<String> = names.iter().map(|(n, _)| format!("{n:?}")).collect();
     Ok(format!(

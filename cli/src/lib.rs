@@ -102,12 +102,17 @@ pub fn main() -> ExitCode {
     finish(result)
 }
 
+/// A line for the user on standard error; a closed one is not an error.
+pub(crate) fn note(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// The exit code of a command's result; errors are printed.
 fn finish(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "tkt: {e:#}");
+            note(&format!("tkt: {e:#}"));
             ExitCode::from(EXIT_INVALID)
         }
     }

@@ -112,10 +112,7 @@ fn catalog_dir() -> Option<PathBuf> {
     d.is_dir().then_some(d)
 }
 
-/// A line for the user on standard error; a closed one is not an error.
-fn note(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
-}
+use crate::note;
 
 /// A progress line: on standard output in text mode (with the logs), on
 /// standard error when standard output carries the final object.
@@ -165,13 +162,9 @@ fn split_flag<'a>(flag: &str, raw: &'a str) -> anyhow::Result<(&'a str, &'a str)
 
 /// A duration flag, checked as validation checks the same text in YAML.
 fn duration_flag(flag: &str, value: &str) -> Result<Duration, String> {
-    match validate::parse_duration(value) {
-        Ok(ns) if ns < 0 => Err(format!(
-            "{flag} {value:?}: {value:?} is negative: expected a duration >= 0"
-        )),
-        Ok(ns) => Ok(Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))),
-        Err(m) => Err(format!("{flag} {value:?}: {m}")),
-    }
+    validate::timeout_duration(value)
+        .map(|ns| Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX)))
+        .map_err(|m| format!("{flag} {value:?}: {m}"))
 }
 
 /// Namespace, uid and (without one) a name from `generateName` + a suffix.
@@ -414,22 +407,19 @@ fn prepare_task_run(
     let TaskSource::Spec(spec, _) = &source else {
         unreachable!()
     };
-    apply_flags(
-        args,
-        &spec.params,
-        &mut tr.spec.params,
-        &mut tr.spec.workspaces,
-        claims,
-    )?;
     let required = spec.workspaces.iter().filter(|w| !w.optional);
-    if let Some(m) = missing(
+    let required: Vec<&str> = required.map(|w| w.name.as_str()).collect();
+    let (params, workspaces) = (&mut tr.spec.params, &mut tr.spec.workspaces);
+    if let Err(code) = complete(
+        args,
+        &who,
         &spec.params,
-        &tr.spec.params,
-        required.map(|w| w.name.as_str()),
-        &tr.spec.workspaces,
-    ) {
-        note(&format!("{who}: {m}"));
-        return Ok(Err(EXIT_INVALID));
+        &required,
+        params,
+        workspaces,
+        claims,
+    )? {
+        return Ok(Err(code));
     }
     if let Some(t) = &args.timeout {
         tr.spec.timeout = Some(t.clone());
@@ -466,22 +456,19 @@ fn prepare_pipeline_run(
     let Ok((spec, _)) = &resolved else {
         unreachable!()
     };
-    apply_flags(
-        args,
-        &spec.params,
-        &mut pr.spec.params,
-        &mut pr.spec.workspaces,
-        claims,
-    )?;
     let required = spec.workspaces.iter().filter(|w| !w.optional);
-    if let Some(m) = missing(
+    let required: Vec<&str> = required.map(|w| w.name.as_str()).collect();
+    let (params, workspaces) = (&mut pr.spec.params, &mut pr.spec.workspaces);
+    if let Err(code) = complete(
+        args,
+        &who,
         &spec.params,
-        &pr.spec.params,
-        required.map(|w| w.name.as_str()),
-        &pr.spec.workspaces,
-    ) {
-        note(&format!("{who}: {m}"));
-        return Ok(Err(EXIT_INVALID));
+        &required,
+        params,
+        workspaces,
+        claims,
+    )? {
+        return Ok(Err(code));
     }
     // Tasks the pipeline refers to must exist.
     let absent: Vec<String> = [("tasks", &spec.tasks), ("finally", &spec.finally)]
@@ -881,6 +868,25 @@ fn run_job(
     } else {
         1
     }))
+}
+
+/// Adds `-p` and `-w` to a run's params and workspaces, then refuses the
+/// run (saying so, after `who`) if it still lacks a param or workspace.
+fn complete(
+    args: &Args,
+    who: &str,
+    declared: &[ParamSpec],
+    required_ws: &[&str],
+    params: &mut Vec<Param>,
+    workspaces: &mut Vec<WorkspaceBinding>,
+    claims: &mut BTreeMap<String, PathBuf>,
+) -> anyhow::Result<Result<(), Refused>> {
+    apply_flags(args, declared, params, workspaces, claims)?;
+    if let Some(m) = missing(declared, params, required_ws.iter().copied(), workspaces) {
+        note(&format!("{who}: {m}"));
+        return Ok(Err(EXIT_INVALID));
+    }
+    Ok(Ok(()))
 }
 
 /// Adds `-p` and `-w` to a run's params and workspaces.

@@ -18,6 +18,7 @@
 pub mod contract;
 pub mod flags;
 pub mod patch;
+pub mod procfs;
 pub mod report;
 pub mod results;
 pub mod run;

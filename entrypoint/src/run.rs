@@ -102,31 +102,19 @@ fn tee(
 /// how many, or `None` when `/proc` is not this PID namespace's (its
 /// numbers would name other processes) or cannot be read.
 fn kill_children() -> Option<usize> {
-    let me = std::process::id().to_string();
-    let own_proc = std::fs::read_to_string("/proc/self/stat")
-        .is_ok_and(|s| s.split(' ').next() == Some(me.as_str()));
-    if !own_proc {
+    let me = i32::try_from(std::process::id()).ok()?;
+    if crate::procfs::parse(&std::fs::read_to_string("/proc/self/stat").ok()?)?.pid != me {
         return None;
     }
-    let entries = std::fs::read_dir("/proc").ok()?;
-    let mut n = 0;
-    for e in entries.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid …`: the command name may hold anything.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
-        if ppid == Some(me.as_str()) {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-            n += 1;
-        }
+    let children: Vec<i32> = crate::procfs::all()
+        .into_iter()
+        .filter(|s| s.ppid == me)
+        .map(|s| s.pid)
+        .collect();
+    for pid in &children {
+        let _ = nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL);
     }
-    Some(n)
+    Some(children.len())
 }
 
 /// Kills and reaps every child until none is left: as a subreaper we get

@@ -339,51 +339,53 @@ fn signals_are_forwarded_to_the_command() {
     assert_eq!(report(&meta)["exitCode"], 7);
 }
 
+/// The wrapper with `meta` as its metadata directory, running `sh -c
+/// script`, started (by python, whose exec keeps both) with SIGHUP, SIGINT,
+/// SIGQUIT, SIGUSR1, SIGUSR2 and SIGTERM blocked and, with `ignore`,
+/// SIGHUP and SIGTERM ignored: as a runtime that started it so would.
+fn started_blocked(ignore: bool, meta: &str, script: &str) -> Command {
+    let ignored = if ignore {
+        "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n\
+         signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    } else {
+        ""
+    };
+    let wrapper = format!(
+        "import os, signal, sys\n\
+         signal.pthread_sigmask(signal.SIG_BLOCK, [1, 2, 3, 10, 12, 15])\n\
+         {ignored}os.execv(sys.argv[1], sys.argv[1:])\n"
+    );
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", &wrapper, BIN, "-step_metadata_dir", meta])
+        .args(["-termination_path", "", "--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 /// Regression: steps started with SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2
 /// and SIGTERM blocked (and with whatever the wrapper was started with
 /// ignored), so a step's `trap … TERM` never ran. The wrapper here starts
-/// with those blocked and SIGHUP, SIGTERM ignored (python's exec keeps
-/// both); the command must start with none blocked and none ignored.
+/// with those blocked and SIGHUP, SIGTERM ignored; the command must start
+/// with none blocked and none ignored.
 #[test]
 fn regression_steps_start_with_signals_blocked() {
     let d = Dir::new("sigmask");
-    let meta = d.p("status");
-    let wrapper = "import os, signal, sys\n\
-        signal.pthread_sigmask(signal.SIG_BLOCK, [1, 2, 3, 10, 12, 15])\n\
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)\n\
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)\n\
-        os.execv(sys.argv[1], sys.argv[1:])\n";
-    let o = Command::new("python3")
-        .args([
-            "-c",
-            wrapper,
-            BIN,
-            "-step_metadata_dir",
-            &meta,
-            "-termination_path",
-            "",
-        ])
-        .args([
-            "--",
-            "sh",
-            "-c",
-            "grep -E '^Sig(Blk|Ign):' /proc/self/status",
-        ])
-        .output()
-        .expect("python3 runs the wrapper with signals blocked (hack/test.sh installs it)");
+    let o = started_blocked(
+        true,
+        &d.p("status"),
+        "grep -E '^Sig(Blk|Ign):' /proc/self/status",
+    )
+    .output()
+    .expect("python3 runs the wrapper with signals blocked (hack/test.sh installs it)");
+    let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(
         o.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let (blocked, ignored) = common::sig_masks(&String::from_utf8_lossy(&o.stdout));
-    assert_eq!(
-        (blocked, ignored),
-        (0, 0),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    assert_eq!(common::sig_masks(&out), (0, 0), "{out}");
 }
 
 /// A step that traps SIGTERM gets it, even with the wrapper started with
@@ -395,24 +397,7 @@ fn a_step_trap_runs_on_sigterm_even_when_started_blocked() {
     let script = format!(
         "trap 'echo term > {got}; exit 0' TERM; touch {ready}; while true; do sleep 0.05; done"
     );
-    let wrapper = "import os, signal, sys\n\
-        signal.pthread_sigmask(signal.SIG_BLOCK, [1, 2, 3, 10, 12, 15])\n\
-        os.execv(sys.argv[1], sys.argv[1:])\n";
-    let child = Command::new("python3")
-        .args([
-            "-c",
-            wrapper,
-            BIN,
-            "-step_metadata_dir",
-            &meta,
-            "-termination_path",
-            "",
-        ])
-        .args(["--", "sh", "-c", &script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = started_blocked(false, &meta, &script).spawn().unwrap();
     eventually("the command to start", || Path::new(&ready).exists());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

@@ -188,6 +188,18 @@ pub fn parse_duration(s: &str) -> Result<i128, String> {
     Ok(if negative { -ns } else { ns })
 }
 
+/// A timeout: a Go duration of at least zero, in nanoseconds (what the
+/// `timeout` fields take, and `tkt run --timeout`).
+///
+/// # Errors
+/// A message saying what was expected.
+pub fn timeout_duration(s: &str) -> Result<i128, String> {
+    match parse_duration(s)? {
+        ns if ns < 0 => Err(format!("{s:?} is negative: expected a duration >= 0")),
+        ns => Ok(ns),
+    }
+}
+
 fn fmt_duration(ns: i128) -> String {
     let secs = ns / 1_000_000_000;
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
@@ -342,12 +354,7 @@ impl<'a> Checker<'_, 'a> {
     }
 
     fn duration(&mut self, d: Option<&String>, path: &Path) -> Option<i128> {
-        let d = d?;
-        match parse_duration(d) {
-            Ok(ns) if ns < 0 => {
-                self.err(path, format!("{d:?} is negative: expected a duration >= 0"));
-                None
-            }
+        match timeout_duration(d?) {
             Ok(ns) => Some(ns),
             Err(m) => {
                 self.err(path, m);

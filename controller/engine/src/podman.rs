@@ -15,6 +15,7 @@
 //!   runner fills (`FileToWrite`s for the ready file only; the others are
 //!   listed so the runner can say what it cannot provide).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{HostPathVolumeSource, Pod, Volume};
@@ -41,8 +42,15 @@ fn host_path(path: &Path) -> Option<HostPathVolumeSource> {
 }
 
 /// Adapts `pod` to run under `run_dir` (this TaskRun's directory), with
-/// claims under `claims_dir`.
-pub fn adapt(pod: &Pod, run_dir: &Path, claims_dir: &Path) -> Adapted {
+/// claims under `claims_dir`, except those `bound` to a host directory of
+/// the user's (claim name → directory; `tkt run -w name=PATH`): those are
+/// that directory, and are not made.
+pub fn adapt(
+    pod: &Pod,
+    run_dir: &Path,
+    claims_dir: &Path,
+    bound: &BTreeMap<String, PathBuf>,
+) -> Adapted {
     let mut pod = pod.clone();
     let mut dirs = vec![run_dir.to_path_buf()];
     let mut ready_file = None;
@@ -77,6 +85,14 @@ pub fn adapt(pod: &Pod, run_dir: &Path, claims_dir: &Path) -> Adapted {
             ready_file = Some(dir.join("ready"));
             Some(dir)
         } else if let Some(c) = &v.persistent_volume_claim {
+            if let Some(user) = bound.get(&c.claim_name) {
+                *v = Volume {
+                    name: v.name.clone(),
+                    host_path: host_path(user),
+                    ..Default::default()
+                };
+                continue;
+            }
             Some(claims_dir.join(&c.claim_name))
         } else if v.config_map.is_some()
             || v.secret.is_some()

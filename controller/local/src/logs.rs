@@ -74,10 +74,14 @@ pub struct Sink {
     container: String,
 }
 
-/// Lines taken by a [`Sink`] and not yet stored and sent: the bytes as
-/// written, and the text to show (each line or piece ending with a newline).
-#[derive(Debug, Default)]
-pub struct Batch {
+/// One reader's way into a [`Sink`]: its bytes split into lines, and what
+/// one push brings stored with one write and sent as one message.
+#[derive(Debug)]
+pub struct Stream<'a> {
+    sink: &'a Sink,
+    splitter: Splitter,
+    /// The bytes as written, and the text to show (each line or piece
+    /// ending with a newline), not yet stored and sent.
     bytes: Vec<u8>,
     text: String,
 }
@@ -92,52 +96,73 @@ impl Sink {
         }
     }
 
-    /// Takes a line (or piece), to be stored exactly and shown without its
-    /// newline when the batch is [flushed](Sink::flush).
-    pub fn line(&self, batch: &mut Batch, bytes: &[u8]) {
-        batch.bytes.extend_from_slice(bytes);
-        let line = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-        batch.text.push_str(&String::from_utf8_lossy(line));
-        batch.text.push('\n');
+    /// A stream into this sink, for one reader.
+    pub fn stream(&self) -> Stream<'_> {
+        Stream {
+            sink: self,
+            splitter: Splitter::default(),
+            bytes: Vec::new(),
+            text: String::new(),
+        }
+    }
+}
+
+impl Stream<'_> {
+    /// Stores and sends the whole lines in `bytes` (and pieces of a long
+    /// one); the start of a line waits for its end.
+    pub fn push(&mut self, bytes: &[u8]) {
+        let (out, text) = (&mut self.bytes, &mut self.text);
+        self.splitter
+            .push(bytes, &mut |l: &[u8]| take(out, text, l));
+        self.flush();
     }
 
-    /// Stores and sends what the batch holds.
-    pub fn flush(&self, batch: &mut Batch) {
-        if batch.text.is_empty() {
+    /// The end of the output: what is left is stored and sent.
+    pub fn finish(mut self) {
+        let (out, text) = (&mut self.bytes, &mut self.text);
+        self.splitter.finish(&mut |l: &[u8]| take(out, text, l));
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if self.text.is_empty() {
             return;
         }
-        if let Ok(mut f) = self.file.lock() {
+        if let Ok(mut f) = self.sink.file.lock() {
             // A full disk loses the stored copy, never the step: it goes on.
-            let _ = f.write_all(&batch.bytes);
+            let _ = f.write_all(&self.bytes);
         }
-        batch.bytes.clear();
-        let _ = self.tx.send(Signal::Lines {
-            task_run: self.task_run.clone(),
-            container: self.container.clone(),
-            text: std::mem::take(&mut batch.text),
+        self.bytes.clear();
+        let _ = self.sink.tx.send(Signal::Lines {
+            task_run: self.sink.task_run.clone(),
+            container: self.sink.container.clone(),
+            text: std::mem::take(&mut self.text),
         });
     }
+}
+
+/// Takes a line (or piece): stored exactly, shown without its newline.
+fn take(out: &mut Vec<u8>, text: &mut String, line: &[u8]) {
+    out.extend_from_slice(line);
+    let shown = line.strip_suffix(b"\n").unwrap_or(line);
+    text.push_str(&String::from_utf8_lossy(shown));
+    text.push('\n');
 }
 
 /// Reads `from` to its end into `sink`: what each read brings is stored and
 /// sent before the next read (nothing read waits in memory for more).
 pub fn pump(mut from: impl Read, sink: &Sink) {
-    let mut splitter = Splitter::default();
+    let mut stream = sink.stream();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut batch = Batch::default();
     loop {
         match from.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => {
-                splitter.push(&buf[..n], &mut |l: &[u8]| sink.line(&mut batch, l));
-                sink.flush(&mut batch);
-            }
+            Ok(n) => stream.push(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
-    splitter.finish(&mut |l: &[u8]| sink.line(&mut batch, l));
-    sink.flush(&mut batch);
+    stream.finish();
 }
 
 #[cfg(test)]

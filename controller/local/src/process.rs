@@ -26,7 +26,7 @@ use tektite_engine::podman;
 use crate::live::Journal;
 use crate::logs::{self, Sink};
 use crate::procs::{self, ProcId};
-use crate::runtime::{PodEnv, RuntimeError, Signal};
+use crate::runtime::{PodEnv, RuntimeError, Signal, spawn_in_session};
 
 /// How long a container's output is read after all its processes are
 /// gone (normally the pipes close at once).
@@ -316,22 +316,13 @@ fn command_of(c: &Container) -> Vec<String> {
     v
 }
 
-/// The host directory of each hostPath volume of the adapted pod, with
-/// claims bound to host directories (`-w`) put in place; made if missing.
-fn host_volumes(
-    adapted: &Pod,
-    claims: &BTreeMap<String, PathBuf>,
-    claims_dir: &Path,
-) -> Result<BTreeMap<String, PathBuf>, RuntimeError> {
+/// The host directory of each hostPath volume of the adapted pod; made if
+/// missing.
+fn host_volumes(adapted: &Pod) -> Result<BTreeMap<String, PathBuf>, RuntimeError> {
     let mut volumes = BTreeMap::new();
     for v in adapted.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         if let Some(hp) = &v.host_path {
-            let mut p = PathBuf::from(&hp.path);
-            for (claim, path) in claims {
-                if p == claims_dir.join(claim) {
-                    p = path.clone();
-                }
-            }
+            let p = PathBuf::from(&hp.path);
             std::fs::create_dir_all(&p)
                 .map_err(|e| err(format!("directory {}", p.display()), e.to_string()))?;
             volumes.insert(v.name.clone(), p);
@@ -472,9 +463,9 @@ impl<'a> Launcher<'a> {
             .flatten()
             .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
             .collect();
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--pdeathsig", "KILL", "--", "setsid", "--"])
-            .args(self.words(c));
+        let words = self.words(c);
+        let mut cmd = procs::session_command(words.first().map_or("", String::as_str));
+        cmd.args(words.iter().skip(1));
         if self.mode == Mode::Namespace {
             cmd.envs(env);
         } else {
@@ -506,21 +497,12 @@ impl<'a> Launcher<'a> {
         c: &Container,
         journal: Option<&Journal>,
     ) -> Result<(std::process::Child, Option<ProcId>), RuntimeError> {
-        let mut child = self.command(c).spawn().map_err(|e| {
-            err(
-                format!("container {}", c.name),
-                format!("cannot start: {e}"),
-            )
-        })?;
-        let root = i32::try_from(child.id()).ok().and_then(ProcId::of);
-        if let (Some(j), Some(r)) = (journal, root)
-            && let Err(e) = j.session(r, self.mode == Mode::Rewrite)
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(err("run journal", e.to_string()));
-        }
-        Ok((child, root))
+        spawn_in_session(
+            &mut self.command(c),
+            &format!("container {}", c.name),
+            journal,
+            self.mode == Mode::Rewrite,
+        )
     }
 }
 
@@ -535,8 +517,8 @@ impl ProcessPod {
         env: &PodEnv<'_>,
         entrypoint: &Path,
     ) -> Result<ProcessPod, RuntimeError> {
-        let adapted = podman::adapt(pod, env.run_dir, env.claims_dir);
-        let volumes = host_volumes(&adapted.pod, env.claims, env.claims_dir)?;
+        let adapted = podman::adapt(pod, env.run_dir, env.claims_dir, env.claims);
+        let volumes = host_volumes(&adapted.pod)?;
         let spec = adapted.pod.spec.clone().unwrap_or_default();
         let launcher = Launcher::new(&spec, volumes, env.run_dir, entrypoint)?;
         for c in spec.init_containers.iter().flatten() {

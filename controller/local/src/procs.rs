@@ -13,42 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-/// What `/proc/<pid>/stat` says of a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
-    pub pid: i32,
-    /// `R`, `S`, `D`, `Z` (zombie), …
-    pub state: char,
-    pub ppid: i32,
-    pub pgrp: i32,
-    pub session: i32,
-    /// Start time, in clock ticks since boot.
-    pub start: u64,
-}
-
-/// Reads `/proc/<pid>/stat`; `None` when there is no such process.
-pub fn stat(pid: i32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text)
-}
-
-/// Parses a `stat` line: `pid (comm) state ppid pgrp session … starttime …`.
-/// The command name may hold spaces and parentheses: fields are counted
-/// after its last `)`.
-fn parse_stat(text: &str) -> Option<Stat> {
-    let (head, rest) = text.rsplit_once(')')?;
-    let pid = head.split_once('(')?.0.trim().parse().ok()?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); starttime is field 22.
-    Some(Stat {
-        pid,
-        state: f.first()?.chars().next()?,
-        ppid: f.get(1)?.parse().ok()?,
-        pgrp: f.get(2)?.parse().ok()?,
-        session: f.get(3)?.parse().ok()?,
-        start: f.get(19)?.parse().ok()?,
-    })
-}
+pub use tektite_entrypoint::procfs::{Stat, stat};
 
 /// A process named so that a reused pid is not taken for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,13 +46,8 @@ impl ProcId {
 /// (ticks since boot): the members of a session we made, not of one that
 /// took its number since.
 pub fn session_members(sid: i32, since: u64) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(stat)
+    tektite_entrypoint::procfs::all()
+        .into_iter()
         .filter(|s| s.session == sid && s.start >= since && s.state != 'Z')
         .map(|s| s.pid)
         .collect()
@@ -150,6 +110,18 @@ pub fn kill_session(sid: i32, since: u64, leader_last: bool) {
     }
 }
 
+/// A command that runs `program` in a session of its own (so that all it
+/// starts can be found, whatever it does to its process groups), killed
+/// when the thread that starts it ends (so that it does not outlive a
+/// `tkt` that dies): `setpriv --pdeathsig KILL -- setsid -- program`.
+/// The caller must not make it a process group leader (setsid would fork).
+pub fn session_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--pdeathsig", "KILL", "--", "setsid", "--"])
+        .arg(program);
+    cmd
+}
+
 /// Whether `/proc` is there to be read (it is on Linux).
 pub fn available() -> bool {
     Path::new("/proc/self/stat").exists()
@@ -158,17 +130,6 @@ pub fn available() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_lines_with_odd_command_names_parse() {
-        let line = "4242 (a) b (c)) S 1 4242 4200 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10 18446744073709551615";
-        let s = parse_stat(line).unwrap();
-        assert_eq!(
-            (s.pid, s.state, s.ppid, s.pgrp, s.session, s.start),
-            (4242, 'S', 1, 4242, 4200, 987654)
-        );
-        assert_eq!(parse_stat("garbage"), None);
-    }
 
     /// A session number now led by another process than the one recorded
     /// (same pid, another start time: the number was reused) is left

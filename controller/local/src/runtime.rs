@@ -23,7 +23,7 @@ use tektite_engine::pod::ImageCommand;
 use tektite_engine::podman;
 
 use crate::live::Journal;
-use crate::logs::{Batch, Sink, Splitter};
+use crate::logs::Sink;
 use crate::procs::ProcId;
 use crate::store::Store;
 
@@ -59,6 +59,32 @@ pub enum Signal {
         container: String,
         text: String,
     },
+}
+
+/// Starts `cmd` (a [`crate::procs::session_command`]) and records its
+/// session in the run's journal. A session that cannot be recorded is
+/// killed: nothing would stop it if `tkt` died.
+///
+/// # Errors
+/// `what` cannot be started, or the journal cannot be written.
+pub(crate) fn spawn_in_session(
+    cmd: &mut Command,
+    what: &str,
+    journal: Option<&Journal>,
+    leader_last: bool,
+) -> Result<(std::process::Child, Option<ProcId>), RuntimeError> {
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| err(what, format!("cannot start: {e}")))?;
+    let leader = i32::try_from(child.id()).ok().and_then(ProcId::of);
+    if let (Some(j), Some(l)) = (journal, leader)
+        && let Err(e) = j.session(l, leader_last)
+    {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(err("run journal", e.to_string()));
+    }
+    Ok((child, leader))
 }
 
 /// A runtime failure, with what was being done.
@@ -262,8 +288,6 @@ fn decode_cri(buf: &mut Vec<u8>, out: &mut Vec<u8>) {
 /// --follow` stops early when a container exits right after printing a
 /// lot, which lost the tail of a step's output.)
 fn follow_log(source: Option<LogSource>, full_name: &str, stopped: &AtomicBool, sink: &Sink) {
-    let mut splitter = Splitter::default();
-    let mut batch = Batch::default();
     let Some(mut file) = source
         .as_ref()
         .and_then(|s| std::fs::File::open(&s.path).ok())
@@ -273,6 +297,7 @@ fn follow_log(source: Option<LogSource>, full_name: &str, stopped: &AtomicBool, 
         return;
     };
     let Some(source) = source else { return };
+    let mut stream = sink.stream();
     let mut raw = Vec::new();
     let mut text = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
@@ -283,9 +308,8 @@ fn follow_log(source: Option<LogSource>, full_name: &str, stopped: &AtomicBool, 
         if n > 0 {
             raw.extend_from_slice(&chunk[..n]);
             decode_cri(&mut raw, &mut text);
-            splitter.push(&text, &mut |l: &[u8]| sink.line(&mut batch, l));
+            stream.push(&text);
             text.clear();
-            sink.flush(&mut batch);
             continue;
         }
         // At the end for now: done once the writer is.
@@ -315,13 +339,12 @@ fn follow_log(source: Option<LogSource>, full_name: &str, stopped: &AtomicBool, 
             }
             raw.push(b'\n');
             decode_cri(&mut raw, &mut text);
-            splitter.push(&text, &mut |l: &[u8]| sink.line(&mut batch, l));
+            stream.push(&text);
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    splitter.finish(&mut |l: &[u8]| sink.line(&mut batch, l));
-    sink.flush(&mut batch);
+    stream.finish();
 }
 
 /// A container's whole output from `podman logs` once it has ended: the
@@ -364,9 +387,9 @@ fn container_running(full_name: &str) -> bool {
 }
 
 /// The engine's pod made playable by podman on this machine: adapted
-/// (`podman::adapt`), claims bound to host directories (`-w name=PATH`),
-/// the directories standing for volumes made, subPath mounts given volumes
-/// of their own, and termination files mounted.
+/// (`podman::adapt`, claims bound to host directories included), the
+/// directories standing for volumes made, subPath mounts given volumes of
+/// their own, and termination files mounted.
 fn podman_spec(pod: &Pod, env: &PodEnv<'_>) -> Result<podman::Adapted, RuntimeError> {
     let PodEnv {
         run_dir,
@@ -374,27 +397,14 @@ fn podman_spec(pod: &Pod, env: &PodEnv<'_>) -> Result<podman::Adapted, RuntimeEr
         claims_dir,
         ..
     } = *env;
-    let mut adapted = podman::adapt(pod, run_dir, claims_dir);
-    if let Some(spec) = adapted.pod.spec.as_mut() {
-        for v in spec.volumes.iter_mut().flatten() {
-            if let Some(hp) = v.host_path.as_mut() {
-                for (claim, path) in claims {
-                    if Path::new(&hp.path) == claims_dir.join(claim) {
-                        hp.path = path.to_string_lossy().into_owned();
-                    }
-                }
-            }
-        }
-    }
+    let mut adapted = podman::adapt(pod, run_dir, claims_dir, claims);
     // Directories made here stand for emptyDirs and provisioned volumes,
     // which Kubernetes creates world-writable: steps that run as another
     // user than root (`runAsUser`) write to them too.
     for d in &adapted.dirs {
-        if !claims.keys().any(|c| *d == claims_dir.join(c)) {
-            std::fs::create_dir_all(d)
-                .and_then(|()| std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)))
-                .map_err(|e| err(format!("directory {}", d.display()), e.to_string()))?;
-        }
+        std::fs::create_dir_all(d)
+            .and_then(|()| std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)))
+            .map_err(|e| err(format!("directory {}", d.display()), e.to_string()))?;
     }
     if let Some(spec) = adapted.pod.spec.as_mut() {
         subpath_volumes(spec, claims)?;
@@ -518,25 +528,13 @@ fn play(name: &str, file: &Path, journal: Option<&Journal>) -> Result<(), Runtim
     }
     // The k8s-file driver, whatever the machine's default: its files are
     // what the log followers read.
-    let child = Command::new("setpriv")
-        .args(["--pdeathsig", "KILL", "--", "setsid", "--"])
-        .args([
-            "podman",
-            "kube",
-            "play",
-            "--quiet",
-            "--log-driver",
-            "k8s-file",
-        ])
+    let mut cmd = crate::procs::session_command("podman");
+    cmd.args(["kube", "play", "--quiet", "--log-driver", "k8s-file"])
         .arg(file)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| err(&what, format!("cannot run podman: {e}")))?;
-    if let (Some(j), Some(p)) = (journal, i32::try_from(child.id()).ok().and_then(ProcId::of)) {
-        let _ = j.session(p, false);
-    }
+        .stderr(Stdio::piped());
+    let (child, _) = spawn_in_session(&mut cmd, &what, journal, false)?;
     let out = child
         .wait_with_output()
         .map_err(|e| err(&what, e.to_string()))?;

@@ -79,6 +79,14 @@ impl RunKind {
         }
     }
 
+    /// `PipelineRuns` / `TaskRuns`, as in messages.
+    pub fn plural(self) -> &'static str {
+        match self {
+            RunKind::PipelineRun => "PipelineRuns",
+            RunKind::TaskRun => "TaskRuns",
+        }
+    }
+
     /// The store's directory of records of this kind.
     pub fn dir(self) -> &'static str {
         match self {
@@ -92,8 +100,9 @@ impl RunKind {
 #[derive(Debug)]
 pub struct Listing<T> {
     pub runs: Vec<T>,
-    /// Each unreadable record, with why (the error names its file).
-    pub unreadable: Vec<StoreError>,
+    /// Each unreadable record: its run's name, and why (the error names
+    /// its file).
+    pub unreadable: Vec<(String, StoreError)>,
 }
 
 impl Store {
@@ -190,7 +199,10 @@ impl Store {
         for p in paths {
             match Self::load(&p) {
                 Ok(r) => out.runs.push(r),
-                Err(e) => out.unreadable.push(e),
+                Err(e) => {
+                    let name = p.file_stem().unwrap_or_default().to_string_lossy();
+                    out.unreadable.push((name.into_owned(), e));
+                }
             }
         }
         Ok(out)
