@@ -159,6 +159,25 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
 }
 
+/// Why a workspace's `subPath` would leave its volume (absolute, or with a
+/// `..` part), or `None` when it stays inside. Checked on the text here
+/// and again after substitution by the engine, since params flow into it.
+pub fn sub_path_problem(sp: &str) -> Option<String> {
+    (sp.starts_with('/') || sp.split('/').any(|s| s == "..")).then(|| {
+        format!("{sp:?} must be a relative path inside the volume (no leading '/' or '..')")
+    })
+}
+
+/// Why a `claimName` is not the name of a claim (a DNS-1123 subdomain),
+/// or `None`. Runtimes make a claim's directory from its name.
+pub fn claim_name_problem(name: &str) -> Option<String> {
+    (!is_dns1123_subdomain(name)).then(|| {
+        format!(
+            "{name:?} is not a valid claim name: expected lower-case letters, digits, '-' and '.', starting and ending with a letter or digit (DNS-1123 subdomain)"
+        )
+    })
+}
+
 fn is_param_name(s: &str, object: bool) -> bool {
     let mut chars = s.chars();
     chars
@@ -634,13 +653,15 @@ impl<'a> Checker<'_, 'a> {
                 1 => {}
                 _ => self.err(&bp, format!("workspace {:?} sets {}: expected exactly one volume source", b.name, sources.join(" and "))),
             }
-            if let Some(pvc) = &b.persistent_volume_claim
-                && pvc.claim_name.is_empty()
-            {
-                self.err(
-                    &bp.key("persistentVolumeClaim").key("claimName"),
-                    "required field is missing",
-                );
+            if let Some(pvc) = &b.persistent_volume_claim {
+                let at = bp.key("persistentVolumeClaim").key("claimName");
+                if pvc.claim_name.is_empty() {
+                    self.err(&at, "required field is missing");
+                } else if !pvc.claim_name.contains("$(")
+                    && let Some(problem) = claim_name_problem(&pvc.claim_name)
+                {
+                    self.err(&at, problem);
+                }
             }
             if b.config_map.as_ref().is_some_and(|c| c.name.is_empty()) {
                 self.err(
@@ -660,15 +681,8 @@ impl<'a> Checker<'_, 'a> {
             if b.csi.as_ref().is_some_and(|c| c.driver.is_empty()) {
                 self.err(&bp.key("csi").key("driver"), "required field is missing");
             }
-            if let Some(sp) = &b.sub_path
-                && (sp.starts_with('/') || sp.split('/').any(|s| s == ".."))
-            {
-                self.err(
-                    &bp.key("subPath"),
-                    format!(
-                        "{sp:?} must be a relative path inside the volume (no leading '/' or '..')"
-                    ),
-                );
+            if let Some(problem) = b.sub_path.as_deref().and_then(sub_path_problem) {
+                self.err(&bp.key("subPath"), problem);
             }
         }
     }
@@ -1574,12 +1588,11 @@ impl<'a> Checker<'_, 'a> {
         }
         for (j, w) in t.workspaces.iter().enumerate() {
             if let Some(sp) = &w.sub_path {
-                self.check_string(
-                    sp,
-                    &tp.key("workspaces").idx(j).key("subPath"),
-                    &scope,
-                    false,
-                );
+                let at = tp.key("workspaces").idx(j).key("subPath");
+                self.check_string(sp, &at, &scope, false);
+                if let Some(problem) = sub_path_problem(sp) {
+                    self.err(&at, problem);
+                }
             }
         }
         if let Some(r) = &t.task_ref {

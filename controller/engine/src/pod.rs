@@ -122,6 +122,24 @@ fn fail(message: impl Into<String>) -> BuildError {
     BuildError::Failed(Failure::new(VALIDATION, message))
 }
 
+/// A binding as it is after substitution (params flow into both): its
+/// claim is a claim's name and its subPath stays inside the volume, for
+/// runtimes make directories of them.
+fn check_binding(b: &WorkspaceBinding, at: &str) -> Result<(), String> {
+    use tektite_api::validate::{claim_name_problem, sub_path_problem};
+    if let Some(p) = b
+        .persistent_volume_claim
+        .as_ref()
+        .and_then(|c| claim_name_problem(&c.claim_name))
+    {
+        return Err(format!("{at}.persistentVolumeClaim.claimName: {p}"));
+    }
+    if let Some(p) = b.sub_path.as_deref().and_then(sub_path_problem) {
+        return Err(format!("{at}.subPath: {p}"));
+    }
+    Ok(())
+}
+
 /// The pod's name for a TaskRun on its `retry`-th retry (0: first attempt).
 pub fn pod_name(task_run: &str, retry: usize) -> String {
     if retry == 0 {
@@ -292,6 +310,7 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
             .map_err(|e| fail(e.to_string()))?;
         let mut b: WorkspaceBinding =
             serde_json::from_value(bj).map_err(|e| fail(e.to_string()))?;
+        check_binding(&b, &format!("spec.workspaces[{wi}]")).map_err(fail)?;
         if let Some(t) = b.volume_claim_template.take() {
             let claim = names::claim(t.metadata.name.as_deref(), &b.name, &uid);
             claims.push(PersistentVolumeClaim {

@@ -5,6 +5,7 @@
 //! What it must not do: decide anything the engine decides. It turns plans
 //! into processes and observations back into the engine's inputs.
 
+pub mod beneath;
 pub mod live;
 pub mod logs;
 pub mod process;

@@ -94,11 +94,14 @@ pub fn available() -> Result<(), String> {
 }
 
 /// The entrypoint binary for the process runtime: `TEKTITE_ENTRYPOINT`, else
-/// `entrypoint` beside this executable, else the static build.
+/// `entrypoint` beside this executable, else the static build of the
+/// target directory this executable is in.
 pub fn entrypoint_binary() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("TEKTITE_ENTRYPOINT") {
         return Ok(PathBuf::from(p));
     }
+    // Only beside this executable, in the tree it was built in: never a
+    // path of the current directory, which anyone may have made.
     let mut candidates = Vec::new();
     if let Ok(exe) = std::env::current_exe()
         && let Some(dir) = exe.parent()
@@ -107,15 +110,17 @@ pub fn entrypoint_binary() -> Result<PathBuf, String> {
         // target/<profile>/deps/… when run from tests.
         if let Some(up) = dir.parent() {
             candidates.push(up.join("entrypoint"));
+            // The static build of a cargo target dir,
+            // target/<triple>/entrypoint/entrypoint, beside target/<profile>.
+            candidates.extend(
+                std::fs::read_dir(up)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path().join("entrypoint/entrypoint")),
+            );
         }
     }
-    candidates.extend(
-        std::fs::read_dir("target")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path().join("entrypoint/entrypoint")),
-    );
     candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
         "no entrypoint binary: build it (hack/build-entrypoint.sh) or set TEKTITE_ENTRYPOINT".into()
     })
@@ -174,18 +179,12 @@ fn setup_script(c: &Container, volumes: &BTreeMap<String, PathBuf>, entrypoint: 
         let Some(host) = volumes.get(&m.name) else {
             continue;
         };
-        let mut src = host.clone();
-        if let Some(sub) = m.sub_path.as_deref().filter(|x| !x.is_empty()) {
-            src = src.join(sub);
-            s.push_str(&format!(
-                "mkdir -p {}\n",
-                shell_quote(&src.to_string_lossy())
-            ));
-        }
+        // subPaths were resolved beneath their volumes into volumes of
+        // their own (`runtime::subpath_volumes`).
         let dst = shell_quote(&m.mount_path);
         s.push_str(&format!(
             "mkdir -p {dst}\nmount --bind {} {dst}\n",
-            shell_quote(&src.to_string_lossy())
+            shell_quote(&host.to_string_lossy())
         ));
         if m.read_only == Some(true) {
             s.push_str(&format!("mount -o remount,bind,ro {dst}\n"));
@@ -224,15 +223,7 @@ fn rewrite_table(
         let pod_path = m.mount_path.trim_end_matches('/').to_string();
         let inside = fs_root.join(pod_path.trim_start_matches('/'));
         let host = match volumes.get(&m.name) {
-            Some(h) if !h.starts_with(run_dir) => {
-                match m.sub_path.as_deref().filter(|x| !x.is_empty()) {
-                    Some(sub) => {
-                        let _ = std::fs::create_dir_all(h.join(sub));
-                        h.join(sub)
-                    }
-                    None => h.clone(),
-                }
-            }
+            Some(h) if !h.starts_with(run_dir) => h.clone(),
             _ => inside,
         };
         t.retain(|(p, _)| *p != pod_path);
@@ -316,25 +307,43 @@ fn command_of(c: &Container) -> Vec<String> {
     v
 }
 
-/// The host directory of each hostPath volume of the adapted pod; made if
-/// missing.
-fn host_volumes(adapted: &Pod) -> Result<BTreeMap<String, PathBuf>, RuntimeError> {
-    let mut volumes = BTreeMap::new();
-    for v in adapted.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        if let Some(hp) = &v.host_path {
-            let p = PathBuf::from(&hp.path);
-            std::fs::create_dir_all(&p)
-                .map_err(|e| err(format!("directory {}", p.display()), e.to_string()))?;
-            volumes.insert(v.name.clone(), p);
-        }
+/// The host directory of each hostPath volume of the adapted pod (made
+/// by `runtime::make_volume_dirs`, or the user's own).
+fn host_volumes(adapted: &Pod) -> BTreeMap<String, PathBuf> {
+    adapted
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| Some((v.name.clone(), PathBuf::from(&v.host_path.as_ref()?.path))))
+        .collect()
+}
+
+/// What every container starts with before the pod's own env: what a
+/// container runtime and image would give (`PATH`, `HOME`, `HOSTNAME`:
+/// here this machine's `PATH` and `HOME`, for its tools), and the
+/// entrypoint's own tuning. Nothing else of `tkt`'s environment.
+pub const INHERITED_ENV: &[&str] = &["PATH", "HOME", "TEKTITE_ENTRYPOINT_POLL_MS"];
+
+fn base_env(pod_name: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = INHERITED_ENV
+        .iter()
+        .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
+        .collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push((
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ));
     }
-    Ok(volumes)
+    env.push(("HOSTNAME".into(), pod_name.to_string()));
+    env
 }
 
 /// How each container's command is made to run here: the mount namespace's
 /// setup, or the path tables of the rewrite mode.
 struct Launcher<'a> {
     mode: Mode,
+    pod_name: String,
     volumes: BTreeMap<String, PathBuf>,
     entrypoint: &'a Path,
     fs_root: PathBuf,
@@ -346,6 +355,7 @@ struct Launcher<'a> {
 
 impl<'a> Launcher<'a> {
     fn new(
+        pod_name: &str,
         spec: &k8s_openapi::api::core::v1::PodSpec,
         volumes: BTreeMap<String, PathBuf>,
         run_dir: &Path,
@@ -355,6 +365,7 @@ impl<'a> Launcher<'a> {
         let fs_root = run_dir.join("fs");
         let mut l = Launcher {
             mode,
+            pod_name: pod_name.to_string(),
             volumes,
             entrypoint,
             fs_root,
@@ -466,6 +477,9 @@ impl<'a> Launcher<'a> {
         let words = self.words(c);
         let mut cmd = procs::session_command(words.first().map_or("", String::as_str));
         cmd.args(words.iter().skip(1));
+        // Only what the pod defines, as in a container: nothing of the
+        // calling shell (tokens, agent sockets) reaches a step.
+        cmd.env_clear().envs(base_env(&self.pod_name));
         if self.mode == Mode::Namespace {
             cmd.envs(env);
         } else {
@@ -517,10 +531,20 @@ impl ProcessPod {
         env: &PodEnv<'_>,
         entrypoint: &Path,
     ) -> Result<ProcessPod, RuntimeError> {
-        let adapted = podman::adapt(pod, env.run_dir, env.claims_dir, env.claims);
-        let volumes = host_volumes(&adapted.pod)?;
+        let mut adapted = podman::adapt(pod, env.run_dir, env.claims_dir, env.claims);
+        crate::runtime::make_volume_dirs(&adapted.dirs, env)?;
+        if let Some(spec) = adapted.pod.spec.as_mut() {
+            crate::runtime::subpath_volumes(spec, env)?;
+        }
+        let volumes = host_volumes(&adapted.pod);
         let spec = adapted.pod.spec.clone().unwrap_or_default();
-        let launcher = Launcher::new(&spec, volumes, env.run_dir, entrypoint)?;
+        let launcher = Launcher::new(
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            &spec,
+            volumes,
+            env.run_dir,
+            entrypoint,
+        )?;
         for c in spec.init_containers.iter().flatten() {
             run_init(&launcher, c, env.journal)?;
         }
@@ -659,13 +683,11 @@ impl ProcessPod {
             });
             if name.starts_with("step-") {
                 let report = if self.tree {
-                    self.run_dir
-                        .join(format!("fs/tekton/run/{i}/status/report.json"))
+                    format!("fs/tekton/run/{i}/status/report.json")
                 } else {
-                    self.run_dir
-                        .join(format!("tekton-internal-run-{i}/status/report.json"))
+                    format!("tekton-internal-run-{i}/status/report.json")
                 };
-                if let Ok(r) = std::fs::read_to_string(report) {
+                if let Some(r) = crate::runtime::read_report(&self.run_dir, &report) {
                     annotations.insert(format!("tektite.dev/step.{name}"), r);
                 }
             }
@@ -681,7 +703,7 @@ impl ProcessPod {
 
     pub fn mark_ready(&mut self) {
         if let (Some(f), false) = (&self.ready_file, self.ready_written) {
-            self.ready_written = std::fs::write(f, "READY").is_ok();
+            self.ready_written = crate::runtime::write_ready(&self.run_dir, f);
         }
     }
 

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
-use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,6 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tektite_engine::pod::ImageCommand;
 use tektite_engine::podman;
 
+use crate::beneath;
 use crate::live::Journal;
 use crate::logs::Sink;
 use crate::procs::ProcId;
@@ -391,41 +391,67 @@ fn container_running(full_name: &str) -> bool {
 /// directories standing for volumes made, subPath mounts given volumes of
 /// their own, and termination files mounted.
 fn podman_spec(pod: &Pod, env: &PodEnv<'_>) -> Result<podman::Adapted, RuntimeError> {
-    let PodEnv {
-        run_dir,
-        claims,
-        claims_dir,
-        ..
-    } = *env;
-    let mut adapted = podman::adapt(pod, run_dir, claims_dir, claims);
-    // Directories made here stand for emptyDirs and provisioned volumes,
-    // which Kubernetes creates world-writable: steps that run as another
-    // user than root (`runAsUser`) write to them too.
-    for d in &adapted.dirs {
-        std::fs::create_dir_all(d)
-            .and_then(|()| std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)))
-            .map_err(|e| err(format!("directory {}", d.display()), e.to_string()))?;
-    }
+    let adapted = podman::adapt(pod, env.run_dir, env.claims_dir, env.claims);
+    let mut adapted = adapted;
+    make_volume_dirs(&adapted.dirs, env)?;
     if let Some(spec) = adapted.pod.spec.as_mut() {
-        subpath_volumes(spec, claims)?;
-        termination_files(spec, run_dir)?;
+        subpath_volumes(spec, env)?;
+        termination_files(spec, env.run_dir)?;
     }
     Ok(adapted)
 }
 
+/// Makes the run directory (only `tkt` goes in: 0700) and the directories
+/// standing for the pod's volumes under it or under the claims directory,
+/// none of them through a symlink. Volumes are world-writable as a
+/// kubelet makes emptyDirs (a step with `runAsUser` writes to them too);
+/// other users of this machine cannot reach them through the 0700 run
+/// and store directories above.
+pub(crate) fn make_volume_dirs(dirs: &[PathBuf], env: &PodEnv<'_>) -> Result<(), RuntimeError> {
+    for d in dirs {
+        let (root, rel, mode) = if d == env.run_dir {
+            (env.run_dir, Path::new(""), 0o700)
+        } else {
+            let (root, rel) =
+                beneath::split(d, &[env.run_dir, env.claims_dir]).ok_or_else(|| {
+                    err(
+                        format!("directory {}", d.display()),
+                        "is outside the run and claims directories",
+                    )
+                })?;
+            (root, rel, 0o777)
+        };
+        beneath::dir(root, rel, Some(mode)).map_err(|e| err("volume directory", e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The host directory a subPath mount stands for: `sub` beneath the
+/// volume's directory `base`, made if missing as a kubelet makes it, and
+/// never through a symlink a step may have left in the volume. Volumes
+/// this run provisioned get mode 0777 (as their root has); a directory of
+/// the user's (`-w name=PATH`) keeps what it has.
+fn subpath_dir(
+    base: &Path,
+    sub: &str,
+    env: &PodEnv<'_>,
+    what: &str,
+) -> Result<PathBuf, RuntimeError> {
+    let ours = base.starts_with(env.run_dir) || base.starts_with(env.claims_dir);
+    beneath::dir(base, Path::new(sub), ours.then_some(0o777))
+        .map_err(|e| err(what, format!("subPath {sub:?}: {e}")))
+}
+
 /// podman 4 ignores `subPath` on hostPath volumes: each such mount gets a
-/// volume of its own, on the subdirectory (made here, as a kubelet makes it).
-fn subpath_volumes(
-    spec: &mut PodSpec,
-    claims: &BTreeMap<String, PathBuf>,
-) -> Result<(), RuntimeError> {
+/// volume of its own, on the subdirectory (the process runtime's mounts
+/// and path tables take them the same way).
+pub(crate) fn subpath_volumes(spec: &mut PodSpec, env: &PodEnv<'_>) -> Result<(), RuntimeError> {
     let hosts: BTreeMap<String, String> = spec
         .volumes
         .iter()
         .flatten()
         .filter_map(|v| Some((v.name.clone(), v.host_path.as_ref()?.path.clone())))
         .collect();
-    let user_dirs: Vec<&PathBuf> = claims.values().collect();
     let mut extra = Vec::new();
     let containers = spec
         .init_containers
@@ -440,24 +466,8 @@ fn subpath_volumes(
             let Some(base) = hosts.get(&m.name) else {
                 continue;
             };
-            if Path::new(&sub).is_absolute()
-                || Path::new(&sub).components().any(|c| c.as_os_str() == "..")
-            {
-                return Err(err(
-                    format!("container {} volumeMount {}", c.name, m.mount_path),
-                    format!("subPath {sub:?} must be a relative path inside the volume"),
-                ));
-            }
-            let host = Path::new(base).join(&sub);
-            std::fs::create_dir_all(&host)
-                .and_then(|()| {
-                    if user_dirs.iter().any(|d| host.starts_with(d)) {
-                        Ok(())
-                    } else {
-                        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o777))
-                    }
-                })
-                .map_err(|e| err(format!("directory {}", host.display()), e.to_string()))?;
+            let what = format!("container {} volumeMount {}", c.name, m.mount_path);
+            let host = subpath_dir(Path::new(base), &sub, env, &what)?;
             let name = format!("tektite-sub-{}", extra.len());
             extra.push(Volume {
                 name: name.clone(),
@@ -476,16 +486,17 @@ fn subpath_volumes(
 
 /// A kubelet mounts a world-writable file at each container's
 /// terminationMessagePath; podman does not, and a step running as another
-/// user than root cannot create it in the image's `/tekton`.
+/// user than root cannot create it in the image's `/tekton`. Made new in
+/// the run directory (which no container sees), never through a link.
 fn termination_files(spec: &mut PodSpec, run_dir: &Path) -> Result<(), RuntimeError> {
     for (i, c) in spec.containers.iter_mut().enumerate() {
         let Some(at) = c.termination_message_path.clone() else {
             continue;
         };
-        let host = run_dir.join(format!("termination-{i}"));
-        std::fs::write(&host, b"")
-            .and_then(|()| std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o666)))
-            .map_err(|e| err(format!("file {}", host.display()), e.to_string()))?;
+        let rel = format!("termination-{i}");
+        beneath::create(run_dir, Path::new(&rel), b"", 0o666)
+            .map_err(|e| err("termination file", e.to_string()))?;
+        let host = run_dir.join(rel);
         let volume = format!("tektite-termination-{i}");
         spec.volumes.get_or_insert_default().push(Volume {
             name: volume.clone(),
@@ -502,6 +513,45 @@ fn termination_files(spec: &mut PodSpec, run_dir: &Path) -> Result<(), RuntimeEr
         });
     }
     Ok(())
+}
+
+/// The largest step report read back from a run directory: results are
+/// capped by the entrypoint's own limit (it is written by code in the
+/// pod, so it is checked again by the engine), this only bounds the read.
+pub(crate) const REPORT_LIMIT: u64 = 64 << 20;
+
+/// Step `i`'s report as its entrypoint left it under `run_dir` (`rel`), if
+/// it is there and is a regular file within [`REPORT_LIMIT`]: what a step
+/// put there instead (a link to a host file, a FIFO, a huge file) is
+/// reported on stderr and not read.
+pub(crate) fn read_report(run_dir: &Path, rel: &str) -> Option<String> {
+    match beneath::read(run_dir, Path::new(rel), REPORT_LIMIT) {
+        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(beneath::BeneathError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            None
+        }
+        Err(e) => {
+            eprintln!("tkt: step report not read: {e}");
+            None
+        }
+    }
+}
+
+/// Releases a pod's first step: the ready file, made new beneath the run
+/// directory (a link a step planted there is not written through).
+pub(crate) fn write_ready(run_dir: &Path, file: &Path) -> bool {
+    let Ok(rel) = file.strip_prefix(run_dir) else {
+        return false;
+    };
+    match beneath::create(run_dir, rel, b"READY", 0o644) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("tkt: cannot release the pod's steps: {e}");
+            false
+        }
+    }
 }
 
 /// Removes a pod podman may have made, whatever state it is in.
@@ -742,10 +792,8 @@ impl PodmanPod {
                 ..Default::default()
             });
             if c.starts_with("step-") {
-                let report = self
-                    .run_dir
-                    .join(format!("tekton-internal-run-{i}/status/report.json"));
-                if let Ok(r) = std::fs::read_to_string(&report) {
+                let report = format!("tekton-internal-run-{i}/status/report.json");
+                if let Some(r) = read_report(&self.run_dir, &report) {
                     annotations.insert(format!("tektite.dev/step.{c}"), r);
                 }
             }
@@ -763,7 +811,7 @@ impl PodmanPod {
     /// for the `tekton.dev/ready` annotation).
     pub fn mark_ready(&mut self) {
         if let (Some(f), false) = (&self.ready_file, self.ready_written) {
-            self.ready_written = std::fs::write(f, "READY").is_ok();
+            self.ready_written = write_ready(&self.run_dir, f);
         }
     }
 

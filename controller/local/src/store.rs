@@ -23,6 +23,7 @@
 
 use std::fs;
 use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -112,9 +113,19 @@ impl Store {
     /// No directory can be chosen, or it cannot be created.
     pub fn open(dir: Option<&Path>) -> Result<Store, StoreError> {
         let store = Store::existing(dir)?;
-        for sub in [PIPELINE_RUNS, TASK_RUNS, LOGS] {
+        // Records hold param values, logs what steps print, and the work
+        // directories the runs' volumes: for this user only (a store
+        // directory made here, and each part of any store).
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&store.root)
+            .map_err(io(&store.root))?;
+        for sub in [PIPELINE_RUNS, TASK_RUNS, LOGS, WORK] {
             let p = store.root.join(sub);
-            fs::create_dir_all(&p).map_err(io(&p))?;
+            fs::create_dir_all(&p)
+                .and_then(|()| fs::set_permissions(&p, fs::Permissions::from_mode(0o700)))
+                .map_err(io(&p))?;
         }
         Ok(store)
     }
@@ -376,6 +387,7 @@ impl Store {
         fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io(&path))
     }
@@ -476,6 +488,7 @@ fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&tmp)
         .map_err(io(&tmp))?;
     let written = f
