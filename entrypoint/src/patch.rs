@@ -81,6 +81,11 @@ impl Api {
             .tls_config(tls)
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(5)))
+            // The API server answers the PATCH itself: a redirect or a
+            // proxy from the step's env would send the pod's token
+            // elsewhere.
+            .max_redirects(0)
+            .proxy(None)
             .build()
             .into();
         let body = serde_json::json!({

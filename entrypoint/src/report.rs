@@ -4,6 +4,7 @@
 //! cannot be patched.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use serde::Serialize;
@@ -31,9 +32,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
     let write = || -> std::io::Result<()> {
+        // The temporary file is made new, never opened through what is
+        // there (a link another container left would make the rename put
+        // the link in place, and the reader follow it): what is there is
+        // removed (unlink does not follow links) and a file created with
+        // O_EXCL | O_NOFOLLOW.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         // No fsync: readers need the rename's atomicity, not durability
         // across a crash of the node (the pod would be gone anyway).
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         std::fs::rename(&tmp, path)
     };

@@ -40,17 +40,18 @@ pub fn harvest(
     let mut out = Vec::new();
     for name in names {
         let path = std::path::Path::new(dir).join(name);
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
+        let bytes = match read_result(&path, limit) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => continue,
+            Err(size) => {
+                return Err(TooLarge {
+                    name: name.clone(),
+                    kind,
+                    size,
+                    limit,
+                });
+            }
         };
-        if bytes.len() > limit {
-            return Err(TooLarge {
-                name: name.clone(),
-                kind,
-                size: bytes.len(),
-                limit,
-            });
-        }
         out.push(ResultValue {
             name: name.clone(),
             kind,
@@ -58,4 +59,48 @@ pub fn harvest(
         });
     }
     Ok(out)
+}
+
+/// A result file's bytes: `None` when there is no regular file there. A
+/// result is a file the step wrote, not a link (which could point into a
+/// workspace the step cannot see but this wrapper's step can), a FIFO
+/// (which would block) or a device; its size is checked before it is
+/// read, and the read stops past the limit. `Err(size)` when over `limit`.
+fn read_result(path: &std::path::Path, limit: usize) -> Result<Option<Vec<u8>>, usize> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+    else {
+        if path.is_symlink() {
+            eprintln!(
+                "entrypoint: result {} is a symbolic link: not read",
+                path.display()
+            );
+        }
+        return Ok(None);
+    };
+    let Ok(meta) = f.metadata() else {
+        return Ok(None);
+    };
+    if !meta.is_file() {
+        eprintln!(
+            "entrypoint: result {} is not a regular file: not read",
+            path.display()
+        );
+        return Ok(None);
+    }
+    let size = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+    if size > limit {
+        return Err(size);
+    }
+    let mut bytes = Vec::with_capacity(size);
+    let read = f.take(limit as u64 + 1).read_to_end(&mut bytes);
+    match read {
+        Ok(n) if n > limit => Err(n),
+        Ok(_) => Ok(Some(bytes)),
+        Err(_) => Ok(None),
+    }
 }

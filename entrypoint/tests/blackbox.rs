@@ -810,3 +810,80 @@ fn falls_back_to_the_termination_message_without_the_api() {
         serde_json::json!({"key": "ExitCode", "value": "5", "type": 3})
     );
 }
+
+/// A link planted at the report's temporary name (by another container of
+/// the pod, or the step itself) is neither written through nor renamed
+/// into place, where the host would read the report through it.
+#[test]
+fn regression_a_planted_report_tmp_link_is_not_written_through() {
+    let d = Dir::new("planted-tmp");
+    let meta = d.p("status");
+    std::fs::create_dir_all(&meta).unwrap();
+    let victim = d.p("victim");
+    std::fs::write(&victim, "host file").unwrap();
+    std::os::unix::fs::symlink(&victim, format!("{meta}/report.json.tmp")).unwrap();
+    std::os::unix::fs::symlink(&victim, format!("{meta}/exitCode.tmp")).unwrap();
+    let o = run(&[
+        "-step_metadata_dir",
+        &meta,
+        "-termination_path",
+        "",
+        "--",
+        "sh",
+        "-c",
+        "exit 0",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host file");
+    let placed = std::fs::symlink_metadata(format!("{meta}/report.json")).unwrap();
+    assert!(
+        placed.is_file(),
+        "report.json is a regular file, not the link"
+    );
+    assert_eq!(report(&meta)["reason"], "Completed");
+}
+
+/// Results are files the step wrote: a link (to a file of a workspace
+/// only this wrapper's step may see, or to a host file) is not read, and
+/// a FIFO neither blocks the wrapper nor is read.
+#[test]
+fn regression_result_links_and_fifos_are_not_read() {
+    let d = Dir::new("result-links");
+    let (results, meta) = (d.p("results"), d.p("status"));
+    std::fs::create_dir_all(&results).unwrap();
+    let secret = d.p("secret");
+    std::fs::write(&secret, "top secret").unwrap();
+    let script = format!(
+        "ln -s {secret} {results}/stolen && mkfifo {results}/pipe && printf fine > {results}/ok"
+    );
+    let o = run(&[
+        "-results",
+        "stolen,pipe,ok",
+        "-results_dir",
+        &results,
+        "-step_metadata_dir",
+        &meta,
+        "-termination_path",
+        "",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        report(&meta)["results"],
+        serde_json::json!([{"name": "ok", "kind": "task", "value": "fine"}])
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("stolen is a symbolic link: not read"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pipe is not a regular file"), "{stderr}");
+}
