@@ -120,26 +120,92 @@ pub fn is_done(conditions: &[Condition]) -> bool {
     Condition::succeeded(conditions).is_some_and(|c| c.status != "Unknown")
 }
 
-/// One step's report: the pod annotation, else the termination message.
-fn step_report(pod: &Pod, container: &str, cs: Option<&ContainerStatus>) -> Option<Report> {
+/// One step's report: the pod annotation, else the termination message;
+/// either only when it agrees with what the kubelet saw of the step's
+/// container ([`report_problem`]). Both are written from inside the pod,
+/// where other containers (or the step itself) could forge them.
+fn step_report(
+    pod: &Pod,
+    container: &str,
+    cs: Option<&ContainerStatus>,
+) -> Result<Option<Report>, String> {
+    let Some(code) = cs.and_then(terminated).map(|t| t.exit_code) else {
+        return Ok(None);
+    };
+    let limit = max_result_size(pod, container);
     let key = format!("{}{container}", ep::STEP_ANNOTATION_PREFIX);
-    if let Some(r) = pod
+    let annotated = pod
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(&key))
-        .and_then(|v| serde_json::from_str::<Report>(v).ok())
-    {
-        return Some(r);
+        .and_then(|v| serde_json::from_str::<Report>(v).ok());
+    let message = || {
+        cs.and_then(terminated)?
+            .message
+            .as_deref()
+            .and_then(parse_termination_message)
+    };
+    let Some(report) = annotated.or_else(message) else {
+        return Ok(None);
+    };
+    match report_problem(&report, code, limit) {
+        None => Ok(Some(report)),
+        Some(problem) => Err(format!("the step's report was not used: {problem}")),
     }
-    let message = cs?
-        .state
-        .as_ref()?
-        .terminated
-        .as_ref()?
-        .message
-        .as_deref()?;
-    parse_termination_message(message)
+}
+
+/// The result size limit the pod gave a step's entrypoint
+/// (`-max_result_size`; the pod spec is the controller's own).
+fn max_result_size(pod: &Pod, container: &str) -> usize {
+    let args = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == container))
+        .and_then(|c| c.args.as_ref());
+    args.and_then(|a| {
+        let at = a.iter().position(|x| x == "-max_result_size")?;
+        a.get(at + 1)?.parse().ok()
+    })
+    .unwrap_or(ep::DEFAULT_MAX_RESULT_SIZE)
+}
+
+/// Why a report cannot be the one the step's entrypoint wrote: what it says
+/// does not match the exit code the container ended with (the entrypoint
+/// exits 0 for a success, the command's code for an error, its own codes
+/// for what it decided), or a result is over the size limit the
+/// entrypoint enforces. A report that says less than its container did is
+/// not kept either; the kubelet's state stands alone then.
+pub fn report_problem(r: &Report, container_code: i32, limit: usize) -> Option<String> {
+    use ep::{Reason, exit};
+    let expected = match r.reason {
+        // The entrypoint may fail writing its markers after the report.
+        _ if container_code == exit::IO => container_code,
+        Reason::Completed if r.exit_code != 0 => {
+            return Some(format!("it says Completed with exit code {}", r.exit_code));
+        }
+        Reason::Completed | Reason::Continued => 0,
+        Reason::Error => r.exit_code,
+        Reason::Skipped => exit::SKIPPED,
+        Reason::TimeoutExceeded => exit::TIMEOUT,
+        Reason::ResultTooLarge => exit::RESULT_TOO_LARGE,
+        Reason::CannotExec => exit::CANNOT_EXEC,
+        Reason::WaitInterrupted => exit::WAIT_INTERRUPTED,
+    };
+    if expected != container_code {
+        return Some(format!(
+            "it says {} (exit code {}), but the container ended with exit code {container_code}",
+            reason_name(r.reason),
+            r.exit_code
+        ));
+    }
+    r.results.iter().find(|v| v.value.len() > limit).map(|v| {
+        format!(
+            "result {:?} is {} bytes, over the limit of {limit} bytes",
+            v.name,
+            v.value.len()
+        )
+    })
 }
 
 #[derive(serde::Deserialize)]
@@ -283,7 +349,11 @@ pub fn from_pod(tr: &TaskRun, spec: &TaskSpec, pod: &Pod, now: Timestamp) -> Tas
         }
         if let Some(term) = state.terminated.as_mut() {
             state.termination_reason = term.reason.clone();
-            if let Some(r) = step_report(pod, &c.name, cs) {
+            let report = step_report(pod, &c.name, cs).unwrap_or_else(|problem| {
+                term.message = Some(problem);
+                None
+            });
+            if let Some(r) = report {
                 if let Ok(t) = r.started_at.parse::<Timestamp>() {
                     term.started_at = Some(Time(t));
                 }
