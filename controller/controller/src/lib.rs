@@ -12,13 +12,20 @@
 //!   means the child is already there, never a duplicate;
 //! - a user error (a missing Task, an invalid spec, a failed step) ends in
 //!   the run's status with Tekton's reason and is not retried; an API error
-//!   is returned, and [`error_policy`] requeues with a backoff for its kind.
+//!   is returned, and [`error_policy`] requeues with a backoff for its kind;
+//! - a child is the run's only when its controller ownerReference carries
+//!   the run's UID ([`is_controlled_by`]): a pod or TaskRun that merely has
+//!   the expected name or labels is never adopted, patched, cancelled or
+//!   deleted, and a name taken by one fails the run;
+//! - step reports are believed only where they agree with the kubelet's
+//!   view of their containers ([`reports`]).
 
 pub mod app;
 pub mod config;
 pub mod lease;
 pub mod metrics;
 pub mod pipelinerun;
+pub mod reports;
 pub mod taskrun;
 
 use std::collections::BTreeMap;
@@ -268,6 +275,24 @@ fn status_patch<S: Serialize>(kind: &str, status: &S) -> serde_json::Value {
         "kind": kind,
         "status": status,
     })
+}
+
+/// Whether `child` names the object of UID `owner_uid` as its controller
+/// (an ownerReference with `controller: true`). Names and labels are for
+/// finding children; this is what makes one ours. An owner without a UID
+/// (never one read from an API server) owns nothing.
+pub fn is_controlled_by(
+    child: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    owner_uid: Option<&str>,
+) -> bool {
+    let Some(uid) = owner_uid.filter(|u| !u.is_empty()) else {
+        return false;
+    };
+    child
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
 /// Whether `result` failed with a 409 Conflict / AlreadyExists.

@@ -1,5 +1,6 @@
 //! PipelineRun → TaskRuns: one reconcile reads the Pipeline, the Tasks it
-//! names and the child TaskRuns (by label), plans with
+//! names and the child TaskRuns (found by label, taken only when the run
+//! controls them: see [`crate::is_controlled_by`]), plans with
 //! `tektite_engine::pipelinerun`, and applies the plan in a fixed order:
 //! claims, new TaskRuns, cancellations, status, events.
 
@@ -7,17 +8,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use tektite_api::v1::{Pipeline, PipelineRun, PipelineSpec, Task, TaskRun, TaskSpec};
 use tektite_engine::params::Failure;
 use tektite_engine::pipelinerun::{self, Observed};
-use tektite_engine::status::is_done;
+use tektite_engine::status::{fail_pipeline_run, is_done};
 
 use crate::{Context, Error, MANAGER, action, already_exists, record, status_patch};
 
 /// The label the engine puts on a PipelineRun's TaskRuns.
 pub const PIPELINE_RUN_LABEL: &str = "tekton.dev/pipelineRun";
+
+/// The reason of a run that could not create a TaskRun (Tekton's).
+pub const CREATE_RUN_FAILED: &str = "CreateRunFailed";
 
 /// The Pipeline a run names, or why it cannot be had (a user error).
 async fn resolve(
@@ -117,12 +122,9 @@ async fn apply(
         Err(_) => BTreeMap::new(),
     };
     let task_runs: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &ns);
-    let children = task_runs
-        .list(&ListParams::default().labels(&format!("{PIPELINE_RUN_LABEL}={name}")))
-        .await?
-        .items;
+    let children = owned_children(&pr, &task_runs, &name).await?;
 
-    let plan = pipelinerun::reconcile(
+    let mut plan = pipelinerun::reconcile(
         Observed {
             run: &pr,
             pipeline: match &resolved {
@@ -143,11 +145,8 @@ async fn apply(
             r?;
         }
     }
-    for child in &plan.create {
-        let r = task_runs.create(&PostParams::default(), child).await;
-        if !already_exists(&r) {
-            r?;
-        }
+    if let Some(failure) = create_children(&pr, &task_runs, &plan.create).await? {
+        fail(&mut plan, &pr, failure, (ctx.now)());
     }
     for (child, message) in &plan.cancel {
         let patch = serde_json::json!({
@@ -176,4 +175,73 @@ async fn apply(
     }
     record(&ctx, &*pr, &plan.events).await;
     Ok(action(plan.requeue_after))
+}
+
+/// The run's child TaskRuns: those with its label (to find them) whose
+/// controller ownerReference is the run (to be its). A TaskRun with the
+/// labels alone is left out: never read for results, never cancelled.
+async fn owned_children(
+    pr: &PipelineRun,
+    task_runs: &Api<TaskRun>,
+    name: &str,
+) -> Result<Vec<TaskRun>, Error> {
+    let listed = task_runs
+        .list(&ListParams::default().labels(&format!("{PIPELINE_RUN_LABEL}={name}")))
+        .await?
+        .items;
+    let (owned, foreign): (Vec<TaskRun>, Vec<TaskRun>) = listed
+        .into_iter()
+        .partition(|tr| crate::is_controlled_by(&tr.metadata, pr.metadata.uid.as_deref()));
+    for tr in &foreign {
+        let child = tr.metadata.name.as_deref().unwrap_or("");
+        tracing::warn!(%child, "a TaskRun with the run's label is not the run's: ignored");
+    }
+    Ok(owned)
+}
+
+/// Creates the plan's TaskRuns. One whose name is taken (409) is the
+/// run's already when the run controls it; when it does not, nothing more
+/// is created and the failure to write is returned: the run does not
+/// adopt it.
+async fn create_children(
+    pr: &PipelineRun,
+    task_runs: &Api<TaskRun>,
+    create: &[TaskRun],
+) -> Result<Option<Failure>, Error> {
+    for child in create {
+        let r = task_runs.create(&PostParams::default(), child).await;
+        if !already_exists(&r) {
+            r?;
+            continue;
+        }
+        let name = child.metadata.name.as_deref().unwrap_or("");
+        let taken = task_runs.get_opt(name).await?.is_some_and(|existing| {
+            !crate::is_controlled_by(&existing.metadata, pr.metadata.uid.as_deref())
+        });
+        if taken {
+            return Ok(Some(Failure::new(
+                CREATE_RUN_FAILED,
+                format!(
+                    "TaskRun {name:?} exists and is not controlled by PipelineRun {:?}: it is not adopted",
+                    pr.metadata.name.as_deref().unwrap_or("")
+                ),
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Turns `plan` into the run's failure with `failure` (its status so far
+/// kept, its cancellations of its own children too).
+fn fail(plan: &mut pipelinerun::Plan, pr: &PipelineRun, failure: Failure, now: Timestamp) {
+    let mut run = pr.clone();
+    run.status = plan.status.take().or(run.status);
+    fail_pipeline_run(&mut run, failure.reason, failure.message.clone(), now);
+    plan.status = run.status;
+    plan.requeue_after = None;
+    plan.events.push(tektite_engine::taskrun::Event {
+        type_: "Warning",
+        reason: failure.reason.into(),
+        message: failure.message,
+    });
 }

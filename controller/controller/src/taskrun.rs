@@ -1,9 +1,12 @@
 //! TaskRun → Pod: one reconcile reads the Task and the current attempt's
-//! pod, plans with `tektite_engine::taskrun`, and applies the plan in a
-//! fixed order: claims, pod, pod deletion, ready annotation, sidecars
-//! stopped, status, events. A finished run is reconciled again only while
+//! pod (only one the run controls: see [`crate::is_controlled_by`]; its
+//! step reports checked by [`crate::reports`]), plans with
+//! `tektite_engine::taskrun`, and applies the plan in a fixed order:
+//! claims, pod, pod deletion, ready annotation, sidecars stopped, status,
+//! events. A finished run is reconciled again only while
 //! its status shows a live sidecar ([`settle`]).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
@@ -12,7 +15,7 @@ use kube::runtime::controller::Action;
 use tektite_api::v1::{Task, TaskRun};
 use tektite_engine::params::Failure;
 use tektite_engine::pod::{ImageCommand, pod_name};
-use tektite_engine::status::{fail_task_run, is_done};
+use tektite_engine::status::{fail_task_run, is_done, reason};
 use tektite_engine::taskrun::{self, Observed, Resolved};
 
 use crate::{Context, Error, MANAGER, action, already_exists, record, status_patch};
@@ -99,7 +102,9 @@ async fn settle(
     let pod = match tr.status.as_ref().and_then(|s| s.pod_name.as_deref()) {
         Some(p) => pods.get_opt(p).await?,
         None => None,
-    };
+    }
+    // Only the run's own pod has sidecars to stop or record.
+    .filter(|p| crate::is_controlled_by(&p.metadata, tr.metadata.uid.as_deref()));
     let plan = taskrun::settle(&tr, pod.as_ref(), &ctx.config());
     if let Some(stop) = &plan.stop_sidecars {
         stop_sidecars(&pods, &ctx, &tr, stop).await?;
@@ -153,77 +158,157 @@ async fn apply(
 ) -> Result<Action, Error> {
     let resolved = resolve(&tr, &ns, &ctx).await?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let attempt = tr.status.as_ref().map_or(0, |s| s.retries_status.len());
-    let pod = pods.get_opt(&pod_name(&name, attempt)).await?;
+    let view = observe_pod(&tr, &pods, &name, &ctx.config()).await?;
+    let plan = plan(&tr, &resolved, &view, &ctx).await;
+    execute(&tr, &ctx, &pods, &name, &ns, &plan).await
+}
 
-    let mut run = (*tr).clone();
+/// The current attempt's pod, as far as the run may use it.
+#[derive(Debug)]
+enum PodView {
+    /// There is none.
+    Absent,
+    /// The run's own (see [`crate::is_controlled_by`]), with its step
+    /// reports checked ([`crate::reports::vet`]).
+    Owned(Box<Pod>),
+    /// A pod of the attempt's name that the run does not control: never
+    /// read, patched or deleted, and the run cannot have its pod.
+    Foreign(String),
+}
+
+/// Reads the current attempt's pod and sorts it (see [`PodView`]).
+async fn observe_pod(
+    tr: &TaskRun,
+    pods: &Api<Pod>,
+    name: &str,
+    config: &tektite_engine::pod::Config,
+) -> Result<PodView, Error> {
+    let attempt = tr.status.as_ref().map_or(0, |s| s.retries_status.len());
+    let pod = pod_name(name, attempt);
+    Ok(match pods.get_opt(&pod).await? {
+        None => PodView::Absent,
+        Some(mut p) if crate::is_controlled_by(&p.metadata, tr.metadata.uid.as_deref()) => {
+            for r in crate::reports::vet(&mut p, config) {
+                tracing::warn!(%pod, container = %r.container, problem = %r.problem, "step report not believed");
+            }
+            PodView::Owned(Box::new(p))
+        }
+        Some(_) => {
+            tracing::warn!(%pod, "a pod of this name is not the run's: left alone");
+            PodView::Foreign(pod)
+        }
+    })
+}
+
+/// Asks the engine for a plan, looking up the images it needs once. A run
+/// whose pod name is taken by a pod it does not own fails when it would
+/// create its pod (a cancelled or timed-out one ends as such, deleting
+/// nothing).
+async fn plan(
+    tr: &TaskRun,
+    resolved: &Result<(tektite_api::v1::TaskSpec, Option<String>), Failure>,
+    view: &PodView,
+    ctx: &Context,
+) -> taskrun::Plan {
+    let pod = match view {
+        PodView::Owned(p) => Some(&**p),
+        PodView::Absent | PodView::Foreign(_) => None,
+    };
     let mut images = ctx.image_cache.lock().await.clone();
-    let mut plan;
-    let mut lookups = 0;
+    let mut looked_up = false;
     loop {
-        let resolved_ref = match &resolved {
-            Ok((s, n)) => Resolved::Spec(s, n.as_deref()),
-            Err(f) => Resolved::Failed(f),
-        };
-        plan = taskrun::reconcile(
+        let plan = taskrun::reconcile(
             Observed {
-                task_run: &run,
-                resolved: resolved_ref,
-                pod: pod.as_ref(),
+                task_run: tr,
+                resolved: match resolved {
+                    Ok((s, n)) => Resolved::Spec(s, n.as_deref()),
+                    Err(f) => Resolved::Failed(f),
+                },
+                pod,
                 images: &images,
                 now: (ctx.now)(),
             },
             &ctx.config(),
         );
-        if plan.need_images.is_empty() || lookups > 0 {
-            break;
+        if let PodView::Foreign(p) = view
+            && (plan.create_pod.is_some() || !plan.need_images.is_empty())
+        {
+            let message = format!(
+                "pod {p:?} exists and is not controlled by TaskRun {:?}: it is neither adopted nor deleted",
+                tr.metadata.name.as_deref().unwrap_or("")
+            );
+            return failed(tr, reason::POD_CREATION_FAILED, message, ctx);
         }
-        lookups += 1;
-        for image in &plan.need_images {
-            match ctx.images.lookup(image, None).await {
-                Ok(info) => {
-                    let Some(c) = info.command_for("linux/amd64") else {
-                        fail_task_run(
-                            &mut run,
-                            "TaskRunImagePullFailed",
-                            format!("image {image} has no linux/amd64 platform"),
-                            (ctx.now)(),
-                        );
-                        break;
-                    };
-                    let c = ImageCommand {
-                        entrypoint: c.entrypoint.clone(),
-                        cmd: c.cmd.clone(),
-                    };
-                    ctx.image_cache
-                        .lock()
-                        .await
-                        .insert(image.clone(), c.clone());
-                    images.insert(image.clone(), c);
-                }
-                Err(e) => {
-                    fail_task_run(
-                        &mut run,
-                        "TaskRunImagePullFailed",
-                        format!("cannot read the command of {image}: {e}"),
-                        (ctx.now)(),
-                    );
-                    break;
-                }
-            }
+        if plan.need_images.is_empty() || looked_up {
+            return plan;
         }
-        if run.status != tr.status {
-            // The lookup failed: the run is done; write that.
-            plan = taskrun::Plan {
-                status: run.status.clone(),
-                ..Default::default()
-            };
-            break;
+        looked_up = true;
+        if let Err(message) = look_up_images(&plan.need_images, &mut images, ctx).await {
+            return failed(tr, reason::IMAGE_PULL_FAILED, message, ctx);
         }
     }
+}
 
+/// Looks up the commands of `needed` into `images` and the shared cache.
+///
+/// # Errors
+/// Why the first image that could not be looked up failed (a user error:
+/// the run fails).
+async fn look_up_images(
+    needed: &[String],
+    images: &mut BTreeMap<String, ImageCommand>,
+    ctx: &Context,
+) -> Result<(), String> {
+    for image in needed {
+        let info = ctx
+            .images
+            .lookup(image, None)
+            .await
+            .map_err(|e| format!("cannot read the command of {image}: {e}"))?;
+        let Some(c) = info.command_for("linux/amd64") else {
+            return Err(format!("image {image} has no linux/amd64 platform"));
+        };
+        let c = ImageCommand {
+            entrypoint: c.entrypoint.clone(),
+            cmd: c.cmd.clone(),
+        };
+        ctx.image_cache
+            .lock()
+            .await
+            .insert(image.clone(), c.clone());
+        images.insert(image.clone(), c);
+    }
+    Ok(())
+}
+
+/// The plan that ends the run failed with `reason` and `message` (and
+/// does nothing else).
+fn failed(tr: &TaskRun, reason: &str, message: String, ctx: &Context) -> taskrun::Plan {
+    let mut run = tr.clone();
+    fail_task_run(&mut run, reason, message.clone(), (ctx.now)());
+    taskrun::Plan {
+        status: run.status,
+        events: vec![taskrun::Event {
+            type_: "Warning",
+            reason: reason.into(),
+            message,
+        }],
+        ..Default::default()
+    }
+}
+
+/// Applies a plan in its fixed order: claims, pod, pod deletion, ready
+/// annotation, sidecars stopped, status, events.
+async fn execute(
+    tr: &Arc<TaskRun>,
+    ctx: &Context,
+    pods: &Api<Pod>,
+    name: &str,
+    ns: &str,
+    plan: &taskrun::Plan,
+) -> Result<Action, Error> {
     for claim in &plan.create_claims {
-        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
         let r = api.create(&PostParams::default(), claim).await;
         if !already_exists(&r) {
             r?;
@@ -235,7 +320,7 @@ async fn apply(
             r?;
             if let Some(created) = &tr.metadata.creation_timestamp {
                 let latency = (ctx.now)().duration_since(created.0);
-                ctx.metrics.pod_created(&tr, latency.unsigned_abs());
+                ctx.metrics.pod_created(tr, latency.unsigned_abs());
             }
         }
     }
@@ -254,12 +339,12 @@ async fn apply(
     if let Some(stop) = &plan.stop_sidecars {
         // Before the status: a run written as ended is only reconciled
         // again for its sidecars (settle), and a retry's old pod never.
-        stop_sidecars(&pods, &ctx, &tr, stop).await?;
+        stop_sidecars(pods, ctx, tr, stop).await?;
     }
     if let Some(st) = &plan.status {
-        let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &ns);
+        let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), ns);
         api.patch_status(
-            &name,
+            name,
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(status_patch("TaskRun", st)),
         )
@@ -270,9 +355,9 @@ async fn apply(
                 tr.metadata.creation_timestamp.as_ref(),
                 (ctx.now)(),
             );
-            ctx.metrics.taskrun_done(&tr, &st.conditions, secs);
+            ctx.metrics.taskrun_done(tr, &st.conditions, secs);
         }
     }
-    record(&ctx, &*tr, &plan.events).await;
+    record(ctx, &**tr, &plan.events).await;
     Ok(action(plan.requeue_after))
 }

@@ -376,7 +376,8 @@ async fn step_annotations_become_the_taskrun_status() {
         "/../engine/tests/golden/tr-03-succeeded-with-results/input.yaml"
     ))
     .unwrap();
-    let docs = tektite_api::yaml::parse_values(&text).unwrap();
+    let mut docs = tektite_api::yaml::parse_values(&text).unwrap();
+    own_children(&mut docs);
     let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap().clone();
     let mut task = find("Task");
     task["metadata"]["namespace"] = json!("ci");
@@ -482,7 +483,9 @@ async fn a_new_pipelinerun_creates_its_first_taskrun() {
 fn child(name: &str, task: &str, status: &str, reason: &str) -> Value {
     json!({"apiVersion": "tekton.dev/v1", "kind": "TaskRun",
         "metadata": {"name": name, "namespace": "ci",
-                     "labels": {"tekton.dev/pipelineRun": "build-run", "tekton.dev/pipelineTask": task}},
+                     "labels": {"tekton.dev/pipelineRun": "build-run", "tekton.dev/pipelineTask": task},
+                     "ownerReferences": [{"apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
+                                          "name": "build-run", "uid": "2222", "controller": true}]},
         "spec": {"taskRef": {"name": "greet"}},
         "status": {"podName": format!("{name}-pod"), "startTime": "2026-11-27T09:59:00Z",
                    "conditions": [{"type": "Succeeded", "status": status, "reason": reason, "message": "",
@@ -635,7 +638,51 @@ fn golden(case: &str) -> Vec<Value> {
     for d in &mut docs {
         d["metadata"]["namespace"] = json!("ci");
     }
+    own_children(&mut docs);
     docs
+}
+
+/// Gives a golden case's runs UIDs and makes its pods and child TaskRuns
+/// their runs' own (controller ownerReferences), as the controller creates
+/// them: the engine's cases leave ownership out.
+fn own_children(docs: &mut [Value]) {
+    for d in docs.iter_mut() {
+        if matches!(d["kind"].as_str(), Some("TaskRun" | "PipelineRun"))
+            && d["metadata"]["uid"].is_null()
+        {
+            d["metadata"]["uid"] =
+                json!(format!("uid-{}", d["metadata"]["name"].as_str().unwrap()));
+        }
+    }
+    let owner = |d: &Value| {
+        json!([{"apiVersion": "tekton.dev/v1", "kind": d["kind"], "name": d["metadata"]["name"],
+                "uid": d["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}])
+    };
+    let runs: Vec<Value> = docs
+        .iter()
+        .filter(|d| matches!(d["kind"].as_str(), Some("TaskRun" | "PipelineRun")))
+        .cloned()
+        .collect();
+    for d in docs.iter_mut() {
+        let name = d["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let parent = match d["kind"].as_str() {
+            Some("Pod") => runs.iter().find(|r| {
+                let run = r["metadata"]["name"].as_str().unwrap_or("");
+                r["kind"] == "TaskRun"
+                    && (r["status"]["podName"] == name.as_str()
+                        || name == format!("{run}-pod")
+                        || name.starts_with(&format!("{run}-pod-retry")))
+            }),
+            Some("TaskRun") => runs.iter().find(|r| {
+                r["kind"] == "PipelineRun"
+                    && d["metadata"]["labels"]["tekton.dev/pipelineRun"] == r["metadata"]["name"]
+            }),
+            _ => None,
+        };
+        if let Some(p) = parent {
+            d["metadata"]["ownerReferences"] = owner(p);
+        }
+    }
 }
 
 fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -1020,4 +1067,405 @@ async fn a_finished_run_stops_a_sidecar_still_running() {
     ];
     let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
     assert_eq!(out.unwrap(), Action::await_change());
+}
+
+// ---- Ownership and step reports ----
+
+/// A pod named as `greet-run`'s first attempt: running, its step reported
+/// with a result, and made by someone else (`owner`: its ownerReferences).
+fn pod_named_like_greet_runs(owner: Value) -> Value {
+    let report = json!({"step": "step-say", "exitCode": 0, "reason": "Completed",
+                        "results": [{"name": "digest", "kind": "task", "value": "sha256:injected"}]});
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "greet-run-pod", "namespace": "ci", "uid": "3333",
+                     "labels": {"tekton.dev/taskRun": "greet-run"},
+                     "annotations": {"tektite.dev/step.step-say": report.to_string()},
+                     "ownerReferences": owner},
+        "spec": {"containers": [{"name": "step-say", "image": "alpine"}]},
+        "status": {"phase": "Running", "containerStatuses": [
+            {"name": "step-say", "image": "alpine", "imageID": "", "ready": false, "restartCount": 0,
+             "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                                      "startedAt": "2026-11-27T09:59:05Z", "finishedAt": "2026-11-27T09:59:06Z"}}}]}})
+}
+
+fn running_status() -> Value {
+    json!({"status": {"startTime": "2026-11-27T09:59:00Z", "podName": "greet-run-pod",
+        "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running", "message": "",
+                        "lastTransitionTime": "2026-11-27T09:59:00Z"}]}})
+}
+
+/// Asserts a status write ends the run with `reason` and took nothing of
+/// the pod (no steps, no results).
+fn ends_without_the_pod(reason: &'static str) -> impl Fn(&str, &Value) + Send + 'static {
+    move |_, body| {
+        let st = &body["status"];
+        assert_eq!(
+            condition(st),
+            ("False".to_string(), reason.to_string()),
+            "{st}"
+        );
+        assert!(st["results"].as_array().is_none_or(Vec::is_empty), "{st}");
+        assert!(st["steps"].as_array().is_none_or(Vec::is_empty), "{st}");
+    }
+}
+
+/// A pod named `<taskrun>-pod` that the TaskRun does not control (no
+/// ownerReference, or another object's UID) is never deleted, patched or
+/// read into the run: a cancel or timeout ends the run without touching
+/// it, and a run that needs its pod fails, its name being taken.
+#[tokio::test]
+async fn taskrun_never_adopts_or_deletes_a_pod_it_does_not_own() {
+    let strangers = [
+        json!(null),
+        json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "1111",
+                "controller": false}]),
+        json!([{"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": "greet-run",
+                "uid": "9999", "controller": true}]),
+    ];
+    for owner in strangers {
+        let pod = pod_named_like_greet_runs(owner.clone());
+        // Cancelled: ends TaskRunCancelled, no DELETE.
+        let mut extra = running_status();
+        merge(&mut extra, json!({"spec": {"status": "TaskRunCancelled"}}));
+        let calls = vec![
+            call("GET", format!("{TASKS}/greet"), 200, task()),
+            call("GET", format!("{PODS}/greet-run-pod"), 200, pod.clone()),
+            writes_status(TASK_RUNS, "greet-run").check(ends_without_the_pod("TaskRunCancelled")),
+        ];
+        let tr = task_run(extra);
+        let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+        assert_eq!(out.unwrap(), Action::await_change(), "{owner}");
+
+        // Past its timeout: ends TaskRunTimeout, no DELETE.
+        let mut extra = running_status();
+        merge(&mut extra, json!({"spec": {"timeout": "30s"}}));
+        let calls = vec![
+            call("GET", format!("{TASKS}/greet"), 200, task()),
+            call("GET", format!("{PODS}/greet-run-pod"), 200, pod.clone()),
+            writes_status(TASK_RUNS, "greet-run").check(ends_without_the_pod("TaskRunTimeout")),
+        ];
+        let tr = task_run(extra);
+        let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+        assert_eq!(out.unwrap(), Action::await_change(), "{owner}");
+
+        // New or running: the pod's steps and results are not the run's,
+        // no pod is created, and the run fails naming the pod.
+        for extra in [json!({}), running_status()] {
+            let calls = vec![
+                call("GET", format!("{TASKS}/greet"), 200, task()),
+                call("GET", format!("{PODS}/greet-run-pod"), 200, pod.clone()),
+                writes_status(TASK_RUNS, "greet-run").check(|q, body| {
+                    is_status_apply(q);
+                    ends_without_the_pod("PodCreationFailed")(q, body);
+                    let message = body["status"]["conditions"][0]["message"].as_str().unwrap();
+                    assert!(
+                        message.contains(r#"pod "greet-run-pod" exists and is not controlled by TaskRun "greet-run""#),
+                        "{message}"
+                    );
+                }),
+            ];
+            let tr = task_run(extra);
+            let (out, events) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+            assert_eq!(out.unwrap(), Action::await_change(), "{owner}");
+            assert_event(&events, "PodCreationFailed");
+        }
+
+        // Finished with a live sidecar: no sidecar of that pod is stopped.
+        let mut sidecar_pod = pod.clone();
+        sidecar_pod["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "sidecar-db", "image": "postgres"}));
+        sidecar_pod["status"]["containerStatuses"]
+            .as_array_mut()
+            .unwrap()
+            .push(
+                json!({"name": "sidecar-db", "image": "postgres", "imageID": "", "ready": true,
+                         "restartCount": 0, "state": {"running": {}}}),
+            );
+        let tr = task_run(json!({"status": {"podName": "greet-run-pod",
+            "sidecars": [{"name": "db", "container": "sidecar-db", "running": {}}],
+            "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded", "message": "",
+                            "lastTransitionTime": "2026-11-27T09:59:30Z"}]}}));
+        let calls = vec![call(
+            "GET",
+            format!("{PODS}/greet-run-pod"),
+            200,
+            sidecar_pod,
+        )];
+        let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+        assert_eq!(out.unwrap(), Action::await_change(), "{owner}");
+    }
+}
+
+fn greet_runs_own() -> Value {
+    json!([{"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": "greet-run",
+            "uid": "1111", "controller": true}])
+}
+
+/// The run's own pod whose step `say` ended with `exit_code` (the
+/// kubelet's), with `annotations` and the termination message `message`.
+fn own_pod(exit_code: i32, annotations: Value, message: Option<String>) -> Value {
+    let mut pod = pod_named_like_greet_runs(greet_runs_own());
+    pod["metadata"]["annotations"] = annotations;
+    pod["status"]["phase"] = json!(if exit_code == 0 {
+        "Succeeded"
+    } else {
+        "Failed"
+    });
+    let term = &mut pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    term["exitCode"] = json!(exit_code);
+    term["reason"] = json!(if exit_code == 0 { "Completed" } else { "Error" });
+    if let Some(m) = message {
+        term["message"] = json!(m);
+    }
+    pod
+}
+
+fn report(reason: &str, exit_code: i32, digest: &str) -> String {
+    json!({"step": "step-say", "exitCode": exit_code, "reason": reason,
+           "results": [{"name": "digest", "kind": "task", "value": digest}]})
+    .to_string()
+}
+
+fn task_with_a_result() -> Value {
+    let mut t = task();
+    t["spec"]["results"] = json!([{"name": "digest"}]);
+    t
+}
+
+/// One reconcile of the running `greet-run` with `pod`; the status written.
+async fn status_with_pod(pod: Value) -> Value {
+    let written = Arc::new(std::sync::Mutex::new(Value::Null));
+    let keep = written.clone();
+    let calls = vec![
+        call("GET", format!("{TASKS}/greet"), 200, task_with_a_result()),
+        call("GET", format!("{PODS}/greet-run-pod"), 200, pod),
+        writes_status(TASK_RUNS, "greet-run").check(move |_, body| {
+            *keep.lock().unwrap() = body["status"].clone();
+        }),
+    ];
+    let tr = task_run(running_status());
+    let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+    assert!(out.is_ok(), "{out:?}");
+    written.lock().unwrap().clone()
+}
+
+fn results_of(st: &Value) -> Vec<(String, Value)> {
+    st["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| (r["name"].as_str().unwrap().to_string(), r["value"].clone()))
+        .collect()
+}
+
+/// Any container of a pod can write a step's report annotation first. A
+/// report whose exit code disagrees with the kubelet's state of its
+/// container is not believed: the kubelet's exit code stands, the step
+/// says why, and none of the report's results reach the run.
+#[tokio::test]
+async fn a_step_report_that_disagrees_with_its_container_is_not_believed() {
+    // A failed step reported as a success with a result: the run fails,
+    // without the result.
+    let forged = json!({"tektite.dev/step.step-say": report("Completed", 0, "sha256:forged")});
+    let st = status_with_pod(own_pod(1, forged, None)).await;
+    assert_eq!(
+        condition(&st),
+        ("False".to_string(), "StepFailed".to_string()),
+        "{st}"
+    );
+    assert_eq!(results_of(&st), [], "{st}");
+    let step = &st["steps"][0]["terminated"];
+    assert_eq!(step["exitCode"], 1, "{st}");
+    assert!(
+        step["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not agree with its container's exit code 1"),
+        "{st}"
+    );
+
+    // A success whose report another container wrote first: the step's
+    // own entrypoint, refused, wrote its termination message; that is
+    // the report read.
+    let forged = json!({"tektite.dev/step.step-say": report("Error", 3, "sha256:forged")});
+    let own = r#"[{"key":"StartedAt","value":"2026-11-27T09:59:05.000000Z","type":3},{"key":"ExitCode","value":"0","type":3},{"key":"Reason","value":"Completed","type":3},{"key":"digest","value":"sha256:real","type":1}]"#;
+    let st = status_with_pod(own_pod(0, forged.clone(), Some(own.into()))).await;
+    assert_eq!(
+        condition(&st),
+        ("True".to_string(), "Succeeded".to_string()),
+        "{st}"
+    );
+    assert_eq!(
+        results_of(&st),
+        [("digest".to_string(), json!("sha256:real"))]
+    );
+
+    // No termination message: the kubelet's success, no result, and why.
+    let st = status_with_pod(own_pod(0, forged, None)).await;
+    assert_eq!(results_of(&st), [], "{st}");
+    assert_eq!(st["steps"][0]["terminated"]["exitCode"], 0, "{st}");
+    assert!(
+        st["steps"][0]["terminated"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the step's report (Error, exit code 3) does not agree"),
+        "{st}"
+    );
+
+    // An honest report is read as it is.
+    let honest = json!({"tektite.dev/step.step-say": report("Completed", 0, "sha256:ok")});
+    let st = status_with_pod(own_pod(0, honest, None)).await;
+    assert_eq!(
+        results_of(&st),
+        [("digest".to_string(), json!("sha256:ok"))]
+    );
+}
+
+/// Results in annotations are held to the step's limit as the entrypoint
+/// holds what it harvests: a result over it fails the step
+/// (`ResultTooLarge`) and reaches no status.
+#[tokio::test]
+async fn a_result_over_the_limit_in_an_annotation_fails_the_step() {
+    let big = "x".repeat(65);
+    let annotations = json!({"tektite.dev/step.step-say": report("Completed", 0, &big)});
+    let mut pod = own_pod(0, annotations, None);
+    pod["spec"]["containers"][0]["args"] = json!([
+        "-max_result_size",
+        "64",
+        "-entrypoint",
+        "echo",
+        "--",
+        "hello"
+    ]);
+    let st = status_with_pod(pod).await;
+    assert_eq!(
+        condition(&st),
+        ("False".to_string(), "StepFailed".to_string()),
+        "{st}"
+    );
+    assert_eq!(results_of(&st), [], "{st}");
+    assert_eq!(
+        st["steps"][0]["terminationReason"], "ResultTooLarge",
+        "{st}"
+    );
+    assert!(
+        st["steps"][0]["terminated"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"result "digest" is 65 bytes, over the limit of 64 bytes"#),
+        "{st}"
+    );
+}
+
+/// `tektite.dev/sidecars-stopped` is the controller's: on a pod whose
+/// sidecars it did not stop (none runs the entrypoint image) it is not
+/// believed, and a failed sidecar fails the run.
+#[tokio::test]
+async fn a_forged_sidecars_stopped_annotation_hides_no_failed_sidecar() {
+    let annotations = json!({"tektite.dev/step.step-say": report("Completed", 0, "sha256:ok"),
+                             "tektite.dev/sidecars-stopped": "true"});
+    let mut pod = own_pod(0, annotations, None);
+    pod["status"]["phase"] = json!("Failed");
+    pod["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "sidecar-db", "image": "postgres"}));
+    pod["status"]["containerStatuses"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "sidecar-db", "image": "postgres", "imageID": "", "ready": false,
+                     "restartCount": 0, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}));
+    let st = status_with_pod(pod).await;
+    assert_eq!(
+        condition(&st),
+        ("False".to_string(), "SidecarFailed".to_string()),
+        "{st}"
+    );
+}
+
+/// A TaskRun with a PipelineRun's labels that the PipelineRun does not
+/// control is not its child: its results are never read, it is never
+/// cancelled, and when it holds the name of a TaskRun the PipelineRun is
+/// to create, the PipelineRun fails rather than adopt it.
+#[tokio::test]
+async fn a_pipelinerun_never_adopts_or_cancels_a_taskrun_it_does_not_own() {
+    let mut planted = child("build-run-first", "first", "True", "Succeeded");
+    planted["metadata"]["ownerReferences"] = Value::Null;
+    planted["status"]["results"] = json!([{"name": "digest", "value": "sha256:injected"}]);
+    let calls = vec![
+        call("GET", format!("{PIPELINES}/build"), 200, pipeline()),
+        call("GET", format!("{TASKS}/greet"), 200, task()),
+        call("GET", TASK_RUNS, 200, list(vec![planted.clone()])).check(|q, _| children_query(q)),
+        // Not `second`: `first` is not done, being not there.
+        call("POST", TASK_RUNS, 409, status_error(409, "AlreadyExists")).check(|_, tr| {
+            assert_eq!(tr["metadata"]["name"], "build-run-first");
+        }),
+        call("GET", format!("{TASK_RUNS}/build-run-first"), 200, planted.clone()),
+        writes_status(PIPELINE_RUNS, "build-run").check(|q, body| {
+            is_status_apply(q);
+            let st = &body["status"];
+            assert_eq!(condition(st), ("False".to_string(), "CreateRunFailed".to_string()), "{st}");
+            let message = st["conditions"][0]["message"].as_str().unwrap();
+            assert!(
+                message.contains(r#"TaskRun "build-run-first" exists and is not controlled by PipelineRun "build-run""#),
+                "{message}"
+            );
+        }),
+    ];
+    let pr = pipeline_run(started());
+    let (out, events) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
+    assert_eq!(out.unwrap(), Action::await_change());
+    assert_event(&events, "CreateRunFailed");
+
+    // Cancelled: its own running child is cancelled, a look-alike is not.
+    let mut stranger = child("lookalike", "first", "Unknown", "Running");
+    stranger["metadata"]["ownerReferences"][0]["uid"] = json!("9999");
+    let mut extra = started();
+    merge(&mut extra, json!({"spec": {"status": "Cancelled"}}));
+    let calls = vec![
+        call("GET", format!("{PIPELINES}/build"), 200, pipeline()),
+        call("GET", format!("{TASKS}/greet"), 200, task()),
+        call(
+            "GET",
+            TASK_RUNS,
+            200,
+            list(vec![
+                stranger,
+                child("build-run-first", "first", "Unknown", "Running"),
+            ]),
+        ),
+        call(
+            "PATCH",
+            format!("{TASK_RUNS}/build-run-first"),
+            200,
+            Value::Null,
+        ),
+        writes_status(PIPELINE_RUNS, "build-run"),
+    ];
+    let pr = pipeline_run(extra);
+    let (out, _) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
+    assert!(out.is_ok(), "{out:?}");
+
+    // A race: the 409 is the run's own child (created by the previous
+    // reconcile, not yet listed): nothing fails.
+    let calls = vec![
+        call("GET", format!("{PIPELINES}/build"), 200, pipeline()),
+        call("GET", format!("{TASKS}/greet"), 200, task()),
+        call("GET", TASK_RUNS, 200, list(vec![])),
+        call("POST", TASK_RUNS, 409, status_error(409, "AlreadyExists")),
+        call(
+            "GET",
+            format!("{TASK_RUNS}/build-run-first"),
+            200,
+            child("build-run-first", "first", "Unknown", "Running"),
+        ),
+        writes_status(PIPELINE_RUNS, "build-run").check(|_, body| {
+            assert_eq!(condition(&body["status"]).0, "Unknown", "{body}");
+        }),
+    ];
+    let pr = pipeline_run(json!({}));
+    let (out, _) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
+    assert!(out.is_ok(), "{out:?}");
 }
