@@ -16,72 +16,16 @@
 mod util;
 
 use std::io::Read as _;
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::tkt_path;
+use util::{Scratch, object, reason, text, tkt_path, wait_guarded};
 
 // ---------------------------------------------------------------- helpers
 
 fn podman() -> bool {
     util::podman_ready()
-}
-
-/// A scratch directory with a run store in it; removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("tkt-rel-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-    fn state(&self) -> PathBuf {
-        self.0.join("state")
-    }
-    fn state_arg(&self) -> String {
-        self.state().to_string_lossy().into_owned()
-    }
-    /// Writes `text` to `name` in the scratch directory; returns its path.
-    fn file(&self, name: &str, text: &str) -> String {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_string_lossy().into_owned()
-    }
-    /// Records of `kind` (`pipelineruns`, `taskruns`) in the store.
-    fn records(&self, kind: &str) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.state().join(kind))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".json"))
-            .collect();
-        v.sort();
-        v
-    }
-    /// What is left under `work/` and `live/`.
-    fn leftovers(&self) -> Vec<String> {
-        ["work", "live"]
-            .iter()
-            .flat_map(|d| {
-                std::fs::read_dir(self.state().join(d))
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(move |e| format!("{d}/{}", e.file_name().to_string_lossy()))
-            })
-            .collect()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// `tkt run` on runtime `rt`: `podman`, `process` (a mount namespace, as
@@ -101,24 +45,6 @@ fn store_cmd(s: &Scratch, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Waits for a child, killing it (and failing) if it hangs: a guard, not a
-/// timing assertion.
-fn wait_guarded(mut child: Child, what: &str) -> Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(180) {
-            let _ = child.kill();
-            panic!("{what} did not end");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
 }
 
 /// Runs a command to its end while sampling its peak RSS (`VmHWM`, KiB).
@@ -223,25 +149,6 @@ fn task_run(name: &str, script: &str, extra_spec: &str) -> String {
     format!(
         "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata:\n  {naming}\nspec:\n{extra_spec}  taskSpec:\n    steps:\n      - name: s\n        image: localhost/tektite/busybox:latest\n        script: |\n{body}"
     )
-}
-
-/// The final object `-o json` printed.
-fn object(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not the run as JSON ({e}); stderr:\n{}",
-            text(&o.stderr)
-        )
-    })
-}
-
-fn reason(v: &Value) -> String {
-    v["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == "Succeeded"))
-        .and_then(|c| c["reason"].as_str())
-        .unwrap_or_default()
-        .to_string()
 }
 
 // ---------------------------------------------------------------- steps end with their run

@@ -1,7 +1,13 @@
 //! Helpers shared by the black-box tests: find and run the real `tkt`.
 
+// Test helpers panic on setup failures by design.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// The `tests/` directory (these tests are built as part of `cli/`).
 pub fn tests_dir() -> PathBuf {
@@ -113,4 +119,96 @@ pub fn tkt_run(rt: &str) -> Command {
         )
         .stdin(Stdio::null());
     cmd
+}
+
+/// A scratch directory with a run store in it; removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("tkt-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    pub fn state(&self) -> PathBuf {
+        self.0.join("state")
+    }
+    pub fn state_arg(&self) -> String {
+        self.state().to_string_lossy().into_owned()
+    }
+    /// Writes `text` to `name` in the scratch directory; returns its path.
+    pub fn file(&self, name: &str, text: &str) -> String {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+    /// Records of `kind` (`pipelineruns`, `taskruns`) in the store.
+    pub fn records(&self, kind: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.state().join(kind))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        v.sort();
+        v
+    }
+    /// What is left under `work/` and `live/`.
+    pub fn leftovers(&self) -> Vec<String> {
+        ["work", "live"]
+            .iter()
+            .flat_map(|d| {
+                std::fs::read_dir(self.state().join(d))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(move |e| format!("{d}/{}", e.file_name().to_string_lossy()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Waits for a child, killing it (and failing) if it hangs: a guard, not a
+/// timing assertion.
+pub fn wait_guarded(mut child: Child, what: &str) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(180) {
+            let _ = child.kill();
+            panic!("{what} did not end");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The final object `-o json` printed.
+pub fn object(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not the run as JSON ({e}); stderr:\n{}",
+            text(&o.stderr)
+        )
+    })
+}
+
+pub fn reason(v: &Value) -> String {
+    v["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Succeeded"))
+        .and_then(|c| c["reason"].as_str())
+        .unwrap_or_default()
+        .to_string()
 }

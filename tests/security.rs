@@ -1,0 +1,314 @@
+//! A step reaches nothing outside its pod: the real `tkt` on both runtimes,
+//! attacked the way the security review did.
+//!
+//! Each regression test is named after the attack it reproduces and fails
+//! (or hangs, killed by a guard) without its fix. The podman cases need
+//! podman and the local images and fail without them, unless
+//! `TEKTITE_SKIP_PODMAN=1`; the process cases need root for their mount
+//! namespaces (they run in the rewrite mode otherwise).
+
+// Test helpers panic on setup failures by design.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+mod util;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use util::{Scratch, object, reason, text, wait_guarded};
+
+/// A host directory a step must not reach: mode 0700, one file in it.
+fn host_dir(s: &Scratch) -> PathBuf {
+    let d = s.0.join("host-secrets");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("id_ed25519"), "host key").unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    d
+}
+
+/// Asserts `d` is as [`host_dir`] made it: not chmodded, nothing added.
+fn untouched(d: &Path) {
+    let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{} was chmodded", d.display());
+    let names: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["id_ed25519"], "a step wrote into {}", d.display());
+}
+
+/// Runs `yaml` with `tkt run -o json` on `rt`, guarded against hangs.
+fn run(rt: &str, s: &Scratch, yaml: &str, env: &[(&str, &str)]) -> (serde_json::Value, String) {
+    let file = s.file("run.yaml", yaml);
+    let mut cmd = util::tkt_run(rt);
+    cmd.args(["--state-dir", &s.state_arg(), "-f", &file, "-o", "json"])
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let o = wait_guarded(cmd.spawn().unwrap(), "tkt run");
+    (object(&o), text(&o.stderr))
+}
+
+fn image(rt: &str) -> &'static str {
+    if rt == "podman" {
+        "localhost/tektite/busybox:latest"
+    } else {
+        "busybox"
+    }
+}
+
+// ---------------------------------------------------------------- workspaces
+
+/// Regression: task A left a symlink to a host directory in a workspace;
+/// task B bound the workspace with `subPath` through it, and `tkt`
+/// (root) made the host directory 0777 and mounted it read-write into B.
+fn a_workspace_symlink_does_not_give_a_later_task_the_host(rt: &str) {
+    let s = Scratch::new(&format!("symlink-{rt}"));
+    let host = host_dir(&s);
+    let yaml = format!(
+        r#"apiVersion: tekton.dev/v1
+kind: PipelineRun
+metadata:
+  name: escape
+spec:
+  workspaces:
+    - name: ws
+      volumeClaimTemplate:
+        spec:
+          accessModes: [ReadWriteOnce]
+          resources: {{requests: {{storage: 1Mi}}}}
+  pipelineSpec:
+    workspaces:
+      - name: ws
+    tasks:
+      - name: plant
+        workspaces: [{{name: ws, workspace: ws}}]
+        taskSpec:
+          workspaces: [{{name: ws}}]
+          steps:
+            - name: s
+              image: {image}
+              script: ln -s {host} $(workspaces.ws.path)/src
+      - name: use
+        runAfter: [plant]
+        workspaces: [{{name: ws, workspace: ws, subPath: src}}]
+        taskSpec:
+          workspaces: [{{name: ws}}]
+          steps:
+            - name: s
+              image: {image}
+              script: echo pwned > $(workspaces.ws.path)/authorized_keys
+"#,
+        image = image(rt),
+        host = host.display()
+    );
+    let (pr, stderr) = run(rt, &s, &yaml, &[]);
+    untouched(&host);
+    assert_eq!(reason(&pr), "Failed", "{pr:#}\n{stderr}");
+    let all = format!("{pr}{stderr}");
+    assert!(
+        all.contains("is a symbolic link, which is not followed"),
+        "the failure says why: {all}"
+    );
+}
+
+#[test]
+fn regression_a_workspace_symlink_gives_a_later_task_the_host_podman() {
+    if util::podman_ready() {
+        a_workspace_symlink_does_not_give_a_later_task_the_host("podman");
+    }
+}
+
+#[test]
+fn regression_a_workspace_symlink_gives_a_later_task_the_host_process() {
+    a_workspace_symlink_does_not_give_a_later_task_the_host("process");
+}
+
+/// Regression: params flow into `claimName` and `subPath`, which passed
+/// validation as text; a claim named `../../…/dir` was that host
+/// directory, chmodded 0777 and mounted, and an absolute subPath made a
+/// step's workspace a host directory.
+#[test]
+fn regression_claim_name_and_subpath_params_reach_host_directories() {
+    let s = Scratch::new("claim-param");
+    let host = host_dir(&s);
+    // From the claims directory, far enough up to be at `/`.
+    let up = "../".repeat(s.0.components().count() + 8);
+    let cases = [
+        (
+            "persistentVolumeClaim: {claimName: $(params.p)}",
+            format!("{up}{}", host.display().to_string().trim_start_matches('/')),
+            "is not a valid claim name",
+        ),
+        (
+            "emptyDir: {}\n      subPath: $(params.p)",
+            host.display().to_string(),
+            "must be a relative path inside the volume",
+        ),
+    ];
+    for (binding, value, expected) in cases {
+        let yaml = format!(
+            r#"apiVersion: tekton.dev/v1
+kind: TaskRun
+metadata:
+  name: escape
+spec:
+  params:
+    - {{name: p, value: "{value}"}}
+  workspaces:
+    - name: ws
+      {binding}
+  taskSpec:
+    params: [{{name: p}}]
+    workspaces: [{{name: ws}}]
+    steps:
+      - name: s
+        image: busybox
+        script: echo pwned > $(workspaces.ws.path)/authorized_keys
+"#
+        );
+        let file = s.file("run.yaml", &yaml);
+        let mut cmd = util::tkt_run("process");
+        cmd.args(["--state-dir", &s.state_arg(), "-f", &file])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let o = wait_guarded(cmd.spawn().unwrap(), "tkt run");
+        untouched(&host);
+        let stderr = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("TaskRunValidationFailed: spec.workspaces[0].")
+                && stderr.contains(expected)
+                && stderr.contains("nothing was run"),
+            "{stderr}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- files read back
+
+/// Regression: a step planted `report.json.tmp` as a link to a host path;
+/// the entrypoint renamed the link into place and `tkt` read the report
+/// through it on the host. A link to a FIFO hung `tkt` for good.
+#[test]
+fn regression_a_planted_report_link_makes_tkt_read_a_host_file_podman() {
+    if !util::podman_ready() {
+        return;
+    }
+    let s = Scratch::new("report-link");
+    // Directly in /tmp, which the container has too: the old entrypoint
+    // wrote its report there (in the container) and renamed the link into
+    // place, which `tkt` then followed on the host to this FIFO.
+    let fifo = PathBuf::from(format!("/tmp/tektite-report-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let yaml = format!(
+        r#"apiVersion: tekton.dev/v1
+kind: TaskRun
+metadata:
+  name: planted
+spec:
+  taskSpec:
+    steps:
+      - name: s
+        image: localhost/tektite/busybox:latest
+        script: mkdir -p /tekton/run/0/status && ln -s {fifo} /tekton/run/0/status/report.json.tmp
+"#,
+        fifo = fifo.display()
+    );
+    let (tr, stderr) = run("podman", &s, &yaml, &[]);
+    let _ = std::fs::remove_file(&fifo);
+    assert_eq!(reason(&tr), "Succeeded", "{tr:#}\n{stderr}");
+}
+
+// ---------------------------------------------------------------- environment and modes
+
+/// Regression: on the process runtime steps inherited `tkt`'s whole
+/// environment (a `GITHUB_TOKEN` or `SSH_AUTH_SOCK` of the calling shell).
+fn steps_get_only_the_pods_environment(rt: &str) {
+    let s = Scratch::new(&format!("env-{rt}"));
+    let yaml = r#"apiVersion: tekton.dev/v1
+kind: TaskRun
+metadata:
+  name: env
+spec:
+  taskSpec:
+    results: [{name: seen}]
+    steps:
+      - name: s
+        image: busybox
+        env: [{name: DECLARED, value: yes}]
+        script: |
+          printf '%s,%s,%s,%s' "${GITHUB_TOKEN:-unset}" "${SSH_AUTH_SOCK:-unset}" \
+            "$DECLARED" "$(command -v sh >/dev/null && echo path-ok)" > $(results.seen.path)
+"#;
+    let (tr, stderr) = run(
+        rt,
+        &s,
+        yaml,
+        &[
+            ("GITHUB_TOKEN", "ghp_secret"),
+            ("SSH_AUTH_SOCK", "/tmp/agent"),
+        ],
+    );
+    assert_eq!(reason(&tr), "Succeeded", "{tr:#}\n{stderr}");
+    assert_eq!(
+        tr["status"]["results"][0]["value"], "unset,unset,yes,path-ok",
+        "{tr:#}"
+    );
+}
+
+#[test]
+fn regression_process_steps_inherit_tkts_environment() {
+    steps_get_only_the_pods_environment("process");
+}
+
+#[test]
+fn regression_process_steps_inherit_tkts_environment_rewrite() {
+    steps_get_only_the_pods_environment("rewrite");
+}
+
+/// The store holds param values and logs: the store and its parts are
+/// the user's only (0700), records and logs 0600.
+#[test]
+fn regression_the_store_is_readable_by_every_user() {
+    let s = Scratch::new("modes");
+    let yaml = r#"apiVersion: tekton.dev/v1
+kind: TaskRun
+metadata:
+  name: modes
+spec:
+  taskSpec:
+    steps:
+      - {name: s, image: busybox, script: echo hello}
+"#;
+    let (tr, stderr) = run("process", &s, yaml, &[]);
+    assert_eq!(reason(&tr), "Succeeded", "{tr:#}\n{stderr}");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let state = s.state();
+    assert_eq!(mode(&state), 0o700);
+    for sub in ["taskruns", "logs", "work"] {
+        assert_eq!(mode(&state.join(sub)), 0o700, "{sub}");
+    }
+    assert_eq!(mode(&state.join("taskruns/modes.json")), 0o600);
+    let logs: Vec<PathBuf> = walk(&state.join("logs"));
+    assert!(!logs.is_empty());
+    for l in logs {
+        assert_eq!(mode(&l), 0o600, "{}", l.display());
+    }
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
