@@ -70,7 +70,7 @@ fn diff(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
 #[test]
 fn every_object_is_valid_against_its_schema() {
     let docs = built();
-    assert_eq!(docs.len(), 18, "objects built");
+    assert_eq!(docs.len(), 17, "objects built");
     let mut problems = Vec::new();
     for d in &docs {
         let kind = d["kind"].as_str().unwrap_or("");
@@ -176,10 +176,10 @@ fn steps_may_change_only_their_own_pods_tektite_annotations() {
         .unwrap();
     let p: ValidatingAdmissionPolicy = serde_json::from_value(p.clone()).unwrap();
     let spec = p.spec.unwrap();
+    assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
     let constraints = spec.match_constraints.unwrap();
     // Every pod: a step may not patch pods Tektite did not make either.
     assert!(constraints.object_selector.is_none());
-    assert_eq!(spec.param_kind.unwrap().kind.as_deref(), Some("ConfigMap"));
     let rules = constraints.resource_rules.unwrap();
     assert_eq!(
         rules[0].resources.as_deref(),
@@ -196,7 +196,7 @@ fn steps_may_change_only_their_own_pods_tektite_annotations() {
         "variables.pods[0] == object.metadata.name",
         "'system:serviceaccount:' + object.metadata.namespace + ':'",
         "object.spec == oldObject.spec",
-        "k.startsWith('tektite.dev/')",
+        "k in variables.reports",
     ] {
         assert!(all.contains(needle), "no {needle:?} in the policy");
     }
@@ -205,55 +205,7 @@ fn steps_may_change_only_their_own_pods_tektite_annotations() {
         .find(|d| d["kind"] == "ValidatingAdmissionPolicyBinding")
         .unwrap();
     assert_eq!(binding["spec"]["policyName"], "tektite-step-reports");
-    assert_eq!(binding["spec"]["validationActions"][0], "Deny");
-    // Its parameter exists, and lists every service account the step
-    // reporter role is bound to: none of them patches pods unchecked.
-    let params = &binding["spec"]["paramRef"];
-    let accounts = docs
-        .iter()
-        .find(|d| {
-            d["kind"] == "ConfigMap"
-                && d["metadata"]["name"] == params["name"]
-                && d["metadata"]["namespace"] == params["namespace"]
-        })
-        .unwrap_or_else(|| panic!("no ConfigMap {params}"));
-    let listed: Vec<&str> = accounts["data"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    let bound: Vec<String> = docs
-        .iter()
-        .filter(|d| {
-            matches!(
-                d["kind"].as_str(),
-                Some("RoleBinding" | "ClusterRoleBinding")
-            ) && d["roleRef"]["name"] == "tektite-step-reporter"
-        })
-        .flat_map(|d| d["subjects"].as_array().unwrap().clone())
-        .map(|s| {
-            assert_eq!(s["kind"], "ServiceAccount", "{s}");
-            format!(
-                "{}:{}",
-                s["namespace"].as_str().unwrap(),
-                s["name"].as_str().unwrap()
-            )
-        })
-        .collect();
-    assert!(!bound.is_empty());
-    for b in &bound {
-        assert!(listed.contains(&b.as_str()), "{b} is not in {listed:?}");
-    }
-    // The step reporter role: get and patch pods, nothing else.
-    let r = docs
-        .iter()
-        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "tektite-step-reporter")
-        .unwrap();
-    assert_eq!(
-        r["rules"],
-        serde_json::json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}])
-    );
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
 }
 
 #[test]
@@ -273,11 +225,90 @@ fn the_crds_are_the_generated_ones() {
     }
 }
 
-/// The step annotation policy's verdict on one update, evaluated with a CEL
-/// interpreter the way an API server runs a ValidatingAdmissionPolicy:
-/// `None` when its match conditions leave the request alone, else
-/// `Some(messages of the validations that failed)`.
-fn policy_verdict(request: &Value, old: &Value, new: &Value) -> Option<Vec<String>> {
+/// What RBAC lets a user do, as `group/resource/verb` (`*` for any).
+type Grants = Vec<String>;
+
+/// The grants of the built ClusterRole `name`.
+fn grants_of(name: &str) -> Grants {
+    let docs = built();
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == name)
+        .unwrap();
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut out = Vec::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for g in strings(&rule["apiGroups"]) {
+            for r in strings(&rule["resources"]) {
+                for v in strings(&rule["verbs"]) {
+                    out.push(format!("{g}/{r}/{v}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// An API server's CEL `authorizer` for a user RBAC grants `grants`
+/// (namespaces aside): `authorizer.group(g).resource(r).namespace(n)
+/// .check(verb).allowed()`. The builder is a `g/r` string; `check` answers
+/// `allowed` or `denied`.
+fn add_authorizer(ctx: &mut cel::Context, grants: Grants) {
+    use cel::extractors::This;
+    use std::sync::Arc;
+    ctx.add_variable("authorizer", "").unwrap();
+    ctx.add_function("group", |This(_): This<Arc<String>>, g: Arc<String>| {
+        g.to_string()
+    })
+    .unwrap();
+    ctx.add_function("resource", |This(g): This<Arc<String>>, r: Arc<String>| {
+        format!("{g}/{r}")
+    })
+    .unwrap();
+    ctx.add_function(
+        "namespace",
+        |This(gr): This<Arc<String>>, _ns: Arc<String>| gr.to_string(),
+    )
+    .unwrap();
+    ctx.add_function(
+        "check",
+        move |This(gr): This<Arc<String>>, verb: Arc<String>| {
+            let (g, r) = gr.split_once('/').unwrap();
+            let allowed = grants.iter().any(|grant| {
+                let have: Vec<&str> = grant.splitn(3, '/').collect();
+                [g, r, verb.as_str()]
+                    .iter()
+                    .zip(&have)
+                    .all(|(want, have)| *have == "*" || have == want)
+            });
+            if allowed { "allowed" } else { "denied" }.to_string()
+        },
+    )
+    .unwrap();
+    ctx.add_function("allowed", |This(d): This<Arc<String>>| {
+        d.as_str() == "allowed"
+    })
+    .unwrap();
+}
+
+/// The step annotation policy's verdict on one update by a user RBAC
+/// grants `grants`, evaluated with a CEL interpreter the way an API server
+/// runs a ValidatingAdmissionPolicy: `None` when its match conditions leave
+/// the request alone, else `Some(messages of the validations that failed)`.
+/// `params` is null, as an API server gives it to a policy bound with no
+/// parameter object (or whose parameter is missing).
+fn policy_verdict(
+    request: &Value,
+    grants: &[String],
+    old: &Value,
+    new: &Value,
+) -> Option<Vec<String>> {
     let docs = built();
     let p = docs
         .iter()
@@ -289,21 +320,14 @@ fn policy_verdict(request: &Value, old: &Value, new: &Value) -> Option<Vec<Strin
             .execute(ctx)
             .unwrap_or_else(|e| panic!("{expr}: {e:?}"))
     };
-    let binding = docs
-        .iter()
-        .find(|d| d["kind"] == "ValidatingAdmissionPolicyBinding")
-        .unwrap();
-    let params = docs
-        .iter()
-        .find(|d| {
-            d["kind"] == "ConfigMap" && d["metadata"]["name"] == binding["spec"]["paramRef"]["name"]
-        })
-        .unwrap();
+    let mut request = request.clone();
+    request["namespace"] = old["metadata"]["namespace"].clone();
     let mut ctx = cel::Context::default();
-    ctx.add_variable("params", params.clone()).unwrap();
-    ctx.add_variable("request", request.clone()).unwrap();
+    ctx.add_variable("params", Value::Null).unwrap();
+    ctx.add_variable("request", request).unwrap();
     ctx.add_variable("object", new.clone()).unwrap();
     ctx.add_variable("oldObject", old.clone()).unwrap();
+    add_authorizer(&mut ctx, grants.to_vec());
     let spec = &p["spec"];
     for c in spec["matchConditions"].as_array().unwrap() {
         if eval(&ctx, c["expression"].as_str().unwrap()) != cel::Value::Bool(true) {
@@ -328,42 +352,53 @@ fn policy_verdict(request: &Value, old: &Value, new: &Value) -> Option<Vec<Strin
 }
 
 const OWN_POD: &str = "a step may change only its own pod (with a token bound to that pod)";
+const KEEP: &str =
+    "a step may not change or remove its pod's annotations (a report once written included)";
+const ONLY_REPORTS: &str =
+    "a step may add only the reports of its pod's steps (tektite.dev/step.<step container>)";
+
+/// A request by service account `account` (`namespace:name`) with a token
+/// bound to `pod`.
+fn by(account: &str, pod: &str) -> Value {
+    json!({"userInfo": {"username": format!("system:serviceaccount:{account}"),
+                        "extra": {"authentication.kubernetes.io/pod-name": [pod]}}})
+}
+
+/// A step pod `name` in `default`: step `a`, sidecar `db`, `annotations`.
+fn step_pod(name: &str, annotations: Value) -> Value {
+    json!({"metadata": {"name": name, "namespace": "default",
+                        "labels": {"tekton.dev/taskRun": "build"},
+                        "annotations": annotations},
+           "spec": {"containers": [{"name": "step-a", "image": "busybox"},
+                                   {"name": "sidecar-db", "image": "postgres"}]}})
+}
 
 #[test]
 fn the_policy_admits_a_steps_own_report_and_refuses_everything_else() {
-    // `default:default` is the step service account the install lists.
-    let user = |pod: &str, account: &str| {
-        json!({"username": format!("system:serviceaccount:{account}"),
-               "extra": {"authentication.kubernetes.io/pod-name": [pod]}})
-    };
-    let request = |pod: &str| json!({"userInfo": user(pod, "default:default")});
-    let pod = |name: &str, annotations: Value| {
-        json!({"metadata": {"name": name, "namespace": "default",
-                            "labels": {"tekton.dev/taskRun": "build"},
-                            "annotations": annotations},
-               "spec": {"containers": [{"name": "step-a", "image": "busybox"}]}})
-    };
-    let old = pod("build-pod", json!({"tekton.dev/ready": "READY"}));
-    let report = pod(
+    // `default:default` is the step service account the install binds.
+    let step = grants_of("tektite-step-reporter");
+    let request = |pod: &str| by("default:default", pod);
+    let old = step_pod("build-pod", json!({"tekton.dev/ready": "READY"}));
+    let report = step_pod(
         "build-pod",
         json!({"tekton.dev/ready": "READY", "tektite.dev/step.step-a": "{\"exitCode\":0}"}),
     );
     // Its own report: admitted (a retry's pod too).
     assert_eq!(
-        policy_verdict(&request("build-pod"), &old, &report),
+        policy_verdict(&request("build-pod"), &step, &old, &report),
         Some(vec![])
     );
-    let retry_old = pod("build-pod-retry2", json!({}));
-    let retry_new = pod("build-pod-retry2", json!({"tektite.dev/step.step-a": "{}"}));
+    let retry_old = step_pod("build-pod-retry2", json!({}));
+    let retry_new = step_pod("build-pod-retry2", json!({"tektite.dev/step.step-a": "{}"}));
     assert_eq!(
-        policy_verdict(&request("build-pod-retry2"), &retry_old, &retry_new),
+        policy_verdict(&request("build-pod-retry2"), &step, &retry_old, &retry_new),
         Some(vec![])
     );
     // Another pod, Tektite's or not.
-    let other_old = pod("deploy-pod", json!({}));
-    let other_new = pod("deploy-pod", json!({"tektite.dev/step.step-a": "{}"}));
+    let other_old = step_pod("deploy-pod", json!({}));
+    let other_new = step_pod("deploy-pod", json!({"tektite.dev/step.step-a": "{}"}));
     assert_eq!(
-        policy_verdict(&request("build-pod"), &other_old, &other_new),
+        policy_verdict(&request("build-pod"), &step, &other_old, &other_new),
         Some(vec![OWN_POD.to_string()])
     );
     // A pod of the same name in another namespace.
@@ -372,14 +407,14 @@ fn the_policy_admits_a_steps_own_report_and_refuses_everything_else() {
     let mut elsewhere_new = report.clone();
     elsewhere_new["metadata"]["namespace"] = json!("prod");
     assert_eq!(
-        policy_verdict(&request("build-pod"), &elsewhere_old, &elsewhere_new),
+        policy_verdict(&request("build-pod"), &step, &elsewhere_old, &elsewhere_new),
         Some(vec![OWN_POD.to_string()])
     );
     let db_old =
         json!({"metadata": {"name": "db-0", "namespace": "default"}, "spec": {"containers": []}});
     let mut db_new = db_old.clone();
     db_new["metadata"]["labels"] = json!({"role": "primary"});
-    let refused = policy_verdict(&request("build-pod"), &db_old, &db_new).unwrap();
+    let refused = policy_verdict(&request("build-pod"), &step, &db_old, &db_new).unwrap();
     assert!(
         refused.contains(&OWN_POD.to_string())
             && refused.contains(&"a step may not change its pod's labels".to_string()),
@@ -389,55 +424,168 @@ fn the_policy_admits_a_steps_own_report_and_refuses_everything_else() {
     let mut spec = report.clone();
     spec["spec"]["containers"][0]["image"] = json!("evil");
     assert_eq!(
-        policy_verdict(&request("build-pod"), &old, &spec),
+        policy_verdict(&request("build-pod"), &step, &old, &spec),
         Some(vec!["a step may not change its pod's spec".to_string()])
     );
     let mut labels = report.clone();
     labels["metadata"]["labels"]["tekton.dev/taskRun"] = json!("other");
     assert_eq!(
-        policy_verdict(&request("build-pod"), &old, &labels),
+        policy_verdict(&request("build-pod"), &step, &old, &labels),
         Some(vec!["a step may not change its pod's labels".to_string()])
     );
     let mut owners = report.clone();
     owners["metadata"]["finalizers"] = json!(["x"]);
     assert_eq!(
-        policy_verdict(&request("build-pod"), &old, &owners),
+        policy_verdict(&request("build-pod"), &step, &old, &owners),
         Some(vec![
             "a step may not change its pod's owners or finalizers".to_string()
         ])
     );
-    for annotations in [
-        json!({"tekton.dev/ready": "READY", "other/key": "x"}),
-        json!({}),
-        json!({"tekton.dev/ready": "NOT"}),
+    for (annotations, refusal) in [
+        (
+            json!({"tekton.dev/ready": "READY", "other/key": "x"}),
+            ONLY_REPORTS,
+        ),
+        (json!({}), KEEP),
+        (json!({"tekton.dev/ready": "NOT"}), KEEP),
     ] {
-        let new = pod("build-pod", annotations.clone());
+        let new = step_pod("build-pod", annotations.clone());
         assert_eq!(
-            policy_verdict(&request("build-pod"), &old, &new),
-            Some(vec![
-                "a step may change only its pod's tektite.dev/ annotations".to_string()
-            ]),
+            policy_verdict(&request("build-pod"), &step, &old, &new),
+            Some(vec![refusal.to_string()]),
             "{annotations}"
         );
     }
     // The step's account from a pod of another kind, or with a token bound
     // to no pod: no pod but its own, and none at all without one.
     assert_eq!(
-        policy_verdict(&request("web-7d9f8-x2b4q"), &other_old, &other_new),
+        policy_verdict(&request("web-7d9f8-x2b4q"), &step, &other_old, &other_new),
         Some(vec![OWN_POD.to_string()])
     );
     let unbound = json!({"userInfo": {"username": "system:serviceaccount:default:default"}});
     assert_eq!(
-        policy_verdict(&unbound, &old, &report),
+        policy_verdict(&unbound, &step, &old, &report),
         Some(vec![OWN_POD.to_string()])
     );
-    // Accounts not listed, users and the controller: left to RBAC.
-    let other_account = json!({"userInfo": user("web-7d9f8-x2b4q", "default:deployer")});
-    assert_eq!(policy_verdict(&other_account, &other_old, &other_new), None);
-    let controller = json!({"userInfo": {
-        "username": "system:serviceaccount:tektite:tektite-controller",
-        "extra": {"authentication.kubernetes.io/pod-name": ["tektite-controller-5d8-abcde"]}}});
-    assert_eq!(policy_verdict(&controller, &old, &spec), None);
+    // Accounts without the step role, people and the controller: left to
+    // RBAC.
+    let operator = vec!["/pods/get".to_string(), "/pods/patch".to_string()];
+    let other_account = by("default:deployer", "web-7d9f8-x2b4q");
+    assert_eq!(
+        policy_verdict(&other_account, &operator, &other_old, &other_new),
+        None
+    );
+    let controller = by("tektite:tektite-controller", "tektite-controller-5d8-abcde");
+    let controller_grants = grants_of("tektite-controller");
+    assert_eq!(
+        policy_verdict(&controller, &controller_grants, &old, &spec),
+        None
+    );
     let no_pod = json!({"userInfo": {"username": "alice"}});
-    assert_eq!(policy_verdict(&no_pod, &old, &spec), None);
+    assert_eq!(policy_verdict(&no_pod, &step, &old, &spec), None);
+}
+
+/// The policy is bound with no parameter object, so nothing missing can
+/// switch it off, and every account bound to the step role is held by it
+/// (the role itself carries the match): there is no list of accounts to
+/// leave one out of. Accounts without the role are never matched, so the
+/// policy refuses no one else's pod updates; one allowed everything is
+/// RBAC's concern.
+#[test]
+fn the_step_policy_fails_closed_for_every_account_bound_to_the_step_role() {
+    let docs = built();
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicy")
+        .unwrap();
+    assert!(policy["spec"].get("paramKind").is_none(), "{policy}");
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicyBinding")
+        .unwrap();
+    assert!(binding["spec"].get("paramRef").is_none(), "{binding}");
+
+    // A step account listed nowhere (bound to the role in `ci`), swapping
+    // another pod's image: refused.
+    let step = grants_of("tektite-step-reporter");
+    let victim_old = json!({"metadata": {"name": "api-7c9-x", "namespace": "ci"},
+                            "spec": {"containers": [{"name": "api", "image": "api:1"}]}});
+    let mut victim_new = victim_old.clone();
+    victim_new["spec"]["containers"][0]["image"] = json!("evil:1");
+    let builder = by("ci:builder", "release-pod");
+    let refused = policy_verdict(&builder, &step, &victim_old, &victim_new).unwrap();
+    assert!(refused.contains(&OWN_POD.to_string()), "{refused:?}");
+    assert!(
+        refused.contains(&"a step may not change its pod's spec".to_string()),
+        "{refused:?}"
+    );
+
+    // Everyone else: not matched, whatever they patch.
+    let operator = vec!["/pods/get".to_string(), "/pods/patch".to_string()];
+    let cluster_admin = vec!["*/*/*".to_string()];
+    for grants in [operator, cluster_admin, vec![]] {
+        let deployer = by("ci:deployer", "deployer-5f-q");
+        assert_eq!(
+            policy_verdict(&deployer, &grants, &victim_old, &victim_new),
+            None,
+            "{grants:?}"
+        );
+    }
+}
+
+/// The entrypoint only PATCHes its own pod (entrypoint/src/patch.rs): the
+/// step role may not read pods, so a step cannot read the specs (env,
+/// images) of the other pods of its namespace.
+#[test]
+fn the_step_role_cannot_read_pods() {
+    let grants = grants_of("tektite-step-reporter");
+    assert_eq!(grants, ["/pods/patch", "tektite.dev/stepreports/report"]);
+    for verb in ["get", "list", "watch", "*"] {
+        assert!(
+            !grants.contains(&format!("/pods/{verb}")),
+            "{verb}: {grants:?}"
+        );
+    }
+}
+
+/// What a step may write on its own pod: the report of one of its steps,
+/// once. Not another container's key, not a changed or removed report, and
+/// not the controller's annotations (`sidecars-stopped` would hide a failed
+/// sidecar, `tekton.dev/ready` release the steps early).
+#[test]
+fn steps_may_write_each_step_report_once_and_nothing_the_controller_owns() {
+    let step = grants_of("tektite-step-reporter");
+    let request = by("default:default", "build-pod");
+    let verdict = |old: Value, new: Value| {
+        let (old, new) = (step_pod("build-pod", old), step_pod("build-pod", new));
+        policy_verdict(&request, &step, &old, &new).unwrap()
+    };
+    let first = json!({"tektite.dev/step.step-a": "{\"exitCode\":0}"});
+    // Once; the same value again (a retried PATCH) changes nothing.
+    assert_eq!(verdict(json!({}), first.clone()), Vec::<String>::new());
+    assert_eq!(verdict(first.clone(), first.clone()), Vec::<String>::new());
+    // Changed or removed once written.
+    let changed = json!({"tektite.dev/step.step-a": "{\"exitCode\":1}"});
+    assert_eq!(verdict(first.clone(), changed), [KEEP]);
+    assert_eq!(verdict(first, json!({})), [KEEP]);
+    // Keys that are not a report of one of the pod's steps.
+    for key in [
+        "tektite.dev/sidecars-stopped",
+        "tektite.dev/step.sidecar-db",
+        "tektite.dev/step.step-b",
+        "tektite.dev/other",
+        "tekton.dev/ready",
+    ] {
+        assert_eq!(
+            verdict(json!({}), json!({key: "true"})),
+            [ONLY_REPORTS],
+            "{key}"
+        );
+    }
+    // The controller's, once set, stay as they are.
+    let stopped = json!({"tektite.dev/sidecars-stopped": "true", "tekton.dev/ready": "READY"});
+    assert_eq!(
+        verdict(stopped, json!({"tekton.dev/ready": "READY"})),
+        [KEEP]
+    );
 }
