@@ -55,6 +55,31 @@ impl Challenge {
     }
 }
 
+/// Whether a token may be asked of the Bearer realm `realm` (a URL the
+/// registry named) for a registry reached over plain HTTP or not: only over
+/// HTTPS, unless the registry itself is reached over plain HTTP (then
+/// everything, credentials included, crosses the network in clear anyway:
+/// local and test registries). A registry could otherwise send the
+/// credentials it is given for its token service to any plain-HTTP URL.
+///
+/// # Errors
+/// Why the realm is refused.
+pub(crate) fn realm_allowed(realm: &str, registry_over_http: bool) -> Result<(), String> {
+    let url = reqwest::Url::parse(realm).map_err(|e| format!("the realm is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if registry_over_http => Ok(()),
+        "http" => Err(
+            "refused: a plain-HTTP realm for a registry reached over HTTPS \
+             (credentials and tokens go over HTTPS only)"
+                .to_owned(),
+        ),
+        other => Err(format!(
+            "refused: the realm's scheme {other:?} is not https"
+        )),
+    }
+}
+
 /// `key=value` or `key="quoted, value"` pairs separated by commas; keys lowercased.
 fn parse_params(s: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -135,6 +160,22 @@ mod tests {
         assert_eq!(Challenge::parse("Bearer service=x"), None);
         assert_eq!(Challenge::parse("Negotiate abc"), None);
         assert_eq!(Challenge::parse(""), None);
+    }
+
+    #[test]
+    fn realms_are_https_unless_the_registry_is_plain_http() {
+        assert_eq!(realm_allowed("https://auth.docker.io/token", false), Ok(()));
+        assert_eq!(realm_allowed("https://auth.docker.io/token", true), Ok(()));
+        assert_eq!(realm_allowed("http://127.0.0.1:5001/token", true), Ok(()));
+        for (realm, plain) in [
+            ("http://127.0.0.1:5001/token", false),
+            ("HTTP://evil.example/token", false),
+            ("file:///etc/passwd", true),
+            ("ftp://evil.example/token", true),
+            ("evil.example/token", true),
+        ] {
+            assert!(realm_allowed(realm, plain).is_err(), "{realm}");
+        }
     }
 
     #[test]

@@ -17,7 +17,9 @@
 //!   A reference pinned with `@sha256:…` therefore yields exactly that content.
 //! - Anonymous access is tried first; a `401` answered with a `Bearer` challenge
 //!   fetches a token from its realm (with the credentials, if any), a `Basic`
-//!   challenge sends the credentials.
+//!   challenge sends the credentials. A realm is asked only over HTTPS, unless
+//!   the registry itself is reached over plain HTTP ([`ClientOptions::plain_http`]);
+//!   redirects never go from HTTPS to plain HTTP.
 //! - Concurrent lookups of the same reference share one registry round trip.
 //!
 //! This crate depends on no kube client and none of our crates; the controller
@@ -233,6 +235,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .user_agent(concat!("tektite/", env!("CARGO_PKG_VERSION")))
             .timeout(options.timeout)
+            .redirect(reqwest::redirect::Policy::custom(no_downgrade))
             .build()
             .map_err(Error::Setup)?;
         Ok(Self {
@@ -458,6 +461,11 @@ impl Client {
         Ok((platform, command))
     }
 
+    /// Whether `r`'s registry is reached over plain HTTP.
+    fn plain_http(&self, r: &Reference) -> bool {
+        self.options.plain_http.contains(&r.registry)
+    }
+
     /// Sends a request for `/v2/<repo>/<path>`, authenticating once if challenged.
     async fn send(
         &self,
@@ -466,11 +474,7 @@ impl Client {
         path: &str,
         creds: Option<&Credentials>,
     ) -> Result<Response, Error> {
-        let scheme = if self.options.plain_http.contains(&r.registry) {
-            "http"
-        } else {
-            "https"
-        };
+        let scheme = if self.plain_http(r) { "http" } else { "https" };
         let url = format!("{scheme}://{}/v2/{}/{path}", r.registry, r.repository);
         let auth_key = format!("{} {}", r.name(), creds.map_or("", |c| c.username.as_str()));
         let mut challenged = false;
@@ -530,6 +534,7 @@ impl Client {
             realm: realm.to_owned(),
             reason,
         };
+        auth::realm_allowed(realm, self.plain_http(r)).map_err(fail)?;
         let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", r.repository));
         let mut req = self.http.get(realm).query(&[("scope", scope)]);
         if let Some(service) = service {
@@ -554,6 +559,20 @@ impl Client {
             .or(answer.access_token)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| fail("the answer has no token".to_owned()))
+    }
+}
+
+/// Redirects are followed (registries send blobs to storage hosts), but
+/// never from HTTPS to plain HTTP, and at most 10.
+fn no_downgrade(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    let from_https = attempt.previous().iter().any(|u| u.scheme() == "https");
+    if from_https && attempt.url().scheme() != "https" {
+        let to = attempt.url().to_string();
+        attempt.error(format!("redirect from https to {to} refused"))
+    } else if attempt.previous().len() > 10 {
+        attempt.error("too many redirects")
+    } else {
+        attempt.follow()
     }
 }
 
@@ -701,6 +720,56 @@ mod tests {
         // The real client rejects a bad reference before any I/O.
         let err = lookups[1].lookup("a//b", None).await.unwrap_err();
         assert!(matches!(err, Error::InvalidReference { .. }), "{err}");
+    }
+
+    /// A registry reached over HTTPS that names a plain-HTTP token realm
+    /// would get the credentials sent there in clear: the realm is not
+    /// asked. The same realm of a registry reached over plain HTTP is.
+    #[tokio::test]
+    async fn a_plain_http_bearer_realm_is_refused_for_an_https_registry() {
+        use std::io::{Read, Write};
+        let creds = Credentials {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        let r = Reference::parse("registry.example.com/team/app:1").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let realm = format!("http://{}/token", listener.local_addr().unwrap());
+        let client = Client::new(ClientOptions::default()).unwrap();
+        let err = client
+            .token(&r, &realm, None, None, Some(&creds))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Token { reason, .. } if reason.contains("plain-HTTP realm")),
+            "{err}"
+        );
+        assert_eq!(client.requests(), 0);
+        assert!(listener.accept().is_err(), "the realm was connected to");
+
+        listener.set_nonblocking(false).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap();
+            let body = r#"{"token":"t"}"#;
+            write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let plain = Client::new(ClientOptions {
+            plain_http: vec![r.registry.clone()],
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        let token = plain.token(&r, &realm, None, None, Some(&creds)).await;
+        assert_eq!(token.unwrap(), "t");
+        assert!(server.join().unwrap().starts_with("GET /token?"));
     }
 
     #[test]
