@@ -405,6 +405,11 @@ fn tkt_run(runtime: &str, file: &str, extra: &[&str], env: &[(&str, String)]) ->
     }
     for (k, v) in env {
         cmd.env(k, v);
+        // Steps get only what the pod defines and what --env names (PATH
+        // is always theirs).
+        if *k != "PATH" {
+            cmd.args(["--env", k]);
+        }
     }
     let out = cmd.output().unwrap();
     let _ = std::fs::remove_dir_all(&state);

@@ -312,3 +312,119 @@ fn walk(d: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The process runtime runs every step as the calling user (its tools,
+/// in this user's home, are what steps use): a step's `runAsUser` is not
+/// taken, and the banner says so rather than letting it pass unseen.
+#[test]
+fn regression_process_steps_ignore_run_as_user_silently() {
+    let s = Scratch::new("run-as");
+    let yaml = r#"apiVersion: tekton.dev/v1
+kind: TaskRun
+metadata:
+  name: run-as
+spec:
+  taskSpec:
+    steps:
+      - name: s
+        image: busybox
+        securityContext: {runAsUser: 1000}
+        script: 'true'
+"#;
+    let (tr, stderr) = run("process", &s, yaml, &[]);
+    assert_eq!(reason(&tr), "Succeeded", "{tr:#}\n{stderr}");
+    assert!(
+        stderr
+            .contains("as this user: securityContext's runAsUser and runAsGroup are not honoured"),
+        "{stderr}"
+    );
+}
+
+/// Regression: `--runtime auto` as root fell back to host processes (no
+/// isolation at all) with only the banner's runtime line to say so. Here
+/// podman is made to fail (a `podman` first on PATH that exits 1).
+#[test]
+fn regression_auto_falls_back_to_host_processes_as_root_silently() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("not root: no warning is due");
+        return;
+    }
+    let s = Scratch::new("auto-root");
+    let bin = s.0.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(
+        bin.join("podman"),
+        "#!/bin/sh\necho 'no podman here' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("podman"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let file = s.file(
+        "run.yaml",
+        "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata:\n  name: auto\nspec:\n  taskSpec:\n    steps:\n      - {name: s, image: busybox, script: 'true'}\n",
+    );
+    let mut cmd = util::tkt_run("auto");
+    cmd.env("PATH", path)
+        .args(["--state-dir", &s.state_arg(), "-f", &file, "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let o = wait_guarded(cmd.spawn().unwrap(), "tkt run");
+    let stderr = text(&o.stderr);
+    assert_eq!(reason(&object(&o)), "Succeeded", "{stderr}");
+    assert!(
+        stderr.contains("warning: steps run as host processes as root")
+            && stderr.contains("--runtime podman to refuse"),
+        "{stderr}"
+    );
+}
+
+/// `--env` hands a step what the user names, and nothing else: a name
+/// alone takes tkt's value, `NAME=VALUE` its own; a name tkt does not have
+/// or an empty one is refused before anything runs.
+#[test]
+fn env_flags_pass_only_what_they_name() {
+    let s = Scratch::new("env-flag");
+    let file = s.file(
+        "run.yaml",
+        r#"apiVersion: tekton.dev/v1
+kind: TaskRun
+metadata:
+  name: env-flag
+spec:
+  taskSpec:
+    results: [{name: seen}]
+    steps:
+      - name: s
+        image: busybox
+        env: [{name: OWN, value: pod}]
+        script: printf '%s,%s,%s,%s' "$TOKEN" "$EXTRA" "$OWN" "${OTHER:-unset}" > $(results.seen.path)
+"#,
+    );
+    let go = |flags: &[&str]| {
+        let mut cmd = util::tkt_run("process");
+        cmd.args(["--state-dir", &s.state_arg(), "-f", &file, "-o", "json"])
+            .args(flags)
+            .env("TOKEN", "t0k")
+            .env("OTHER", "not-named")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        wait_guarded(cmd.spawn().unwrap(), "tkt run")
+    };
+    let o = go(&["--env", "TOKEN", "--env", "EXTRA=x=y", "--env", "OWN=flag"]);
+    let tr = object(&o);
+    assert_eq!(reason(&tr), "Succeeded", "{}", text(&o.stderr));
+    assert_eq!(tr["status"]["results"][0]["value"], "t0k,x=y,pod,unset");
+    let before = s.records("taskruns");
+    for (flag, says) in [
+        (
+            "NOT_SET_ANYWHERE_1",
+            "NOT_SET_ANYWHERE_1 is not set in tkt's environment",
+        ),
+        ("=v", "expected NAME or NAME=VALUE"),
+    ] {
+        let o = go(&["--env", flag]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(text(&o.stderr).contains(says), "{}", text(&o.stderr));
+        assert_eq!(s.records("taskruns"), before, "nothing more is recorded");
+    }
+}

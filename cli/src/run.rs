@@ -89,6 +89,10 @@ pub struct Args {
     /// (a kubelet's default grace period)
     #[arg(long = "grace-period", value_name = "DURATION", default_value = "30s")]
     grace_period: String,
+    /// Adds NAME to every container's environment, with VALUE or else its
+    /// value in tkt's environment (steps get nothing else of it)
+    #[arg(long = "env", value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
     /// The run store (default $XDG_STATE_HOME/tektite)
     #[arg(long = "state-dir", value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -570,8 +574,15 @@ fn prepare(
     Ok(Ok(jobs))
 }
 
-const PROCESS_BANNER: &str =
-    "host processes (the steps' images are not used: commands run with this machine's tools)";
+const PROCESS_BANNER: &str = "host processes (the steps' images are not used: commands run with this machine's tools, \
+    as this user: securityContext's runAsUser and runAsGroup are not honoured)";
+
+/// Said (on stderr, whatever the output format) when `--runtime auto`
+/// falls back to host processes as root: nothing then stands between a
+/// step and this machine.
+const ROOT_FALLBACK_WARNING: &str = "tkt: warning: steps run as host processes as root, without containers: \
+    a step can do anything root can do on this machine. Run only YAML you trust, \
+    or pass --runtime podman to refuse running without containers";
 
 /// The runtime asked for, if it works here, said on the first line.
 fn choose_runtime(args: &Args, text: bool, config: &Config) -> Result<RuntimeKind, Refused> {
@@ -622,6 +633,9 @@ fn choose_runtime(args: &Args, text: bool, config: &Config) -> Result<RuntimeKin
                         text,
                         &format!("runtime: {PROCESS_BANNER}, because {podman_why}"),
                     );
+                    if nix::unistd::Uid::effective().is_root() {
+                        note(ROOT_FALLBACK_WARNING);
+                    }
                     k
                 }
                 Err(why) => {
@@ -652,6 +666,32 @@ fn choose_runtime(args: &Args, text: bool, config: &Config) -> Result<RuntimeKin
     Ok(kind)
 }
 
+/// The `--env` flags as (name, value): `NAME=VALUE`, or `NAME` with its
+/// value in tkt's environment.
+fn env_flags(flags: &[String]) -> Result<Vec<(String, String)>, String> {
+    flags
+        .iter()
+        .map(|f| {
+            let (name, value) = match f.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (f.as_str(), None),
+            };
+            if name.is_empty() || name.contains('\0') {
+                return Err(format!("--env {f:?}: expected NAME or NAME=VALUE"));
+            }
+            let value = match value {
+                Some(v) => v,
+                None => std::env::var(name).map_err(|_| {
+                    format!(
+                        "--env {name}: {name} is not set in tkt's environment (give NAME=VALUE)"
+                    )
+                })?,
+            };
+            Ok((name.to_string(), value))
+        })
+        .collect()
+}
+
 /// Runs `tkt run`.
 ///
 /// # Errors
@@ -670,6 +710,13 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
         note(&format!("tkt: {m}"));
         return Ok(EXIT_INVALID);
     }
+    let env = match env_flags(&args.env) {
+        Ok(e) => e,
+        Err(m) => {
+            note(&format!("tkt: {m}"));
+            return Ok(EXIT_INVALID);
+        }
+    };
     let inputs = match load(args)? {
         Ok(i) => i,
         Err(code) => return Ok(code),
@@ -704,6 +751,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
             work: PathBuf::new(),
             claims,
             grace,
+            env,
             journal: None,
         },
         tasks: &inputs.tasks,

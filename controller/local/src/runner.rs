@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::jiff::Timestamp;
 use tektite_api::v1::{Condition, PipelineRun, PipelineSpec, TaskRun, TaskSpec};
 use tektite_engine::pipelinerun;
@@ -70,6 +70,34 @@ impl RunningPod {
     }
 }
 
+/// `pod` with `env` first in every container's environment (so what a
+/// container sets itself wins, as a later entry does on a kubelet).
+fn with_env(pod: &Pod, env: &[(String, String)]) -> Pod {
+    let mut pod = pod.clone();
+    if env.is_empty() {
+        return pod;
+    }
+    let spec = pod.spec.get_or_insert_default();
+    let containers = spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(spec.containers.iter_mut());
+    for c in containers {
+        let mut all: Vec<EnvVar> = env
+            .iter()
+            .map(|(name, value)| EnvVar {
+                name: name.clone(),
+                value: Some(value.clone()),
+                ..Default::default()
+            })
+            .collect();
+        all.extend(c.env.take().unwrap_or_default());
+        c.env = Some(all);
+    }
+    pod
+}
+
 /// How runs are carried out.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -85,6 +113,9 @@ pub struct Options {
     pub claims: BTreeMap<String, PathBuf>,
     /// Between SIGTERM and SIGKILL when a pod is stopped (cancel, timeout).
     pub grace: Duration,
+    /// Added to every container's environment (`tkt run --env`), before
+    /// what the container sets itself.
+    pub env: Vec<(String, String)>,
     /// The run's journal: what it starts is recorded there, and other
     /// commands ask there for it to be cancelled.
     pub journal: Option<Arc<Journal>>,
@@ -317,6 +348,7 @@ impl TaskRunLoop {
             grace: opts.grace,
             journal: opts.journal.as_deref(),
         };
+        let p = &with_env(p, &opts.env);
         let started_pod = match &opts.runtime {
             RuntimeKind::Podman => PodmanPod::start(p, &env).map(RunningPod::Podman),
             RuntimeKind::Process(bin) => ProcessPod::start(p, &env, bin).map(RunningPod::Process),
