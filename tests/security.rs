@@ -428,3 +428,61 @@ spec:
         assert_eq!(s.records("taskruns"), before, "nothing more is recorded");
     }
 }
+
+/// Regression: on podman the run's directories were world-writable (run
+/// directories, scripts, the entrypoint's directory, claims 0777) for any
+/// user of the machine. Volumes are still 0777 for the containers' users,
+/// as a kubelet makes emptyDirs, but only beneath the pod's own directory,
+/// which is 0700, in a store that is 0700; the files `tkt` writes there
+/// are its own (pod.json 0600).
+#[test]
+fn regression_run_directories_are_world_writable_podman() {
+    if !util::podman_ready() {
+        return;
+    }
+    let s = Scratch::new("modes-podman");
+    let file = s.file(
+        "run.yaml",
+        "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata:\n  name: sec-modes\nspec:\n  taskSpec:\n    steps:\n      - {name: s, image: localhost/tektite/busybox:latest, script: 'true'}\n",
+    );
+    let mut cmd = util::tkt_run("podman");
+    cmd.args([
+        "--state-dir",
+        &s.state_arg(),
+        "-f",
+        &file,
+        "-o",
+        "json",
+        "--keep",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let o = wait_guarded(cmd.spawn().unwrap(), "tkt run");
+    let _ = std::process::Command::new("podman")
+        .args(["pod", "rm", "-f", "sec-modes-pod"])
+        .output();
+    assert_eq!(reason(&object(&o)), "Succeeded", "{}", text(&o.stderr));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let pod_dir = s
+        .state()
+        .join("work/taskrun-sec-modes/sec-modes/sec-modes-pod");
+    assert_eq!(mode(&s.state()), 0o700);
+    assert_eq!(mode(&pod_dir), 0o700, "{}", pod_dir.display());
+    assert_eq!(mode(&pod_dir.join("pod.json")), 0o600);
+    // Nothing world-writable outside a pod directory.
+    for p in walk_dirs(&s.state()) {
+        if mode(&p) & 0o002 != 0 {
+            assert!(p.starts_with(&pod_dir), "{} is world-writable", p.display());
+        }
+    }
+}
+
+fn walk_dirs(d: &Path) -> Vec<PathBuf> {
+    let mut out = vec![d.to_path_buf()];
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk_dirs(&e.path()));
+        }
+    }
+    out
+}

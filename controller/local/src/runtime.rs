@@ -611,8 +611,8 @@ impl PodmanPod {
         let file = env.run_dir.join("pod.json");
         let json =
             serde_json::to_vec_pretty(&adapted.pod).map_err(|e| err("pod", e.to_string()))?;
-        std::fs::write(&file, json)
-            .map_err(|e| err(format!("{}", file.display()), e.to_string()))?;
+        beneath::create(env.run_dir, Path::new("pod.json"), &json, 0o600)
+            .map_err(|e| err("pod file", e.to_string()))?;
         play(&name, &file, env.journal)?;
         let mut p = PodmanPod {
             name: name.clone(),
