@@ -129,7 +129,13 @@ impl State {
 }
 
 struct Task<'a> {
+    /// The pipeline task with pipeline params and context applied.
     pt: &'a PipelineTask,
+    /// The pipeline task as written: what is resolved for a TaskRun, with
+    /// params, context and results in one pass, so that a value is never
+    /// substituted again (a param value holding `$(tasks.a.results.b)`
+    /// stays that text).
+    raw: &'a PipelineTask,
     finally: bool,
     children: Vec<&'a TaskRun>,
     state: State,
@@ -423,6 +429,7 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
         let bound = pr.spec.workspaces.iter().any(|b| b.name == w.name);
         vars.set_str(format!("workspaces.{}.bound", w.name), bound.to_string());
     }
+    let raw = spec;
     let spec = match substitute_pipeline(spec, &vars) {
         Ok(s) => s,
         Err(e) => {
@@ -445,14 +452,21 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
     let mut tasks: Vec<Task<'_>> = spec
         .tasks
         .iter()
-        .map(|pt| (pt, false))
-        .chain(spec.finally.iter().map(|pt| (pt, true)))
-        .map(|(pt, finally)| {
+        .zip(&raw.tasks)
+        .map(|(pt, raw)| (pt, raw, false))
+        .chain(
+            spec.finally
+                .iter()
+                .zip(&raw.finally)
+                .map(|(pt, raw)| (pt, raw, true)),
+        )
+        .map(|(pt, raw, finally)| {
             let mut children: Vec<&TaskRun> = by_task.remove(pt.name.as_str()).unwrap_or_default();
             children.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
             let state = child_state(&children);
             Task {
                 pt,
+                raw,
                 finally,
                 children,
                 state,
@@ -558,7 +572,7 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
                 continue;
             }
             let rvars = rvars.get_or_insert_with(|| result_vars(&tasks, &vars, None));
-            let pt = tasks[i].pt;
+            let pt = tasks[i].raw;
             if !when_allows(&pt.when, rvars) {
                 tasks[i].state = State::Skipped(reason::SKIP_WHEN);
                 changed = true;
@@ -628,7 +642,7 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
             if tasks[i].state != State::NotStarted {
                 continue;
             }
-            let pt = tasks[i].pt;
+            let pt = tasks[i].raw;
             match resolve_task(pt, &fvars, &tasks) {
                 Err(_) => tasks[i].state = State::Skipped(reason::SKIP_RESULTS),
                 Ok(_) if !when_allows(&pt.when, &fvars) => {
@@ -970,13 +984,14 @@ fn resolve_task(
         "displayName",
         "workspaces",
         "taskRef",
+        "onError",
     ];
     for f in fields {
         if let Some(x) = j.get_mut(f) {
-            let r = if f == "params" || f == "matrix" {
-                substitute_params(x, vars)
-            } else {
-                vars.json(x, f, &["name"]).map_err(|e| e.to_string())
+            let r = match f {
+                "params" | "matrix" => substitute_params(x, vars),
+                "taskRef" => substitute_task_ref(x, vars),
+                _ => vars.json(x, f, &["name"]).map_err(|e| e.to_string()),
             };
             if let Err(e) = r {
                 return Err(classify(&e, pt, tasks));
@@ -994,6 +1009,17 @@ fn resolve_task(
         }
     }
     serde_json::from_value(j).map_err(|_| Unresolved::Skip)
+}
+
+/// A taskRef's name, and its (resolver) params keeping their types.
+fn substitute_task_ref(r: &mut serde_json::Value, vars: &Vars) -> Result<(), String> {
+    if let Some(serde_json::Value::String(n)) = r.get_mut("name") {
+        *n = vars.str(n, "taskRef.name").map_err(|e| e.to_string())?;
+    }
+    match r.get_mut("params") {
+        Some(p) => substitute_params(p, vars),
+        None => Ok(()),
+    }
 }
 
 /// Params keep their types: a whole `$(tasks.t.results.r[*])` is an array.
