@@ -825,3 +825,55 @@ async fn a_step_without_a_command_runs_the_command_its_image_has_in_the_registry
         "no pod for a run whose image cannot be read: {tr}"
     );
 }
+
+/// Pods named as a TaskRun's would be, made by someone else: cancelling
+/// the TaskRun `web` does not delete `web-pod`, and a TaskRun `api` whose
+/// pod name `api-pod` is taken fails instead of taking that pod's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taskrun_never_adopts_or_deletes_a_pod_it_does_not_own_on_a_cluster() {
+    if !podman_ready() {
+        return;
+    }
+    let c = Cluster::start(&[]).await;
+    for name in ["web-pod", "api-pod"] {
+        let (code, pod) = c.api.shared.create(
+            "v1",
+            "pods",
+            "ci",
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                   "spec": {"restartPolicy": "Never",
+                            "containers": [{"name": "app", "image": BUSYBOX, "command": ["true"]}]}}),
+        );
+        assert_eq!(code, 201, "{pod}");
+    }
+    let task_run = |name: &str, spec_status: Option<&str>| {
+        let mut tr = json!({"apiVersion": TEKTON, "kind": "TaskRun", "metadata": {"name": name},
+            "spec": {"taskSpec": {"steps": [{"name": "s", "image": BUSYBOX, "script": "true"}]}}});
+        if let Some(s) = spec_status {
+            tr["spec"]["status"] = json!(s);
+        }
+        c.create("taskruns", "ci", tr);
+    };
+    task_run("web", Some("TaskRunCancelled"));
+    task_run("api", None);
+
+    let web = c.done("taskruns", "ci", "web").await;
+    assert_eq!(condition(&web).1, "TaskRunCancelled", "{web}");
+    let api = c.done("taskruns", "ci", "api").await;
+    let (status, reason, message) = condition(&api);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "PodCreationFailed"),
+        "{api}"
+    );
+    assert!(
+        message.contains(r#"pod "api-pod" exists and is not controlled by TaskRun "api""#),
+        "{message}"
+    );
+    for name in ["web-pod", "api-pod"] {
+        let pod = c
+            .get("v1", "pods", "ci", name)
+            .unwrap_or_else(|| panic!("{name} was deleted"));
+        assert!(pod["metadata"]["ownerReferences"].is_null(), "{pod}");
+    }
+}
