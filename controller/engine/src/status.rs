@@ -163,9 +163,12 @@ fn max_result_size(pod: &Pod, container: &str) -> usize {
         .as_ref()
         .and_then(|s| s.containers.iter().find(|c| c.name == container))
         .and_then(|c| c.args.as_ref());
+    // The entrypoint's own flags come before `--`; what follows is the
+    // step's command, which may say anything.
     args.and_then(|a| {
-        let at = a.iter().position(|x| x == "-max_result_size")?;
-        a.get(at + 1)?.parse().ok()
+        let flags = &a[..a.iter().position(|x| x == "--").unwrap_or(a.len())];
+        let at = flags.iter().position(|x| x == "-max_result_size")?;
+        flags.get(at + 1)?.parse().ok()
     })
     .unwrap_or(ep::DEFAULT_MAX_RESULT_SIZE)
 }
@@ -178,9 +181,10 @@ fn max_result_size(pod: &Pod, container: &str) -> usize {
 /// not kept either; the kubelet's state stands alone then.
 pub fn report_problem(r: &Report, container_code: i32, limit: usize) -> Option<String> {
     use ep::{Reason, exit};
+    // A report written before the entrypoint failed on its markers (exit
+    // code IO) does not match either: the step failed, and its container's
+    // state says so.
     let expected = match r.reason {
-        // The entrypoint may fail writing its markers after the report.
-        _ if container_code == exit::IO => container_code,
         Reason::Completed if r.exit_code != 0 => {
             return Some(format!("it says Completed with exit code {}", r.exit_code));
         }
@@ -798,5 +802,70 @@ pub fn terminate_steps(st: &mut TaskRunStatus, why: &str, pod: &Pod, tr: &TaskRu
         s.terminated = Some(ended_with_pod(why, started, now, message));
         s.waiting = None;
         s.termination_reason = Some(why.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+    fn report(reason: ep::Reason, exit_code: i32, value: &str) -> Report {
+        Report {
+            step: "step-s".into(),
+            exit_code,
+            reason,
+            message: String::new(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            results: vec![ep::ResultValue {
+                name: "r".into(),
+                kind: ep::ResultKind::Task,
+                value: value.into(),
+            }],
+        }
+    }
+
+    /// The limit is the entrypoint's flag, not a word of the step's own
+    /// command after `--` (which the Task's author writes).
+    #[test]
+    fn the_result_limit_is_read_from_the_entrypoints_flags_only() {
+        let pod = |args: &[&str]| Pod {
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "step-s".into(),
+                    args: Some(args.iter().map(|s| s.to_string()).collect()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let with_flag = pod(&["-max_result_size", "16", "--", "sh"]);
+        assert_eq!(max_result_size(&with_flag, "step-s"), 16);
+        let in_command = pod(&["--", "tool", "-max_result_size", "999999999"]);
+        assert_eq!(
+            max_result_size(&in_command, "step-s"),
+            ep::DEFAULT_MAX_RESULT_SIZE
+        );
+    }
+
+    #[test]
+    fn a_report_must_match_its_containers_exit_code() {
+        use ep::Reason::*;
+        let limit = 8;
+        assert_eq!(report_problem(&report(Completed, 0, "ok"), 0, limit), None);
+        assert_eq!(report_problem(&report(Continued, 3, "ok"), 0, limit), None);
+        assert_eq!(report_problem(&report(Error, 3, "ok"), 3, limit), None);
+        for (r, code) in [
+            (report(Completed, 0, "ok"), 1),
+            (report(Completed, 0, "ok"), ep::exit::IO),
+            (report(Completed, 2, "ok"), 2),
+            (report(Error, 3, "ok"), 0),
+            (report(Skipped, 0, "ok"), 0),
+            (report(Completed, 0, "too long a value"), 0),
+        ] {
+            assert!(report_problem(&r, code, limit).is_some(), "{r:?} / {code}");
+        }
     }
 }
