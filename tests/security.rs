@@ -304,7 +304,7 @@ fn walk(d: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
         let p = e.path();
-        if p.is_dir() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
             out.extend(walk(&p));
         } else {
             out.push(p);
@@ -421,6 +421,7 @@ spec:
             "NOT_SET_ANYWHERE_1 is not set in tkt's environment",
         ),
         ("=v", "expected NAME or NAME=VALUE"),
+        ("A B=x", "expected NAME or NAME=VALUE"),
     ] {
         let o = go(&["--env", flag]);
         assert_eq!(o.status.code(), Some(2));

@@ -676,8 +676,16 @@ fn env_flags(flags: &[String]) -> Result<Vec<(String, String)>, String> {
                 Some((n, v)) => (n, Some(v.to_string())),
                 None => (f.as_str(), None),
             };
-            if name.is_empty() || name.contains('\0') {
-                return Err(format!("--env {f:?}: expected NAME or NAME=VALUE"));
+            // Kubernetes' rule for env names: letters, digits, `_`, `-`
+            // and `.`, not starting with a digit.
+            let valid = name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                && name.chars().next().is_some_and(|c| !c.is_ascii_digit());
+            if !valid || value.as_deref().is_some_and(|v| v.contains('\0')) {
+                return Err(format!(
+                    "--env {f:?}: expected NAME or NAME=VALUE (a name of letters, digits, '_', '-' and '.', not starting with a digit; no NUL in the value)"
+                ));
             }
             let value = match value {
                 Some(v) => v,

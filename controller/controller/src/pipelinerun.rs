@@ -145,8 +145,11 @@ async fn apply(
             r?;
         }
     }
-    if let Some(failure) = create_children(&pr, &task_runs, &plan.create).await? {
+    let create = std::mem::take(&mut plan.create);
+    if let Some((created, failure)) = create_children(&pr, &task_runs, &create).await? {
+        let message = failure.message.clone();
         fail(&mut plan, &pr, failure, (ctx.now)());
+        cancel_running(&mut plan, &children, created, &message);
     }
     for (child, message) in &plan.cancel {
         let patch = serde_json::json!({
@@ -201,14 +204,14 @@ async fn owned_children(
 
 /// Creates the plan's TaskRuns. One whose name is taken (409) is the
 /// run's already when the run controls it; when it does not, nothing more
-/// is created and the failure to write is returned: the run does not
-/// adopt it.
-async fn create_children(
+/// is created and the failure to write is returned, with the children
+/// created before it: the run does not adopt it.
+async fn create_children<'c>(
     pr: &PipelineRun,
     task_runs: &Api<TaskRun>,
-    create: &[TaskRun],
-) -> Result<Option<Failure>, Error> {
-    for child in create {
+    create: &'c [TaskRun],
+) -> Result<Option<(&'c [TaskRun], Failure)>, Error> {
+    for (i, child) in create.iter().enumerate() {
         let r = task_runs.create(&PostParams::default(), child).await;
         if !already_exists(&r) {
             r?;
@@ -219,16 +222,44 @@ async fn create_children(
             !crate::is_controlled_by(&existing.metadata, pr.metadata.uid.as_deref())
         });
         if taken {
-            return Ok(Some(Failure::new(
-                CREATE_RUN_FAILED,
-                format!(
-                    "TaskRun {name:?} exists and is not controlled by PipelineRun {:?}: it is not adopted",
-                    pr.metadata.name.as_deref().unwrap_or("")
+            return Ok(Some((
+                &create[..i],
+                Failure::new(
+                    CREATE_RUN_FAILED,
+                    format!(
+                        "TaskRun {name:?} exists and is not controlled by PipelineRun {:?}: it is not adopted",
+                        pr.metadata.name.as_deref().unwrap_or("")
+                    ),
                 ),
             )));
         }
     }
     Ok(None)
+}
+
+/// A run that failed leaves nothing running: its own children that have
+/// not ended, and those it created in this pass, are cancelled.
+fn cancel_running(
+    plan: &mut pipelinerun::Plan,
+    children: &[TaskRun],
+    created: &[TaskRun],
+    why: &str,
+) {
+    let running = children
+        .iter()
+        .filter(|c| {
+            c.spec.status.is_none() && !c.status.as_ref().is_some_and(|s| is_done(&s.conditions))
+        })
+        .chain(created);
+    for c in running {
+        let Some(name) = c.metadata.name.clone() else {
+            continue;
+        };
+        if !plan.cancel.iter().any(|(n, _)| *n == name) {
+            plan.cancel
+                .push((name, format!("the PipelineRun failed: {why}")));
+        }
+    }
 }
 
 /// Turns `plan` into the run's failure with `failure` (its status so far

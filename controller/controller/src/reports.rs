@@ -23,11 +23,11 @@
 //!
 //! Pure: the pod is changed in memory, never written back.
 
-use k8s_openapi::api::core::v1::{Container, ContainerStateTerminated, ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 use tektite_engine::pod::Config;
-use tektite_engine::status::report_problem;
+use tektite_engine::status::{StepFlags, report_problem};
 use tektite_engine::taskrun::SIDECARS_STOPPED;
-use tektite_entrypoint::contract::{DEFAULT_MAX_RESULT_SIZE, Report, STEP_ANNOTATION_PREFIX};
+use tektite_entrypoint::contract::{Report, STEP_ANNOTATION_PREFIX};
 
 /// A step report annotation left out of the controller's view of a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,15 +43,15 @@ pub struct Rejected {
 /// annotation the controller did not write (see the module's docs);
 /// returns the reports dropped.
 pub fn vet(pod: &mut Pod, config: &Config) -> Vec<Rejected> {
-    let steps: Vec<(String, usize)> = pod
+    let steps: Vec<(String, StepFlags)> = pod
         .spec
         .iter()
         .flat_map(|s| &s.containers)
         .filter(|c| c.name.starts_with("step-"))
-        .map(|c| (c.name.clone(), result_limit(c)))
+        .map(|c| (c.name.clone(), StepFlags::of(c)))
         .collect();
     let mut rejected = Vec::new();
-    for (container, limit) in steps {
+    for (container, flags) in steps {
         let Some(term) = status_of(pod, &container).and_then(terminated) else {
             continue;
         };
@@ -61,7 +61,7 @@ pub fn vet(pod: &mut Pod, config: &Config) -> Vec<Rejected> {
         let key = format!("{STEP_ANNOTATION_PREFIX}{container}");
         let problem = annotation(pod, &key)
             .and_then(|v| serde_json::from_str::<Report>(v).ok())
-            .and_then(|r| report_problem(&r, term.exit_code, limit));
+            .and_then(|r| report_problem(&r, term.exit_code, flags));
         if let Some(problem) = problem {
             remove_annotation(pod, &key);
             rejected.push(Rejected { container, problem });
@@ -69,22 +69,6 @@ pub fn vet(pod: &mut Pod, config: &Config) -> Vec<Rejected> {
     }
     vet_sidecars_stopped(pod, config);
     rejected
-}
-
-/// The largest result the step's entrypoint was told to accept: its
-/// `-max_result_size` flag (among the engine's flags, before `-entrypoint`:
-/// what follows is the step's own command), else the entrypoint's default.
-fn result_limit(c: &Container) -> usize {
-    let args = c.args.as_deref().unwrap_or_default();
-    let flags = args
-        .iter()
-        .position(|a| a == "-entrypoint")
-        .map_or(args, |end| &args[..end]);
-    flags
-        .windows(2)
-        .find(|w| w[0] == "-max_result_size")
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(DEFAULT_MAX_RESULT_SIZE)
 }
 
 /// Drops `tektite.dev/sidecars-stopped` from a pod none of whose sidecars
@@ -171,7 +155,8 @@ mod tests {
         let config = Config::default();
         for (mut p, kept) in [
             (pod(0, report("Completed", 0, "ok")), true),
-            (pod(0, report("Continued", 3, "ok")), true),
+            // The step has no `-on_error continue`.
+            (pod(0, report("Continued", 3, "ok")), false),
             (pod(3, report("Error", 3, "ok")), true),
             (pod(1, report("Completed", 0, "ok")), false),
             (pod(0, report("Error", 3, "ok")), false),
@@ -181,17 +166,5 @@ mod tests {
             let left = annotation(&p, "tektite.dev/step.step-a").is_some();
             assert_eq!((left, rejected.is_empty()), (kept, kept), "{p:?}");
         }
-    }
-
-    #[test]
-    fn the_limit_is_the_steps_own_flag() {
-        let c: Container = serde_json::from_value(json!({"name": "step-a", "args": [
-            "-max_result_size", "100", "-entrypoint", "echo", "--", "-max_result_size", "1"]}))
-        .unwrap();
-        assert_eq!(result_limit(&c), 100);
-        let c: Container = serde_json::from_value(json!({"name": "step-a", "args": [
-            "-entrypoint", "echo", "--", "-max_result_size", "1"]}))
-        .unwrap();
-        assert_eq!(result_limit(&c), DEFAULT_MAX_RESULT_SIZE);
     }
 }

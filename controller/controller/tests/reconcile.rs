@@ -1460,3 +1460,58 @@ async fn a_pipelinerun_never_adopts_or_cancels_a_taskrun_it_does_not_own() {
     let (out, _) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
     assert!(out.is_ok(), "{out:?}");
 }
+
+/// A PipelineRun that fails because a child's name is taken leaves nothing
+/// running: the child it created in the same pass is cancelled (it would
+/// otherwise run on under a run that says it is over).
+#[tokio::test]
+async fn a_pipelinerun_failing_on_a_taken_name_cancels_what_it_started() {
+    let parallel = json!({"apiVersion": "tekton.dev/v1", "kind": "Pipeline",
+        "metadata": {"name": "build", "namespace": "ci"},
+        "spec": {"tasks": [
+            {"name": "first", "taskRef": {"name": "greet"}},
+            {"name": "second", "taskRef": {"name": "greet"}}]}});
+    let mut planted = child("build-run-second", "second", "Unknown", "Running");
+    planted["metadata"]["ownerReferences"] = Value::Null;
+    let calls = vec![
+        call("GET", format!("{PIPELINES}/build"), 200, parallel),
+        call("GET", format!("{TASKS}/greet"), 200, task()),
+        call("GET", TASK_RUNS, 200, list(vec![])).check(|q, _| children_query(q)),
+        call(
+            "POST",
+            TASK_RUNS,
+            201,
+            child("build-run-first", "first", "Unknown", "Running"),
+        )
+        .check(|_, tr| assert_eq!(tr["metadata"]["name"], "build-run-first")),
+        call("POST", TASK_RUNS, 409, status_error(409, "AlreadyExists"))
+            .check(|_, tr| assert_eq!(tr["metadata"]["name"], "build-run-second")),
+        call("GET", format!("{TASK_RUNS}/build-run-second"), 200, planted),
+        call(
+            "PATCH",
+            format!("{TASK_RUNS}/build-run-first"),
+            200,
+            Value::Null,
+        )
+        .check(|_, body| {
+            assert_eq!(body["spec"]["status"], "TaskRunCancelled", "{body}");
+            let m = body["spec"]["statusMessage"].as_str().unwrap();
+            assert!(
+                m.starts_with("the PipelineRun failed: TaskRun \"build-run-second\" exists"),
+                "{m}"
+            );
+        }),
+        writes_status(PIPELINE_RUNS, "build-run").check(|_, body| {
+            let st = &body["status"];
+            assert_eq!(
+                condition(st),
+                ("False".to_string(), "CreateRunFailed".to_string()),
+                "{st}"
+            );
+        }),
+    ];
+    let pr = pipeline_run(started());
+    let (out, events) = scenario(calls, |ctx| pipelinerun::reconcile(Arc::new(pr), ctx)).await;
+    assert_eq!(out.unwrap(), Action::await_change());
+    assert_event(&events, "CreateRunFailed");
+}

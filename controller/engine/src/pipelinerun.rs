@@ -572,8 +572,7 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
                 continue;
             }
             let rvars = rvars.get_or_insert_with(|| result_vars(&tasks, &vars, None));
-            let pt = tasks[i].raw;
-            if !when_allows(&pt.when, rvars) {
+            if !when_allows(&tasks[i].raw.when, rvars) {
                 tasks[i].state = State::Skipped(reason::SKIP_WHEN);
                 changed = true;
                 continue;
@@ -586,7 +585,7 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
                 changed = true;
                 continue;
             }
-            match resolve_task(pt, rvars, &tasks) {
+            match resolve_task(&tasks[i], rvars, &tasks) {
                 Err(Unresolved::Skip) => {
                     tasks[i].state = State::Skipped(reason::SKIP_RESULTS);
                     changed = true;
@@ -596,7 +595,10 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
                     plan.events.push(Event {
                         type_: "Warning",
                         reason: "ResultValidationFailed".into(),
-                        message: format!("Task {:?} failed result validation: {m}", pt.name),
+                        message: format!(
+                            "Task {:?} failed result validation: {m}",
+                            tasks[i].pt.name
+                        ),
                     });
                     tasks[i].state = State::Invalid(m);
                     changed = true;
@@ -642,10 +644,9 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
             if tasks[i].state != State::NotStarted {
                 continue;
             }
-            let pt = tasks[i].raw;
-            match resolve_task(pt, &fvars, &tasks) {
+            match resolve_task(&tasks[i], &fvars, &tasks) {
                 Err(_) => tasks[i].state = State::Skipped(reason::SKIP_RESULTS),
-                Ok(_) if !when_allows(&pt.when, &fvars) => {
+                Ok(_) if !when_allows(&tasks[i].raw.when, &fvars) => {
                     tasks[i].state = State::Skipped(reason::SKIP_WHEN)
                 }
                 Ok(resolved)
@@ -972,11 +973,14 @@ enum Unresolved {
 
 /// The PipelineTask with its task results (and finally variables) substituted.
 fn resolve_task(
-    pt: &PipelineTask,
+    task: &Task<'_>,
     vars: &Vars,
     tasks: &[Task<'_>],
 ) -> Result<PipelineTask, Unresolved> {
-    let mut j = serde_json::to_value(pt).map_err(|_| Unresolved::Skip)?;
+    // Substituted from the task as written; judged (onError) as the
+    // Pipeline's params made it.
+    let pt = task.pt;
+    let mut j = serde_json::to_value(task.raw).map_err(|_| Unresolved::Skip)?;
     let fields = [
         "params",
         "matrix",

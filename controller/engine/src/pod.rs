@@ -310,7 +310,8 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
             .map_err(|e| fail(e.to_string()))?;
         let mut b: WorkspaceBinding =
             serde_json::from_value(bj).map_err(|e| fail(e.to_string()))?;
-        check_binding(&b, &format!("spec.workspaces[{wi}]")).map_err(fail)?;
+        let at = tr.spec.workspaces.iter().position(|x| x.name == b.name);
+        check_binding(&b, &format!("spec.workspaces[{}]", at.unwrap_or(wi))).map_err(fail)?;
         if let Some(t) = b.volume_claim_template.take() {
             let claim = names::claim(t.metadata.name.as_deref(), &b.name, &uid);
             claims.push(PersistentVolumeClaim {

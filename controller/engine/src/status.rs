@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tektite_api::param::ParamValue;
@@ -132,7 +132,7 @@ fn step_report(
     let Some(code) = cs.and_then(terminated).map(|t| t.exit_code) else {
         return Ok(None);
     };
-    let limit = max_result_size(pod, container);
+    let flags = StepFlags::of_step(pod, container);
     let key = format!("{}{container}", ep::STEP_ANNOTATION_PREFIX);
     let annotated = pod
         .metadata
@@ -149,47 +149,84 @@ fn step_report(
     let Some(report) = annotated.or_else(message) else {
         return Ok(None);
     };
-    match report_problem(&report, code, limit) {
+    match report_problem(&report, code, flags) {
         None => Ok(Some(report)),
         Some(problem) => Err(format!("the step's report was not used: {problem}")),
     }
 }
 
-/// The result size limit the pod gave a step's entrypoint
-/// (`-max_result_size`; the pod spec is the controller's own).
-fn max_result_size(pod: &Pod, container: &str) -> usize {
-    let args = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.containers.iter().find(|c| c.name == container))
-        .and_then(|c| c.args.as_ref());
-    // The entrypoint's own flags come before `--`; what follows is the
-    // step's command, which may say anything.
-    args.and_then(|a| {
-        let flags = &a[..a.iter().position(|x| x == "--").unwrap_or(a.len())];
-        let at = flags.iter().position(|x| x == "-max_result_size")?;
-        flags.get(at + 1)?.parse().ok()
-    })
-    .unwrap_or(ep::DEFAULT_MAX_RESULT_SIZE)
+/// What a step's entrypoint was told that a report must agree with, read
+/// from its flags in the pod (the controller's own spec): those before
+/// `-entrypoint`, as what follows is the step's own command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepFlags {
+    /// `-max_result_size`, else the entrypoint's default.
+    pub max_result_size: usize,
+    /// `-on_error continue`.
+    pub on_error_continue: bool,
+}
+
+impl StepFlags {
+    pub fn of(c: &Container) -> StepFlags {
+        let args = c.args.as_deref().unwrap_or_default();
+        let flags = args
+            .iter()
+            .position(|a| a == "-entrypoint")
+            .map_or(args, |end| &args[..end]);
+        let value = |name: &str| {
+            flags
+                .windows(2)
+                .find(|w| w[0] == name)
+                .map(|w| w[1].as_str())
+        };
+        StepFlags {
+            max_result_size: value("-max_result_size")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(ep::DEFAULT_MAX_RESULT_SIZE),
+            on_error_continue: value("-on_error") == Some("continue"),
+        }
+    }
+
+    fn of_step(pod: &Pod, container: &str) -> StepFlags {
+        let c = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == container));
+        c.map_or(
+            StepFlags {
+                max_result_size: ep::DEFAULT_MAX_RESULT_SIZE,
+                on_error_continue: false,
+            },
+            StepFlags::of,
+        )
+    }
 }
 
 /// Why a report cannot be the one the step's entrypoint wrote: what it says
 /// does not match the exit code the container ended with (the entrypoint
-/// exits 0 for a success, the command's code for an error, its own codes
-/// for what it decided), or a result is over the size limit the
-/// entrypoint enforces. A report that says less than its container did is
-/// not kept either; the kubelet's state stands alone then.
-pub fn report_problem(r: &Report, container_code: i32, limit: usize) -> Option<String> {
+/// exits 0 for a success, the command's non-zero code for an error, 0 for
+/// an error `onError: continue` lets pass, its own codes for what it
+/// decided), or a result is over the size limit the entrypoint enforces. A
+/// report written before the entrypoint failed on its markers (exit code
+/// IO) does not match either: the step failed, and its container's state
+/// says so.
+pub fn report_problem(r: &Report, container_code: i32, flags: StepFlags) -> Option<String> {
     use ep::{Reason, exit};
-    // A report written before the entrypoint failed on its markers (exit
-    // code IO) does not match either: the step failed, and its container's
-    // state says so.
+    let says = || {
+        format!(
+            "it says {} (exit code {})",
+            reason_name(r.reason),
+            r.exit_code
+        )
+    };
     let expected = match r.reason {
-        Reason::Completed if r.exit_code != 0 => {
-            return Some(format!("it says Completed with exit code {}", r.exit_code));
+        Reason::Completed if r.exit_code == 0 => 0,
+        Reason::Continued if r.exit_code != 0 && flags.on_error_continue => 0,
+        Reason::Error if r.exit_code != 0 => r.exit_code,
+        Reason::Completed | Reason::Error => return Some(says()),
+        Reason::Continued => {
+            return Some(format!("{}, but the step is not onError: continue", says()));
         }
-        Reason::Completed | Reason::Continued => 0,
-        Reason::Error => r.exit_code,
         Reason::Skipped => exit::SKIPPED,
         Reason::TimeoutExceeded => exit::TIMEOUT,
         Reason::ResultTooLarge => exit::RESULT_TOO_LARGE,
@@ -198,11 +235,11 @@ pub fn report_problem(r: &Report, container_code: i32, limit: usize) -> Option<S
     };
     if expected != container_code {
         return Some(format!(
-            "it says {} (exit code {}), but the container ended with exit code {container_code}",
-            reason_name(r.reason),
-            r.exit_code
+            "{}, but the container ended with exit code {container_code}",
+            says()
         ));
     }
+    let limit = flags.max_result_size;
     r.results.iter().find(|v| v.value.len() > limit).map(|v| {
         format!(
             "result {:?} is {} bytes, over the limit of {limit} bytes",
@@ -808,7 +845,6 @@ pub fn terminate_steps(st: &mut TaskRunStatus, why: &str, pod: &Pod, tr: &TaskRu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
 
     fn report(reason: ep::Reason, exit_code: i32, value: &str) -> Report {
         Report {
@@ -826,46 +862,74 @@ mod tests {
         }
     }
 
-    /// The limit is the entrypoint's flag, not a word of the step's own
-    /// command after `--` (which the Task's author writes).
-    #[test]
-    fn the_result_limit_is_read_from_the_entrypoints_flags_only() {
-        let pod = |args: &[&str]| Pod {
-            spec: Some(PodSpec {
-                containers: vec![Container {
-                    name: "step-s".into(),
-                    args: Some(args.iter().map(|s| s.to_string()).collect()),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
+    fn flags(args: &[&str]) -> StepFlags {
+        StepFlags::of(&Container {
+            name: "step-s".into(),
+            args: Some(args.iter().map(|s| s.to_string()).collect()),
             ..Default::default()
-        };
-        let with_flag = pod(&["-max_result_size", "16", "--", "sh"]);
-        assert_eq!(max_result_size(&with_flag, "step-s"), 16);
-        let in_command = pod(&["--", "tool", "-max_result_size", "999999999"]);
+        })
+    }
+
+    /// The limit and onError are the entrypoint's flags, not words of the
+    /// step's own command after `-entrypoint` (which the Task's author
+    /// writes).
+    #[test]
+    fn step_flags_are_read_from_the_entrypoints_flags_only() {
+        let f = flags(&[
+            "-on_error",
+            "continue",
+            "-max_result_size",
+            "16",
+            "-entrypoint",
+            "sh",
+            "--",
+        ]);
+        assert_eq!((f.max_result_size, f.on_error_continue), (16, true));
+        let f = flags(&[
+            "-entrypoint",
+            "tool",
+            "--",
+            "-max_result_size",
+            "999",
+            "-on_error",
+            "continue",
+        ]);
         assert_eq!(
-            max_result_size(&in_command, "step-s"),
-            ep::DEFAULT_MAX_RESULT_SIZE
+            (f.max_result_size, f.on_error_continue),
+            (ep::DEFAULT_MAX_RESULT_SIZE, false)
         );
     }
 
     #[test]
     fn a_report_must_match_its_containers_exit_code() {
         use ep::Reason::*;
-        let limit = 8;
-        assert_eq!(report_problem(&report(Completed, 0, "ok"), 0, limit), None);
-        assert_eq!(report_problem(&report(Continued, 3, "ok"), 0, limit), None);
-        assert_eq!(report_problem(&report(Error, 3, "ok"), 3, limit), None);
-        for (r, code) in [
-            (report(Completed, 0, "ok"), 1),
-            (report(Completed, 0, "ok"), ep::exit::IO),
-            (report(Completed, 2, "ok"), 2),
-            (report(Error, 3, "ok"), 0),
-            (report(Skipped, 0, "ok"), 0),
-            (report(Completed, 0, "too long a value"), 0),
+        let plain = flags(&["-max_result_size", "8", "-entrypoint", "sh"]);
+        let continues = flags(&[
+            "-max_result_size",
+            "8",
+            "-on_error",
+            "continue",
+            "-entrypoint",
+            "sh",
+        ]);
+        assert_eq!(report_problem(&report(Completed, 0, "ok"), 0, plain), None);
+        assert_eq!(
+            report_problem(&report(Continued, 3, "ok"), 0, continues),
+            None
+        );
+        assert_eq!(report_problem(&report(Error, 3, "ok"), 3, plain), None);
+        for (r, code, f) in [
+            (report(Completed, 0, "ok"), 1, plain),
+            (report(Completed, 0, "ok"), ep::exit::IO, plain),
+            (report(Completed, 2, "ok"), 2, plain),
+            (report(Error, 3, "ok"), 0, plain),
+            (report(Error, 0, "ok"), 0, plain),
+            (report(Continued, 3, "ok"), 0, plain),
+            (report(Continued, 0, "ok"), 0, continues),
+            (report(Skipped, 0, "ok"), 0, plain),
+            (report(Completed, 0, "too long a value"), 0, plain),
         ] {
-            assert!(report_problem(&r, code, limit).is_some(), "{r:?} / {code}");
+            assert!(report_problem(&r, code, f).is_some(), "{r:?} / {code}");
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use std::ffi::OsStr;
 use std::io::Read as _;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -85,11 +85,18 @@ fn open_dir(root: &Path, rel: &Path, create: Option<u32>) -> Result<OwnedFd, Ben
         let opened = match rustix::fs::openat(&dir, p, DIR, Mode::empty()) {
             Err(rustix::io::Errno::NOENT) if create.is_some() => {
                 let mode = Mode::from_bits_truncate(create.unwrap_or(0o755));
-                match rustix::fs::mkdirat(&dir, p, mode) {
-                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                let made = match rustix::fs::mkdirat(&dir, p, mode) {
+                    Ok(()) => true,
+                    Err(rustix::io::Errno::EXIST) => false,
                     Err(e) => return Err(BeneathError::io(&at, e)),
+                };
+                let opened = rustix::fs::openat(&dir, p, DIR, Mode::empty());
+                // The mode as given, whatever the umask: set on the
+                // directory just made and opened, never through a path.
+                if made && let Ok(fd) = &opened {
+                    rustix::fs::fchmod(fd, mode).map_err(|e| BeneathError::io(&at, e))?;
                 }
-                rustix::fs::openat(&dir, p, DIR, Mode::empty())
+                opened
             }
             other => other,
         };
@@ -114,25 +121,21 @@ fn not_a_dir(parent: &OwnedFd, name: &OsStr, at: &Path, e: rustix::io::Errno) ->
 }
 
 /// Makes (if missing) and checks the directory `root/rel` with no symlink
-/// on the way, and returns its path. With `mode`, a directory this call
-/// makes gets exactly that mode (the umask aside: it is set through the
-/// opened directory, never through a path).
+/// on the way, and returns its path. Each directory this call makes gets
+/// exactly `mode` (the umask aside); one that is there keeps its own, as a
+/// kubelet leaves it.
 ///
 /// # Errors
 /// `rel` leaves `root`, a part of it is a symlink or not a directory, or
 /// the I/O error.
-pub fn dir(root: &Path, rel: &Path, mode: Option<u32>) -> Result<PathBuf, BeneathError> {
-    let fd = open_dir(root, rel, Some(mode.unwrap_or(0o755)))?;
-    if let Some(mode) = mode {
-        rustix::fs::fchmod(&fd, Mode::from_bits_truncate(mode))
-            .map_err(|e| BeneathError::io(&root.join(rel), e))?;
-    }
+pub fn dir(root: &Path, rel: &Path, mode: u32) -> Result<PathBuf, BeneathError> {
+    open_dir(root, rel, Some(mode))?;
     Ok(root.join(rel))
 }
 
 /// Opens the file `root/rel` for reading: no symlink anywhere in `rel`, a
-/// regular file (not a FIFO or a device, which are not even opened for
-/// blocking reads), and at most `limit` bytes long.
+/// regular file (a FIFO or a device is never opened), and at most `limit`
+/// bytes long.
 fn open_file(root: &Path, rel: &Path, limit: u64) -> Result<std::fs::File, BeneathError> {
     let full = root.join(rel);
     let Some(name) = rel.file_name() else {
@@ -140,18 +143,31 @@ fn open_file(root: &Path, rel: &Path, limit: u64) -> Result<std::fs::File, Benea
     };
     let parent = rel.parent().unwrap_or(Path::new(""));
     let dir = open_dir(root, parent, None)?;
-    // O_NONBLOCK: opening a FIFO to read would otherwise wait for a writer.
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let fd = rustix::fs::openat(&dir, name, flags, Mode::empty()).map_err(|e| match e {
-        rustix::io::Errno::LOOP => {
-            BeneathError::refused(&full, "is a symbolic link, which is not followed")
+    // First only a handle (O_PATH): opening a FIFO to read would wait for
+    // a writer, and opening some devices does something (a watchdog arms,
+    // a tape rewinds). What it is is checked on the handle; only a regular
+    // file is then opened for reading, through the handle itself.
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let handle = rustix::fs::openat(&dir, name, flags, Mode::empty())
+        .map_err(|e| BeneathError::io(&full, e))?;
+    let st = rustix::fs::fstat(&handle).map_err(|e| BeneathError::io(&full, e))?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => {}
+        FileType::Symlink => {
+            return Err(BeneathError::refused(
+                &full,
+                "is a symbolic link, which is not followed",
+            ));
         }
-        e => BeneathError::io(&full, e),
-    })?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| BeneathError::io(&full, e))?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Err(BeneathError::refused(&full, "is not a regular file"));
+        _ => return Err(BeneathError::refused(&full, "is not a regular file")),
     }
+    let fd = rustix::fs::openat(
+        rustix::fs::CWD,
+        format!("/proc/self/fd/{}", handle.as_raw_fd()),
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|e| BeneathError::io(&full, e))?;
     let size = u64::try_from(st.st_size).unwrap_or(0);
     if size > limit {
         return Err(BeneathError::refused(
@@ -238,20 +254,20 @@ mod tests {
         std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("src")).unwrap();
         for rel in ["src", "src/deeper"] {
-            let e = dir(&root, Path::new(rel), Some(0o777)).unwrap_err();
+            let e = dir(&root, Path::new(rel), 0o777).unwrap_err();
             assert!(e.to_string().contains("symbolic link"), "{e}");
         }
         assert!(!outside.join("deeper").exists());
         let mode = std::fs::metadata(&outside).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700, "the link's target was chmodded");
-        let made = dir(&root, Path::new("a/b"), Some(0o777)).unwrap();
+        let made = dir(&root, Path::new("a/b"), 0o777).unwrap();
         assert_eq!(made, root.join("a/b"));
         assert_eq!(
             std::fs::metadata(&made).unwrap().permissions().mode() & 0o777,
             0o777
         );
         for bad in ["../x", "/etc", "a/../../x"] {
-            assert!(dir(&root, Path::new(bad), None).is_err(), "{bad}");
+            assert!(dir(&root, Path::new(bad), 0o755).is_err(), "{bad}");
         }
         std::fs::remove_dir_all(&d).unwrap();
     }

@@ -107,11 +107,10 @@ pub fn entrypoint_binary() -> Result<PathBuf, String> {
         && let Some(dir) = exe.parent()
     {
         candidates.push(dir.join("entrypoint"));
-        // target/<profile>/deps/… when run from tests.
-        if let Some(up) = dir.parent() {
-            candidates.push(up.join("entrypoint"));
-            // The static build of a cargo target dir,
-            // target/<triple>/entrypoint/entrypoint, beside target/<profile>.
+        // tkt in target/<profile>/ of a cargo target directory (it says so
+        // with CACHEDIR.TAG; not any folder one level up): the static build
+        // target/<triple>/entrypoint/entrypoint.
+        if let Some(up) = dir.parent().filter(|up| up.join("CACHEDIR.TAG").is_file()) {
             candidates.extend(
                 std::fs::read_dir(up)
                     .into_iter()
@@ -319,10 +318,30 @@ fn host_volumes(adapted: &Pod) -> BTreeMap<String, PathBuf> {
 }
 
 /// What every container starts with before the pod's own env: what a
-/// container runtime and image would give (`PATH`, `HOME`, `HOSTNAME`:
-/// here this machine's `PATH` and `HOME`, for its tools), and the
-/// entrypoint's own tuning. Nothing else of `tkt`'s environment.
-pub const INHERITED_ENV: &[&str] = &["PATH", "HOME", "TEKTITE_ENTRYPOINT_POLL_MS"];
+/// container runtime and image would give (`PATH`, `HOME`, `HOSTNAME`,
+/// here this machine's, for its tools), the conventions that say where
+/// this user's tools, locale and certificates are, and the entrypoint's
+/// own tuning. No credentials, sockets or proxies (which may carry a
+/// password): `tkt run --env NAME` hands over anything else.
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "GOPATH",
+    "GOROOT",
+    "JAVA_HOME",
+    "TEKTITE_ENTRYPOINT_POLL_MS",
+];
 
 fn base_env(pod_name: &str) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = INHERITED_ENV

@@ -337,7 +337,10 @@ impl TaskRunLoop {
             .work
             .join(&self.name)
             .join(p.metadata.name.as_deref().unwrap_or("pod"));
-        std::fs::create_dir_all(&pod_dir).ok();
+        // A directory left by an earlier run of this name (kept with
+        // --keep, then deleted and run again) goes: what the runtimes make
+        // in it is made new. remove_dir_all follows no link.
+        let _ = std::fs::remove_dir_all(&pod_dir);
         let env = PodEnv {
             task_run: &self.name,
             run_dir: &pod_dir,

@@ -4,7 +4,9 @@
 //! Pod with status, the same shape a kubelet reports.
 
 use std::collections::BTreeMap;
+use std::fs::Permissions;
 use std::io::Read as _;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -408,29 +410,35 @@ fn podman_spec(pod: &Pod, env: &PodEnv<'_>) -> Result<podman::Adapted, RuntimeEr
 /// other users of this machine cannot reach them through the 0700 run
 /// and store directories above.
 pub(crate) fn make_volume_dirs(dirs: &[PathBuf], env: &PodEnv<'_>) -> Result<(), RuntimeError> {
-    for d in dirs {
-        let (root, rel, mode) = if d == env.run_dir {
-            (env.run_dir, Path::new(""), 0o700)
-        } else {
-            let (root, rel) =
-                beneath::split(d, &[env.run_dir, env.claims_dir]).ok_or_else(|| {
-                    err(
-                        format!("directory {}", d.display()),
-                        "is outside the run and claims directories",
-                    )
-                })?;
-            (root, rel, 0o777)
-        };
-        beneath::dir(root, rel, Some(mode)).map_err(|e| err("volume directory", e.to_string()))?;
+    // The run directory is tkt's own path (no container sees it).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(env.run_dir)
+        .and_then(|()| std::fs::set_permissions(env.run_dir, Permissions::from_mode(0o700)))
+        .map_err(|e| {
+            err(
+                format!("directory {}", env.run_dir.display()),
+                e.to_string(),
+            )
+        })?;
+    for d in dirs.iter().filter(|d| *d != env.run_dir) {
+        let (root, rel) = beneath::split(d, &[env.run_dir, env.claims_dir]).ok_or_else(|| {
+            err(
+                format!("directory {}", d.display()),
+                "is outside the run and claims directories",
+            )
+        })?;
+        beneath::dir(root, rel, 0o777).map_err(|e| err("volume directory", e.to_string()))?;
     }
     Ok(())
 }
 
 /// The host directory a subPath mount stands for: `sub` beneath the
 /// volume's directory `base`, made if missing as a kubelet makes it, and
-/// never through a symlink a step may have left in the volume. Volumes
-/// this run provisioned get mode 0777 (as their root has); a directory of
-/// the user's (`-w name=PATH`) keeps what it has.
+/// never through a symlink a step may have left in the volume. What is
+/// made in volumes this run provisioned gets mode 0777 (as their root
+/// has); in a directory of the user's (`-w name=PATH`), 0755.
 fn subpath_dir(
     base: &Path,
     sub: &str,
@@ -438,8 +446,8 @@ fn subpath_dir(
     what: &str,
 ) -> Result<PathBuf, RuntimeError> {
     let ours = base.starts_with(env.run_dir) || base.starts_with(env.claims_dir);
-    beneath::dir(base, Path::new(sub), ours.then_some(0o777))
-        .map_err(|e| err(what, format!("subPath {sub:?}: {e}")))
+    let mode = if ours { 0o777 } else { 0o755 };
+    beneath::dir(base, Path::new(sub), mode).map_err(|e| err(what, format!("subPath {sub:?}: {e}")))
 }
 
 /// podman 4 ignores `subPath` on hostPath volumes: each such mount gets a
