@@ -294,3 +294,32 @@ fn what_tekton_accepts_is_only_a_warning() {
     ];
     assert_eq!(out.lines().collect::<Vec<_>>(), expected);
 }
+
+/// A document with many problems shows the first hundred and counts the
+/// rest; `--max-errors` shows more or fewer (0: all).
+#[test]
+fn many_problems_are_capped_per_document() {
+    let refs: String = (0..250).map(|i| format!("$(params.p{i}) ")).collect();
+    let yaml = format!(
+        "apiVersion: tekton.dev/v1\nkind: Task\nmetadata:\n  name: t\nspec:\n  steps:\n    - name: s\n      image: alpine\n      script: \"{refs}\"\n"
+    );
+    let problems = |o: &std::process::Output| {
+        stdout(o)
+            .lines()
+            .filter(|l| l.contains("which the Task does not declare"))
+            .count()
+    };
+    let o = tkt_stdin(&["validate", "-f", "-"], Some(&yaml));
+    assert_eq!(o.status.code(), Some(2));
+    let out = stdout(&o);
+    assert_eq!(problems(&o), 100, "{out}");
+    assert!(
+        out.contains("150 more problem(s) in this document not shown (the first 100 are; --max-errors 0 shows all)"),
+        "{out}"
+    );
+    let o = tkt_stdin(&["validate", "--max-errors", "0", "-f", "-"], Some(&yaml));
+    assert_eq!(problems(&o), 250, "{}", stdout(&o));
+    assert!(!stdout(&o).contains("not shown"));
+    let o = tkt_stdin(&["validate", "--max-errors", "5", "-f", "-"], Some(&yaml));
+    assert_eq!(problems(&o), 5, "{}", stdout(&o));
+}

@@ -18,6 +18,9 @@ pub struct Args {
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
     pub output: Format,
+    /// Problems shown per document (the rest are counted); 0 shows all
+    #[arg(long = "max-errors", value_name = "N", default_value_t = tektite_api::diag::DEFAULT_MAX_PER_DOCUMENT)]
+    pub max_errors: usize,
 }
 
 /// Output formats.
@@ -50,6 +53,7 @@ struct ObjectRef {
 /// # Errors
 /// Only failures to write the report (or to list a directory).
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
+    tektite_api::diag::set_max_per_document(args.max_errors);
     let mut all = LoadOutput::default();
     for file in crate::files::expand(&args.files)? {
         let loaded = if file.as_os_str() == "-" {

@@ -2,6 +2,7 @@
 //! document, the line, the field path and what was expected.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
@@ -62,23 +63,183 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// The work reading and validating does that could grow faster than its
+/// input if written carelessly (map keys looked up, cells of the edit
+/// distances behind "did you mean"), counted per thread: the tests hold it
+/// to a multiple of the input's size.
+pub mod cost {
+    use std::cell::Cell;
+
+    thread_local! {
+        static UNITS: Cell<u64> = const { Cell::new(0) };
+        static SUGGESTIONS: Cell<u64> = const { Cell::new(SUGGESTION_BUDGET) };
+    }
+
+    /// Edit-distance cells "did you mean" may spend on one document: enough
+    /// for thousands of ordinary misspellings, a bound for hostile input
+    /// (past it, messages just have no suggestion).
+    pub const SUGGESTION_BUDGET: u64 = 4_000_000;
+
+    /// Counts `n` units of work.
+    pub fn add(n: u64) {
+        UNITS.with(|u| u.set(u.get().saturating_add(n)));
+    }
+
+    /// The units counted on this thread so far.
+    pub fn units() -> u64 {
+        UNITS.with(Cell::get)
+    }
+
+    /// Gives the suggestions of the next document their whole budget.
+    pub fn reset_suggestions() {
+        SUGGESTIONS.with(|s| s.set(SUGGESTION_BUDGET));
+    }
+
+    /// Takes `n` cells from the suggestion budget; false (taking nothing)
+    /// when it has fewer left.
+    pub(crate) fn spend_suggestion(n: u64) -> bool {
+        SUGGESTIONS.with(|s| {
+            let left = s.get();
+            if left < n {
+                return false;
+            }
+            s.set(left - n);
+            add(n);
+            true
+        })
+    }
+}
+
+/// Problems shown per document (`tkt validate --max-errors`; 0: all). A
+/// file with thousands of mistakes gets the first of them and a count of
+/// the rest, not output many times its size.
+static MAX_PER_DOCUMENT: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_PER_DOCUMENT);
+
+/// The default of [`set_max_per_document`].
+pub const DEFAULT_MAX_PER_DOCUMENT: usize = 100;
+
+/// Sets how many problems of one document are kept (0: all).
+pub fn set_max_per_document(n: usize) {
+    MAX_PER_DOCUMENT.store(n, Ordering::Relaxed);
+}
+
+/// How many problems of one document are kept (0: all).
+pub fn max_per_document() -> usize {
+    MAX_PER_DOCUMENT.load(Ordering::Relaxed)
+}
+
+/// Counts the problems of one document and says which are kept.
+#[derive(Debug)]
+pub struct Cap {
+    max: usize,
+    kept: usize,
+    left_out: usize,
+}
+
+impl Default for Cap {
+    fn default() -> Cap {
+        Cap {
+            max: max_per_document(),
+            kept: 0,
+            left_out: 0,
+        }
+    }
+}
+
+impl Cap {
+    /// Whether the next problem is kept (counted either way).
+    pub fn admit(&mut self) -> bool {
+        if self.max != 0 && self.kept >= self.max {
+            self.left_out += 1;
+            return false;
+        }
+        self.kept += 1;
+        true
+    }
+
+    /// The line that stands for the problems left out, if any.
+    pub fn summary(&self) -> Option<String> {
+        (self.left_out > 0).then(|| {
+            format!(
+                "{} more problem(s) in this document not shown (the first {} are; --max-errors 0 shows all)",
+                self.left_out, self.max
+            )
+        })
+    }
+}
+
+/// Keeps the first problems of one document, those `diags` holds from
+/// `start` on, as [`Cap`] does, with one line for the rest.
+pub fn cap_from(diags: &mut Vec<Diagnostic>, start: usize) {
+    let mut cap = Cap::default();
+    let mut kept = start;
+    for i in start..diags.len() {
+        if cap.admit() {
+            diags.swap(kept, i);
+            kept += 1;
+        }
+    }
+    if let Some(summary) = cap.summary() {
+        let mut last = diags[start].clone();
+        diags.truncate(kept);
+        last.severity = Severity::Warning;
+        last.line = None;
+        last.path = String::new();
+        last.message = summary;
+        diags.push(last);
+    }
+}
+
+/// Names longer than this get no suggestion: nobody misspells them, and
+/// their edit distance costs the product of the lengths.
+const SUGGEST_MAX_LEN: usize = 128;
+
 /// "did you mean" for a misspelt name, when a candidate is close enough.
+/// Bounded: long names and candidates are skipped, those whose length
+/// alone puts them out of reach are not compared, and each document has a
+/// budget of comparisons ([`cost::SUGGESTION_BUDGET`]).
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    if word.len() > SUGGEST_MAX_LEN {
+        return None;
+    }
     let lower = word.to_ascii_lowercase();
-    candidates
-        .into_iter()
-        .map(|c| {
-            (
-                strsim::damerau_levenshtein(&lower, &c.to_ascii_lowercase()),
-                c,
-            )
-        })
-        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+    let mut best: Option<(usize, &str)> = None;
+    for c in candidates {
+        let reach = (c.len().max(word.len()) / 3).max(1);
+        if c.len() > SUGGEST_MAX_LEN || c.len().abs_diff(word.len()) > reach {
+            continue;
+        }
+        if !cost::spend_suggestion((word.len() * c.len()).max(1) as u64) {
+            break;
+        }
+        let d = strsim::damerau_levenshtein(&lower, &c.to_ascii_lowercase());
+        if d <= reach && best.is_none_or(|(b, _)| d < b) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// `s` cut to about `max` bytes, its start and its end kept (at character
+/// boundaries) and saying how much was left out between: user text quoted
+/// in a message (a name, a key, a reference) cannot make each of many
+/// messages as big as the input, and what the message says after it stays.
+pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut head = max * 2 / 3;
+    while !s.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = s.len() - (max - max * 2 / 3);
+    while !s.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}…[{} bytes]…{}", &s[..head], tail - head, &s[tail..]).into()
 }
 
 /// Appends ` (did you mean "x"?)` when a suggestion exists.

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::diag::{Diagnostic, Severity, suggest};
+use crate::diag::{Diagnostic, Severity, clip, suggest};
 use crate::path::Path;
 use crate::v1::{Pipeline, PipelineRun, Task, TaskRun};
 use crate::v1beta1::{self, Conversion};
@@ -93,6 +93,19 @@ struct Origin {
 }
 
 impl Origin {
+    /// A problem past those a document shows: only counted.
+    fn left_out(&self, severity: Severity) -> Diagnostic {
+        Diagnostic {
+            severity,
+            file: String::new(),
+            document: Some(self.document),
+            object: None,
+            line: None,
+            path: String::new(),
+            message: String::new(),
+        }
+    }
+
     /// A diagnostic about `path` (a v1 path, mapped back through
     /// `conversion` to what the user wrote), with its line.
     fn diagnostic(
@@ -103,14 +116,16 @@ impl Origin {
         message: String,
     ) -> Diagnostic {
         let path = conversion.map_or_else(|| path.clone(), |c| c.original(path));
+        // What the input chose (names, keys, references) is clipped, so
+        // that many messages about one long name cannot each repeat it.
         Diagnostic {
             severity,
             file: self.file.clone(),
             document: Some(self.document),
             object: self.object.clone(),
             line: self.source.line_of(self.locator, &path),
-            path: path.to_string(),
-            message,
+            path: clip(&path.to_string(), MAX_PATH).into_owned(),
+            message: clip(&message, MAX_MESSAGE).into_owned(),
         }
     }
 }
@@ -212,6 +227,12 @@ pub struct LoadOutput {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// The longest object name, field path and message a diagnostic repeats
+/// (longer ones are clipped, saying their length).
+const MAX_OBJECT: usize = 120;
+const MAX_PATH: usize = 400;
+const MAX_MESSAGE: usize = 2000;
+
 /// Reads and loads a file. An unreadable file is one diagnostic.
 pub fn load_file(path: &std::path::Path) -> LoadOutput {
     let name = path.display().to_string();
@@ -283,7 +304,9 @@ pub fn load_str(file: &str, text: &str) -> LoadOutput {
         for (item, value) in items {
             index += 1;
             let at = Locator { doc, item };
+            let start = out.diagnostics.len();
             load_document(file, index, value, &source, at, &mut out);
+            crate::diag::cap_from(&mut out.diagnostics, start);
         }
     }
     out
@@ -344,17 +367,28 @@ fn load_document(
     let origin = Origin {
         file: file.to_string(),
         document: index,
-        object: object_name(&value),
+        object: object_name(&value).map(|o| clip(&o, MAX_OBJECT).into_owned()),
         source: Arc::clone(source),
         locator: at,
     };
+    // Past the problems a document shows (`diag::cap_from` keeps them and
+    // counts the rest), a problem is not looked up in the source: a line
+    // lookup walks the document, and a million of them would cost a
+    // million walks.
+    let start = out.diagnostics.len();
+    let max = crate::diag::max_per_document();
     let emit = |out: &mut LoadOutput,
                 sev: Severity,
                 path: &Path,
                 message: String,
                 conv: Option<&Conversion>| {
-        out.diagnostics
-            .push(origin.diagnostic(sev, path, conv, message));
+        let shown = out.diagnostics.len() - start;
+        let d = if max == 0 || shown < max {
+            origin.diagnostic(sev, path, conv, message)
+        } else {
+            origin.left_out(sev)
+        };
+        out.diagnostics.push(d);
     };
     if !value.is_object() {
         emit(

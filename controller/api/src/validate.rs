@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 
 use crate::dag;
-use crate::diag::{Diagnostic, Severity, suggest};
+use crate::diag::{Cap, Diagnostic, Severity, suggest};
 use crate::load::{Loaded, Object};
 use crate::path::Path;
 use crate::refs::{self, Part};
@@ -113,8 +113,10 @@ pub fn validate_all(objects: &[Loaded]) -> Vec<Diagnostic> {
 
 /// Validates one object.
 pub fn validate<'a>(object: &'a Object, catalog: &Catalog<'a>) -> Vec<Finding> {
+    crate::diag::cost::reset_suggestions();
     let mut v = Checker {
         out: Vec::new(),
+        cap: Cap::default(),
         catalog,
         lenient: false,
     };
@@ -137,6 +139,13 @@ pub fn validate<'a>(object: &'a Object, catalog: &Catalog<'a>) -> Vec<Finding> {
             v.object_name(&pr.metadata, &meta, true);
             v.pipelinerun_spec(&pr.spec, &root.key("spec"));
         }
+    }
+    if let Some(summary) = v.cap.summary() {
+        v.out.push(Finding {
+            severity: Severity::Warning,
+            path: Path::root(),
+            message: summary,
+        });
     }
     v.out
 }
@@ -215,6 +224,11 @@ pub fn parse_duration(s: &str) -> Result<i128, String> {
 pub fn timeout_duration(s: &str) -> Result<i128, String> {
     match parse_duration(s)? {
         ns if ns < 0 => Err(format!("{s:?} is negative: expected a duration >= 0")),
+        // Go's durations are nanoseconds in an int64: Kubernetes' Tekton
+        // cannot hold a longer one.
+        ns if ns > i128::from(i64::MAX) => Err(format!(
+            "{s:?} is longer than the longest duration, 2562047h47m16.854775807s"
+        )),
         ns => Ok(ns),
     }
 }
@@ -290,6 +304,8 @@ struct Scope<'a> {
 
 struct Checker<'c, 'a> {
     out: Vec<Finding>,
+    /// How many problems are kept (the rest are counted).
+    cap: Cap,
     catalog: &'c Catalog<'a>,
     /// Set while checking a field Tekton's webhook does not check for
     /// variable references: problems there are warnings, so Tasks Tekton
@@ -299,6 +315,9 @@ struct Checker<'c, 'a> {
 
 impl<'a> Checker<'_, 'a> {
     fn err(&mut self, path: &Path, message: impl Into<String>) {
+        if !self.cap.admit() {
+            return;
+        }
         self.out.push(Finding {
             severity: Severity::Error,
             path: path.clone(),
@@ -321,6 +340,9 @@ impl<'a> Checker<'_, 'a> {
     }
 
     fn warn(&mut self, path: &Path, message: impl Into<String>) {
+        if !self.cap.admit() {
+            return;
+        }
         self.out.push(Finding {
             severity: Severity::Warning,
             path: path.clone(),

@@ -160,11 +160,36 @@ struct MapFrame<T> {
     anchor: usize,
     /// Nodes in it so far, itself included (aliases counted expanded).
     size: usize,
-    entries: Vec<(String, T)>,
+    /// In order; an entry a key written out overrode is `None`.
+    entries: Vec<Option<(String, T)>>,
+    /// Where each key is in `entries`, and whether `<<` brought it in
+    /// (keys written out may override those): one lookup per key, so a
+    /// mapping of n keys costs n, not n².
+    index: HashMap<String, (usize, bool)>,
     /// The key read, waiting for its value.
     pending: Option<String>,
-    /// Keys brought in by `<<`, which keys written out may override.
-    merged: Vec<String>,
+}
+
+impl<T> MapFrame<T> {
+    fn new(line: usize, anchor: usize) -> MapFrame<T> {
+        MapFrame {
+            line,
+            anchor,
+            size: 1,
+            entries: Vec::new(),
+            index: HashMap::new(),
+            pending: None,
+        }
+    }
+
+    fn insert(&mut self, key: String, value: T, merged: bool) {
+        self.index.insert(key.clone(), (self.entries.len(), merged));
+        self.entries.push(Some((key, value)));
+    }
+
+    fn into_entries(self) -> Vec<(String, T)> {
+        self.entries.into_iter().flatten().collect()
+    }
 }
 
 enum Frame<T> {
@@ -299,14 +324,7 @@ fn parse<T: Tree>(text: &str) -> Result<Vec<T>, SyntaxError> {
             }
             Event::MappingStart(anchor, _) => {
                 budget.node();
-                stack.push(Frame::Map(MapFrame {
-                    line,
-                    anchor,
-                    size: 1,
-                    entries: Vec::new(),
-                    pending: None,
-                    merged: Vec::new(),
-                }));
+                stack.push(Frame::Map(MapFrame::new(line, anchor)));
                 continue;
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -314,7 +332,10 @@ fn parse<T: Tree>(text: &str) -> Result<Vec<T>, SyntaxError> {
                     Some(Frame::Seq(start, anchor, items, size)) => {
                         (T::seq(items, start), anchor, size)
                     }
-                    Some(Frame::Map(m)) => (T::map(m.entries, m.line), m.anchor, m.size),
+                    Some(Frame::Map(m)) => {
+                        let (line, anchor, size) = (m.line, m.anchor, m.size);
+                        (T::map(m.into_entries(), line), anchor, size)
+                    }
                     None => {
                         return Err(SyntaxError {
                             line,
@@ -360,15 +381,20 @@ fn push_node<T: Tree>(
                 message: "mapping keys must be scalars".into(),
             })?;
             if key != "<<" {
-                if let Some(i) = m.merged.iter().position(|k| *k == key) {
+                crate::diag::cost::add(1);
+                match m.index.get(&key) {
                     // A key written out overrides one brought in by `<<`.
-                    m.merged.remove(i);
-                    m.entries.retain(|(k, _)| *k != key);
-                } else if m.entries.iter().any(|(k, _)| *k == key) {
-                    return Err(SyntaxError {
-                        line,
-                        message: format!("duplicate key {key:?}"),
-                    });
+                    Some(&(i, true)) => {
+                        m.entries[i] = None;
+                        m.index.remove(&key);
+                    }
+                    Some(_) => {
+                        return Err(SyntaxError {
+                            line,
+                            message: format!("duplicate key {:?}", crate::diag::clip(&key, 200)),
+                        });
+                    }
+                    None => {}
                 }
             }
             m.pending = Some(key);
@@ -381,14 +407,14 @@ fn push_node<T: Tree>(
             })?;
             for source in sources {
                 for (k, v) in source {
-                    if !m.entries.iter().any(|(e, _)| *e == k) {
-                        m.merged.push(k.clone());
-                        m.entries.push((k, v));
+                    crate::diag::cost::add(1);
+                    if !m.index.contains_key(&k) {
+                        m.insert(k, v, true);
                     }
                 }
             }
         }
-        Some(key) => m.entries.push((key, node)),
+        Some(key) => m.insert(key, node, false),
     }
     Ok(())
 }
