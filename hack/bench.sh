@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 cargo bench -p tektite-api --bench validate
+cargo bench -p tektite-api --bench hostile
 cargo bench -p tektite-engine --bench plan
 cargo bench -p tektite-entrypoint --bench handoff
 # 10,000 PipelineRuns at 50/s: about 3.5 minutes (BENCH_RUNS, BENCH_RATE).

@@ -84,6 +84,18 @@ cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$tmp/test.log"
 passed=$(awk '/^test result:/ {s += $4} END {print s+0}' "$tmp/test.log")
 failed=$(awk '/^test result:/ {s += $6} END {print s+0}' "$tmp/test.log")
 
+step "fuzz: the YAML reader and substitution (short, fixed seed)"
+# cargo fuzz passes rustc flags that only a nightly compiler takes by name;
+# RUSTC_BOOTSTRAP=1 lets this machine's stable one take them. No sanitizer:
+# the code is safe Rust; the targets check for panics and for work out of
+# proportion to the input. New inputs go to a scratch corpus, not the repo.
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+for target in yaml subst; do
+  mkdir -p "$tmp/fuzz-$target"
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none "$target" \
+    "$tmp/fuzz-$target" "seeds/$target" -- -seed=1 -runs=20000 -max_len=4096 2>&1 | tail -n 2)
+done
+
 echo
 echo "hack/test.sh: all checks passed in $(( $(date +%s) - start ))s"
 echo "tests: $passed passed, $failed failed"

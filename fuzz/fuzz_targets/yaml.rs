@@ -1,0 +1,22 @@
+//! The YAML reader and validation on any text: no panic, and the work they
+//! count stays within a multiple of the input's size.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tektite_api::diag::cost;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let before = cost::units();
+    let loaded = tektite_api::load_str("fuzz.yaml", text);
+    let _ = tektite_api::validate::validate_all(&loaded.objects);
+    let work = cost::units() - before;
+    // The suggestion budget of a document is the constant part.
+    assert!(
+        work <= 64 * data.len() as u64 + 2 * cost::SUGGESTION_BUDGET,
+        "{work} units of work for {} bytes",
+        data.len()
+    );
+});
