@@ -371,6 +371,8 @@ fn load_document(
         source: Arc::clone(source),
         locator: at,
     };
+    // Each document gets its own budget of "did you mean" comparisons.
+    crate::diag::cost::reset_suggestions();
     // Past the problems a document shows (`diag::cap_from` keeps them and
     // counts the rest), a problem is not looked up in the source: a line
     // lookup walks the document, and a million of them would cost a
