@@ -15,7 +15,7 @@ mod util;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 
 use util::{Scratch, object, reason, text, wait_guarded};
 
@@ -39,15 +39,22 @@ fn untouched(d: &Path) {
     assert_eq!(names, ["id_ed25519"], "a step wrote into {}", d.display());
 }
 
-/// Runs `yaml` with `tkt run -o json` on `rt`, guarded against hangs.
-fn run(rt: &str, s: &Scratch, yaml: &str, env: &[(&str, &str)]) -> (serde_json::Value, String) {
+/// `tkt run` of `yaml` on `rt` in the scratch store, with `args` and
+/// `env`, guarded against hangs.
+fn tkt(rt: &str, s: &Scratch, yaml: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let file = s.file("run.yaml", yaml);
     let mut cmd = util::tkt_run(rt);
-    cmd.args(["--state-dir", &s.state_arg(), "-f", &file, "-o", "json"])
+    cmd.args(["--state-dir", &s.state_arg(), "-f", &file])
+        .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let o = wait_guarded(cmd.spawn().unwrap(), "tkt run");
+    wait_guarded(cmd.spawn().unwrap(), "tkt run")
+}
+
+/// Runs `yaml` with `tkt run -o json` on `rt`: the run, and stderr.
+fn run(rt: &str, s: &Scratch, yaml: &str, env: &[(&str, &str)]) -> (serde_json::Value, String) {
+    let o = tkt(rt, s, yaml, &["-o", "json"], env);
     (object(&o), text(&o.stderr))
 }
 
@@ -169,12 +176,7 @@ spec:
         script: echo pwned > $(workspaces.ws.path)/authorized_keys
 "#
         );
-        let file = s.file("run.yaml", &yaml);
-        let mut cmd = util::tkt_run("process");
-        cmd.args(["--state-dir", &s.state_arg(), "-f", &file])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let o = wait_guarded(cmd.spawn().unwrap(), "tkt run");
+        let o = tkt("process", &s, &yaml, &[], &[]);
         untouched(&host);
         let stderr = text(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{stderr}");
@@ -359,16 +361,8 @@ fn regression_auto_falls_back_to_host_processes_as_root_silently() {
     .unwrap();
     std::fs::set_permissions(bin.join("podman"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let file = s.file(
-        "run.yaml",
-        "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata:\n  name: auto\nspec:\n  taskSpec:\n    steps:\n      - {name: s, image: busybox, script: 'true'}\n",
-    );
-    let mut cmd = util::tkt_run("auto");
-    cmd.env("PATH", path)
-        .args(["--state-dir", &s.state_arg(), "-f", &file, "-o", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let o = wait_guarded(cmd.spawn().unwrap(), "tkt run");
+    let yaml = "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata:\n  name: auto\nspec:\n  taskSpec:\n    steps:\n      - {name: s, image: busybox, script: 'true'}\n";
+    let o = tkt("auto", &s, yaml, &["-o", "json"], &[("PATH", &path)]);
     let stderr = text(&o.stderr);
     assert_eq!(reason(&object(&o)), "Succeeded", "{stderr}");
     assert!(
@@ -384,9 +378,7 @@ fn regression_auto_falls_back_to_host_processes_as_root_silently() {
 #[test]
 fn env_flags_pass_only_what_they_name() {
     let s = Scratch::new("env-flag");
-    let file = s.file(
-        "run.yaml",
-        r#"apiVersion: tekton.dev/v1
+    let yaml = r#"apiVersion: tekton.dev/v1
 kind: TaskRun
 metadata:
   name: env-flag
@@ -398,17 +390,16 @@ spec:
         image: busybox
         env: [{name: OWN, value: pod}]
         script: printf '%s,%s,%s,%s' "$TOKEN" "$EXTRA" "$OWN" "${OTHER:-unset}" > $(results.seen.path)
-"#,
-    );
+"#;
     let go = |flags: &[&str]| {
-        let mut cmd = util::tkt_run("process");
-        cmd.args(["--state-dir", &s.state_arg(), "-f", &file, "-o", "json"])
-            .args(flags)
-            .env("TOKEN", "t0k")
-            .env("OTHER", "not-named")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        wait_guarded(cmd.spawn().unwrap(), "tkt run")
+        let args: Vec<&str> = ["-o", "json"].iter().chain(flags).copied().collect();
+        tkt(
+            "process",
+            &s,
+            yaml,
+            &args,
+            &[("TOKEN", "t0k"), ("OTHER", "not-named")],
+        )
     };
     let o = go(&["--env", "TOKEN", "--env", "EXTRA=x=y", "--env", "OWN=flag"]);
     let tr = object(&o);
@@ -442,23 +433,8 @@ fn regression_run_directories_are_world_writable_podman() {
         return;
     }
     let s = Scratch::new("modes-podman");
-    let file = s.file(
-        "run.yaml",
-        "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata:\n  name: sec-modes\nspec:\n  taskSpec:\n    steps:\n      - {name: s, image: localhost/tektite/busybox:latest, script: 'true'}\n",
-    );
-    let mut cmd = util::tkt_run("podman");
-    cmd.args([
-        "--state-dir",
-        &s.state_arg(),
-        "-f",
-        &file,
-        "-o",
-        "json",
-        "--keep",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let o = wait_guarded(cmd.spawn().unwrap(), "tkt run");
+    let yaml = "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata:\n  name: sec-modes\nspec:\n  taskSpec:\n    steps:\n      - {name: s, image: localhost/tektite/busybox:latest, script: 'true'}\n";
+    let o = tkt("podman", &s, yaml, &["-o", "json", "--keep"], &[]);
     let _ = std::process::Command::new("podman")
         .args(["pod", "rm", "-f", "sec-modes-pod"])
         .output();

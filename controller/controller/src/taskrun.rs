@@ -168,8 +168,8 @@ async fn apply(
 enum PodView {
     /// There is none.
     Absent,
-    /// The run's own (see [`crate::is_controlled_by`]), with its step
-    /// reports checked ([`crate::reports::vet`]).
+    /// The run's own (see [`crate::is_controlled_by`]), its annotations
+    /// vetted ([`crate::reports::vet`]).
     Owned(Box<Pod>),
     /// A pod of the attempt's name that the run does not control: never
     /// read, patched or deleted, and the run cannot have its pod.
@@ -188,9 +188,7 @@ async fn observe_pod(
     Ok(match pods.get_opt(&pod).await? {
         None => PodView::Absent,
         Some(mut p) if crate::is_controlled_by(&p.metadata, tr.metadata.uid.as_deref()) => {
-            for r in crate::reports::vet(&mut p, config) {
-                tracing::warn!(%pod, container = %r.container, problem = %r.problem, "step report not believed");
-            }
+            crate::reports::vet(&mut p, config);
             PodView::Owned(Box::new(p))
         }
         Some(_) => {

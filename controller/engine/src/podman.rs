@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{HostPathVolumeSource, Pod, Volume};
+use k8s_openapi::api::core::v1::{Container, EnvVar, HostPathVolumeSource, Pod, PodSpec, Volume};
 
 /// The pod to play and what to prepare on the host first.
 #[derive(Debug, Clone)]
@@ -39,6 +39,39 @@ fn host_path(path: &Path) -> Option<HostPathVolumeSource> {
         path: path.to_string_lossy().into_owned(),
         type_: Some("Directory".into()),
     })
+}
+
+/// Every container of a pod spec, init containers first: what a runtime
+/// changes in each alike (environment, mounts).
+pub fn containers_mut(spec: &mut PodSpec) -> impl Iterator<Item = &mut Container> {
+    spec.init_containers
+        .iter_mut()
+        .flatten()
+        .chain(spec.containers.iter_mut())
+}
+
+/// `pod` with `env` first in every container's environment (`tkt run
+/// --env`): what a container sets itself wins, as a later entry does on a
+/// kubelet.
+pub fn with_env(pod: &Pod, env: &[(String, String)]) -> Pod {
+    let mut pod = pod.clone();
+    if env.is_empty() {
+        return pod;
+    }
+    let spec = pod.spec.get_or_insert_default();
+    for c in containers_mut(spec) {
+        let mut all: Vec<EnvVar> = env
+            .iter()
+            .map(|(name, value)| EnvVar {
+                name: name.clone(),
+                value: Some(value.clone()),
+                ..Default::default()
+            })
+            .collect();
+        all.extend(c.env.take().unwrap_or_default());
+        c.env = Some(all);
+    }
+    pod
 }
 
 /// Adapts `pod` to run under `run_dir` (this TaskRun's directory), with
@@ -134,12 +167,7 @@ pub fn adapt(
                 }),
         }
     };
-    let containers = spec
-        .init_containers
-        .iter_mut()
-        .flatten()
-        .chain(spec.containers.iter_mut());
-    for c in containers {
+    for c in containers_mut(spec) {
         for e in c.env.iter_mut().flatten() {
             if let Some(value) = e
                 .value_from

@@ -123,13 +123,18 @@ pub fn is_done(conditions: &[Condition]) -> bool {
 /// One step's report: the pod annotation, else the termination message;
 /// either only when it agrees with what the kubelet saw of the step's
 /// container ([`report_problem`]). Both are written from inside the pod,
-/// where other containers (or the step itself) could forge them.
+/// but any container holding the pod's token may have written the
+/// annotation first, while only the step's own container writes its
+/// termination message (its entrypoint falls back to it when the PATCH of
+/// its report is refused): an annotation that does not agree gives way to
+/// a message that does. When neither can be used, why the annotation (or
+/// else the message) was refused.
 fn step_report(
     pod: &Pod,
     container: &str,
     cs: Option<&ContainerStatus>,
 ) -> Result<Option<Report>, String> {
-    let Some(code) = cs.and_then(terminated).map(|t| t.exit_code) else {
+    let Some(term) = cs.and_then(terminated) else {
         return Ok(None);
     };
     let flags = StepFlags::of_step(pod, container);
@@ -140,17 +145,18 @@ fn step_report(
         .as_ref()
         .and_then(|a| a.get(&key))
         .and_then(|v| serde_json::from_str::<Report>(v).ok());
-    let message = || {
-        cs.and_then(terminated)?
-            .message
-            .as_deref()
-            .and_then(parse_termination_message)
-    };
-    let Some(report) = annotated.or_else(message) else {
-        return Ok(None);
-    };
-    match report_problem(&report, code, flags) {
-        None => Ok(Some(report)),
+    let message = term.message.as_deref().and_then(parse_termination_message);
+    let mut first_problem = None;
+    for report in [annotated, message].into_iter().flatten() {
+        match report_problem(&report, term.exit_code, flags) {
+            None => return Ok(Some(report)),
+            Some(problem) => {
+                first_problem.get_or_insert(problem);
+            }
+        }
+    }
+    match first_problem {
+        None => Ok(None),
         Some(problem) => Err(format!("the step's report was not used: {problem}")),
     }
 }
@@ -930,6 +936,75 @@ mod tests {
             (report(Completed, 0, "too long a value"), 0, plain),
         ] {
             assert!(report_problem(&r, code, f).is_some(), "{r:?} / {code}");
+        }
+    }
+
+    /// A pod whose step `step-a` ended with `code`, reported by the
+    /// annotation `report` and the termination message `message`.
+    fn pod(code: i32, report: Option<serde_json::Value>, message: &str) -> Pod {
+        let annotations = report.map_or(
+            serde_json::json!({}),
+            |r| serde_json::json!({"tektite.dev/step.step-a": r.to_string()}),
+        );
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "annotations": annotations},
+            "spec": {"containers": [{"name": "step-a", "args": ["-max_result_size", "4", "-entrypoint", "x"]}]},
+            "status": {"containerStatuses": [{"name": "step-a", "image": "", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"terminated": {"exitCode": code, "message": message}}}]}}))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn annotation(reason: &str, code: i32, value: &str) -> Option<serde_json::Value> {
+        Some(
+            serde_json::json!({"step": "step-a", "exitCode": code, "reason": reason,
+               "results": [{"name": "r", "kind": "task", "value": value}]}),
+        )
+    }
+
+    fn read(p: &Pod) -> Result<Option<Report>, String> {
+        let cs = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first());
+        step_report(p, "step-a", cs)
+    }
+
+    /// Reports are used only where they agree with their container: an
+    /// annotation that does not gives way to the step's own termination
+    /// message when that one does, else the step has no report and says why.
+    #[test]
+    fn only_reports_that_agree_with_their_containers_are_used() {
+        let own = r#"[{"key":"ExitCode","value":"3","type":3},{"key":"Reason","value":"Error","type":3}]"#;
+        for (p, used) in [
+            (
+                pod(0, annotation("Completed", 0, "ok"), ""),
+                Some(ep::Reason::Completed),
+            ),
+            (
+                pod(3, annotation("Error", 3, "ok"), ""),
+                Some(ep::Reason::Error),
+            ),
+            // Not `-on_error continue`; a success over a failure; a failure
+            // over a success; a result over the limit.
+            (pod(0, annotation("Continued", 3, "ok"), ""), None),
+            (pod(1, annotation("Completed", 0, "ok"), ""), None),
+            (pod(0, annotation("Error", 3, "ok"), ""), None),
+            (pod(0, annotation("Completed", 0, "large"), ""), None),
+            // The step's own message stands in for a forged annotation.
+            (
+                pod(3, annotation("Completed", 0, "ok"), own),
+                Some(ep::Reason::Error),
+            ),
+            (pod(3, None, own), Some(ep::Reason::Error)),
+        ] {
+            match (read(&p), used) {
+                (Ok(Some(r)), Some(reason)) => assert_eq!(r.reason, reason, "{p:?}"),
+                (Err(why), None) => {
+                    assert!(why.starts_with("the step's report was not used: "), "{why}")
+                }
+                (got, _) => panic!("{got:?} for {p:?}"),
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{EnvVar, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use tektite_api::v1::{Condition, PipelineRun, PipelineSpec, TaskRun, TaskSpec};
 use tektite_engine::pipelinerun;
@@ -68,34 +68,6 @@ impl RunningPod {
             RunningPod::Process(p) => p.finish(),
         }
     }
-}
-
-/// `pod` with `env` first in every container's environment (so what a
-/// container sets itself wins, as a later entry does on a kubelet).
-fn with_env(pod: &Pod, env: &[(String, String)]) -> Pod {
-    let mut pod = pod.clone();
-    if env.is_empty() {
-        return pod;
-    }
-    let spec = pod.spec.get_or_insert_default();
-    let containers = spec
-        .init_containers
-        .iter_mut()
-        .flatten()
-        .chain(spec.containers.iter_mut());
-    for c in containers {
-        let mut all: Vec<EnvVar> = env
-            .iter()
-            .map(|(name, value)| EnvVar {
-                name: name.clone(),
-                value: Some(value.clone()),
-                ..Default::default()
-            })
-            .collect();
-        all.extend(c.env.take().unwrap_or_default());
-        c.env = Some(all);
-    }
-    pod
 }
 
 /// How runs are carried out.
@@ -351,7 +323,7 @@ impl TaskRunLoop {
             grace: opts.grace,
             journal: opts.journal.as_deref(),
         };
-        let p = &with_env(p, &opts.env);
+        let p = &tektite_engine::podman::with_env(p, &opts.env);
         let started_pod = match &opts.runtime {
             RuntimeKind::Podman => PodmanPod::start(p, &env).map(RunningPod::Podman),
             RuntimeKind::Process(bin) => ProcessPod::start(p, &env, bin).map(RunningPod::Process),

@@ -461,12 +461,7 @@ pub(crate) fn subpath_volumes(spec: &mut PodSpec, env: &PodEnv<'_>) -> Result<()
         .filter_map(|v| Some((v.name.clone(), v.host_path.as_ref()?.path.clone())))
         .collect();
     let mut extra = Vec::new();
-    let containers = spec
-        .init_containers
-        .iter_mut()
-        .flatten()
-        .chain(spec.containers.iter_mut());
-    for c in containers {
+    for c in podman::containers_mut(spec) {
         for m in c.volume_mounts.iter_mut().flatten() {
             let Some(sub) = m.sub_path.take().filter(|s| !s.is_empty()) else {
                 continue;
