@@ -245,7 +245,7 @@ fn action(requeue_after: Option<Duration>) -> Action {
 
 /// Records the plan's events about `obj` (best effort: an event that cannot
 /// be written is logged, not retried).
-async fn record<K>(ctx: &Context, obj: &K, events: &[tektite_engine::taskrun::Event])
+async fn record<K>(ctx: &Context, obj: &K, events: &[tektite_engine::status::Event])
 where
     K: Resource<DynamicType = ()>,
 {

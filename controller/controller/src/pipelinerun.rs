@@ -270,7 +270,7 @@ fn fail(plan: &mut pipelinerun::Plan, pr: &PipelineRun, failure: Failure, now: T
     fail_pipeline_run(&mut run, failure.reason, failure.message.clone(), now);
     plan.status = run.status;
     plan.requeue_after = None;
-    plan.events.push(tektite_engine::taskrun::Event {
+    plan.events.push(tektite_engine::status::Event {
         type_: "Warning",
         reason: failure.reason.into(),
         message: failure.message,

@@ -12,7 +12,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use tektite_engine::pod::Config;
-use tektite_engine::taskrun::SIDECARS_STOPPED;
+use tektite_engine::status::SIDECARS_STOPPED;
 
 /// Drops `tektite.dev/sidecars-stopped` from a pod none of whose sidecars
 /// runs the entrypoint image (what the controller's stop swaps in): the

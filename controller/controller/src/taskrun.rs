@@ -286,7 +286,7 @@ fn failed(tr: &TaskRun, reason: &str, message: String, ctx: &Context) -> taskrun
     fail_task_run(&mut run, reason, message.clone(), (ctx.now)());
     taskrun::Plan {
         status: run.status,
-        events: vec![taskrun::Event {
+        events: vec![tektite_engine::status::Event {
             type_: "Warning",
             reason: reason.into(),
             message,

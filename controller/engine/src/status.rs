@@ -44,6 +44,18 @@ pub mod reason {
     pub const VALIDATION_FAILED: &str = "TaskRunValidationFailed";
 }
 
+/// The annotation on a pod whose sidecars Tektite stopped.
+pub const SIDECARS_STOPPED: &str = "tektite.dev/sidecars-stopped";
+
+/// A Kubernetes Event to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// `Normal` or `Warning`.
+    pub type_: &'static str,
+    pub reason: String,
+    pub message: String,
+}
+
 /// The annotation a PipelineRun sets on TaskRuns of `onError: continue` tasks.
 pub const ON_ERROR_ANNOTATION: &str = "pipeline.tekton.dev/pipeline-task-on-error";
 
@@ -78,11 +90,11 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut c: Condition) {
 }
 
 /// The Event that reports a run's end from its `Succeeded` condition.
-pub fn end_event(conditions: &[Condition]) -> crate::taskrun::Event {
+pub fn end_event(conditions: &[Condition]) -> Event {
     let c = Condition::succeeded(conditions)
         .cloned()
         .unwrap_or_default();
-    crate::taskrun::Event {
+    Event {
         type_: if c.status == "True" {
             "Normal"
         } else {
@@ -362,27 +374,133 @@ fn waiting(cs: &ContainerStatus) -> Option<&k8s_openapi::api::core::v1::Containe
 /// read from the pod.
 pub fn from_pod(tr: &TaskRun, spec: &TaskSpec, pod: &Pod, now: Timestamp) -> TaskRunStatus {
     let mut st = tr.status.clone().unwrap_or_default();
-    let tr_name = tr.metadata.name.clone().unwrap_or_default();
     st.pod_name = pod.metadata.name.clone();
-    let pstatus = pod.status.clone().unwrap_or_default();
-    let statuses: BTreeMap<&str, &ContainerStatus> = pstatus
-        .container_statuses
-        .iter()
-        .flatten()
-        .map(|c| (c.name.as_str(), c))
-        .collect();
-    let containers = pod
-        .spec
-        .as_ref()
-        .map(|s| s.containers.clone())
-        .unwrap_or_default();
+    let view = PodView::of(pod);
+    let read = read_steps(pod, spec, &view);
+    if !read.steps.is_empty() {
+        st.steps = read.steps;
+    }
+    st.sidecars = sidecar_states(pod);
 
-    // Steps, in pod order.
-    let mut steps = Vec::new();
-    let mut results: Vec<RunResult> = Vec::new();
-    let mut timed_out_step = None;
-    for c in containers.iter().filter(|c| c.name.starts_with("step-")) {
-        let cs = statuses.get(c.name.as_str()).copied();
+    let progress = view.progress();
+    if !progress.complete {
+        let tr_name = tr.metadata.name.clone().unwrap_or_default();
+        if let Some((r, m)) = fatal_waiting(&view, &tr_name) {
+            terminate_steps(&mut st, r, pod, tr, now);
+            set_condition(&mut st.conditions, condition("False", r, m, now));
+            st.completion_time = Some(Time(now));
+        } else {
+            set_condition(&mut st.conditions, still_going(&view, pod, now));
+        }
+        return st;
+    }
+
+    st.completion_time = Some(Time(now));
+    st.results = read.results;
+    let c = end_condition(tr, &view, &progress, read.timed_out_step.as_deref(), now);
+    set_condition(&mut st.conditions, c);
+    st
+}
+
+/// What [`from_pod`] reads of a pod: its phase, its containers in pod order
+/// and their statuses by name, and whether Tektite stopped its sidecars.
+struct PodView<'a> {
+    status: k8s_openapi::api::core::v1::PodStatus,
+    phase: String,
+    containers: &'a [Container],
+    statuses: BTreeMap<&'a str, &'a ContainerStatus>,
+    /// Sidecars Tektite stopped end with the exit code of a command that
+    /// could not run, and the pod `Failed` with them: neither is the run's.
+    sidecars_stopped: bool,
+}
+
+impl<'a> PodView<'a> {
+    fn of(pod: &'a Pod) -> Self {
+        let status = pod.status.clone().unwrap_or_default();
+        let phase = status.phase.clone().unwrap_or_else(|| "Pending".into());
+        let statuses = pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .map(|c| (c.name.as_str(), c))
+            .collect();
+        let containers = pod.spec.as_ref().map_or(&[][..], |s| &s.containers);
+        let sidecars_stopped = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(SIDECARS_STOPPED));
+        PodView {
+            status,
+            phase,
+            containers,
+            statuses,
+            sidecars_stopped,
+        }
+    }
+
+    fn status_of(&self, c: &Container) -> Option<&'a ContainerStatus> {
+        self.statuses.get(c.name.as_str()).copied()
+    }
+
+    fn step_containers(&self) -> impl Iterator<Item = &'a Container> + use<'a> {
+        self.containers
+            .iter()
+            .filter(|c| c.name.starts_with("step-"))
+    }
+
+    /// Whether the pod is done with its steps, and whether one of them
+    /// failed.
+    fn progress(&self) -> Progress {
+        let step_statuses: Vec<&ContainerStatus> = self
+            .step_containers()
+            .filter_map(|c| self.status_of(c))
+            .collect();
+        let n_steps = self.step_containers().count();
+        let all_done =
+            step_statuses.len() == n_steps && step_statuses.iter().all(|c| terminated(c).is_some());
+        let oom = step_statuses
+            .iter()
+            .any(|c| terminated(c).is_some_and(|t| t.reason.as_deref() == Some("OOMKilled")));
+        let phase = self.phase.as_str();
+        let complete =
+            (phase == "Running" && all_done) || phase == "Succeeded" || phase == "Failed" || oom;
+        let step_failed = step_statuses.iter().any(|c| {
+            terminated(c)
+                .is_some_and(|t| t.exit_code != 0 || t.reason.as_deref() == Some("OOMKilled"))
+        });
+        Progress {
+            complete,
+            failed: (phase == "Failed" && !self.sidecars_stopped) || step_failed,
+        }
+    }
+}
+
+/// How far a pod has got ([`PodView::progress`]).
+struct Progress {
+    complete: bool,
+    failed: bool,
+}
+
+/// The steps read from a pod ([`read_steps`]).
+struct StepsRead {
+    steps: Vec<StepState>,
+    /// Task results, including those that take a step result's value.
+    results: Vec<RunResult>,
+    /// The first step that ended because it exceeded its timeout.
+    timed_out_step: Option<String>,
+}
+
+/// The state of each step, in pod order, with what its report says: times,
+/// exit code, message, reason and results.
+fn read_steps(pod: &Pod, spec: &TaskSpec, view: &PodView<'_>) -> StepsRead {
+    let mut read = StepsRead {
+        steps: Vec::new(),
+        results: Vec::new(),
+        timed_out_step: None,
+    };
+    for c in view.step_containers() {
+        let cs = view.status_of(c);
         let mut state = StepState {
             name: c.name.trim_start_matches("step-").to_string(),
             container: Some(c.name.clone()),
@@ -401,58 +519,81 @@ pub fn from_pod(tr: &TaskRun, spec: &TaskSpec, pod: &Pod, now: Timestamp) -> Tas
                 None
             });
             if let Some(r) = report {
-                if let Ok(t) = r.started_at.parse::<Timestamp>() {
-                    term.started_at = Some(Time(t));
-                }
-                if let Ok(t) = r.finished_at.parse::<Timestamp>() {
-                    term.finished_at = Some(Time(t));
-                }
-                term.exit_code = r.exit_code;
-                if !r.message.is_empty() {
-                    term.message = Some(r.message.clone());
-                } else {
-                    term.message = None;
-                }
-                state.termination_reason = Some(reason_name(r.reason));
+                apply_report(&r, term, &mut state.termination_reason);
                 if r.reason == ep::Reason::TimeoutExceeded {
-                    timed_out_step.get_or_insert_with(|| c.name.clone());
+                    read.timed_out_step.get_or_insert_with(|| c.name.clone());
                 }
-                let declared_step = spec
-                    .steps
-                    .iter()
-                    .find(|s| format!("step-{}", s.name) == c.name)
-                    .map(|s| &s.results);
-                for v in &r.results {
-                    match v.kind {
-                        ep::ResultKind::Task => {
-                            let decl = spec.results.iter().find(|d| d.name == v.name);
-                            let rr = RunResult {
-                                name: v.name.clone(),
-                                type_: Some(decl.map_or("string", |d| d.kind()).to_string()),
-                                value: typed(&v.value, decl.map(|d| d.kind())),
-                            };
-                            match results.iter_mut().find(|x| x.name == rr.name) {
-                                Some(x) => *x = rr,
-                                None => results.push(rr),
-                            }
-                        }
-                        ep::ResultKind::Step => {
-                            let decl =
-                                declared_step.and_then(|d| d.iter().find(|x| x.name == v.name));
-                            let kind = decl.and_then(|d| d.type_.as_deref()).unwrap_or("string");
-                            state.results.push(RunResult {
-                                name: v.name.clone(),
-                                type_: Some(kind.to_string()),
-                                value: typed(&v.value, Some(kind)),
-                            });
-                        }
-                    }
-                }
+                take_results(&r, spec, &c.name, &mut read.results, &mut state.results);
             }
         }
-        steps.push(state);
+        read.steps.push(state);
     }
-    // Task results that take a step result's value.
+    results_from_steps(spec, &read.steps, &mut read.results);
+    read
+}
+
+/// A step's report over what the kubelet saw of its container: the times,
+/// the exit code, the message and the reason are the entrypoint's.
+fn apply_report(
+    r: &Report,
+    term: &mut k8s_openapi::api::core::v1::ContainerStateTerminated,
+    termination_reason: &mut Option<String>,
+) {
+    if let Ok(t) = r.started_at.parse::<Timestamp>() {
+        term.started_at = Some(Time(t));
+    }
+    if let Ok(t) = r.finished_at.parse::<Timestamp>() {
+        term.finished_at = Some(Time(t));
+    }
+    term.exit_code = r.exit_code;
+    term.message = Some(r.message.clone()).filter(|m| !m.is_empty());
+    *termination_reason = Some(reason_name(r.reason));
+}
+
+/// The results a step reported, typed by their declarations: task results
+/// (a later step's value replaces an earlier one's) and step results.
+fn take_results(
+    r: &Report,
+    spec: &TaskSpec,
+    container: &str,
+    task_results: &mut Vec<RunResult>,
+    step_results: &mut Vec<RunResult>,
+) {
+    let declared_step = spec
+        .steps
+        .iter()
+        .find(|s| format!("step-{}", s.name) == container)
+        .map(|s| &s.results);
+    for v in &r.results {
+        match v.kind {
+            ep::ResultKind::Task => {
+                let decl = spec.results.iter().find(|d| d.name == v.name);
+                let rr = RunResult {
+                    name: v.name.clone(),
+                    type_: Some(decl.map_or("string", |d| d.kind()).to_string()),
+                    value: typed(&v.value, decl.map(|d| d.kind())),
+                };
+                match task_results.iter_mut().find(|x| x.name == rr.name) {
+                    Some(x) => *x = rr,
+                    None => task_results.push(rr),
+                }
+            }
+            ep::ResultKind::Step => {
+                let decl = declared_step.and_then(|d| d.iter().find(|x| x.name == v.name));
+                let kind = decl.and_then(|d| d.type_.as_deref()).unwrap_or("string");
+                step_results.push(RunResult {
+                    name: v.name.clone(),
+                    type_: Some(kind.to_string()),
+                    value: typed(&v.value, Some(kind)),
+                });
+            }
+        }
+    }
+}
+
+/// Task results declared with a step result's value
+/// (`value: $(steps.<step>.results.<name>)`) take that value.
+fn results_from_steps(spec: &TaskSpec, steps: &[StepState], results: &mut Vec<RunResult>) {
     for d in &spec.results {
         if let Some(ParamValue::String(expr)) = &d.value
             && let Some(rest) = expr
@@ -472,134 +613,99 @@ pub fn from_pod(tr: &TaskRun, spec: &TaskSpec, pod: &Pod, now: Timestamp) -> Tas
             });
         }
     }
-    if !steps.is_empty() {
-        st.steps = steps;
-    }
+}
 
-    st.sidecars = sidecar_states(pod);
-    // Sidecars Tektite stopped end with the exit code of a command that
-    // could not run, and the pod `Failed` with them: neither is the run's.
-    let sidecars_stopped = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(crate::taskrun::SIDECARS_STOPPED));
-
-    let phase = pstatus.phase.as_deref().unwrap_or("Pending");
-    let step_statuses: Vec<&ContainerStatus> = containers
-        .iter()
-        .filter(|c| c.name.starts_with("step-"))
-        .filter_map(|c| statuses.get(c.name.as_str()).copied())
-        .collect();
-    let n_steps = containers
-        .iter()
-        .filter(|c| c.name.starts_with("step-"))
-        .count();
-    let all_done =
-        step_statuses.len() == n_steps && step_statuses.iter().all(|c| terminated(c).is_some());
-    let oom = step_statuses
-        .iter()
-        .any(|c| terminated(c).is_some_and(|t| t.reason.as_deref() == Some("OOMKilled")));
-    let complete =
-        (phase == "Running" && all_done) || phase == "Succeeded" || phase == "Failed" || oom;
-
-    // Fatal waiting reasons of steps and sidecars.
-    if !complete {
-        for c in &containers {
-            let Some(w) = statuses.get(c.name.as_str()).and_then(|cs| waiting(cs)) else {
-                continue;
-            };
-            let kind = if c.name.starts_with("sidecar-") {
-                "sidecar"
-            } else {
-                "step"
-            };
-            let name = c
-                .name
-                .trim_start_matches("step-")
-                .trim_start_matches("sidecar-");
-            let msg = w.message.clone().unwrap_or_default();
-            let image = statuses
-                .get(c.name.as_str())
-                .map(|cs| cs.image.clone())
-                .unwrap_or_default();
-            let fatal = match w.reason.as_deref() {
-                Some("ImagePullBackOff" | "InvalidImageName") => Some((
+/// The first step or sidecar waiting for a reason that will not pass (an
+/// image that cannot be pulled, a container that cannot be made): the
+/// reason and message the TaskRun fails with.
+fn fatal_waiting(view: &PodView<'_>, tr_name: &str) -> Option<(&'static str, String)> {
+    for c in view.containers {
+        let Some(cs) = view.status_of(c) else {
+            continue;
+        };
+        let Some(w) = waiting(cs) else {
+            continue;
+        };
+        let kind = if c.name.starts_with("sidecar-") {
+            "sidecar"
+        } else {
+            "step"
+        };
+        let name = c
+            .name
+            .trim_start_matches("step-")
+            .trim_start_matches("sidecar-");
+        let msg = w.message.clone().unwrap_or_default();
+        let image = &cs.image;
+        let failed_to_start = || {
+            format!(
+                "the {kind} {name:?} in TaskRun {tr_name:?} failed to start. \
+                 The pod errored with the message: \"{msg}.\""
+            )
+        };
+        match w.reason.as_deref() {
+            Some("ImagePullBackOff" | "InvalidImageName") => {
+                return Some((
                     reason::IMAGE_PULL_FAILED,
                     format!(
                         "the {kind} {name:?} in TaskRun {tr_name:?} failed to pull the image {image:?}. \
                          The pod errored with the message: \"{msg}.\""
                     ),
-                )),
-                Some("CreateContainerConfigError")
-                    if !msg.contains("failed to create subPath directory") =>
-                {
-                    Some((
-                        reason::CREATE_CONTAINER_CONFIG_ERROR,
-                        format!(
-                            "the {kind} {name:?} in TaskRun {tr_name:?} failed to start. \
-                         The pod errored with the message: \"{msg}.\""
-                        ),
-                    ))
-                }
-                Some("CreateContainerError") => Some((
-                    reason::POD_CREATION_FAILED,
-                    format!(
-                        "the {kind} {name:?} in TaskRun {tr_name:?} failed to start. \
-                         The pod errored with the message: \"{msg}.\""
-                    ),
-                )),
-                _ => None,
-            };
-            if let Some((r, m)) = fatal {
-                terminate_steps(&mut st, r, pod, tr, now);
-                set_condition(&mut st.conditions, condition("False", r, m, now));
-                st.completion_time = Some(Time(now));
-                return st;
+                ));
             }
+            Some("CreateContainerConfigError")
+                if !msg.contains("failed to create subPath directory") =>
+            {
+                return Some((reason::CREATE_CONTAINER_CONFIG_ERROR, failed_to_start()));
+            }
+            Some("CreateContainerError") => {
+                return Some((reason::POD_CREATION_FAILED, failed_to_start()));
+            }
+            _ => {}
         }
     }
+    None
+}
 
-    if !complete {
-        let c = if phase == "Running" {
-            condition(
-                "Unknown",
-                reason::RUNNING,
-                "Not all Steps in the Task have finished executing",
-                now,
-            )
-        } else {
-            pending_condition(pod, now)
-        };
-        set_condition(&mut st.conditions, c);
-        return st;
+/// The condition of a pod whose steps have not all ended: running, or
+/// pending and why.
+fn still_going(view: &PodView<'_>, pod: &Pod, now: Timestamp) -> Condition {
+    if view.phase == "Running" {
+        condition(
+            "Unknown",
+            reason::RUNNING,
+            "Not all Steps in the Task have finished executing",
+            now,
+        )
+    } else {
+        pending_condition(pod, now)
     }
+}
 
-    st.completion_time = Some(Time(now));
-    st.results = results;
-    let failed = (phase == "Failed" && !sidecars_stopped)
-        || step_statuses.iter().any(|c| {
-            terminated(c)
-                .is_some_and(|t| t.exit_code != 0 || t.reason.as_deref() == Some("OOMKilled"))
-        });
-    if !failed {
-        set_condition(
-            &mut st.conditions,
-            condition(
-                "True",
-                reason::SUCCEEDED,
-                "All Steps have completed executing",
-                now,
-            ),
+/// The condition of a pod whose steps have all ended: succeeded, or failed
+/// with Tekton's reason ([`failure`]), `FailureIgnored` for a pipeline task
+/// with `onError: continue`.
+fn end_condition(
+    tr: &TaskRun,
+    view: &PodView<'_>,
+    progress: &Progress,
+    timed_out_step: Option<&str>,
+    now: Timestamp,
+) -> Condition {
+    if !progress.failed {
+        return condition(
+            "True",
+            reason::SUCCEEDED,
+            "All Steps have completed executing",
+            now,
         );
-        return st;
     }
     let (why, message) = failure(
-        &pstatus,
-        &containers,
-        &statuses,
-        timed_out_step.as_deref(),
-        sidecars_stopped,
+        &view.status,
+        view.containers,
+        &view.statuses,
+        timed_out_step,
+        view.sidecars_stopped,
     );
     let ignored = tr
         .metadata
@@ -612,8 +718,7 @@ pub fn from_pod(tr: &TaskRun, spec: &TaskSpec, pod: &Pod, now: Timestamp) -> Tas
     } else {
         why
     };
-    set_condition(&mut st.conditions, condition("False", why, message, now));
-    st
+    condition("False", why, message, now)
 }
 
 /// The states of a pod's sidecars, in pod order.

@@ -13,7 +13,9 @@ use tektite_api::v1::{Condition, TaskRun, TaskRunStatus, TaskSpec};
 
 use crate::params::Failure;
 use crate::pod::{self, BuildError, Config, ImageCommand};
-use crate::status::{self, condition, reason, set_condition};
+use crate::status::{self, SIDECARS_STOPPED, condition, reason, set_condition};
+// TEMP: until pipelinerun.rs names it in status.
+pub use crate::status::Event;
 
 /// The resolved Task of a run, or why it could not be resolved.
 #[derive(Debug, Clone, Copy)]
@@ -33,15 +35,6 @@ pub struct Observed<'a> {
     pub pod: Option<&'a Pod>,
     pub images: &'a BTreeMap<String, ImageCommand>,
     pub now: Timestamp,
-}
-
-/// A Kubernetes Event to record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// `Normal` or `Warning`.
-    pub type_: &'static str,
-    pub reason: String,
-    pub message: String,
 }
 
 /// What to do.
@@ -111,9 +104,6 @@ impl StopSidecars {
     }
 }
 
-/// The annotation on a pod whose sidecars Tektite stopped.
-pub const SIDECARS_STOPPED: &str = "tektite.dev/sidecars-stopped";
-
 /// The sidecars of `p` that have not ended and still run their own image.
 fn sidecars_to_stop(p: &Pod, image: &str) -> Option<StopSidecars> {
     let specs = p
@@ -179,7 +169,6 @@ fn go(d: Duration) -> String {
 pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
     let tr = obs.task_run;
     let name = tr.metadata.name.clone().unwrap_or_default();
-    let now = obs.now;
     let mut plan = Plan::default();
     let mut st = tr.status.clone().unwrap_or_default();
     let before = st.clone();
@@ -187,177 +176,208 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
     if status::is_done(&st.conditions) {
         return settle(tr, obs.pod, config);
     }
-    if st.start_time.is_none() && tr.spec.status.as_deref() != Some("TaskRunPending") {
-        st.start_time = Some(Time(now));
-        set_condition(
-            &mut st.conditions,
-            condition("Unknown", reason::STARTED, "", now),
-        );
-        plan.events.push(Event {
-            type_: "Normal",
-            reason: reason::STARTED.into(),
-            message: String::new(),
-        });
-    }
-
-    let finish = |st: &mut TaskRunStatus, plan: &mut Plan, why: &str, message: String| {
-        if let Some(p) = obs.pod {
-            *st = status::from_pod(&with_status(tr, st), spec_of(obs.resolved), p, now);
-            status::terminate_steps(st, why, p, tr, now);
-            status::terminate_sidecars(st, why, p.metadata.name.as_deref().unwrap_or(""), now);
-            plan.delete_pod = p.metadata.name.clone();
-        }
-        set_condition(
-            &mut st.conditions,
-            condition("False", why, message.clone(), now),
-        );
-        st.completion_time = Some(Time(now));
-        plan.events.push(Event {
-            type_: "Warning",
-            reason: why.into(),
-            message,
-        });
-    };
-
+    start(tr, &mut st, &mut plan, obs.now);
     if tr.spec.status.as_deref() == Some("TaskRunCancelled") {
         let msg = format!(
             "TaskRun {name:?} was cancelled. {}",
             tr.spec.status_message.clone().unwrap_or_default()
         );
-        finish(&mut st, &mut plan, reason::CANCELLED, msg);
+        end_early(obs, &mut st, &mut plan, reason::CANCELLED, msg);
         plan.status = Some(st);
         return plan;
     }
     if tr.spec.status.as_deref() == Some("TaskRunPending") {
-        set_condition(
-            &mut st.conditions,
-            condition(
-                "Unknown",
-                reason::RUN_PENDING,
-                format!("TaskRun {name:?} is pending"),
-                now,
-            ),
-        );
+        let msg = format!("TaskRun {name:?} is pending");
+        let c = condition("Unknown", reason::RUN_PENDING, msg, obs.now);
+        set_condition(&mut st.conditions, c);
         plan.status = (st != before).then_some(st);
         return plan;
     }
-    let timeout = pod::timeout(tr, config);
-    if let (Some(t), Some(start)) = (timeout, st.start_time.as_ref()) {
-        let elapsed = now.duration_since(start.0);
-        let elapsed = Duration::try_from(elapsed).unwrap_or_default();
-        if elapsed >= t {
-            let msg = format!("TaskRun {name:?} failed to finish within {:?}", go(t));
-            finish(&mut st, &mut plan, reason::TIMEOUT, msg);
-            plan.status = Some(st);
-            return plan;
-        }
-        plan.requeue_after = Some(t - elapsed);
+    if let Some(t) = pod::timeout(tr, config)
+        && let Some(msg) = check_timeout(&name, t, &st, &mut plan, obs.now)
+    {
+        end_early(obs, &mut st, &mut plan, reason::TIMEOUT, msg);
+        plan.status = Some(st);
+        return plan;
     }
-
     let (spec, task_name) = match obs.resolved {
         Resolved::Spec(s, n) => (s, n),
         Resolved::Failed(f) => {
-            set_condition(
-                &mut st.conditions,
-                condition("False", f.reason, f.message.clone(), now),
-            );
-            st.completion_time = Some(Time(now));
-            plan.events.push(Event {
-                type_: "Warning",
-                reason: f.reason.into(),
-                message: f.message.clone(),
-            });
+            fail(&mut st, &mut plan, f.reason, f.message.clone(), obs.now);
             plan.requeue_after = None;
             plan.status = Some(st);
             return plan;
         }
     };
-
     match obs.pod {
-        None => {
-            let staged = with_status(tr, &st);
-            let input = pod::Input {
-                task_run: &staged,
-                spec,
-                task_name,
-                images: obs.images,
-            };
-            match pod::build(input, config) {
-                Ok(p) => {
-                    st.pod_name = p.pod.metadata.name.clone();
-                    if st.task_spec.is_none() {
-                        st.task_spec = Some(Box::new(p.spec.clone()));
-                    }
-                    set_condition(
-                        &mut st.conditions,
-                        condition("Unknown", reason::PENDING, "Pending", now),
-                    );
-                    plan.create_pod = Some(p.pod);
-                    plan.create_claims = p.claims;
-                }
-                Err(BuildError::NeedImages(images)) => {
-                    plan.need_images = images;
-                }
-                Err(BuildError::Failed(f)) => {
-                    set_condition(
-                        &mut st.conditions,
-                        condition("False", f.reason, f.message.clone(), now),
-                    );
-                    st.completion_time = Some(Time(now));
-                    plan.events.push(Event {
-                        type_: "Warning",
-                        reason: f.reason.into(),
-                        message: f.message,
-                    });
-                    plan.requeue_after = None;
-                }
-            }
-        }
+        None => create_pod(obs, spec, task_name, config, &mut st, &mut plan),
         Some(p) => {
-            st = status::from_pod(
-                &with_status(tr, &st),
-                st.task_spec.as_deref().unwrap_or(spec),
-                p,
-                now,
-            );
-            if sidecars_ready(p) {
-                plan.mark_ready = p.metadata.name.clone();
-            }
-            let failed = is_failed(&st);
-            let retries = tr.spec.retries.unwrap_or(0).max(0) as usize;
-            if failed && st.retries_status.len() < retries {
-                let message = st
-                    .conditions
-                    .iter()
-                    .find(|c| c.type_ == "Succeeded")
-                    .and_then(|c| c.message.clone())
-                    .unwrap_or_default();
-                let mut archived = st.clone();
-                archived.retries_status.clear();
-                st.retries_status.push(archived);
-                st.start_time = None;
-                st.completion_time = None;
-                st.pod_name = None;
-                st.results.clear();
-                st.steps.clear();
-                st.sidecars.clear();
-                set_condition(
-                    &mut st.conditions,
-                    condition("Unknown", reason::TO_BE_RETRIED, message, now),
-                );
-                plan.requeue_after = Some(Duration::ZERO);
-                plan.stop_sidecars = sidecars_to_stop(p, &config.entrypoint_image);
-            } else if status::is_done(&st.conditions) {
-                plan.requeue_after = None;
-                plan.stop_sidecars = sidecars_to_stop(p, &config.entrypoint_image);
-                plan.events.push(status::end_event(&st.conditions));
-            }
+            let spec = st.task_spec.as_deref().unwrap_or(spec);
+            st = status::from_pod(&with_status(tr, &st), spec, p, obs.now);
+            follow_pod(tr, p, config, &mut st, &mut plan, obs.now);
         }
     }
     if st != before {
         plan.status = Some(st);
     }
     plan
+}
+
+/// A run seen for the first time (and not pending) starts `now`.
+fn start(tr: &TaskRun, st: &mut TaskRunStatus, plan: &mut Plan, now: Timestamp) {
+    if st.start_time.is_some() || tr.spec.status.as_deref() == Some("TaskRunPending") {
+        return;
+    }
+    st.start_time = Some(Time(now));
+    set_condition(
+        &mut st.conditions,
+        condition("Unknown", reason::STARTED, "", now),
+    );
+    plan.events.push(Event {
+        type_: "Normal",
+        reason: reason::STARTED.into(),
+        message: String::new(),
+    });
+}
+
+/// Ends the run with `why` and a Warning event: `Succeeded=False`, completed
+/// `now`.
+fn fail(st: &mut TaskRunStatus, plan: &mut Plan, why: &str, message: String, now: Timestamp) {
+    set_condition(
+        &mut st.conditions,
+        condition("False", why, message.clone(), now),
+    );
+    st.completion_time = Some(Time(now));
+    plan.events.push(Event {
+        type_: "Warning",
+        reason: why.into(),
+        message,
+    });
+}
+
+/// Ends a run before its pod has (cancelled, timed out): what the pod shows
+/// so far is kept, its steps and sidecars end with `why`, and it is deleted.
+fn end_early(obs: Observed<'_>, st: &mut TaskRunStatus, plan: &mut Plan, why: &str, msg: String) {
+    let (tr, now) = (obs.task_run, obs.now);
+    if let Some(p) = obs.pod {
+        *st = status::from_pod(&with_status(tr, st), spec_of(obs.resolved), p, now);
+        status::terminate_steps(st, why, p, tr, now);
+        status::terminate_sidecars(st, why, p.metadata.name.as_deref().unwrap_or(""), now);
+        plan.delete_pod = p.metadata.name.clone();
+    }
+    fail(st, plan, why, msg, now);
+}
+
+/// The timeout message when the run has had `timeout` since it started;
+/// otherwise none, and the plan looks again when the timeout is due.
+fn check_timeout(
+    name: &str,
+    timeout: Duration,
+    st: &TaskRunStatus,
+    plan: &mut Plan,
+    now: Timestamp,
+) -> Option<String> {
+    let start = st.start_time.as_ref()?;
+    let elapsed = Duration::try_from(now.duration_since(start.0)).unwrap_or_default();
+    if elapsed >= timeout {
+        return Some(format!(
+            "TaskRun {name:?} failed to finish within {:?}",
+            go(timeout)
+        ));
+    }
+    plan.requeue_after = Some(timeout - elapsed);
+    None
+}
+
+/// No pod yet: build it (or ask for the images whose commands it needs, or
+/// fail the run when it cannot be built).
+fn create_pod(
+    obs: Observed<'_>,
+    spec: &TaskSpec,
+    task_name: Option<&str>,
+    config: &Config,
+    st: &mut TaskRunStatus,
+    plan: &mut Plan,
+) {
+    let staged = with_status(obs.task_run, st);
+    let input = pod::Input {
+        task_run: &staged,
+        spec,
+        task_name,
+        images: obs.images,
+    };
+    match pod::build(input, config) {
+        Ok(p) => {
+            st.pod_name = p.pod.metadata.name.clone();
+            if st.task_spec.is_none() {
+                st.task_spec = Some(Box::new(p.spec.clone()));
+            }
+            set_condition(
+                &mut st.conditions,
+                condition("Unknown", reason::PENDING, "Pending", obs.now),
+            );
+            plan.create_pod = Some(p.pod);
+            plan.create_claims = p.claims;
+        }
+        Err(BuildError::NeedImages(images)) => {
+            plan.need_images = images;
+        }
+        Err(BuildError::Failed(f)) => {
+            fail(st, plan, f.reason, f.message, obs.now);
+            plan.requeue_after = None;
+        }
+    }
+}
+
+/// The pod exists and `st` was read from it: mark it ready once its
+/// sidecars are, and when it has failed with retries left, archive this
+/// attempt and start another; when it is done, stop its sidecars and
+/// record the end.
+fn follow_pod(
+    tr: &TaskRun,
+    p: &Pod,
+    config: &Config,
+    st: &mut TaskRunStatus,
+    plan: &mut Plan,
+    now: Timestamp,
+) {
+    if sidecars_ready(p) {
+        plan.mark_ready = p.metadata.name.clone();
+    }
+    let retries = tr.spec.retries.unwrap_or(0).max(0) as usize;
+    if is_failed(st) && st.retries_status.len() < retries {
+        retry(st, now);
+        plan.requeue_after = Some(Duration::ZERO);
+        plan.stop_sidecars = sidecars_to_stop(p, &config.entrypoint_image);
+    } else if status::is_done(&st.conditions) {
+        plan.requeue_after = None;
+        plan.stop_sidecars = sidecars_to_stop(p, &config.entrypoint_image);
+        plan.events.push(status::end_event(&st.conditions));
+    }
+}
+
+/// Archives a failed attempt in `retriesStatus` and makes the run
+/// `ToBeRetried`, with no pod, steps, sidecars or results.
+fn retry(st: &mut TaskRunStatus, now: Timestamp) {
+    let message = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Succeeded")
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default();
+    let mut archived = st.clone();
+    archived.retries_status.clear();
+    st.retries_status.push(archived);
+    st.start_time = None;
+    st.completion_time = None;
+    st.pod_name = None;
+    st.results.clear();
+    st.steps.clear();
+    st.sidecars.clear();
+    set_condition(
+        &mut st.conditions,
+        condition("Unknown", reason::TO_BE_RETRIED, message, now),
+    );
 }
 
 /// Whether the `Succeeded` condition is False.

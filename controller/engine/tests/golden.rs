@@ -306,7 +306,7 @@ fn pipeline_outputs(case: &Case) -> Vec<Value> {
 fn plan_tail(
     v: &mut serde_json::Map<String, Value>,
     requeue_after: Option<std::time::Duration>,
-    events: &[taskrun::Event],
+    events: &[tektite_engine::status::Event],
     status: Option<&impl serde::Serialize>,
     spec_field: &str,
 ) {
