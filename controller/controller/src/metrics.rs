@@ -7,10 +7,12 @@
 //! TaskRun's `namespace` and `task`; at the `namespace` level only the
 //! namespace (Tekton's `metrics.pipelinerun.level` / `metrics.taskrun.level`).
 
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -64,6 +66,44 @@ pub struct Metrics {
     reconcile_total: Family<Labels, Counter>,
     reconcile_errors: Family<Labels, Counter>,
     reconcile_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    /// The runs whose end was counted: a reconcile that works from a cache
+    /// older than its last status write plans the same end again.
+    ended: Mutex<Ended>,
+}
+
+/// The most recent runs counted as ended, by UID (else namespace/name),
+/// at most [`Ended::KEEP`] of them.
+#[derive(Debug, Default)]
+struct Ended {
+    seen: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Ended {
+    /// Far more than the runs a cache can be stale about at once.
+    const KEEP: usize = 10_000;
+
+    /// Whether `meta` names a run not counted yet (and is now).
+    fn first(&mut self, kind: &str, meta: &ObjectMeta) -> bool {
+        let id = match &meta.uid {
+            Some(uid) => format!("{kind}/{uid}"),
+            None => format!(
+                "{kind}/{}/{}",
+                meta.namespace.as_deref().unwrap_or(""),
+                meta.name.as_deref().unwrap_or("")
+            ),
+        };
+        if !self.seen.insert(id.clone()) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > Self::KEEP
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
+    }
 }
 
 impl Metrics {
@@ -85,6 +125,7 @@ impl Metrics {
             reconcile_total: Family::default(),
             reconcile_errors: Family::default(),
             reconcile_duration: Family::new_with_constructor(reconcile_histogram),
+            ended: Mutex::default(),
         };
         let t = "tekton_pipelines_controller_";
         registry.register(
@@ -166,8 +207,12 @@ impl Metrics {
         )
     }
 
-    /// A PipelineRun just finished with `conditions`.
+    /// A PipelineRun just finished with `conditions`; a run already counted
+    /// (a reconcile from a stale cache writing its end again) is not again.
     pub fn pipelinerun_done(&self, pr: &PipelineRun, conditions: &[Condition], seconds: f64) {
+        if !self.first_end("PipelineRun", &pr.metadata) {
+            return;
+        }
         let status = outcome(conditions, "Cancelled");
         let mut l = self.pipelinerun_labels(pr);
         l.push(("status".into(), status.into()));
@@ -180,6 +225,9 @@ impl Metrics {
     /// A TaskRun just finished with `conditions`; a PipelineRun's TaskRun
     /// also counts under `pipelinerun_taskrun_duration_seconds`.
     pub fn taskrun_done(&self, tr: &TaskRun, conditions: &[Condition], seconds: f64) {
+        if !self.first_end("TaskRun", &tr.metadata) {
+            return;
+        }
         let status = outcome(conditions, "TaskRunCancelled");
         let mut l = self.taskrun_labels(tr);
         l.push(("status".into(), status.into()));
@@ -207,6 +255,14 @@ impl Metrics {
         self.taskrun_total
             .get_or_create(&vec![("status".into(), status.into())])
             .inc();
+    }
+
+    /// Whether this is the first end recorded of the run.
+    fn first_end(&self, kind: &str, meta: &ObjectMeta) -> bool {
+        self.ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .first(kind, meta)
     }
 
     /// The controller created `tr`'s pod `latency` after the TaskRun.

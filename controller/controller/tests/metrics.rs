@@ -232,3 +232,33 @@ async fn the_endpoints_answer() {
     );
     assert_eq!(get(addr, "/nope").await.0, "HTTP/1.1 404 Not Found");
 }
+
+/// Regression: a reconcile working from a cache older than its own status
+/// write planned a run's end again, and `pipelinerun_total` counted a
+/// cancelled run twice (seen as a flake of the cluster test).
+#[test]
+fn a_run_ended_twice_by_stale_reconciles_is_counted_once() {
+    let m = Metrics::new(Level::Name, Level::Name);
+    let mut pr = pipeline_run("release-abc12");
+    pr.metadata.uid = Some("9d1c".into());
+    let mut tr = task_run("release-abc12-build", Some("release"));
+    tr.metadata.uid = Some("77aa".into());
+    for _ in 0..3 {
+        m.pipelinerun_done(&pr, &cond("False", "Cancelled"), 3.0);
+        m.taskrun_done(&tr, &cond("False", "TaskRunCancelled"), 2.0);
+    }
+    // Another run of the same name (deleted and created again) counts.
+    pr.metadata.uid = Some("e5f0".into());
+    m.pipelinerun_done(&pr, &cond("False", "Cancelled"), 3.0);
+    let text = m.render();
+    for line in [
+        r#"tekton_pipelines_controller_pipelinerun_total{status="cancelled"} 2"#,
+        r#"tekton_pipelines_controller_taskrun_total{status="cancelled"} 1"#,
+        r#"tekton_pipelines_controller_pipelinerun_duration_seconds_count{namespace="ci",pipeline="release",status="cancelled"} 2"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "no line {line:?} in:\n{text}"
+        );
+    }
+}
