@@ -249,64 +249,22 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let base = opts.base_config()?;
     let lease_cfg = opts.lease()?;
     let client = Client::try_default().await.map_err(Error::Client)?;
-    let images = Arc::new(
-        tektite_oci::Client::new(tektite_oci::ClientOptions {
-            plain_http: opts.plain_http_registries.clone(),
-            ..Default::default()
-        })
-        .map_err(Error::Images)?,
-    );
-    let mut ctx = Context::new(client.clone(), images);
-    ctx.config = std::sync::RwLock::new(base.clone());
-    ctx.metrics = Arc::new(opts.metrics());
-    let ctx = Arc::new(ctx);
-
+    let ctx = context(&opts, client.clone(), &base)?;
     let (task_runs, tr_writer) = reflector::store();
     let (pipeline_runs, pr_writer) = reflector::store();
-    let listener = tokio::net::TcpListener::bind(&opts.metrics_addr)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: opts.metrics_addr.clone(),
-            source,
-        })?;
     let ready = Arc::new(AtomicBool::new(false));
-    let refresh = {
-        let (trs, prs, m) = (
-            task_runs.clone(),
-            pipeline_runs.clone(),
-            ctx.metrics.clone(),
-        );
-        Arc::new(move || {
-            m.set_running(
-                running(&trs, task_run_done),
-                running(&prs, pipeline_run_done),
-            );
-        })
-    };
-    tokio::spawn(metrics::serve(
-        listener,
-        ctx.metrics.clone(),
-        ready.clone(),
-        refresh,
-    ));
+    serve_metrics(&opts, &ctx, &task_runs, &pipeline_runs, ready.clone()).await?;
 
     // Leader election: a follower stands by (ready: it is healthy), the
     // leader reconciles; a leader that loses its Lease exits, to restart as
     // a follower.
     ready.store(true, Ordering::Relaxed);
     let mut lease_task = if opts.leader_elect {
-        let (leader_tx, leader_rx) = tokio::sync::oneshot::channel();
-        let mut task = tokio::spawn(lease::run(
-            Api::namespaced(client.clone(), &lease_cfg.namespace),
-            lease_cfg,
-            leader_tx,
-        ));
-        tokio::select! {
-            _ = leader_rx => {}
-            _ = &mut task => return Err(Error::ElectionEnded),
-            () = shutdown_signal() => return Ok(()),
+        let lease_api = Api::namespaced(client.clone(), &lease_cfg.namespace);
+        match lead(lease_api, lease_cfg).await? {
+            Some(task) => Some(task),
+            None => return Ok(()),
         }
-        Some(task)
     } else {
         None
     };
@@ -333,48 +291,11 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         });
     }
 
-    // Children by the labels the engine always sets (not by managed-by,
-    // whose value config-defaults may change while children of the old
-    // value still run).
-    let pods = watcher::Config::default().labels("tekton.dev/taskRun");
-    let children = watcher::Config::default().labels(crate::pipelinerun::PIPELINE_RUN_LABEL);
-    let stream = watcher(
-        Api::<TaskRun>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(crate::trim_task_run)
-    .reflect(tr_writer)
-    .applied_objects();
-    let task_run_controller = Controller::for_stream(stream, task_runs)
-        .owns(Api::<Pod>::all(client.clone()), pods)
-        .shutdown_on_signal()
-        .run(taskrun::reconcile, error_policy, ctx.clone())
-        .for_each(|r| async move {
-            if let Err(error) = r {
-                tracing::warn!(%error, kind = "TaskRun", "controller");
-            }
-        });
-    let stream = watcher(
-        Api::<PipelineRun>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(crate::trim_pipeline_run)
-    .reflect(pr_writer)
-    .applied_objects();
-    let pipeline_run_controller = Controller::for_stream(stream, pipeline_runs)
-        .owns(Api::<TaskRun>::all(client.clone()), children)
-        .shutdown_on_signal()
-        .run(pipelinerun::reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(error) = r {
-                tracing::warn!(%error, kind = "PipelineRun", "controller");
-            }
-        });
-
     let controllers = async {
-        futures::join!(task_run_controller, pipeline_run_controller);
+        futures::join!(
+            task_run_controller(&client, task_runs, tr_writer, ctx.clone()),
+            pipeline_run_controller(&client, pipeline_runs, pr_writer, ctx),
+        );
     };
     let lost = async {
         match lease_task.as_mut() {
@@ -390,6 +311,133 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     };
     config_watch.abort();
     out
+}
+
+/// The reconcilers' shared context: the client, the registry client for
+/// image commands (plain HTTP only for the registries the flags name), the
+/// flags' configuration and the metrics.
+fn context(opts: &Options, client: Client, base: &Config) -> Result<Arc<Context>, Error> {
+    let images = Arc::new(
+        tektite_oci::Client::new(tektite_oci::ClientOptions {
+            plain_http: opts.plain_http_registries.clone(),
+            ..Default::default()
+        })
+        .map_err(Error::Images)?,
+    );
+    let mut ctx = Context::new(client, images);
+    ctx.config = std::sync::RwLock::new(base.clone());
+    ctx.metrics = Arc::new(opts.metrics());
+    Ok(Arc::new(ctx))
+}
+
+/// Serves `/metrics` and the health endpoints on `--metrics-addr`; the
+/// running-run gauges are refreshed from the caches on each scrape.
+async fn serve_metrics(
+    opts: &Options,
+    ctx: &Context,
+    task_runs: &reflector::Store<TaskRun>,
+    pipeline_runs: &reflector::Store<PipelineRun>,
+    ready: Arc<AtomicBool>,
+) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::bind(&opts.metrics_addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: opts.metrics_addr.clone(),
+            source,
+        })?;
+    let (trs, prs, m) = (
+        task_runs.clone(),
+        pipeline_runs.clone(),
+        ctx.metrics.clone(),
+    );
+    let refresh = Arc::new(move || {
+        m.set_running(
+            running(&trs, task_run_done),
+            running(&prs, pipeline_run_done),
+        );
+    });
+    tokio::spawn(metrics::serve(
+        listener,
+        ctx.metrics.clone(),
+        ready,
+        refresh,
+    ));
+    Ok(())
+}
+
+/// Waits to hold the Lease: the task that keeps it (it ends when the Lease
+/// is lost), or none when the process is asked to stop first.
+async fn lead(
+    api: Api<k8s_openapi::api::coordination::v1::Lease>,
+    cfg: lease::Config,
+) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
+    let (leader_tx, leader_rx) = tokio::sync::oneshot::channel();
+    let mut task = tokio::spawn(lease::run(api, cfg, leader_tx));
+    tokio::select! {
+        _ = leader_rx => Ok(Some(task)),
+        _ = &mut task => Err(Error::ElectionEnded),
+        () = shutdown_signal() => Ok(None),
+    }
+}
+
+/// The TaskRun controller: TaskRuns (trimmed, cached in `store`) and the
+/// pods they own, found by the `tekton.dev/taskRun` label the engine sets.
+async fn task_run_controller(
+    client: &Client,
+    store: reflector::Store<TaskRun>,
+    writer: reflector::store::Writer<TaskRun>,
+    ctx: Arc<Context>,
+) {
+    let pods = watcher::Config::default().labels("tekton.dev/taskRun");
+    let stream = watcher(
+        Api::<TaskRun>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(crate::trim_task_run)
+    .reflect(writer)
+    .applied_objects();
+    Controller::for_stream(stream, store)
+        .owns(Api::<Pod>::all(client.clone()), pods)
+        .shutdown_on_signal()
+        .run(taskrun::reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(error) = r {
+                tracing::warn!(%error, kind = "TaskRun", "controller");
+            }
+        })
+        .await
+}
+
+/// The PipelineRun controller: PipelineRuns and the TaskRuns they own,
+/// found by the PipelineRun label the engine always sets (not by
+/// managed-by, whose value config-defaults may change while children of
+/// the old value still run).
+async fn pipeline_run_controller(
+    client: &Client,
+    store: reflector::Store<PipelineRun>,
+    writer: reflector::store::Writer<PipelineRun>,
+    ctx: Arc<Context>,
+) {
+    let children = watcher::Config::default().labels(crate::pipelinerun::PIPELINE_RUN_LABEL);
+    let stream = watcher(
+        Api::<PipelineRun>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(crate::trim_pipeline_run)
+    .reflect(writer)
+    .applied_objects();
+    Controller::for_stream(stream, store)
+        .owns(Api::<TaskRun>::all(client.clone()), children)
+        .shutdown_on_signal()
+        .run(pipelinerun::reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(error) = r {
+                tracing::warn!(%error, kind = "PipelineRun", "controller");
+            }
+        })
+        .await
 }
 
 /// Watches the `config-defaults` ConfigMap: a valid version applies over

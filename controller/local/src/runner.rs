@@ -4,7 +4,7 @@
 //! change in the store, and waits for the next thing to happen (a container
 //! ending, a child finishing, a timeout, an interrupt).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
@@ -539,11 +539,7 @@ impl Runner {
             .is_some_and(|j| j.cancel_requested())
     }
 
-    fn spawn_worker(
-        &self,
-        tr: TaskRun,
-        source: TaskSource,
-    ) -> (Sender<Work>, std::thread::JoinHandle<TaskRun>) {
+    fn spawn_worker(&self, tr: TaskRun, source: TaskSource) -> WorkerHandle {
         let (wtx, wrx) = mpsc::channel();
         let (opts, store, progress, parent, inbox_tx) = (
             self.opts.clone(),
@@ -620,13 +616,7 @@ impl Runner {
         pipeline: Result<(&PipelineSpec, Option<&str>), &tektite_engine::params::Failure>,
         tasks: &BTreeMap<String, TaskSpec>,
     ) -> (PipelineRun, Vec<TaskRun>) {
-        let mut children: Vec<TaskRun> = Vec::new();
-        let mut queue: VecDeque<TaskRun> = VecDeque::new();
-        let mut workers: BTreeMap<String, (Sender<Work>, std::thread::JoinHandle<TaskRun>)> =
-            BTreeMap::new();
-        let mut finished: BTreeMap<String, bool> = BTreeMap::new();
-        let mut joined: BTreeMap<String, TaskRun> = BTreeMap::new();
-        let mut skipped_seen: Vec<String> = Vec::new();
+        let mut kids = Children::default();
         let _ = self.store.save_pipeline_run(&pr);
         loop {
             let plan = pipelinerun::reconcile(
@@ -634,103 +624,32 @@ impl Runner {
                     run: &pr,
                     pipeline,
                     tasks,
-                    children: &children,
+                    children: &kids.all,
                     now: Timestamp::now(),
                 },
                 &self.opts.config,
             );
             if let Some(st) = plan.status {
-                for s in &st.skipped_tasks {
-                    if !skipped_seen.contains(&s.name) {
-                        skipped_seen.push(s.name.clone());
-                        let _ = self.progress.send(Progress::Skipped {
-                            task: s.name.clone(),
-                            reason: s.reason.clone(),
-                        });
-                    }
-                }
+                self.report_skipped(&st, &mut kids.skipped_seen);
                 pr.status = Some(st);
                 let _ = self.store.save_pipeline_run(&pr);
             }
             for mut tr in plan.create {
                 self.claim_child(&mut tr);
-                children.push(tr.clone());
-                queue.push_back(tr);
+                kids.all.push(tr.clone());
+                kids.queue.push_back(tr);
             }
             for (name, message) in plan.cancel {
-                if let Some(c) = children
-                    .iter_mut()
-                    .find(|c| c.metadata.name.as_deref() == Some(&name))
-                {
-                    c.spec.status = Some("TaskRunCancelled".into());
-                    c.spec.status_message = Some(message.clone());
-                }
-                if let Some(q) = queue
-                    .iter_mut()
-                    .find(|c| c.metadata.name.as_deref() == Some(&name))
-                {
-                    q.spec.status = Some("TaskRunCancelled".into());
-                    q.spec.status_message = Some(message.clone());
-                }
-                if let Some((w, _)) = workers.get(&name) {
-                    let _ = w.send(Work::Cancel(message));
-                }
+                kids.cancel(&name, &message);
             }
-            let running = workers
-                .keys()
-                .filter(|k| !finished.contains_key(*k))
-                .count();
-            for _ in running..self.opts.parallel.max(1) {
-                let Some(tr) = queue.pop_front() else { break };
-                let name = tr.metadata.name.clone().unwrap_or_default();
-                let source = TaskSource::of_child(&tr, tasks);
-                let w = self.spawn_worker(tr, source);
-                workers.insert(name, w);
-            }
+            self.start_workers(&mut kids, tasks);
             let done = pr.status.as_ref().is_some_and(|s| is_done(&s.conditions));
-            let all_finished = workers.keys().all(|k| finished.contains_key(k)) && queue.is_empty();
-            if done && all_finished {
+            if done && kids.all_finished() {
                 break;
             }
-            // A worker whose thread has ended: its returned TaskRun is the
-            // last word (its last message may still be queued). A worker
-            // that died (a bug) returns none: its TaskRun is marked failed.
-            let ended: Vec<String> = workers
-                .iter()
-                .filter(|(n, (_, h))| h.is_finished() && !joined.contains_key(*n))
-                .map(|(n, _)| n.clone())
-                .collect();
-            for name in ended {
-                let Some((_, h)) = workers.remove(&name) else {
-                    continue;
-                };
-                let Some(c) = children
-                    .iter_mut()
-                    .find(|c| c.metadata.name.as_deref() == Some(&name))
-                else {
-                    continue;
-                };
-                match h.join() {
-                    Ok(tr) => *c = tr,
-                    Err(_) => {
-                        let st = c.status.get_or_insert_with(Default::default);
-                        set_condition(
-                            &mut st.conditions,
-                            condition(
-                                "False",
-                                "Failed",
-                                "the local runner stopped running this TaskRun unexpectedly",
-                                Timestamp::now(),
-                            ),
-                        );
-                        let _ = self.store.save_task_run(c);
-                    }
-                }
-                finished.insert(name.clone(), true);
-                joined.insert(name, c.clone());
-            }
+            self.reap_workers(&mut kids);
             let mut wait = plan.requeue_after.unwrap_or(Duration::from_secs(3600));
-            if workers.keys().any(|k| !finished.contains_key(k)) {
+            if kids.any_running() {
                 wait = wait.min(Duration::from_secs(1));
             }
             wait = wait.min(CANCEL_POLL);
@@ -742,46 +661,172 @@ impl Runner {
             match msg {
                 Ok(Msg::Interrupt) => {
                     pr.spec.status = Some("Cancelled".into());
-                    for (name, (w, _)) in &workers {
-                        if !finished.contains_key(name) {
-                            let _ = w.send(Work::Cancel(pipelinerun::CANCELLED_MESSAGE.into()));
-                        }
-                    }
-                    for q in queue.iter_mut() {
-                        q.spec.status = Some("TaskRunCancelled".into());
-                        q.spec.status_message = Some(pipelinerun::CANCELLED_MESSAGE.into());
-                    }
+                    kids.cancel_all(pipelinerun::CANCELLED_MESSAGE);
                 }
-                Ok(Msg::Child { tr, .. }) => {
-                    let name = tr.metadata.name.clone().unwrap_or_default();
-                    let ended = tr.status.as_ref().is_some_and(|s| is_done(&s.conditions));
-                    if let Some(c) = children
-                        .iter_mut()
-                        .find(|c| c.metadata.name.as_deref() == Some(&name))
-                    {
-                        // Keep the cancel the run asked for.
-                        let (status, message) =
-                            (c.spec.status.clone(), c.spec.status_message.clone());
-                        *c = *tr;
-                        if c.spec.status.is_none() {
-                            c.spec.status = status;
-                            c.spec.status_message = message;
-                        }
-                    }
-                    if ended {
-                        finished.insert(name, true);
-                    }
-                }
+                Ok(Msg::Child { tr, .. }) => kids.update(*tr),
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
             }
         }
-        let mut finals: Vec<TaskRun> = joined.into_values().collect();
-        for (_, (_, h)) in workers {
+        (pr, kids.into_finals())
+    }
+
+    /// Tells the user, once each, of the pipeline tasks the run skipped.
+    fn report_skipped(&self, st: &tektite_api::v1::PipelineRunStatus, seen: &mut Vec<String>) {
+        for s in &st.skipped_tasks {
+            if !seen.contains(&s.name) {
+                seen.push(s.name.clone());
+                let _ = self.progress.send(Progress::Skipped {
+                    task: s.name.clone(),
+                    reason: s.reason.clone(),
+                });
+            }
+        }
+    }
+
+    /// Starts queued TaskRuns while fewer than `parallel` workers run.
+    fn start_workers(&self, kids: &mut Children, tasks: &BTreeMap<String, TaskSpec>) {
+        let running = kids.workers.keys().filter(|k| !kids.finished.contains(*k));
+        for _ in running.count()..self.opts.parallel.max(1) {
+            let Some(tr) = kids.queue.pop_front() else {
+                break;
+            };
+            let name = tr.metadata.name.clone().unwrap_or_default();
+            let source = TaskSource::of_child(&tr, tasks);
+            let w = self.spawn_worker(tr, source);
+            kids.workers.insert(name, w);
+        }
+    }
+
+    /// Joins the workers whose thread has ended: the TaskRun a worker returns
+    /// is the last word (its last message may still be queued). A worker that
+    /// died (a bug) returns none: its TaskRun is marked failed.
+    fn reap_workers(&self, kids: &mut Children) {
+        let ended: Vec<String> = kids
+            .workers
+            .iter()
+            .filter(|(n, (_, h))| h.is_finished() && !kids.joined.contains_key(*n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in ended {
+            let Some((_, h)) = kids.workers.remove(&name) else {
+                continue;
+            };
+            let Some(c) = kids.find(&name) else {
+                continue;
+            };
+            match h.join() {
+                Ok(tr) => *c = tr,
+                Err(_) => {
+                    let st = c.status.get_or_insert_with(Default::default);
+                    set_condition(
+                        &mut st.conditions,
+                        condition(
+                            "False",
+                            "Failed",
+                            "the local runner stopped running this TaskRun unexpectedly",
+                            Timestamp::now(),
+                        ),
+                    );
+                    let _ = self.store.save_task_run(c);
+                }
+            }
+            let c = c.clone();
+            kids.finished.insert(name.clone());
+            kids.joined.insert(name, c);
+        }
+    }
+}
+
+/// A worker thread running one TaskRun, and how to tell it to cancel.
+type WorkerHandle = (Sender<Work>, std::thread::JoinHandle<TaskRun>);
+
+/// The TaskRuns of one PipelineRun as [`Runner::run_pipeline`] drives them:
+/// every one created, those queued for a free worker, those running, those
+/// ended.
+#[derive(Debug, Default)]
+struct Children {
+    /// Every child, as last seen (what the pipeline planner observes).
+    all: Vec<TaskRun>,
+    /// Created, waiting for a free worker.
+    queue: VecDeque<TaskRun>,
+    workers: BTreeMap<String, WorkerHandle>,
+    /// Children whose run has ended.
+    finished: BTreeSet<String>,
+    /// Children whose worker thread was joined, with the TaskRun it returned.
+    joined: BTreeMap<String, TaskRun>,
+    /// Skipped pipeline tasks already reported.
+    skipped_seen: Vec<String>,
+}
+
+impl Children {
+    fn find(&mut self, name: &str) -> Option<&mut TaskRun> {
+        self.all
+            .iter_mut()
+            .find(|c| c.metadata.name.as_deref() == Some(name))
+    }
+
+    /// Cancels one child wherever it is: as seen, queued, or running.
+    fn cancel(&mut self, name: &str, message: &str) {
+        let named = |c: &&mut TaskRun| c.metadata.name.as_deref() == Some(name);
+        let seen = self.all.iter_mut().find(named);
+        let queued = self.queue.iter_mut().find(named);
+        for c in [seen, queued].into_iter().flatten() {
+            c.spec.status = Some("TaskRunCancelled".into());
+            c.spec.status_message = Some(message.to_string());
+        }
+        if let Some((w, _)) = self.workers.get(name) {
+            let _ = w.send(Work::Cancel(message.to_string()));
+        }
+    }
+
+    /// Cancels every running and queued child (the run was interrupted).
+    fn cancel_all(&mut self, message: &str) {
+        for (name, (w, _)) in &self.workers {
+            if !self.finished.contains(name) {
+                let _ = w.send(Work::Cancel(message.into()));
+            }
+        }
+        for q in self.queue.iter_mut() {
+            q.spec.status = Some("TaskRunCancelled".into());
+            q.spec.status_message = Some(message.into());
+        }
+    }
+
+    /// A worker's news of its TaskRun; a cancel the run asked for is kept.
+    fn update(&mut self, tr: TaskRun) {
+        let name = tr.metadata.name.clone().unwrap_or_default();
+        let ended = tr.status.as_ref().is_some_and(|s| is_done(&s.conditions));
+        if let Some(c) = self.find(&name) {
+            let (status, message) = (c.spec.status.clone(), c.spec.status_message.clone());
+            *c = tr;
+            if c.spec.status.is_none() {
+                c.spec.status = status;
+                c.spec.status_message = message;
+            }
+        }
+        if ended {
+            self.finished.insert(name);
+        }
+    }
+
+    fn any_running(&self) -> bool {
+        self.workers.keys().any(|k| !self.finished.contains(k))
+    }
+
+    fn all_finished(&self) -> bool {
+        !self.any_running() && self.queue.is_empty()
+    }
+
+    /// The final TaskRuns, by name: those joined, then the rest as their
+    /// workers return them.
+    fn into_finals(self) -> Vec<TaskRun> {
+        let mut finals: Vec<TaskRun> = self.joined.into_values().collect();
+        for (_, (_, h)) in self.workers {
             if let Ok(tr) = h.join() {
                 finals.push(tr);
             }
         }
         finals.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        (pr, finals)
+        finals
     }
 }

@@ -728,70 +728,17 @@ impl PodmanPod {
             .collect();
         let mut statuses = Vec::new();
         let mut annotations = pod.metadata.annotations.clone().unwrap_or_default();
-        let time = |v: &serde_json::Value| {
-            v.as_str()
-                .and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok())
-                .filter(|t| t.as_second() > 0)
-                .map(Time)
-        };
         for (i, c) in containers.iter().enumerate() {
             let Some(v) = by_name.get(&format!("{}-{c}", self.name)) else {
                 continue;
             };
-            let s = &v["State"];
-            let status = s["Status"].as_str().unwrap_or("");
-            let state = match status {
-                "exited" | "stopped" => {
-                    let code = s["ExitCode"].as_i64().unwrap_or(0) as i32;
-                    let reason = if s["OOMKilled"].as_bool() == Some(true) {
-                        "OOMKilled"
-                    } else if code == 0 {
-                        "Completed"
-                    } else {
-                        "Error"
-                    };
-                    ContainerState {
-                        terminated: Some(ContainerStateTerminated {
-                            exit_code: code,
-                            reason: Some(reason.into()),
-                            started_at: time(&s["StartedAt"]),
-                            finished_at: time(&s["FinishedAt"]),
-                            message: s["Error"]
-                                .as_str()
-                                .filter(|e| !e.is_empty())
-                                .map(str::to_string),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }
-                }
-                "running" => ContainerState {
-                    running: Some(ContainerStateRunning {
-                        started_at: time(&s["StartedAt"]),
-                    }),
-                    ..Default::default()
-                },
-                other => ContainerState {
-                    waiting: Some(ContainerStateWaiting {
-                        reason: Some(
-                            if other == "created" {
-                                "ContainerCreating"
-                            } else {
-                                "Waiting"
-                            }
-                            .into(),
-                        ),
-                        message: None,
-                    }),
-                    ..Default::default()
-                },
-            };
+            let status = v["State"]["Status"].as_str().unwrap_or("");
             statuses.push(ContainerStatus {
                 name: c.clone(),
                 image: v["ImageName"].as_str().unwrap_or_default().to_string(),
                 image_id: v["Image"].as_str().unwrap_or_default().to_string(),
                 ready: status == "running",
-                state: Some(state),
+                state: Some(container_state(&v["State"])),
                 ..Default::default()
             });
             if c.starts_with("step-") {
@@ -868,5 +815,62 @@ impl PodmanPod {
 
     pub fn task_run(&self) -> &str {
         &self.task_run
+    }
+}
+
+/// A podman container's `State` as a Kubernetes container state: exited
+/// (with `OOMKilled`, `Completed` or `Error`), running, or waiting.
+fn container_state(s: &serde_json::Value) -> ContainerState {
+    let time = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .filter(|t| t.as_second() > 0)
+            .map(Time)
+    };
+    match s["Status"].as_str().unwrap_or("") {
+        "exited" | "stopped" => {
+            let code = s["ExitCode"].as_i64().unwrap_or(0) as i32;
+            let reason = if s["OOMKilled"].as_bool() == Some(true) {
+                "OOMKilled"
+            } else if code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            };
+            ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: code,
+                    reason: Some(reason.into()),
+                    started_at: time(&s["StartedAt"]),
+                    finished_at: time(&s["FinishedAt"]),
+                    message: s["Error"]
+                        .as_str()
+                        .filter(|e| !e.is_empty())
+                        .map(str::to_string),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        }
+        "running" => ContainerState {
+            running: Some(ContainerStateRunning {
+                started_at: time(&s["StartedAt"]),
+            }),
+            ..Default::default()
+        },
+        other => ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(
+                    if other == "created" {
+                        "ContainerCreating"
+                    } else {
+                        "Waiting"
+                    }
+                    .into(),
+                ),
+                message: None,
+            }),
+            ..Default::default()
+        },
     }
 }
