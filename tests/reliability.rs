@@ -203,7 +203,7 @@ fn timeout_stops_a_step_that_survives_sigterm(rt: &str, marker: u32) {
     // A process that starts a session of its own escapes the container's
     // session: only a PID namespace (podman; the process runtime as root)
     // holds it. Without one (rewrite mode) it is stopped when its wrapper
-    // ends, as here, but not when `tkt` is killed (the README says so).
+    // ends, as here, but not when `tkt` is killed (docs/local-runs.md says so).
     for m in [marker, marker + 1, marker + 2] {
         let left = processes_with(&m.to_string());
         assert!(left.is_empty(), "{rt}: left running: {left:?}");

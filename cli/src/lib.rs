@@ -4,7 +4,7 @@
 //! `logs`, `list`, …). Decisions live in `tektite-api` (and the engine);
 //! this crate parses flags, reads files, prints and picks the exit code.
 //!
-//! Exit codes follow DESIGN.md: 0 success, 1 a run failed, 2 invalid input
+//! Exit codes (docs/cli.md): 0 success, 1 a run failed, 2 invalid input
 //! or usage, 130 interrupted.
 
 use std::io::Write;

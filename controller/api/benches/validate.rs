@@ -1,6 +1,6 @@
 //! Load + validate + DAG of generated pipelines (`cargo bench -p tektite-api`).
 //!
-//! Budget (DESIGN.md): a 1,000-task pipeline in ≤ 20 ms. Rows:
+//! Budget (docs/performance.md): a 1,000-task pipeline in ≤ 20 ms. Rows:
 //! - `YAML scanner only` is saphyr-parser's event stream alone, the floor of
 //!   any YAML loader built on it;
 //! - `YAML to values` is the baseline measured in the same run: the text

@@ -1,6 +1,6 @@
 //! Planning cost (`cargo bench -p tektite-engine`).
 //!
-//! Budget (DESIGN.md): validate + one planning pass of a 1,000-task pipeline
+//! Budget (docs/performance.md): validate + one planning pass of a 1,000-task pipeline
 //! in ≤ 20 ms. Rows, all measured in this run:
 //! - `decode PipelineRun+Pipeline JSON (baseline)`: what any controller pays
 //!   to read the objects from the API server, before doing anything;
