@@ -552,6 +552,92 @@ fn task_vars(
     vars
 }
 
+/// Fields Tekton does not substitute in a step or sidecar.
+const NOT_SUBSTITUTED: &[&str] = &[
+    "name",
+    "displayName",
+    "results",
+    "computeResources",
+    "securityContext",
+    "timeout",
+    "workspaces",
+];
+
+/// Substitutes the spec: each step and sidecar with its own view
+/// (`step.results`, a workspace mounted at its own path).
+fn substitute_spec(
+    spec: &TaskSpec,
+    vars: &Vars,
+    step_names: &[String],
+    workspaces: &[BoundWorkspace],
+) -> Result<TaskSpec, BuildError> {
+    let mut j = serde_json::to_value(spec).map_err(|e| fail(e.to_string()))?;
+    let err = |e: crate::subst::SubstError| fail(e.to_string());
+    if let Some(Value::Array(steps)) = j.get_mut("steps") {
+        for (i, s) in steps.iter_mut().enumerate() {
+            let v = step_vars(vars, &spec.steps[i], &step_names[i], workspaces);
+            v.json(s, &format!("spec.steps[{i}]"), NOT_SUBSTITUTED)
+                .map_err(err)?;
+        }
+    }
+    if let Some(Value::Array(sidecars)) = j.get_mut("sidecars") {
+        for (i, s) in sidecars.iter_mut().enumerate() {
+            let v = usage_vars(vars, &spec.sidecars[i].workspaces, workspaces);
+            v.json(s, &format!("spec.sidecars[{i}]"), NOT_SUBSTITUTED)
+                .map_err(err)?;
+        }
+    }
+    if let Some(t) = j.get_mut("stepTemplate") {
+        vars.json(t, "spec.stepTemplate", NOT_SUBSTITUTED)
+            .map_err(err)?;
+    }
+    if let Some(v) = j.get_mut("volumes") {
+        vars.json(v, "spec.volumes", &[]).map_err(err)?;
+    }
+    if let Some(Value::Array(ws)) = j.get_mut("workspaces") {
+        for (i, w) in ws.iter_mut().enumerate() {
+            if let Some(p) = w.get_mut("mountPath") {
+                vars.json(p, &format!("spec.workspaces[{i}].mountPath"), &[])
+                    .map_err(err)?;
+            }
+        }
+    }
+    serde_json::from_value(j).map_err(|e| fail(format!("after substitution: {e}")))
+}
+
+/// `vars` as a step or sidecar sees them: a bound workspace it mounts at a
+/// path of its own (`usages`) has that path.
+fn usage_vars(vars: &Vars, usages: &[WorkspaceUsage], workspaces: &[BoundWorkspace]) -> Vars {
+    let mut v = vars.clone();
+    for u in usages {
+        if let Some(p) = &u.mount_path
+            && workspaces
+                .iter()
+                .any(|w| w.decl.name == u.name && w.binding.is_some())
+        {
+            v.set_str(format!("workspaces.{}.path", u.name), p.clone());
+        }
+    }
+    v
+}
+
+/// `vars` as the step named `n` sees them: its workspace paths, its
+/// `step.results.<name>.path` and `step.artifacts.path`.
+fn step_vars(vars: &Vars, step: &Step, n: &str, workspaces: &[BoundWorkspace]) -> Vars {
+    let mut v = usage_vars(vars, &step.workspaces, workspaces);
+    for r in &step.results {
+        v.set_str(
+            format!("step.results.{}.path", r.name),
+            format!("{}/{n}/results/{}", ep::STEPS_DIR, r.name),
+        );
+    }
+    v.set_str(
+        "step.artifacts.path",
+        format!("{}/{n}/artifacts/provenance.json", ep::STEPS_DIR),
+    );
+    v
+}
+
 /// The substituted spec's step template, steps and sidecars with the
 /// workspace mounts added, and the workspaces' volumes.
 struct Mounted {
@@ -1301,80 +1387,6 @@ fn workspace_volume(name: &str, b: &WorkspaceBinding) -> Volume {
         csi: b.csi.clone(),
         ..Default::default()
     }
-}
-
-/// Substitutes the spec: each step and sidecar with its own view
-/// (`step.results`, a workspace mounted at its own path).
-fn substitute_spec(
-    spec: &TaskSpec,
-    vars: &Vars,
-    step_names: &[String],
-    workspaces: &[BoundWorkspace],
-) -> Result<TaskSpec, BuildError> {
-    let mut j = serde_json::to_value(spec).map_err(|e| fail(e.to_string()))?;
-    let err = |e: crate::subst::SubstError| fail(e.to_string());
-    // Fields Tekton does not substitute in a step or sidecar.
-    const SKIP: &[&str] = &[
-        "name",
-        "displayName",
-        "results",
-        "computeResources",
-        "securityContext",
-        "timeout",
-        "workspaces",
-    ];
-    let with_usage = |base: &Vars, usages: &[tektite_api::v1::WorkspaceUsage]| {
-        let mut v = base.clone();
-        for u in usages {
-            if let Some(p) = &u.mount_path
-                && workspaces
-                    .iter()
-                    .any(|w| w.decl.name == u.name && w.binding.is_some())
-            {
-                v.set_str(format!("workspaces.{}.path", u.name), p.clone());
-            }
-        }
-        v
-    };
-    if let Some(Value::Array(steps)) = j.get_mut("steps") {
-        for (i, s) in steps.iter_mut().enumerate() {
-            let n = &step_names[i];
-            let mut v = with_usage(vars, &spec.steps[i].workspaces);
-            for r in &spec.steps[i].results {
-                v.set_str(
-                    format!("step.results.{}.path", r.name),
-                    format!("{}/{n}/results/{}", ep::STEPS_DIR, r.name),
-                );
-            }
-            v.set_str(
-                "step.artifacts.path",
-                format!("{}/{n}/artifacts/provenance.json", ep::STEPS_DIR),
-            );
-            v.json(s, &format!("spec.steps[{i}]"), SKIP).map_err(err)?;
-        }
-    }
-    if let Some(Value::Array(sidecars)) = j.get_mut("sidecars") {
-        for (i, s) in sidecars.iter_mut().enumerate() {
-            let v = with_usage(vars, &spec.sidecars[i].workspaces);
-            v.json(s, &format!("spec.sidecars[{i}]"), SKIP)
-                .map_err(err)?;
-        }
-    }
-    if let Some(t) = j.get_mut("stepTemplate") {
-        vars.json(t, "spec.stepTemplate", SKIP).map_err(err)?;
-    }
-    if let Some(v) = j.get_mut("volumes") {
-        vars.json(v, "spec.volumes", &[]).map_err(err)?;
-    }
-    if let Some(Value::Array(ws)) = j.get_mut("workspaces") {
-        for (i, w) in ws.iter_mut().enumerate() {
-            if let Some(p) = w.get_mut("mountPath") {
-                vars.json(p, &format!("spec.workspaces[{i}].mountPath"), &[])
-                    .map_err(err)?;
-            }
-        }
-    }
-    serde_json::from_value(j).map_err(|e| fail(format!("after substitution: {e}")))
 }
 
 /// Merges list items by key the way a strategic merge patch orders them:
