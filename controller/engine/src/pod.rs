@@ -451,6 +451,7 @@ struct VolumeNames {
 }
 
 impl VolumeNames {
+    /// The volume name of the (substituted) binding `b`.
     fn for_binding(&mut self, b: &WorkspaceBinding) -> String {
         if let Some(existing) = b
             .persistent_volume_claim
