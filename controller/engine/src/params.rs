@@ -69,91 +69,135 @@ pub fn resolve(
     let given_map: BTreeMap<&str, &ParamValue> =
         given.iter().map(|p| (p.name.as_str(), &p.value)).collect();
     let mut out = BTreeMap::new();
-    let mut missing = Vec::new();
-    let mut mismatched = Vec::new();
-    let mut missing_keys = Vec::new();
+    let mut problems = Problems::default();
     for ps in declared {
-        let kind = declared_kind(ps);
-        let value = match (given_map.get(ps.name.as_str()), &ps.default) {
-            (Some(v), Some(ParamValue::Object(d))) if merge_objects => match v {
-                ParamValue::Object(o) => {
-                    let mut m = d.clone();
-                    m.extend(o.iter().map(|(k, v)| (k.clone(), v.clone())));
-                    ParamValue::Object(m)
-                }
-                other => (*other).clone(),
-            },
-            (Some(v), _) => (*v).clone(),
-            (None, Some(d)) => d.clone(),
-            (None, None) => {
-                missing.push(ps.name.clone());
-                continue;
-            }
+        let Some(value) = value_of(ps, given_map.get(ps.name.as_str()).copied(), merge_objects)
+        else {
+            problems.missing.push(ps.name.clone());
+            continue;
         };
-        if value.kind() != kind && !is_reference(&value) {
-            mismatched.push(ps.name.clone());
+        if value.kind() != declared_kind(ps) && !is_reference(&value) {
+            problems.mismatched.push(ps.name.clone());
             continue;
         }
-        if let ParamValue::Object(o) = &value {
-            let lacking: Vec<&str> = ps
-                .properties
-                .keys()
-                .filter(|k| !o.contains_key(*k))
-                .map(String::as_str)
-                .collect();
-            if !lacking.is_empty() {
-                missing_keys.push(format!("{}:[{}]", ps.name, lacking.join(" ")));
-            }
+        if let Some(lacking) = lacking_keys(ps, &value) {
+            problems.missing_keys.push(lacking);
         }
-        if !ps.enum_.is_empty()
-            && let ParamValue::String(s) = &value
-            && !is_reference(&value)
-            && !ps.enum_.contains(s)
-        {
-            return Err(Failure::new(
-                "InvalidParamValue",
-                format!(
-                    "param {:?} value {s:?} is not in the enum [{}] of {owner}",
-                    ps.name,
-                    ps.enum_.join(" ")
-                ),
-            ));
-        }
+        check_enum(ps, &value, owner)?;
         out.insert(ps.name.clone(), value);
     }
-    let mut problems = Vec::new();
-    if !missing.is_empty() {
-        problems.push(format!(
-            "missing values for these params which have no default values: [{}]",
-            missing.join(" ")
-        ));
-    }
-    if !mismatched.is_empty() {
-        problems.push(format!(
-            "param types don't match the user-specified type: [{}]",
-            mismatched.join(" ")
-        ));
-    }
-    if !missing_keys.is_empty() {
-        problems.push(format!(
-            "missing keys for these params which are required in ParamSpec's properties map[{}]",
-            missing_keys.join(" ")
-        ));
-    }
-    if !problems.is_empty() {
-        return Err(Failure::new(
-            reason,
-            format!("invalid input params for {owner}: {}", problems.join("; ")),
-        ));
-    }
+    problems.check(reason, owner)?;
     for p in given {
         out.entry(p.name.clone()).or_insert_with(|| p.value.clone());
     }
-    // A default may refer to other params (`default: $(params.base)/sub`):
-    // one pass with the values known so far, as Tekton does.
+    substitute_defaults(&mut out, declared, given);
+    Ok(out)
+}
+
+/// A declared param's value: the one `given`, else its default (an object
+/// given over an object default keeps the default's other keys when
+/// `merge_objects`); `None` when it has neither.
+fn value_of(ps: &ParamSpec, given: Option<&ParamValue>, merge_objects: bool) -> Option<ParamValue> {
+    match (given, &ps.default) {
+        (Some(v), Some(ParamValue::Object(d))) if merge_objects => match v {
+            ParamValue::Object(o) => {
+                let mut m = d.clone();
+                m.extend(o.iter().map(|(k, v)| (k.clone(), v.clone())));
+                Some(ParamValue::Object(m))
+            }
+            other => Some(other.clone()),
+        },
+        (Some(v), _) => Some(v.clone()),
+        (None, Some(d)) => Some(d.clone()),
+        (None, None) => None,
+    }
+}
+
+/// `name:[key ...]` for an object value that lacks keys its declaration's
+/// `properties` require.
+fn lacking_keys(ps: &ParamSpec, value: &ParamValue) -> Option<String> {
+    let ParamValue::Object(o) = value else {
+        return None;
+    };
+    let lacking: Vec<&str> = ps
+        .properties
+        .keys()
+        .filter(|k| !o.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    (!lacking.is_empty()).then(|| format!("{}:[{}]", ps.name, lacking.join(" ")))
+}
+
+/// Fails with `InvalidParamValue` when a string value (not a reference) is
+/// outside the param's `enum`.
+fn check_enum(ps: &ParamSpec, value: &ParamValue, owner: &str) -> Result<(), Failure> {
+    if !ps.enum_.is_empty()
+        && let ParamValue::String(s) = value
+        && !is_reference(value)
+        && !ps.enum_.contains(s)
+    {
+        return Err(Failure::new(
+            "InvalidParamValue",
+            format!(
+                "param {:?} value {s:?} is not in the enum [{}] of {owner}",
+                ps.name,
+                ps.enum_.join(" ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What is wrong with the params, gathered so that one message names it all.
+#[derive(Default)]
+struct Problems {
+    missing: Vec<String>,
+    mismatched: Vec<String>,
+    missing_keys: Vec<String>,
+}
+
+impl Problems {
+    /// One `reason` failure naming every problem, in Tekton's words.
+    fn check(self, reason: &'static str, owner: &str) -> Result<(), Failure> {
+        let mut problems = Vec::new();
+        if !self.missing.is_empty() {
+            problems.push(format!(
+                "missing values for these params which have no default values: [{}]",
+                self.missing.join(" ")
+            ));
+        }
+        if !self.mismatched.is_empty() {
+            problems.push(format!(
+                "param types don't match the user-specified type: [{}]",
+                self.mismatched.join(" ")
+            ));
+        }
+        if !self.missing_keys.is_empty() {
+            problems.push(format!(
+                "missing keys for these params which are required in ParamSpec's properties map[{}]",
+                self.missing_keys.join(" ")
+            ));
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(Failure::new(
+            reason,
+            format!("invalid input params for {owner}: {}", problems.join("; ")),
+        ))
+    }
+}
+
+/// A default may refer to other params (`default: $(params.base)/sub`):
+/// one pass with the values known so far, as Tekton does.
+fn substitute_defaults(
+    out: &mut BTreeMap<String, ParamValue>,
+    declared: &[ParamSpec],
+    given: &[Param],
+) {
     let given_names: Vec<&str> = given.iter().map(|p| p.name.as_str()).collect();
     let mut plain = Vars::default();
-    for (k, v) in &out {
+    for (k, v) in out.iter() {
         plain.set(format!("params.{k}"), v.clone());
     }
     for ps in declared {
@@ -167,7 +211,6 @@ pub fn resolve(
             *v = nv;
         }
     }
-    Ok(out)
 }
 
 /// Adds `params.<name>` (and the legacy `inputs.params.<name>`) for every value.

@@ -28,6 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use serde_json::Value;
 use tektite_api::v1::{
     Sidecar, Step, StepTemplate, TaskRun, TaskSpec, WorkspaceBinding, WorkspaceDeclaration,
+    WorkspaceUsage,
 };
 use tektite_entrypoint::contract as ep;
 
@@ -236,36 +237,143 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 /// (missing params or workspaces, bad references), with Tekton's reason.
 pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
     let tr = input.task_run;
-    let tr_name = tr.metadata.name.clone().unwrap_or_default();
-    let namespace = tr
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let uid = tr.metadata.uid.clone().unwrap_or_default();
-    let owner = match input.task_name {
-        Some(n) => format!("task {n}"),
-        None => format!("TaskRun {tr_name}"),
-    };
+    let id = Identity::of(&input);
     if input.spec.steps.is_empty() {
-        return Err(fail(format!("{owner} has no steps")));
+        return Err(fail(format!("{} has no steps", id.owner)));
     }
+    let param_vars = param_vars(&input, &id.owner)?;
+    let Bound { workspaces, claims } = bind_workspaces(&input, &param_vars, &id)?;
+    let step_names = step_names(input.spec);
+    let vars = task_vars(&param_vars, &input, &id, &step_names, &workspaces);
+    let spec = substitute_spec(input.spec, &vars, &step_names, &workspaces)?;
+    let mounted = mount_workspaces(&spec, &workspaces);
+    let mut steps = step_containers(&mounted, &spec, tr, &step_names);
+    let mut sidecars = sidecar_containers(&mounted.sidecars, tr);
+    let scripts = place_scripts(&mut steps, &mut sidecars, &mounted.sidecars);
+    check_images(&steps, input.images)?;
+    let shape = Shape {
+        steps: steps.len(),
+        scripts: !scripts.is_empty(),
+        sidecars: !sidecars.is_empty(),
+    };
+    let steps = wrap_steps(steps, &Wrapping::new(&input, &spec, config, shape))?;
+    let init = init_containers(config, &step_names, scripts, &steps);
+    let volumes = pod_volumes(shape, &spec, mounted.volumes, tr)?;
+    let mut pod_spec = pod_spec(tr, config, init, steps, sidecars, volumes);
+    if let Some(pt) = pod_template(tr, &param_vars)? {
+        apply_pod_template(&mut pod_spec, &pt);
+    }
+    let pod = Pod {
+        metadata: pod_metadata(&input, &id, config, shape),
+        spec: Some(pod_spec),
+        status: None,
+    };
+    Ok(PodPlan { pod, claims, spec })
+}
 
-    // Params.
+/// The TaskRun as the pod's names, labels, variables and messages speak of it.
+struct Identity {
+    name: String,
+    namespace: String,
+    uid: String,
+    /// `task <name>` for a referenced Task, `TaskRun <name>` for an embedded spec.
+    owner: String,
+    /// Retries so far (0 on the first attempt).
+    retry: usize,
+}
+
+impl Identity {
+    fn of(input: &Input<'_>) -> Identity {
+        let tr = input.task_run;
+        let name = tr.metadata.name.clone().unwrap_or_default();
+        let owner = match input.task_name {
+            Some(n) => format!("task {n}"),
+            None => format!("TaskRun {name}"),
+        };
+        Identity {
+            namespace: tr
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            uid: tr.metadata.uid.clone().unwrap_or_default(),
+            retry: tr.status.as_ref().map_or(0, |s| s.retries_status.len()),
+            owner,
+            name,
+        }
+    }
+}
+
+/// Params: the run's values over the Task's defaults, as `params.*` (and
+/// `inputs.params.*`) variables.
+fn param_vars(input: &Input<'_>, owner: &str) -> Result<Vars, BuildError> {
     let values = params::resolve(
         &input.spec.params,
-        &tr.spec.params,
+        &input.task_run.spec.params,
         true,
         VALIDATION,
-        &owner,
+        owner,
     )?;
-    let mut param_vars = Vars::new(&["params.", "inputs.params."]);
-    params::add_to(&mut param_vars, &values);
+    let mut vars = Vars::new(&["params.", "inputs.params."]);
+    params::add_to(&mut vars, &values);
+    Ok(vars)
+}
 
-    // Workspaces: declarations plus, for an embedded taskSpec only, bindings
-    // it does not declare (Tekton propagates those; a referenced Task
-    // refuses them).
-    let mut decls = input.spec.workspaces.clone();
+/// The workspaces as the pod sees them, and the claims their templates make.
+struct Bound {
+    workspaces: Vec<BoundWorkspace>,
+    claims: Vec<PersistentVolumeClaim>,
+}
+
+/// Workspaces: each declaration with its binding (params substituted and
+/// checked), a claim for each `volumeClaimTemplate` and a volume name.
+fn bind_workspaces(
+    input: &Input<'_>,
+    param_vars: &Vars,
+    id: &Identity,
+) -> Result<Bound, BuildError> {
+    let tr = input.task_run;
+    let mut bound = Bound {
+        workspaces: Vec::new(),
+        claims: Vec::new(),
+    };
+    let mut volume_names = VolumeNames::default();
+    for (wi, decl) in declared_workspaces(input.spec, tr)?.into_iter().enumerate() {
+        let Some(b) = tr.spec.workspaces.iter().find(|b| b.name == decl.name) else {
+            bound.workspaces.push(BoundWorkspace {
+                decl,
+                binding: None,
+                volume: None,
+            });
+            continue;
+        };
+        let mut b = substitute_binding(b, wi, param_vars, &tr.spec.workspaces)?;
+        if let Some(t) = b.volume_claim_template.take() {
+            let claim = claim_from_template(&t, &b.name, id, tr);
+            b.persistent_volume_claim = Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.metadata.name.clone().unwrap_or_default(),
+                read_only: None,
+            });
+            bound.claims.push(claim);
+        }
+        let volume = volume_names.for_binding(&b);
+        bound.workspaces.push(BoundWorkspace {
+            decl,
+            binding: Some(b),
+            volume: Some(volume),
+        });
+    }
+    Ok(bound)
+}
+
+/// The Task's workspace declarations plus, for an embedded taskSpec only,
+/// bindings it does not declare (Tekton propagates those; a referenced Task
+/// refuses them); fails when a required workspace is not bound.
+fn declared_workspaces(
+    spec: &TaskSpec,
+    tr: &TaskRun,
+) -> Result<Vec<WorkspaceDeclaration>, BuildError> {
+    let mut decls = spec.workspaces.clone();
     for b in &tr.spec.workspaces {
         if !decls.iter().any(|d| d.name == b.name) {
             if tr.spec.task_spec.is_none() {
@@ -291,73 +399,106 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
             missing.join(" ")
         )));
     }
-    let mut claims = Vec::new();
-    let mut workspaces: Vec<BoundWorkspace> = Vec::new();
-    let mut used_volume_names = BTreeSet::new();
-    let mut claim_volumes: BTreeMap<String, String> = BTreeMap::new();
-    for (wi, decl) in decls.iter().enumerate() {
-        let Some(b) = tr.spec.workspaces.iter().find(|b| b.name == decl.name) else {
-            workspaces.push(BoundWorkspace {
-                decl: decl.clone(),
-                binding: None,
-                volume: None,
-            });
-            continue;
-        };
-        let mut bj = serde_json::to_value(b).map_err(|e| fail(e.to_string()))?;
-        param_vars
-            .json(&mut bj, &format!("spec.workspaces[{wi}]"), &["name"])
-            .map_err(|e| fail(e.to_string()))?;
-        let mut b: WorkspaceBinding =
-            serde_json::from_value(bj).map_err(|e| fail(e.to_string()))?;
-        let at = tr.spec.workspaces.iter().position(|x| x.name == b.name);
-        check_binding(&b, &format!("spec.workspaces[{}]", at.unwrap_or(wi))).map_err(fail)?;
-        if let Some(t) = b.volume_claim_template.take() {
-            let claim = names::claim(t.metadata.name.as_deref(), &b.name, &uid);
-            claims.push(PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some(claim.clone()),
-                    namespace: Some(namespace.clone()),
-                    labels: t.metadata.labels.clone(),
-                    annotations: t.metadata.annotations.clone(),
-                    owner_references: Some(vec![owner_ref(tr)]),
-                    ..Default::default()
-                },
-                spec: t.spec.clone(),
-                status: None,
-            });
-            b.persistent_volume_claim = Some(PersistentVolumeClaimVolumeSource {
-                claim_name: claim,
-                read_only: None,
-            });
-        }
-        let volume = if let Some(existing) = b
+    Ok(decls)
+}
+
+/// A binding with params substituted (`wi`: its declaration's index), then
+/// checked at its place among the TaskRun's bindings (`all`).
+fn substitute_binding(
+    b: &WorkspaceBinding,
+    wi: usize,
+    param_vars: &Vars,
+    all: &[WorkspaceBinding],
+) -> Result<WorkspaceBinding, BuildError> {
+    let mut bj = serde_json::to_value(b).map_err(|e| fail(e.to_string()))?;
+    param_vars
+        .json(&mut bj, &format!("spec.workspaces[{wi}]"), &["name"])
+        .map_err(|e| fail(e.to_string()))?;
+    let b: WorkspaceBinding = serde_json::from_value(bj).map_err(|e| fail(e.to_string()))?;
+    let at = all.iter().position(|x| x.name == b.name);
+    check_binding(&b, &format!("spec.workspaces[{}]", at.unwrap_or(wi))).map_err(fail)?;
+    Ok(b)
+}
+
+/// The claim a `volumeClaimTemplate` makes for the workspace `workspace`,
+/// owned by the TaskRun.
+fn claim_from_template(
+    t: &PersistentVolumeClaim,
+    workspace: &str,
+    id: &Identity,
+    tr: &TaskRun,
+) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(names::claim(t.metadata.name.as_deref(), workspace, &id.uid)),
+            namespace: Some(id.namespace.clone()),
+            labels: t.metadata.labels.clone(),
+            annotations: t.metadata.annotations.clone(),
+            owner_references: Some(vec![owner_ref(tr)]),
+            ..Default::default()
+        },
+        spec: t.spec.clone(),
+        status: None,
+    }
+}
+
+/// Names of the workspaces' volumes: bindings of one claim share a volume,
+/// any other binding gets a hashed name of its own.
+#[derive(Default)]
+struct VolumeNames {
+    used: BTreeSet<String>,
+    by_claim: BTreeMap<String, String>,
+}
+
+impl VolumeNames {
+    /// The volume name of the (substituted) binding `b`.
+    fn for_binding(&mut self, b: &WorkspaceBinding) -> String {
+        if let Some(existing) = b
             .persistent_volume_claim
             .as_ref()
-            .and_then(|c| claim_volumes.get(&c.claim_name))
+            .and_then(|c| self.by_claim.get(&c.claim_name))
         {
-            existing.clone()
-        } else {
-            let mut key = b.name.clone();
-            let mut name = names::hashed("ws", &key, 5);
-            while used_volume_names.contains(&name) {
-                key.push('$');
-                name = names::hashed("ws", &key, 5);
-            }
-            used_volume_names.insert(name.clone());
-            if let Some(c) = &b.persistent_volume_claim {
-                claim_volumes.insert(c.claim_name.clone(), name.clone());
-            }
-            name
-        };
-        workspaces.push(BoundWorkspace {
-            decl: decl.clone(),
-            binding: Some(b),
-            volume: Some(volume),
-        });
+            return existing.clone();
+        }
+        let mut key = b.name.clone();
+        let mut name = names::hashed("ws", &key, 5);
+        while self.used.contains(&name) {
+            key.push('$');
+            name = names::hashed("ws", &key, 5);
+        }
+        self.used.insert(name.clone());
+        if let Some(c) = &b.persistent_volume_claim {
+            self.by_claim.insert(c.claim_name.clone(), name.clone());
+        }
+        name
     }
+}
 
-    // Variables of the whole task.
+/// The step containers' names, in order.
+fn step_names(spec: &TaskSpec) -> Vec<String> {
+    spec.steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| step_name(s, i))
+        .collect()
+}
+
+/// Where a bound workspace is mounted: its declared path, else under `/workspace`.
+fn workspace_path(decl: &WorkspaceDeclaration) -> String {
+    decl.mount_path
+        .clone()
+        .unwrap_or_else(|| format!("{}/{}", ep::WORKSPACE_DIR, decl.name))
+}
+
+/// Variables of the whole task: params, `context.*`, results, steps' exit
+/// codes and workspaces.
+fn task_vars(
+    param_vars: &Vars,
+    input: &Input<'_>,
+    id: &Identity,
+    step_names: &[String],
+    workspaces: &[BoundWorkspace],
+) -> Vars {
     let mut vars = param_vars.clone();
     for p in [
         "context.taskRun.",
@@ -368,12 +509,11 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
     ] {
         vars.strict(p);
     }
-    vars.set_str("context.taskRun.name", &tr_name);
-    vars.set_str("context.taskRun.namespace", &namespace);
-    vars.set_str("context.taskRun.uid", &uid);
-    vars.set_str("context.task.name", input.task_name.unwrap_or(&tr_name));
-    let retry = tr.status.as_ref().map_or(0, |s| s.retries_status.len());
-    vars.set_str("context.task.retry-count", retry.to_string());
+    vars.set_str("context.taskRun.name", &id.name);
+    vars.set_str("context.taskRun.namespace", &id.namespace);
+    vars.set_str("context.taskRun.uid", &id.uid);
+    vars.set_str("context.task.name", input.task_name.unwrap_or(&id.name));
+    vars.set_str("context.task.retry-count", id.retry.to_string());
     vars.set_str("credentials.path", "/tekton/creds");
     vars.set_str("artifacts.path", "/tekton/artifacts/provenance.json");
     for r in &input.spec.results {
@@ -382,27 +522,17 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
             format!("{}/{}", ep::RESULTS_DIR, r.name),
         );
     }
-    let step_names: Vec<String> = input
-        .spec
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| step_name(s, i))
-        .collect();
-    for n in &step_names {
+    for n in step_names {
         vars.set_str(
             format!("steps.{n}.exitCode.path"),
             format!("{}/{n}/exitCode", ep::STEPS_DIR),
         );
     }
-    for w in &workspaces {
+    for w in workspaces {
         let n = &w.decl.name;
         let bound = w.binding.is_some();
         let path = if bound {
-            w.decl
-                .mount_path
-                .clone()
-                .unwrap_or_else(|| format!("{}/{n}", ep::WORKSPACE_DIR))
+            workspace_path(&w.decl)
         } else {
             String::new()
         };
@@ -420,75 +550,182 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
             .unwrap_or_default();
         vars.set_str(format!("workspaces.{n}.claim"), claim);
     }
+    vars
+}
 
-    // Substitute the spec: each step and sidecar with its own view
-    // (`step.results`, a workspace mounted at its own path).
-    let spec = substitute_spec(input.spec, &vars, &step_names, &workspaces)?;
+/// Fields Tekton does not substitute in a step or sidecar.
+const NOT_SUBSTITUTED: &[&str] = &[
+    "name",
+    "displayName",
+    "results",
+    "computeResources",
+    "securityContext",
+    "timeout",
+    "workspaces",
+];
 
-    // Workspace mounts: only in the steps/sidecars that list the workspace,
-    // else in every step (through the template) and sidecar.
-    let mut template = spec.step_template.clone().unwrap_or_default();
-    let mut steps = spec.steps.clone();
-    let mut sidecars = spec.sidecars.clone();
-    let mut volumes: Vec<Volume> = Vec::new();
-    for w in &workspaces {
+/// Substitutes the spec: each step and sidecar with its own view
+/// (`step.results`, a workspace mounted at its own path).
+fn substitute_spec(
+    spec: &TaskSpec,
+    vars: &Vars,
+    step_names: &[String],
+    workspaces: &[BoundWorkspace],
+) -> Result<TaskSpec, BuildError> {
+    let mut j = serde_json::to_value(spec).map_err(|e| fail(e.to_string()))?;
+    let err = |e: crate::subst::SubstError| fail(e.to_string());
+    if let Some(Value::Array(steps)) = j.get_mut("steps") {
+        for (i, s) in steps.iter_mut().enumerate() {
+            let v = step_vars(vars, &spec.steps[i], &step_names[i], workspaces);
+            v.json(s, &format!("spec.steps[{i}]"), NOT_SUBSTITUTED)
+                .map_err(err)?;
+        }
+    }
+    if let Some(Value::Array(sidecars)) = j.get_mut("sidecars") {
+        for (i, s) in sidecars.iter_mut().enumerate() {
+            let v = usage_vars(vars, &spec.sidecars[i].workspaces, workspaces);
+            v.json(s, &format!("spec.sidecars[{i}]"), NOT_SUBSTITUTED)
+                .map_err(err)?;
+        }
+    }
+    if let Some(t) = j.get_mut("stepTemplate") {
+        vars.json(t, "spec.stepTemplate", NOT_SUBSTITUTED)
+            .map_err(err)?;
+    }
+    if let Some(v) = j.get_mut("volumes") {
+        vars.json(v, "spec.volumes", &[]).map_err(err)?;
+    }
+    if let Some(Value::Array(ws)) = j.get_mut("workspaces") {
+        for (i, w) in ws.iter_mut().enumerate() {
+            if let Some(p) = w.get_mut("mountPath") {
+                vars.json(p, &format!("spec.workspaces[{i}].mountPath"), &[])
+                    .map_err(err)?;
+            }
+        }
+    }
+    serde_json::from_value(j).map_err(|e| fail(format!("after substitution: {e}")))
+}
+
+/// `vars` as a step or sidecar sees them: a bound workspace it mounts at a
+/// path of its own (`usages`) has that path.
+fn usage_vars(vars: &Vars, usages: &[WorkspaceUsage], workspaces: &[BoundWorkspace]) -> Vars {
+    let mut v = vars.clone();
+    for u in usages {
+        if let Some(p) = &u.mount_path
+            && workspaces
+                .iter()
+                .any(|w| w.decl.name == u.name && w.binding.is_some())
+        {
+            v.set_str(format!("workspaces.{}.path", u.name), p.clone());
+        }
+    }
+    v
+}
+
+/// `vars` as the step named `n` sees them: its workspace paths, its
+/// `step.results.<name>.path` and `step.artifacts.path`.
+fn step_vars(vars: &Vars, step: &Step, n: &str, workspaces: &[BoundWorkspace]) -> Vars {
+    let mut v = usage_vars(vars, &step.workspaces, workspaces);
+    for r in &step.results {
+        v.set_str(
+            format!("step.results.{}.path", r.name),
+            format!("{}/{n}/results/{}", ep::STEPS_DIR, r.name),
+        );
+    }
+    v.set_str(
+        "step.artifacts.path",
+        format!("{}/{n}/artifacts/provenance.json", ep::STEPS_DIR),
+    );
+    v
+}
+
+/// The substituted spec's step template, steps and sidecars with the
+/// workspace mounts added, and the workspaces' volumes.
+struct Mounted {
+    template: StepTemplate,
+    steps: Vec<Step>,
+    sidecars: Vec<Sidecar>,
+    volumes: Vec<Volume>,
+}
+
+/// Workspace mounts: only in the steps/sidecars that list the workspace,
+/// else in every step (through the template) and sidecar.
+fn mount_workspaces(spec: &TaskSpec, workspaces: &[BoundWorkspace]) -> Mounted {
+    let mut out = Mounted {
+        template: spec.step_template.clone().unwrap_or_default(),
+        steps: spec.steps.clone(),
+        sidecars: spec.sidecars.clone(),
+        volumes: Vec::new(),
+    };
+    for w in workspaces {
         let (Some(b), Some(vol)) = (&w.binding, &w.volume) else {
             continue;
         };
-        let path = w
-            .decl
-            .mount_path
-            .clone()
-            .unwrap_or_else(|| format!("{}/{}", ep::WORKSPACE_DIR, w.decl.name));
+        let name = &w.decl.name;
         let m = VolumeMount {
             name: vol.clone(),
-            mount_path: path,
+            mount_path: workspace_path(&w.decl),
             sub_path: b.sub_path.clone().filter(|s| !s.is_empty()),
             read_only: w.decl.read_only.then_some(true),
             ..Default::default()
         };
-        let isolated = steps
-            .iter()
-            .any(|s| s.workspaces.iter().any(|u| u.name == w.decl.name))
-            || sidecars
-                .iter()
-                .any(|s| s.workspaces.iter().any(|u| u.name == w.decl.name));
+        let isolated = out.steps.iter().any(|s| lists(&s.workspaces, name))
+            || out.sidecars.iter().any(|s| lists(&s.workspaces, name));
         if isolated {
-            for s in &mut steps {
-                if let Some(u) = s.workspaces.iter().find(|u| u.name == w.decl.name) {
-                    let mut m = m.clone();
-                    if let Some(p) = &u.mount_path {
-                        m.mount_path = p.clone();
-                    }
-                    s.volume_mounts.push(m);
-                }
+            for s in &mut out.steps {
+                mount_if_listed(&s.workspaces, &mut s.volume_mounts, name, &m);
             }
-            for s in &mut sidecars {
-                if let Some(u) = s.workspaces.iter().find(|u| u.name == w.decl.name) {
-                    let mut m = m.clone();
-                    if let Some(p) = &u.mount_path {
-                        m.mount_path = p.clone();
-                    }
-                    s.volume_mounts.push(m);
-                }
+            for s in &mut out.sidecars {
+                mount_if_listed(&s.workspaces, &mut s.volume_mounts, name, &m);
             }
         } else {
-            template.volume_mounts.push(m.clone());
-            for s in &mut sidecars {
+            out.template.volume_mounts.push(m.clone());
+            for s in &mut out.sidecars {
                 if !s.volume_mounts.iter().any(|x| x.mount_path == m.mount_path) {
                     s.volume_mounts.push(m.clone());
                 }
             }
         }
-        if !volumes.iter().any(|v| &v.name == vol) {
-            volumes.push(workspace_volume(vol, b));
+        if !out.volumes.iter().any(|v| &v.name == vol) {
+            out.volumes.push(workspace_volume(vol, b));
         }
     }
+    out
+}
 
-    // Containers from steps: template merge, stepSpecs, task-level resources.
+/// Whether a step's or sidecar's `workspaces` lists the workspace `name`.
+fn lists(usages: &[WorkspaceUsage], name: &str) -> bool {
+    usages.iter().any(|u| u.name == name)
+}
+
+/// Adds the mount `m` of workspace `name` when `usages` lists it, at the
+/// path the usage gives, if any.
+fn mount_if_listed(
+    usages: &[WorkspaceUsage],
+    mounts: &mut Vec<VolumeMount>,
+    name: &str,
+    m: &VolumeMount,
+) {
+    if let Some(u) = usages.iter().find(|u| u.name == name) {
+        let mut m = m.clone();
+        if let Some(p) = &u.mount_path {
+            m.mount_path = p.clone();
+        }
+        mounts.push(m);
+    }
+}
+
+/// Containers from steps: the stepTemplate merged in, `stepSpecs` and the
+/// task-level compute resources applied; each beside its step.
+fn step_containers<'s>(
+    mounted: &Mounted,
+    spec: &'s TaskSpec,
+    tr: &TaskRun,
+    step_names: &[String],
+) -> Vec<(Container, &'s Step)> {
     let mut containers: Vec<(Container, &Step)> = Vec::new();
-    for (i, s) in steps.iter().enumerate() {
-        let mut c = merge_template(&template, s);
+    for (i, s) in mounted.steps.iter().enumerate() {
+        let mut c = merge_template(&mounted.template, s);
         c.name = step_names[i].clone();
         if let Some(o) = tr.spec.step_specs.iter().find(|o| o.name == s.name) {
             c.resources = Some(merge_resources(c.resources.take(), &o.compute_resources));
@@ -498,195 +735,301 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
     if let Some(task_res) = &tr.spec.compute_resources {
         apply_task_resources(&mut containers, task_res);
     }
+    containers
+}
 
-    // Scripts.
-    let mut script_blocks = String::new();
-    for (i, (c, s)) in containers.iter_mut().enumerate() {
+/// Containers from sidecars, `sidecarSpecs` applied.
+fn sidecar_containers(sidecars: &[Sidecar], tr: &TaskRun) -> Vec<Container> {
+    sidecars
+        .iter()
+        .map(|s| {
+            let mut c = sidecar_container(s);
+            if let Some(o) = tr.spec.sidecar_specs.iter().find(|o| o.name == s.name) {
+                c.resources = Some(merge_resources(c.resources.take(), &o.compute_resources));
+            }
+            c
+        })
+        .collect()
+}
+
+/// Scripts: a step or sidecar with a script runs it from a file under
+/// `/tekton/scripts`. Returns the `place-scripts` text that writes them
+/// (empty when there are none).
+fn place_scripts(
+    steps: &mut [(Container, &Step)],
+    sidecars: &mut [Container],
+    sidecar_specs: &[Sidecar],
+) -> String {
+    let mut blocks = String::new();
+    for (i, (c, s)) in steps.iter_mut().enumerate() {
         if let Some(script) = s.script.as_deref().filter(|x| !x.is_empty()) {
             let file = format!("{}/script-{i}", ep::SCRIPTS_DIR);
-            script_blocks.push_str(&script_block(&file, script));
+            blocks.push_str(&script_block(&file, script));
             c.command = Some(vec![file]);
         }
     }
-    let mut sidecar_containers = Vec::new();
-    for (i, s) in sidecars.iter().enumerate() {
-        let mut c = sidecar_container(s);
-        if let Some(o) = tr.spec.sidecar_specs.iter().find(|o| o.name == s.name) {
-            c.resources = Some(merge_resources(c.resources.take(), &o.compute_resources));
-        }
+    for (i, (c, s)) in sidecars.iter_mut().zip(sidecar_specs).enumerate() {
         if let Some(script) = s.script.as_deref().filter(|x| !x.is_empty()) {
             let file = format!("{}/sidecar-script-{i}", ep::SCRIPTS_DIR);
-            script_blocks.push_str(&script_block(&file, script));
+            blocks.push_str(&script_block(&file, script));
             c.command = Some(vec![file]);
-            push_mount(
-                &mut c,
-                mount("tekton-internal-scripts", ep::SCRIPTS_DIR, true),
-            );
+            push_mount(c, mount("tekton-internal-scripts", ep::SCRIPTS_DIR, true));
         }
-        sidecar_containers.push(c);
     }
-    let has_scripts = !script_blocks.is_empty();
-    let has_sidecars = !sidecar_containers.is_empty();
+    blocks
+}
 
-    // Image commands for steps without one.
+/// Image commands: fails with the images to look up first when a step
+/// without `command` uses an image not in `images`.
+fn check_images(
+    steps: &[(Container, &Step)],
+    images: &BTreeMap<String, ImageCommand>,
+) -> Result<(), BuildError> {
     let mut need: Vec<String> = Vec::new();
-    for (c, _) in &containers {
+    for (c, _) in steps {
         if c.command.as_ref().is_none_or(Vec::is_empty) {
             let image = c.image.clone().unwrap_or_default();
-            if !input.images.contains_key(&image) && !need.contains(&image) {
+            if !images.contains_key(&image) && !need.contains(&image) {
                 need.push(image);
             }
         }
     }
-    if !need.is_empty() {
-        return Err(BuildError::NeedImages(need));
+    if need.is_empty() {
+        Ok(())
+    } else {
+        Err(BuildError::NeedImages(need))
     }
+}
 
-    // Wrap the steps in the entrypoint.
-    let task_results: Vec<&str> = spec
-        .results
-        .iter()
-        .filter(|r| r.value.is_none())
-        .map(|r| r.name.as_str())
-        .collect();
-    let n_steps = containers.len();
-    let mut step_containers = Vec::with_capacity(n_steps);
-    for (i, (mut c, s)) in containers.into_iter().enumerate() {
-        let mut command = c.command.take().unwrap_or_default();
-        let mut args = c.args.take().unwrap_or_default();
-        if command.is_empty() {
-            let image = c.image.clone().unwrap_or_default();
-            let ic = &input.images[&image];
-            // What the container would run without the wrapper.
-            let full: Vec<String> = match (ic.entrypoint.is_empty(), args.is_empty()) {
-                (false, true) => ic.entrypoint.iter().chain(&ic.cmd).cloned().collect(),
-                (false, false) => ic.entrypoint.iter().chain(&args).cloned().collect(),
-                (true, true) => ic.cmd.clone(),
-                (true, false) => args.clone(),
-            };
-            if full.is_empty() {
-                return Err(fail(format!(
-                    "step {:?}: image {image:?} has no entrypoint or command, and the step sets no command",
-                    c.name
-                )));
-            }
-            command = full;
-            args = Vec::new();
+/// What the pod holds, which its implicit volumes, mounts, flags and
+/// annotations follow.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    steps: usize,
+    /// Some step or sidecar has a script.
+    scripts: bool,
+    /// The pod has sidecars: the first step waits for the ready file.
+    sidecars: bool,
+}
+
+/// What every step's wrapping in the entrypoint has in common.
+struct Wrapping<'a> {
+    shape: Shape,
+    /// Commands of the images of steps without `command`.
+    images: &'a BTreeMap<String, ImageCommand>,
+    /// `-results`: the task's results the steps write; `None` when the task
+    /// declares no results.
+    task_results: Option<String>,
+    max_result_size: usize,
+    /// The pod template's environment, given to every step.
+    pod_env: &'a [EnvVar],
+}
+
+impl<'a> Wrapping<'a> {
+    fn new(input: &Input<'a>, spec: &TaskSpec, config: &Config, shape: Shape) -> Wrapping<'a> {
+        let task_results = (!spec.results.is_empty()).then(|| {
+            let written: Vec<&str> = spec
+                .results
+                .iter()
+                .filter(|r| r.value.is_none())
+                .map(|r| r.name.as_str())
+                .collect();
+            written.join(",")
+        });
+        Wrapping {
+            shape,
+            images: input.images,
+            task_results,
+            max_result_size: config.max_result_size,
+            pod_env: input
+                .task_run
+                .spec
+                .pod_template
+                .as_ref()
+                .map_or(&[], |pt| pt.env.as_slice()),
         }
-        let mut flags: Vec<String> = Vec::new();
-        if i == 0 {
-            if has_sidecars {
-                flags.extend([
-                    "-wait_file".into(),
-                    ep::READY_FILE.into(),
-                    "-wait_file_content".into(),
-                ]);
-            }
-        } else {
-            flags.extend(["-wait_file".into(), ep::out_marker(i - 1)]);
-        }
-        flags.extend([
-            "-post_file".into(),
-            ep::out_marker(i),
-            "-termination_path".into(),
-            ep::TERMINATION_PATH.into(),
-            "-step_metadata_dir".into(),
-            ep::metadata_dir(i),
-        ]);
-        if let Some(on_error) = &s.on_error {
-            flags.extend(["-on_error".into(), on_error.clone()]);
-        }
-        if let Some(t) = &s.timeout
-            && let Some((_, d)) = ep::parse_go_duration(t)
-            && !d.is_zero()
-        {
-            flags.extend(["-timeout".into(), go_duration(d)]);
-        }
-        if let Some(p) = s.stdout_config.as_ref().and_then(|o| o.path.clone()) {
-            flags.extend(["-stdout_path".into(), p]);
-        }
-        if let Some(p) = s.stderr_config.as_ref().and_then(|o| o.path.clone()) {
-            flags.extend(["-stderr_path".into(), p]);
-        }
-        if !s.results.is_empty() {
-            let names: Vec<&str> = s.results.iter().map(|r| r.name.as_str()).collect();
-            flags.extend(["-step_results".into(), names.join(",")]);
-        }
-        if !spec.results.is_empty() {
-            flags.extend(["-results".into(), task_results.join(",")]);
-        }
-        if config.max_result_size != ep::DEFAULT_MAX_RESULT_SIZE {
+    }
+}
+
+/// Wraps the steps in the entrypoint: each runs it with the flags that
+/// order and report it, gets the pod's identity in its environment and the
+/// internal mounts.
+fn wrap_steps(
+    steps: Vec<(Container, &Step)>,
+    w: &Wrapping<'_>,
+) -> Result<Vec<Container>, BuildError> {
+    steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, (c, s))| wrap_step(i, c, s, w))
+        .collect()
+}
+
+/// Step `i` wrapped in the entrypoint.
+fn wrap_step(
+    i: usize,
+    mut c: Container,
+    s: &Step,
+    w: &Wrapping<'_>,
+) -> Result<Container, BuildError> {
+    let command = step_command(&mut c, w.images)?;
+    c.command = Some(vec![ep::ENTRYPOINT.into()]);
+    c.args = Some(entrypoint_args(i, s, &command, w));
+    c.termination_message_path = Some(ep::TERMINATION_PATH.into());
+    add_step_env(&mut c, w.pod_env);
+    add_step_mounts(&mut c, i, s, w.shape);
+    Ok(c)
+}
+
+/// What a step runs, taking its command and args out of `c`: its own
+/// command and args, else what its image would run with the step's args.
+fn step_command(
+    c: &mut Container,
+    images: &BTreeMap<String, ImageCommand>,
+) -> Result<Vec<String>, BuildError> {
+    let mut command = c.command.take().unwrap_or_default();
+    let args = c.args.take().unwrap_or_default();
+    if !command.is_empty() {
+        command.extend(args);
+        return Ok(command);
+    }
+    let image = c.image.clone().unwrap_or_default();
+    let ic = &images[&image];
+    // What the container would run without the wrapper.
+    let full: Vec<String> = match (ic.entrypoint.is_empty(), args.is_empty()) {
+        (false, true) => ic.entrypoint.iter().chain(&ic.cmd).cloned().collect(),
+        (false, false) => ic.entrypoint.iter().chain(&args).cloned().collect(),
+        (true, true) => ic.cmd.clone(),
+        (true, false) => args,
+    };
+    if full.is_empty() {
+        return Err(fail(format!(
+            "step {:?}: image {image:?} has no entrypoint or command, and the step sets no command",
+            c.name
+        )));
+    }
+    Ok(full)
+}
+
+/// The entrypoint's arguments for step `i`: its flags, then `--` and what
+/// the step runs (`command`, never empty).
+fn entrypoint_args(i: usize, s: &Step, command: &[String], w: &Wrapping<'_>) -> Vec<String> {
+    let mut flags: Vec<String> = Vec::new();
+    if i == 0 {
+        if w.shape.sidecars {
             flags.extend([
-                "-max_result_size".into(),
-                config.max_result_size.to_string(),
+                "-wait_file".into(),
+                ep::READY_FILE.into(),
+                "-wait_file_content".into(),
             ]);
         }
-        flags.extend(["-entrypoint".into(), command[0].clone(), "--".into()]);
-        flags.extend(command[1..].iter().cloned());
-        flags.extend(args);
-        c.command = Some(vec![ep::ENTRYPOINT.into()]);
-        c.args = Some(flags);
-        c.termination_message_path = Some(ep::TERMINATION_PATH.into());
+    } else {
+        flags.extend(["-wait_file".into(), ep::out_marker(i - 1)]);
+    }
+    flags.extend([
+        "-post_file".into(),
+        ep::out_marker(i),
+        "-termination_path".into(),
+        ep::TERMINATION_PATH.into(),
+        "-step_metadata_dir".into(),
+        ep::metadata_dir(i),
+    ]);
+    if let Some(on_error) = &s.on_error {
+        flags.extend(["-on_error".into(), on_error.clone()]);
+    }
+    if let Some(t) = &s.timeout
+        && let Some((_, d)) = ep::parse_go_duration(t)
+        && !d.is_zero()
+    {
+        flags.extend(["-timeout".into(), go_duration(d)]);
+    }
+    if let Some(p) = s.stdout_config.as_ref().and_then(|o| o.path.clone()) {
+        flags.extend(["-stdout_path".into(), p]);
+    }
+    if let Some(p) = s.stderr_config.as_ref().and_then(|o| o.path.clone()) {
+        flags.extend(["-stderr_path".into(), p]);
+    }
+    if !s.results.is_empty() {
+        let names: Vec<&str> = s.results.iter().map(|r| r.name.as_str()).collect();
+        flags.extend(["-step_results".into(), names.join(",")]);
+    }
+    if let Some(results) = &w.task_results {
+        flags.extend(["-results".into(), results.clone()]);
+    }
+    if w.max_result_size != ep::DEFAULT_MAX_RESULT_SIZE {
+        flags.extend(["-max_result_size".into(), w.max_result_size.to_string()]);
+    }
+    flags.extend(["-entrypoint".into(), command[0].clone(), "--".into()]);
+    flags.extend(command[1..].iter().cloned());
+    flags
+}
 
-        // Environment: the step's, the pod template's, then the pod's identity.
-        let mut env = c.env.take().unwrap_or_default();
-        if let Some(pt) = &tr.spec.pod_template {
-            env.extend(pt.env.iter().cloned());
-        }
-        env.push(field_env(
-            tektite_entrypoint::patch::POD_NAME_ENV,
-            "metadata.name",
-        ));
-        env.push(field_env(
-            tektite_entrypoint::patch::POD_NAMESPACE_ENV,
-            "metadata.namespace",
-        ));
-        c.env = Some(env);
+/// Environment: the step's, the pod template's, then the pod's identity.
+fn add_step_env(c: &mut Container, pod_env: &[EnvVar]) {
+    let mut env = c.env.take().unwrap_or_default();
+    env.extend(pod_env.iter().cloned());
+    env.push(field_env(
+        tektite_entrypoint::patch::POD_NAME_ENV,
+        "metadata.name",
+    ));
+    env.push(field_env(
+        tektite_entrypoint::patch::POD_NAMESPACE_ENV,
+        "metadata.namespace",
+    ));
+    c.env = Some(env);
+}
 
-        // Mounts, in Tekton's order.
-        if s.script.as_deref().is_some_and(|x| !x.is_empty()) {
-            push_mount(
-                &mut c,
-                mount("tekton-internal-scripts", ep::SCRIPTS_DIR, true),
-            );
-        }
-        if i == 0 && has_sidecars {
-            push_mount(
-                &mut c,
-                mount("tekton-internal-downward", "/tekton/downward", true),
-            );
-        }
+/// Mounts of step `i`, in Tekton's order: scripts, the ready file (first
+/// step, with sidecars), credentials, every step's run directory (only its
+/// own writable), then the implicit ones at paths the step leaves free.
+fn add_step_mounts(c: &mut Container, i: usize, s: &Step, shape: Shape) {
+    if s.script.as_deref().is_some_and(|x| !x.is_empty()) {
+        push_mount(c, mount("tekton-internal-scripts", ep::SCRIPTS_DIR, true));
+    }
+    if i == 0 && shape.sidecars {
         push_mount(
-            &mut c,
+            c,
+            mount("tekton-internal-downward", "/tekton/downward", true),
+        );
+    }
+    push_mount(
+        c,
+        mount(
+            &format!("tekton-creds-init-home-{i}"),
+            "/tekton/creds",
+            false,
+        ),
+    );
+    for j in 0..shape.steps {
+        push_mount(
+            c,
             mount(
-                &format!("tekton-creds-init-home-{i}"),
-                "/tekton/creds",
-                false,
+                &format!("tekton-internal-run-{j}"),
+                &format!("{}/{j}", ep::RUN_DIR),
+                j != i,
             ),
         );
-        for j in 0..n_steps {
-            push_mount(
-                &mut c,
-                mount(
-                    &format!("tekton-internal-run-{j}"),
-                    &format!("{}/{j}", ep::RUN_DIR),
-                    j != i,
-                ),
-            );
-        }
-        for (name, path, ro) in IMPLICIT_MOUNTS {
-            let taken = c
-                .volume_mounts
-                .as_ref()
-                .is_some_and(|ms| ms.iter().any(|m| clean(&m.mount_path) == *path));
-            if !taken {
-                push_mount(&mut c, mount(name, path, *ro));
-            }
-        }
-        step_containers.push(c);
     }
+    for (name, path, ro) in IMPLICIT_MOUNTS {
+        let taken = c
+            .volume_mounts
+            .as_ref()
+            .is_some_and(|ms| ms.iter().any(|m| clean(&m.mount_path) == *path));
+        if !taken {
+            push_mount(c, mount(name, path, *ro));
+        }
+    }
+}
 
-    // Init containers.
+/// Init containers: `prepare` copies the entrypoint in, `place-scripts`
+/// writes the scripts (if any), `working-dir-initializer` makes the steps'
+/// working directories (if any).
+fn init_containers(
+    config: &Config,
+    step_names: &[String],
+    scripts: String,
+    steps: &[Container],
+) -> Vec<Container> {
     let mut init = Vec::new();
     let mut prepare_cmd = vec![
         "/ko-app/entrypoint".to_string(),
@@ -706,12 +1049,12 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
         ]),
         ..Default::default()
     });
-    if has_scripts {
+    if !scripts.is_empty() {
         init.push(Container {
             name: "place-scripts".into(),
             image: Some(config.shell_image.clone()),
             command: Some(vec!["sh".into()]),
-            args: Some(shell_args(script_blocks)),
+            args: Some(shell_args(scripts)),
             volume_mounts: Some(vec![
                 mount("tekton-internal-scripts", ep::SCRIPTS_DIR, false),
                 mount("tekton-internal-bin", ep::BIN_DIR, false),
@@ -719,7 +1062,7 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
             ..Default::default()
         });
     }
-    let dirs = working_dirs(&step_containers);
+    let dirs = working_dirs(steps);
     if !dirs.is_empty() {
         let mut cmd = vec!["mkdir".to_string(), "-p".into()];
         cmd.extend(dirs);
@@ -738,9 +1081,40 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
             ..Default::default()
         });
     }
+    init
+}
 
-    // Volumes, in Tekton's order.
-    let mut all_volumes: Vec<Volume> = [
+/// Volumes, in Tekton's order: the internal ones, the Task's, the
+/// workspaces', the pod template's; fails when two share a name.
+fn pod_volumes(
+    shape: Shape,
+    spec: &TaskSpec,
+    workspace_volumes: Vec<Volume>,
+    tr: &TaskRun,
+) -> Result<Vec<Volume>, BuildError> {
+    let mut all = internal_volumes(shape);
+    all.extend(spec.volumes.iter().cloned());
+    all.extend(workspace_volumes);
+    if let Some(pt) = &tr.spec.pod_template {
+        all.extend(pt.volumes.iter().cloned());
+    }
+    let mut seen = BTreeSet::new();
+    for v in &all {
+        if !seen.insert(v.name.as_str()) {
+            return Err(fail(format!(
+                "multiple volumes with same name {:?}",
+                v.name
+            )));
+        }
+    }
+    Ok(all)
+}
+
+/// The volumes of Tekton's layout: workspace, home, results, steps,
+/// artifacts, scripts, bin, the ready file, and per step its credentials
+/// and run directory.
+fn internal_volumes(shape: Shape) -> Vec<Volume> {
+    let mut all: Vec<Volume> = [
         "tekton-internal-workspace",
         "tekton-internal-home",
         "tekton-internal-results",
@@ -750,12 +1124,12 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
     .iter()
     .map(|n| empty_dir(n))
     .collect();
-    if has_scripts {
-        all_volumes.push(empty_dir("tekton-internal-scripts"));
+    if shape.scripts {
+        all.push(empty_dir("tekton-internal-scripts"));
     }
-    all_volumes.push(empty_dir("tekton-internal-bin"));
-    if has_sidecars {
-        all_volumes.push(Volume {
+    all.push(empty_dir("tekton-internal-bin"));
+    if shape.sidecars {
+        all.push(Volume {
             name: "tekton-internal-downward".into(),
             downward_api: Some(DownwardAPIVolumeSource {
                 items: Some(vec![DownwardAPIVolumeFile {
@@ -771,8 +1145,8 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
             ..Default::default()
         });
     }
-    for i in 0..n_steps {
-        all_volumes.push(Volume {
+    for i in 0..shape.steps {
+        all.push(Volume {
             name: format!("tekton-creds-init-home-{i}"),
             empty_dir: Some(EmptyDirVolumeSource {
                 medium: Some("Memory".into()),
@@ -780,53 +1154,28 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
             }),
             ..Default::default()
         });
-        all_volumes.push(empty_dir(&format!("tekton-internal-run-{i}")));
+        all.push(empty_dir(&format!("tekton-internal-run-{i}")));
     }
-    all_volumes.extend(spec.volumes.iter().cloned());
-    all_volumes.extend(volumes);
-    if let Some(pt) = &tr.spec.pod_template {
-        all_volumes.extend(pt.volumes.iter().cloned());
-    }
-    let mut seen = BTreeSet::new();
-    for v in &all_volumes {
-        if !seen.insert(v.name.as_str()) {
-            return Err(fail(format!(
-                "multiple volumes with same name {:?}",
-                v.name
-            )));
-        }
-    }
+    all
+}
 
-    // Metadata.
-    let mut labels = tr.metadata.labels.clone().unwrap_or_default();
-    if let Some(t) = input.task_name {
-        labels
-            .entry("tekton.dev/task".into())
-            .or_insert_with(|| t.to_string());
-    }
-    labels.insert("tekton.dev/taskRun".into(), tr_name.clone());
-    if !uid.is_empty() {
-        labels.insert("tekton.dev/taskRunUID".into(), uid.clone());
-    }
-    labels.insert(
-        "app.kubernetes.io/managed-by".into(),
-        config.managed_by.clone(),
-    );
-    let mut annotations = tr.metadata.annotations.clone().unwrap_or_default();
-    annotations.remove("app.kubernetes.io/managed-by");
-    annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    annotations.insert("pipeline.tekton.dev/release".into(), config.release.clone());
-    if !has_sidecars {
-        annotations.insert("tekton.dev/ready".into(), "READY".into());
-    }
+/// The pod spec: init containers, steps then sidecars, volumes, and a
+/// deadline of 1.5 × the timeout.
+fn pod_spec(
+    tr: &TaskRun,
+    config: &Config,
+    init: Vec<Container>,
+    steps: Vec<Container>,
+    sidecars: Vec<Container>,
+    volumes: Vec<Volume>,
+) -> PodSpec {
     let deadline = match timeout(tr, config) {
         None => i64::from(i32::MAX),
         Some(d) => (d.as_secs_f64() * 1.5) as i64,
     };
-
-    let mut containers_all = step_containers;
-    containers_all.extend(sidecar_containers);
-    let mut pod_spec = PodSpec {
+    let mut containers = steps;
+    containers.extend(sidecars);
+    PodSpec {
         restart_policy: Some("Never".into()),
         service_account_name: Some(
             tr.spec
@@ -836,33 +1185,62 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
         ),
         active_deadline_seconds: Some(deadline),
         init_containers: Some(init),
-        containers: containers_all,
-        volumes: Some(all_volumes),
+        containers,
+        volumes: Some(volumes),
         ..Default::default()
-    };
-    if let Some(pt) = &tr.spec.pod_template {
-        let mut ptj = serde_json::to_value(pt).map_err(|e| fail(e.to_string()))?;
-        param_vars
-            .json(&mut ptj, "spec.podTemplate", &[])
-            .map_err(|e| fail(e.to_string()))?;
-        let pt: tektite_api::v1::PodTemplate =
-            serde_json::from_value(ptj).map_err(|e| fail(e.to_string()))?;
-        apply_pod_template(&mut pod_spec, &pt);
     }
+}
 
-    let pod = Pod {
-        metadata: ObjectMeta {
-            name: Some(pod_name(&tr_name, retry)),
-            namespace: Some(namespace),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            owner_references: Some(vec![owner_ref(tr)]),
-            ..Default::default()
-        },
-        spec: Some(pod_spec),
-        status: None,
+/// The TaskRun's pod template with params substituted, if it has one.
+fn pod_template(
+    tr: &TaskRun,
+    param_vars: &Vars,
+) -> Result<Option<tektite_api::v1::PodTemplate>, BuildError> {
+    let Some(pt) = &tr.spec.pod_template else {
+        return Ok(None);
     };
-    Ok(PodPlan { pod, claims, spec })
+    let mut ptj = serde_json::to_value(pt).map_err(|e| fail(e.to_string()))?;
+    param_vars
+        .json(&mut ptj, "spec.podTemplate", &[])
+        .map_err(|e| fail(e.to_string()))?;
+    serde_json::from_value(ptj)
+        .map(Some)
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// The pod's metadata: its name, the TaskRun's labels and annotations with
+/// Tekton's added, the TaskRun as owner.
+fn pod_metadata(input: &Input<'_>, id: &Identity, config: &Config, shape: Shape) -> ObjectMeta {
+    let tr = input.task_run;
+    let mut labels = tr.metadata.labels.clone().unwrap_or_default();
+    if let Some(t) = input.task_name {
+        labels
+            .entry("tekton.dev/task".into())
+            .or_insert_with(|| t.to_string());
+    }
+    labels.insert("tekton.dev/taskRun".into(), id.name.clone());
+    if !id.uid.is_empty() {
+        labels.insert("tekton.dev/taskRunUID".into(), id.uid.clone());
+    }
+    labels.insert(
+        "app.kubernetes.io/managed-by".into(),
+        config.managed_by.clone(),
+    );
+    let mut annotations = tr.metadata.annotations.clone().unwrap_or_default();
+    annotations.remove("app.kubernetes.io/managed-by");
+    annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    annotations.insert("pipeline.tekton.dev/release".into(), config.release.clone());
+    if !shape.sidecars {
+        annotations.insert("tekton.dev/ready".into(), "READY".into());
+    }
+    ObjectMeta {
+        name: Some(pod_name(&id.name, id.retry)),
+        namespace: Some(id.namespace.clone()),
+        labels: Some(labels),
+        annotations: Some(annotations),
+        owner_references: Some(vec![owner_ref(tr)]),
+        ..Default::default()
+    }
 }
 
 /// The mounts every step gets unless it mounts something at that path.
@@ -1010,78 +1388,6 @@ fn workspace_volume(name: &str, b: &WorkspaceBinding) -> Volume {
         csi: b.csi.clone(),
         ..Default::default()
     }
-}
-
-fn substitute_spec(
-    spec: &TaskSpec,
-    vars: &Vars,
-    step_names: &[String],
-    workspaces: &[BoundWorkspace],
-) -> Result<TaskSpec, BuildError> {
-    let mut j = serde_json::to_value(spec).map_err(|e| fail(e.to_string()))?;
-    let err = |e: crate::subst::SubstError| fail(e.to_string());
-    // Fields Tekton does not substitute in a step or sidecar.
-    const SKIP: &[&str] = &[
-        "name",
-        "displayName",
-        "results",
-        "computeResources",
-        "securityContext",
-        "timeout",
-        "workspaces",
-    ];
-    let with_usage = |base: &Vars, usages: &[tektite_api::v1::WorkspaceUsage]| {
-        let mut v = base.clone();
-        for u in usages {
-            if let Some(p) = &u.mount_path
-                && workspaces
-                    .iter()
-                    .any(|w| w.decl.name == u.name && w.binding.is_some())
-            {
-                v.set_str(format!("workspaces.{}.path", u.name), p.clone());
-            }
-        }
-        v
-    };
-    if let Some(Value::Array(steps)) = j.get_mut("steps") {
-        for (i, s) in steps.iter_mut().enumerate() {
-            let n = &step_names[i];
-            let mut v = with_usage(vars, &spec.steps[i].workspaces);
-            for r in &spec.steps[i].results {
-                v.set_str(
-                    format!("step.results.{}.path", r.name),
-                    format!("{}/{n}/results/{}", ep::STEPS_DIR, r.name),
-                );
-            }
-            v.set_str(
-                "step.artifacts.path",
-                format!("{}/{n}/artifacts/provenance.json", ep::STEPS_DIR),
-            );
-            v.json(s, &format!("spec.steps[{i}]"), SKIP).map_err(err)?;
-        }
-    }
-    if let Some(Value::Array(sidecars)) = j.get_mut("sidecars") {
-        for (i, s) in sidecars.iter_mut().enumerate() {
-            let v = with_usage(vars, &spec.sidecars[i].workspaces);
-            v.json(s, &format!("spec.sidecars[{i}]"), SKIP)
-                .map_err(err)?;
-        }
-    }
-    if let Some(t) = j.get_mut("stepTemplate") {
-        vars.json(t, "spec.stepTemplate", SKIP).map_err(err)?;
-    }
-    if let Some(v) = j.get_mut("volumes") {
-        vars.json(v, "spec.volumes", &[]).map_err(err)?;
-    }
-    if let Some(Value::Array(ws)) = j.get_mut("workspaces") {
-        for (i, w) in ws.iter_mut().enumerate() {
-            if let Some(p) = w.get_mut("mountPath") {
-                vars.json(p, &format!("spec.workspaces[{i}].mountPath"), &[])
-                    .map_err(err)?;
-            }
-        }
-    }
-    serde_json::from_value(j).map_err(|e| fail(format!("after substitution: {e}")))
 }
 
 /// Merges list items by key the way a strategic merge patch orders them:

@@ -85,37 +85,58 @@ pub fn adapt(
     bound: &BTreeMap<String, PathBuf>,
 ) -> Adapted {
     let mut pod = pod.clone();
-    let mut dirs = vec![run_dir.to_path_buf()];
-    let mut ready_file = None;
-    let mut to_fill = Vec::new();
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let namespace = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
-    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-    let service_account = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.service_account_name.clone())
-        .unwrap_or_else(|| "default".into());
-    let Some(spec) = pod.spec.as_mut() else {
-        return Adapted {
-            pod,
-            dirs,
-            ready_file,
-            to_fill,
-        };
+    let fields = FieldValues::of(&pod);
+    let mut host = HostVolumes {
+        dirs: vec![run_dir.to_path_buf()],
+        ready_file: None,
+        to_fill: Vec::new(),
     };
-    for v in spec.volumes.iter_mut().flatten() {
+    if let Some(spec) = pod.spec.as_mut() {
+        for v in spec.volumes.iter_mut().flatten() {
+            host.place(v, run_dir, claims_dir, bound);
+        }
+        fields.replace_in(spec);
+        // podman has no API server to enforce it, and rejects some values.
+        spec.active_deadline_seconds = None;
+    }
+    let HostVolumes {
+        dirs,
+        ready_file,
+        to_fill,
+    } = host;
+    Adapted {
+        pod,
+        dirs,
+        ready_file,
+        to_fill,
+    }
+}
+
+/// What the pod's volumes need on the host, gathered as each volume
+/// becomes a host directory.
+struct HostVolumes {
+    dirs: Vec<PathBuf>,
+    ready_file: Option<PathBuf>,
+    to_fill: Vec<(String, PathBuf)>,
+}
+
+impl HostVolumes {
+    /// Makes `v` a hostPath volume: a directory under `run_dir` for an
+    /// emptyDir, the ready file's directory, or a volume the runner fills;
+    /// under `claims_dir` for a claim, or the user's directory it is
+    /// `bound` to. Other volumes are left as they are.
+    fn place(
+        &mut self,
+        v: &mut Volume,
+        run_dir: &Path,
+        claims_dir: &Path,
+        bound: &BTreeMap<String, PathBuf>,
+    ) {
         let dir = run_dir.join(&v.name);
         let adapted = if v.empty_dir.is_some() {
             Some(dir)
         } else if v.downward_api.is_some() {
-            ready_file = Some(dir.join("ready"));
+            self.ready_file = Some(dir.join("ready"));
             Some(dir)
         } else if let Some(c) = &v.persistent_volume_claim {
             if let Some(user) = bound.get(&c.claim_name) {
@@ -124,7 +145,7 @@ pub fn adapt(
                     host_path: host_path(user),
                     ..Default::default()
                 };
-                continue;
+                return;
             }
             Some(claims_dir.join(&c.claim_name))
         } else if v.config_map.is_some()
@@ -132,7 +153,7 @@ pub fn adapt(
             || v.projected.is_some()
             || v.csi.is_some()
         {
-            to_fill.push((v.name.clone(), dir.clone()));
+            self.to_fill.push((v.name.clone(), dir.clone()));
             Some(dir)
         } else {
             None
@@ -143,49 +164,80 @@ pub fn adapt(
                 host_path: host_path(&d),
                 ..Default::default()
             };
-            dirs.push(d);
+            self.dirs.push(d);
         }
     }
-    let field = |path: &str| -> Option<String> {
+}
+
+/// The values a `fieldRef` may read, from the pod as built.
+struct FieldValues {
+    name: String,
+    namespace: String,
+    uid: String,
+    service_account: String,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+impl FieldValues {
+    fn of(pod: &Pod) -> FieldValues {
+        FieldValues {
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            namespace: pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            service_account: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into()),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            annotations: pod.metadata.annotations.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The value at `path`, as a kubelet on this host would give it; `None`
+    /// for a field it does not know.
+    fn get(&self, path: &str) -> Option<String> {
         let key = |p: &str| {
             path.strip_prefix(p)
                 .and_then(|r| r.strip_prefix("['").and_then(|r| r.strip_suffix("']")))
                 .map(str::to_string)
         };
         match path {
-            "metadata.name" => Some(name.clone()),
-            "metadata.namespace" => Some(namespace.clone()),
-            "metadata.uid" => Some(uid.clone()),
-            "spec.serviceAccountName" => Some(service_account.clone()),
+            "metadata.name" => Some(self.name.clone()),
+            "metadata.namespace" => Some(self.namespace.clone()),
+            "metadata.uid" => Some(self.uid.clone()),
+            "spec.serviceAccountName" => Some(self.service_account.clone()),
             "spec.nodeName" => Some("localhost".into()),
             "status.podIP" | "status.hostIP" => Some("127.0.0.1".into()),
             _ => key("metadata.labels")
-                .map(|k| labels.get(&k).cloned().unwrap_or_default())
+                .map(|k| self.labels.get(&k).cloned().unwrap_or_default())
                 .or_else(|| {
                     key("metadata.annotations")
-                        .map(|k| annotations.get(&k).cloned().unwrap_or_default())
+                        .map(|k| self.annotations.get(&k).cloned().unwrap_or_default())
                 }),
         }
-    };
-    for c in containers_mut(spec) {
-        for e in c.env.iter_mut().flatten() {
-            if let Some(value) = e
-                .value_from
-                .as_ref()
-                .and_then(|f| f.field_ref.as_ref())
-                .and_then(|f| field(&f.field_path))
-            {
-                e.value = Some(value);
-                e.value_from = None;
+    }
+
+    /// Every known `fieldRef` in the containers' environment replaced by its
+    /// value.
+    fn replace_in(&self, spec: &mut PodSpec) {
+        for c in containers_mut(spec) {
+            for e in c.env.iter_mut().flatten() {
+                if let Some(value) = e
+                    .value_from
+                    .as_ref()
+                    .and_then(|f| f.field_ref.as_ref())
+                    .and_then(|f| self.get(&f.field_path))
+                {
+                    e.value = Some(value);
+                    e.value_from = None;
+                }
             }
         }
-    }
-    // podman has no API server to enforce it, and rejects some values.
-    spec.active_deadline_seconds = None;
-    Adapted {
-        pod,
-        dirs,
-        ready_file,
-        to_fill,
     }
 }
