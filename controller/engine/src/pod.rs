@@ -1,4 +1,4 @@
-//! TaskRun → Pod, in Tekton's layout (DESIGN.md, Contracts).
+//! TaskRun → Pod, in Tekton's layout (docs/design.md, the entrypoint contract).
 //!
 //! Order of work, as Tekton's reconciler and pod builder do it: resolve
 //! params; bind workspaces (claim templates become claims); substitute
