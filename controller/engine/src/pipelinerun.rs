@@ -10,13 +10,13 @@
 //! gathered into arrays; retries are the TaskRuns' own; the condition message
 //! `Tasks Completed: N (Failed: F, Cancelled C), Skipped: S`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use tektite_api::dag;
+use tektite_api::dag::{self, Dag};
 use tektite_api::param::ParamValue;
 use tektite_api::v1::{
     ChildStatusReference, Condition, Param, PipelineRun, PipelineRunResult, PipelineRunStatus,
@@ -213,91 +213,257 @@ fn elapsed(since: &Time, now: Timestamp) -> Duration {
     Duration::try_from(now.duration_since(since.0)).unwrap_or_default()
 }
 
-/// Plans one reconcile of a PipelineRun.
+/// Plans one reconcile of a PipelineRun: nothing once it is done; a
+/// pending run only says so; otherwise it starts (once) and goes through
+/// its phases ([`advance`]), any of which may fail it.
 pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
-    let pr = obs.run;
-    let now = obs.now;
-    let name = pr.metadata.name.clone().unwrap_or_default();
-    let ns = pr
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let mut plan = Plan::default();
-    let mut st = pr.status.clone().unwrap_or_default();
-    let before = st.clone();
+    let mut st = obs.run.status.clone().unwrap_or_default();
     if is_done(&st.conditions) {
-        return plan;
+        return Plan::default();
     }
-    let spec_status = pr.spec.status.as_deref().unwrap_or("");
-    if st.start_time.is_none() {
-        if spec_status == "PipelineRunPending" {
-            set_condition(
-                &mut st.conditions,
-                condition(
-                    "Unknown",
-                    reason::PENDING,
-                    format!("PipelineRun {name:?} is pending"),
-                    now,
+    let before = st.clone();
+    let run = Run::new(obs.run, obs.now);
+    let mut plan = Plan::default();
+    let outcome = if hold_pending(&run, &mut st) {
+        Ok(())
+    } else {
+        start(&run, &mut st, &mut plan.events);
+        advance(obs, config, &run, &mut st, &mut plan)
+    };
+    match outcome {
+        Ok(()) => plan.status = (st != before).then_some(st),
+        Err(failure) => fail(st, &mut plan, failure, run.now),
+    }
+    plan
+}
+
+/// One reconcile of a started run, phase by phase: check its pipeline,
+/// observe its tasks, stop what ran out of time or was cancelled, decide
+/// the DAG tasks, then the finally tasks, and record its status. `Err`
+/// fails the run (what the plan holds so far stays in it).
+fn advance(
+    obs: Observed<'_>,
+    config: &Config,
+    run: &Run<'_>,
+    st: &mut PipelineRunStatus,
+    plan: &mut Plan,
+) -> Result<(), Failure> {
+    if run.spec_status == "Cancelled" {
+        return Err(cancel(run, obs.children, &mut plan.cancel));
+    }
+    let pipeline = Pipeline::check(run, obs.pipeline, obs.tasks)?;
+    st.pipeline_spec
+        .get_or_insert_with(|| Box::new(pipeline.spec.clone()));
+
+    let mut tasks = observe(&pipeline.spec, pipeline.raw, obs.children);
+    let n_dag = pipeline.spec.tasks.len();
+
+    let clock = Clock::read(run.pr, config, st, run.now);
+    if clock.pipeline_timed_out {
+        return Err(time_out(run, &clock, &mut tasks, st, &mut plan.cancel));
+    }
+    stop_timed_out(&clock, &mut tasks, n_dag, &mut plan.cancel);
+    if run.spec_status == "CancelledRunFinally" {
+        cancel_for_finally(&tasks, n_dag, &mut plan.cancel);
+    }
+
+    let mut launcher = Launcher {
+        pr: run.pr,
+        pipeline_label: &pipeline.label,
+        specs: obs.tasks,
+        config,
+        claims_needed: false,
+    };
+    decide_dag(
+        &mut tasks,
+        n_dag,
+        &pipeline,
+        run.spec_status,
+        &mut launcher,
+        plan,
+    )?;
+    decide_finally(
+        &mut tasks,
+        n_dag,
+        &pipeline.vars,
+        run.now,
+        st,
+        &mut launcher,
+        plan,
+    )?;
+    if launcher.claims_needed && obs.children.is_empty() {
+        plan.create_claims = claims(run.pr);
+    }
+
+    record_status(run, &pipeline.spec, &tasks, n_dag, &clock, st, plan);
+    Ok(())
+}
+
+/// The run as its messages name it, what its spec asks (`spec.status`),
+/// and the time of this reconcile.
+struct Run<'a> {
+    pr: &'a PipelineRun,
+    name: String,
+    ns: String,
+    /// `spec.status`: empty, `PipelineRunPending`, `Cancelled`,
+    /// `CancelledRunFinally` or `StoppedRunFinally`.
+    spec_status: &'a str,
+    now: Timestamp,
+}
+
+impl<'a> Run<'a> {
+    fn new(pr: &'a PipelineRun, now: Timestamp) -> Run<'a> {
+        Run {
+            pr,
+            name: pr.metadata.name.clone().unwrap_or_default(),
+            ns: pr
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            spec_status: pr.spec.status.as_deref().unwrap_or(""),
+            now,
+        }
+    }
+}
+
+/// A run that has not started and is asked to wait (`PipelineRunPending`):
+/// its condition says so and nothing else happens. True while it waits.
+fn hold_pending(run: &Run<'_>, st: &mut PipelineRunStatus) -> bool {
+    if st.start_time.is_some() || run.spec_status != "PipelineRunPending" {
+        return false;
+    }
+    set_condition(
+        &mut st.conditions,
+        condition(
+            "Unknown",
+            reason::PENDING,
+            format!("PipelineRun {:?} is pending", run.name),
+            run.now,
+        ),
+    );
+    true
+}
+
+/// Starts the run the first time it is seen: its start time, the
+/// `Started` condition and event.
+fn start(run: &Run<'_>, st: &mut PipelineRunStatus, events: &mut Vec<Event>) {
+    if st.start_time.is_some() {
+        return;
+    }
+    st.start_time = Some(Time(run.now));
+    set_condition(
+        &mut st.conditions,
+        condition("Unknown", reason::STARTED, "", run.now),
+    );
+    events.push(Event {
+        type_: "Normal",
+        reason: reason::STARTED.into(),
+        message: String::new(),
+    });
+}
+
+/// Ends the run as failed: the `Succeeded` condition False with the
+/// failure's reason and message, the completion time, a warning event.
+fn fail(mut st: PipelineRunStatus, plan: &mut Plan, failure: Failure, now: Timestamp) {
+    set_condition(
+        &mut st.conditions,
+        condition("False", failure.reason, failure.message.clone(), now),
+    );
+    st.completion_time = Some(Time(now));
+    plan.events.push(Event {
+        type_: "Warning",
+        reason: failure.reason.into(),
+        message: failure.message,
+    });
+    plan.requeue_after = None;
+    plan.status = Some(st);
+}
+
+/// A child TaskRun still running that nobody has asked to stop.
+fn cancellable(tr: &TaskRun) -> bool {
+    cond(tr).is_none_or(|c| c.status == "Unknown") && tr.spec.status.is_none()
+}
+
+/// A run cancelled outright (`Cancelled`): its running TaskRuns are
+/// cancelled and it fails at once.
+fn cancel(run: &Run<'_>, children: &[TaskRun], cancel: &mut Vec<(String, String)>) -> Failure {
+    for c in children.iter().filter(|c| cancellable(c)) {
+        cancel.push((
+            c.metadata.name.clone().unwrap_or_default(),
+            CANCELLED_MESSAGE.into(),
+        ));
+    }
+    Failure::new(
+        reason::CANCELLED,
+        format!("PipelineRun {:?} was cancelled", run.name),
+    )
+}
+
+/// The pipeline a run goes ahead with, once checked against the run.
+struct Pipeline<'a> {
+    /// As written: what pipeline tasks are resolved from for their
+    /// TaskRuns.
+    raw: &'a PipelineSpec,
+    /// With the run's params and context applied.
+    spec: PipelineSpec,
+    /// `tekton.dev/pipeline`: the Pipeline's name, else the run's.
+    label: String,
+    /// The run's params, context and `workspaces.<w>.bound`.
+    vars: Vars,
+    graph: Dag,
+}
+
+impl<'a> Pipeline<'a> {
+    /// Checks the run against its pipeline, the first problem failing the
+    /// run (resolution, params, bindings, tasks), and applies the run's
+    /// params and context to it.
+    fn check(
+        run: &Run<'_>,
+        resolved: Result<(&'a PipelineSpec, Option<&'a str>), &Failure>,
+        specs: &BTreeMap<String, TaskSpec>,
+    ) -> Result<Pipeline<'a>, Failure> {
+        let (raw, name) = resolved.map_err(|f| {
+            Failure::new(
+                reason::COULDNT_GET_PIPELINE,
+                format!(
+                    "Error retrieving pipeline for pipelinerun {}/{}: {}",
+                    run.ns, run.name, f.message
                 ),
-            );
-            plan.status = (st != before).then_some(st);
-            return plan;
-        }
-        st.start_time = Some(Time(now));
-        set_condition(
-            &mut st.conditions,
-            condition("Unknown", reason::STARTED, "", now),
-        );
-        plan.events.push(Event {
-            type_: "Normal",
-            reason: reason::STARTED.into(),
-            message: String::new(),
-        });
+            )
+        })?;
+        let label = name.unwrap_or(&run.name).to_string();
+        let pl = format!("{}/{label}", run.ns);
+        let me = format!("{}/{}", run.ns, run.name);
+        let values = check_params(run.pr, raw, &me, &pl)?;
+        check_bindings(run.pr, raw, &me, &pl)?;
+        let graph = check_tasks(raw, specs, &me, &pl)?;
+        let vars = pipeline_vars(run, raw, &values, &label);
+        let spec = substitute_pipeline(raw, &vars).map_err(|e| {
+            Failure::new(
+                reason::VALIDATION_FAILED,
+                format!("Failed to apply parameters to Pipeline {pl}: {e}"),
+            )
+        })?;
+        Ok(Pipeline {
+            raw,
+            spec,
+            label,
+            vars,
+            graph,
+        })
     }
+}
 
-    let fail = |mut st: PipelineRunStatus, mut plan: Plan, r: &str, m: String| {
-        set_condition(&mut st.conditions, condition("False", r, m.clone(), now));
-        st.completion_time = Some(Time(now));
-        plan.events.push(Event {
-            type_: "Warning",
-            reason: r.into(),
-            message: m,
-        });
-        plan.requeue_after = None;
-        plan.status = Some(st);
-        plan
-    };
-
-    if spec_status == "Cancelled" {
-        for c in obs.children {
-            if cond(c).is_none_or(|c| c.status == "Unknown") && c.spec.status.is_none() {
-                plan.cancel.push((
-                    c.metadata.name.clone().unwrap_or_default(),
-                    CANCELLED_MESSAGE.into(),
-                ));
-            }
-        }
-        let msg = format!("PipelineRun {name:?} was cancelled");
-        return fail(st, plan, reason::CANCELLED, msg);
-    }
-
-    let (spec, pipeline_name) = match obs.pipeline {
-        Ok((s, n)) => (s, n),
-        Err(f) => {
-            let msg = format!(
-                "Error retrieving pipeline for pipelinerun {ns}/{name}: {}",
-                f.message
-            );
-            return fail(st, plan, reason::COULDNT_GET_PIPELINE, msg);
-        }
-    };
-    let pipeline_label = pipeline_name.unwrap_or(&name).to_string();
-    let pl = format!("{ns}/{pipeline_label}");
-    let me = format!("{ns}/{name}");
-
-    // Params: missing, types, object keys; then values (PipelineRun objects
-    // replace the default object whole).
+/// The run's param values for its pipeline (a run's object replaces the
+/// default object whole); fails on params missing, of the wrong type, or
+/// objects missing keys.
+fn check_params(
+    pr: &PipelineRun,
+    spec: &PipelineSpec,
+    me: &str,
+    pl: &str,
+) -> Result<BTreeMap<String, ParamValue>, Failure> {
     let given: BTreeMap<&str, &ParamValue> = pr
         .spec
         .params
@@ -311,12 +477,14 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
         .map(|p| p.name.as_str())
         .collect();
     if !missing.is_empty() {
-        let msg = format!(
-            "[User error] PipelineRun {me} is missing some parameters required by Pipeline {pl}: \
-             pipelineRun missing parameters: [{}]",
-            missing.join(" ")
-        );
-        return fail(st, plan, reason::PARAMETER_MISSING, msg);
+        return Err(Failure::new(
+            reason::PARAMETER_MISSING,
+            format!(
+                "[User error] PipelineRun {me} is missing some parameters required by Pipeline {pl}: \
+                 pipelineRun missing parameters: [{}]",
+                missing.join(" ")
+            ),
+        ));
     }
     let mismatched: Vec<&str> = spec
         .params
@@ -330,136 +498,170 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
         .map(|p| p.name.as_str())
         .collect();
     if !mismatched.is_empty() {
-        let msg = format!(
-            "PipelineRun {me} parameters have mismatching types with Pipeline {pl}'s parameters: \
-             parameters have inconsistent types : [{}]",
-            mismatched.join(" ")
-        );
-        return fail(st, plan, reason::PARAMETER_TYPE_MISMATCH, msg);
+        return Err(Failure::new(
+            reason::PARAMETER_TYPE_MISMATCH,
+            format!(
+                "PipelineRun {me} parameters have mismatching types with Pipeline {pl}'s parameters: \
+                 parameters have inconsistent types : [{}]",
+                mismatched.join(" ")
+            ),
+        ));
     }
-    let values = match params::resolve(
+    params::resolve(
         &spec.params,
         &pr.spec.params,
         false,
         reason::OBJECT_KEYS_MISSING,
         &format!("Pipeline {pl}"),
-    ) {
-        Ok(v) => v,
-        Err(f) => {
-            let msg = format!(
+    )
+    .map_err(|f| {
+        let r = if f.reason == "InvalidParamValue" {
+            "InvalidParamValue"
+        } else {
+            reason::OBJECT_KEYS_MISSING
+        };
+        Failure::new(
+            r,
+            format!(
                 "PipelineRun {me} parameters is missing object keys required by Pipeline {pl}'s parameters: {}",
                 f.message
-            );
-            let r = if f.reason == "InvalidParamValue" {
-                "InvalidParamValue"
-            } else {
-                reason::OBJECT_KEYS_MISSING
-            };
-            return fail(st, plan, r, msg);
-        }
-    };
+            ),
+        )
+    })
+}
 
-    // Workspaces and taskRunSpecs.
+/// The run binds every workspace the pipeline requires, and its
+/// `taskRunSpecs` name only pipeline tasks that exist.
+fn check_bindings(
+    pr: &PipelineRun,
+    spec: &PipelineSpec,
+    me: &str,
+    pl: &str,
+) -> Result<(), Failure> {
     for w in &spec.workspaces {
         if !w.optional && !pr.spec.workspaces.iter().any(|b| b.name == w.name) {
-            let msg = format!(
-                "PipelineRun {me} doesn't bind Pipeline {pl}'s Workspaces correctly: \
-                 pipeline requires workspace with name {:?} be provided by pipelinerun",
-                w.name
-            );
-            return fail(st, plan, reason::INVALID_WORKSPACE_BINDINGS, msg);
+            return Err(Failure::new(
+                reason::INVALID_WORKSPACE_BINDINGS,
+                format!(
+                    "PipelineRun {me} doesn't bind Pipeline {pl}'s Workspaces correctly: \
+                     pipeline requires workspace with name {:?} be provided by pipelinerun",
+                    w.name
+                ),
+            ));
         }
     }
-    let all_tasks: Vec<&PipelineTask> = spec.tasks.iter().chain(&spec.finally).collect();
     for s in &pr.spec.task_run_specs {
-        if !all_tasks.iter().any(|t| t.name == s.pipeline_task_name) {
-            let msg = format!(
-                "PipelineRun {me} doesn't define taskRunSpecs correctly: pipelineRun's taskrunSpecs \
-                 defined wrong taskName: {:?}, does not exist in Pipeline",
-                s.pipeline_task_name
-            );
-            return fail(st, plan, reason::INVALID_TASK_RUN_SPECS, msg);
+        if !spec
+            .tasks
+            .iter()
+            .chain(&spec.finally)
+            .any(|t| t.name == s.pipeline_task_name)
+        {
+            return Err(Failure::new(
+                reason::INVALID_TASK_RUN_SPECS,
+                format!(
+                    "PipelineRun {me} doesn't define taskRunSpecs correctly: pipelineRun's taskrunSpecs \
+                     defined wrong taskName: {:?}, does not exist in Pipeline",
+                    s.pipeline_task_name
+                ),
+            ));
         }
     }
-    if let Some(t) = all_tasks
-        .iter()
-        .find(|t| t.when.iter().any(|w| w.cel.is_some()))
-    {
-        let msg = format!(
-            "Pipeline {pl} can't be Run; it has an invalid spec: pipeline task {:?} uses a CEL \
-             `when` expression, which Tektite does not evaluate (in Tekton it is the alpha \
-             feature enable-cel-in-whenexpression)",
-            t.name
-        );
-        return fail(st, plan, reason::VALIDATION_FAILED, msg);
+    Ok(())
+}
+
+/// The pipeline's tasks can run: no CEL `when`, a DAG without cycles, and
+/// every Task referenced by name exists. Returns the DAG.
+fn check_tasks(
+    spec: &PipelineSpec,
+    specs: &BTreeMap<String, TaskSpec>,
+    me: &str,
+    pl: &str,
+) -> Result<Dag, Failure> {
+    let all_tasks = || spec.tasks.iter().chain(&spec.finally);
+    if let Some(t) = all_tasks().find(|t| t.when.iter().any(|w| w.cel.is_some())) {
+        return Err(Failure::new(
+            reason::VALIDATION_FAILED,
+            format!(
+                "Pipeline {pl} can't be Run; it has an invalid spec: pipeline task {:?} uses a CEL \
+                 `when` expression, which Tektite does not evaluate (in Tekton it is the alpha \
+                 feature enable-cel-in-whenexpression)",
+                t.name
+            ),
+        ));
     }
-    let graph = match dag::build(&spec.tasks) {
-        Ok(g) => g,
-        Err(e) => {
-            let msg = format!("PipelineRun {me}'s Pipeline DAG is invalid: {e}");
-            return fail(st, plan, reason::INVALID_GRAPH, msg);
-        }
-    };
-    let missing_tasks: Vec<String> = all_tasks
-        .iter()
+    let graph = dag::build(&spec.tasks).map_err(|e| {
+        Failure::new(
+            reason::INVALID_GRAPH,
+            format!("PipelineRun {me}'s Pipeline DAG is invalid: {e}"),
+        )
+    })?;
+    let missing_tasks: BTreeSet<String> = all_tasks()
         .filter_map(|t| t.task_ref.as_ref()?.name.clone())
-        .filter(|n| !obs.tasks.contains_key(n))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
+        .filter(|n| !specs.contains_key(n))
         .collect();
     if let Some(n) = missing_tasks.first() {
-        let msg = format!(
-            "Pipeline {pl} can't be Run; it contains Tasks that don't exist: Couldn't retrieve Task {n:?}: \
-             tasks.tekton.dev {n:?} not found"
-        );
-        return fail(st, plan, reason::COULDNT_GET_TASK, msg);
+        return Err(Failure::new(
+            reason::COULDNT_GET_TASK,
+            format!(
+                "Pipeline {pl} can't be Run; it contains Tasks that don't exist: Couldn't retrieve Task {n:?}: \
+                 tasks.tekton.dev {n:?} not found"
+            ),
+        ));
     }
+    Ok(graph)
+}
 
-    // Pipeline-level variables, applied to the spec once.
+/// Pipeline-level variables: params, `context.pipelineRun.*`,
+/// `context.pipeline.name`, `workspaces.<w>.bound`.
+fn pipeline_vars(
+    run: &Run<'_>,
+    spec: &PipelineSpec,
+    values: &BTreeMap<String, ParamValue>,
+    pipeline_label: &str,
+) -> Vars {
+    let pr = run.pr;
     let mut vars = Vars::new(&["params.", "context.pipelineRun.", "context.pipeline."]);
-    params::add_to(&mut vars, &values);
-    vars.set_str("context.pipelineRun.name", &name);
-    vars.set_str("context.pipelineRun.namespace", &ns);
+    params::add_to(&mut vars, values);
+    vars.set_str("context.pipelineRun.name", &run.name);
+    vars.set_str("context.pipelineRun.namespace", &run.ns);
     vars.set_str(
         "context.pipelineRun.uid",
         pr.metadata.uid.clone().unwrap_or_default(),
     );
-    vars.set_str("context.pipeline.name", &pipeline_label);
+    vars.set_str("context.pipeline.name", pipeline_label);
     for w in &spec.workspaces {
         let bound = pr.spec.workspaces.iter().any(|b| b.name == w.name);
         vars.set_str(format!("workspaces.{}.bound", w.name), bound.to_string());
     }
-    let raw = spec;
-    let spec = match substitute_pipeline(spec, &vars) {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = format!("Failed to apply parameters to Pipeline {pl}: {e}");
-            return fail(st, plan, reason::VALIDATION_FAILED, msg);
-        }
-    };
-    if st.pipeline_spec.is_none() {
-        st.pipeline_spec = Some(Box::new(spec.clone()));
-    }
+    vars
+}
 
-    // Where each task stands.
-    let mut by_task: std::collections::HashMap<&str, Vec<&TaskRun>> =
-        std::collections::HashMap::new();
-    for c in obs.children {
+/// Where each pipeline task stands: its TaskRuns (by
+/// `tekton.dev/pipelineTask`, in name order) and their state; DAG tasks
+/// first, then finally tasks, each in spec order.
+fn observe<'a>(
+    spec: &'a PipelineSpec,
+    raw: &'a PipelineSpec,
+    children: &'a [TaskRun],
+) -> Vec<Task<'a>> {
+    let mut by_task: HashMap<&str, Vec<&TaskRun>> = HashMap::new();
+    for c in children {
         if let Some(t) = label(c, "tekton.dev/pipelineTask") {
             by_task.entry(t).or_default().push(c);
         }
     }
-    let mut tasks: Vec<Task<'_>> = spec
+    let dag = spec
         .tasks
         .iter()
         .zip(&raw.tasks)
-        .map(|(pt, raw)| (pt, raw, false))
-        .chain(
-            spec.finally
-                .iter()
-                .zip(&raw.finally)
-                .map(|(pt, raw)| (pt, raw, true)),
-        )
+        .map(|(pt, raw)| (pt, raw, false));
+    let finally = spec
+        .finally
+        .iter()
+        .zip(&raw.finally)
+        .map(|(pt, raw)| (pt, raw, true));
+    dag.chain(finally)
         .map(|(pt, raw, finally)| {
             let mut children: Vec<&TaskRun> = by_task.remove(pt.name.as_str()).unwrap_or_default();
             children.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -472,247 +674,396 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
                 state,
             }
         })
-        .collect();
-    let n_dag = spec.tasks.len();
-    let t = timeouts(pr, config);
-    let start = st.start_time.clone().unwrap_or(Time(now));
-    let since_start = elapsed(&start, now);
-    let pipeline_timed_out = t.pipeline.is_some_and(|p| since_start >= p);
-    let tasks_timed_out =
-        st.finally_start_time.is_none() && t.tasks.is_some_and(|d| since_start >= d);
-    let finally_timed_out = st
-        .finally_start_time
-        .as_ref()
-        .is_some_and(|fs| t.finally.is_some_and(|d| elapsed(fs, now) >= d));
+        .collect()
+}
 
-    let running_names = |tasks: &[Task<'_>], range: std::ops::Range<usize>| -> Vec<String> {
-        tasks[range]
-            .iter()
-            .flat_map(|t| t.children.iter())
-            .filter(|c| cond(c).is_none_or(|c| c.status == "Unknown") && c.spec.status.is_none())
-            .filter_map(|c| c.metadata.name.clone())
-            .collect()
-    };
-    if pipeline_timed_out {
-        for n in running_names(&tasks, 0..tasks.len()) {
-            plan.cancel.push((n, TIMED_OUT_MESSAGE.into()));
-        }
-        for task in tasks.iter_mut().filter(|t| t.state == State::NotStarted) {
-            task.state = State::Skipped(reason::SKIP_TIMEOUT);
-        }
-        let msg = format!(
-            "PipelineRun {name:?} failed to finish within {:?}",
-            go_duration(t.pipeline.unwrap_or_default())
-        );
-        st.child_references = child_references(&tasks, &[]);
-        st.skipped_tasks = skipped_tasks(&tasks);
-        return fail(st, plan, reason::TIMEOUT, msg);
-    }
-    if tasks_timed_out {
-        for n in running_names(&tasks, 0..n_dag) {
-            plan.cancel.push((n, TIMED_OUT_MESSAGE.into()));
-        }
-        for task in tasks[..n_dag]
-            .iter_mut()
-            .filter(|t| t.state == State::NotStarted)
-        {
-            task.state = State::Skipped(reason::SKIP_TASKS_TIMEOUT);
-        }
-    }
-    if finally_timed_out {
-        for n in running_names(&tasks, n_dag..tasks.len()) {
-            plan.cancel.push((n, TIMED_OUT_MESSAGE.into()));
-        }
-        for task in tasks[n_dag..]
-            .iter_mut()
-            .filter(|t| t.state == State::NotStarted)
-        {
-            task.state = State::Skipped(reason::SKIP_FINALLY_TIMEOUT);
-        }
-    }
-    if spec_status == "CancelledRunFinally" {
-        let dag_running = tasks[..n_dag].iter().any(|t| t.state == State::Running);
-        if dag_running {
-            for n in running_names(&tasks, 0..tasks.len()) {
-                plan.cancel.push((n, CANCELLED_MESSAGE.into()));
-            }
-        }
-    }
+/// Where the run stands against its timeouts at this reconcile.
+struct Clock {
+    timeouts: Timeouts,
+    since_start: Duration,
+    /// The pipeline timeout passed: the run fails.
+    pipeline_timed_out: bool,
+    /// The tasks timeout passed, before or since finally started.
+    tasks_deadline_passed: bool,
+    /// The tasks timeout passed before finally started: DAG tasks stop.
+    tasks_timed_out: bool,
+    /// Finally started and its timeout passed: finally tasks stop.
+    finally_timed_out: bool,
+}
 
-    // Schedule DAG tasks until nothing changes (skips cascade).
-    let mut claims_needed = false;
+impl Clock {
+    fn read(pr: &PipelineRun, config: &Config, st: &PipelineRunStatus, now: Timestamp) -> Clock {
+        let t = timeouts(pr, config);
+        let start = st.start_time.clone().unwrap_or(Time(now));
+        let since_start = elapsed(&start, now);
+        let tasks_deadline_passed = t.tasks.is_some_and(|d| since_start >= d);
+        Clock {
+            pipeline_timed_out: t.pipeline.is_some_and(|p| since_start >= p),
+            tasks_deadline_passed,
+            tasks_timed_out: st.finally_start_time.is_none() && tasks_deadline_passed,
+            finally_timed_out: st
+                .finally_start_time
+                .as_ref()
+                .is_some_and(|fs| t.finally.is_some_and(|d| elapsed(fs, now) >= d)),
+            timeouts: t,
+            since_start,
+        }
+    }
+}
+
+/// Names of the TaskRuns of `tasks` that can still be cancelled.
+fn running(tasks: &[Task<'_>]) -> Vec<String> {
+    tasks
+        .iter()
+        .flat_map(|t| t.children.iter())
+        .filter(|c| cancellable(c))
+        .filter_map(|c| c.metadata.name.clone())
+        .collect()
+}
+
+/// Stops `tasks` that ran out of time: their running TaskRuns are
+/// cancelled, those not started are skipped for `why`.
+fn stop(tasks: &mut [Task<'_>], why: &'static str, cancel: &mut Vec<(String, String)>) {
+    for n in running(tasks) {
+        cancel.push((n, TIMED_OUT_MESSAGE.into()));
+    }
+    for task in tasks.iter_mut().filter(|t| t.state == State::NotStarted) {
+        task.state = State::Skipped(why);
+    }
+}
+
+/// The pipeline timeout passed: every task is stopped, the child
+/// references and skipped tasks recorded, and the run fails.
+fn time_out(
+    run: &Run<'_>,
+    clock: &Clock,
+    tasks: &mut [Task<'_>],
+    st: &mut PipelineRunStatus,
+    cancel: &mut Vec<(String, String)>,
+) -> Failure {
+    stop(tasks, reason::SKIP_TIMEOUT, cancel);
+    st.child_references = child_references(tasks, &[]);
+    st.skipped_tasks = skipped_tasks(tasks);
+    Failure::new(
+        reason::TIMEOUT,
+        format!(
+            "PipelineRun {:?} failed to finish within {:?}",
+            run.name,
+            go_duration(clock.timeouts.pipeline.unwrap_or_default())
+        ),
+    )
+}
+
+/// Stops the DAG tasks when the tasks timeout passed before finally, and
+/// the finally tasks when their own timeout passed.
+fn stop_timed_out(
+    clock: &Clock,
+    tasks: &mut [Task<'_>],
+    n_dag: usize,
+    cancel: &mut Vec<(String, String)>,
+) {
+    if clock.tasks_timed_out {
+        stop(&mut tasks[..n_dag], reason::SKIP_TASKS_TIMEOUT, cancel);
+    }
+    if clock.finally_timed_out {
+        stop(&mut tasks[n_dag..], reason::SKIP_FINALLY_TIMEOUT, cancel);
+    }
+}
+
+/// A run cancelled with `CancelledRunFinally`: while DAG tasks still run,
+/// every running TaskRun is cancelled (finally tasks run once the DAG is
+/// done).
+fn cancel_for_finally(tasks: &[Task<'_>], n_dag: usize, cancel: &mut Vec<(String, String)>) {
+    if tasks[..n_dag].iter().any(|t| t.state == State::Running) {
+        for n in running(tasks) {
+            cancel.push((n, CANCELLED_MESSAGE.into()));
+        }
+    }
+}
+
+/// What one reconcile does with a pipeline task.
+enum Decision {
+    /// Nothing yet: it has started, or what it waits for is not done.
+    Wait,
+    /// Skip it, for this reason.
+    Skip(&'static str),
+    /// A task that succeeded did not emit a result it references: the run
+    /// fails validation.
+    Invalid(String),
+    /// Start it: its TaskRun(s) from the pipeline task with results
+    /// applied.
+    Run(PipelineTask),
+}
+
+/// Why DAG tasks that could start are skipped instead, if they are: a DAG
+/// task failed (without `onError: continue`) or is invalid, or the run is
+/// gracefully cancelled or stopped.
+fn stop_reason(dag: &[Task<'_>], spec_status: &str) -> Option<&'static str> {
+    let stopping = dag.iter().any(|t| {
+        (matches!(t.state, State::Failed { .. }) && !on_error_continue(t.pt))
+            || matches!(t.state, State::Invalid(_))
+    });
+    if stopping {
+        Some(reason::SKIP_STOPPING)
+    } else if spec_status == "CancelledRunFinally" {
+        Some(reason::SKIP_GRACEFUL_CANCEL)
+    } else if spec_status == "StoppedRunFinally" {
+        Some(reason::SKIP_GRACEFUL_STOP)
+    } else {
+        None
+    }
+}
+
+/// Task-result variables for one pass over the DAG, made when first
+/// needed: results only change between passes (a task's results appear
+/// when it ends, which no pass does).
+struct PassVars<'v> {
+    base: &'v Vars,
+    vars: Option<Vars>,
+}
+
+impl PassVars<'_> {
+    fn get(&mut self, tasks: &[Task<'_>]) -> &Vars {
+        self.vars
+            .get_or_insert_with(|| result_vars(tasks, self.base, None))
+    }
+}
+
+/// Decides the DAG tasks, pass after pass until nothing changes: a task
+/// decided in one pass lets its dependents be decided in the same
+/// reconcile (skips cascade).
+fn decide_dag(
+    tasks: &mut [Task<'_>],
+    n_dag: usize,
+    pipeline: &Pipeline<'_>,
+    spec_status: &str,
+    launcher: &mut Launcher<'_>,
+    plan: &mut Plan,
+) -> Result<(), Failure> {
+    let graph = &pipeline.graph;
     loop {
+        let stop = stop_reason(&tasks[..n_dag], spec_status);
+        let mut rvars = PassVars {
+            base: &pipeline.vars,
+            vars: None,
+        };
         let mut changed = false;
-        let stopping = tasks[..n_dag].iter().any(|t| {
-            (matches!(t.state, State::Failed { .. }) && !on_error_continue(t.pt))
-                || matches!(t.state, State::Invalid(_))
-        });
-        // Results only change between passes (a task's results appear when
-        // it ends, which no pass does), so one set of variables per pass.
-        let mut rvars: Option<Vars> = None;
         for &i in &graph.order {
-            if tasks[i].state != State::NotStarted {
+            let decision = decide_dag_task(tasks, i, &graph.deps[i], stop, &mut rvars);
+            if let Decision::Wait = decision {
                 continue;
             }
-            if !graph.deps[i].iter().all(|&d| tasks[d].state.done()) {
-                continue;
-            }
-            let skip = if stopping {
-                Some(reason::SKIP_STOPPING)
-            } else if spec_status == "CancelledRunFinally" {
-                Some(reason::SKIP_GRACEFUL_CANCEL)
-            } else if spec_status == "StoppedRunFinally" {
-                Some(reason::SKIP_GRACEFUL_STOP)
-            } else {
-                None
-            };
-            if let Some(r) = skip {
-                tasks[i].state = State::Skipped(r);
-                changed = true;
-                continue;
-            }
-            let rvars = rvars.get_or_insert_with(|| result_vars(&tasks, &vars, None));
-            if !when_allows(&tasks[i].raw.when, rvars) {
-                tasks[i].state = State::Skipped(reason::SKIP_WHEN);
-                changed = true;
-                continue;
-            }
-            if graph.deps[i]
-                .iter()
-                .any(|&d| matches!(tasks[d].state, State::Skipped(r) if r != reason::SKIP_WHEN))
-            {
-                tasks[i].state = State::Skipped(reason::SKIP_PARENT);
-                changed = true;
-                continue;
-            }
-            match resolve_task(&tasks[i], rvars, &tasks) {
-                Err(Unresolved::Skip) => {
-                    tasks[i].state = State::Skipped(reason::SKIP_RESULTS);
-                    changed = true;
-                    continue;
-                }
-                Err(Unresolved::Invalid(m)) => {
-                    plan.events.push(Event {
-                        type_: "Warning",
-                        reason: "ResultValidationFailed".into(),
-                        message: format!(
-                            "Task {:?} failed result validation: {m}",
-                            tasks[i].pt.name
-                        ),
-                    });
-                    tasks[i].state = State::Invalid(m);
-                    changed = true;
-                    continue;
-                }
-                Ok(resolved) => {
-                    if resolved
-                        .matrix
-                        .as_ref()
-                        .is_some_and(matrix::has_empty_array)
-                    {
-                        tasks[i].state = State::Skipped(reason::SKIP_EMPTY_MATRIX);
-                        changed = true;
-                        continue;
-                    }
-                    match make_task_runs(pr, &resolved, false, &pipeline_label, obs.tasks, config) {
-                        Ok(trs) => {
-                            claims_needed |= uses_claim_template(pr, &resolved);
-                            plan.create.extend(trs);
-                            tasks[i].state = State::Running;
-                            changed = true;
-                        }
-                        Err(f) => {
-                            return fail(st, plan, f.reason, f.message);
-                        }
-                    }
-                }
-            }
+            launcher.apply(decision, &mut tasks[i], plan)?;
+            changed = true;
         }
         if !changed {
-            break;
+            return Ok(());
         }
     }
+}
 
-    // Finally, once every DAG task is done.
-    let dag_done = tasks[..n_dag].iter().all(|t| t.state.done());
-    if dag_done && n_dag < tasks.len() {
-        if st.finally_start_time.is_none() {
-            st.finally_start_time = Some(Time(now));
-        }
-        let fvars = result_vars(&tasks, &vars, Some(n_dag));
-        for i in n_dag..tasks.len() {
-            if tasks[i].state != State::NotStarted {
-                continue;
-            }
-            match resolve_task(&tasks[i], &fvars, &tasks) {
-                Err(_) => tasks[i].state = State::Skipped(reason::SKIP_RESULTS),
-                Ok(_) if !when_allows(&tasks[i].raw.when, &fvars) => {
-                    tasks[i].state = State::Skipped(reason::SKIP_WHEN)
-                }
-                Ok(resolved)
-                    if resolved
-                        .matrix
-                        .as_ref()
-                        .is_some_and(matrix::has_empty_array) =>
-                {
-                    tasks[i].state = State::Skipped(reason::SKIP_EMPTY_MATRIX);
-                }
-                Ok(resolved) => {
-                    match make_task_runs(pr, &resolved, true, &pipeline_label, obs.tasks, config) {
-                        Ok(trs) => {
-                            claims_needed |= uses_claim_template(pr, &resolved);
-                            plan.create.extend(trs);
-                            tasks[i].state = State::Running;
-                        }
-                        Err(f) => return fail(st, plan, f.reason, f.message),
-                    }
-                }
-            }
-        }
+/// Decides DAG task `i`: wait while it has started or its dependencies are
+/// not done; skip it when the run is stopping, its `when` is false, a
+/// parent was skipped (other than by its own `when`), or results it needs
+/// are missing; invalid when a task that succeeded did not emit one; else
+/// run it.
+fn decide_dag_task(
+    tasks: &[Task<'_>],
+    i: usize,
+    deps: &[usize],
+    stop: Option<&'static str>,
+    rvars: &mut PassVars<'_>,
+) -> Decision {
+    let task = &tasks[i];
+    if task.state != State::NotStarted || !deps.iter().all(|&d| tasks[d].state.done()) {
+        return Decision::Wait;
     }
-    if claims_needed && obs.children.is_empty() {
-        plan.create_claims = claims(pr);
+    if let Some(r) = stop {
+        return Decision::Skip(r);
     }
+    let rvars = rvars.get(tasks);
+    if !when_allows(&task.raw.when, rvars) {
+        return Decision::Skip(reason::SKIP_WHEN);
+    }
+    if deps
+        .iter()
+        .any(|&d| matches!(tasks[d].state, State::Skipped(r) if r != reason::SKIP_WHEN))
+    {
+        return Decision::Skip(reason::SKIP_PARENT);
+    }
+    match resolve_task(task, rvars, tasks) {
+        Err(Unresolved::Skip) => Decision::Skip(reason::SKIP_RESULTS),
+        Err(Unresolved::Invalid(m)) => Decision::Invalid(m),
+        Ok(resolved) => run_unless_empty(resolved),
+    }
+}
 
-    st.child_references = child_references(&tasks, &plan.create);
-    st.skipped_tasks = skipped_tasks(&tasks);
-
-    let (status, why, message) = overall(
-        &tasks,
-        n_dag,
-        spec_status,
-        &name,
-        tasks_timed_out
-            || st.finally_start_time.is_some() && t.tasks.is_some_and(|d| since_start >= d),
-        t.tasks,
-    );
-    set_condition(
-        &mut st.conditions,
-        condition(status, why, message.clone(), now),
-    );
-    if status != "Unknown" {
-        st.completion_time = Some(Time(now));
-        let invalid = pipeline_results(&mut st, &spec, &tasks);
-        if !invalid.is_empty() {
-            let m = format!(
-                "Failed to get PipelineResult from TaskRun Results for PipelineRun {name}: invalid pipelineresults [{}], \
-                 the referenced results don't exist",
-                invalid.join(" ")
-            );
-            set_condition(
-                &mut st.conditions,
-                condition("False", reason::COULDNT_GET_RESULT, m, now),
-            );
-        }
-        plan.events.push(crate::status::end_event(&st.conditions));
-        plan.requeue_after = None;
+/// Runs a resolved pipeline task, unless its matrix has an empty array.
+fn run_unless_empty(resolved: PipelineTask) -> Decision {
+    if resolved
+        .matrix
+        .as_ref()
+        .is_some_and(matrix::has_empty_array)
+    {
+        Decision::Skip(reason::SKIP_EMPTY_MATRIX)
     } else {
-        plan.requeue_after = requeue(&t, since_start, st.finally_start_time.as_ref(), now);
+        Decision::Run(resolved)
     }
-    if st != before {
-        plan.status = Some(st);
+}
+
+/// Once every DAG task is done: the finally start time, then each finally
+/// task decided over the DAG tasks' results and statuses.
+fn decide_finally(
+    tasks: &mut [Task<'_>],
+    n_dag: usize,
+    vars: &Vars,
+    now: Timestamp,
+    st: &mut PipelineRunStatus,
+    launcher: &mut Launcher<'_>,
+    plan: &mut Plan,
+) -> Result<(), Failure> {
+    let dag_done = tasks[..n_dag].iter().all(|t| t.state.done());
+    if !dag_done || n_dag == tasks.len() {
+        return Ok(());
     }
-    plan
+    if st.finally_start_time.is_none() {
+        st.finally_start_time = Some(Time(now));
+    }
+    let fvars = result_vars(tasks, vars, Some(n_dag));
+    for i in n_dag..tasks.len() {
+        let decision = decide_finally_task(&tasks[i], &fvars, tasks);
+        if let Decision::Wait = decision {
+            continue;
+        }
+        launcher.apply(decision, &mut tasks[i], plan)?;
+    }
+    Ok(())
+}
+
+/// Decides a finally task: wait once it has started; skip it when results
+/// it needs are missing, its `when` is false or its matrix empty; else run
+/// it.
+fn decide_finally_task(task: &Task<'_>, fvars: &Vars, tasks: &[Task<'_>]) -> Decision {
+    if task.state != State::NotStarted {
+        return Decision::Wait;
+    }
+    match resolve_task(task, fvars, tasks) {
+        Err(_) => Decision::Skip(reason::SKIP_RESULTS),
+        Ok(_) if !when_allows(&task.raw.when, fvars) => Decision::Skip(reason::SKIP_WHEN),
+        Ok(resolved) => run_unless_empty(resolved),
+    }
+}
+
+/// Starts pipeline tasks of one run: what their TaskRuns are made from.
+struct Launcher<'a> {
+    pr: &'a PipelineRun,
+    pipeline_label: &'a str,
+    /// Specs of the Tasks the pipeline refers to by name.
+    specs: &'a BTreeMap<String, TaskSpec>,
+    config: &'a Config,
+    /// A task started binds a `volumeClaimTemplate` workspace: the run's
+    /// claims are needed.
+    claims_needed: bool,
+}
+
+impl Launcher<'_> {
+    /// Carries out a decision: the task's new state; for `Run` its TaskRuns
+    /// in the plan, for `Invalid` a warning event.
+    fn apply(
+        &mut self,
+        decision: Decision,
+        task: &mut Task<'_>,
+        plan: &mut Plan,
+    ) -> Result<(), Failure> {
+        match decision {
+            Decision::Wait => {}
+            Decision::Skip(why) => task.state = State::Skipped(why),
+            Decision::Invalid(m) => {
+                plan.events.push(Event {
+                    type_: "Warning",
+                    reason: "ResultValidationFailed".into(),
+                    message: format!("Task {:?} failed result validation: {m}", task.pt.name),
+                });
+                task.state = State::Invalid(m);
+            }
+            Decision::Run(resolved) => {
+                let trs = make_task_runs(
+                    self.pr,
+                    &resolved,
+                    task.finally,
+                    self.pipeline_label,
+                    self.specs,
+                    self.config,
+                )?;
+                self.claims_needed |= uses_claim_template(self.pr, &resolved);
+                plan.create.extend(trs);
+                task.state = State::Running;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Records where the run stands: child references, skipped tasks and the
+/// `Succeeded` condition; when it has ended, [`finish`]; else when to look
+/// again.
+fn record_status(
+    run: &Run<'_>,
+    spec: &PipelineSpec,
+    tasks: &[Task<'_>],
+    n_dag: usize,
+    clock: &Clock,
+    st: &mut PipelineRunStatus,
+    plan: &mut Plan,
+) {
+    st.child_references = child_references(tasks, &plan.create);
+    st.skipped_tasks = skipped_tasks(tasks);
+    let (status, why, message) = overall(
+        tasks,
+        n_dag,
+        run.spec_status,
+        &run.name,
+        clock.tasks_deadline_passed,
+        clock.timeouts.tasks,
+    );
+    set_condition(&mut st.conditions, condition(status, why, message, run.now));
+    if status != "Unknown" {
+        finish(run, spec, tasks, st, plan);
+    } else {
+        plan.requeue_after = requeue(
+            &clock.timeouts,
+            clock.since_start,
+            st.finally_start_time.as_ref(),
+            run.now,
+        );
+    }
+}
+
+/// Ends the run: its completion time, its results (a result that refers to
+/// one a succeeded task did not emit fails it) and the end event.
+fn finish(
+    run: &Run<'_>,
+    spec: &PipelineSpec,
+    tasks: &[Task<'_>],
+    st: &mut PipelineRunStatus,
+    plan: &mut Plan,
+) {
+    st.completion_time = Some(Time(run.now));
+    let invalid = pipeline_results(st, spec, tasks);
+    if !invalid.is_empty() {
+        let m = format!(
+            "Failed to get PipelineResult from TaskRun Results for PipelineRun {}: invalid pipelineresults [{}], \
+             the referenced results don't exist",
+            run.name,
+            invalid.join(" ")
+        );
+        set_condition(
+            &mut st.conditions,
+            condition("False", reason::COULDNT_GET_RESULT, m, run.now),
+        );
+    }
+    plan.events.push(crate::status::end_event(&st.conditions));
+    plan.requeue_after = None;
 }
 
 fn label<'a>(tr: &'a TaskRun, key: &str) -> Option<&'a str> {
