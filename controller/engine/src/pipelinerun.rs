@@ -792,7 +792,7 @@ enum Decision {
     Invalid(String),
     /// Start it: its TaskRun(s) from the pipeline task with results
     /// applied.
-    Run(PipelineTask),
+    Run(Box<PipelineTask>),
 }
 
 /// Why DAG tasks that could start are skipped instead, if they are: a DAG
@@ -907,7 +907,7 @@ fn run_unless_empty(resolved: PipelineTask) -> Decision {
     {
         Decision::Skip(reason::SKIP_EMPTY_MATRIX)
     } else {
-        Decision::Run(resolved)
+        Decision::Run(Box::new(resolved))
     }
 }
 
@@ -1095,76 +1095,34 @@ fn requeue(
     next.into_iter().min()
 }
 
-/// The `Succeeded` condition from the tasks' states (Tekton's counting).
+/// The `Succeeded` condition from the tasks' states (Tekton's counting):
+/// Unknown while tasks remain, then a timeout, a validation failure, a
+/// failure, a cancellation, or success.
 fn overall(
     tasks: &[Task<'_>],
     n_dag: usize,
     spec_status: &str,
     name: &str,
-    tasks_timed_out: bool,
+    tasks_deadline_passed: bool,
     tasks_timeout: Option<Duration>,
 ) -> (&'static str, &'static str, String) {
-    let (
-        mut succeeded,
-        mut failed,
-        mut ignored,
-        mut cancelled,
-        mut skipped,
-        mut skipped_timeout,
-        mut invalid,
-        mut incomplete,
-    ) = (0, 0, 0, 0, 0, 0, 0, 0);
-    let mut invalid_msgs = Vec::new();
-    for t in tasks {
-        match &t.state {
-            State::Succeeded => succeeded += 1,
-            State::Failed {
-                timed_out: true, ..
-            } => failed += 1,
-            State::Failed {
-                cancelled: true, ..
-            } => cancelled += 1,
-            State::Failed { .. } if on_error_continue(t.pt) => ignored += 1,
-            State::Failed { .. } => failed += 1,
-            State::Invalid(m) => {
-                invalid += 1;
-                invalid_msgs.push((t.pt.name.clone(), m.clone()));
-            }
-            State::Skipped(r) => {
-                skipped += 1;
-                if [
-                    reason::SKIP_TIMEOUT,
-                    reason::SKIP_TASKS_TIMEOUT,
-                    reason::SKIP_FINALLY_TIMEOUT,
-                ]
-                .contains(r)
-                {
-                    skipped_timeout += 1;
-                }
-            }
-            State::NotStarted | State::Running => incomplete += 1,
-        }
-    }
+    let tally = Tally::of(tasks);
     let finally_done = tasks[n_dag..].iter().all(|t| t.state.done());
-    let completed = succeeded + failed + cancelled + ignored;
-    if incomplete > 0 {
-        let msg = format!(
-            "Tasks Completed: {completed} (Failed: {failed}, Cancelled {cancelled}), Incomplete: {incomplete}, Skipped: {skipped}"
-        );
-        let why = if tasks_timed_out && n_dag < tasks.len() && !finally_done {
+    if tally.incomplete > 0 {
+        let why = if tasks_deadline_passed && n_dag < tasks.len() && !finally_done {
             reason::TIMEOUT_RUNNING_FINALLY
         } else if spec_status == "CancelledRunFinally" {
             reason::CANCELLED_RUNNING_FINALLY
         } else if spec_status == "StoppedRunFinally" {
             reason::STOPPED_RUNNING_FINALLY
-        } else if cancelled > 0 || (failed > 0 && finally_done) {
+        } else if tally.cancelled > 0 || (tally.failed > 0 && finally_done) {
             reason::STOPPING
         } else {
             reason::RUNNING
         };
-        return ("Unknown", why, msg);
+        return ("Unknown", why, tally.running_message());
     }
-    if tasks_timed_out && finally_done {
+    if tasks_deadline_passed && finally_done {
         return (
             "False",
             reason::TIMEOUT,
@@ -1174,26 +1132,11 @@ fn overall(
             ),
         );
     }
-    let total_failed = failed + ignored;
-    let mut msg = if ignored > 0 {
-        format!(
-            "Tasks Completed: {completed} (Failed: {total_failed} (Ignored: {ignored}), Cancelled {cancelled}), Skipped: {skipped}"
-        )
-    } else {
-        format!(
-            "Tasks Completed: {completed} (Failed: {total_failed}, Cancelled {cancelled}), Skipped: {skipped}"
-        )
-    };
-    if invalid > 0 {
-        invalid_msgs.sort();
-        let joined: Vec<String> = invalid_msgs.into_iter().map(|(_, m)| m).collect();
-        msg.push_str(&format!(
-            ", Failed Validation: {invalid} ({})",
-            joined.join("; ")
-        ));
+    let msg = tally.done_message();
+    if !tally.invalid.is_empty() {
         return ("False", reason::VALIDATION_FAILED, msg);
     }
-    if failed > 0 || skipped_timeout > 0 {
+    if tally.failed > 0 || tally.skipped_timeout > 0 {
         return ("False", reason::FAILED, msg);
     }
     if spec_status == "CancelledRunFinally" || spec_status == "StoppedRunFinally" {
@@ -1203,15 +1146,109 @@ fn overall(
             format!("PipelineRun {name:?} was cancelled"),
         );
     }
-    if cancelled > 0 {
+    if tally.cancelled > 0 {
         return ("False", reason::CANCELLED, msg);
     }
-    let why = if skipped > 0 {
+    let why = if tally.skipped > 0 {
         reason::COMPLETED
     } else {
         reason::SUCCEEDED
     };
     ("True", why, msg)
+}
+
+/// How many tasks stand where, counted as Tekton counts them.
+#[derive(Default)]
+struct Tally {
+    succeeded: usize,
+    /// Failed, or timed out by the run.
+    failed: usize,
+    /// Failed with `onError: continue`.
+    ignored: usize,
+    cancelled: usize,
+    skipped: usize,
+    /// Skipped because a timeout passed.
+    skipped_timeout: usize,
+    /// Not started or running.
+    incomplete: usize,
+    /// Tasks that failed result validation: name and message, in order.
+    invalid: Vec<(String, String)>,
+}
+
+impl Tally {
+    fn of(tasks: &[Task<'_>]) -> Tally {
+        let mut tally = Tally::default();
+        for t in tasks {
+            match &t.state {
+                State::Succeeded => tally.succeeded += 1,
+                State::Failed {
+                    timed_out: true, ..
+                } => tally.failed += 1,
+                State::Failed {
+                    cancelled: true, ..
+                } => tally.cancelled += 1,
+                State::Failed { .. } if on_error_continue(t.pt) => tally.ignored += 1,
+                State::Failed { .. } => tally.failed += 1,
+                State::Invalid(m) => tally.invalid.push((t.pt.name.clone(), m.clone())),
+                State::Skipped(r) => {
+                    tally.skipped += 1;
+                    let timeouts = [
+                        reason::SKIP_TIMEOUT,
+                        reason::SKIP_TASKS_TIMEOUT,
+                        reason::SKIP_FINALLY_TIMEOUT,
+                    ];
+                    if timeouts.contains(r) {
+                        tally.skipped_timeout += 1;
+                    }
+                }
+                State::NotStarted | State::Running => tally.incomplete += 1,
+            }
+        }
+        tally.invalid.sort();
+        tally
+    }
+
+    fn completed(&self) -> usize {
+        self.succeeded + self.failed + self.cancelled + self.ignored
+    }
+
+    /// `Tasks Completed: N (Failed: F, Cancelled C), Incomplete: I, Skipped: S`.
+    fn running_message(&self) -> String {
+        format!(
+            "Tasks Completed: {} (Failed: {}, Cancelled {}), Incomplete: {}, Skipped: {}",
+            self.completed(),
+            self.failed,
+            self.cancelled,
+            self.incomplete,
+            self.skipped
+        )
+    }
+
+    /// `Tasks Completed: N (Failed: F[ (Ignored: I)], Cancelled C), Skipped:
+    /// S`, then `, Failed Validation: V (messages)` when tasks are invalid.
+    fn done_message(&self) -> String {
+        let (completed, cancelled, skipped) = (self.completed(), self.cancelled, self.skipped);
+        let total_failed = self.failed + self.ignored;
+        let mut msg = if self.ignored > 0 {
+            format!(
+                "Tasks Completed: {completed} (Failed: {total_failed} (Ignored: {}), Cancelled {cancelled}), Skipped: {skipped}",
+                self.ignored
+            )
+        } else {
+            format!(
+                "Tasks Completed: {completed} (Failed: {total_failed}, Cancelled {cancelled}), Skipped: {skipped}"
+            )
+        };
+        if !self.invalid.is_empty() {
+            let joined: Vec<&str> = self.invalid.iter().map(|(_, m)| m.as_str()).collect();
+            msg.push_str(&format!(
+                ", Failed Validation: {} ({})",
+                self.invalid.len(),
+                joined.join("; ")
+            ));
+        }
+        msg
+    }
 }
 
 /// The results of done tasks (`tasks.<t>.results.<r>`, matrix results
