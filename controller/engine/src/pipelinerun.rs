@@ -1258,34 +1258,8 @@ fn result_vars(tasks: &[Task<'_>], base: &Vars, finally_from: Option<usize>) -> 
     let mut v = base.clone();
     v.strict("tasks.");
     for t in tasks {
-        if !matches!(t.state, State::Succeeded | State::Failed { .. }) {
-            continue;
-        }
-        let matrixed = t.pt.matrix.is_some();
-        let mut gathered: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for c in &t.children {
-            for r in c.status.iter().flat_map(|s| &s.results) {
-                if matrixed {
-                    if let ParamValue::String(s) = &r.value {
-                        gathered.entry(r.name.clone()).or_default().push(s.clone());
-                    }
-                } else {
-                    v.set(
-                        format!("tasks.{}.results.{}", t.pt.name, r.name),
-                        r.value.clone(),
-                    );
-                }
-            }
-        }
-        for (r, vals) in gathered {
-            v.set_str(
-                format!("tasks.{}.matrix.{r}.length", t.pt.name),
-                vals.len().to_string(),
-            );
-            v.set(
-                format!("tasks.{}.results.{r}", t.pt.name),
-                ParamValue::Array(vals),
-            );
+        if matches!(t.state, State::Succeeded | State::Failed { .. }) {
+            add_results(&mut v, t);
         }
     }
     for t in tasks {
@@ -1299,41 +1273,78 @@ fn result_vars(tasks: &[Task<'_>], base: &Vars, finally_from: Option<usize>) -> 
         }
     }
     if let Some(n) = finally_from {
-        let mut any_failed = false;
-        let mut any_skipped = false;
-        for t in &tasks[..n] {
-            let status = match t.state {
-                State::Succeeded => "Succeeded",
-                State::Failed { .. } | State::Invalid(_) => {
-                    any_failed = true;
-                    "Failed"
-                }
-                _ => {
-                    any_skipped = true;
-                    "None"
-                }
-            };
-            v.set_str(format!("tasks.{}.status", t.pt.name), status);
-            let reason = t
-                .children
-                .iter()
-                .filter_map(|c| cond(c))
-                .find(|c| c.status != "True")
-                .or_else(|| t.children.first().and_then(|c| cond(c)))
-                .and_then(|c| c.reason.clone())
-                .unwrap_or_default();
-            v.set_str(format!("tasks.{}.reason", t.pt.name), reason);
-        }
-        let all = if any_failed {
-            "Failed"
-        } else if any_skipped {
-            "Completed"
-        } else {
-            "Succeeded"
-        };
-        v.set_str("tasks.status", all);
+        add_statuses(&mut v, &tasks[..n]);
     }
     v
+}
+
+/// A done task's results; a matrixed task's gathered into arrays, with
+/// `tasks.<t>.matrix.<r>.length`.
+fn add_results(v: &mut Vars, t: &Task<'_>) {
+    let matrixed = t.pt.matrix.is_some();
+    let mut gathered: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in &t.children {
+        for r in c.status.iter().flat_map(|s| &s.results) {
+            if matrixed {
+                if let ParamValue::String(s) = &r.value {
+                    gathered.entry(r.name.clone()).or_default().push(s.clone());
+                }
+            } else {
+                v.set(
+                    format!("tasks.{}.results.{}", t.pt.name, r.name),
+                    r.value.clone(),
+                );
+            }
+        }
+    }
+    for (r, vals) in gathered {
+        v.set_str(
+            format!("tasks.{}.matrix.{r}.length", t.pt.name),
+            vals.len().to_string(),
+        );
+        v.set(
+            format!("tasks.{}.results.{r}", t.pt.name),
+            ParamValue::Array(vals),
+        );
+    }
+}
+
+/// What finally tasks see of the DAG tasks: `tasks.<t>.status` and
+/// `tasks.<t>.reason` of each, and `tasks.status` of them all.
+fn add_statuses(v: &mut Vars, dag: &[Task<'_>]) {
+    let mut any_failed = false;
+    let mut any_skipped = false;
+    for t in dag {
+        let status = match t.state {
+            State::Succeeded => "Succeeded",
+            State::Failed { .. } | State::Invalid(_) => {
+                any_failed = true;
+                "Failed"
+            }
+            _ => {
+                any_skipped = true;
+                "None"
+            }
+        };
+        v.set_str(format!("tasks.{}.status", t.pt.name), status);
+        let reason = t
+            .children
+            .iter()
+            .filter_map(|c| cond(c))
+            .find(|c| c.status != "True")
+            .or_else(|| t.children.first().and_then(|c| cond(c)))
+            .and_then(|c| c.reason.clone())
+            .unwrap_or_default();
+        v.set_str(format!("tasks.{}.reason", t.pt.name), reason);
+    }
+    let all = if any_failed {
+        "Failed"
+    } else if any_skipped {
+        "Completed"
+    } else {
+        "Succeeded"
+    };
+    v.set_str("tasks.status", all);
 }
 
 fn when_allows(when: &[WhenExpression], vars: &Vars) -> bool {
