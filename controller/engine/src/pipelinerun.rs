@@ -31,9 +31,8 @@ use tektite_entrypoint::contract as ep;
 use crate::matrix;
 use crate::params::Failure;
 use crate::pod::{Config, go_duration};
-use crate::status::{condition, is_done, set_condition};
+use crate::status::{Event, condition, is_done, set_condition};
 use crate::subst::Vars;
-use crate::taskrun::Event;
 
 mod check;
 mod resolve;

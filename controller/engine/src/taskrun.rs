@@ -13,9 +13,7 @@ use tektite_api::v1::{Condition, TaskRun, TaskRunStatus, TaskSpec};
 
 use crate::params::Failure;
 use crate::pod::{self, BuildError, Config, ImageCommand};
-use crate::status::{self, SIDECARS_STOPPED, condition, reason, set_condition};
-// TEMP: until pipelinerun.rs names it in status.
-pub use crate::status::Event;
+use crate::status::{self, Event, SIDECARS_STOPPED, condition, reason, set_condition};
 
 /// The resolved Task of a run, or why it could not be resolved.
 #[derive(Debug, Clone, Copy)]
