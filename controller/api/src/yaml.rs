@@ -727,6 +727,35 @@ mod tests {
         assert!(e.line >= 1, "{e}");
     }
 
+    /// Regression: a flow sequence closed at its key's column after quoted
+    /// items (the style of Tekton's examples: `args: [` … `]`) was refused
+    /// with `invalid indentation`; kubectl (go-yaml) reads it. Indentation
+    /// counts only outside flow collections.
+    #[test]
+    fn regression_a_flow_sequence_closed_at_its_keys_column_is_refused() {
+        let text = "steps:\n  - name: echo\n    args: [\n      \"echo\",\n      \"$(params.x)\",\n    ]\n    env: {\n  \"A\": '1',\n}\n    image: busybox\nafter:\n  [\n\"x\", y\n]\n";
+        let docs = parse_documents(text).unwrap();
+        let v = docs[0].root.to_json();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "steps": [{"name": "echo", "args": ["echo", "$(params.x)"],
+                           "env": {"A": "1"}, "image": "busybox"}],
+                "after": ["x", "y"],
+            })
+        );
+        // Lines after the flow collections are still right.
+        let image = docs[0]
+            .root
+            .line_of(&crate::path::Path::root().key("steps").idx(0).key("image"));
+        assert_eq!(image, 10);
+        // Block context still counts indentation.
+        let e = parse_documents("a:\n  b: 1\n c: 2\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        let e = parse_documents("a:\n  - x\n - y\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+    }
+
     /// Nine levels of nine aliases each: 600 bytes that expand to 9^9
     /// nodes.
     fn alias_bomb(levels: usize) -> String {
