@@ -292,6 +292,7 @@ enum Site<'a> {
     PipelineResults,
 }
 
+/// What references in a string may name.
 struct Scope<'a> {
     params: Vec<&'a ParamSpec>,
     workspaces: Vec<&'a str>,
@@ -300,6 +301,67 @@ struct Scope<'a> {
     step_results: Vec<&'a str>,
     pipeline: Option<&'a PipelineCtx<'a>>,
     site: Site<'a>,
+}
+
+impl<'a> Scope<'a> {
+    /// Inside a Task spec: its params (and, when it is embedded in a
+    /// Pipeline, the Pipeline's it does not shadow), workspaces, results
+    /// and steps (unnamed ones as `unnamed-<i>`).
+    fn task(spec: &'a TaskSpec, pipeline: Option<&'a PipelineCtx<'a>>) -> Self {
+        let steps: Vec<(String, Vec<&str>)> = spec
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let name = if s.name.is_empty() {
+                    format!("unnamed-{i}")
+                } else {
+                    s.name.clone()
+                };
+                (name, s.results.iter().map(|r| r.name.as_str()).collect())
+            })
+            .collect();
+        let mut params: Vec<&ParamSpec> = spec.params.iter().collect();
+        if let Some(p) = pipeline {
+            // Pipeline params propagate into embedded specs.
+            params.extend(
+                p.spec
+                    .params
+                    .iter()
+                    .filter(|pp| !spec.params.iter().any(|tp| tp.name == pp.name)),
+            );
+        }
+        Scope {
+            params,
+            workspaces: spec.workspaces.iter().map(|w| w.name.as_str()).collect(),
+            task_results: spec.results.iter().map(|r| r.name.as_str()).collect(),
+            steps,
+            step_results: Vec::new(),
+            pipeline,
+            site: Site::Task {
+                in_finally: None,
+                self_task: None,
+            },
+        }
+    }
+
+    /// In a Pipeline's own fields (`site`): its params and workspaces.
+    fn pipeline(ctx: &'a PipelineCtx<'a>, site: Site<'a>) -> Self {
+        Scope {
+            params: ctx.spec.params.iter().collect(),
+            workspaces: ctx
+                .spec
+                .workspaces
+                .iter()
+                .map(|w| w.name.as_str())
+                .collect(),
+            task_results: Vec::new(),
+            steps: Vec::new(),
+            step_results: Vec::new(),
+            pipeline: Some(ctx),
+            site,
+        }
+    }
 }
 
 struct Checker<'c, 'a> {
@@ -735,11 +797,27 @@ impl<'a> Checker<'_, 'a> {
 
     // ------------------------------------------------------------ Task
 
+    /// A Task's spec, or one embedded in a Pipeline (`outer`): what it
+    /// declares, then each step, the step template, sidecars, volumes and
+    /// result values, with the references each may make.
     fn task_spec(&mut self, spec: &TaskSpec, path: &Path, outer: &Outer<'_>) {
         let pipeline = match outer {
             Outer::Pipeline(p) => Some(*p),
             Outer::None => None,
         };
+        self.task_declarations(spec, path);
+        let mut scope = Scope::task(spec, pipeline);
+        self.steps(spec, path, &mut scope);
+        self.sidecars(spec, path, &scope);
+        for (i, v) in spec.volumes.iter().enumerate() {
+            self.strings_of(v, &path.key("volumes").idx(i), &scope, |_| false);
+        }
+        self.task_result_values(spec, path, &scope);
+    }
+
+    /// What a Task declares: params, at least one step, and steps,
+    /// sidecars, volumes, workspaces and results each named once.
+    fn task_declarations(&mut self, spec: &TaskSpec, path: &Path) {
         self.param_specs(&spec.params, &path.key("params"), true);
         let steps_path = path.key("steps");
         if spec.steps.is_empty() {
@@ -771,17 +849,28 @@ impl<'a> Checker<'_, 'a> {
             "name",
             "volume name",
         );
+        self.task_workspace_decls(&spec.workspaces, &path.key("workspaces"));
+        self.result_decls(
+            spec.results
+                .iter()
+                .map(|r| (r.name.as_str(), r.type_.as_ref(), &r.properties)),
+            &path.key("results"),
+        );
+    }
+
+    /// A Task's workspace declarations: each named, and names and mount
+    /// paths (by default `/workspace/<name>`) used once.
+    fn task_workspace_decls(&mut self, workspaces: &[WorkspaceDeclaration], path: &Path) {
         self.unique(
-            spec.workspaces
+            workspaces
                 .iter()
                 .enumerate()
                 .map(|(i, w)| (i, w.name.as_str())),
-            &path.key("workspaces"),
+            path,
             "name",
             "workspace",
         );
-        let mounts: Vec<(usize, String)> = spec
-            .workspaces
+        let mounts: Vec<(usize, String)> = workspaces
             .iter()
             .enumerate()
             .map(|(i, w)| {
@@ -795,75 +884,42 @@ impl<'a> Checker<'_, 'a> {
             .collect();
         self.unique(
             mounts.iter().map(|(i, m)| (*i, m.as_str())),
-            &path.key("workspaces"),
+            path,
             "mountPath",
             "workspace mountPath",
         );
-        for (i, w) in spec.workspaces.iter().enumerate() {
+        for (i, w) in workspaces.iter().enumerate() {
             if w.name.is_empty() {
-                self.err(
-                    &path.key("workspaces").idx(i).key("name"),
-                    "required field is missing",
-                );
+                self.err(&path.idx(i).key("name"), "required field is missing");
             }
         }
-        self.result_decls(
-            spec.results
-                .iter()
-                .map(|r| (r.name.as_str(), r.type_.as_ref(), &r.properties)),
-            &path.key("results"),
-        );
+    }
 
-        let steps: Vec<(String, Vec<&str>)> = spec
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let name = if s.name.is_empty() {
-                    format!("unnamed-{i}")
-                } else {
-                    s.name.clone()
-                };
-                (name, s.results.iter().map(|r| r.name.as_str()).collect())
-            })
-            .collect();
-        let mut params: Vec<&ParamSpec> = spec.params.iter().collect();
-        if let Some(p) = pipeline {
-            // Pipeline params propagate into embedded specs.
-            params.extend(
-                p.spec
-                    .params
-                    .iter()
-                    .filter(|pp| !spec.params.iter().any(|tp| tp.name == pp.name)),
-            );
-        }
-        let mut scope = Scope {
-            params,
-            workspaces: spec.workspaces.iter().map(|w| w.name.as_str()).collect(),
-            task_results: spec.results.iter().map(|r| r.name.as_str()).collect(),
-            steps,
-            step_results: Vec::new(),
-            pipeline,
-            site: Site::Task {
-                in_finally: None,
-                self_task: None,
-            },
-        };
+    /// Each step (its fields, then its references, with its own results in
+    /// scope), and the step template's references and mounts.
+    fn steps<'s>(&mut self, spec: &'s TaskSpec, path: &Path, scope: &mut Scope<'s>) {
+        let steps_path = path.key("steps");
         let template_image = spec.step_template.as_ref().and_then(|t| t.image.as_ref());
         for (i, step) in spec.steps.iter().enumerate() {
             let sp = steps_path.idx(i);
             self.step(step, &sp, template_image.is_some(), spec);
             scope.step_results = step.results.iter().map(|r| r.name.as_str()).collect();
-            self.strings_of(step, &sp, &scope, step_field_is_checked);
+            self.strings_of(step, &sp, scope, step_field_is_checked);
         }
         scope.step_results = Vec::new();
         if let Some(t) = &spec.step_template {
-            self.strings_of(t, &path.key("stepTemplate"), &scope, |_| false);
+            self.strings_of(t, &path.key("stepTemplate"), scope, |_| false);
             self.volume_mounts(
                 &t.volume_mounts,
                 &path.key("stepTemplate").key("volumeMounts"),
             );
         }
+    }
+
+    /// Each sidecar: a name (a DNS-1123 label, not the reserved one), an
+    /// image, script or command, workspaces the Task declares, and its
+    /// references.
+    fn sidecars(&mut self, spec: &TaskSpec, path: &Path, scope: &Scope<'_>) {
         for (i, s) in spec.sidecars.iter().enumerate() {
             let sp = path.key("sidecars").idx(i);
             if s.name.is_empty() {
@@ -900,11 +956,13 @@ impl<'a> Checker<'_, 'a> {
                     );
                 }
             }
-            self.strings_of(s, &sp, &scope, |_| false);
+            self.strings_of(s, &sp, scope, |_| false);
         }
-        for (i, v) in spec.volumes.iter().enumerate() {
-            self.strings_of(v, &path.key("volumes").idx(i), &scope, |_| false);
-        }
+    }
+
+    /// The values of a Task's results: each a string
+    /// `$(steps.<step>.results.<name>)` naming a step result.
+    fn task_result_values(&mut self, spec: &TaskSpec, path: &Path, scope: &Scope<'_>) {
         for (i, r) in spec.results.iter().enumerate() {
             let Some(value) = &r.value else { continue };
             let vp = path.key("results").idx(i).key("value");
@@ -928,7 +986,7 @@ impl<'a> Checker<'_, 'a> {
                     if !ok {
                         self.err(&vp, format!("{s:?} is not a step result reference: expected $(steps.<step>.results.<name>)"));
                     } else {
-                        self.check_string(s, &vp, &scope, false);
+                        self.check_string(s, &vp, scope, false);
                     }
                 }
                 other => self.err(
@@ -943,6 +1001,9 @@ impl<'a> Checker<'_, 'a> {
         }
     }
 
+    /// One step: its name, what it runs (a StepAction, or an image),
+    /// script or command, timeout, mounts, workspaces, results, `when` and
+    /// output files.
     fn step(&mut self, s: &Step, sp: &Path, template_image: bool, spec: &TaskSpec) {
         if !s.name.is_empty() && !is_dns1123_label(&s.name) {
             self.err(
@@ -951,40 +1012,7 @@ impl<'a> Checker<'_, 'a> {
             );
         }
         if let Some(r) = &s.step_ref {
-            let mut set = Vec::new();
-            if s.image.is_some() {
-                set.push("image");
-            }
-            if !s.command.is_empty() {
-                set.push("command");
-            }
-            if !s.args.is_empty() {
-                set.push("args");
-            }
-            if s.script.is_some() {
-                set.push("script");
-            }
-            if s.working_dir.is_some() {
-                set.push("workingDir");
-            }
-            if !s.env.is_empty() {
-                set.push("env");
-            }
-            if !s.volume_mounts.is_empty() {
-                set.push("volumeMounts");
-            }
-            if !s.results.is_empty() {
-                set.push("results");
-            }
-            for f in set {
-                self.err(&sp.key(f), format!("{f} cannot be set on a step that uses a StepAction (ref): the StepAction defines it"));
-            }
-            self.resolver_ref(
-                r.name.as_deref(),
-                r.resolver.as_deref(),
-                &r.params,
-                &sp.key("ref"),
-            );
+            self.step_action_ref(s, r, sp);
         } else {
             if s.image.as_deref().unwrap_or("").is_empty() && !template_image {
                 self.err(
@@ -1039,6 +1067,45 @@ impl<'a> Checker<'_, 'a> {
                 self.err(&sp.key(label).key("path"), "path must not be empty");
             }
         }
+    }
+
+    /// A step that uses a StepAction (`ref`): the fields the StepAction
+    /// defines are not set on the step, and the reference is complete.
+    fn step_action_ref(&mut self, s: &Step, r: &StepRef, sp: &Path) {
+        let mut set = Vec::new();
+        if s.image.is_some() {
+            set.push("image");
+        }
+        if !s.command.is_empty() {
+            set.push("command");
+        }
+        if !s.args.is_empty() {
+            set.push("args");
+        }
+        if s.script.is_some() {
+            set.push("script");
+        }
+        if s.working_dir.is_some() {
+            set.push("workingDir");
+        }
+        if !s.env.is_empty() {
+            set.push("env");
+        }
+        if !s.volume_mounts.is_empty() {
+            set.push("volumeMounts");
+        }
+        if !s.results.is_empty() {
+            set.push("results");
+        }
+        for f in set {
+            self.err(&sp.key(f), format!("{f} cannot be set on a step that uses a StepAction (ref): the StepAction defines it"));
+        }
+        self.resolver_ref(
+            r.name.as_deref(),
+            r.resolver.as_deref(),
+            &r.params,
+            &sp.key("ref"),
+        );
     }
 
     fn volume_mounts(&mut self, mounts: &[k8s_openapi::api::core::v1::VolumeMount], path: &Path) {
@@ -1197,15 +1264,7 @@ impl<'a> Checker<'_, 'a> {
                 .map(|r| (r.name.as_str(), None, &NO_PROPERTIES)),
             &path.key("results"),
         );
-        let scope = Scope {
-            params: spec.params.iter().collect(),
-            workspaces: spec.workspaces.iter().map(|w| w.name.as_str()).collect(),
-            task_results: Vec::new(),
-            steps: Vec::new(),
-            step_results: Vec::new(),
-            pipeline: Some(&ctx),
-            site: Site::PipelineResults,
-        };
+        let scope = Scope::pipeline(&ctx, Site::PipelineResults);
         for (i, r) in spec.results.iter().enumerate() {
             let rp = path.key("results").idx(i).key("value");
             let strings = r.value.strings();
@@ -1649,23 +1708,13 @@ impl<'a> Checker<'_, 'a> {
         in_finally: bool,
         ctx: &PipelineCtx<'_>,
     ) {
-        let scope = Scope {
-            params: ctx.spec.params.iter().collect(),
-            workspaces: ctx
-                .spec
-                .workspaces
-                .iter()
-                .map(|w| w.name.as_str())
-                .collect(),
-            task_results: Vec::new(),
-            steps: Vec::new(),
-            step_results: Vec::new(),
-            pipeline: Some(ctx),
-            site: Site::PipelineTask {
+        let scope = Scope::pipeline(
+            ctx,
+            Site::PipelineTask {
                 in_finally,
                 self_task: &t.name,
             },
-        };
+        );
         for (j, p) in t.params.iter().enumerate() {
             self.param_value(&p.value, &tp.key("params").idx(j).key("value"), &scope);
         }
