@@ -1196,13 +1196,35 @@ impl<'a> Checker<'_, 'a> {
 
     // ------------------------------------------------------------ Pipeline
 
+    /// A Pipeline's spec: params, task names and workspaces, the graph of
+    /// `tasks`, each task and finally task, then the Pipeline's results.
     fn pipeline_spec(&mut self, spec: &'a PipelineSpec, path: &Path) {
         self.param_specs(&spec.params, &path.key("params"), false);
         let tasks_path = path.key("tasks");
         if spec.tasks.is_empty() {
             self.err(&tasks_path, "a Pipeline needs at least one task");
         }
-        // Names are shared by tasks and finally.
+        self.pipeline_task_names(spec, path);
+        self.pipeline_workspace_decls(spec, path);
+        let ctx = self.pipeline_ctx(spec);
+        // Tekton's webhook checks the graph of `tasks` only; finally tasks run after all of them.
+        match dag::build(&spec.tasks) {
+            Ok(_) => {}
+            // A task depending on itself is reported at its runAfter or reference.
+            Err(dag::DagError::Cycle(c)) if c.len() == 2 && c[0] == c[1] => {}
+            Err(e) => self.err(&tasks_path, e.to_string()),
+        }
+        for (list, items) in [("tasks", &spec.tasks), ("finally", &spec.finally)] {
+            for (i, t) in items.iter().enumerate() {
+                self.pipeline_task(t, &path.key(list).idx(i), list == "finally", &ctx);
+            }
+        }
+        self.pipeline_results(spec, path, &ctx);
+    }
+
+    /// The names of `tasks` and `finally`: DNS-1123 labels, each used once
+    /// across both lists.
+    fn pipeline_task_names(&mut self, spec: &PipelineSpec, path: &Path) {
         let mut seen: HashMap<&str, Path> = HashMap::new();
         for (list, items) in [("tasks", &spec.tasks), ("finally", &spec.finally)] {
             for (i, t) in items.iter().enumerate() {
@@ -1223,15 +1245,24 @@ impl<'a> Checker<'_, 'a> {
                 }
             }
         }
-        let mut decl_seen = HashSet::new();
+    }
+
+    /// A Pipeline's workspace declarations: each named, once.
+    fn pipeline_workspace_decls(&mut self, spec: &PipelineSpec, path: &Path) {
+        let mut seen = HashSet::new();
         for (i, w) in spec.workspaces.iter().enumerate() {
             let wp = path.key("workspaces").idx(i).key("name");
             if w.name.is_empty() {
                 self.err(&wp, "required field is missing");
-            } else if !decl_seen.insert(w.name.as_str()) {
+            } else if !seen.insert(w.name.as_str()) {
                 self.err(&wp, format!("duplicate workspace {:?}", w.name));
             }
         }
+    }
+
+    /// What the Pipeline offers references inside it: its task names and
+    /// the results of each task whose spec is known.
+    fn pipeline_ctx(&self, spec: &'a PipelineSpec) -> PipelineCtx<'a> {
         let mut results = HashMap::new();
         for t in spec.tasks.iter().chain(spec.finally.iter()) {
             let known = self
@@ -1239,24 +1270,17 @@ impl<'a> Checker<'_, 'a> {
                 .map(|ts| ts.results.iter().collect::<Vec<_>>());
             results.insert(t.name.as_str(), known);
         }
-        let ctx = PipelineCtx {
+        PipelineCtx {
             spec,
             results,
             finally: spec.finally.iter().map(|t| t.name.as_str()).collect(),
             tasks: spec.tasks.iter().map(|t| t.name.as_str()).collect(),
-        };
-        // Tekton's webhook checks the graph of `tasks` only; finally tasks run after all of them.
-        match dag::build(&spec.tasks) {
-            Ok(_) => {}
-            // A task depending on itself is reported at its runAfter or reference.
-            Err(dag::DagError::Cycle(c)) if c.len() == 2 && c[0] == c[1] => {}
-            Err(e) => self.err(&tasks_path, e.to_string()),
         }
-        for (list, items) in [("tasks", &spec.tasks), ("finally", &spec.finally)] {
-            for (i, t) in items.iter().enumerate() {
-                self.pipeline_task(t, &path.key(list).idx(i), list == "finally", &ctx);
-            }
-        }
+    }
+
+    /// A Pipeline's results: valid names, and values that reference task
+    /// results, of the declared type.
+    fn pipeline_results(&mut self, spec: &PipelineSpec, path: &Path, ctx: &PipelineCtx<'_>) {
         // Pipeline results declare no properties: their shape comes from the value.
         self.result_decls(
             spec.results
@@ -1264,7 +1288,7 @@ impl<'a> Checker<'_, 'a> {
                 .map(|r| (r.name.as_str(), None, &NO_PROPERTIES)),
             &path.key("results"),
         );
-        let scope = Scope::pipeline(&ctx, Site::PipelineResults);
+        let scope = Scope::pipeline(ctx, Site::PipelineResults);
         for (i, r) in spec.results.iter().enumerate() {
             let rp = path.key("results").idx(i).key("value");
             let strings = r.value.strings();
@@ -1802,7 +1826,43 @@ impl<'a> Checker<'_, 'a> {
 
     // ------------------------------------------------------------ runs
 
+    /// A TaskRun's spec: the Task it runs, its params, bindings and
+    /// settings, the step and sidecar overrides, then, when the Task is
+    /// known, what the run gives it.
     fn taskrun_spec(&mut self, spec: &'a TaskRunSpec, path: &Path) {
+        self.taskrun_task(spec, path);
+        self.run_params(&spec.params, &path.key("params"));
+        self.bindings(&spec.workspaces, &path.key("workspaces"));
+        self.duration(spec.timeout.as_ref(), &path.key("timeout"));
+        if let Some(r) = spec.retries
+            && r < 0
+        {
+            self.err(
+                &path.key("retries"),
+                format!("{r} is negative: expected >= 0"),
+            );
+        }
+        if spec.status_message.is_some() && spec.status.is_none() {
+            self.err(&path.key("statusMessage"), "statusMessage needs status");
+        }
+        self.taskrun_overrides(spec, path);
+        let task = spec
+            .task_spec
+            .as_deref()
+            .or_else(|| spec.task_ref.as_ref().and_then(|r| self.catalog.task(r)));
+        if let Some(task) = task {
+            let who = match &spec.task_ref {
+                Some(TaskRef { name: Some(n), .. }) => format!("Task {n:?}"),
+                _ => "the Task".to_string(),
+            };
+            self.taskrun_gives_task(spec, task, path, &who);
+            self.overrides_match_task(spec, task, path, &who);
+        }
+    }
+
+    /// What a TaskRun runs: exactly one of taskRef (complete, and not a
+    /// ClusterTask) and taskSpec (a valid Task spec).
+    fn taskrun_task(&mut self, spec: &TaskRunSpec, path: &Path) {
         match (&spec.task_ref, &spec.task_spec) {
             (None, None) => self.err(path, "one of taskRef or taskSpec is required"),
             (Some(_), Some(_)) => self.err(
@@ -1828,20 +1888,11 @@ impl<'a> Checker<'_, 'a> {
         if let Some(ts) = &spec.task_spec {
             self.task_spec(ts, &path.key("taskSpec"), &Outer::None);
         }
-        self.run_params(&spec.params, &path.key("params"));
-        self.bindings(&spec.workspaces, &path.key("workspaces"));
-        self.duration(spec.timeout.as_ref(), &path.key("timeout"));
-        if let Some(r) = spec.retries
-            && r < 0
-        {
-            self.err(
-                &path.key("retries"),
-                format!("{r} is negative: expected >= 0"),
-            );
-        }
-        if spec.status_message.is_some() && spec.status.is_none() {
-            self.err(&path.key("statusMessage"), "statusMessage needs status");
-        }
+    }
+
+    /// A TaskRun's `stepSpecs` and `sidecarSpecs`, each named once, and
+    /// `computeResources` not combined with per-step resources.
+    fn taskrun_overrides(&mut self, spec: &TaskRunSpec, path: &Path) {
         self.unique(
             spec.step_specs
                 .iter()
@@ -1871,70 +1922,46 @@ impl<'a> Checker<'_, 'a> {
                 "computeResources cannot be combined with stepSpecs resources",
             );
         }
-        let task = spec
-            .task_spec
-            .as_deref()
-            .or_else(|| spec.task_ref.as_ref().and_then(|r| self.catalog.task(r)));
-        if let Some(task) = task {
-            let who = match &spec.task_ref {
-                Some(TaskRef { name: Some(n), .. }) => format!("Task {n:?}"),
-                _ => "the Task".to_string(),
-            };
-            self.param_values(
-                &spec.params,
-                &task.params,
-                &path.key("params"),
-                &path.key("params"),
-                &|_| false,
-                &who,
-            );
-            let bound: Vec<&str> = spec.workspaces.iter().map(|w| w.name.as_str()).collect();
-            self.required_workspaces(
-                &bound,
-                task.workspaces
-                    .iter()
-                    .map(|w| (w.name.as_str(), w.optional)),
-                &path.key("workspaces"),
-                &who,
-            );
-            // Only an embedded taskSpec takes bindings it does not declare
-            // (Tekton propagates them); a referenced Task refuses them.
-            if spec.task_spec.is_none() {
-                for (i, w) in spec.workspaces.iter().enumerate() {
-                    if !task.workspaces.iter().any(|d| d.name == w.name) {
-                        self.err(
-                            &path.key("workspaces").idx(i).key("name"),
-                            format!(
-                                "workspace binding {:?} does not match any workspace {who} declares{}",
-                                w.name,
-                                suggest(&w.name, task.workspaces.iter().map(|d| d.name.as_str()))
-                            ),
-                        );
-                    }
-                }
-            }
-            let steps: Vec<&str> = task.steps.iter().map(|s| s.name.as_str()).collect();
-            for (i, s) in spec.step_specs.iter().enumerate() {
-                if !steps.contains(&s.name.as_str()) {
+    }
+
+    /// The params and workspaces a TaskRun gives its Task (`who`): every
+    /// required one given, of the declared type; a referenced Task takes
+    /// no binding it does not declare.
+    fn taskrun_gives_task(
+        &mut self,
+        spec: &TaskRunSpec,
+        task: &'a TaskSpec,
+        path: &Path,
+        who: &str,
+    ) {
+        self.param_values(
+            &spec.params,
+            &task.params,
+            &path.key("params"),
+            &path.key("params"),
+            &|_| false,
+            who,
+        );
+        let bound: Vec<&str> = spec.workspaces.iter().map(|w| w.name.as_str()).collect();
+        self.required_workspaces(
+            &bound,
+            task.workspaces
+                .iter()
+                .map(|w| (w.name.as_str(), w.optional)),
+            &path.key("workspaces"),
+            who,
+        );
+        // Only an embedded taskSpec takes bindings it does not declare
+        // (Tekton propagates them); a referenced Task refuses them.
+        if spec.task_spec.is_none() {
+            for (i, w) in spec.workspaces.iter().enumerate() {
+                if !task.workspaces.iter().any(|d| d.name == w.name) {
                     self.err(
-                        &path.key("stepSpecs").idx(i).key("name"),
+                        &path.key("workspaces").idx(i).key("name"),
                         format!(
-                            "{who} has no step {:?}{}",
-                            s.name,
-                            suggest(&s.name, steps.iter().copied())
-                        ),
-                    );
-                }
-            }
-            let sidecars: Vec<&str> = task.sidecars.iter().map(|s| s.name.as_str()).collect();
-            for (i, s) in spec.sidecar_specs.iter().enumerate() {
-                if !sidecars.contains(&s.name.as_str()) {
-                    self.err(
-                        &path.key("sidecarSpecs").idx(i).key("name"),
-                        format!(
-                            "{who} has no sidecar {:?}{}",
-                            s.name,
-                            suggest(&s.name, sidecars.iter().copied())
+                            "workspace binding {:?} does not match any workspace {who} declares{}",
+                            w.name,
+                            suggest(&w.name, task.workspaces.iter().map(|d| d.name.as_str()))
                         ),
                     );
                 }
@@ -1942,7 +1969,65 @@ impl<'a> Checker<'_, 'a> {
         }
     }
 
+    /// Each of a TaskRun's `stepSpecs` and `sidecarSpecs` names a step or
+    /// sidecar its Task (`who`) has.
+    fn overrides_match_task(
+        &mut self,
+        spec: &TaskRunSpec,
+        task: &TaskSpec,
+        path: &Path,
+        who: &str,
+    ) {
+        let steps: Vec<&str> = task.steps.iter().map(|s| s.name.as_str()).collect();
+        for (i, s) in spec.step_specs.iter().enumerate() {
+            if !steps.contains(&s.name.as_str()) {
+                self.err(
+                    &path.key("stepSpecs").idx(i).key("name"),
+                    format!(
+                        "{who} has no step {:?}{}",
+                        s.name,
+                        suggest(&s.name, steps.iter().copied())
+                    ),
+                );
+            }
+        }
+        let sidecars: Vec<&str> = task.sidecars.iter().map(|s| s.name.as_str()).collect();
+        for (i, s) in spec.sidecar_specs.iter().enumerate() {
+            if !sidecars.contains(&s.name.as_str()) {
+                self.err(
+                    &path.key("sidecarSpecs").idx(i).key("name"),
+                    format!(
+                        "{who} has no sidecar {:?}{}",
+                        s.name,
+                        suggest(&s.name, sidecars.iter().copied())
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A PipelineRun's spec: the Pipeline it runs, its params, bindings and
+    /// timeouts, its `taskRunSpecs`, then, when the Pipeline is known, what
+    /// the run gives it.
     fn pipelinerun_spec(&mut self, spec: &'a PipelineRunSpec, path: &Path) {
+        self.pipelinerun_pipeline(spec, path);
+        self.run_params(&spec.params, &path.key("params"));
+        self.bindings(&spec.workspaces, &path.key("workspaces"));
+        self.timeouts(spec, path);
+        let pipeline = spec.pipeline_spec.as_deref().or_else(|| {
+            spec.pipeline_ref
+                .as_ref()
+                .and_then(|r| self.catalog.pipeline(r))
+        });
+        self.task_run_specs(spec, pipeline, path);
+        if let Some(p) = pipeline {
+            self.pipelinerun_gives_pipeline(spec, p, path);
+        }
+    }
+
+    /// What a PipelineRun runs: exactly one of pipelineRef (complete) and
+    /// pipelineSpec (a valid Pipeline spec).
+    fn pipelinerun_pipeline(&mut self, spec: &'a PipelineRunSpec, path: &Path) {
         match (&spec.pipeline_ref, &spec.pipeline_spec) {
             (None, None) => self.err(path, "one of pipelineRef or pipelineSpec is required"),
             (Some(_), Some(_)) => self.err(
@@ -1962,14 +2047,16 @@ impl<'a> Checker<'_, 'a> {
         if let Some(ps) = &spec.pipeline_spec {
             self.pipeline_spec(ps, &path.key("pipelineSpec"));
         }
-        self.run_params(&spec.params, &path.key("params"));
-        self.bindings(&spec.workspaces, &path.key("workspaces"));
-        self.timeouts(spec, path);
-        let pipeline = spec.pipeline_spec.as_deref().or_else(|| {
-            spec.pipeline_ref
-                .as_ref()
-                .and_then(|r| self.catalog.pipeline(r))
-        });
+    }
+
+    /// A PipelineRun's `taskRunSpecs`: one per pipeline task, a valid
+    /// timeout, and (when the Pipeline is known) a task it has.
+    fn task_run_specs(
+        &mut self,
+        spec: &PipelineRunSpec,
+        pipeline: Option<&PipelineSpec>,
+        path: &Path,
+    ) {
         let mut seen = HashSet::new();
         for (i, s) in spec.task_run_specs.iter().enumerate() {
             let sp = path.key("taskRunSpecs").idx(i);
@@ -2003,37 +2090,46 @@ impl<'a> Checker<'_, 'a> {
                 }
             }
         }
-        if let Some(p) = pipeline {
-            let who = match &spec.pipeline_ref {
-                Some(PipelineRef { name: Some(n), .. }) => format!("Pipeline {n:?}"),
-                _ => "the Pipeline".to_string(),
-            };
-            self.param_values(
-                &spec.params,
-                &p.params,
-                &path.key("params"),
-                &path.key("params"),
-                &|_| false,
-                &who,
-            );
-            let bound: Vec<&str> = spec.workspaces.iter().map(|w| w.name.as_str()).collect();
-            self.required_workspaces(
-                &bound,
-                p.workspaces.iter().map(|w| (w.name.as_str(), w.optional)),
-                &path.key("workspaces"),
-                &who,
-            );
-            for (i, w) in spec.workspaces.iter().enumerate() {
-                if !p.workspaces.iter().any(|d| d.name == w.name) {
-                    self.warn(
-                        &path.key("workspaces").idx(i).key("name"),
-                        format!(
-                            "{who} declares no workspace {:?}{}",
-                            w.name,
-                            suggest(&w.name, p.workspaces.iter().map(|d| d.name.as_str()))
-                        ),
-                    );
-                }
+    }
+
+    /// The params and workspaces a PipelineRun gives its Pipeline `p`:
+    /// every required one given, of the declared type; a binding the
+    /// Pipeline does not declare is a warning.
+    fn pipelinerun_gives_pipeline(
+        &mut self,
+        spec: &PipelineRunSpec,
+        p: &'a PipelineSpec,
+        path: &Path,
+    ) {
+        let who = match &spec.pipeline_ref {
+            Some(PipelineRef { name: Some(n), .. }) => format!("Pipeline {n:?}"),
+            _ => "the Pipeline".to_string(),
+        };
+        self.param_values(
+            &spec.params,
+            &p.params,
+            &path.key("params"),
+            &path.key("params"),
+            &|_| false,
+            &who,
+        );
+        let bound: Vec<&str> = spec.workspaces.iter().map(|w| w.name.as_str()).collect();
+        self.required_workspaces(
+            &bound,
+            p.workspaces.iter().map(|w| (w.name.as_str(), w.optional)),
+            &path.key("workspaces"),
+            &who,
+        );
+        for (i, w) in spec.workspaces.iter().enumerate() {
+            if !p.workspaces.iter().any(|d| d.name == w.name) {
+                self.warn(
+                    &path.key("workspaces").idx(i).key("name"),
+                    format!(
+                        "{who} declares no workspace {:?}{}",
+                        w.name,
+                        suggest(&w.name, p.workspaces.iter().map(|d| d.name.as_str()))
+                    ),
+                );
             }
         }
     }
