@@ -488,6 +488,8 @@ impl<'a> Checker<'_, 'a> {
 
     // ------------------------------------------------------------ params
 
+    /// Param declarations: each named once, with a valid name when
+    /// `check_names` (Pipelines take any), and each [`Self::param_spec`].
     fn param_specs(&mut self, specs: &[ParamSpec], path: &Path, check_names: bool) {
         self.unique(
             specs.iter().enumerate().map(|(i, p)| (i, p.name.as_str())),
@@ -496,93 +498,110 @@ impl<'a> Checker<'_, 'a> {
             "param",
         );
         for (i, p) in specs.iter().enumerate() {
-            let pp = path.idx(i);
-            let ty = p.kind();
-            if p.name.is_empty() {
-                self.err(&pp.key("name"), "required field is missing");
-            } else if check_names && !is_param_name(&p.name, ty == "object") {
-                self.err(
-                    &pp.key("name"),
-                    if ty == "object" {
-                        format!("{:?} is not a valid object param name: expected letters, digits, '_' and '-', starting with a letter or '_'", p.name)
-                    } else {
-                        format!("{:?} is not a valid param name: expected letters, digits, '_', '-' and '.', starting with a letter or '_'", p.name)
-                    },
-                );
-            }
-            if ty == "object" {
-                if p.properties.is_empty() {
-                    self.err(
-                        &pp.key("properties"),
-                        "object params need properties: declare each key",
-                    );
-                }
-            } else if !p.properties.is_empty() {
+            self.param_spec(p, &path.idx(i), check_names);
+        }
+    }
+
+    /// One param declaration: its name, properties (declared by object
+    /// params only, as strings), default and enum.
+    fn param_spec(&mut self, p: &ParamSpec, pp: &Path, check_names: bool) {
+        let ty = p.kind();
+        if p.name.is_empty() {
+            self.err(&pp.key("name"), "required field is missing");
+        } else if check_names && !is_param_name(&p.name, ty == "object") {
+            self.err(
+                &pp.key("name"),
+                if ty == "object" {
+                    format!("{:?} is not a valid object param name: expected letters, digits, '_' and '-', starting with a letter or '_'", p.name)
+                } else {
+                    format!("{:?} is not a valid param name: expected letters, digits, '_', '-' and '.', starting with a letter or '_'", p.name)
+                },
+            );
+        }
+        if ty == "object" {
+            if p.properties.is_empty() {
                 self.err(
                     &pp.key("properties"),
-                    format!("properties are only for object params, this one is {ty}"),
+                    "object params need properties: declare each key",
                 );
             }
-            for (k, prop) in &p.properties {
-                if let Some(t) = &prop.type_
-                    && t != "string"
-                {
-                    self.err(
-                        &pp.key("properties").key_owned(k).key("type"),
-                        format!("{t:?} is not supported: object keys are strings"),
-                    );
-                }
+        } else if !p.properties.is_empty() {
+            self.err(
+                &pp.key("properties"),
+                format!("properties are only for object params, this one is {ty}"),
+            );
+        }
+        for (k, prop) in &p.properties {
+            if let Some(t) = &prop.type_
+                && t != "string"
+            {
+                self.err(
+                    &pp.key("properties").key_owned(k).key("type"),
+                    format!("{t:?} is not supported: object keys are strings"),
+                );
             }
-            if let Some(d) = &p.default {
-                if d.kind() != ty {
+        }
+        if let Some(d) = &p.default {
+            self.param_default(p, d, pp, ty);
+        }
+        if !p.enum_.is_empty() {
+            self.param_enum(p, pp, ty);
+        }
+    }
+
+    /// A param's default `d`: of the declared type `ty`, with every key of
+    /// an object param.
+    fn param_default(&mut self, p: &ParamSpec, d: &ParamValue, pp: &Path, ty: &str) {
+        if d.kind() != ty {
+            self.err(
+                &pp.key("default"),
+                format!(
+                    "default is {} {} but the param is declared {ty}",
+                    article(d.kind()),
+                    d.kind()
+                ),
+            );
+        }
+        if let (ParamValue::Object(obj), true) = (d, ty == "object") {
+            for k in p.properties.keys() {
+                if !obj.contains_key(k) {
                     self.err(
                         &pp.key("default"),
-                        format!(
-                            "default is {} {} but the param is declared {ty}",
-                            article(d.kind()),
-                            d.kind()
-                        ),
-                    );
-                }
-                if let (ParamValue::Object(obj), true) = (d, ty == "object") {
-                    for k in p.properties.keys() {
-                        if !obj.contains_key(k) {
-                            self.err(
-                                &pp.key("default"),
-                                format!("default has no value for key {k:?}"),
-                            );
-                        }
-                    }
-                }
-            }
-            if !p.enum_.is_empty() {
-                if ty != "string" {
-                    self.err(
-                        &pp.key("enum"),
-                        format!("enum is only for string params, this one is {ty}"),
-                    );
-                }
-                let mut seen = HashSet::new();
-                for (j, e) in p.enum_.iter().enumerate() {
-                    if !seen.insert(e) {
-                        self.err(
-                            &pp.key("enum").idx(j),
-                            format!("duplicate enum value {e:?}"),
-                        );
-                    }
-                }
-                if let Some(ParamValue::String(d)) = &p.default
-                    && !p.enum_.contains(d)
-                {
-                    self.err(
-                        &pp.key("default"),
-                        format!(
-                            "default {d:?} is not one of the enum values: {}",
-                            p.enum_.join(", ")
-                        ),
+                        format!("default has no value for key {k:?}"),
                     );
                 }
             }
+        }
+    }
+
+    /// A param's enum: only for string params, values listed once, the
+    /// default one of them.
+    fn param_enum(&mut self, p: &ParamSpec, pp: &Path, ty: &str) {
+        if ty != "string" {
+            self.err(
+                &pp.key("enum"),
+                format!("enum is only for string params, this one is {ty}"),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (j, e) in p.enum_.iter().enumerate() {
+            if !seen.insert(e) {
+                self.err(
+                    &pp.key("enum").idx(j),
+                    format!("duplicate enum value {e:?}"),
+                );
+            }
+        }
+        if let Some(ParamValue::String(d)) = &p.default
+            && !p.enum_.contains(d)
+        {
+            self.err(
+                &pp.key("default"),
+                format!(
+                    "default {d:?} is not one of the enum values: {}",
+                    p.enum_.join(", ")
+                ),
+            );
         }
     }
 
@@ -2512,22 +2531,10 @@ impl<'a> Checker<'_, 'a> {
                     }
                     [Part::Name("matrix"), Part::Name("length")] | [Part::Name("matrix"), Part::Name(_), Part::Name("length")] => {}
                     [Part::Name("results"), Part::Name(r), tail @ ..] => {
-                        if let Some(Some(results)) = ctx.results.get(t) {
-                            match results.iter().find(|x| x.name == *r) {
-                                None => {
-                                    let names: Vec<&str> = results.iter().map(|x| x.name.as_str()).collect();
-                                    self.ref_err(path, format!("$({expr}): task {t:?} declares no result {r:?}{}", suggest(r, names.iter().copied())));
-                                }
-                                Some(res) => {
-                                    if matches!(tail, [Part::Star]) && !alone && res.kind() != "string" {
-                                        self.ref_err(path, format!("$({expr}) expands to several values: it must stand alone as an element of a list"));
-                                    }
-                                    if let [Part::Name(k)] = tail
-                                        && res.kind() == "object" && !res.properties.is_empty() && !res.properties.contains_key(*k) {
-                                            self.ref_err(path, format!("$({expr}): object result {r:?} has no key {k:?}"));
-                                        }
-                                }
-                            }
+                        if let Some(Some(results)) = ctx.results.get(t)
+                            && let Some(m) = task_result_problem(expr, t, results, r, tail, alone)
+                        {
+                            self.ref_err(path, m);
                         }
                     }
                     _ => self.ref_err(
@@ -2538,6 +2545,42 @@ impl<'a> Checker<'_, 'a> {
             }
             _ => self.ref_err(path, format!("$({expr}) is not a valid reference")),
         }
+    }
+}
+
+/// What is wrong with `$(tasks.<t>.results.<r>…)` (`expr`), where task `t`
+/// is known to declare `results`: `r` must be one of them, `[*]` of an
+/// array or object must stand alone, and a key of an object result must
+/// be one of its properties.
+fn task_result_problem(
+    expr: &str,
+    t: &str,
+    results: &[&TaskResult],
+    r: &str,
+    tail: &[Part<'_>],
+    alone: bool,
+) -> Option<String> {
+    let Some(res) = results.iter().find(|x| x.name == r) else {
+        let names: Vec<&str> = results.iter().map(|x| x.name.as_str()).collect();
+        return Some(format!(
+            "$({expr}): task {t:?} declares no result {r:?}{}",
+            suggest(r, names.iter().copied())
+        ));
+    };
+    if matches!(tail, [Part::Star]) && !alone && res.kind() != "string" {
+        return Some(format!(
+            "$({expr}) expands to several values: it must stand alone as an element of a list"
+        ));
+    }
+    match tail {
+        [Part::Name(k)]
+            if res.kind() == "object"
+                && !res.properties.is_empty()
+                && !res.properties.contains_key(*k) =>
+        {
+            Some(format!("$({expr}): object result {r:?} has no key {k:?}"))
+        }
+        _ => None,
     }
 }
 
