@@ -339,6 +339,10 @@ const REMOVED_KINDS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Loads one document (`value`, the `index`th object of `file`) into
+/// `out`: identify its version and kind, convert v1beta1 and check the
+/// schema, then decode the typed object. Each problem becomes a
+/// diagnostic; a document with errors yields no object.
 fn load_document(
     file: &str,
     index: usize,
@@ -347,60 +351,124 @@ fn load_document(
     at: Locator,
     out: &mut LoadOutput,
 ) {
-    let object_name = |v: &Value| -> Option<String> {
-        let kind = v.get("kind")?.as_str()?;
-        let meta = v.get("metadata");
-        let name = meta
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .or_else(|| {
-                meta.and_then(|m| m.get("generateName"))
-                    .and_then(Value::as_str)
-                    .map(|g| format!("{g}*"))
-            })
-            .unwrap_or_else(|| "(unnamed)".into());
-        Some(format!("{kind}/{name}"))
-    };
-    let mut errors: Vec<(Path, String)> = Vec::new();
-    let mut warnings: Vec<(Path, String)> = Vec::new();
     let origin = Origin {
         file: file.to_string(),
         document: index,
-        object: object_name(&value).map(|o| clip(&o, MAX_OBJECT).into_owned()),
+        object: object_label(&value).map(|o| clip(&o, MAX_OBJECT).into_owned()),
         source: Arc::clone(source),
         locator: at,
     };
     // Each document gets its own budget of "did you mean" comparisons.
     crate::diag::cost::reset_suggestions();
-    // Past the problems a document shows (`diag::cap_from` keeps them and
-    // counts the rest), a problem is not looked up in the source: a line
-    // lookup walks the document, and a million of them would cost a
-    // million walks.
-    let start = out.diagnostics.len();
-    let max = crate::diag::max_per_document();
-    let emit = |out: &mut LoadOutput,
-                sev: Severity,
-                path: &Path,
-                message: String,
-                conv: Option<&Conversion>| {
-        let shown = out.diagnostics.len() - start;
-        let d = if max == 0 || shown < max {
-            origin.diagnostic(sev, path, conv, message)
+    let report = Reporter::new(&origin, out);
+    let id = match identify(&value) {
+        Ok(id) => id,
+        Err((severity, path, message)) => {
+            report.emit(out, severity, &path, message, None);
+            return;
+        }
+    };
+    let checked = convert_and_check(&id, &mut value);
+    let conversion = checked.conversion.as_ref();
+    for (p, m) in checked.warnings {
+        report.emit(out, Severity::Warning, &p, m, conversion);
+    }
+    if !checked.errors.is_empty() {
+        for (p, m) in checked.errors {
+            report.emit(out, Severity::Error, &p, m, conversion);
+        }
+        return;
+    }
+    match decode(&id, value, source, at) {
+        Ok(object) => out.objects.push(Loaded {
+            file: file.to_string(),
+            document: index,
+            source_version: id.api_version,
+            object,
+            origin: origin.clone(),
+            conversion: checked.conversion.map(Arc::new),
+        }),
+        Err((p, m)) => report.emit(out, Severity::Error, &p, m, conversion),
+    }
+}
+
+/// `Kind/name` as a document writes them (`generateName*` or `(unnamed)`
+/// when it has no name), or `None` without a kind.
+fn object_label(v: &Value) -> Option<String> {
+    let kind = v.get("kind")?.as_str()?;
+    let meta = v.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| {
+            meta.and_then(|m| m.get("generateName"))
+                .and_then(Value::as_str)
+                .map(|g| format!("{g}*"))
+        })
+        .unwrap_or_else(|| "(unnamed)".into());
+    Some(format!("{kind}/{name}"))
+}
+
+/// Turns one document's problems into diagnostics. Past the problems a
+/// document shows (`diag::cap_from` keeps them and counts the rest), a
+/// problem is not looked up in the source: a line lookup walks the
+/// document, and a million of them would cost a million walks.
+struct Reporter<'o> {
+    origin: &'o Origin,
+    /// Where the document's diagnostics start in `out`.
+    start: usize,
+    max: usize,
+}
+
+impl<'o> Reporter<'o> {
+    fn new(origin: &'o Origin, out: &LoadOutput) -> Self {
+        Reporter {
+            origin,
+            start: out.diagnostics.len(),
+            max: crate::diag::max_per_document(),
+        }
+    }
+
+    /// Adds a problem at `path` (a v1 path, mapped back through
+    /// `conversion`): a full diagnostic, or a counted one past the share.
+    fn emit(
+        &self,
+        out: &mut LoadOutput,
+        severity: Severity,
+        path: &Path,
+        message: String,
+        conversion: Option<&Conversion>,
+    ) {
+        let shown = out.diagnostics.len() - self.start;
+        let d = if self.max == 0 || shown < self.max {
+            self.origin.diagnostic(severity, path, conversion, message)
         } else {
-            origin.left_out(sev)
+            self.origin.left_out(severity)
         };
         out.diagnostics.push(d);
-    };
+    }
+}
+
+/// A problem that stops a document before it is checked further.
+type Problem = (Severity, Path, String);
+
+/// What a document is: a Tekton version and a kind Tektite reads.
+struct Identity {
+    api_version: String,
+    kind: String,
+}
+
+/// A document's apiVersion and kind, or the one problem that stops it: not
+/// a mapping, a removed kind, a version or kind Tektite does not read (a
+/// version outside tekton.dev is skipped with a warning).
+fn identify(value: &Value) -> Result<Identity, Problem> {
     if !value.is_object() {
-        emit(
-            out,
+        return Err((
             Severity::Error,
-            &Path::root(),
+            Path::root(),
             "expected a mapping with apiVersion, kind, metadata and spec".into(),
-            None,
-        );
-        return;
+        ));
     }
     let api_version = value
         .get("apiVersion")
@@ -415,38 +483,33 @@ fn load_document(
         .iter()
         .find(|(k, _)| Some(*k) == kind.as_deref())
     {
-        emit(
-            out,
+        return Err((
             Severity::Error,
-            &Path::root().key("kind"),
+            Path::root().key("kind"),
             (*why).to_string(),
-            None,
-        );
-        return;
+        ));
     }
+    let api_version = tekton_version(api_version)?;
+    let kind = tekton_kind(kind)?;
+    Ok(Identity { api_version, kind })
+}
+
+/// The apiVersion, when it is one Tektite reads.
+fn tekton_version(api_version: Option<String>) -> Result<String, Problem> {
     let expected_versions = "expected tekton.dev/v1 or tekton.dev/v1beta1";
-    let api_version = match api_version {
-        None => {
-            emit(
-                out,
-                Severity::Error,
-                &Path::root().key("apiVersion"),
-                format!("required field is missing: {expected_versions}"),
-                None,
-            );
-            return;
-        }
-        Some(v) if v == "tekton.dev/v1" || v == "tekton.dev/v1beta1" => v,
-        Some(v) if v.starts_with("tekton.dev/") => {
-            emit(
-                out,
-                Severity::Error,
-                &Path::root().key("apiVersion"),
-                format!("unsupported version {v:?}: {expected_versions}"),
-                None,
-            );
-            return;
-        }
+    let at = Path::root().key("apiVersion");
+    match api_version {
+        None => Err((
+            Severity::Error,
+            at,
+            format!("required field is missing: {expected_versions}"),
+        )),
+        Some(v) if v == "tekton.dev/v1" || v == "tekton.dev/v1beta1" => Ok(v),
+        Some(v) if v.starts_with("tekton.dev/") => Err((
+            Severity::Error,
+            at,
+            format!("unsupported version {v:?}: {expected_versions}"),
+        )),
         Some(v) => {
             // Manifests often mix Tekton objects with others (a PVC, a
             // ServiceAccount): those are skipped, unless the group looks like
@@ -454,9 +517,10 @@ fn load_document(
             let group = v.split('/').next().unwrap_or("");
             let near =
                 group != "tekton.dev" && strsim::damerau_levenshtein(group, "tekton.dev") <= 2;
-            let (severity, message) = if near {
+            Err(if near {
                 (
                     Severity::Error,
+                    at,
                     format!(
                         "{v:?} is not a Tekton API version: {expected_versions} (did you mean \"tekton.dev/v1\"?)"
                     ),
@@ -464,32 +528,26 @@ fn load_document(
             } else {
                 (
                     Severity::Warning,
+                    at,
                     format!("{v:?} is not a Tekton API version: not checked"),
                 )
-            };
-            emit(
-                out,
-                severity,
-                &Path::root().key("apiVersion"),
-                message,
-                None,
-            );
-            return;
+            })
         }
-    };
-    let kind_path = Path::root().key("kind");
+    }
+}
+
+/// The kind, when it is one of [`KINDS`].
+fn tekton_kind(kind: Option<String>) -> Result<String, Problem> {
+    let at = Path::root().key("kind");
     let Some(kind) = kind else {
-        emit(
-            out,
+        return Err((
             Severity::Error,
-            &kind_path,
+            at,
             format!(
                 "required field is missing: expected one of {}",
                 KINDS.join(", ")
             ),
-            None,
-        );
-        return;
+        ));
     };
     if !KINDS.contains(&kind.as_str()) {
         let msg = format!(
@@ -497,60 +555,71 @@ fn load_document(
             KINDS.join(", "),
             suggest(&kind, KINDS.iter().copied())
         );
-        emit(out, Severity::Error, &kind_path, msg, None);
-        return;
+        return Err((Severity::Error, at, msg));
     }
-    let conversion = (api_version == "tekton.dev/v1beta1").then(|| {
-        let c = v1beta1::convert(&kind, &mut value);
+    Ok(kind)
+}
+
+/// A document converted to v1 and checked against the CRD schema.
+struct Checked {
+    /// How a v1beta1 document was converted (to map paths back).
+    conversion: Option<Conversion>,
+    errors: Vec<(Path, String)>,
+    warnings: Vec<(Path, String)>,
+}
+
+/// Converts a v1beta1 document to v1 in place, then checks it against the
+/// schema of its kind and that it has a spec.
+fn convert_and_check(id: &Identity, value: &mut Value) -> Checked {
+    let mut errors: Vec<(Path, String)> = Vec::new();
+    let mut warnings: Vec<(Path, String)> = Vec::new();
+    let conversion = (id.api_version == "tekton.dev/v1beta1").then(|| {
+        let c = v1beta1::convert(&id.kind, value);
         errors.extend(c.errors.iter().cloned());
         warnings.extend(c.warnings.iter().cloned());
         c
     });
-    errors.extend(crate::schema::check(&kind, &mut value));
+    errors.extend(crate::schema::check(&id.kind, value));
     if value.get("spec").is_none()
         && matches!(
-            kind.as_str(),
+            id.kind.as_str(),
             "Task" | "Pipeline" | "TaskRun" | "PipelineRun"
         )
     {
         errors.push((Path::root().key("spec"), "required field is missing".into()));
     }
-    for (p, m) in warnings {
-        emit(out, Severity::Warning, &p, m, conversion.as_ref());
+    Checked {
+        conversion,
+        errors,
+        warnings,
     }
-    if !errors.is_empty() {
-        for (p, m) in errors {
-            emit(out, Severity::Error, &p, m, conversion.as_ref());
-        }
-        return;
-    }
-    // The schema check has vetted shapes and types, so deserializing rarely
-    // fails: do it without path tracking, and only when it fails rebuild the
-    // document to find the failing field's path.
+}
+
+/// The typed object of a checked document, or the failing field's path
+/// and why.
+///
+/// The schema check has vetted shapes and types, so deserializing rarely
+/// fails: it is done without path tracking, and only when it fails is the
+/// document rebuilt from `source` to find the failing field's path.
+fn decode(
+    id: &Identity,
+    value: Value,
+    source: &Source,
+    at: Locator,
+) -> Result<Object, (Path, String)> {
     let retry = || {
         let mut again = source.value_at(at)?;
-        if api_version == "tekton.dev/v1beta1" {
-            v1beta1::convert(&kind, &mut again);
+        if id.api_version == "tekton.dev/v1beta1" {
+            v1beta1::convert(&id.kind, &mut again);
         }
-        crate::schema::check(&kind, &mut again);
+        crate::schema::check(&id.kind, &mut again);
         Some(again)
     };
-    let object = match kind.as_str() {
+    match id.kind.as_str() {
         "Task" => typed::<Task>(value, retry).map(|o| Object::Task(Box::new(o))),
         "TaskRun" => typed::<TaskRun>(value, retry).map(|o| Object::TaskRun(Box::new(o))),
         "Pipeline" => typed::<Pipeline>(value, retry).map(|o| Object::Pipeline(Box::new(o))),
         _ => typed::<PipelineRun>(value, retry).map(|o| Object::PipelineRun(Box::new(o))),
-    };
-    match object {
-        Ok(object) => out.objects.push(Loaded {
-            file: file.to_string(),
-            document: index,
-            source_version: api_version,
-            object,
-            origin: origin.clone(),
-            conversion: conversion.map(Arc::new),
-        }),
-        Err((p, m)) => emit(out, Severity::Error, &p, m, conversion.as_ref()),
     }
 }
 

@@ -203,6 +203,9 @@ fn prefix(errors: &mut [RevError], start: usize, seg: impl Fn() -> Seg) {
     }
 }
 
+/// Checks `value` against `schema`, adding what is wrong to `errors`: its
+/// type and enum, then the fields or items below it. `top`: the document
+/// itself, whose apiVersion, kind and metadata are checked elsewhere.
 fn walk(value: &mut Value, schema: &JSONSchemaProps, errors: &mut Vec<RevError>, top: bool) {
     if schema.x_kubernetes_preserve_unknown_fields == Some(true) && schema.properties.is_none() {
         return;
@@ -220,7 +223,26 @@ fn walk(value: &mut Value, schema: &JSONSchemaProps, errors: &mut Vec<RevError>,
         return;
     }
     let ty = schema.type_.as_deref().unwrap_or("");
-    let type_ok = match (ty, &*value) {
+    if !has_type(value, ty) {
+        errors.push((
+            Vec::new(),
+            format!("expected {}, found {}", expected(ty), type_name(value)),
+        ));
+        return;
+    }
+    if let Some(message) = enum_problem(value, schema) {
+        errors.push((Vec::new(), message));
+    }
+    match value {
+        Value::Object(map) => walk_fields(map, schema, errors, top),
+        Value::Array(items) => walk_items(items, schema, errors),
+        _ => {}
+    }
+}
+
+/// `value` is of the schema type `ty` (any value when there is none).
+fn has_type(value: &Value, ty: &str) -> bool {
+    match (ty, value) {
         ("", _) => true,
         ("string", Value::String(_)) => true,
         ("integer", Value::Number(n)) => n.is_i64() || n.is_u64(),
@@ -229,90 +251,95 @@ fn walk(value: &mut Value, schema: &JSONSchemaProps, errors: &mut Vec<RevError>,
         ("array", Value::Array(_)) => true,
         ("object", Value::Object(_)) => true,
         _ => false,
-    };
-    if !type_ok {
-        errors.push((
-            Vec::new(),
-            format!("expected {}, found {}", expected(ty), type_name(value)),
-        ));
-        return;
     }
-    if let (Some(allowed), Value::String(s)) = (&schema.enum_, &*value) {
-        let names: Vec<&str> = allowed.iter().filter_map(|j| j.0.as_str()).collect();
-        if !names.is_empty() && !names.contains(&s.as_str()) {
+}
+
+/// Why a string `value` is not one of the schema's enum values, if it is not.
+fn enum_problem(value: &Value, schema: &JSONSchemaProps) -> Option<String> {
+    let (Some(allowed), Value::String(s)) = (&schema.enum_, value) else {
+        return None;
+    };
+    let names: Vec<&str> = allowed.iter().filter_map(|j| j.0.as_str()).collect();
+    (!names.is_empty() && !names.contains(&s.as_str())).then(|| {
+        format!(
+            "{s:?} is not one of {}{}",
+            names.join(", "),
+            suggest(s, names.iter().copied())
+        )
+    })
+}
+
+/// The fields of a mapping: nulls dropped, each known field walked, an
+/// unknown one reported when the schema lists its fields, required fields
+/// present.
+fn walk_fields(
+    map: &mut serde_json::Map<String, Value>,
+    schema: &JSONSchemaProps,
+    errors: &mut Vec<RevError>,
+    top: bool,
+) {
+    if map.values().any(Value::is_null) {
+        map.retain(|_, v| !v.is_null());
+    }
+    let closed =
+        has_properties(schema) && schema.x_kubernetes_preserve_unknown_fields != Some(true);
+    for (k, v) in map.iter_mut() {
+        if top && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+            continue;
+        }
+        let sub = property(schema, k).or(match &schema.additional_properties {
+            Some(JSONSchemaPropsOrBool::Schema(sub)) => Some(&**sub),
+            _ => None,
+        });
+        if let Some(sub) = sub {
+            let start = errors.len();
+            walk(v, sub, errors, false);
+            prefix(errors, start, || Seg::Key(k.clone().into()));
+        } else if closed {
+            let hint = suggest(k, property_names(schema));
             errors.push((
-                Vec::new(),
-                format!(
-                    "{s:?} is not one of {}{}",
-                    names.join(", "),
-                    suggest(s, names.iter().copied())
-                ),
+                vec![Seg::Key(k.clone().into())],
+                format!("unknown field {k:?}{hint}"),
             ));
         }
     }
-    match value {
-        Value::Object(map) => {
-            if map.values().any(Value::is_null) {
-                map.retain(|_, v| !v.is_null());
-            }
-            let closed =
-                has_properties(schema) && schema.x_kubernetes_preserve_unknown_fields != Some(true);
-            for (k, v) in map.iter_mut() {
-                if top && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
-                    continue;
-                }
-                let sub = property(schema, k).or(match &schema.additional_properties {
-                    Some(JSONSchemaPropsOrBool::Schema(sub)) => Some(&**sub),
-                    _ => None,
-                });
-                if let Some(sub) = sub {
-                    let start = errors.len();
-                    walk(v, sub, errors, false);
-                    prefix(errors, start, || Seg::Key(k.clone().into()));
-                } else if closed {
-                    let hint = suggest(k, property_names(schema));
-                    errors.push((
-                        vec![Seg::Key(k.clone().into())],
-                        format!("unknown field {k:?}{hint}"),
-                    ));
-                }
-            }
-            // Embedded objects (a volumeClaimTemplate) may omit metadata,
-            // which the Kubernetes types mark as required.
-            for req in schema
-                .required
-                .iter()
-                .flatten()
-                .filter(|r| *r != "metadata")
-            {
-                if !map.contains_key(req) {
-                    errors.push((
-                        vec![Seg::Key(req.clone().into())],
-                        "required field is missing".to_string(),
-                    ));
-                }
-            }
+    // Embedded objects (a volumeClaimTemplate) may omit metadata,
+    // which the Kubernetes types mark as required.
+    for req in schema
+        .required
+        .iter()
+        .flatten()
+        .filter(|r| *r != "metadata")
+    {
+        if !map.contains_key(req) {
+            errors.push((
+                vec![Seg::Key(req.clone().into())],
+                "required field is missing".to_string(),
+            ));
         }
-        Value::Array(items) => {
-            if let Some(JSONSchemaPropsOrArray::Schema(sub)) = &schema.items {
-                for (i, item) in items.iter_mut().enumerate() {
-                    let start = errors.len();
-                    if item.is_null() {
-                        errors.push((
-                            Vec::new(),
-                            format!(
-                                "expected {}, found null",
-                                expected(sub.type_.as_deref().unwrap_or(""))
-                            ),
-                        ));
-                    } else {
-                        walk(item, sub, errors, false);
-                    }
-                    prefix(errors, start, || Seg::Index(i));
-                }
-            }
+    }
+}
+
+/// The items of a list, each walked against the items' schema (a null
+/// item is an error).
+fn walk_items(items: &mut [Value], schema: &JSONSchemaProps, errors: &mut Vec<RevError>) {
+    let Some(JSONSchemaPropsOrArray::Schema(sub)) = &schema.items else {
+        return;
+    };
+    for (i, item) in items.iter_mut().enumerate() {
+        let start = errors.len();
+        if item.is_null() {
+            errors.push((
+                Vec::new(),
+                format!(
+                    "expected {}, found null",
+                    expected(sub.type_.as_deref().unwrap_or(""))
+                ),
+            ));
+        } else {
+            walk(item, sub, errors, false);
         }
-        _ => {}
+        prefix(errors, start, || Seg::Index(i));
     }
 }
 
