@@ -173,6 +173,31 @@ fn results_when_scoping_shared_workspace_and_finally(rt: &str) {
     );
 }
 
+/// Tekton's implicit propagation, onError from a param and an unnamed
+/// sidecar, each refused before (`propagated_params_and_workspaces_run`).
+fn propagated_params_and_workspaces_run(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-propagation"));
+    let (code, v, stderr) = run(rt, &s, "pipeline-propagation.yaml", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let (status, reason, message) = condition(&v);
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Succeeded"));
+    assert_eq!(
+        message,
+        "Tasks Completed: 3 (Failed: 1 (Ignored: 1), Cancelled 0), Skipped: 0"
+    );
+    let log = logs(&s, "pr", &name(&v));
+    for line in [
+        "[plain : s] plain says from the run",
+        "[own : s] own says from the task",
+        "[reader : s] reader found from the run",
+    ] {
+        assert!(log.contains(line), "no {line:?} in:\n{log}");
+    }
+}
+
 fn on_error_at_both_levels_stopping_and_finally(rt: &str) {
     if !ready(rt) {
         return;
@@ -505,6 +530,7 @@ both_runtimes!(
     sigint_cancels_the_run_and_exits_130,
     a_task_with_params_and_a_host_directory_workspace,
     a_sidecar_runs_beside_the_steps,
+    propagated_params_and_workspaces_run,
 );
 
 #[test]

@@ -391,13 +391,14 @@ mod tests {
     fn types_enums_and_required() {
         let e = errs(
             "Pipeline",
-            json!({"spec": {"tasks": [{"name": "a", "retries": "two", "runAfter": "b", "onError": "continu"},
+            json!({"spec": {"params": [{"name": "x", "type": "strin"}],
+                            "tasks": [{"name": "a", "retries": "two", "runAfter": "b"},
                                       {"params": [{"name": "p"}]}]}}),
         );
         assert_eq!(
             e,
             vec![
-                "spec.tasks[0].onError: \"continu\" is not one of continue, stopAndFail (did you mean \"continue\"?)",
+                "spec.params[0].type: \"strin\" is not one of string, array, object (did you mean \"string\"?)",
                 "spec.tasks[0].retries: expected an integer, found a string",
                 "spec.tasks[0].runAfter: expected a list, found a string",
                 "spec.tasks[1].params[0].value: required field is missing",

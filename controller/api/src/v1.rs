@@ -116,7 +116,7 @@ pub struct Step {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workspaces: Vec<WorkspaceUsage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("enum" = ["continue", "stopAndFail"]))]
+    /// `continue` or `stopAndFail`, or a `$(params.x)` that gives one.
     pub on_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdout_config: Option<StepOutputConfig>,
@@ -518,7 +518,7 @@ pub struct PipelineTask {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub when: Vec<WhenExpression>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("enum" = ["continue", "stopAndFail"]))]
+    /// `continue` or `stopAndFail`, or a `$(params.x)` that gives one.
     pub on_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<i32>,

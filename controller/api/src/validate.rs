@@ -141,7 +141,7 @@ pub fn validate<'a>(object: &'a Object, catalog: &Catalog<'a>) -> Vec<Finding> {
         }
         Object::Pipeline(p) => {
             v.object_name(&p.metadata, &meta, false);
-            v.pipeline_spec(&p.spec, &root.key("spec"));
+            v.pipeline_spec(&p.spec, &root.key("spec"), None);
         }
         Object::TaskRun(tr) => {
             v.object_name(&tr.metadata, &meta, true);
@@ -268,16 +268,46 @@ fn fmt_duration(ns: i128) -> String {
 
 /// What encloses a Task spec being validated.
 enum Outer<'p> {
-    /// A Task or a TaskRun's spec.
+    /// A Task: every param it uses is declared.
     None,
+    /// A TaskRun's embedded `taskSpec`: the run's params it does not
+    /// declare propagate into it (Tekton's implicit params).
+    Run(&'p [ParamSpec]),
     /// An embedded `taskSpec` of a PipelineTask: pipeline params propagate,
-    /// and pipeline-level variables are allowed.
-    Pipeline(&'p PipelineCtx<'p>),
+    /// and pipeline-level variables are allowed; in a PipelineRun's
+    /// embedded `pipelineSpec`, so do the params the task passes it
+    /// without declaring them.
+    Pipeline(&'p PipelineCtx<'p>, &'p [ParamSpec]),
+}
+
+/// Declarations standing for the params given (by a run or a pipeline
+/// task) that `declared` does not declare: their type is the value's, as
+/// Tekton's implicit propagation assumes.
+fn propagated_specs(given: &[Param], declared: &[ParamSpec]) -> Vec<ParamSpec> {
+    given
+        .iter()
+        .filter(|p| !declared.iter().any(|d| d.name == p.name))
+        .map(|p| ParamSpec {
+            name: p.name.clone(),
+            type_: Some(p.value.kind().to_string()),
+            properties: match &p.value {
+                crate::param::ParamValue::Object(o) => o
+                    .keys()
+                    .map(|k| (k.clone(), PropertySpec::default()))
+                    .collect(),
+                _ => Default::default(),
+            },
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// What a Pipeline offers to references inside it.
 struct PipelineCtx<'a> {
     spec: &'a PipelineSpec,
+    /// When the spec is a PipelineRun's embedded `pipelineSpec`: the run's
+    /// params and workspaces the spec does not declare (they propagate).
+    run: Option<RunGives<'a>>,
     /// Results declared by each task whose spec is known.
     results: HashMap<&'a str, Option<Vec<&'a TaskResult>>>,
     finally: HashSet<&'a str>,
@@ -285,7 +315,33 @@ struct PipelineCtx<'a> {
     tasks: HashSet<&'a str>,
 }
 
+/// What a PipelineRun gives its embedded `pipelineSpec` beyond what the
+/// spec declares.
+struct RunGives<'a> {
+    params: Vec<ParamSpec>,
+    workspaces: Vec<&'a str>,
+}
+
 impl PipelineCtx<'_> {
+    /// The params references in the Pipeline may use: its own, then those
+    /// a PipelineRun gives its embedded spec.
+    fn params(&self) -> impl Iterator<Item = &ParamSpec> {
+        self.spec
+            .params
+            .iter()
+            .chain(self.run.iter().flat_map(|r| r.params.iter()))
+    }
+
+    /// The workspaces its tasks may bind: its own, then those a
+    /// PipelineRun binds for its embedded spec.
+    fn workspaces(&self) -> impl Iterator<Item = &str> {
+        self.spec
+            .workspaces
+            .iter()
+            .map(|w| w.name.as_str())
+            .chain(self.run.iter().flat_map(|r| r.workspaces.iter().copied()))
+    }
+
     /// Task names in the order written, for suggestions.
     fn task_names(&self) -> impl Iterator<Item = &str> {
         self.spec.tasks.iter().map(|x| x.name.as_str())
@@ -324,7 +380,12 @@ impl<'a> Scope<'a> {
     /// Inside a Task spec: its params (and, when it is embedded in a
     /// Pipeline, the Pipeline's it does not shadow), workspaces, results
     /// and steps (unnamed ones as `unnamed-<i>`).
-    fn task(spec: &'a TaskSpec, pipeline: Option<&'a PipelineCtx<'a>>) -> Self {
+    fn task(spec: &'a TaskSpec, outer: &Outer<'a>) -> Self {
+        let (pipeline, given) = match outer {
+            Outer::None => (None, &[][..]),
+            Outer::Run(given) => (None, *given),
+            Outer::Pipeline(p, given) => (Some(*p), *given),
+        };
         let steps: Vec<(String, Vec<&str>)> = spec
             .steps
             .iter()
@@ -338,19 +399,25 @@ impl<'a> Scope<'a> {
                 (name, s.results.iter().map(|r| r.name.as_str()).collect())
             })
             .collect();
-        let mut params: Vec<&ParamSpec> = spec.params.iter().collect();
+        let mut params: Vec<&ParamSpec> = spec.params.iter().chain(given).collect();
+        let mut workspaces: Vec<&str> = spec.workspaces.iter().map(|w| w.name.as_str()).collect();
         if let Some(p) = pipeline {
-            // Pipeline params propagate into embedded specs.
-            params.extend(
-                p.spec
-                    .params
-                    .iter()
-                    .filter(|pp| !spec.params.iter().any(|tp| tp.name == pp.name)),
-            );
+            // Pipeline params (and a run's, for its embedded spec) propagate
+            // into embedded specs, and so do the workspaces their steps use.
+            for pp in p.params() {
+                if !params.iter().any(|tp| tp.name == pp.name) {
+                    params.push(pp);
+                }
+            }
+            for w in p.workspaces() {
+                if !workspaces.contains(&w) {
+                    workspaces.push(w);
+                }
+            }
         }
         Scope {
             params,
-            workspaces: spec.workspaces.iter().map(|w| w.name.as_str()).collect(),
+            workspaces,
             task_results: spec.results.iter().map(|r| r.name.as_str()).collect(),
             steps,
             step_results: Vec::new(),
@@ -365,13 +432,8 @@ impl<'a> Scope<'a> {
     /// In a Pipeline's own fields (`site`): its params and workspaces.
     fn pipeline(ctx: &'a PipelineCtx<'a>, site: Site<'a>) -> Self {
         Scope {
-            params: ctx.spec.params.iter().collect(),
-            workspaces: ctx
-                .spec
-                .workspaces
-                .iter()
-                .map(|w| w.name.as_str())
-                .collect(),
+            params: ctx.params().collect(),
+            workspaces: ctx.workspaces().collect(),
             task_results: Vec::new(),
             steps: Vec::new(),
             step_results: Vec::new(),
@@ -406,6 +468,23 @@ impl<'a> Checker<'_, 'a> {
             path: path.clone(),
             message: message.into(),
         });
+    }
+
+    /// `onError`: `continue` or `stopAndFail`, or a param reference whose
+    /// value the run checks once params are applied (as Tekton's webhook).
+    fn on_error(&mut self, v: Option<&str>, path: &Path) {
+        if let Some(v) = v
+            && v != "continue"
+            && v != "stopAndFail"
+            && !v.starts_with("$(params.")
+        {
+            let options = ["continue", "stopAndFail"];
+            let hint = crate::diag::suggest(v, options);
+            self.err(
+                path,
+                format!("{v:?} is not one of continue, stopAndFail{hint}"),
+            );
+        }
     }
 
     /// A problem with a variable reference: an error, or a warning in a

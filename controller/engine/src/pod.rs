@@ -246,6 +246,7 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
     let step_names = step_names(input.spec);
     let vars = task_vars(&param_vars, &input, &id, &step_names, &workspaces);
     let spec = substitute_spec(input.spec, &vars, &step_names, &workspaces)?;
+    check_on_error(&spec)?;
     let mounted = mount_workspaces(&spec, &workspaces);
     let mut steps = step_containers(&mounted, &spec, tr, &step_names);
     let mut sidecars = sidecar_containers(&mounted.sidecars, tr);
@@ -742,8 +743,9 @@ fn step_containers<'s>(
 fn sidecar_containers(sidecars: &[Sidecar], tr: &TaskRun) -> Vec<Container> {
     sidecars
         .iter()
-        .map(|s| {
-            let mut c = sidecar_container(s);
+        .enumerate()
+        .map(|(i, s)| {
+            let mut c = sidecar_container(s, i);
             if let Some(o) = tr.spec.sidecar_specs.iter().find(|o| o.name == s.name) {
                 c.resources = Some(merge_resources(c.resources.take(), &o.compute_resources));
             }
@@ -777,6 +779,22 @@ fn place_scripts(
         }
     }
     blocks
+}
+
+/// Each step's `onError`, now that params are applied (it may be
+/// `$(params.x)`): `continue` or `stopAndFail`, as the entrypoint takes.
+fn check_on_error(spec: &TaskSpec) -> Result<(), BuildError> {
+    for s in &spec.steps {
+        if let Some(v) = s.on_error.as_deref()
+            && v != "continue"
+            && v != "stopAndFail"
+        {
+            return Err(fail(format!(
+                "task step onError must be either \"continue\" or \"stopAndFail\" but it is set to an invalid value {v:?}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Image commands: fails with the images to look up first when a step
@@ -1482,9 +1500,16 @@ fn merge_template(t: &StepTemplate, s: &Step) -> Container {
     }
 }
 
-fn sidecar_container(s: &Sidecar) -> Container {
+/// A sidecar's container, named `sidecar-<name>`, or `sidecar-unnamed-<i>`
+/// when it has no name (as steps are).
+fn sidecar_container(s: &Sidecar, i: usize) -> Container {
+    let name = if s.name.is_empty() {
+        format!("sidecar-unnamed-{i}")
+    } else {
+        format!("sidecar-{}", s.name)
+    };
     Container {
-        name: restrict(&format!("sidecar-{}", s.name)),
+        name: restrict(&name),
         image: s.image.clone(),
         command: (!s.command.is_empty()).then(|| s.command.clone()),
         args: (!s.args.is_empty()).then(|| s.args.clone()),

@@ -84,6 +84,12 @@ impl Vars {
         self.strict.push(prefix);
     }
 
+    /// Forgets `name` (e.g. `params.x`): a reference to it is then left as
+    /// written.
+    pub fn remove(&mut self, name: &str) {
+        self.values.remove(name);
+    }
+
     /// No prefix is strict any more: unknown references are left as written.
     pub fn clear_strict(&mut self) {
         self.strict.clear();

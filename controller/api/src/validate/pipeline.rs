@@ -4,7 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{
-    Checker, NO_PROPERTIES, PipelineCtx, Scope, Site, article, is_dns1123_label, is_whole_reference,
+    Checker, NO_PROPERTIES, PipelineCtx, RunGives, Scope, Site, article, is_dns1123_label,
+    is_whole_reference, propagated_specs,
 };
 use crate::dag;
 use crate::path::Path;
@@ -14,7 +15,12 @@ use crate::v1::*;
 impl<'a> Checker<'_, 'a> {
     /// A Pipeline's spec: params, task names and workspaces, the graph of
     /// `tasks`, each task and finally task, then the Pipeline's results.
-    pub(super) fn pipeline_spec(&mut self, spec: &'a PipelineSpec, path: &Path) {
+    pub(super) fn pipeline_spec(
+        &mut self,
+        spec: &'a PipelineSpec,
+        path: &Path,
+        run: Option<&'a PipelineRunSpec>,
+    ) {
         self.param_specs(&spec.params, &path.key("params"), false);
         let tasks_path = path.key("tasks");
         if spec.tasks.is_empty() {
@@ -22,7 +28,7 @@ impl<'a> Checker<'_, 'a> {
         }
         self.pipeline_task_names(spec, path);
         self.pipeline_workspace_decls(spec, path);
-        let ctx = self.pipeline_ctx(spec);
+        let ctx = self.pipeline_ctx(spec, run);
         // Tekton's webhook checks the graph of `tasks` only; finally tasks run after all of them.
         match dag::build(&spec.tasks) {
             Ok(_) => {}
@@ -78,7 +84,11 @@ impl<'a> Checker<'_, 'a> {
 
     /// What the Pipeline offers references inside it: its task names and
     /// the results of each task whose spec is known.
-    fn pipeline_ctx(&self, spec: &'a PipelineSpec) -> PipelineCtx<'a> {
+    fn pipeline_ctx(
+        &self,
+        spec: &'a PipelineSpec,
+        run: Option<&'a PipelineRunSpec>,
+    ) -> PipelineCtx<'a> {
         let mut results = HashMap::new();
         for t in spec.tasks.iter().chain(spec.finally.iter()) {
             let known = self
@@ -86,8 +96,18 @@ impl<'a> Checker<'_, 'a> {
                 .map(|ts| ts.results.iter().collect::<Vec<_>>());
             results.insert(t.name.as_str(), known);
         }
+        let run = run.map(|r| RunGives {
+            params: propagated_specs(&r.params, &spec.params),
+            workspaces: r
+                .workspaces
+                .iter()
+                .map(|w| w.name.as_str())
+                .filter(|w| !spec.workspaces.iter().any(|d| d.name == *w))
+                .collect(),
+        });
         PipelineCtx {
             spec,
+            run,
             results,
             finally: spec.finally.iter().map(|t| t.name.as_str()).collect(),
             tasks: spec.tasks.iter().map(|t| t.name.as_str()).collect(),

@@ -4,7 +4,7 @@
 
 use super::{
     Checker, MAX_MATRIX_COMBINATIONS, Outer, PipelineCtx, Scope, Site, article, is_whole_reference,
-    sub_path_problem,
+    propagated_specs, sub_path_problem,
 };
 use crate::diag::suggest;
 use crate::path::Path;
@@ -84,7 +84,7 @@ impl<'a> Checker<'_, 'a> {
             self.pipeline_task_ref(r, &tp.key("taskRef"));
         }
         if let Some(p) = &t.pipeline_spec {
-            self.pipeline_spec(p, &tp.key("pipelineSpec"));
+            self.pipeline_spec(p, &tp.key("pipelineSpec"), None);
         }
         if let Some(r) = &t.pipeline_ref {
             self.resolver_ref(
@@ -127,8 +127,8 @@ impl<'a> Checker<'_, 'a> {
         }
     }
 
-    /// `retries` (at least zero, and not with `onError: continue`) and
-    /// `timeout`.
+    /// `retries` (at least zero, and not with `onError: continue`),
+    /// `timeout` and `onError`.
     fn retries_and_timeout(&mut self, t: &PipelineTask, tp: &Path) {
         if let Some(retries) = t.retries {
             if retries < 0 {
@@ -145,6 +145,7 @@ impl<'a> Checker<'_, 'a> {
             }
         }
         self.duration(t.timeout.as_ref(), &tp.key("timeout"));
+        self.on_error(t.on_error.as_deref(), &tp.key("onError"));
     }
 
     /// `runAfter`: only in `tasks` (finally tasks run after all of them),
@@ -189,12 +190,7 @@ impl<'a> Checker<'_, 'a> {
             "name",
             "workspace",
         );
-        let pipeline_ws: Vec<&str> = ctx
-            .spec
-            .workspaces
-            .iter()
-            .map(|w| w.name.as_str())
-            .collect();
+        let pipeline_ws: Vec<&str> = ctx.workspaces().collect();
         for (j, w) in t.workspaces.iter().enumerate() {
             let source = w.workspace.as_deref().unwrap_or(&w.name);
             if !pipeline_ws.contains(&source) {
@@ -320,7 +316,14 @@ impl<'a> Checker<'_, 'a> {
     fn embedded_task_spec(&mut self, t: &PipelineTask, tp: &Path, ctx: &PipelineCtx<'_>) {
         let Some(ts) = &t.task_spec else { return };
         if ts.api_version.is_none() && ts.kind.is_none() {
-            self.task_spec(&ts.task, &tp.key("taskSpec"), &Outer::Pipeline(ctx));
+            // In a PipelineRun's embedded spec, the params the task passes
+            // reach its spec even undeclared (Tekton's scope precedence).
+            let given = if ctx.run.is_some() {
+                propagated_specs(&t.params, &ts.task.params)
+            } else {
+                Vec::new()
+            };
+            self.task_spec(&ts.task, &tp.key("taskSpec"), &Outer::Pipeline(ctx, &given));
         } else if ts.api_version.is_none() || ts.kind.is_none() {
             self.err(
                 &tp.key("taskSpec"),
@@ -370,8 +373,9 @@ impl<'a> Checker<'_, 'a> {
             &given_elsewhere,
             &who,
         );
+        // An embedded spec takes params it does not declare (propagation).
         for (j, p) in t.params.iter().enumerate() {
-            if !spec.params.iter().any(|s| s.name == p.name) {
+            if t.task_spec.is_none() && !spec.params.iter().any(|s| s.name == p.name) {
                 self.warn(
                     &tp.key("params").idx(j).key("name"),
                     format!(
@@ -386,8 +390,8 @@ impl<'a> Checker<'_, 'a> {
     }
 
     /// The workspaces a PipelineTask binds for the Task it runs (`spec`,
-    /// when known): every required one bound, none the Task does not
-    /// declare.
+    /// when known): every required one bound, none a referenced Task does
+    /// not declare.
     fn workspaces_for_task(&mut self, t: &PipelineTask, spec: &'a TaskSpec, tp: &Path) {
         let who = format!("task {:?}", t.name);
         let bound: Vec<&str> = t.workspaces.iter().map(|w| w.name.as_str()).collect();
@@ -399,8 +403,9 @@ impl<'a> Checker<'_, 'a> {
             tp,
             &who,
         );
+        // An embedded spec takes bindings it does not declare (propagation).
         for (j, w) in t.workspaces.iter().enumerate() {
-            if !spec.workspaces.iter().any(|d| d.name == w.name) {
+            if t.task_spec.is_none() && !spec.workspaces.iter().any(|d| d.name == w.name) {
                 self.err(
                     &tp.key("workspaces").idx(j).key("name"),
                     format!(

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use super::{Checker, Outer, claim_name_problem, fmt_duration, sub_path_problem};
+use super::{Checker, Outer, claim_name_problem, fmt_duration, propagated_specs, sub_path_problem};
 use crate::diag::suggest;
 use crate::path::Path;
 use crate::v1::*;
@@ -139,7 +139,8 @@ impl<'a> Checker<'_, 'a> {
             }
         }
         if let Some(ts) = &spec.task_spec {
-            self.task_spec(ts, &path.key("taskSpec"), &Outer::None);
+            let given = propagated_specs(&spec.params, &ts.params);
+            self.task_spec(ts, &path.key("taskSpec"), &Outer::Run(&given));
         }
     }
 
@@ -298,7 +299,7 @@ impl<'a> Checker<'_, 'a> {
             );
         }
         if let Some(ps) = &spec.pipeline_spec {
-            self.pipeline_spec(ps, &path.key("pipelineSpec"));
+            self.pipeline_spec(ps, &path.key("pipelineSpec"), Some(spec));
         }
     }
 
@@ -373,8 +374,9 @@ impl<'a> Checker<'_, 'a> {
             &path.key("workspaces"),
             &who,
         );
+        // An embedded spec takes bindings it does not declare (propagation).
         for (i, w) in spec.workspaces.iter().enumerate() {
-            if !p.workspaces.iter().any(|d| d.name == w.name) {
+            if spec.pipeline_spec.is_none() && !p.workspaces.iter().any(|d| d.name == w.name) {
                 self.warn(
                     &path.key("workspaces").idx(i).key("name"),
                     format!(

@@ -12,12 +12,8 @@ impl<'a> Checker<'_, 'a> {
     /// declares, then each step, the step template, sidecars, volumes and
     /// result values, with the references each may make.
     pub(super) fn task_spec(&mut self, spec: &TaskSpec, path: &Path, outer: &Outer<'_>) {
-        let pipeline = match outer {
-            Outer::Pipeline(p) => Some(*p),
-            Outer::None => None,
-        };
         self.task_declarations(spec, path);
-        let mut scope = Scope::task(spec, pipeline);
+        let mut scope = Scope::task(spec, outer);
         self.steps(spec, path, &mut scope);
         self.sidecars(spec, path, &scope);
         for (i, v) in spec.volumes.iter().enumerate() {
@@ -46,6 +42,7 @@ impl<'a> Checker<'_, 'a> {
             spec.sidecars
                 .iter()
                 .enumerate()
+                .filter(|(_, s)| !s.name.is_empty())
                 .map(|(i, s)| (i, s.name.as_str())),
             &path.key("sidecars"),
             "name",
@@ -133,11 +130,10 @@ impl<'a> Checker<'_, 'a> {
     fn sidecars(&mut self, spec: &TaskSpec, path: &Path, scope: &Scope<'_>) {
         for (i, s) in spec.sidecars.iter().enumerate() {
             let sp = path.key("sidecars").idx(i);
-            if s.name.is_empty() {
-                self.err(&sp.key("name"), "required field is missing");
-            } else if s.name == "tekton-log-results" {
+            // An unnamed sidecar runs as `sidecar-unnamed-<i>`, as steps do.
+            if s.name == "tekton-log-results" {
                 self.err(&sp.key("name"), "\"tekton-log-results\" is reserved");
-            } else if !is_dns1123_label(&s.name) {
+            } else if !s.name.is_empty() && !is_dns1123_label(&s.name) {
                 self.err(
                     &sp.key("name"),
                     format!(
@@ -245,6 +241,7 @@ impl<'a> Checker<'_, 'a> {
             );
         }
         self.duration(s.timeout.as_ref(), &sp.key("timeout"));
+        self.on_error(s.on_error.as_deref(), &sp.key("onError"));
         self.volume_mounts(&s.volume_mounts, &sp.key("volumeMounts"));
         for (j, w) in s.workspaces.iter().enumerate() {
             if !spec.workspaces.iter().any(|d| d.name == w.name) {

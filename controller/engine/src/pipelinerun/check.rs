@@ -59,6 +59,7 @@ impl<'a> Pipeline<'a> {
                 format!("Failed to apply parameters to Pipeline {pl}: {e}"),
             )
         })?;
+        check_on_error(&spec, &pl)?;
         Ok(Pipeline {
             raw,
             spec,
@@ -67,6 +68,27 @@ impl<'a> Pipeline<'a> {
             graph,
         })
     }
+}
+
+/// Each pipeline task's `onError`, now that params are applied (it may be
+/// `$(params.x)`): `continue` or `stopAndFail`.
+fn check_on_error(spec: &PipelineSpec, pl: &str) -> Result<(), Failure> {
+    for (list, tasks) in [("tasks", &spec.tasks), ("finally", &spec.finally)] {
+        for (i, t) in tasks.iter().enumerate() {
+            if let Some(v) = t.on_error.as_deref()
+                && v != "continue"
+                && v != "stopAndFail"
+            {
+                return Err(Failure::new(
+                    reason::VALIDATION_FAILED,
+                    format!(
+                        "Pipeline {pl} can't be Run; it has an invalid spec: invalid value: {v:?}: {list}[{i}].onError: PipelineTask onError must be either \"continue\" or \"stopAndFail\""
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The run's param values for its pipeline (a run's object replaces the

@@ -165,7 +165,7 @@ pub(super) fn resolve_task(
     if let Some(spec) = j.get_mut("taskSpec") {
         // An inline spec also refers to its own params and results: only
         // task results and finally variables are applied here.
-        let mut lenient = vars.clone();
+        let mut lenient = inline_vars(vars, &pt.params);
         lenient.clear_strict();
         lenient.strict("tasks.");
         if let Err(e) = lenient.json(spec, "taskSpec", &["name"]) {
@@ -240,6 +240,18 @@ fn classify(err: &str, pt: &PipelineTask, tasks: &[Task<'_>]) -> Unresolved {
     Unresolved::Skip
 }
 
+/// The variables an embedded taskSpec takes from its pipeline: all but the
+/// params its pipeline task passes, which are the task's (Tekton's scope
+/// precedence) and stay for the TaskRun, which gets their values.
+fn inline_vars(vars: &Vars, passed: &[Param]) -> Vars {
+    let mut inline = vars.clone();
+    for p in passed {
+        inline.remove(&format!("params.{}", p.name));
+        inline.remove(&format!("inputs.params.{}", p.name));
+    }
+    inline
+}
+
 /// Applies pipeline-level variables to every pipeline task.
 pub(super) fn substitute_pipeline(
     spec: &PipelineSpec,
@@ -305,9 +317,8 @@ fn substitute_task(
         t.on_error = Some(vars.str(o, &format!("{path}.onError"))?);
     }
     if let Some(e) = t.task_spec.as_mut() {
-        // Implicit propagation: pipeline values reach inline specs; what
-        // they declare themselves stays for the TaskRun.
-        let mut lenient = vars.clone();
+        // Implicit propagation: pipeline values reach inline specs.
+        let mut lenient = inline_vars(vars, &t.params);
         lenient.clear_strict();
         let mut j = serde_json::to_value(&e.task).unwrap_or_default();
         lenient.json(&mut j, &format!("{path}.taskSpec"), &["name"])?;

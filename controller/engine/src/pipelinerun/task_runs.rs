@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use tektite_api::param::ParamValue;
 use tektite_api::v1::{
     Param, PipelineRun, PipelineTask, PipelineTaskRunSpec, PodTemplate, TaskRun, TaskRunSpec,
-    TaskSpec, WorkspaceBinding,
+    TaskSpec, WorkspaceBinding, WorkspacePipelineTaskBinding,
 };
 
 use super::{dur, on_error_continue, reason};
@@ -215,7 +215,7 @@ fn bind_workspaces(
             .map(|w| w.optional)
     };
     let mut workspaces = Vec::new();
-    for w in &pt.workspaces {
+    for w in pt.workspaces.iter().chain(&propagated_workspaces(pt)) {
         let pw = w.workspace.as_deref().unwrap_or(&w.name);
         let Some(b) = pr.spec.workspaces.iter().find(|b| b.name == pw) else {
             if declared(&w.name) == Some(true) {
@@ -244,6 +244,44 @@ fn bind_workspaces(
         workspaces.push(nb);
     }
     Ok(workspaces)
+}
+
+/// Tekton's workspace propagation: the workspaces an embedded taskSpec's
+/// steps, sidecars and step template refer to (`$(workspaces.<w>.…)`) that
+/// the pipeline task does not bind are bound to the run's workspace of the
+/// same name.
+fn propagated_workspaces(pt: &PipelineTask) -> Vec<WorkspacePipelineTaskBinding> {
+    let Some(spec) = pt.task_spec.as_ref().map(|e| &e.task) else {
+        return Vec::new();
+    };
+    let mut text = String::new();
+    for part in [
+        serde_json::to_string(&spec.steps),
+        serde_json::to_string(&spec.sidecars),
+        serde_json::to_string(&spec.step_template),
+    ] {
+        text.push_str(&part.unwrap_or_default());
+    }
+    let mut used: Vec<String> = Vec::new();
+    for (i, _) in text.match_indices("$(workspaces.") {
+        let rest = &text[i + "$(workspaces.".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        if !name.is_empty()
+            && !used.contains(&name)
+            && !pt.workspaces.iter().any(|w| w.name == name)
+        {
+            used.push(name);
+        }
+    }
+    used.into_iter()
+        .map(|name| WorkspacePipelineTaskBinding {
+            name,
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// The TaskRun's timeout: the task's own, else the run's tasks/finally
