@@ -198,6 +198,38 @@ fn propagated_params_and_workspaces_run(rt: &str) {
     }
 }
 
+/// Step-level `when`: guarded-out steps are skipped (reported `Skipped`,
+/// exit code 0) and the next steps run; an earlier step's result decides.
+fn steps_guarded_by_when_expressions(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-step-when"));
+    let (code, v, stderr) = run(rt, &s, "taskrun-step-when.yaml", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(condition(&v).1, "Succeeded");
+    let steps = v["status"]["steps"].as_array().unwrap();
+    let reason = |name: &str| {
+        let st = steps.iter().find(|x| x["name"] == name).unwrap();
+        (
+            st["terminationReason"].as_str().unwrap_or("").to_string(),
+            st["terminated"]["exitCode"].as_i64(),
+        )
+    };
+    assert_eq!(reason("decide"), ("Completed".into(), Some(0)));
+    assert_eq!(reason("deploy"), ("Skipped".into(), Some(0)));
+    assert_eq!(reason("with-cache"), ("Skipped".into(), Some(0)));
+    assert_eq!(reason("follow"), ("Completed".into(), Some(0)));
+    assert_eq!(reason("last"), ("Completed".into(), Some(0)));
+    let log = logs(&s, "tr", &name(&v));
+    assert!(log.contains("[follow] following the verdict"), "{log}");
+    assert!(log.contains("[last] last step"), "{log}");
+    assert!(
+        !log.contains("deploying") && !log.contains("using the cache"),
+        "{log}"
+    );
+}
+
 fn on_error_at_both_levels_stopping_and_finally(rt: &str) {
     if !ready(rt) {
         return;
@@ -531,6 +563,7 @@ both_runtimes!(
     a_task_with_params_and_a_host_directory_workspace,
     a_sidecar_runs_beside_the_steps,
     propagated_params_and_workspaces_run,
+    steps_guarded_by_when_expressions,
 );
 
 #[test]

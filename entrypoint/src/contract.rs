@@ -140,7 +140,8 @@ pub enum Reason {
     Error,
     /// The command failed but `onError: continue` let the task go on.
     Continued,
-    /// A previous step failed; this one did not run.
+    /// Not run: a previous step failed (exit code `exit::SKIPPED`), or its
+    /// `when` expressions were false (exit code 0; the next steps run).
     Skipped,
     /// The step ran past its timeout.
     TimeoutExceeded,

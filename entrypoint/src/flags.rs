@@ -44,6 +44,9 @@ pub struct Flags {
     pub max_result_size: usize,
     /// Tektite: time between SIGTERM and SIGKILL when a step is stopped.
     pub grace_period: Duration,
+    /// `-when_expressions` (JSON, read when the step's turn comes): the
+    /// step runs only when they all hold.
+    pub when: String,
     /// The command and its arguments (`-entrypoint` first, then after `--`).
     pub command: Vec<String>,
 }
@@ -65,13 +68,14 @@ impl Default for Flags {
             results_dir: RESULTS_DIR.to_string(),
             max_result_size: DEFAULT_MAX_RESULT_SIZE,
             grace_period: Duration::from_secs(2),
+            when: String::new(),
             command: Vec::new(),
         }
     }
 }
 
 /// Tekton flags accepted for compatibility and not used by Tektite.
-const IGNORED_WITH_VALUE: &[&str] = &["when_expressions", "result_from"];
+const IGNORED_WITH_VALUE: &[&str] = &["result_from"];
 const IGNORED_BOOL: &[&str] = &[
     "breakpoint_on_failure",
     "debug_before_step",
@@ -166,6 +170,7 @@ pub fn parse(args: &[String]) -> Result<Flags, String> {
                     }
                 }
             }
+            "when_expressions" => f.when = value,
             "stdout_path" => f.stdout_path = Some(value).filter(|v| !v.is_empty()),
             "stderr_path" => f.stderr_path = Some(value).filter(|v| !v.is_empty()),
             "results_dir" => f.results_dir = value,

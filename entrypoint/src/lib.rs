@@ -25,5 +25,6 @@ pub mod run;
 pub mod step;
 pub mod subcommands;
 pub mod wait;
+pub mod when;
 
 pub use contract::*;

@@ -94,12 +94,26 @@ pub fn run(
             report.exit_code = exit::WAIT_INTERRUPTED;
             (exit::WAIT_INTERRUPTED, false)
         }
-        WaitOutcome::Ready => execute(flags, runner, &mut report),
+        WaitOutcome::Ready => match when_allows(flags) {
+            Ok(true) => execute(flags, runner, &mut report),
+            Ok(false) => {
+                report.started_at = rfc3339(SystemTime::now());
+                report.reason = Reason::Skipped;
+                report.message = "skipped: its when expressions were false".into();
+                (0, true)
+            }
+            Err(e) => {
+                report.reason = Reason::CannotExec;
+                report.message = e;
+                report.exit_code = exit::CANNOT_EXEC;
+                (exit::CANNOT_EXEC, false)
+            }
+        },
     };
     if report.finished_at.is_empty() {
         report.finished_at = rfc3339(SystemTime::now());
     }
-    if ok && report.reason != Reason::Continued {
+    if ok && !matches!(report.reason, Reason::Continued | Reason::Skipped) {
         report.message.clear();
     }
     let mut code = exit_code;
@@ -124,9 +138,38 @@ pub fn run(
     code
 }
 
+/// Whether the step's `when` expressions hold (true without any); earlier
+/// steps' results are read under the steps directory beside this step's
+/// run directory (`<root>/run/<i>/status` → `<root>/steps`).
+fn when_allows(flags: &Flags) -> Result<bool, String> {
+    if flags.when.is_empty() {
+        return Ok(true);
+    }
+    let steps_dir = flags
+        .step_metadata_dir
+        .as_deref()
+        .map(Path::new)
+        .and_then(|d| d.parent()?.parent()?.parent())
+        .map_or_else(
+            || Path::new(crate::contract::STEPS_DIR).to_path_buf(),
+            |root| root.join("steps"),
+        );
+    let whens = crate::when::parse(&flags.when)?;
+    crate::when::allows(&whens, &steps_dir, flags.max_result_size)
+}
+
 /// Runs the command and harvests results; returns (exit code, success).
 fn execute(flags: &Flags, runner: &mut dyn Runner, report: &mut Report) -> (i32, bool) {
     report.started_at = rfc3339(SystemTime::now());
+    // Where `$(step.results.<r>.path)` and `$(step.artifacts.path)` point,
+    // made before the command runs, as Tekton's entrypoint does.
+    if let Some(dir) = &flags.step_metadata_dir {
+        for sub in ["results", "artifacts"] {
+            if let Err(e) = std::fs::create_dir_all(Path::new(dir).join(sub)) {
+                eprintln!("entrypoint: cannot create {dir}/{sub}: {e}");
+            }
+        }
+    }
     let outcome = match runner.run(&flags.command, flags.timeout) {
         Ok(o) => o,
         Err(e) => {

@@ -246,7 +246,7 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
     let step_names = step_names(input.spec);
     let vars = task_vars(&param_vars, &input, &id, &step_names, &workspaces);
     let spec = substitute_spec(input.spec, &vars, &step_names, &workspaces)?;
-    check_on_error(&spec)?;
+    check_steps(&spec)?;
     let mounted = mount_workspaces(&spec, &workspaces);
     let mut steps = step_containers(&mounted, &spec, tr, &step_names);
     let mut sidecars = sidecar_containers(&mounted.sidecars, tr);
@@ -782,9 +782,24 @@ fn place_scripts(
 }
 
 /// Each step's `onError`, now that params are applied (it may be
-/// `$(params.x)`): `continue` or `stopAndFail`, as the entrypoint takes.
-fn check_on_error(spec: &TaskSpec) -> Result<(), BuildError> {
-    for s in &spec.steps {
+/// `$(params.x)`): `continue` or `stopAndFail`, as the entrypoint takes;
+/// and its `when` expressions, which the entrypoint evaluates: `in` or
+/// `notin`, no CEL.
+fn check_steps(spec: &TaskSpec) -> Result<(), BuildError> {
+    for (i, s) in spec.steps.iter().enumerate() {
+        for (j, w) in s.when.iter().enumerate() {
+            if w.cel.as_deref().is_some_and(|c| !c.is_empty()) {
+                return Err(fail(format!(
+                    "spec.steps[{i}].when[{j}].cel: CEL in a step's when is not supported: use input, operator and values"
+                )));
+            }
+            let op = w.operator.as_deref().unwrap_or("");
+            if op != "in" && op != "notin" {
+                return Err(fail(format!(
+                    "spec.steps[{i}].when[{j}].operator: {op:?} is not in or notin"
+                )));
+            }
+        }
         if let Some(v) = s.on_error.as_deref()
             && v != "continue"
             && v != "stopAndFail"
@@ -954,6 +969,10 @@ fn entrypoint_args(i: usize, s: &Step, command: &[String], w: &Wrapping<'_>) -> 
     ]);
     if let Some(on_error) = &s.on_error {
         flags.extend(["-on_error".into(), on_error.clone()]);
+    }
+    if !s.when.is_empty() {
+        let when = serde_json::to_string(&s.when).unwrap_or_default();
+        flags.extend(["-when_expressions".into(), when]);
     }
     if let Some(t) = &s.timeout
         && let Some((_, d)) = ep::parse_go_duration(t)

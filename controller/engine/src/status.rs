@@ -182,6 +182,8 @@ pub struct StepFlags {
     pub max_result_size: usize,
     /// `-on_error continue`.
     pub on_error_continue: bool,
+    /// `-when_expressions`: the step may be skipped with exit code 0.
+    pub has_when: bool,
 }
 
 impl StepFlags {
@@ -202,6 +204,7 @@ impl StepFlags {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(ep::DEFAULT_MAX_RESULT_SIZE),
             on_error_continue: value("-on_error") == Some("continue"),
+            has_when: value("-when_expressions").is_some(),
         }
     }
 
@@ -214,6 +217,7 @@ impl StepFlags {
             StepFlags {
                 max_result_size: ep::DEFAULT_MAX_RESULT_SIZE,
                 on_error_continue: false,
+                has_when: false,
             },
             StepFlags::of,
         )
@@ -245,6 +249,7 @@ pub fn report_problem(r: &Report, container_code: i32, flags: StepFlags) -> Opti
         Reason::Continued => {
             return Some(format!("{}, but the step is not onError: continue", says()));
         }
+        Reason::Skipped if r.exit_code == 0 && flags.has_when => 0,
         Reason::Skipped => exit::SKIPPED,
         Reason::TimeoutExceeded => exit::TIMEOUT,
         Reason::ResultTooLarge => exit::RESULT_TOO_LARGE,
@@ -1008,6 +1013,35 @@ mod tests {
         assert_eq!(
             (f.max_result_size, f.on_error_continue),
             (ep::DEFAULT_MAX_RESULT_SIZE, false)
+        );
+    }
+
+    /// A step skipped by its `when` expressions ends with exit code 0; only
+    /// a step with `-when_expressions` may report that, others are skipped
+    /// with the entrypoint's own code.
+    #[test]
+    fn a_when_skipped_step_reports_exit_code_zero() {
+        let report = Report {
+            step: "s".into(),
+            exit_code: 0,
+            reason: ep::Reason::Skipped,
+            message: String::new(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            results: Vec::new(),
+        };
+        let when = flags(&["-when_expressions", "[]", "-entrypoint", "sh", "--"]);
+        assert!(when.has_when);
+        assert_eq!(report_problem(&report, 0, when), None);
+        let plain = flags(&["-entrypoint", "sh", "--"]);
+        assert!(report_problem(&report, 0, plain).is_some());
+        let failed_before = Report {
+            exit_code: ep::exit::SKIPPED,
+            ..report
+        };
+        assert_eq!(
+            report_problem(&failed_before, ep::exit::SKIPPED, plain),
+            None
         );
     }
 

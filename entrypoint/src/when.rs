@@ -1,0 +1,179 @@
+//! A step's `when` expressions (`-when_expressions`, Tekton's JSON list of
+//! `{input, operator, values}`): the step runs only when every one holds.
+//!
+//! The engine substitutes what it knows (params, `$(workspaces.x.bound)`,
+//! task results are not allowed); what only the pod knows, an earlier
+//! step's results (`$(steps.<step>.results.<name>)`), is read here, from
+//! `<root>/steps/step-<step>/results/<name>`, as a regular file of at most
+//! the result size limit, never through a link.
+
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// One expression as the engine passes it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct When {
+    #[serde(default)]
+    pub input: String,
+    #[serde(default)]
+    pub operator: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+    #[serde(default)]
+    pub cel: String,
+}
+
+/// Reads the flag's JSON.
+///
+/// # Errors
+/// The JSON does not hold a list of expressions.
+pub fn parse(json: &str) -> Result<Vec<When>, String> {
+    serde_json::from_str(json).map_err(|e| format!("flag -when_expressions: {e}"))
+}
+
+/// Whether every expression holds, once the earlier steps' results they
+/// refer to are read from `steps_dir` (`/tekton/steps`).
+///
+/// # Errors
+/// A CEL expression (not evaluated here), an operator other than `in` and
+/// `notin`, or a step result that cannot be read.
+pub fn allows(whens: &[When], steps_dir: &Path, limit: usize) -> Result<bool, String> {
+    for w in whens {
+        if !w.cel.is_empty() {
+            return Err(format!("when: cel {:?} is not supported in a step", w.cel));
+        }
+        let input = substitute(&w.input, steps_dir, limit)?;
+        let values = w
+            .values
+            .iter()
+            .map(|v| substitute(v, steps_dir, limit))
+            .collect::<Result<Vec<_>, _>>()?;
+        let found = values.contains(&input);
+        let holds = match w.operator.as_str() {
+            "in" => found,
+            "notin" => !found,
+            other => return Err(format!("when: operator {other:?} is not in or notin")),
+        };
+        if !holds {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// `text` with each `$(steps.<step>.results.<name>)` replaced by that
+/// result's value (trailing newline kept, as Tekton reads the file whole).
+fn substitute(text: &str, steps_dir: &Path, limit: usize) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("$(steps.") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + "$(steps.".len()..];
+        let Some(end) = after.find(')') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let expr = &after[..end];
+        let Some((step, name)) = expr.split_once(".results.") else {
+            return Err(format!(
+                "when: $(steps.{expr}) is not a step result reference"
+            ));
+        };
+        out.push_str(&read_result(steps_dir, step, name, limit)?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// One step result, read as a regular file of at most `limit` bytes.
+fn read_result(steps_dir: &Path, step: &str, name: &str, limit: usize) -> Result<String, String> {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if !plain(step) || !plain(name) {
+        return Err(format!(
+            "when: $(steps.{step}.results.{name}) is not a step result reference"
+        ));
+    }
+    let path = steps_dir
+        .join(format!("step-{step}"))
+        .join("results")
+        .join(name);
+    let what = format!("when: result {name:?} of step {step:?}");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| format!("{what}: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("{what}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{what}: not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{what}: {e}"))?;
+    if bytes.len() > limit {
+        return Err(format!("{what}: over the limit of {limit} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{what}: not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(input: &str, operator: &str, values: &[&str]) -> When {
+        When {
+            input: input.into(),
+            operator: operator.into(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+            cel: String::new(),
+        }
+    }
+
+    #[test]
+    fn operators_and_step_results() {
+        let dir = std::env::temp_dir().join(format!("when-{}", std::process::id()));
+        let results = dir.join("step-first").join("results");
+        std::fs::create_dir_all(&results).unwrap();
+        std::fs::write(results.join("answer"), "yes").unwrap();
+        let ok = |ws: &[When]| allows(ws, &dir, 4096);
+        assert_eq!(ok(&[w("a", "in", &["a", "b"])]), Ok(true));
+        assert_eq!(ok(&[w("a", "notin", &["a"])]), Ok(false));
+        assert_eq!(
+            ok(&[w("$(steps.first.results.answer)", "in", &["yes"])]),
+            Ok(true)
+        );
+        assert_eq!(
+            ok(&[
+                w("x", "in", &["x"]),
+                w("$(steps.first.results.answer)", "in", &["no"])
+            ]),
+            Ok(false)
+        );
+        assert!(ok(&[w("$(steps.first.results.missing)", "in", &["x"])]).is_err());
+        assert!(ok(&[w("$(steps.../results.x)", "in", &["x"])]).is_err());
+        assert!(ok(&[w("a", "equals", &["a"])]).is_err());
+        let cel = When {
+            cel: "1 == 1".into(),
+            ..w("", "", &[])
+        };
+        assert!(ok(&[cel]).is_err());
+        // A link where the result should be is refused.
+        std::os::unix::fs::symlink("/etc/hostname", results.join("link")).unwrap();
+        assert!(ok(&[w("$(steps.first.results.link)", "in", &["x"])]).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            parse(r#"[{"input":"a","operator":"in","values":["a"]}]"#).unwrap(),
+            vec![w("a", "in", &["a"])]
+        );
+        assert!(parse("{").is_err());
+    }
+}
