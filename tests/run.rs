@@ -533,6 +533,23 @@ fn a_sidecar_failing_before_ready_fails_the_run(rt: &str) {
     assert!(log.contains("[after] the step ran"), "{log}");
 }
 
+fn a_sidecar_failing_its_startup_probe_is_killed(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-sidecar-startup"));
+    let (code, v, stderr) = run(rt, &s, "taskrun-sidecar-startup-fails.yaml", &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let (_, reason, message) = condition(&v);
+    assert_eq!(reason, "SidecarFailed");
+    assert!(
+        message.starts_with("\"sidecar-slow\" exited with code 137"),
+        "{message}"
+    );
+    let log = logs(&s, "tr", &name(&v));
+    assert!(log.contains("[after] the step ran"), "{log}");
+}
+
 #[test]
 fn podman_runs_the_image_command_of_a_step_without_one() {
     if !ready("podman") {
@@ -588,6 +605,7 @@ both_runtimes!(
     sidecar_probes_hold_the_first_step_until_ready,
     a_sidecar_never_ready_times_the_run_out_naming_it,
     a_sidecar_failing_before_ready_fails_the_run,
+    a_sidecar_failing_its_startup_probe_is_killed,
 );
 
 #[test]
