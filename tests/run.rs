@@ -63,7 +63,11 @@ fn tkt(args: &[&str]) -> Output {
 
 /// `tkt run -o json` of a file under `tests/runs/`: exit code and object.
 fn run(rt: &str, state: &State, file: &str, extra: &[&str]) -> (i32, Value, String) {
-    let path = format!("runs/{file}");
+    let path = if file.starts_with('/') {
+        file.to_string()
+    } else {
+        format!("runs/{file}")
+    };
     let sd = state.arg();
     let mut args = vec!["-f", &path, "--state-dir", &sd, "-o", "json"];
     args.extend_from_slice(extra);
@@ -510,6 +514,99 @@ fn a_sidecar_runs_beside_the_steps(rt: &str) {
     assert!(log.contains("[use] step after the sidecar"), "{log}");
 }
 
+/// A copy of `tests/runs/<file>` in the state directory with the ports
+/// 18080 and 18081 replaced by free ones of this machine (host processes
+/// share its network): its absolute path.
+fn with_free_ports(state: &State, file: &str) -> String {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string()
+    };
+    let text = std::fs::read_to_string(tests_dir().join("runs").join(file)).unwrap();
+    let text = text.replace("18080", &free()).replace("18081", &free());
+    std::fs::create_dir_all(&state.0).unwrap();
+    let path = state.0.join(file);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn sidecar_probes_hold_the_first_step_until_ready(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-sidecar-probes"));
+    let file = with_free_ports(&s, "taskrun-sidecar-probes.yaml");
+    let (code, v, stderr) = run(rt, &s, &file, &[]);
+    let log = logs(&s, "tr", &name(&v));
+    assert_eq!(code, 0, "{stderr}\n{log}");
+    assert_eq!(condition(&v).1, "Succeeded");
+    // Each server was up, and the file written, when the step ran.
+    for line in ["[use] web-ok", "[use] tcp-ok", "[use] file-ok"] {
+        assert!(log.contains(line), "{line} in {log}");
+    }
+}
+
+fn a_sidecar_never_ready_times_the_run_out_naming_it(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-sidecar-never-ready"));
+    let (code, v, stderr) = run(rt, &s, "taskrun-sidecar-never-ready.yaml", &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let (status, reason, message) = condition(&v);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "TaskRunTimeout")
+    );
+    let tr = name(&v);
+    assert_eq!(
+        message,
+        format!(
+            "TaskRun \"{tr}\" failed to finish within \"8s\": the steps never started, \
+             waiting for the sidecar \"stuck\" (readiness probe failed: the command exited \
+             with code 1) to be ready"
+        )
+    );
+    let log = logs(&s, "tr", &tr);
+    assert!(!log.contains("the step ran"), "{log}");
+}
+
+fn a_sidecar_failing_before_ready_fails_the_run(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-sidecar-exits"));
+    let (code, v, stderr) = run(rt, &s, "taskrun-sidecar-exits.yaml", &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let (_, reason, message) = condition(&v);
+    assert_eq!(reason, "SidecarFailed");
+    assert_eq!(message, "\"sidecar-crash\" exited with code 3: Error");
+    // An ended sidecar no longer holds the steps back.
+    let log = logs(&s, "tr", &name(&v));
+    assert!(log.contains("[after] the step ran"), "{log}");
+}
+
+fn a_sidecar_failing_its_startup_probe_is_killed(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-sidecar-startup"));
+    let (code, v, stderr) = run(rt, &s, "taskrun-sidecar-startup-fails.yaml", &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let (_, reason, message) = condition(&v);
+    assert_eq!(reason, "SidecarFailed");
+    assert!(
+        message.starts_with("\"sidecar-slow\" exited with code 137"),
+        "{message}"
+    );
+    let log = logs(&s, "tr", &name(&v));
+    assert!(log.contains("[after] the step ran"), "{log}");
+}
+
 #[test]
 fn podman_runs_the_image_command_of_a_step_without_one() {
     if !ready("podman") {
@@ -564,6 +661,10 @@ both_runtimes!(
     a_sidecar_runs_beside_the_steps,
     propagated_params_and_workspaces_run,
     steps_guarded_by_when_expressions,
+    sidecar_probes_hold_the_first_step_until_ready,
+    a_sidecar_never_ready_times_the_run_out_naming_it,
+    a_sidecar_failing_before_ready_fails_the_run,
+    a_sidecar_failing_its_startup_probe_is_killed,
 );
 
 #[test]

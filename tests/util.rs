@@ -14,9 +14,13 @@ pub fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests")
 }
 
-/// The `tkt` binary cargo built for this test run.
+/// The `tkt` binary cargo built for this test run, or `TEKTITE_TEST_TKT`
+/// (a copy of it taken aside, where a shared target directory may see
+/// another tree's build replace it).
 pub fn tkt_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_tkt"))
+    std::env::var_os("TEKTITE_TEST_TKT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tkt")))
 }
 
 /// Runs `tkt` with `args` in `tests/`, with no standard input.
@@ -78,7 +82,11 @@ pub fn entrypoint_env() -> PathBuf {
                 .status()
                 .expect("run cargo");
             assert!(ok.success(), "cannot build the entrypoint");
-            root.join("target/debug/entrypoint")
+            // Where cargo put it: a shared CARGO_TARGET_DIR, else the tree's.
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target"))
+                .join("debug/entrypoint")
         })
         .clone()
 }

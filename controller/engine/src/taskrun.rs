@@ -194,6 +194,7 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
     if let Some(t) = pod::timeout(tr, config)
         && let Some(msg) = check_timeout(&name, t, &st, &mut plan, obs.now)
     {
+        let msg = msg + &obs.pod.map(sidecars_not_ready).unwrap_or_default();
         end_early(obs, &mut st, &mut plan, reason::TIMEOUT, msg);
         plan.status = Some(st);
         return plan;
@@ -425,4 +426,45 @@ fn sidecars_ready(p: &Pod) -> bool {
             (s.is_some_and(|s| s.running.is_some()) && c.ready)
                 || s.is_some_and(|s| s.terminated.is_some())
         })
+}
+
+/// The annotation (prefix, then the container's name) on an observed pod
+/// saying why a container is not ready: its last probe failure, as a
+/// kubelet reports it in an event. The local runtimes write it.
+pub const NOT_READY_ANNOTATION: &str = "tektite.dev/not-ready.";
+
+/// What a run that ends before its steps were released says of the
+/// sidecars that held them back: each one running but not ready, with why
+/// when the pod says (see [`NOT_READY_ANNOTATION`]). Empty once the pod
+/// is marked ready, or when no sidecar held it back.
+pub fn sidecars_not_ready(p: &Pod) -> String {
+    let annotations = p.metadata.annotations.clone().unwrap_or_default();
+    if annotations
+        .get("tekton.dev/ready")
+        .is_some_and(|v| v == "READY")
+    {
+        return String::new();
+    }
+    let held: Vec<String> = p
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .filter(|c| !c.name.starts_with("step-") && !c.ready)
+        .filter(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+        .map(|c| {
+            let name = c.name.trim_start_matches("sidecar-");
+            match annotations.get(&format!("{NOT_READY_ANNOTATION}{}", c.name)) {
+                Some(why) => format!("{name:?} ({why})"),
+                None => format!("{name:?}"),
+            }
+        })
+        .collect();
+    if held.is_empty() {
+        return String::new();
+    }
+    format!(
+        ": the steps never started, waiting for the sidecar{} {} to be ready",
+        if held.len() == 1 { "" } else { "s" },
+        held.join(", ")
+    )
 }

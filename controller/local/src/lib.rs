@@ -8,6 +8,7 @@
 pub mod beneath;
 pub mod live;
 pub mod logs;
+pub mod probe;
 pub mod process;
 pub mod procs;
 pub mod runner;

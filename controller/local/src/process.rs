@@ -143,6 +143,8 @@ pub struct ProcessPod {
     tree: bool,
     ready_file: Option<PathBuf>,
     ready_written: bool,
+    /// The readiness and startup probes of its containers.
+    probes: crate::probe::Probes,
     grace: std::time::Duration,
     procs: Vec<(String, Arc<Mutex<ProcState>>)>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -578,6 +580,10 @@ impl ProcessPod {
                 (f, _) => f.clone(),
             },
             ready_written: false,
+            probes: crate::probe::Probes::new(
+                &spec.containers,
+                Arc::new(HostExec::new(&launcher, &spec.containers)),
+            ),
             grace: env.grace,
             procs: Vec::new(),
             threads: Vec::new(),
@@ -696,7 +702,6 @@ impl ProcessPod {
             };
             statuses.push(ContainerStatus {
                 name: name.clone(),
-                ready: st.running.is_some(),
                 state: Some(st),
                 ..Default::default()
             });
@@ -711,6 +716,7 @@ impl ProcessPod {
                 }
             }
         }
+        self.probe(&mut statuses, &mut annotations);
         pod.metadata.annotations = Some(annotations);
         pod.status = Some(PodStatus {
             phase: Some(crate::runtime::phase(&statuses).into()),
@@ -720,6 +726,37 @@ impl ProcessPod {
         pod
     }
 
+    /// Runs the probes due (see [`crate::probe`]; tcpSocket and httpGet
+    /// connect to this machine, whose network the pod shares) and sets each
+    /// container's readiness from them, as a kubelet does.
+    fn probe(
+        &mut self,
+        statuses: &mut [ContainerStatus],
+        annotations: &mut BTreeMap<String, String>,
+    ) {
+        let running = |n: &str| {
+            statuses
+                .iter()
+                .any(|s| s.name == n && s.state.as_ref().is_some_and(|x| x.running.is_some()))
+        };
+        let address = Ok("127.0.0.1".to_string());
+        let failed = self
+            .probes
+            .tick(&running, &address, std::time::Instant::now());
+        for (name, state) in &self.procs {
+            let root = state
+                .lock()
+                .ok()
+                .filter(|s| s.code.is_none())
+                .and_then(|s| s.root);
+            if let (true, Some(r)) = (failed.contains(name), root) {
+                procs::kill_session(r.pid, r.start, self.tree);
+            }
+        }
+        crate::probe::mark_statuses(&self.probes, statuses, annotations, self.ready_written);
+    }
+
+    /// Releases the first step once the sidecars are ready.
     pub fn mark_ready(&mut self) {
         if let (Some(f), false) = (&self.ready_file, self.ready_written) {
             self.ready_written = crate::runtime::write_ready(&self.run_dir, f);
@@ -767,10 +804,76 @@ impl ProcessPod {
     /// Stops what still runs (sidecars, at once, as Tekton stops them) and
     /// waits for every process.
     pub fn finish(mut self) {
+        self.probes.stop();
         self.stop(true);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// How an exec probe's command runs as a host process: as its container
+/// would run it (the container's mounts in a namespace of its own, or its
+/// paths rewritten; its environment and working directory), made once per
+/// probe command when the pod starts.
+#[derive(Debug, Default)]
+struct HostExec {
+    /// (container, command) → the program, arguments, environment and
+    /// working directory that run it.
+    recipes: BTreeMap<(String, Vec<String>), Recipe>,
+}
+
+#[derive(Debug, Clone)]
+struct Recipe {
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    dir: Option<PathBuf>,
+}
+
+impl HostExec {
+    /// The recipe of every exec probe of `containers`.
+    fn new(launcher: &Launcher<'_>, containers: &[Container]) -> HostExec {
+        let mut recipes = BTreeMap::new();
+        for c in containers {
+            let probes = [&c.readiness_probe, &c.startup_probe];
+            for argv in probes
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.exec.as_ref()?.command.clone())
+                .filter(|a| !a.is_empty())
+            {
+                let probe = Container {
+                    command: Some(argv.clone()),
+                    args: None,
+                    ..c.clone()
+                };
+                let cmd = launcher.command(&probe);
+                let recipe = Recipe {
+                    program: cmd.get_program().to_owned(),
+                    args: cmd.get_args().map(|a| a.to_owned()).collect(),
+                    env: cmd
+                        .get_envs()
+                        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+                        .collect(),
+                    dir: cmd.get_current_dir().map(Path::to_path_buf),
+                };
+                recipes.insert((c.name.clone(), argv), recipe);
+            }
+        }
+        HostExec { recipes }
+    }
+}
+
+impl crate::probe::ExecIn for HostExec {
+    fn command(&self, container: &str, argv: &[String]) -> Option<Command> {
+        let r = self.recipes.get(&(container.to_string(), argv.to_vec()))?;
+        let mut cmd = Command::new(&r.program);
+        cmd.args(&r.args).env_clear().envs(r.env.iter().cloned());
+        if let Some(d) = &r.dir {
+            cmd.current_dir(d);
+        }
+        Some(cmd)
     }
 }
 

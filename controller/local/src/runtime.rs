@@ -186,8 +186,9 @@ pub fn image_command(image: &str) -> Result<ImageCommand, RuntimeError> {
 }
 
 /// The phase a kubelet would give a pod with these container states:
-/// Succeeded or Failed once every step has ended, Running while any
-/// container runs, else Pending.
+/// Succeeded or Failed once every step has ended (Failed when a step, or
+/// a sidecar that ended before them, failed), Running while any container
+/// runs, else Pending.
 pub fn phase(statuses: &[ContainerStatus]) -> &'static str {
     let steps: Vec<&ContainerStatus> = statuses
         .iter()
@@ -198,6 +199,17 @@ pub fn phase(statuses: &[ContainerStatus]) -> &'static str {
     let failed = steps
         .iter()
         .any(|s| terminated(s).is_some_and(|t| t.exit_code != 0));
+    // A sidecar that ended in failure fails the pod once everything has
+    // ended (a kubelet's `Failed`: restartPolicy Never); sidecars still
+    // running when the steps end are stopped after, and do not.
+    let sidecar_failed = statuses
+        .iter()
+        .filter(|s| !s.name.starts_with("step-"))
+        .all(|s| terminated(s).is_some())
+        && statuses.iter().any(|s| {
+            !s.name.starts_with("step-") && terminated(s).is_some_and(|t| t.exit_code != 0)
+        });
+    let failed = failed || sidecar_failed;
     match (all_done, failed) {
         (true, true) => "Failed",
         (true, false) => "Succeeded",
@@ -221,6 +233,8 @@ pub struct PodmanPod {
     run_dir: PathBuf,
     ready_file: Option<PathBuf>,
     ready_written: bool,
+    /// The readiness and startup probes of its containers.
+    probes: crate::probe::Probes,
     grace: Duration,
     /// Set once the pod has been stopped: log followers stop waiting for
     /// output that will not come.
@@ -399,8 +413,75 @@ fn podman_spec(pod: &Pod, env: &PodEnv<'_>) -> Result<podman::Adapted, RuntimeEr
     if let Some(spec) = adapted.pod.spec.as_mut() {
         subpath_volumes(spec, env)?;
         termination_files(spec, env.run_dir)?;
+        without_probes(spec);
     }
     Ok(adapted)
+}
+
+/// The pod's readiness and startup probes are run by `tkt` itself
+/// ([`crate::probe`]): podman, which may turn them into healthchecks that
+/// need a timer service or restarts the container, does not see them.
+fn without_probes(spec: &mut PodSpec) {
+    for c in podman::containers_mut(spec) {
+        c.readiness_probe = None;
+        c.startup_probe = None;
+    }
+}
+
+/// Runs an exec probe's command in a container of a podman pod: `podman
+/// exec` in a session of its own.
+#[derive(Debug)]
+struct PodmanExec {
+    pod: String,
+}
+
+impl crate::probe::ExecIn for PodmanExec {
+    fn command(&self, container: &str, argv: &[String]) -> Option<Command> {
+        let mut cmd = crate::procs::session_command("podman");
+        cmd.args(["exec", &format!("{}-{container}", self.pod)])
+            .args(argv);
+        Some(cmd)
+    }
+
+    fn allowance(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+}
+
+/// The pod's address, where tcpSocket and httpGet probes connect as a
+/// kubelet connects to the pod IP: the address podman gave the pod on its
+/// network (reachable from this machine with rootful podman), `127.0.0.1`
+/// with `hostNetwork`, else why there is none.
+fn pod_address(inspected: &[serde_json::Value], host_network: bool) -> Result<String, String> {
+    if host_network {
+        return Ok("127.0.0.1".into());
+    }
+    let from_networks = |v: &serde_json::Value| {
+        v["NetworkSettings"]["Networks"]
+            .as_object()?
+            .values()
+            .find_map(|n| n["IPAddress"].as_str().filter(|a| !a.is_empty()))
+            .map(str::to_string)
+    };
+    inspected.iter().find_map(from_networks).ok_or_else(|| {
+        "the pod has no IP address this machine can reach (rootless podman gives none): \
+         use an exec probe, or run as root"
+            .into()
+    })
+}
+
+/// Kills the containers whose startup probe failed for good, as a
+/// kubelet does (the pod does not restart them).
+fn kill_containers(pod: &str, containers: &[String]) {
+    for c in containers {
+        let _ = Command::new("podman")
+            .args(["kill", &format!("{pod}-{c}")])
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// Makes the run directory (only `tkt` goes in: 0700) and the directories
@@ -624,6 +705,10 @@ impl PodmanPod {
             run_dir: env.run_dir.to_path_buf(),
             ready_file: adapted.ready_file.clone(),
             ready_written: false,
+            probes: crate::probe::Probes::new(
+                pod.spec.as_ref().map_or(&[], |s| s.containers.as_slice()),
+                Arc::new(PodmanExec { pod: name.clone() }),
+            ),
             grace: env.grace,
             stopped: Arc::new(AtomicBool::new(false)),
             followers: Vec::new(),
@@ -732,12 +817,10 @@ impl PodmanPod {
             let Some(v) = by_name.get(&format!("{}-{c}", self.name)) else {
                 continue;
             };
-            let status = v["State"]["Status"].as_str().unwrap_or("");
             statuses.push(ContainerStatus {
                 name: c.clone(),
                 image: v["ImageName"].as_str().unwrap_or_default().to_string(),
                 image_id: v["Image"].as_str().unwrap_or_default().to_string(),
-                ready: status == "running",
                 state: Some(container_state(&v["State"])),
                 ..Default::default()
             });
@@ -748,6 +831,7 @@ impl PodmanPod {
                 }
             }
         }
+        self.probe(&pod, &list, &mut statuses, &mut annotations);
         pod.metadata.annotations = Some(annotations);
         pod.status = Some(PodStatus {
             phase: Some(phase(&statuses).into()),
@@ -757,8 +841,33 @@ impl PodmanPod {
         Ok(pod)
     }
 
-    /// Releases the first step once the sidecars run (the local stand-in
-    /// for the `tekton.dev/ready` annotation).
+    /// Runs the probes due (see [`crate::probe`]) and sets each container's
+    /// readiness from them, as a kubelet does.
+    fn probe(
+        &mut self,
+        pod: &Pod,
+        inspected: &[serde_json::Value],
+        statuses: &mut [ContainerStatus],
+        annotations: &mut BTreeMap<String, String>,
+    ) {
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        let address = pod_address(inspected, host_network);
+        let running = |n: &str| {
+            statuses
+                .iter()
+                .any(|s| s.name == n && s.state.as_ref().is_some_and(|x| x.running.is_some()))
+        };
+        let failed = self.probes.tick(&running, &address, Instant::now());
+        kill_containers(&self.name, &failed);
+        crate::probe::mark_statuses(&self.probes, statuses, annotations, self.ready_written);
+    }
+
+    /// Releases the first step once the sidecars are ready (the local
+    /// stand-in for the `tekton.dev/ready` annotation).
     pub fn mark_ready(&mut self) {
         if let (Some(f), false) = (&self.ready_file, self.ready_written) {
             self.ready_written = write_ready(&self.run_dir, f);
@@ -792,6 +901,7 @@ impl PodmanPod {
 
     /// Removes the pod (unless `keep`) and waits for the log followers.
     pub fn finish(mut self, keep: bool) {
+        self.probes.stop();
         // Stop what still runs (sidecars, stopped at once as Tekton stops
         // them) so every log follower sees its container end and has read
         // all of its output before removal.
