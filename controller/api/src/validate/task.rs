@@ -18,12 +18,28 @@ impl<'a> Checker<'_, 'a> {
         };
         self.task_declarations(spec, path);
         let mut scope = Scope::task(spec, pipeline);
+        self.step_action_results(spec, &mut scope);
         self.steps(spec, path, &mut scope);
         self.sidecars(spec, path, &scope);
         for (i, v) in spec.volumes.iter().enumerate() {
             self.strings_of(v, &path.key("volumes").idx(i), &scope, |_| false);
         }
         self.task_result_values(spec, path, &scope);
+    }
+
+    /// The results of steps that use a StepAction are the StepAction's:
+    /// known when it is among the objects validated, else unknown (any
+    /// name is taken).
+    fn step_action_results(&self, spec: &TaskSpec, scope: &mut Scope<'_>) {
+        for (i, s) in spec.steps.iter().enumerate() {
+            let Some(r) = &s.step_ref else { continue };
+            let action = r
+                .name
+                .as_ref()
+                .filter(|_| r.resolver.is_none())
+                .and_then(|n| self.catalog.step_actions.get(n));
+            scope.steps[i].1 = action.map(|a| a.results.iter().map(|x| x.name.clone()).collect());
+        }
     }
 
     /// What a Task declares: params, at least one step, and steps,
