@@ -631,7 +631,9 @@ fn step_action_mistakes_exit_2_naming_file_line_and_field() {
     );
     let err = refused(&f);
     assert!(
-        err.contains("TaskRunResolutionFailed") && err.contains("needs: what"),
+        err.contains("lacks-param.yaml:16:")
+            && err.contains("spec.taskSpec.steps[0].params")
+            && err.contains("missing value for required param of StepAction \"say\": what"),
         "{err}"
     );
     // A StepAction's own mistake: a param in its script.

@@ -333,6 +333,42 @@ impl<'a> Checker<'_, 'a> {
             &r.params,
             &sp.key("ref"),
         );
+        let known = r
+            .name
+            .as_deref()
+            .filter(|_| r.resolver.is_none())
+            .and_then(|n| Some((n, *self.catalog.step_actions.get(n)?)));
+        if let Some((name, action)) = known {
+            self.step_action_params(s, name, action, sp);
+        }
+    }
+
+    /// The params a step gives the StepAction it names, when that one is
+    /// among the objects validated: each declared by it, of its type, and
+    /// every one it needs given.
+    fn step_action_params(
+        &mut self,
+        s: &Step,
+        name: &str,
+        action: &crate::stepaction::StepActionSpec,
+        sp: &Path,
+    ) {
+        let who = format!("StepAction {name:?}");
+        let pp = sp.key("params");
+        for (j, p) in s.params.iter().enumerate() {
+            if !action.params.iter().any(|d| d.name == p.name) {
+                let names = action.params.iter().map(|d| d.name.as_str());
+                self.err(
+                    &pp.idx(j).key("name"),
+                    format!(
+                        "{who} declares no param {:?}{}",
+                        p.name,
+                        suggest(&p.name, names)
+                    ),
+                );
+            }
+        }
+        self.param_values(&s.params, &action.params, &pp, &pp, &|_| false, &who);
     }
 
     /// Volume mounts: not under `/tekton/` (except `/tekton/home`), and no
