@@ -501,6 +501,23 @@ fn step_actions_with_params_a_template_and_an_unwritten_result(rt: &str) {
     assert!(step.get("ref").is_none(), "{step}");
 }
 
+fn an_unwritten_step_action_result_fails_the_pipeline_that_reads_it(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-stepaction-unwritten"));
+    let (code, v, stderr) = run(rt, &s, "pipeline-stepaction-result-missing.yaml", &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let (status, _, message) = condition(&v);
+    assert_eq!(status, "False");
+    assert!(
+        message.contains(
+            "task \"produce\" completed successfully but did not emit the result \"note\""
+        ),
+        "{message}"
+    );
+}
+
 macro_rules! both_runtimes {
     ($($name:ident),* $(,)?) => {
         mod podman {
@@ -535,6 +552,7 @@ both_runtimes!(
     a_task_with_params_and_a_host_directory_workspace,
     a_sidecar_runs_beside_the_steps,
     step_actions_with_params_a_template_and_an_unwritten_result,
+    an_unwritten_step_action_result_fails_the_pipeline_that_reads_it,
 );
 
 #[test]
