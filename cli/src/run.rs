@@ -573,7 +573,14 @@ fn check_prepared(job: &Job, inputs: &Inputs, file: &str, config: &Config) -> Op
             let mut pr = (**pr).clone();
             name_of(&mut pr.metadata);
             let pipeline = resolved.as_ref().map(|(s, n)| (s, n.as_deref()));
-            preflight::pipeline_run(&pr, pipeline, &inputs.tasks, config, now)
+            preflight::pipeline_run(
+                &pr,
+                pipeline,
+                &inputs.tasks,
+                &inputs.step_actions,
+                config,
+                now,
+            )
         }
     };
     refused.map(|r| format!("{who}: {r}"))
