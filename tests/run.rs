@@ -626,6 +626,52 @@ fn podman_runs_the_image_command_of_a_step_without_one() {
 }
 
 /// One test per scenario and runtime.
+fn step_actions_with_params_a_template_and_an_unwritten_result(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-stepactions"));
+    let (code, v, stderr) = run(rt, &s, "taskrun-stepactions.yaml", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(condition(&v).1, "Succeeded");
+    let log = logs(&s, "tr", &name(&v));
+    // The step's value (from the TaskRun), the StepAction's default, the
+    // object's given key over its default's other key, the stepTemplate.
+    assert!(
+        log.contains("[greet] hello Ada from Paris, France (template)"),
+        "{log}"
+    );
+    // A result the StepAction never wrote: the run succeeds without it.
+    assert!(
+        v["status"]["results"]
+            .as_array()
+            .is_none_or(|r| r.iter().all(|x| x["name"] != "note")),
+        "{}",
+        v["status"]
+    );
+    // The status keeps the spec as run: the StepActions inlined.
+    let step = &v["status"]["taskSpec"]["steps"][0];
+    assert_eq!(step["image"], "localhost/tektite/busybox:latest");
+    assert!(step.get("ref").is_none(), "{step}");
+}
+
+fn an_unwritten_step_action_result_fails_the_pipeline_that_reads_it(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-stepaction-unwritten"));
+    let (code, v, stderr) = run(rt, &s, "pipeline-stepaction-result-missing.yaml", &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let (status, _, message) = condition(&v);
+    assert_eq!(status, "False");
+    assert!(
+        message.contains(
+            "task \"produce\" completed successfully but did not emit the result \"note\""
+        ),
+        "{message}"
+    );
+}
+
 macro_rules! both_runtimes {
     ($($name:ident),* $(,)?) => {
         mod podman {
@@ -665,6 +711,8 @@ both_runtimes!(
     a_sidecar_never_ready_times_the_run_out_naming_it,
     a_sidecar_failing_before_ready_fails_the_run,
     a_sidecar_failing_its_startup_probe_is_killed,
+    step_actions_with_params_a_template_and_an_unwritten_result,
+    an_unwritten_step_action_result_fails_the_pipeline_that_reads_it,
 );
 
 #[test]
@@ -702,5 +750,82 @@ fn invalid_input_exits_2_and_records_nothing() {
             "{kind}"
         );
     }
+    assert!(!Path::new(&s.0.join("work")).exists());
+}
+
+/// Writes `text` as `name` in the state's directory; returns its path.
+fn scratch_file(s: &State, name: &str, text: &str) -> String {
+    std::fs::create_dir_all(&s.0).unwrap();
+    let p = s.0.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+const SAY_ACTION: &str = "apiVersion: tekton.dev/v1beta1\nkind: StepAction\nmetadata: {name: say}\nspec:\n  image: localhost/tektite/busybox:latest\n  params: [{name: what}]\n  env: [{name: WHAT, value: $(params.what)}]\n  script: echo \"$WHAT\"\n---\n";
+
+#[test]
+fn step_action_mistakes_exit_2_naming_file_line_and_field() {
+    let s = State::new("stepaction-invalid");
+    let sd = s.arg();
+    let refused = |file: &str| {
+        let out = tkt(&["run", "-f", file, "--state-dir", &sd]);
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // `image` beside `ref`: the StepAction defines it.
+    let f = scratch_file(
+        &s,
+        "image-beside-ref.yaml",
+        &format!(
+            "{SAY_ACTION}apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata: {{name: r}}\nspec:\n  taskSpec:\n    steps:\n      - name: s\n        ref: {{name: say}}\n        image: alpine\n        params: [{{name: what, value: hi}}]\n"
+        ),
+    );
+    let err = refused(&f);
+    assert!(
+        err.contains("image-beside-ref.yaml:18:")
+            && err.contains("spec.taskSpec.steps[0].image")
+            && err.contains("cannot be set on a step that uses a StepAction"),
+        "{err}"
+    );
+    // A StepAction that is nowhere: named, with where it is referred to.
+    let f = scratch_file(
+        &s,
+        "missing.yaml",
+        "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata: {name: r}\nspec:\n  taskSpec:\n    steps:\n      - {name: s, ref: {name: not-there}}\n",
+    );
+    let err = refused(&f);
+    assert!(
+        err.contains("no such StepAction")
+            && err.contains("spec.taskSpec.steps[0].ref.name \"not-there\""),
+        "{err}"
+    );
+    // A param the StepAction needs and the step does not give.
+    let f = scratch_file(
+        &s,
+        "lacks-param.yaml",
+        &format!(
+            "{SAY_ACTION}apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata: {{name: r}}\nspec:\n  taskSpec:\n    steps:\n      - {{name: s, ref: {{name: say}}}}\n"
+        ),
+    );
+    let err = refused(&f);
+    assert!(
+        err.contains("lacks-param.yaml:16:")
+            && err.contains("spec.taskSpec.steps[0].params")
+            && err.contains("missing value for required param of StepAction \"say\": what"),
+        "{err}"
+    );
+    // A StepAction's own mistake: a param in its script.
+    let f = scratch_file(
+        &s,
+        "param-in-script.yaml",
+        "apiVersion: tekton.dev/v1beta1\nkind: StepAction\nmetadata: {name: bad}\nspec:\n  image: alpine\n  params: [{name: x}]\n  script: echo $(params.x)\n",
+    );
+    let err = refused(&f);
+    assert!(
+        err.contains("param-in-script.yaml:7:")
+            && err.contains("spec.script")
+            && err.contains("params cannot be used in a StepAction's script"),
+        "{err}"
+    );
     assert!(!Path::new(&s.0.join("work")).exists());
 }

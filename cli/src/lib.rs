@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 pub mod files;
 pub mod inspect;
 pub mod run;
+pub mod stepactions;
 pub mod validate;
 pub mod watchdog;
 

@@ -228,6 +228,7 @@ struct Inputs {
     given_paths: Vec<PathBuf>,
     tasks: BTreeMap<String, TaskSpec>,
     pipelines: BTreeMap<String, PipelineSpec>,
+    step_actions: tektite_engine::stepaction::StepActions,
 }
 
 /// What stops a run before it starts: the exit code to return (the reason
@@ -284,12 +285,14 @@ fn load(args: &Args) -> anyhow::Result<Result<Inputs, Refused>> {
             _ => {}
         }
     }
+    let step_actions = crate::stepactions::gather(&loaded);
     Ok(Ok(Inputs {
         loaded,
         n_given,
         given_paths,
         tasks,
         pipelines,
+        step_actions,
     }))
 }
 
@@ -425,6 +428,21 @@ fn prepare_task_run(
     )? {
         return Ok(Err(code));
     }
+    let at = if tr.spec.task_spec.is_some() {
+        "spec.taskSpec"
+    } else {
+        "the Task's spec"
+    };
+    let absent = crate::stepactions::missing_in_task(spec, at, &inputs.step_actions);
+    if !absent.is_empty() {
+        note(&crate::stepactions::refusal(&who, &absent));
+        return Ok(Err(EXIT_INVALID));
+    }
+    let source = source.with_step_actions(&tr, &inputs.step_actions);
+    if let TaskSource::Failed(f) = &source {
+        note(&format!("{who}: {}: {}", f.reason, f.message));
+        return Ok(Err(EXIT_INVALID));
+    }
     if let Some(t) = &args.timeout {
         tr.spec.timeout = Some(t.clone());
     }
@@ -495,6 +513,16 @@ fn prepare_pipeline_run(
         ));
         return Ok(Err(EXIT_INVALID));
     }
+    let absent = crate::stepactions::missing_in_pipeline(
+        spec,
+        at_spec(&pr),
+        &inputs.tasks,
+        &inputs.step_actions,
+    );
+    if !absent.is_empty() {
+        note(&crate::stepactions::refusal(&who, &absent));
+        return Ok(Err(EXIT_INVALID));
+    }
     if let Some(t) = &args.timeout {
         pr.spec
             .timeouts
@@ -502,6 +530,15 @@ fn prepare_pipeline_run(
             .pipeline = Some(t.clone());
     }
     Ok(Ok(Job::Pipeline(pr, resolved)))
+}
+
+/// Where a PipelineRun's Pipeline spec is, for messages.
+fn at_spec(pr: &PipelineRun) -> &'static str {
+    if pr.spec.pipeline_spec.is_some() {
+        "spec.pipelineSpec"
+    } else {
+        "the Pipeline's spec"
+    }
 }
 
 /// Checks a prepared run as a whole, as the cluster would before running
@@ -536,7 +573,14 @@ fn check_prepared(job: &Job, inputs: &Inputs, file: &str, config: &Config) -> Op
             let mut pr = (**pr).clone();
             name_of(&mut pr.metadata);
             let pipeline = resolved.as_ref().map(|(s, n)| (s, n.as_deref()));
-            preflight::pipeline_run(&pr, pipeline, &inputs.tasks, config, now)
+            preflight::pipeline_run(
+                &pr,
+                pipeline,
+                &inputs.tasks,
+                &inputs.step_actions,
+                config,
+                now,
+            )
         }
     };
     refused.map(|r| format!("{who}: {r}"))
@@ -761,6 +805,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
             grace,
             env,
             journal: None,
+            step_actions: Arc::new(inputs.step_actions.clone()),
         },
         tasks: &inputs.tasks,
         interrupts: &interrupts,

@@ -8,6 +8,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use serde_json::Value;
 
+use crate::stepaction::StepAction;
 use crate::v1::{Pipeline, PipelineRun, Task, TaskRun};
 
 /// The CRDs with the file names they are kept under in `crds/`.
@@ -17,7 +18,25 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("tekton.dev_taskruns.yaml", fixup(TaskRun::crd())),
         ("tekton.dev_pipelines.yaml", fixup(Pipeline::crd())),
         ("tekton.dev_pipelineruns.yaml", fixup(PipelineRun::crd())),
+        (
+            "tekton.dev_stepactions.yaml",
+            with_alpha_version(fixup(StepAction::crd())),
+        ),
     ]
+}
+
+/// StepActions are also served as `v1alpha1`, with the same schema (as
+/// Tekton does); `v1beta1` stays the storage version.
+fn with_alpha_version(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    if let Some(beta) = crd.spec.versions.first().cloned() {
+        let alpha = k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionVersion {
+            name: "v1alpha1".into(),
+            storage: false,
+            ..beta
+        };
+        crd.spec.versions.insert(0, alpha);
+    }
+    crd
 }
 
 /// Embedded objects (a workspace's `volumeClaimTemplate`) may omit
@@ -95,8 +114,13 @@ mod tests {
     #[test]
     fn crds_are_structural_with_status_and_columns() {
         for (name, crd) in all() {
-            let v = &crd.spec.versions[0];
-            assert_eq!(v.name, "v1", "{name}");
+            let v = crd.spec.versions.iter().find(|v| v.storage).unwrap();
+            let storage = if name.contains("stepactions") {
+                "v1beta1"
+            } else {
+                "v1"
+            };
+            assert_eq!(v.name, storage, "{name}");
             let schema = serde_json::to_value(
                 v.schema
                     .as_ref()

@@ -1,8 +1,9 @@
 //! Tektite's view of the `tekton.dev` API.
 //!
 //! What it is for: the `v1` types of Task, TaskRun, Pipeline and PipelineRun
-//! (with status), reading them from YAML/JSON files (`load`), converting
-//! `v1beta1` input to `v1` (`convert`), checking them as strictly as Tekton's
+//! (with status) and the `v1beta1` StepAction (`stepaction`), reading them
+//! from YAML/JSON files (`load`), converting `v1beta1` input to `v1`
+//! (`convert`), checking them as strictly as Tekton's
 //! admission webhook (`validate`, `dag`), and generating the CRDs (`crd`).
 //!
 //! What it must not depend on: a Kubernetes client, tokio, or the clock.
@@ -24,6 +25,7 @@ pub mod param;
 pub mod path;
 pub mod refs;
 pub mod schema;
+pub mod stepaction;
 pub mod v1;
 pub mod v1beta1;
 pub mod validate;

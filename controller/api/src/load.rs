@@ -14,12 +14,13 @@ use serde_json::Value;
 
 use crate::diag::{Diagnostic, Severity, clip, suggest};
 use crate::path::Path;
+use crate::stepaction::{self, StepAction};
 use crate::v1::{Pipeline, PipelineRun, Task, TaskRun};
 use crate::v1beta1::{self, Conversion};
 use crate::yaml::{self, Node};
 
 /// The kinds Tektite reads.
-pub const KINDS: &[&str] = &["Task", "TaskRun", "Pipeline", "PipelineRun"];
+pub const KINDS: &[&str] = &["Task", "TaskRun", "Pipeline", "PipelineRun", "StepAction"];
 
 /// A Tekton object in its `v1` form.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +29,8 @@ pub enum Object {
     TaskRun(Box<TaskRun>),
     Pipeline(Box<Pipeline>),
     PipelineRun(Box<PipelineRun>),
+    /// Read from `tekton.dev/v1beta1` or `v1alpha1` (it has no `v1`).
+    StepAction(Box<StepAction>),
 }
 
 impl Object {
@@ -37,6 +40,7 @@ impl Object {
             Object::TaskRun(_) => "TaskRun",
             Object::Pipeline(_) => "Pipeline",
             Object::PipelineRun(_) => "PipelineRun",
+            Object::StepAction(_) => "StepAction",
         }
     }
 
@@ -46,6 +50,7 @@ impl Object {
             Object::TaskRun(o) => &o.metadata,
             Object::Pipeline(o) => &o.metadata,
             Object::PipelineRun(o) => &o.metadata,
+            Object::StepAction(o) => &o.metadata,
         }
     }
 
@@ -54,13 +59,15 @@ impl Object {
         display_name(self.metadata())
     }
 
-    /// The object as JSON (`apiVersion: tekton.dev/v1`).
+    /// The object as JSON (`apiVersion: tekton.dev/v1`; a StepAction's
+    /// `tekton.dev/v1beta1`).
     pub fn to_json(&self) -> Value {
         let v = match self {
             Object::Task(o) => serde_json::to_value(o),
             Object::TaskRun(o) => serde_json::to_value(o),
             Object::Pipeline(o) => serde_json::to_value(o),
             Object::PipelineRun(o) => serde_json::to_value(o),
+            Object::StepAction(o) => serde_json::to_value(o),
         };
         // Our types serialize to JSON without fallible parts (string keys only).
         v.unwrap_or(Value::Null)
@@ -489,9 +496,35 @@ fn identify(value: &Value) -> Result<Identity, Problem> {
             (*why).to_string(),
         ));
     }
+    if kind.as_deref() == Some("StepAction") {
+        return step_action_version(api_version).map(|api_version| Identity {
+            api_version,
+            kind: "StepAction".into(),
+        });
+    }
     let api_version = tekton_version(api_version)?;
     let kind = tekton_kind(kind)?;
     Ok(Identity { api_version, kind })
+}
+
+/// The apiVersion of a StepAction: `tekton.dev/v1beta1` or `v1alpha1`, the
+/// versions Tekton serves it as (there is no `v1` StepAction).
+fn step_action_version(api_version: Option<String>) -> Result<String, Problem> {
+    let at = Path::root().key("apiVersion");
+    let expected = "expected tekton.dev/v1beta1 (or tekton.dev/v1alpha1) for a StepAction";
+    match api_version {
+        Some(v) if v == stepaction::API_VERSION || v == stepaction::ALPHA_VERSION => Ok(v),
+        None => Err((
+            Severity::Error,
+            at,
+            format!("required field is missing: {expected}"),
+        )),
+        Some(v) => Err((
+            Severity::Error,
+            at,
+            format!("unsupported version {v:?}: {expected}"),
+        )),
+    }
 }
 
 /// The apiVersion, when it is one Tektite reads.
@@ -573,17 +606,18 @@ struct Checked {
 fn convert_and_check(id: &Identity, value: &mut Value) -> Checked {
     let mut errors: Vec<(Path, String)> = Vec::new();
     let mut warnings: Vec<(Path, String)> = Vec::new();
-    let conversion = (id.api_version == "tekton.dev/v1beta1").then(|| {
-        let c = v1beta1::convert(&id.kind, value);
-        errors.extend(c.errors.iter().cloned());
-        warnings.extend(c.warnings.iter().cloned());
-        c
-    });
+    let conversion =
+        (id.api_version == "tekton.dev/v1beta1" && id.kind != "StepAction").then(|| {
+            let c = v1beta1::convert(&id.kind, value);
+            errors.extend(c.errors.iter().cloned());
+            warnings.extend(c.warnings.iter().cloned());
+            c
+        });
     errors.extend(crate::schema::check(&id.kind, value));
     if value.get("spec").is_none()
         && matches!(
             id.kind.as_str(),
-            "Task" | "Pipeline" | "TaskRun" | "PipelineRun"
+            "Task" | "Pipeline" | "TaskRun" | "PipelineRun" | "StepAction"
         )
     {
         errors.push((Path::root().key("spec"), "required field is missing".into()));
@@ -609,7 +643,7 @@ fn decode(
 ) -> Result<Object, (Path, String)> {
     let retry = || {
         let mut again = source.value_at(at)?;
-        if id.api_version == "tekton.dev/v1beta1" {
+        if id.api_version == "tekton.dev/v1beta1" && id.kind != "StepAction" {
             v1beta1::convert(&id.kind, &mut again);
         }
         crate::schema::check(&id.kind, &mut again);
@@ -619,6 +653,7 @@ fn decode(
         "Task" => typed::<Task>(value, retry).map(|o| Object::Task(Box::new(o))),
         "TaskRun" => typed::<TaskRun>(value, retry).map(|o| Object::TaskRun(Box::new(o))),
         "Pipeline" => typed::<Pipeline>(value, retry).map(|o| Object::Pipeline(Box::new(o))),
+        "StepAction" => typed::<StepAction>(value, retry).map(|o| Object::StepAction(Box::new(o))),
         _ => typed::<PipelineRun>(value, retry).map(|o| Object::PipelineRun(Box::new(o))),
     }
 }

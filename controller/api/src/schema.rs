@@ -42,6 +42,7 @@ fn schema_of(kind: &str) -> Option<&'static JSONSchemaProps> {
     static TASKRUN: OnceLock<Option<JSONSchemaProps>> = OnceLock::new();
     static PIPELINE: OnceLock<Option<JSONSchemaProps>> = OnceLock::new();
     static PIPELINERUN: OnceLock<Option<JSONSchemaProps>> = OnceLock::new();
+    static STEPACTION: OnceLock<Option<JSONSchemaProps>> = OnceLock::new();
     let (cell, text) = match kind {
         "Task" => (&TASK, include_str!("../../../crds/tekton.dev_tasks.yaml")),
         "TaskRun" => (
@@ -55,6 +56,10 @@ fn schema_of(kind: &str) -> Option<&'static JSONSchemaProps> {
         "PipelineRun" => (
             &PIPELINERUN,
             include_str!("../../../crds/tekton.dev_pipelineruns.yaml"),
+        ),
+        "StepAction" => (
+            &STEPACTION,
+            include_str!("../../../crds/tekton.dev_stepactions.yaml"),
         ),
         _ => return None,
     };

@@ -9,7 +9,7 @@
 //! the findings (capped per object) and the catalog. This module holds the
 //! entry points, the name and format checks other crates use too, and the
 //! `Scope` a string's references are checked against; each kind of
-//! field is checked in its own module: `task`, `pipeline`,
+//! field is checked in its own module: `task`, `step_action`, `pipeline`,
 //! `pipeline_task`, `run`, `params`, `fields` and `references`.
 
 mod fields;
@@ -18,6 +18,7 @@ mod pipeline;
 mod pipeline_task;
 mod references;
 mod run;
+mod step_action;
 mod task;
 
 use std::collections::{HashMap, HashSet};
@@ -42,11 +43,13 @@ pub struct Finding {
     pub message: String,
 }
 
-/// Tasks and Pipelines known by name, for checking references to them.
+/// Tasks, Pipelines and StepActions known by name, for checking
+/// references to them.
 #[derive(Debug, Default)]
 pub struct Catalog<'a> {
     pub tasks: HashMap<String, &'a TaskSpec>,
     pub pipelines: HashMap<String, &'a PipelineSpec>,
+    pub step_actions: HashMap<String, &'a crate::stepaction::StepActionSpec>,
 }
 
 impl<'a> Catalog<'a> {
@@ -62,6 +65,11 @@ impl<'a> Catalog<'a> {
                 Object::Pipeline(p) => {
                     if let Some(n) = &p.metadata.name {
                         c.pipelines.insert(n.clone(), &p.spec);
+                    }
+                }
+                Object::StepAction(s) => {
+                    if let Some(n) = &s.metadata.name {
+                        c.step_actions.insert(n.clone(), &s.spec);
                     }
                 }
                 _ => {}
@@ -150,6 +158,10 @@ pub fn validate<'a>(object: &'a Object, catalog: &Catalog<'a>) -> Vec<Finding> {
         Object::PipelineRun(pr) => {
             v.object_name(&pr.metadata, &meta, true);
             v.pipelinerun_spec(&pr.spec, &root.key("spec"));
+        }
+        Object::StepAction(sa) => {
+            v.object_name(&sa.metadata, &meta, false);
+            v.step_action_spec(&sa.spec, &root.key("spec"));
         }
     }
     if let Some(summary) = v.cap.summary() {
@@ -370,7 +382,9 @@ struct Scope<'a> {
     params: Vec<&'a ParamSpec>,
     workspaces: Vec<&'a str>,
     task_results: Vec<&'a str>,
-    steps: Vec<(String, Vec<&'a str>)>,
+    /// Each step's name and its results (`None`: unknown, a StepAction
+    /// not among the objects validated).
+    steps: Vec<(String, Option<Vec<String>>)>,
     step_results: Vec<&'a str>,
     pipeline: Option<&'a PipelineCtx<'a>>,
     site: Site<'a>,
@@ -386,7 +400,7 @@ impl<'a> Scope<'a> {
             Outer::Run(given) => (None, *given),
             Outer::Pipeline(p, given) => (Some(*p), *given),
         };
-        let steps: Vec<(String, Vec<&str>)> = spec
+        let steps: Vec<(String, Option<Vec<String>>)> = spec
             .steps
             .iter()
             .enumerate()
@@ -396,7 +410,10 @@ impl<'a> Scope<'a> {
                 } else {
                     s.name.clone()
                 };
-                (name, s.results.iter().map(|r| r.name.as_str()).collect())
+                (
+                    name,
+                    Some(s.results.iter().map(|r| r.name.clone()).collect()),
+                )
             })
             .collect();
         let mut params: Vec<&ParamSpec> = spec.params.iter().chain(given).collect();

@@ -1,4 +1,5 @@
-//! TaskRun → Pod: one reconcile reads the Task and the current attempt's
+//! TaskRun → Pod: one reconcile reads the Task (and the StepActions its
+//! steps name, inlined by `tektite_engine::stepaction`) and the current attempt's
 //! pod (only one the run controls: see [`crate::is_controlled_by`]; its
 //! step reports checked by [`crate::reports`]), plans with
 //! `tektite_engine::taskrun`, and applies the plan in a fixed order:
@@ -12,16 +13,53 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
+use tektite_api::stepaction::StepAction;
 use tektite_api::v1::{Task, TaskRun};
 use tektite_engine::params::Failure;
 use tektite_engine::pod::{ImageCommand, pod_name};
 use tektite_engine::status::{fail_task_run, is_done, reason};
+use tektite_engine::stepaction::{self, StepActions};
 use tektite_engine::taskrun::{self, Observed, Resolved};
 
 use crate::{Context, Error, MANAGER, action, already_exists, record, status_patch};
 
-/// The Task a run names, or why it cannot be had (a user error).
+/// The Task a run names or embeds, with the StepActions its steps name
+/// inlined; or why it cannot be had (a user error).
 async fn resolve(
+    tr: &TaskRun,
+    ns: &str,
+    ctx: &Context,
+) -> Result<Result<(tektite_api::v1::TaskSpec, Option<String>), Failure>, Error> {
+    let (spec, name) = match find_task(tr, ns, ctx).await? {
+        Ok(found) => found,
+        Err(f) => return Ok(Err(f)),
+    };
+    let actions = step_actions(&spec, ns, ctx).await?;
+    Ok(stepaction::inline(&spec, tr, &actions).map(|s| (s, name)))
+}
+
+/// The StepActions of the namespace that `spec`'s steps name (those that
+/// do not exist are left out: inlining fails the run naming them).
+async fn step_actions(
+    spec: &tektite_api::v1::TaskSpec,
+    ns: &str,
+    ctx: &Context,
+) -> Result<StepActions, Error> {
+    let mut out = StepActions::new();
+    let api: Api<StepAction> = Api::namespaced(ctx.client.clone(), ns);
+    for name in stepaction::referenced(spec) {
+        if out.contains_key(name) {
+            continue;
+        }
+        if let Some(sa) = api.get_opt(name).await? {
+            out.insert(name.to_string(), sa.spec);
+        }
+    }
+    Ok(out)
+}
+
+/// The Task a run names, or why it cannot be had (a user error).
+async fn find_task(
     tr: &TaskRun,
     ns: &str,
     ctx: &Context,

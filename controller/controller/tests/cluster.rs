@@ -211,8 +211,17 @@ impl Cluster {
                     "PipelineRun",
                     serde_json::to_value(p).unwrap(),
                 ),
+                Object::StepAction(sa) => (
+                    "stepactions",
+                    "StepAction",
+                    serde_json::to_value(sa).unwrap(),
+                ),
             };
-            v["apiVersion"] = json!(TEKTON);
+            v["apiVersion"] = json!(if kind == "StepAction" {
+                tektite_api::stepaction::API_VERSION
+            } else {
+                TEKTON
+            });
             v["kind"] = json!(kind);
             let created = self.create(resource, ns, v);
             if resource.ends_with("runs") {
@@ -226,10 +235,10 @@ impl Cluster {
     }
 
     fn create(&self, resource: &str, ns: &str, v: Value) -> Value {
-        let gv = if resource == "configmaps" {
-            "v1"
-        } else {
-            TEKTON
+        let gv = match resource {
+            "configmaps" => "v1",
+            "stepactions" => tektite_api::stepaction::API_VERSION,
+            _ => TEKTON,
         };
         let (code, created) = self.api.shared.create(gv, resource, ns, v);
         assert_eq!(code, 201, "{created}");

@@ -301,6 +301,96 @@ async fn a_missing_task_fails_the_run_without_retry() {
     assert_eq!(out.unwrap(), Action::await_change());
 }
 
+const STEP_ACTIONS: &str = "/apis/tekton.dev/v1beta1/namespaces/ci/stepactions";
+
+/// A Task whose one step runs the StepAction `say-it` with a param.
+fn task_with_step_action() -> Value {
+    json!({"apiVersion": "tekton.dev/v1", "kind": "Task",
+           "metadata": {"name": "greet", "namespace": "ci"},
+           "spec": {"params": [{"name": "who", "default": "world"}],
+                    "steps": [{"name": "say", "ref": {"name": "say-it"},
+                               "params": [{"name": "text", "value": "hello $(params.who)"}]}]}})
+}
+
+#[tokio::test]
+async fn a_step_action_is_read_and_inlined_into_the_pod() {
+    let tr = task_run(json!({}));
+    let action = json!({"apiVersion": "tekton.dev/v1beta1", "kind": "StepAction",
+        "metadata": {"name": "say-it", "namespace": "ci"},
+        "spec": {"image": "alpine", "params": [{"name": "text"}],
+                 "command": ["echo"], "args": ["$(params.text)"]}});
+    let calls = vec![
+        call(
+            "GET",
+            format!("{TASKS}/greet"),
+            200,
+            task_with_step_action(),
+        ),
+        call("GET", format!("{STEP_ACTIONS}/say-it"), 200, action),
+        call(
+            "GET",
+            format!("{PODS}/greet-run-pod"),
+            404,
+            not_found("pods \"greet-run-pod\""),
+        ),
+        call("POST", PODS, 201, Value::Null).check(|_, pod| {
+            let c = &pod["spec"]["containers"][0];
+            assert_eq!(c["name"], "step-say");
+            assert_eq!(c["image"], "alpine");
+            let args: Vec<&str> = c["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            assert!(args.ends_with(&["echo", "--", "hello world"]), "{args:?}");
+        }),
+        writes_status(TASK_RUNS, "greet-run").check(|_, body| {
+            // The status keeps the spec as run: the step inlined.
+            let step = &body["status"]["taskSpec"]["steps"][0];
+            assert_eq!(step["image"], "alpine");
+            assert!(step.get("ref").is_none(), "{step}");
+        }),
+    ];
+    let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+    out.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_step_action_fails_the_run_without_retry() {
+    let tr = task_run(json!({}));
+    let calls = vec![
+        call(
+            "GET",
+            format!("{TASKS}/greet"),
+            200,
+            task_with_step_action(),
+        ),
+        call(
+            "GET",
+            format!("{STEP_ACTIONS}/say-it"),
+            404,
+            not_found("stepactions.tekton.dev \"say-it\""),
+        ),
+        call(
+            "GET",
+            format!("{PODS}/greet-run-pod"),
+            404,
+            not_found("pod"),
+        ),
+        writes_status(TASK_RUNS, "greet-run").check(|_, body| {
+            assert_eq!(
+                condition(&body["status"]),
+                ("False".to_string(), "TaskRunResolutionFailed".to_string())
+            );
+            let m = body["status"]["conditions"][0]["message"].as_str().unwrap();
+            assert!(m.contains("\"say-it\" not found"), "{m}");
+        }),
+    ];
+    let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
+    assert_eq!(out.unwrap(), Action::await_change());
+}
+
 #[tokio::test]
 async fn a_pod_that_exists_already_is_not_created_twice() {
     // A replayed event or a restarted controller: the POST answers 409.

@@ -1,7 +1,8 @@
 //! Tektite's engine: pure functions from what is observed to what should be.
 //!
 //! What it is for: variable substitution (`subst`), building the Pod of a
-//! TaskRun (`pod`), reading a TaskRun's status back from its Pod (`status`),
+//! TaskRun (`pod`, after `stepaction` has inlined the StepActions its steps
+//! name), reading a TaskRun's status back from its Pod (`status`),
 //! and planning PipelineRuns. The Kubernetes controller and the local runner
 //! execute its plans.
 //!
@@ -18,5 +19,6 @@ pub mod podman;
 pub mod preflight;
 pub mod quantity;
 pub mod status;
+pub mod stepaction;
 pub mod subst;
 pub mod taskrun;

@@ -14,6 +14,7 @@ use tektite_api::v1::{Condition, PipelineRun, PipelineSpec, TaskRun, TaskSpec};
 
 use crate::params::Failure;
 use crate::pod::Config;
+use crate::stepaction::{self, StepActions};
 use crate::{pipelinerun, taskrun};
 
 /// Why the engine would fail a run at once.
@@ -67,11 +68,13 @@ pub fn task_run(
 }
 
 /// What the first plan of a PipelineRun refuses, or else that of a TaskRun
-/// it would start (the Task of one it cannot find is left to the run).
+/// it would start, with the StepActions its steps name inlined (the Task
+/// of one it cannot find is left to the run).
 pub fn pipeline_run(
     pr: &PipelineRun,
     pipeline: Result<(&PipelineSpec, Option<&str>), &Failure>,
     tasks: &BTreeMap<String, TaskSpec>,
+    actions: &StepActions,
     config: &Config,
     now: Timestamp,
 ) -> Option<Refusal> {
@@ -94,13 +97,20 @@ pub fn pipeline_run(
             (None, Some(r)) => tasks.get(r.name.as_deref()?)?,
             (None, None) => return None,
         };
-        let r = task_run(tr, taskrun::Resolved::Spec(spec, None), config, now)?;
         let task = tr
             .metadata
             .labels
             .as_ref()
             .and_then(|l| l.get("tekton.dev/pipelineTask"))
             .cloned();
+        let r = match stepaction::inline(spec, tr, actions) {
+            Ok(inlined) => task_run(tr, taskrun::Resolved::Spec(&inlined, None), config, now)?,
+            Err(f) => Refusal {
+                task: None,
+                reason: f.reason.to_string(),
+                message: f.message,
+            },
+        };
         Some(Refusal { task, ..r })
     })
 }
@@ -132,6 +142,7 @@ mod tests {
             pr,
             Ok((spec, None)),
             &tasks,
+            &StepActions::new(),
             &Config::default(),
             Timestamp::UNIX_EPOCH,
         )
@@ -150,10 +161,46 @@ mod tests {
                 &good,
                 Ok((spec, None)),
                 &tasks,
+                &StepActions::new(),
                 &Config::default(),
                 Timestamp::UNIX_EPOCH
             ),
             None
+        );
+    }
+
+    /// Regression: the Task of a PipelineRun's TaskRun was planned with its
+    /// StepAction steps not inlined, so an array param passed on in a
+    /// step's params was refused as an array inside a string.
+    #[test]
+    fn regression_step_action_params_of_a_child_task_are_not_refused() {
+        let o = objects(
+            "apiVersion: tekton.dev/v1beta1\nkind: StepAction\nmetadata: {name: list}\nspec:\n  image: alpine\n  params: [{name: items, type: array}]\n  command: [echo]\n  args: [\"$(params.items[*])\"]\n---\napiVersion: tekton.dev/v1\nkind: Task\nmetadata: {name: lister}\nspec:\n  params: [{name: arr, type: array}]\n  steps: [{name: s, ref: {name: list}, params: [{name: items, value: \"$(params.arr[*])\"}]}]\n---\napiVersion: tekton.dev/v1\nkind: PipelineRun\nmetadata: {name: p, namespace: ci, uid: u}\nspec:\n  pipelineSpec:\n    tasks: [{name: l, taskRef: {name: lister}, params: [{name: arr, value: [a, b]}]}]\n",
+        );
+        let (Object::StepAction(sa), Object::Task(t), Object::PipelineRun(pr)) =
+            (&o[0], &o[1], &o[2])
+        else {
+            panic!("{o:?}")
+        };
+        let tasks = BTreeMap::from([("lister".to_string(), t.spec.clone())]);
+        let spec = pr.spec.pipeline_spec.as_deref().unwrap();
+        let plan = |actions: &StepActions| {
+            pipeline_run(
+                pr,
+                Ok((spec, None)),
+                &tasks,
+                actions,
+                &Config::default(),
+                Timestamp::UNIX_EPOCH,
+            )
+        };
+        let actions = StepActions::from([("list".to_string(), sa.spec.clone())]);
+        assert_eq!(plan(&actions), None);
+        // Without the StepAction: the run's own failure, for its task.
+        let r = plan(&StepActions::new()).unwrap();
+        assert_eq!(
+            (r.task.as_deref(), r.reason.as_str()),
+            (Some("l"), "TaskRunResolutionFailed")
         );
     }
 }

@@ -43,6 +43,7 @@ struct Case {
     pipelines: BTreeMap<String, Pipeline>,
     tasks: BTreeMap<String, Task>,
     images: BTreeMap<String, ImageCommand>,
+    step_actions: tektite_engine::stepaction::StepActions,
     config: Config,
 }
 
@@ -71,6 +72,7 @@ fn read_case(dir: &Path) -> Case {
         pipelines: BTreeMap::new(),
         tasks: BTreeMap::new(),
         images: BTreeMap::new(),
+        step_actions: BTreeMap::new(),
         config: Config {
             release: "devel".into(),
             ..Config::default()
@@ -87,6 +89,10 @@ fn read_case(dir: &Path) -> Case {
             Object::Pipeline(p) => {
                 case.pipelines
                     .insert(p.metadata.name.clone().unwrap_or_default(), *p);
+            }
+            Object::StepAction(sa) => {
+                case.step_actions
+                    .insert(sa.metadata.name.clone().unwrap_or_default(), sa.spec);
             }
         }
     }
@@ -130,8 +136,16 @@ fn read_case(dir: &Path) -> Case {
     case
 }
 
-/// The TaskRun's spec: embedded, or the named Task of the input.
+/// The TaskRun's spec: embedded, or the named Task of the input; with the
+/// StepActions of the input its steps name inlined.
 fn resolve(case: &Case, tr: &TaskRun) -> Result<(TaskSpec, Option<String>), Failure> {
+    let (spec, name) = find_task(case, tr)?;
+    let spec = tektite_engine::stepaction::inline(&spec, tr, &case.step_actions)?;
+    Ok((spec, name))
+}
+
+/// The TaskRun's spec: embedded, or the named Task of the input.
+fn find_task(case: &Case, tr: &TaskRun) -> Result<(TaskSpec, Option<String>), Failure> {
     match (&tr.spec.task_spec, &tr.spec.task_ref) {
         (Some(s), _) => Ok(((**s).clone(), None)),
         (None, Some(r)) => {

@@ -16,6 +16,7 @@ use tektite_api::v1::{Condition, PipelineRun, PipelineSpec, TaskRun, TaskSpec};
 use tektite_engine::pipelinerun;
 use tektite_engine::pod::{Config, ImageCommand};
 use tektite_engine::status::{condition, is_done, set_condition};
+use tektite_engine::stepaction::{self, StepActions};
 use tektite_engine::taskrun;
 
 use crate::live::Journal;
@@ -91,6 +92,8 @@ pub struct Options {
     /// The run's journal: what it starts is recorded there, and other
     /// commands ask there for it to be cancelled.
     pub journal: Option<Arc<Journal>>,
+    /// The StepActions steps may name (`ref`), for a PipelineRun's TaskRuns.
+    pub step_actions: Arc<StepActions>,
 }
 
 /// What happens, for the user to see.
@@ -163,8 +166,18 @@ pub enum TaskSource {
 
 impl TaskSource {
     /// The Task of a PipelineRun's child: its embedded spec, else the one
-    /// its `taskRef` names in `tasks`, else `CouldntGetTask`.
-    pub fn of_child(tr: &TaskRun, tasks: &BTreeMap<String, TaskSpec>) -> TaskSource {
+    /// its `taskRef` names in `tasks`, else `CouldntGetTask`; with the
+    /// StepActions its steps name inlined ([`TaskSource::with_step_actions`]).
+    pub fn of_child(
+        tr: &TaskRun,
+        tasks: &BTreeMap<String, TaskSpec>,
+        actions: &StepActions,
+    ) -> TaskSource {
+        Self::found(tr, tasks).with_step_actions(tr, actions)
+    }
+
+    /// The Task a child TaskRun embeds or names.
+    fn found(tr: &TaskRun, tasks: &BTreeMap<String, TaskSpec>) -> TaskSource {
         if let Some(s) = &tr.spec.task_spec {
             return TaskSource::Spec(s.clone(), None);
         }
@@ -180,6 +193,19 @@ impl TaskSource {
                 "CouldntGetTask",
                 format!("tasks.tekton.dev {n:?} not found"),
             )),
+        }
+    }
+
+    /// The spec with the StepActions its steps name (`ref`) inlined for
+    /// the run `tr`, or the run's failure (`TaskRunResolutionFailed`) when
+    /// one is missing or cannot be used.
+    pub fn with_step_actions(self, tr: &TaskRun, actions: &StepActions) -> TaskSource {
+        match self {
+            TaskSource::Spec(s, n) => match stepaction::inline(&s, tr, actions) {
+                Ok(inlined) => TaskSource::Spec(Box::new(inlined), n),
+                Err(f) => TaskSource::Failed(f),
+            },
+            failed => failed,
         }
     }
 
@@ -691,7 +717,7 @@ impl Runner {
                 break;
             };
             let name = tr.metadata.name.clone().unwrap_or_default();
-            let source = TaskSource::of_child(&tr, tasks);
+            let source = TaskSource::of_child(&tr, tasks, &self.opts.step_actions);
             let w = self.spawn_worker(tr, source);
             kids.workers.insert(name, w);
         }

@@ -294,11 +294,12 @@ impl<'a> Checker<'_, 'a> {
                     let names = scope.steps.iter().map(|(n, _)| n.as_str());
                     self.ref_err(path, format!("$({expr}) refers to step {step:?}, which the Task does not have{}", suggest(step, names)));
                 }
-                Some((_, results)) => {
-                    if !results.contains(r) {
-                        self.ref_err(path, format!("$({expr}): step {step:?} declares no result {r:?}{}", suggest(r, results.iter().copied())));
+                Some((_, Some(results))) => {
+                    if !results.iter().any(|x| x == r) {
+                        self.ref_err(path, format!("$({expr}): step {step:?} declares no result {r:?}{}", suggest(r, results.iter().map(String::as_str))));
                     }
                 }
+                Some((_, None)) => {}
             },
             _ => self.ref_err(path, format!("$({expr}) is not a valid reference: expected $(steps.step-<name>.exitCode.path) or $(steps.<name>.results.<result>)")),
         }

@@ -14,12 +14,28 @@ impl<'a> Checker<'_, 'a> {
     pub(super) fn task_spec(&mut self, spec: &TaskSpec, path: &Path, outer: &Outer<'_>) {
         self.task_declarations(spec, path);
         let mut scope = Scope::task(spec, outer);
+        self.step_action_results(spec, &mut scope);
         self.steps(spec, path, &mut scope);
         self.sidecars(spec, path, &scope);
         for (i, v) in spec.volumes.iter().enumerate() {
             self.strings_of(v, &path.key("volumes").idx(i), &scope, |_| false);
         }
         self.task_result_values(spec, path, &scope);
+    }
+
+    /// The results of steps that use a StepAction are the StepAction's:
+    /// known when it is among the objects validated, else unknown (any
+    /// name is taken).
+    fn step_action_results(&self, spec: &TaskSpec, scope: &mut Scope<'_>) {
+        for (i, s) in spec.steps.iter().enumerate() {
+            let Some(r) = &s.step_ref else { continue };
+            let action = r
+                .name
+                .as_ref()
+                .filter(|_| r.resolver.is_none())
+                .and_then(|n| self.catalog.step_actions.get(n));
+            scope.steps[i].1 = action.map(|a| a.results.iter().map(|x| x.name.clone()).collect());
+        }
     }
 
     /// What a Task declares: params, at least one step, and steps,
@@ -314,6 +330,42 @@ impl<'a> Checker<'_, 'a> {
             &r.params,
             &sp.key("ref"),
         );
+        let known = r
+            .name
+            .as_deref()
+            .filter(|_| r.resolver.is_none())
+            .and_then(|n| Some((n, *self.catalog.step_actions.get(n)?)));
+        if let Some((name, action)) = known {
+            self.step_action_params(s, name, action, sp);
+        }
+    }
+
+    /// The params a step gives the StepAction it names, when that one is
+    /// among the objects validated: each declared by it, of its type, and
+    /// every one it needs given.
+    fn step_action_params(
+        &mut self,
+        s: &Step,
+        name: &str,
+        action: &crate::stepaction::StepActionSpec,
+        sp: &Path,
+    ) {
+        let who = format!("StepAction {name:?}");
+        let pp = sp.key("params");
+        for (j, p) in s.params.iter().enumerate() {
+            if !action.params.iter().any(|d| d.name == p.name) {
+                let names = action.params.iter().map(|d| d.name.as_str());
+                self.err(
+                    &pp.idx(j).key("name"),
+                    format!(
+                        "{who} declares no param {:?}{}",
+                        p.name,
+                        suggest(&p.name, names)
+                    ),
+                );
+            }
+        }
+        self.param_values(&s.params, &action.params, &pp, &pp, &|_| false, &who);
     }
 
     /// Volume mounts: not under `/tekton/` (except `/tekton/home`), and no

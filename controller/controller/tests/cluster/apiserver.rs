@@ -236,6 +236,7 @@ fn kind_of(resource: &str) -> String {
         "pipelineruns" => "PipelineRun".into(),
         "tasks" => "Task".into(),
         "pipelines" => "Pipeline".into(),
+        "stepactions" => "StepAction".into(),
         "configmaps" => "ConfigMap".into(),
         "leases" => "Lease".into(),
         "events" => "Event".into(),

@@ -168,11 +168,39 @@ pub(super) fn resolve_task(
         let mut lenient = inline_vars(vars, &pt.params);
         lenient.clear_strict();
         lenient.strict("tasks.");
-        if let Err(e) = lenient.json(spec, "taskSpec", &["name"]) {
-            return Err(classify(&e.to_string(), pt, tasks));
+        if let Err(e) = substitute_inline_spec(spec, &lenient) {
+            return Err(classify(&e, pt, tasks));
         }
     }
     serde_json::from_value(j).map_err(|_| Unresolved::Skip)
+}
+
+/// An inline spec, its steps' params (given to StepActions) keeping their
+/// types as PipelineTask params do.
+fn substitute_inline_spec(spec: &mut serde_json::Value, vars: &Vars) -> Result<(), String> {
+    let held = take_step_params(spec);
+    vars.json(spec, "taskSpec", &["name"])
+        .map_err(|e| e.to_string())?;
+    if let Some(serde_json::Value::Array(steps)) = spec.get_mut("steps") {
+        for (s, p) in steps.iter_mut().zip(held) {
+            if let (Some(mut p), Some(m)) = (p, s.as_object_mut()) {
+                substitute_params(&mut p, vars)?;
+                m.insert("params".into(), p);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Takes each step's `params` out of a spec (in step order).
+fn take_step_params(spec: &mut serde_json::Value) -> Vec<Option<serde_json::Value>> {
+    match spec.get_mut("steps") {
+        Some(serde_json::Value::Array(steps)) => steps
+            .iter_mut()
+            .map(|s| s.as_object_mut().and_then(|m| m.remove("params")))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// A taskRef's name, and its (resolver) params keeping their types.
@@ -320,10 +348,24 @@ fn substitute_task(
         // Implicit propagation: pipeline values reach inline specs.
         let mut lenient = inline_vars(vars, &t.params);
         lenient.clear_strict();
+        let held: Vec<Vec<Param>> = e
+            .task
+            .steps
+            .iter_mut()
+            .map(|s| std::mem::take(&mut s.params))
+            .collect();
         let mut j = serde_json::to_value(&e.task).unwrap_or_default();
         lenient.json(&mut j, &format!("{path}.taskSpec"), &["name"])?;
         if let Ok(task) = serde_json::from_value(j) {
             e.task = task;
+        }
+        // Step params (given to StepActions) keep their types.
+        for (i, (s, mut ps)) in e.task.steps.iter_mut().zip(held).enumerate() {
+            for (k, p) in ps.iter_mut().enumerate() {
+                let at = format!("{path}.taskSpec.steps[{i}].params[{k}].value");
+                p.value = lenient.param_value(&p.value, &at)?;
+            }
+            s.params = ps;
         }
     }
     Ok(())
