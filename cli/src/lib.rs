@@ -16,6 +16,7 @@ pub mod files;
 pub mod inspect;
 pub mod run;
 pub mod validate;
+pub mod values;
 pub mod watchdog;
 
 /// Exit code for invalid input or usage.

@@ -8,8 +8,10 @@
 pub mod beneath;
 pub mod live;
 pub mod logs;
+pub mod mask;
 pub mod process;
 pub mod procs;
 pub mod runner;
 pub mod runtime;
 pub mod store;
+pub mod values;

@@ -72,6 +72,8 @@ pub struct Sink {
     tx: SyncSender<Signal>,
     task_run: String,
     container: String,
+    /// Secret values to hide in what is stored and shown.
+    mask: Option<std::sync::Arc<crate::mask::Masker>>,
 }
 
 /// One reader's way into a [`Sink`]: its bytes split into lines, and what
@@ -93,7 +95,15 @@ impl Sink {
             tx,
             task_run: task_run.to_string(),
             container: container.to_string(),
+            mask: None,
         }
+    }
+
+    /// This sink, hiding `mask`'s values in every line (stored and shown).
+    #[must_use]
+    pub fn masking(mut self, mask: Option<std::sync::Arc<crate::mask::Masker>>) -> Sink {
+        self.mask = mask;
+        self
     }
 
     /// A stream into this sink, for one reader.
@@ -112,15 +122,18 @@ impl Stream<'_> {
     /// one); the start of a line waits for its end.
     pub fn push(&mut self, bytes: &[u8]) {
         let (out, text) = (&mut self.bytes, &mut self.text);
+        let mask = self.sink.mask.as_deref();
         self.splitter
-            .push(bytes, &mut |l: &[u8]| take(out, text, l));
+            .push(bytes, &mut |l: &[u8]| take(out, text, l, mask));
         self.flush();
     }
 
     /// The end of the output: what is left is stored and sent.
     pub fn finish(mut self) {
         let (out, text) = (&mut self.bytes, &mut self.text);
-        self.splitter.finish(&mut |l: &[u8]| take(out, text, l));
+        let mask = self.sink.mask.as_deref();
+        self.splitter
+            .finish(&mut |l: &[u8]| take(out, text, l, mask));
         self.flush();
     }
 
@@ -141,8 +154,14 @@ impl Stream<'_> {
     }
 }
 
-/// Takes a line (or piece): stored exactly, shown without its newline.
-fn take(out: &mut Vec<u8>, text: &mut String, line: &[u8]) {
+/// Takes a line (or piece): stored exactly (Secret values masked), shown
+/// without its newline.
+fn take(out: &mut Vec<u8>, text: &mut String, line: &[u8], mask: Option<&crate::mask::Masker>) {
+    let line = match mask {
+        Some(m) => m.mask(line),
+        None => std::borrow::Cow::Borrowed(line),
+    };
+    let line = &*line;
     out.extend_from_slice(line);
     let shown = line.strip_suffix(b"\n").unwrap_or(line);
     text.push_str(&String::from_utf8_lossy(shown));
@@ -195,6 +214,30 @@ mod tests {
         let sizes: Vec<usize> = out.iter().map(Vec::len).collect();
         assert_eq!(sizes, [MAX_LINE, MAX_LINE, 11, 5]);
         assert_eq!(out.concat(), input, "nothing lost, nothing added");
+    }
+
+    #[test]
+    fn a_secret_written_in_two_pieces_is_masked_stored_and_shown() {
+        let path = std::env::temp_dir().join(format!("tkt-mask-{}.log", std::process::id()));
+        let file = File::create(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        let mask = crate::mask::Masker::new([&b"s3cret-value"[..]]);
+        let sink = Sink::new(file, tx, "tr", "step-a").masking(Some(std::sync::Arc::new(mask)));
+        let mut stream = sink.stream();
+        stream.push(b"token=s3cr");
+        stream.push(b"et-value ok\nlast s3cret-value");
+        stream.finish();
+        let stored = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(stored, b"token=*** ok\nlast ***");
+        let shown: String = rx
+            .try_iter()
+            .filter_map(|s| match s {
+                Signal::Lines { text, .. } => Some(text),
+                Signal::Changed => None,
+            })
+            .collect();
+        assert_eq!(shown, "token=*** ok\nlast ***\n");
     }
 
     #[test]

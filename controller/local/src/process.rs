@@ -609,7 +609,8 @@ impl ProcessPod {
             .store
             .open_log(env.task_run, &c.name)
             .map_err(|e| err("log", e.to_string()))?;
-        let sink = Arc::new(Sink::new(log, env.signals.clone(), env.task_run, &c.name));
+        let sink = Sink::new(log, env.signals.clone(), env.task_run, &c.name);
+        let sink = Arc::new(sink.masking(env.store.mask()));
         let (mut child, root) = launcher.spawn(c, env.journal)?;
         let state = Arc::new(Mutex::new(ProcState {
             started: Some(Timestamp::now()),

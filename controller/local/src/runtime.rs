@@ -651,7 +651,8 @@ impl PodmanPod {
                 .open_log(env.task_run, c)
                 .map_err(|e| err("log", e.to_string()))?;
             let full = format!("{}-{c}", self.name);
-            sinks.push((full, Sink::new(log, env.signals.clone(), env.task_run, c)));
+            let sink = Sink::new(log, env.signals.clone(), env.task_run, c);
+            sinks.push((full, sink.masking(env.store.mask())));
         }
         let stopped = self.stopped.clone();
         self.followers.push(std::thread::spawn(move || {
