@@ -517,6 +517,7 @@ fn configmaps_and_secrets_feed_env_volumes_and_workspaces(rt: &str) {
         "[files] maybe: 0 files",
         "[files] config: info",
         "[files] both: *** eu-west",
+        "[one-file] one file: ***",
     ] {
         assert!(log.contains(line), "no {line:?} in:\n{log}");
     }
