@@ -193,3 +193,48 @@ pub fn check_pipeline_run(
         .map(|p| format!("{}: {}", p.path, p.message))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_read_directories_files_and_keyed_files() {
+        let d = std::env::temp_dir().join(format!("tkt-values-flags-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("dir/sub")).unwrap();
+        std::fs::write(d.join("dir/a.txt"), "A").unwrap();
+        std::fs::write(d.join("dir/.env"), "E").unwrap();
+        std::fs::write(d.join("dir/sub/no"), "-").unwrap();
+        std::os::unix::fs::symlink(d.join("dir/a.txt"), d.join("dir/link")).unwrap();
+        std::fs::write(d.join("token"), "T").unwrap();
+        let dir = format!("c={}", d.join("dir").display());
+        let file = format!("s={}", d.join("token").display());
+        let keyed = format!("s=pw={}", d.join("token").display());
+        let got = from_flags(&[dir], &[file.clone(), keyed]).unwrap();
+        let keys: Vec<(DataKind, &str, Vec<&str>)> = got
+            .iter()
+            .map(|o| {
+                (
+                    o.kind,
+                    o.name.as_str(),
+                    o.entries.keys().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (DataKind::ConfigMap, "c", vec![".env", "a.txt"]),
+                (DataKind::Secret, "s", vec!["pw", "token"]),
+            ]
+        );
+        let twice = from_flags(&[], &[file.clone(), file]).unwrap_err();
+        assert!(twice.contains("key \"token\" is given twice"), "{twice}");
+        let bad = from_flags(&["Bad_Name=x".into()], &[]).unwrap_err();
+        assert!(bad.contains("not a valid ConfigMap name"), "{bad}");
+        let bad = from_flags(&["c".into()], &[]).unwrap_err();
+        assert!(bad.contains("expected NAME=DIR"), "{bad}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
