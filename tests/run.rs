@@ -559,6 +559,11 @@ fn missing_or_bad_values_are_refused_before_anything_runs(rt: &str) {
             vec!["spec.workspaces[0].configMap.items[0]: ConfigMap \"c\" has no key \"b\""],
         ),
         (
+            "pipeline.yaml",
+            "apiVersion: tekton.dev/v1\nkind: PipelineRun\nmetadata: {name: p}\nspec:\n  params: [{name: sec, value: from-param}]\n  pipelineSpec:\n    params: [{name: sec}]\n    tasks:\n      - name: t\n        params: [{name: s, value: $(params.sec)}]\n        taskSpec:\n          params: [{name: s}]\n          steps:\n            - name: s\n              image: localhost/tektite/busybox:latest\n              script: echo never\n              envFrom: [{secretRef: {name: $(params.s)}}]\n".to_string(),
+            vec!["pipeline.yaml: PipelineRun p: spec.pipelineSpec.tasks[0].taskSpec.steps[0].envFrom[0].secretRef: Secret \"from-param\" is not given"],
+        ),
+        (
             "base64.yaml",
             "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata:\n  ok: aGk=\n  bad: '%%%'\n"
                 .to_string(),

@@ -146,8 +146,29 @@ pub fn check_task_run(
         .collect()
 }
 
+/// A pipeline task's params with the pipeline's params substituted where
+/// they are known (a task's result is not: it stays as written).
+fn task_params(
+    pipeline_vars: Option<&Vars>,
+    given: &[tektite_api::v1::Param],
+) -> Vec<tektite_api::v1::Param> {
+    let Some(vars) = pipeline_vars else {
+        return given.to_vec();
+    };
+    given
+        .iter()
+        .map(|p| tektite_api::v1::Param {
+            name: p.name.clone(),
+            value: vars
+                .param_value(&p.value, "")
+                .unwrap_or_else(|_| p.value.clone()),
+        })
+        .collect()
+}
+
 /// The same for a PipelineRun: its bindings, and the specs of its tasks
-/// (names made of params of the pipeline task are left to the run).
+/// with the params they get from the pipeline (names made of results are
+/// left to the run).
 pub fn check_pipeline_run(
     pr: &PipelineRun,
     spec: &PipelineSpec,
@@ -163,6 +184,7 @@ pub fn check_pipeline_run(
     };
     c.check_bindings(&pr.spec.workspaces, "spec.workspaces");
     problems.append(&mut c.problems);
+    let pipeline_vars = param_vars(&spec.params, &pr.spec.params);
     let base = match pipeline {
         Some(p) => format!("Pipeline {p}: spec"),
         None => "spec.pipelineSpec".into(),
@@ -178,7 +200,8 @@ pub fn check_pipeline_run(
                 }
                 _ => continue,
             };
-            let vars = param_vars(&task_spec.params, &t.params);
+            let given = task_params(pipeline_vars.as_ref(), &t.params);
+            let vars = param_vars(&task_spec.params, &given);
             let mut c = Checker {
                 data,
                 vars: vars.as_ref(),
