@@ -86,6 +86,9 @@ pub struct Stream<'a> {
     /// ending with a newline), not yet stored and sent.
     bytes: Vec<u8>,
     text: String,
+    /// The end of a long line's piece held back while Secret values are
+    /// masked: a value may go on in the next piece.
+    carry: Vec<u8>,
 }
 
 impl Sink {
@@ -113,6 +116,7 @@ impl Sink {
             splitter: Splitter::default(),
             bytes: Vec::new(),
             text: String::new(),
+            carry: Vec::new(),
         }
     }
 }
@@ -121,19 +125,24 @@ impl Stream<'_> {
     /// Stores and sends the whole lines in `bytes` (and pieces of a long
     /// one); the start of a line waits for its end.
     pub fn push(&mut self, bytes: &[u8]) {
-        let (out, text) = (&mut self.bytes, &mut self.text);
+        let (out, text, carry) = (&mut self.bytes, &mut self.text, &mut self.carry);
         let mask = self.sink.mask.as_deref();
         self.splitter
-            .push(bytes, &mut |l: &[u8]| take(out, text, l, mask));
+            .push(bytes, &mut |l: &[u8]| take(out, text, carry, l, mask));
         self.flush();
     }
 
     /// The end of the output: what is left is stored and sent.
     pub fn finish(mut self) {
-        let (out, text) = (&mut self.bytes, &mut self.text);
+        let (out, text, carry) = (&mut self.bytes, &mut self.text, &mut self.carry);
         let mask = self.sink.mask.as_deref();
         self.splitter
-            .finish(&mut |l: &[u8]| take(out, text, l, mask));
+            .finish(&mut |l: &[u8]| take(out, text, carry, l, mask));
+        if let Some(m) = mask
+            && !carry.is_empty()
+        {
+            show(out, text, &m.mask(carry));
+        }
         self.flush();
     }
 
@@ -154,14 +163,35 @@ impl Stream<'_> {
     }
 }
 
-/// Takes a line (or piece): stored exactly (Secret values masked), shown
-/// without its newline.
-fn take(out: &mut Vec<u8>, text: &mut String, line: &[u8], mask: Option<&crate::mask::Masker>) {
-    let line = match mask {
-        Some(m) => m.mask(line),
-        None => std::borrow::Cow::Borrowed(line),
+/// Takes a line (or piece), Secret values masked: a piece of a long line
+/// is masked up to where a value could still go on in the next piece, and
+/// the rest waits in `carry` for it.
+fn take(
+    out: &mut Vec<u8>,
+    text: &mut String,
+    carry: &mut Vec<u8>,
+    piece: &[u8],
+    mask: Option<&crate::mask::Masker>,
+) {
+    let Some(m) = mask else {
+        show(out, text, piece);
+        return;
     };
-    let line = &*line;
+    let mut buf = std::mem::take(carry);
+    buf.extend_from_slice(piece);
+    if buf.ends_with(b"\n") {
+        show(out, text, &m.mask(&buf));
+        return;
+    }
+    let (head, cut) = m.mask_prefix(&buf);
+    carry.extend_from_slice(&buf[cut..]);
+    if !head.is_empty() {
+        show(out, text, &head);
+    }
+}
+
+/// A line (or piece): stored exactly, shown without its newline.
+fn show(out: &mut Vec<u8>, text: &mut String, line: &[u8]) {
     out.extend_from_slice(line);
     let shown = line.strip_suffix(b"\n").unwrap_or(line);
     text.push_str(&String::from_utf8_lossy(shown));
@@ -238,6 +268,25 @@ mod tests {
             })
             .collect();
         assert_eq!(shown, "token=*** ok\nlast ***\n");
+    }
+
+    #[test]
+    fn a_secret_across_two_pieces_of_a_long_line_is_masked() {
+        let path = std::env::temp_dir().join(format!("tkt-mask-long-{}.log", std::process::id()));
+        let file = File::create(&path).unwrap();
+        let (tx, _rx) = std::sync::mpsc::sync_channel(64);
+        let mask = crate::mask::Masker::new([&b"s3cret-value"[..]]);
+        let sink = Sink::new(file, tx, "tr", "step-a").masking(Some(std::sync::Arc::new(mask)));
+        let mut line = vec![b'x'; MAX_LINE - 5];
+        line.extend_from_slice(b"s3cret-value tail\n");
+        let mut stream = sink.stream();
+        stream.push(&line);
+        stream.finish();
+        let stored = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let mut expected = vec![b'x'; MAX_LINE - 5];
+        expected.extend_from_slice(b"*** tail\n");
+        assert_eq!(stored, expected);
     }
 
     #[test]

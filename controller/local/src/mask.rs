@@ -8,8 +8,9 @@
 //! hiding (Azure Pipelines' agent and google-github-actions skip short
 //! values the same way). Logs are masked a line at a time, after the
 //! lines are put together from the container's writes, so a value written
-//! in two pieces is still found; a line longer than
-//! [`crate::logs::MAX_LINE`] is masked in pieces of that size.
+//! in two pieces is still found, and so is one that straddles two pieces
+//! of a line longer than [`crate::logs::MAX_LINE`] (the end of a piece
+//! waits for the next).
 
 use std::borrow::Cow;
 
@@ -76,6 +77,29 @@ impl Masker {
             }
         }
         Cow::Owned(out)
+    }
+
+    /// `bytes` masked up to where a value could still begin here and end
+    /// in bytes yet to come: the masked part, and where it ends in `bytes`
+    /// (what follows is for the caller to mask with what comes next).
+    pub fn mask_prefix(&self, bytes: &[u8]) -> (Vec<u8>, usize) {
+        let longest = self.values.first().map_or(0, Vec::len);
+        let limit = bytes.len().saturating_sub(longest.saturating_sub(1));
+        let mut out = Vec::with_capacity(limit);
+        let mut i = 0;
+        while i < limit {
+            match self.values.iter().find(|v| bytes[i..].starts_with(v)) {
+                Some(v) => {
+                    out.extend_from_slice(MASK);
+                    i += v.len();
+                }
+                None => {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+        }
+        (out, i)
     }
 
     /// `text` masked.
