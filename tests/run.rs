@@ -672,6 +672,181 @@ fn an_unwritten_step_action_result_fails_the_pipeline_that_reads_it(rt: &str) {
     );
 }
 
+/// A file of its own holding `text`, outside any run store; removed on drop.
+struct Outside(PathBuf);
+
+impl Outside {
+    fn new(name: &str, text: &str) -> Outside {
+        let d = std::env::temp_dir().join(format!("tkt-run-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("token"), text).unwrap();
+        Outside(d)
+    }
+    fn file(&self) -> String {
+        self.0.join("token").to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn configmaps_and_secrets_feed_env_volumes_and_workspaces(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-values"));
+    let token = Outside::new(&format!("{rt}-values-token"), "tok-from-a-file\n");
+    let flag = format!("from-flags=token={}", token.file());
+    let (code, v, stderr) = run(
+        rt,
+        &s,
+        "taskrun-configmaps-secrets.yaml",
+        &["--secret", &flag],
+    );
+    assert_eq!(code, 0, "{stderr}\n{}", v["status"]);
+    let log = logs(&s, "tr", &name(&v));
+    for line in [
+        "[env] user=*** level=info absent=unset",
+        "[env] from envFrom: info eu-west",
+        "[env] token=***",
+        "[files] pw 400: ***",
+        "[files] user 640: ***",
+        "[files] maybe: 0 files",
+        "[files] config: info",
+        "[files] both: *** eu-west",
+        "[one-file] one file: ***",
+    ] {
+        assert!(log.contains(line), "no {line:?} in:\n{log}");
+    }
+    // Mounted read-only where there are mounts to make so (podman, and
+    // the process runtime's mount namespace).
+    let ro = if rt == "rewrite" {
+        "writable"
+    } else {
+        "read-only"
+    };
+    assert!(log.contains(&format!("[files] config is {ro}")), "{log}");
+}
+
+/// What a run refuses about its ConfigMaps and Secrets, before anything
+/// runs or is recorded: exit 2, naming the file, the field and the object.
+fn missing_or_bad_values_are_refused_before_anything_runs(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-values-refused"));
+    std::fs::create_dir_all(&s.0).unwrap();
+    let sd = s.arg();
+    let step = "      - name: s\n        image: localhost/tektite/busybox:latest\n        script: echo never\n";
+    let cases = [
+        (
+            "missing.yaml",
+            format!(
+                "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata: {{name: m}}\nspec:\n  taskSpec:\n    steps:\n{step}        env:\n          - {{name: A, value: a}}\n          - name: B\n            valueFrom: {{secretKeyRef: {{name: s1, key: k}}}}\n"
+            ),
+            vec![
+                "missing.yaml: TaskRun m: spec.taskSpec.steps[0].env[1].valueFrom.secretKeyRef: Secret \"s1\" is not given",
+            ],
+        ),
+        (
+            "nokey.yaml",
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\ndata: {{a: x}}\n---\napiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata: {{name: k}}\nspec:\n  workspaces:\n    - name: w\n      configMap: {{name: c, items: [{{key: b, path: b}}]}}\n  taskSpec:\n    workspaces: [{{name: w}}]\n    steps:\n{step}"
+            ),
+            vec!["spec.workspaces[0].configMap.items[0]: ConfigMap \"c\" has no key \"b\""],
+        ),
+        (
+            "pipeline.yaml",
+            "apiVersion: tekton.dev/v1\nkind: PipelineRun\nmetadata: {name: p}\nspec:\n  params: [{name: sec, value: from-param}]\n  pipelineSpec:\n    params: [{name: sec}]\n    tasks:\n      - name: t\n        params: [{name: s, value: $(params.sec)}]\n        taskSpec:\n          params: [{name: s}]\n          steps:\n            - name: s\n              image: localhost/tektite/busybox:latest\n              script: echo never\n              envFrom: [{secretRef: {name: $(params.s)}}]\n".to_string(),
+            vec!["pipeline.yaml: PipelineRun p: spec.pipelineSpec.tasks[0].taskSpec.steps[0].envFrom[0].secretRef: Secret \"from-param\" is not given"],
+        ),
+        (
+            "base64.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata:\n  ok: aGk=\n  bad: '%%%'\n"
+                .to_string(),
+            vec!["base64.yaml:6: Secret/s (document 1): data.bad: not valid base64"],
+        ),
+        (
+            "nfs.yaml",
+            format!(
+                "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata: {{name: n}}\nspec:\n  taskSpec:\n    volumes:\n      - {{name: v, nfs: {{server: h, path: /}}}}\n    steps:\n{step}"
+            ),
+            vec![
+                "spec.taskSpec.volumes[0]: volume \"v\": nfs volumes are not supported by local runs",
+            ],
+        ),
+    ];
+    for (file, yaml, expected) in cases {
+        let path = s.0.join(file);
+        std::fs::write(&path, yaml).unwrap();
+        let out = tkt_run(rt)
+            .args(["-f", &path.to_string_lossy(), "--state-dir", &sd])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {err}");
+        for e in expected {
+            assert!(err.contains(e), "{file}: no {e:?} in:\n{err}");
+        }
+        assert!(!err.contains("aGk") && !err.contains("never"), "{err}");
+    }
+    for kind in ["pr", "tr"] {
+        let list = tkt(&[kind, "list", "--state-dir", &sd]);
+        assert!(
+            String::from_utf8_lossy(&list.stdout).starts_with("No "),
+            "{kind}"
+        );
+    }
+}
+
+/// A Secret named only by a task's result cannot be checked before the
+/// run: its TaskRun fails when its pod is made, with Kubernetes' reason and
+/// message, instead of starting with an empty value.
+fn a_secret_named_by_a_result_is_checked_when_its_pod_is_made(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-values-late"));
+    std::fs::create_dir_all(&s.0).unwrap();
+    let yaml = r#"apiVersion: tekton.dev/v1
+kind: PipelineRun
+metadata: {generateName: late-}
+spec:
+  pipelineSpec:
+    tasks:
+      - name: a
+        taskSpec:
+          results: [{name: secret}]
+          steps:
+            - {name: s, image: localhost/tektite/busybox:latest, script: "printf from-result > $(results.secret.path)"}
+      - name: b
+        params: [{name: s, value: $(tasks.a.results.secret)}]
+        taskSpec:
+          params: [{name: s}]
+          steps:
+            - name: s
+              image: localhost/tektite/busybox:latest
+              env: [{name: T, valueFrom: {secretKeyRef: {name: $(params.s), key: k}}}]
+              script: echo "should not run"
+"#;
+    let path = s.0.join("late.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = tkt_run(rt)
+        .args(["-f", &path.to_string_lossy(), "--state-dir", &s.arg()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("task b CreateContainerConfigError: secret \"from-result\" not found"),
+        "{text}"
+    );
+    assert!(!text.contains("should not run"), "{text}");
+}
+
 macro_rules! both_runtimes {
     ($($name:ident),* $(,)?) => {
         mod podman {
@@ -713,6 +888,9 @@ both_runtimes!(
     a_sidecar_failing_its_startup_probe_is_killed,
     step_actions_with_params_a_template_and_an_unwritten_result,
     an_unwritten_step_action_result_fails_the_pipeline_that_reads_it,
+    configmaps_and_secrets_feed_env_volumes_and_workspaces,
+    missing_or_bad_values_are_refused_before_anything_runs,
+    a_secret_named_by_a_result_is_checked_when_its_pod_is_made,
 );
 
 #[test]

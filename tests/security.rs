@@ -463,3 +463,90 @@ fn walk_dirs(d: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+// ---------------------------------------------------------------- secrets
+
+/// A Secret's value, and its two halves as a step prints them.
+const SECRET: &str = "sup3r-s3cret-t0ken";
+
+/// A step that prints a Secret's value (whole, and in two writes a moment
+/// apart) and writes it into a result.
+fn leaking_task_run(rt: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: api}}
+stringData: {{token: {SECRET}}}
+---
+apiVersion: tekton.dev/v1
+kind: TaskRun
+metadata: {{name: leak}}
+spec:
+  taskSpec:
+    results: [{{name: out}}]
+    steps:
+      - name: leak
+        image: {}
+        env:
+          - name: T
+            valueFrom: {{secretKeyRef: {{name: api, key: token}}}}
+        script: |
+          #!/bin/sh
+          echo "token=$T"
+          printf 'split:sup3r-s3c'; sleep 0.2; printf 'ret-t0ken\n'
+          printf '%s' "$T" > $(results.out.path)
+"#,
+        image(rt)
+    )
+}
+
+/// A Secret's value printed by a step is `***` on the screen, in `tkt tr
+/// logs` and in `-o json`, and is nowhere in the run store: not in a log,
+/// a record or a file left behind.
+fn secret_values_are_masked_and_never_stored(rt: &str) {
+    if rt == "podman" && !util::podman_ready() {
+        return;
+    }
+    let s = Scratch::new(&format!("mask-{rt}"));
+    let o = tkt(rt, &s, &leaking_task_run(rt), &["-o", "json"], &[]);
+    let v = object(&o);
+    let live = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{live}");
+    assert!(live.contains("[leak] token=***"), "{live}");
+    assert!(live.contains("[leak] split:***"), "{live}");
+    assert!(!live.contains(SECRET), "{live}");
+    let printed = v.to_string();
+    assert!(!printed.contains(SECRET), "{printed}");
+    assert_eq!(v["status"]["results"][0]["value"], "***", "{printed}");
+    let logs = util::tkt(&["tr", "logs", "leak", "--state-dir", &s.state_arg()]);
+    let logs = text(&logs.stdout);
+    assert!(
+        logs.contains("token=***") && logs.contains("split:***"),
+        "{logs}"
+    );
+    let describe = util::tkt(&["tr", "describe", "leak", "--state-dir", &s.state_arg()]);
+    assert!(!text(&describe.stdout).contains(SECRET));
+    for f in walk(&s.state()) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "the Secret's value is in {}",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn secret_values_are_masked_and_never_stored_podman() {
+    secret_values_are_masked_and_never_stored("podman");
+}
+
+#[test]
+fn secret_values_are_masked_and_never_stored_process() {
+    secret_values_are_masked_and_never_stored("process");
+}
+
+#[test]
+fn secret_values_are_masked_and_never_stored_rewrite() {
+    secret_values_are_masked_and_never_stored("rewrite");
+}

@@ -323,3 +323,25 @@ fn many_problems_are_capped_per_document() {
     let o = tkt_stdin(&["validate", "--max-errors", "5", "-f", "-"], Some(&yaml));
     assert_eq!(problems(&o), 5, "{}", stdout(&o));
 }
+
+/// ConfigMaps and Secrets given with Tekton objects are checked (base64,
+/// keys, fields) and counted, not skipped as other Kubernetes objects are.
+#[test]
+fn configmaps_and_secrets_are_checked_not_skipped() {
+    let ok = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a.txt: x}\nbinaryData: {b: AAE=}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {p: aGk=}\nstringData: {u: me}\n";
+    let o = tkt_stdin(&["validate", "-f", "-"], Some(ok));
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(stdout(&o), "OK: 2 object(s) valid\n");
+    let bad = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata:\n  p: not base64!\n  'a/b': aGk=\nspec: {}\n";
+    let o = tkt_stdin(&["validate", "-f", "-"], Some(bad));
+    assert_eq!(o.status.code(), Some(2));
+    let out = stdout(&o);
+    for line in [
+        "<stdin>:5: Secret/s (document 1): data.p: not valid base64",
+        "<stdin>:6: Secret/s (document 1): data[\"a/b\"]: invalid key \"a/b\"",
+        "<stdin>:7: Secret/s (document 1): spec: unknown field in a Secret",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+    assert!(!out.contains("aGk"), "no value is shown: {out}");
+}

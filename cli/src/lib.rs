@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod run;
 pub mod stepactions;
 pub mod validate;
+pub mod values;
 pub mod watchdog;
 
 /// Exit code for invalid input or usage.

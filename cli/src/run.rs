@@ -93,6 +93,14 @@ pub struct Args {
     /// value in tkt's environment (steps get nothing else of it)
     #[arg(long = "env", value_name = "NAME[=VALUE]")]
     env: Vec<String>,
+    /// A ConfigMap from files: NAME=DIR (a key per regular file in it),
+    /// NAME=FILE or NAME=KEY=FILE (repeatable)
+    #[arg(long = "configmap", value_name = "NAME=DIR|FILE|KEY=FILE")]
+    configmaps: Vec<String>,
+    /// A Secret from files, as --configmap; its values are masked (***) in
+    /// logs, records and output (repeatable)
+    #[arg(long = "secret", value_name = "NAME=DIR|FILE|KEY=FILE")]
+    secrets: Vec<String>,
     /// The run store (default $XDG_STATE_HOME/tektite)
     #[arg(long = "state-dir", value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -229,6 +237,8 @@ struct Inputs {
     tasks: BTreeMap<String, TaskSpec>,
     pipelines: BTreeMap<String, PipelineSpec>,
     step_actions: tektite_engine::stepaction::StepActions,
+    /// The ConfigMaps and Secrets given (documents and flags).
+    data: tektite_api::data::DataSet,
 }
 
 /// What stops a run before it starts: the exit code to return (the reason
@@ -239,13 +249,23 @@ type Refused = u8;
 /// objects.
 fn load(args: &Args) -> anyhow::Result<Result<Inputs, Refused>> {
     let mut loaded: Vec<Loaded> = Vec::new();
+    let mut documents = Vec::new();
     let mut diags: Vec<Diagnostic> = Vec::new();
     let given_paths = crate::files::expand(&args.files)?;
     for p in &given_paths {
         let o = tektite_api::load_file(p);
         diags.extend(o.diagnostics);
         loaded.extend(o.objects);
+        documents.extend(o.data);
     }
+    let flagged = match crate::values::from_flags(&args.configmaps, &args.secrets) {
+        Ok(f) => f,
+        Err(m) => {
+            note(&format!("tkt: {m}"));
+            return Ok(Err(EXIT_INVALID));
+        }
+    };
+    let data = crate::values::gather(&documents, flagged);
     let n_given = loaded.len();
     let mut lib_dirs: Vec<PathBuf> = args.task_dirs.clone();
     lib_dirs.extend(catalog_dir());
@@ -293,6 +313,7 @@ fn load(args: &Args) -> anyhow::Result<Result<Inputs, Refused>> {
         tasks,
         pipelines,
         step_actions,
+        data,
     }))
 }
 
@@ -562,6 +583,11 @@ fn check_prepared(job: &Job, inputs: &Inputs, file: &str, config: &Config) -> Op
     if !errors.is_empty() {
         return Some(errors.join("\n"));
     }
+    let missing = missing_sources(job, inputs);
+    if !missing.is_empty() {
+        let lines: Vec<String> = missing.iter().map(|m| format!("{who}: {m}")).collect();
+        return Some(lines.join("\n"));
+    }
     let now = Timestamp::now();
     let refused = match job {
         Job::Task(tr, source) => {
@@ -584,6 +610,24 @@ fn check_prepared(job: &Job, inputs: &Inputs, file: &str, config: &Config) -> Op
         }
     };
     refused.map(|r| format!("{who}: {r}"))
+}
+
+/// The ConfigMaps, Secrets and keys a run names that were not given (and
+/// are not `optional`), each `path: message`.
+fn missing_sources(job: &Job, inputs: &Inputs) -> Vec<String> {
+    match job {
+        Job::Task(tr, TaskSource::Spec(spec, task)) => {
+            crate::values::check_task_run(tr, spec, task.as_deref(), &inputs.data)
+        }
+        Job::Pipeline(pr, Ok((spec, name))) => crate::values::check_pipeline_run(
+            pr,
+            spec,
+            name.as_deref(),
+            &inputs.tasks,
+            &inputs.data,
+        ),
+        _ => Vec::new(),
+    }
 }
 
 /// Every run, made ready and checked; `claims` gathers `-w` host paths.
@@ -784,7 +828,8 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
         Ok(k) => k,
         Err(code) => return Ok(code),
     };
-    let store = Store::open(args.state_dir.as_deref())?;
+    let masker = tektite_local::mask::Masker::new(inputs.data.secret_values());
+    let store = Store::open(args.state_dir.as_deref())?.masking(masker.clone());
     for r in live::recover_abandoned(&store, None) {
         note(&format!("tkt: {r}"));
     }
@@ -806,6 +851,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
             env,
             journal: None,
             step_actions: Arc::new(inputs.step_actions.clone()),
+            data: Arc::new(inputs.data.clone()),
         },
         tasks: &inputs.tasks,
         interrupts: &interrupts,
@@ -948,14 +994,17 @@ fn run_job(
     // Recorded: nothing of this run is left to recover.
     drop(held);
     let c = cond.unwrap_or_default();
+    let mask = ctx.store.mask().unwrap_or_default();
+    let mut object = object;
+    mask.mask_json(&mut object);
     say(
         text,
-        &format!(
+        &mask.mask_str(&format!(
             "{} {name} {}: {}",
             kind.lower(),
             c.reason.clone().unwrap_or_default(),
             c.message.clone().unwrap_or_default()
-        ),
+        )),
     );
     match ctx.args.output {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&object)?)?,

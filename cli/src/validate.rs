@@ -65,6 +65,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
             load_file(&file)
         };
         all.objects.extend(loaded.objects);
+        all.data.extend(loaded.data);
         all.diagnostics.extend(loaded.diagnostics);
     }
     all.diagnostics.extend(validate_all(&all.objects));
@@ -97,6 +98,13 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
                         kind: o.object.kind(),
                         name: o.object.display_name(),
                     })
+                    .chain(all.data.iter().map(|d| ObjectRef {
+                        file: d.file.clone(),
+                        document: d.document,
+                        api_version: "v1".into(),
+                        kind: d.object.kind.as_str(),
+                        name: d.object.name.clone(),
+                    }))
                     .collect(),
                 diagnostics: &all.diagnostics,
             };
@@ -115,7 +123,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
                 } else {
                     String::new()
                 };
-                writeln!(out, "OK: {} object(s) valid{w}", all.objects.len())?;
+                let n = all.objects.len() + all.data.len();
+                writeln!(out, "OK: {n} object(s) valid{w}")?;
             } else {
                 writeln!(out, "{errors} error(s), {warnings} warning(s)")?;
             }

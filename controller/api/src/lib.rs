@@ -19,6 +19,7 @@
 
 pub mod crd;
 pub mod dag;
+pub mod data;
 pub mod diag;
 pub mod load;
 pub mod param;
@@ -32,4 +33,4 @@ pub mod validate;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Severity};
-pub use load::{LoadOutput, Loaded, Object, load_file, load_str};
+pub use load::{LoadOutput, Loaded, LoadedData, Object, load_file, load_str};

@@ -231,7 +231,18 @@ pub fn display_name(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMe
 #[derive(Debug, Default)]
 pub struct LoadOutput {
     pub objects: Vec<Loaded>,
+    /// The ConfigMaps and Secrets (`v1`) among the documents.
+    pub data: Vec<LoadedData>,
     pub diagnostics: Vec<Diagnostic>,
+}
+
+/// A ConfigMap or Secret read from a file.
+#[derive(Debug, Clone)]
+pub struct LoadedData {
+    pub file: String,
+    /// 1-based index of the document in the file.
+    pub document: usize,
+    pub object: crate::data::DataObject,
 }
 
 /// The longest object name, field path and message a diagnostic repeats
@@ -247,6 +258,7 @@ pub fn load_file(path: &std::path::Path) -> LoadOutput {
         Ok(text) => load_str(&name, &text),
         Err(e) => LoadOutput {
             objects: Vec::new(),
+            data: Vec::new(),
             diagnostics: vec![Diagnostic {
                 severity: Severity::Error,
                 file: name,
@@ -368,6 +380,10 @@ fn load_document(
     // Each document gets its own budget of "did you mean" comparisons.
     crate::diag::cost::reset_suggestions();
     let report = Reporter::new(&origin, out);
+    if let Some(kind) = crate::data::kind_of(&value) {
+        load_data(kind, &value, &origin, &report, out);
+        return;
+    }
     let id = match identify(&value) {
         Ok(id) => id,
         Err((severity, path, message)) => {
@@ -396,6 +412,29 @@ fn load_document(
             conversion: checked.conversion.map(Arc::new),
         }),
         Err((p, m)) => report.emit(out, Severity::Error, &p, m, conversion),
+    }
+}
+
+/// Loads a ConfigMap or Secret document into `out.data`, or its problems
+/// into diagnostics.
+fn load_data(
+    kind: crate::data::DataKind,
+    value: &Value,
+    origin: &Origin,
+    report: &Reporter<'_>,
+    out: &mut LoadOutput,
+) {
+    match crate::data::decode(kind, value) {
+        Ok(object) => out.data.push(LoadedData {
+            file: origin.file.clone(),
+            document: origin.document,
+            object,
+        }),
+        Err(problems) => {
+            for (p, m) in problems {
+                report.emit(out, Severity::Error, &p, m, None);
+            }
+        }
     }
 }
 

@@ -580,6 +580,7 @@ fn substitute_spec(
             let v = step_vars(vars, &spec.steps[i], &step_names[i], workspaces);
             v.json(s, &format!("spec.steps[{i}]"), NOT_SUBSTITUTED)
                 .map_err(err)?;
+            crate::sources::substitute_names(s, &v, &format!("spec.steps[{i}]")).map_err(err)?;
         }
     }
     if let Some(Value::Array(sidecars)) = j.get_mut("sidecars") {
@@ -587,11 +588,13 @@ fn substitute_spec(
             let v = usage_vars(vars, &spec.sidecars[i].workspaces, workspaces);
             v.json(s, &format!("spec.sidecars[{i}]"), NOT_SUBSTITUTED)
                 .map_err(err)?;
+            crate::sources::substitute_names(s, &v, &format!("spec.sidecars[{i}]")).map_err(err)?;
         }
     }
     if let Some(t) = j.get_mut("stepTemplate") {
         vars.json(t, "spec.stepTemplate", NOT_SUBSTITUTED)
             .map_err(err)?;
+        crate::sources::substitute_names(t, vars, "spec.stepTemplate").map_err(err)?;
     }
     if let Some(v) = j.get_mut("volumes") {
         vars.json(v, "spec.volumes", &[]).map_err(err)?;

@@ -133,6 +133,19 @@ pub fn dir(root: &Path, rel: &Path, mode: u32) -> Result<PathBuf, BeneathError> 
     Ok(root.join(rel))
 }
 
+/// Whether `root/rel` is a regular file, reached with no symlink on the
+/// way (a link, a missing path or anything else is not).
+pub fn is_file(root: &Path, rel: &Path) -> bool {
+    let Some(name) = rel.file_name() else {
+        return false;
+    };
+    let Ok(dir) = open_dir(root, rel.parent().unwrap_or(Path::new("")), None) else {
+        return false;
+    };
+    rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+}
+
 /// Opens the file `root/rel` for reading: no symlink anywhere in `rel`, a
 /// regular file (a FIFO or a device is never opened), and at most `limit`
 /// bytes long.

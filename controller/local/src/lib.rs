@@ -8,9 +8,11 @@
 pub mod beneath;
 pub mod live;
 pub mod logs;
+pub mod mask;
 pub mod probe;
 pub mod process;
 pub mod procs;
 pub mod runner;
 pub mod runtime;
 pub mod store;
+pub mod values;

@@ -72,6 +72,8 @@ pub struct Sink {
     tx: SyncSender<Signal>,
     task_run: String,
     container: String,
+    /// Secret values to hide in what is stored and shown.
+    mask: Option<std::sync::Arc<crate::mask::Masker>>,
 }
 
 /// One reader's way into a [`Sink`]: its bytes split into lines, and what
@@ -84,6 +86,9 @@ pub struct Stream<'a> {
     /// ending with a newline), not yet stored and sent.
     bytes: Vec<u8>,
     text: String,
+    /// The end of a long line's piece held back while Secret values are
+    /// masked: a value may go on in the next piece.
+    carry: Vec<u8>,
 }
 
 impl Sink {
@@ -93,7 +98,15 @@ impl Sink {
             tx,
             task_run: task_run.to_string(),
             container: container.to_string(),
+            mask: None,
         }
+    }
+
+    /// This sink, hiding `mask`'s values in every line (stored and shown).
+    #[must_use]
+    pub fn masking(mut self, mask: Option<std::sync::Arc<crate::mask::Masker>>) -> Sink {
+        self.mask = mask;
+        self
     }
 
     /// A stream into this sink, for one reader.
@@ -103,6 +116,7 @@ impl Sink {
             splitter: Splitter::default(),
             bytes: Vec::new(),
             text: String::new(),
+            carry: Vec::new(),
         }
     }
 }
@@ -111,16 +125,24 @@ impl Stream<'_> {
     /// Stores and sends the whole lines in `bytes` (and pieces of a long
     /// one); the start of a line waits for its end.
     pub fn push(&mut self, bytes: &[u8]) {
-        let (out, text) = (&mut self.bytes, &mut self.text);
+        let (out, text, carry) = (&mut self.bytes, &mut self.text, &mut self.carry);
+        let mask = self.sink.mask.as_deref();
         self.splitter
-            .push(bytes, &mut |l: &[u8]| take(out, text, l));
+            .push(bytes, &mut |l: &[u8]| take(out, text, carry, l, mask));
         self.flush();
     }
 
     /// The end of the output: what is left is stored and sent.
     pub fn finish(mut self) {
-        let (out, text) = (&mut self.bytes, &mut self.text);
-        self.splitter.finish(&mut |l: &[u8]| take(out, text, l));
+        let (out, text, carry) = (&mut self.bytes, &mut self.text, &mut self.carry);
+        let mask = self.sink.mask.as_deref();
+        self.splitter
+            .finish(&mut |l: &[u8]| take(out, text, carry, l, mask));
+        if let Some(m) = mask
+            && !carry.is_empty()
+        {
+            show(out, text, &m.mask(carry));
+        }
         self.flush();
     }
 
@@ -141,8 +163,35 @@ impl Stream<'_> {
     }
 }
 
-/// Takes a line (or piece): stored exactly, shown without its newline.
-fn take(out: &mut Vec<u8>, text: &mut String, line: &[u8]) {
+/// Takes a line (or piece), Secret values masked: a piece of a long line
+/// is masked up to where a value could still go on in the next piece, and
+/// the rest waits in `carry` for it.
+fn take(
+    out: &mut Vec<u8>,
+    text: &mut String,
+    carry: &mut Vec<u8>,
+    piece: &[u8],
+    mask: Option<&crate::mask::Masker>,
+) {
+    let Some(m) = mask else {
+        show(out, text, piece);
+        return;
+    };
+    let mut buf = std::mem::take(carry);
+    buf.extend_from_slice(piece);
+    if buf.ends_with(b"\n") {
+        show(out, text, &m.mask(&buf));
+        return;
+    }
+    let (head, cut) = m.mask_prefix(&buf);
+    carry.extend_from_slice(&buf[cut..]);
+    if !head.is_empty() {
+        show(out, text, &head);
+    }
+}
+
+/// A line (or piece): stored exactly, shown without its newline.
+fn show(out: &mut Vec<u8>, text: &mut String, line: &[u8]) {
     out.extend_from_slice(line);
     let shown = line.strip_suffix(b"\n").unwrap_or(line);
     text.push_str(&String::from_utf8_lossy(shown));
@@ -195,6 +244,49 @@ mod tests {
         let sizes: Vec<usize> = out.iter().map(Vec::len).collect();
         assert_eq!(sizes, [MAX_LINE, MAX_LINE, 11, 5]);
         assert_eq!(out.concat(), input, "nothing lost, nothing added");
+    }
+
+    #[test]
+    fn a_secret_written_in_two_pieces_is_masked_stored_and_shown() {
+        let path = std::env::temp_dir().join(format!("tkt-mask-{}.log", std::process::id()));
+        let file = File::create(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        let mask = crate::mask::Masker::new([&b"s3cret-value"[..]]);
+        let sink = Sink::new(file, tx, "tr", "step-a").masking(Some(std::sync::Arc::new(mask)));
+        let mut stream = sink.stream();
+        stream.push(b"token=s3cr");
+        stream.push(b"et-value ok\nlast s3cret-value");
+        stream.finish();
+        let stored = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(stored, b"token=*** ok\nlast ***");
+        let shown: String = rx
+            .try_iter()
+            .filter_map(|s| match s {
+                Signal::Lines { text, .. } => Some(text),
+                Signal::Changed => None,
+            })
+            .collect();
+        assert_eq!(shown, "token=*** ok\nlast ***\n");
+    }
+
+    #[test]
+    fn a_secret_across_two_pieces_of_a_long_line_is_masked() {
+        let path = std::env::temp_dir().join(format!("tkt-mask-long-{}.log", std::process::id()));
+        let file = File::create(&path).unwrap();
+        let (tx, _rx) = std::sync::mpsc::sync_channel(64);
+        let mask = crate::mask::Masker::new([&b"s3cret-value"[..]]);
+        let sink = Sink::new(file, tx, "tr", "step-a").masking(Some(std::sync::Arc::new(mask)));
+        let mut line = vec![b'x'; MAX_LINE - 5];
+        line.extend_from_slice(b"s3cret-value tail\n");
+        let mut stream = sink.stream();
+        stream.push(&line);
+        stream.finish();
+        let stored = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let mut expected = vec![b'x'; MAX_LINE - 5];
+        expected.extend_from_slice(b"*** tail\n");
+        assert_eq!(stored, expected);
     }
 
     #[test]

@@ -183,8 +183,15 @@ fn setup_script(c: &Container, volumes: &BTreeMap<String, PathBuf>, entrypoint: 
         // subPaths were resolved beneath their volumes into volumes of
         // their own (`runtime::subpath_volumes`).
         let dst = shell_quote(&m.mount_path);
+        // A file (a subPath to one key of a configMap volume) is mounted
+        // on a file, a directory on a directory.
+        let point = if std::fs::symlink_metadata(host).is_ok_and(|m| m.is_file()) {
+            format!("mkdir -p \"$(dirname {dst})\" && touch {dst}")
+        } else {
+            format!("mkdir -p {dst}")
+        };
         s.push_str(&format!(
-            "mkdir -p {dst}\nmount --bind {} {dst}\n",
+            "{point}\nmount --bind {} {dst}\n",
             shell_quote(&host.to_string_lossy())
         ));
         if m.read_only == Some(true) {
@@ -615,7 +622,8 @@ impl ProcessPod {
             .store
             .open_log(env.task_run, &c.name)
             .map_err(|e| err("log", e.to_string()))?;
-        let sink = Arc::new(Sink::new(log, env.signals.clone(), env.task_run, &c.name));
+        let sink = Sink::new(log, env.signals.clone(), env.task_run, &c.name);
+        let sink = Arc::new(sink.masking(env.store.mask()));
         let (mut child, root) = launcher.spawn(c, env.journal)?;
         let state = Arc::new(Mutex::new(ProcState {
             started: Some(Timestamp::now()),

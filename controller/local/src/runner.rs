@@ -94,6 +94,9 @@ pub struct Options {
     pub journal: Option<Arc<Journal>>,
     /// The StepActions steps may name (`ref`), for a PipelineRun's TaskRuns.
     pub step_actions: Arc<StepActions>,
+    /// The ConfigMaps and Secrets given with the run (`tkt run -f`,
+    /// `--configmap`, `--secret`), which pods' env and volumes read.
+    pub data: Arc<tektite_api::data::DataSet>,
 }
 
 /// What happens, for the user to see.
@@ -326,8 +329,38 @@ impl TaskRunLoop {
         false
     }
 
+    /// The pod with its ConfigMap and Secret values resolved and its
+    /// volumes' files written under `dir`; `None` when the run failed for
+    /// it (a missing object or key, as a kubelet's pod would be stuck on).
+    fn materialize(&mut self, p: &Pod, dir: &std::path::Path) -> Option<Pod> {
+        use tektite_engine::sources;
+        let written = sources::materialize(p, &self.w.opts.data, dir).and_then(|m| {
+            crate::values::write(dir, &m.volumes)
+                .map(|()| m.pod)
+                .map_err(|e| e.to_string())
+        });
+        match written {
+            Ok(p) => Some(p),
+            Err(message) => {
+                fail(&mut self.tr, sources::REASON, message);
+                None
+            }
+        }
+    }
+
     /// Starts the plan's pod; whether the run failed for it.
     fn start_pod(&mut self, p: &Pod) -> bool {
+        let pod_name = p.metadata.name.as_deref().unwrap_or("pod");
+        let values_dir = self
+            .w
+            .opts
+            .work
+            .join(&self.name)
+            .join(format!("{pod_name}.values"));
+        let Some(p) = self.materialize(p, &values_dir) else {
+            return true;
+        };
+        let p = &p;
         let opts = &self.w.opts;
         // Each attempt (retries) gets a directory of its own: no marker of
         // an earlier attempt is seen by the next.

@@ -531,6 +531,21 @@ fn subpath_dir(
     beneath::dir(base, Path::new(sub), mode).map_err(|e| err(what, format!("subPath {sub:?}: {e}")))
 }
 
+/// What a subPath mount stands for: a regular file already in the
+/// volume (a key of a configMap or secret volume, say), mounted as that
+/// file; else a directory, as [`subpath_dir`] makes it.
+fn subpath_target(
+    base: &Path,
+    sub: &str,
+    env: &PodEnv<'_>,
+    what: &str,
+) -> Result<(PathBuf, &'static str), RuntimeError> {
+    if beneath::is_file(base, Path::new(sub)) {
+        return Ok((base.join(sub), "File"));
+    }
+    Ok((subpath_dir(base, sub, env, what)?, "Directory"))
+}
+
 /// podman 4 ignores `subPath` on hostPath volumes: each such mount gets a
 /// volume of its own, on the subdirectory (the process runtime's mounts
 /// and path tables take them the same way).
@@ -551,13 +566,13 @@ pub(crate) fn subpath_volumes(spec: &mut PodSpec, env: &PodEnv<'_>) -> Result<()
                 continue;
             };
             let what = format!("container {} volumeMount {}", c.name, m.mount_path);
-            let host = subpath_dir(Path::new(base), &sub, env, &what)?;
+            let (host, kind) = subpath_target(Path::new(base), &sub, env, &what)?;
             let name = format!("tektite-sub-{}", extra.len());
             extra.push(Volume {
                 name: name.clone(),
                 host_path: Some(HostPathVolumeSource {
                     path: host.to_string_lossy().into_owned(),
-                    type_: Some("Directory".into()),
+                    type_: Some(kind.into()),
                 }),
                 ..Default::default()
             });
@@ -736,7 +751,8 @@ impl PodmanPod {
                 .open_log(env.task_run, c)
                 .map_err(|e| err("log", e.to_string()))?;
             let full = format!("{}-{c}", self.name);
-            sinks.push((full, Sink::new(log, env.signals.clone(), env.task_run, c)));
+            let sink = Sink::new(log, env.signals.clone(), env.task_run, c);
+            sinks.push((full, sink.masking(env.store.mask())));
         }
         let stopped = self.stopped.clone();
         self.followers.push(std::thread::spawn(move || {

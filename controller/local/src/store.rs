@@ -56,6 +56,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Secret values no record may hold (`tkt run` with Secrets).
+    mask: Option<std::sync::Arc<crate::mask::Masker>>,
 }
 
 /// `kind` directories in the store.
@@ -149,11 +151,38 @@ impl Store {
                 ),
             });
         }
-        Ok(Store { root })
+        Ok(Store { root, mask: None })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// This store, masking `m`'s values in every record it writes and in
+    /// every log opened through it (see [`crate::mask`]).
+    #[must_use]
+    pub fn masking(mut self, m: crate::mask::Masker) -> Store {
+        self.mask = (!m.is_empty()).then(|| std::sync::Arc::new(m));
+        self
+    }
+
+    /// The masker of this store's records and logs, if any.
+    pub fn mask(&self) -> Option<std::sync::Arc<crate::mask::Masker>> {
+        self.mask.clone()
+    }
+
+    /// A record's bytes: `value` as JSON, Secret values masked.
+    fn record_bytes<T: Serialize>(&self, path: &Path, value: &T) -> Result<Vec<u8>, StoreError> {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let Some(m) = &self.mask else {
+            return serde_json::to_vec_pretty(value).map_err(corrupt);
+        };
+        let mut v = serde_json::to_value(value).map_err(corrupt)?;
+        m.mask_json(&mut v);
+        serde_json::to_vec_pretty(&v).map_err(corrupt)
     }
 
     fn object_path(&self, kind: &str, name: &str) -> PathBuf {
@@ -162,10 +191,7 @@ impl Store {
 
     fn save<T: Serialize>(&self, kind: &str, name: &str, value: &T) -> Result<(), StoreError> {
         let path = self.object_path(kind, name);
-        let bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let bytes = self.record_bytes(&path, value)?;
         write_atomic(&path, &bytes)
     }
 
@@ -224,10 +250,7 @@ impl Store {
     /// fails if the name is taken. Returns whether the name was free.
     fn claim<T: Serialize>(&self, kind: &str, name: &str, value: &T) -> Result<bool, StoreError> {
         let path = self.object_path(kind, name);
-        let bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let bytes = self.record_bytes(&path, value)?;
         let tmp = write_temp(&path, &bytes)?;
         let claimed = match fs::hard_link(&tmp, &path) {
             Ok(()) => Ok(true),
