@@ -62,21 +62,7 @@ impl Masker {
         if self.values.is_empty() || !self.values.iter().any(|v| contains(bytes, v)) {
             return Cow::Borrowed(bytes);
         }
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match self.values.iter().find(|v| bytes[i..].starts_with(v)) {
-                Some(v) => {
-                    out.extend_from_slice(MASK);
-                    i += v.len();
-                }
-                None => {
-                    out.push(bytes[i]);
-                    i += 1;
-                }
-            }
-        }
-        Cow::Owned(out)
+        Cow::Owned(self.mask_until(bytes, bytes.len()).0)
     }
 
     /// `bytes` masked up to where a value could still begin here and end
@@ -85,6 +71,13 @@ impl Masker {
     pub fn mask_prefix(&self, bytes: &[u8]) -> (Vec<u8>, usize) {
         let longest = self.values.first().map_or(0, Vec::len);
         let limit = bytes.len().saturating_sub(longest.saturating_sub(1));
+        self.mask_until(bytes, limit)
+    }
+
+    /// `bytes` with every value that starts before `limit` replaced by
+    /// `***` (a value may run past `limit`), up to there: the masked bytes
+    /// and where they end in `bytes`.
+    fn mask_until(&self, bytes: &[u8], limit: usize) -> (Vec<u8>, usize) {
         let mut out = Vec::with_capacity(limit);
         let mut i = 0;
         while i < limit {
