@@ -234,6 +234,22 @@ fn steps_guarded_by_when_expressions(rt: &str) {
     );
 }
 
+/// `$(steps.<s>.results.<r>)` (whole, `[*]`, `[i]`, `.key`) in a later
+/// step's args and env, replaced by the entrypoint when the step starts.
+fn earlier_step_results_in_args_and_env(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-step-results"));
+    let (code, v, stderr) = run(rt, &s, "taskrun-step-results.yaml", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let log = logs(&s, "tr", &name(&v));
+    assert!(
+        log.contains("[use] args: 4 [one] [two words] [two words] [from git.local/app] tag=v1.2"),
+        "{log}"
+    );
+}
+
 fn on_error_at_both_levels_stopping_and_finally(rt: &str) {
     if !ready(rt) {
         return;
@@ -882,6 +898,7 @@ both_runtimes!(
     a_sidecar_runs_beside_the_steps,
     propagated_params_and_workspaces_run,
     steps_guarded_by_when_expressions,
+    earlier_step_results_in_args_and_env,
     sidecar_probes_hold_the_first_step_until_ready,
     a_sidecar_never_ready_times_the_run_out_naming_it,
     a_sidecar_failing_before_ready_fails_the_run,

@@ -23,6 +23,7 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod step;
+pub mod stepresults;
 pub mod subcommands;
 pub mod wait;
 pub mod when;

@@ -134,6 +134,7 @@ fn main() -> ExitCode {
         grace_period: flags.grace_period,
         stdout_path: flags.stdout_path.clone(),
         stderr_path: flags.stderr_path.clone(),
+        env: Vec::new(),
     };
     let mut reporter = FileReporter {
         step_metadata_dir: flags.step_metadata_dir.clone(),

@@ -33,6 +33,10 @@ pub trait Runner {
     /// # Errors
     /// A message when the command cannot be started.
     fn run(&mut self, command: &[String], timeout: Option<Duration>) -> Result<Outcome, String>;
+
+    /// Variables to set in the command's environment over the inherited
+    /// ones (earlier steps' results put in place).
+    fn set_env(&mut self, _env: Vec<(String, String)>) {}
 }
 
 /// The process group of the running command (0: none), shared with the
@@ -70,6 +74,8 @@ pub struct ProcessRunner {
     pub grace_period: Duration,
     pub stdout_path: Option<String>,
     pub stderr_path: Option<String>,
+    /// Set over the inherited environment ([`Runner::set_env`]).
+    pub env: Vec<(String, String)>,
 }
 
 /// Copies a child's output to our own stream and a file.
@@ -135,10 +141,16 @@ fn kill_and_reap_all() {
 }
 
 impl Runner for ProcessRunner {
+    fn set_env(&mut self, env: Vec<(String, String)>) {
+        self.env = env;
+    }
+
     fn run(&mut self, command: &[String], timeout: Option<Duration>) -> Result<Outcome, String> {
         let (program, args) = command.split_first().ok_or("no command")?;
         let mut cmd = Command::new(program);
-        cmd.args(args).process_group(0);
+        cmd.args(args)
+            .envs(self.env.iter().cloned())
+            .process_group(0);
         if self.stdout_path.is_some() {
             cmd.stdout(Stdio::piped());
         }

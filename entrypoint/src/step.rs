@@ -145,7 +145,14 @@ fn when_allows(flags: &Flags) -> Result<bool, String> {
     if flags.when.is_empty() {
         return Ok(true);
     }
-    let steps_dir = flags
+    let whens = crate::when::parse(&flags.when)?;
+    crate::when::allows(&whens, &steps_dir(flags), flags.max_result_size)
+}
+
+/// `<root>/steps`, beside this step's run directory
+/// (`<root>/run/<i>/status`), else `/tekton/steps`.
+fn steps_dir(flags: &Flags) -> std::path::PathBuf {
+    flags
         .step_metadata_dir
         .as_deref()
         .map(Path::new)
@@ -153,9 +160,33 @@ fn when_allows(flags: &Flags) -> Result<bool, String> {
         .map_or_else(
             || Path::new(crate::contract::STEPS_DIR).to_path_buf(),
             |root| root.join("steps"),
-        );
-    let whens = crate::when::parse(&flags.when)?;
-    crate::when::allows(&whens, &steps_dir, flags.max_result_size)
+        )
+}
+
+/// Environment variables to set over the inherited ones.
+type Env = Vec<(String, String)>;
+
+/// The command and the environment variables with earlier steps' results
+/// in place of their references (none to set when nothing refers to one).
+fn with_step_results(flags: &Flags) -> Result<(Vec<String>, Env), String> {
+    let env: Env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(_, v)| crate::stepresults::refers(v))
+        .collect();
+    if env.is_empty() && !flags.command.iter().any(|a| crate::stepresults::refers(a)) {
+        return Ok((flags.command.clone(), Vec::new()));
+    }
+    let dir = steps_dir(flags);
+    let src = crate::stepresults::Source {
+        steps_dir: &dir,
+        limit: flags.max_result_size,
+    };
+    let command = crate::stepresults::expand_args(&flags.command, src)?;
+    let env = env
+        .into_iter()
+        .map(|(k, v)| Ok((k, crate::stepresults::substitute(&v, src)?)))
+        .collect::<Result<Env, String>>()?;
+    Ok((command, env))
 }
 
 /// Runs the command and harvests results; returns (exit code, success).
@@ -170,7 +201,11 @@ fn execute(flags: &Flags, runner: &mut dyn Runner, report: &mut Report) -> (i32,
             }
         }
     }
-    let outcome = match runner.run(&flags.command, flags.timeout) {
+    let resolved = with_step_results(flags).and_then(|(command, env)| {
+        runner.set_env(env);
+        runner.run(&command, flags.timeout)
+    });
+    let outcome = match resolved {
         Ok(o) => o,
         Err(e) => {
             report.reason = Reason::CannotExec;

@@ -7,8 +7,6 @@
 //! `<root>/steps/step-<step>/results/<name>`, as a regular file of at most
 //! the result size limit, never through a link.
 
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -45,11 +43,13 @@ pub fn allows(whens: &[When], steps_dir: &Path, limit: usize) -> Result<bool, St
         if !w.cel.is_empty() {
             return Err(format!("when: cel {:?} is not supported in a step", w.cel));
         }
-        let input = substitute(&w.input, steps_dir, limit)?;
+        let src = crate::stepresults::Source { steps_dir, limit };
+        let input =
+            crate::stepresults::substitute(&w.input, src).map_err(|e| format!("when: {e}"))?;
         let values = w
             .values
             .iter()
-            .map(|v| substitute(v, steps_dir, limit))
+            .map(|v| crate::stepresults::substitute(v, src).map_err(|e| format!("when: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
         let found = values.contains(&input);
         let holds = match w.operator.as_str() {
@@ -63,68 +63,6 @@ pub fn allows(whens: &[When], steps_dir: &Path, limit: usize) -> Result<bool, St
     }
     Ok(true)
 }
-
-/// `text` with each `$(steps.<step>.results.<name>)` replaced by that
-/// result's value (trailing newline kept, as Tekton reads the file whole).
-fn substitute(text: &str, steps_dir: &Path, limit: usize) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("$(steps.") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + "$(steps.".len()..];
-        let Some(end) = after.find(')') else {
-            out.push_str(&rest[start..]);
-            return Ok(out);
-        };
-        let expr = &after[..end];
-        let Some((step, name)) = expr.split_once(".results.") else {
-            return Err(format!(
-                "when: $(steps.{expr}) is not a step result reference"
-            ));
-        };
-        out.push_str(&read_result(steps_dir, step, name, limit)?);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// One step result, read as a regular file of at most `limit` bytes.
-fn read_result(steps_dir: &Path, step: &str, name: &str, limit: usize) -> Result<String, String> {
-    let plain = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    };
-    if !plain(step) || !plain(name) {
-        return Err(format!(
-            "when: $(steps.{step}.results.{name}) is not a step result reference"
-        ));
-    }
-    let path = steps_dir
-        .join(format!("step-{step}"))
-        .join("results")
-        .join(name);
-    let what = format!("when: result {name:?} of step {step:?}");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(&path)
-        .map_err(|e| format!("{what}: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("{what}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("{what}: not a regular file"));
-    }
-    let mut bytes = Vec::new();
-    file.take(limit as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("{what}: {e}"))?;
-    if bytes.len() > limit {
-        return Err(format!("{what}: over the limit of {limit} bytes"));
-    }
-    String::from_utf8(bytes).map_err(|_| format!("{what}: not UTF-8"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
