@@ -1,11 +1,10 @@
 //! A step's `when` expressions (`-when_expressions`, Tekton's JSON list of
 //! `{input, operator, values}`): the step runs only when every one holds.
 //!
-//! The engine substitutes what it knows (params, `$(workspaces.x.bound)`,
-//! task results are not allowed); what only the pod knows, an earlier
-//! step's results (`$(steps.<step>.results.<name>)`), is read here, from
-//! `<root>/steps/step-<step>/results/<name>`, as a regular file of at most
-//! the result size limit, never through a link.
+//! The engine substitutes what it knows (params, `$(workspaces.x.bound)`);
+//! what only the pod knows, an earlier step's results
+//! (`$(steps.<step>.results.<name>)`), is read here through
+//! [`crate::stepresults`].
 
 use std::path::Path;
 
