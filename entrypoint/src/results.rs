@@ -66,7 +66,7 @@ pub fn harvest(
 /// workspace the step cannot see but this wrapper's step can), a FIFO
 /// (which would block) or a device; its size is checked before it is
 /// read, and the read stops past the limit. `Err(size)` when over `limit`.
-fn read_result(path: &std::path::Path, limit: usize) -> Result<Option<Vec<u8>>, usize> {
+pub(crate) fn read_result(path: &std::path::Path, limit: usize) -> Result<Option<Vec<u8>>, usize> {
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let Ok(f) = std::fs::OpenOptions::new()

@@ -2,12 +2,10 @@
 //! (`$(steps.<step>.results.<name>)`, with `[*]`, `[i]` or `.key`), and in
 //! its `when`: only the pod knows them, so they are replaced when the
 //! step's turn comes, as Tekton's entrypoint does. A result is read from
-//! `<steps>/step-<step>/results/<name>` as a regular file of at most the
-//! result size limit, never through a link; array and object results are
-//! the JSON the step wrote.
+//! `<steps>/step-<step>/results/<name>` as results are harvested
+//! ([`crate::results`]: a regular file within the size limit, never through
+//! a link); array and object results are the JSON the step wrote.
 
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Where results are read, and how large one may be.
@@ -141,23 +139,17 @@ fn read(src: Source<'_>, step: &str, name: &str) -> Result<String, String> {
         .join("results")
         .join(name);
     let what = format!("result {name:?} of step {step:?}");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(&path)
-        .map_err(|e| format!("{what}: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("{what}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("{what}: not a regular file"));
+    match crate::results::read_result(&path, src.limit) {
+        Ok(Some(bytes)) => String::from_utf8(bytes).map_err(|_| format!("{what}: not UTF-8")),
+        Ok(None) => Err(format!(
+            "{what}: not written (no regular file at {})",
+            path.display()
+        )),
+        Err(size) => Err(format!(
+            "{what}: {size} bytes, over the limit of {} bytes",
+            src.limit
+        )),
     }
-    let mut bytes = Vec::new();
-    file.take(src.limit as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("{what}: {e}"))?;
-    if bytes.len() > src.limit {
-        return Err(format!("{what}: over the limit of {} bytes", src.limit));
-    }
-    String::from_utf8(bytes).map_err(|_| format!("{what}: not UTF-8"))
 }
 
 #[cfg(test)]
