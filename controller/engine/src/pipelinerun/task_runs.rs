@@ -263,17 +263,15 @@ fn propagated_workspaces(pt: &PipelineTask) -> Vec<WorkspacePipelineTaskBinding>
         text.push_str(&part.unwrap_or_default());
     }
     let mut used: Vec<String> = Vec::new();
-    for (i, _) in text.match_indices("$(workspaces.") {
-        let rest = &text[i + "$(workspaces.".len()..];
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .collect();
-        if !name.is_empty()
-            && !used.contains(&name)
-            && !pt.workspaces.iter().any(|w| w.name == name)
-        {
-            used.push(name);
+    for expr in tektite_api::refs::scan(&text) {
+        let Some(name) = expr
+            .strip_prefix("workspaces.")
+            .and_then(|rest| rest.split('.').next())
+        else {
+            continue;
+        };
+        if !used.iter().any(|u| u == name) && !pt.workspaces.iter().any(|w| w.name == name) {
+            used.push(name.to_string());
         }
     }
     used.into_iter()
