@@ -476,6 +476,13 @@ fn parse_int(s: &str) -> Option<i64> {
         i64::from_str_radix(h, 16).ok()?
     } else if let Some(o) = digits.strip_prefix("0o") {
         i64::from_str_radix(o, 8).ok()?
+    } else if digits.len() > 1
+        && digits.starts_with('0')
+        && digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        // A leading zero makes an octal number to Kubernetes' reader (go-yaml,
+        // YAML 1.1): `defaultMode: 0400` is 256 there, and must be here too.
+        i64::from_str_radix(&digits[1..], 8).ok()?
     } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         digits.parse().ok()?
     } else {
@@ -695,7 +702,7 @@ mod tests {
     #[test]
     fn scalars_follow_the_core_schema() {
         let docs =
-            parse_documents("a: yes\nb: 010\nc: 1.5\nd: '1'\ne: ~\nf: true\ng: 0x1f\n").unwrap();
+            parse_documents("a: yes\nb: 10\nc: 1.5\nd: '1'\ne: ~\nf: true\ng: 0x1f\n").unwrap();
         let v = docs[0].root.to_json();
         assert_eq!(v["a"], "yes");
         assert_eq!(v["b"], 10);
@@ -704,6 +711,25 @@ mod tests {
         assert_eq!(v["e"], Value::Null);
         assert_eq!(v["f"], true);
         assert_eq!(v["g"], 31);
+    }
+
+    /// Regression: `defaultMode: 0400`, the way Kubernetes' documents write
+    /// modes, was read as the decimal 400 (0o620: group-writable files)
+    /// where kubectl's YAML 1.1 reader reads the octal 0o400.
+    #[test]
+    fn regression_a_mode_written_0400_was_read_as_decimal() {
+        let docs = parse_documents(
+            "defaultMode: 0400\nmode: 0o755\nb: -0644\nzero: 0\nnine: 09\nq: '0400'\n",
+        )
+        .unwrap();
+        let v = docs[0].root.to_json();
+        assert_eq!(v["defaultMode"], 0o400);
+        assert_eq!(v["mode"], 0o755);
+        assert_eq!(v["b"], -0o644);
+        assert_eq!(v["zero"], 0);
+        // Not octal digits: the decimal, as before; quoted: the text.
+        assert_eq!(v["nine"], 9);
+        assert_eq!(v["q"], "0400");
     }
 
     #[test]
