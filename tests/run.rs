@@ -688,6 +688,22 @@ fn an_unwritten_step_action_result_fails_the_pipeline_that_reads_it(rt: &str) {
     );
 }
 
+/// Regression: on podman, each container's log was followed on its own, so
+/// the lines of steps that ran within a few milliseconds of each other
+/// reached the user in any order.
+fn regression_quick_steps_were_printed_out_of_order(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-quick-steps"));
+    let (code, v, stderr) = run(rt, &s, "taskrun-quick-steps.yaml", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(condition(&v).1, "Succeeded");
+    let printed: Vec<&str> = stderr.lines().filter(|l| l.contains("] line ")).collect();
+    let want: Vec<String> = (1..=8).map(|i| format!("[s{i}] line {i} of 8")).collect();
+    assert_eq!(printed, want, "{stderr}");
+}
+
 /// A file of its own holding `text`, outside any run store; removed on drop.
 struct Outside(PathBuf);
 
@@ -908,6 +924,7 @@ both_runtimes!(
     configmaps_and_secrets_feed_env_volumes_and_workspaces,
     missing_or_bad_values_are_refused_before_anything_runs,
     a_secret_named_by_a_result_is_checked_when_its_pod_is_made,
+    regression_quick_steps_were_printed_out_of_order,
 );
 
 #[test]

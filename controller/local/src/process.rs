@@ -148,6 +148,37 @@ pub struct ProcessPod {
     grace: std::time::Duration,
     procs: Vec<(String, Arc<Mutex<ProcState>>)>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Opens when the last step started so far has ended and its output
+    /// has been read: the next step's output waits for it.
+    last_step: Option<Arc<Ended>>,
+}
+
+/// Opens once a container has ended and its output has been read (or its
+/// readers given up on): steps run one after another, and the output of
+/// each reaches the user after the output of the one before.
+#[derive(Debug, Default)]
+struct Ended {
+    done: Mutex<bool>,
+    cond: std::sync::Condvar,
+}
+
+impl Ended {
+    fn open(&self) {
+        if let Ok(mut d) = self.done.lock() {
+            *d = true;
+        }
+        self.cond.notify_all();
+    }
+
+    fn wait(&self) {
+        let Ok(mut d) = self.done.lock() else { return };
+        while !*d {
+            match self.cond.wait(d) {
+                Ok(g) => d = g,
+                Err(_) => return,
+            }
+        }
+    }
 }
 
 fn err(what: impl Into<String>, message: impl Into<String>) -> RuntimeError {
@@ -594,6 +625,7 @@ impl ProcessPod {
             grace: env.grace,
             procs: Vec::new(),
             threads: Vec::new(),
+            last_step: None,
         };
         for c in &spec.containers {
             if let Err(e) = p.start_container(&launcher, c, env) {
@@ -630,6 +662,15 @@ impl ProcessPod {
             root,
             ..ProcState::default()
         }));
+        // A step's output waits for the step before it to be read to its
+        // end; the pipe holds what it writes meanwhile (it starts only
+        // once that step has ended).
+        let ended = Arc::new(Ended::default());
+        let after = if c.name.starts_with("step-") {
+            self.last_step.replace(ended.clone())
+        } else {
+            None
+        };
         let mut readers = Vec::new();
         let pipes = [
             child
@@ -642,8 +683,13 @@ impl ProcessPod {
                 .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
         ];
         for pipe in pipes.into_iter().flatten() {
-            let sink = sink.clone();
-            readers.push(std::thread::spawn(move || logs::pump(pipe, &sink)));
+            let (sink, after) = (sink.clone(), after.clone());
+            readers.push(std::thread::spawn(move || {
+                if let Some(before) = after {
+                    before.wait();
+                }
+                logs::pump(pipe, &sink);
+            }));
         }
         let (st, tx) = (state.clone(), env.signals.clone());
         let leader_last = self.tree;
@@ -664,6 +710,7 @@ impl ProcessPod {
             for r in readers.into_iter().filter(|r| r.is_finished()) {
                 let _ = r.join();
             }
+            ended.open();
             if let Ok(mut s) = st.lock() {
                 s.finished = Some(Timestamp::now());
                 s.code = Some(match status {

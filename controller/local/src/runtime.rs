@@ -752,11 +752,11 @@ impl PodmanPod {
                 .map_err(|e| err("log", e.to_string()))?;
             let full = format!("{}-{c}", self.name);
             let sink = Sink::new(log, env.signals.clone(), env.task_run, c);
-            sinks.push((full, sink.masking(env.store.mask())));
+            sinks.push((full, sink.masking(env.store.mask()), c.starts_with("step-")));
         }
         let stopped = self.stopped.clone();
         self.followers.push(std::thread::spawn(move || {
-            let names: Vec<String> = sinks.iter().map(|(f, _)| f.clone()).collect();
+            let names: Vec<String> = sinks.iter().map(|(f, _, _)| f.clone()).collect();
             let mut sources = (0..5)
                 .find_map(|attempt| {
                     if attempt > 0 {
@@ -765,14 +765,29 @@ impl PodmanPod {
                     log_sources(&names).ok()
                 })
                 .unwrap_or_default();
-            let followers: Vec<_> = sinks
-                .into_iter()
-                .map(|(full, sink)| {
-                    let source = sources.remove(&full);
-                    let stopped = stopped.clone();
-                    std::thread::spawn(move || follow_log(source, &full, &stopped, &sink))
-                })
-                .collect();
+            // Steps run one after another, and their output is printed in
+            // that order: each step's follower starts once the one before
+            // has read its step's log to the end (the file keeps it all).
+            // Sidecars are followed at once.
+            let mut followers = Vec::new();
+            let mut previous_step: Option<std::thread::JoinHandle<()>> = None;
+            for (full, sink, is_step) in sinks {
+                let source = sources.remove(&full);
+                let stopped = stopped.clone();
+                let after = if is_step { previous_step.take() } else { None };
+                let follower = std::thread::spawn(move || {
+                    if let Some(before) = after {
+                        let _ = before.join();
+                    }
+                    follow_log(source, &full, &stopped, &sink)
+                });
+                if is_step {
+                    previous_step = Some(follower);
+                } else {
+                    followers.push(follower);
+                }
+            }
+            followers.extend(previous_step);
             for f in followers {
                 let _ = f.join();
             }
