@@ -46,7 +46,7 @@ fn tasks_dir() -> PathBuf {
     root().join("tasks")
 }
 
-/// The task folders (every folder of `tasks/` but `pipelines`).
+/// The task and StepAction folders (every folder of `tasks/` but `pipelines`).
 fn task_names() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(tasks_dir())
         .unwrap()
@@ -256,9 +256,11 @@ fn authoring_rules_hold() {
             continue;
         };
         let doc = &tektite_api::yaml::parse_values(&text).unwrap()[0];
-        if doc["kind"] != "Task" || doc["metadata"]["name"] != name.as_str() {
+        // A folder holds a Task or a StepAction (a step Tasks use by `ref`).
+        let kind_ok = doc["kind"] == "Task" || doc["kind"] == "StepAction";
+        if !kind_ok || doc["metadata"]["name"] != name.as_str() {
             problems.push(format!(
-                "tasks/{name}/{name}.yaml: want a Task named {name:?}"
+                "tasks/{name}/{name}.yaml: want a Task or StepAction named {name:?}"
             ));
         }
         let readme = std::fs::read_to_string(dir.join("README.md")).unwrap_or_default();
@@ -450,7 +452,7 @@ fn passes(task: &str, runtime: &str, extra: &[&str], env: &[(&str, String)]) -> 
         r.json["status"]["skippedTasks"]
     );
     assert!(
-        r.log.contains(": verify] ok:"),
+        r.log.contains("verify] ok:"),
         "the check task said nothing:\n{}",
         r.log
     );
@@ -523,6 +525,70 @@ fn git_clone_as_processes() {
     ] {
         assert!(r.log.contains(line), "no {line:?}:\n{}", r.log);
     }
+}
+
+#[test]
+fn git_checkout_step_action_on_podman() {
+    if podman_ready() {
+        let git = format!("gitImage={TOOLS_IMAGE}");
+        let args = ["-p", git.as_str()];
+        let r = passes("git-checkout", "podman", &args, &[]);
+        assert!(
+            r.log
+                .contains("[verify] ok: commit result is the branch's head"),
+            "{}",
+            r.log
+        );
+        assert_eq!(failure_cases("git-checkout", "podman", &args, &[]), 1);
+    }
+}
+
+#[test]
+fn git_checkout_step_action_as_processes() {
+    let r = passes("git-checkout", "process", &[], &[]);
+    for line in [
+        "[verify] ok: commit result names the checkout's HEAD",
+        "[verify] ok: commit result is the branch's head",
+        "[verify] ok: committer-date result",
+    ] {
+        assert!(r.log.contains(line), "no {line:?}:\n{}", r.log);
+    }
+    // The Task's result is the step's.
+    let commit = result_of(&r.json, "commit");
+    assert_eq!(commit, result_of(&r.json, "head"), "{}", r.json["status"]);
+    assert_eq!(failure_cases("git-checkout", "process", &[], &[]), 1);
+}
+
+#[test]
+fn file_digest_step_action_on_podman() {
+    let image = "localhost/tektite/busybox:latest";
+    if podman_has(image) {
+        let shell = format!("shellImage={image}");
+        let args = ["-p", shell.as_str()];
+        let r = passes("file-digest", "podman", &args, &[]);
+        assert!(r.log.contains("[verify] ok: digest"), "{}", r.log);
+        assert_eq!(failure_cases("file-digest", "podman", &args, &[]), 1);
+    }
+}
+
+#[test]
+fn file_digest_step_action_as_processes() {
+    let r = passes("file-digest", "process", &[], &[]);
+    for line in ["[verify] ok: digest", "[verify] ok: no file: empty digest"] {
+        assert!(r.log.contains(line), "no {line:?}:\n{}", r.log);
+    }
+    assert_eq!(
+        result_of(&r.json, "digest"),
+        "sha256:5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+    );
+    // No file: an empty result, there all the same.
+    let none = &r.json["status"]["results"];
+    assert!(
+        none.as_array()
+            .is_some_and(|a| a.iter().any(|x| x["name"] == "none" && x["value"] == "")),
+        "{none}"
+    );
+    assert_eq!(failure_cases("file-digest", "process", &[], &[]), 1);
 }
 
 #[test]
