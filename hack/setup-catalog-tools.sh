@@ -2,15 +2,12 @@
 # Installs the tools the task catalog's checks and real runs use (as root on
 # Debian): shellcheck and yamllint (lint), git, promtool (Debian's prometheus
 # package), jq, buildah with docker-registry and curl, and checkov from PyPI
-# into its own virtualenv at $TEKTITE_TOOLS (default /opt/tektite-tools).
+# into its own virtualenv (hack/setup-checkov.sh).
 # Trivy, cosign, helm and kubectl have no Debian package and cannot be
 # fetched here: their tasks are checked with recording stand-ins instead
 # (tests/catalog.rs).
 # Prints the directory to put on PATH for checkov as its last line.
 set -euo pipefail
-
-tools=${TEKTITE_TOOLS:-/opt/tektite-tools}
-checkov_version=3.2.499
 
 need=()
 command -v shellcheck >/dev/null || need+=(shellcheck)
@@ -35,9 +32,6 @@ if ((${#need[@]})); then
   rm -f /usr/sbin/policy-rc.d
 fi
 
-if ! "$tools/checkov/bin/checkov" --version 2>/dev/null | grep -qx "$checkov_version"; then
-  python3 -m venv "$tools/checkov"
-  "$tools/checkov/bin/pip" install --quiet --disable-pip-version-check "checkov==$checkov_version"
-fi
-echo "setup-catalog-tools: shellcheck $(shellcheck --version | awk '/^version:/ {print $2}'), yamllint $(yamllint --version | awk '{print $2}'), promtool $(promtool --version 2>&1 | awk 'NR==1 {print $3}'), checkov $("$tools/checkov/bin/checkov" --version)"
-echo "$tools/checkov/bin"
+checkov_bin=$("$(dirname "$0")/setup-checkov.sh" | tail -n 1)
+echo "setup-catalog-tools: shellcheck $(shellcheck --version | awk '/^version:/ {print $2}'), yamllint $(yamllint --version | awk '{print $2}'), promtool $(promtool --version 2>&1 | awk 'NR==1 {print $3}'), checkov $("$checkov_bin/checkov" --version)"
+echo "$checkov_bin"

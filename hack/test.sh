@@ -84,6 +84,24 @@ cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$tmp/test.log"
 passed=$(awk '/^test result:/ {s += $4} END {print s+0}' "$tmp/test.log")
 failed=$(awk '/^test result:/ {s += $6} END {print s+0}' "$tmp/test.log")
 
+step "the ci-cd example, as a newcomer runs it"
+# README's second command: clone, cargo test and the Checkov scan of the
+# sample service on host processes, to Completed.
+hack/run-cicd-example.sh -o json >"$tmp/cicd.json" 2>"$tmp/cicd.log" || {
+  tail -n 40 "$tmp/cicd.log" >&2
+  echo "hack/run-cicd-example.sh failed" >&2
+  exit 1
+}
+python3 - "$tmp/cicd.json" <<'PY'
+import json, sys
+run = json.load(open(sys.argv[1]))
+cond = [c for c in run["status"]["conditions"] if c["type"] == "Succeeded"][0]
+assert (cond["status"], cond["reason"]) == ("True", "Completed"), cond
+ran = {t["pipelineTaskName"] for t in run["status"].get("childReferences", [])}
+assert {"clone", "test", "iac-scan", "report"} <= ran, ran
+print("ci-cd example:", cond["reason"], "with", ", ".join(sorted(ran)))
+PY
+
 step "fuzz: the YAML reader and substitution (short, fixed seed)"
 # cargo fuzz passes rustc flags that only a nightly compiler takes by name;
 # RUSTC_BOOTSTRAP=1 lets this machine's stable one take them. No sanitizer:

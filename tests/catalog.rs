@@ -838,6 +838,64 @@ fn ci_cd_pipeline_clone_test_scan_with_local_tools() {
 /// stand-ins for buildah, trivy, cosign and helm first on PATH, a kubeconfig
 /// workspace and `extra` arguments: the run, the commit and the commands the
 /// stand-ins recorded.
+/// A PATH of its own: every command of `/usr/bin` and `/bin` but `left_out`
+/// (links in a temporary folder), so a test does not depend on where this
+/// machine keeps its tools.
+fn path_without(name: &str, left_out: &[&str]) -> (PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("tkt-path-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for from in ["/usr/bin", "/bin"] {
+        for e in std::fs::read_dir(from).into_iter().flatten().flatten() {
+            let n = e.file_name();
+            if left_out.iter().any(|l| n == *l) {
+                continue;
+            }
+            let _ = std::os::unix::fs::symlink(e.path(), dir.join(&n));
+        }
+    }
+    let path = dir.display().to_string();
+    (dir, path)
+}
+
+/// Regression: with no checkov on PATH, the iac-scan stage ran and failed
+/// the pipeline (`checkov: not found`, exit 127), where the preflight skips
+/// a stage whose tool is missing; cargo was not checked either.
+#[test]
+fn regression_iac_scan_ran_without_checkov_and_failed_the_pipeline() {
+    let (repo, commit) = sample_repo("no-tools");
+    let url = format!("repo-url=file://{}", repo.display());
+    let (bin, path) = path_without("no-tools", &["cargo", "checkov"]);
+    let r = tkt_run("process", CI_CD, &["-p", &url], &[("PATH", path)]);
+    let _ = std::fs::remove_dir_all(&repo);
+    let _ = std::fs::remove_dir_all(&bin);
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert_eq!(
+        condition(&r.json),
+        ("True".into(), "Completed".into()),
+        "{}",
+        r.log
+    );
+    let skipped = skipped(&r.json);
+    for t in ["test", "iac-scan"] {
+        assert!(
+            skipped.contains(&(t.into(), "When Expressions evaluated to false".into())),
+            "{t} not skipped: {skipped:?}"
+        );
+    }
+    assert_eq!(result_of(&r.json, "commit"), commit);
+    for line in [
+        "ci-cd: stage test: skipped: cargo not found on PATH (install it: apt-get install cargo, or rustup from https://rustup.rs)",
+        "ci-cd: stage iac-scan: skipped: checkov not found on PATH (install it: pip install checkov)",
+        "[report : print] skipped for a tool not on PATH:",
+        "[report : print]   iac-scan: checkov not found on PATH (install it: pip install checkov)",
+        "[report : print]   test           None (skipped)",
+    ] {
+        assert!(r.log.contains(line), "no {line:?} in:\n{}", r.log);
+    }
+    assert!(!r.log.contains("not found (exit"), "{}", r.log);
+}
+
 fn ci_cd_with_stubs(name: &str, image_repo: &str, extra: &[&str]) -> (Run, String, String) {
     let (repo, commit) = sample_repo(name);
     let dir = std::env::temp_dir().join(format!("tkt-ci-cd-{name}-{}", std::process::id()));

@@ -927,6 +927,51 @@ both_runtimes!(
     regression_quick_steps_were_printed_out_of_order,
 );
 
+/// A Pipeline workspace bound to emptyDir that two tasks use: a warning
+/// before the run (each TaskRun gets its own directory, as on Tekton), and
+/// `-w NAME=volumeClaimTemplate` shares one directory across the run.
+#[test]
+fn an_empty_dir_shared_by_tasks_is_warned_about_and_a_claim_template_shares() {
+    if !ready("process") {
+        return;
+    }
+    let s = State::new("handoff-empty-dir");
+    let (code, v, stderr) = run(
+        "process",
+        &s,
+        "pipeline-handoff.yaml",
+        &["-w", "src=emptyDir"],
+    );
+    assert!(
+        stderr.contains(
+            "warning: workspace \"src\" is bound to emptyDir: each TaskRun that uses it \
+             (write, read) gets an empty directory of its own"
+        ) && stderr.contains("-w src=volumeClaimTemplate"),
+        "{stderr}"
+    );
+    // As on Tekton: the reader finds nothing.
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(condition(&v).0, "False");
+    let s = State::new("handoff-claim");
+    let (code, v, stderr) = run(
+        "process",
+        &s,
+        "pipeline-handoff.yaml",
+        &["-w", "src=volumeClaimTemplate"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(condition(&v).1, "Succeeded");
+    assert!(!stderr.contains("warning: workspace"), "{stderr}");
+    assert!(stderr.contains("[read : read] handed over"), "{stderr}");
+    // The binding is recorded as the template it stands for.
+    let b = &v["spec"]["workspaces"][0];
+    assert_eq!(b["name"], "src");
+    assert_eq!(
+        b["volumeClaimTemplate"]["spec"]["accessModes"][0], "ReadWriteOnce",
+        "{b}"
+    );
+}
+
 #[test]
 fn invalid_input_exits_2_and_records_nothing() {
     let s = State::new("invalid");

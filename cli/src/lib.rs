@@ -19,6 +19,7 @@ pub mod stepactions;
 pub mod validate;
 pub mod values;
 pub mod watchdog;
+pub mod workspaces;
 
 /// Exit code for invalid input or usage.
 pub const EXIT_INVALID: u8 = 2;

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
-use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource};
 use k8s_openapi::jiff::Timestamp;
 use tektite_api::load::{Loaded, Object, display_name};
 use tektite_api::param::ParamValue;
@@ -70,8 +69,14 @@ pub struct Args {
     /// A param: name=value; arrays as a,b,c; objects as k1:v1,k2:v2
     #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
     params: Vec<String>,
-    /// A workspace: name=PATH (a host directory) or name=emptyDir
-    #[arg(short = 'w', long = "workspace", value_name = "NAME=PATH|emptyDir")]
+    /// A workspace: name=PATH (a host directory), name=emptyDir (an empty
+    /// directory for each TaskRun) or name=volumeClaimTemplate (one
+    /// directory for the run, shared by its TaskRuns)
+    #[arg(
+        short = 'w',
+        long = "workspace",
+        value_name = "NAME=PATH|emptyDir|volumeClaimTemplate"
+    )]
     workspaces: Vec<String>,
     /// More folders of Tasks and Pipelines that references resolve against
     #[arg(long = "task-dir", value_name = "DIR")]
@@ -543,6 +548,9 @@ fn prepare_pipeline_run(
     if !absent.is_empty() {
         note(&crate::stepactions::refusal(&who, &absent));
         return Ok(Err(EXIT_INVALID));
+    }
+    for w in crate::workspaces::shared_empty_dirs(spec, &pr.spec.workspaces) {
+        note(&format!("{who}: {w}"));
     }
     if let Some(t) = &args.timeout {
         pr.spec
@@ -1062,28 +1070,7 @@ fn apply_flags(
     }
     for raw in &args.workspaces {
         let (name, value) = split_flag("-w", raw)?;
-        let mut b = WorkspaceBinding {
-            name: name.to_string(),
-            ..Default::default()
-        };
-        if value == "emptyDir" {
-            b.empty_dir = Some(EmptyDirVolumeSource::default());
-        } else {
-            let path = std::fs::canonicalize(value)
-                .with_context(|| format!("-w {name}={value}: no such directory"))?;
-            if !path.is_dir() {
-                bail!("-w {name}={value}: not a directory");
-            }
-            let claim = format!(
-                "tkt-path-{}",
-                tektite_engine::names::short_hash(&[&path.to_string_lossy()], 10)
-            );
-            claims.insert(claim.clone(), path);
-            b.persistent_volume_claim = Some(PersistentVolumeClaimVolumeSource {
-                claim_name: claim,
-                read_only: None,
-            });
-        }
+        let b = crate::workspaces::binding(name, value, claims)?;
         workspaces.retain(|w| w.name != name);
         workspaces.push(b);
     }
@@ -1117,8 +1104,9 @@ fn missing<'a>(
     }
     if !ws.is_empty() {
         parts.push(format!(
-            "spec.workspaces: missing workspaces: {} (give them with -w NAME=PATH or -w NAME=emptyDir)",
-            ws.join(", ")
+            "spec.workspaces: missing workspaces: {} (give them with -w {})",
+            ws.join(", "),
+            crate::workspaces::FORMS
         ));
     }
     Some(parts.join("; "))

@@ -224,6 +224,16 @@ fn elapsed(since: &Time, now: Timestamp) -> Duration {
     Duration::try_from(now.duration_since(since.0)).unwrap_or_default()
 }
 
+/// The Pipeline workspaces `pt` binds: named in its `workspaces`, or used by
+/// its embedded spec without being declared (implicit propagation).
+pub fn pipeline_workspaces_of(pt: &PipelineTask) -> Vec<String> {
+    pt.workspaces
+        .iter()
+        .chain(&task_runs::propagated_workspaces(pt))
+        .map(|w| w.workspace.clone().unwrap_or_else(|| w.name.clone()))
+        .collect()
+}
+
 /// Plans one reconcile of a PipelineRun: nothing once it is done; a
 /// pending run only says so; otherwise it starts (once) and goes through
 /// its phases (`advance`), any of which may fail it.

@@ -250,7 +250,7 @@ fn bind_workspaces(
 /// steps, sidecars and step template refer to (`$(workspaces.<w>.…)`) that
 /// the pipeline task does not bind are bound to the run's workspace of the
 /// same name.
-fn propagated_workspaces(pt: &PipelineTask) -> Vec<WorkspacePipelineTaskBinding> {
+pub(super) fn propagated_workspaces(pt: &PipelineTask) -> Vec<WorkspacePipelineTaskBinding> {
     let Some(spec) = pt.task_spec.as_ref().map(|e| &e.task) else {
         return Vec::new();
     };
