@@ -82,11 +82,7 @@ pub fn shared_empty_dirs(spec: &PipelineSpec, bound: &[WorkspaceBinding]) -> Vec
             .tasks
             .iter()
             .chain(&spec.finally)
-            .filter(|pt| {
-                tektite_engine::pipelinerun::pipeline_workspaces_of(pt)
-                    .iter()
-                    .any(|w| *w == b.name)
-            })
+            .filter(|pt| tektite_engine::pipelinerun::pipeline_workspaces_of(pt).contains(&b.name))
             .map(|pt| (pt.name.as_str(), pt.matrix.is_some()))
             .collect();
         if users.len() < 2 && !users.iter().any(|(_, fanned)| *fanned) {
