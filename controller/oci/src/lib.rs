@@ -26,6 +26,7 @@
 //! uses it through the [`ImageLookup`] trait so it can be faked in tests.
 
 mod auth;
+mod blobs;
 mod reference;
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,6 +43,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 pub use auth::{Challenge, Credentials};
+pub use blobs::Pushed;
 pub use reference::{DOCKER_HUB, Reference};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -164,6 +166,9 @@ pub struct ClientOptions {
     /// Registries (`host[:port]`, as in the image reference) reached over
     /// plain HTTP instead of HTTPS, e.g. `127.0.0.1:5000` in tests.
     pub plain_http: Vec<String>,
+    /// Also reach registries on loopback addresses (`localhost`,
+    /// `127.0.0.0/8`, `::1`) over plain HTTP, as docker and podman do.
+    pub plain_http_loopback: bool,
     /// Platform [`Client::command`] picks, e.g. `linux/amd64`.
     pub default_platform: String,
     /// How long a tag→digest resolution is trusted; zero re-resolves every time.
@@ -176,6 +181,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             plain_http: Vec::new(),
+            plain_http_loopback: false,
             default_platform: "linux/amd64".to_owned(),
             tag_ttl: Duration::from_secs(300),
             timeout: Duration::from_secs(30),
@@ -464,6 +470,13 @@ impl Client {
     /// Whether `r`'s registry is reached over plain HTTP.
     fn plain_http(&self, r: &Reference) -> bool {
         self.options.plain_http.contains(&r.registry)
+            || (self.options.plain_http_loopback && is_loopback(&r.registry))
+    }
+
+    /// The URL of `/v2/<repo>/<path>` on `r`'s registry.
+    fn url(&self, r: &Reference, path: &str) -> String {
+        let scheme = if self.plain_http(r) { "http" } else { "https" };
+        format!("{scheme}://{}/v2/{}/{path}", r.registry, r.repository)
     }
 
     /// Sends a request for `/v2/<repo>/<path>`, authenticating once if challenged.
@@ -474,8 +487,20 @@ impl Client {
         path: &str,
         creds: Option<&Credentials>,
     ) -> Result<Response, Error> {
-        let scheme = if self.plain_http(r) { "http" } else { "https" };
-        let url = format!("{scheme}://{}/v2/{}/{path}", r.registry, r.repository);
+        self.send_to(r, method, self.url(r, path), None, creds)
+            .await
+    }
+
+    /// Sends a request for `url` on `r`'s registry, with `body` (bytes and
+    /// content type) if any, authenticating once if challenged.
+    async fn send_to(
+        &self,
+        r: &Reference,
+        method: Method,
+        url: String,
+        body: Option<(&[u8], &str)>,
+        creds: Option<&Credentials>,
+    ) -> Result<Response, Error> {
         let auth_key = format!("{} {}", r.name(), creds.map_or("", |c| c.username.as_str()));
         let mut challenged = false;
         loop {
@@ -483,6 +508,9 @@ impl Client {
                 .http
                 .request(method.clone(), &url)
                 .header(ACCEPT, MANIFEST_ACCEPT);
+            if let Some((bytes, content_type)) = body {
+                req = req.header(CONTENT_TYPE, content_type).body(bytes.to_vec());
+            }
             match (lock(&self.auth).get(&auth_key).cloned(), creds) {
                 (Some(Auth::Bearer(token)), _) => req = req.bearer_auth(token),
                 (Some(Auth::Basic), Some(c)) => {
@@ -574,6 +602,18 @@ fn no_downgrade(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::A
     } else {
         attempt.follow()
     }
+}
+
+/// Whether `host[:port]` is `localhost`, an address of `127.0.0.0/8` or `::1`.
+fn is_loopback(registry: &str) -> bool {
+    let host = match registry.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => registry.rsplit_once(':').map_or(registry, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn platform_key(os: &str, arch: &str, variant: Option<&str>) -> String {
@@ -669,6 +709,27 @@ async fn status_error(r: &Reference, url: &str, resp: Response) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_registries_are_known_by_address() {
+        for r in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.9.9.9",
+            "[::1]:5000",
+            "localhost",
+        ] {
+            assert!(is_loopback(r), "{r}");
+        }
+        for r in [
+            "registry.example:5000",
+            "10.0.0.1:5000",
+            "localhost.example",
+            "[::2]:5000",
+        ] {
+            assert!(!is_loopback(r), "{r}");
+        }
+    }
 
     #[test]
     fn command_for_matches_variants_loosely() {
