@@ -12,8 +12,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bundle;
 pub mod files;
 pub mod inspect;
+pub mod remote;
 pub mod run;
 pub mod stepactions;
 pub mod validate;
@@ -48,6 +50,8 @@ enum Command {
     /// Inspect the TaskRuns in the local run store (list, describe, logs)
     #[command(name = "taskrun", visible_alias = "tr")]
     TaskRun(inspect::Args),
+    /// Tekton bundles: push Tasks, Pipelines and StepActions to a registry, list one
+    Bundle(bundle::Args),
     /// (internal) cleans up after a `tkt run` that ended before its runs
     #[command(name = "__watchdog", hide = true)]
     Watchdog(watchdog::Args),
@@ -97,6 +101,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, &mut out),
         Command::Run(args) => run::run(&args, &mut out),
+        Command::Bundle(args) => bundle::run(&args, &mut out),
         Command::PipelineRun(args) => inspect::run(inspect::Kind::PipelineRun, &args, &mut out),
         Command::TaskRun(args) => inspect::run(inspect::Kind::TaskRun, &args, &mut out),
         Command::Watchdog(args) => Ok(watchdog::run(&args)),

@@ -106,9 +106,13 @@ pub struct Args {
     /// logs, records and output (repeatable)
     #[arg(long = "secret", value_name = "NAME=DIR|FILE|KEY=FILE")]
     secrets: Vec<String>,
-    /// The run store (default $XDG_STATE_HOME/tektite)
+    /// The run store (default $XDG_STATE_HOME/tektite); resolved Tasks,
+    /// Pipelines and StepActions are cached in its `resolved` folder
     #[arg(long = "state-dir", value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Resolve refs with `resolver:` from the cache only: nothing is fetched
+    #[arg(long)]
+    offline: bool,
     /// Print the final run object (status included) on stdout; logs go to stderr
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     output: Format,
@@ -244,6 +248,28 @@ struct Inputs {
     step_actions: tektite_engine::stepaction::StepActions,
     /// The ConfigMaps and Secrets given (documents and flags).
     data: tektite_api::data::DataSet,
+    /// Resolvers, made when a run first needs one; what they found is in
+    /// `tasks`, `pipelines` and `step_actions` under remote keys.
+    remote: Option<crate::remote::Remote>,
+    cache_dir: Option<PathBuf>,
+    offline: bool,
+}
+
+impl Inputs {
+    /// The resolvers, made on first use.
+    fn remote(&mut self) -> Result<&mut crate::remote::Remote, String> {
+        if self.remote.is_none() {
+            let r = crate::remote::Remote::new(self.cache_dir.clone(), self.offline, &self.data)
+                .map_err(|e| format!("tkt: resolvers: {e:#}"))?;
+            self.remote = Some(r);
+        }
+        self.remote.as_mut().ok_or_else(String::new)
+    }
+
+    /// Where a remote object came from.
+    fn source_of(&self, key: &str) -> Option<tektite_api::v1::RefSource> {
+        self.remote.as_ref()?.sources.get(key).cloned()
+    }
 }
 
 /// What stops a run before it starts: the exit code to return (the reason
@@ -319,6 +345,10 @@ fn load(args: &Args) -> anyhow::Result<Result<Inputs, Refused>> {
         pipelines,
         step_actions,
         data,
+        remote: None,
+        cache_dir: tektite_local::store::root_for(args.state_dir.as_deref())
+            .map(|r| r.join("resolved")),
+        offline: args.offline,
     }))
 }
 
@@ -415,7 +445,7 @@ fn make_runs(inputs: &Inputs) -> Result<Vec<(Object, String)>, Refused> {
 /// A TaskRun made ready: its Task resolved, flags applied, checked.
 fn prepare_task_run(
     args: &Args,
-    inputs: &Inputs,
+    inputs: &mut Inputs,
     mut tr: Box<TaskRun>,
     file: &str,
     claims: &mut BTreeMap<String, PathBuf>,
@@ -423,6 +453,16 @@ fn prepare_task_run(
     let who = format!("{file}: TaskRun {}", display_name(&tr.metadata));
     let source = match (&tr.spec.task_spec, &tr.spec.task_ref) {
         (Some(s), _) => TaskSource::Spec(s.clone(), None),
+        (None, Some(r)) if r.resolver.is_some() => {
+            let flags = flag_values(args);
+            match resolve_task_ref(inputs, &tr, &flags) {
+                Ok(spec) => TaskSource::Spec(Box::new(spec), None),
+                Err(m) => {
+                    note(&format!("{who}: {m}"));
+                    return Ok(Err(EXIT_INVALID));
+                }
+            }
+        }
         (None, Some(r)) => {
             let n = r.name.clone().unwrap_or_default();
             match inputs.tasks.get(&n) {
@@ -459,12 +499,30 @@ fn prepare_task_run(
     } else {
         "the Task's spec"
     };
+    if let Err(m) = remote_step_actions(inputs, at, spec, &tr) {
+        note(&format!("{who}: {m}"));
+        return Ok(Err(EXIT_INVALID));
+    }
     let absent = crate::stepactions::missing_in_task(spec, at, &inputs.step_actions);
     if !absent.is_empty() {
         note(&crate::stepactions::refusal(&who, &absent));
         return Ok(Err(EXIT_INVALID));
     }
     let source = source.with_step_actions(&tr, &inputs.step_actions);
+    if let Some(k) = tr
+        .spec
+        .task_ref
+        .as_ref()
+        .filter(|r| r.resolver.is_some())
+        .and_then(tektite_engine::remote::task_ref_key)
+    {
+        let flags = flag_values(args);
+        let k = remote_task_key(&tr, &flags).unwrap_or(k);
+        record_source(
+            &mut tr.status.get_or_insert_with(Default::default).provenance,
+            inputs.source_of(&k),
+        );
+    }
     if let TaskSource::Failed(f) = &source {
         note(&format!("{who}: {}: {}", f.reason, f.message));
         return Ok(Err(EXIT_INVALID));
@@ -475,11 +533,155 @@ fn prepare_task_run(
     Ok(Ok(Job::Task(tr, source)))
 }
 
+/// `-p` values as strings, for resolver params (before a remote spec says
+/// which params are arrays).
+fn flag_values(args: &Args) -> Vec<Param> {
+    args.params
+        .iter()
+        .filter_map(|raw| raw.split_once('='))
+        .map(|(n, v)| Param {
+            name: n.to_string(),
+            value: ParamValue::String(v.to_string()),
+        })
+        .collect()
+}
+
+/// The run's params, `-p` over those in the file.
+fn with_flags(given: &[Param], flags: &[Param]) -> Vec<Param> {
+    let mut out: Vec<Param> = given
+        .iter()
+        .filter(|p| !flags.iter().any(|f| f.name == p.name))
+        .cloned()
+        .collect();
+    out.extend(flags.iter().cloned());
+    out
+}
+
+/// The remote key of a TaskRun's `taskRef`, its params substituted with the
+/// run's.
+fn remote_task_key(tr: &TaskRun, flags: &[Param]) -> Option<String> {
+    let r = tr.spec.task_ref.as_ref()?;
+    let vars = crate::remote::param_vars(&crate::remote::values(
+        &with_flags(&tr.spec.params, flags),
+        &[],
+    ));
+    let params = crate::remote::substitute("", &r.params, &vars).ok()?;
+    Some(tektite_engine::remote::key(r.resolver.as_deref()?, &params))
+}
+
+/// A TaskRun's Task through its resolver (params from the run and `-p`).
+fn resolve_task_ref(
+    inputs: &mut Inputs,
+    tr: &TaskRun,
+    flags: &[Param],
+) -> Result<TaskSpec, String> {
+    let r = tr.spec.task_ref.clone().unwrap_or_default();
+    let resolver = r.resolver.clone().unwrap_or_default();
+    let vars = crate::remote::param_vars(&crate::remote::values(
+        &with_flags(&tr.spec.params, flags),
+        &[],
+    ));
+    let params = crate::remote::substitute("spec.taskRef", &r.params, &vars)?;
+    let (key, found) = inputs.remote()?.fetch(
+        "spec.taskRef",
+        &resolver,
+        &params,
+        tektite_resolve::Kind::Task,
+    )?;
+    match found {
+        crate::remote::Found::Task(t) => {
+            inputs.tasks.insert(key, (*t).clone());
+            Ok(*t)
+        }
+        _ => Err("spec.taskRef: the resolver did not answer a Task".into()),
+    }
+}
+
+/// The StepActions `spec`'s steps name through resolvers, for the run `tr`.
+fn remote_step_actions(
+    inputs: &mut Inputs,
+    at: &str,
+    spec: &TaskSpec,
+    tr: &TaskRun,
+) -> Result<(), String> {
+    let any = spec
+        .steps
+        .iter()
+        .any(|s| s.step_ref.as_ref().is_some_and(|r| r.resolver.is_some()));
+    if !any {
+        return Ok(());
+    }
+    let mut actions = std::mem::take(&mut inputs.step_actions);
+    let r = inputs
+        .remote()
+        .and_then(|rm| rm.step_actions(at, spec, tr, &mut actions));
+    inputs.step_actions = actions;
+    r
+}
+
+/// A PipelineRun's Pipeline through its resolver (params from the run and
+/// `-p`): its remote key and spec.
+fn resolve_pipeline_ref(
+    inputs: &mut Inputs,
+    pr: &PipelineRun,
+    args: &Args,
+) -> Result<(String, PipelineSpec), String> {
+    let r = pr.spec.pipeline_ref.clone().unwrap_or_default();
+    let resolver = r.resolver.clone().unwrap_or_default();
+    let given = with_flags(&pr.spec.params, &flag_values(args));
+    let vars = crate::remote::param_vars(&crate::remote::values(&given, &[]));
+    let params = crate::remote::substitute("spec.pipelineRef", &r.params, &vars)?;
+    let (key, found) = inputs.remote()?.fetch(
+        "spec.pipelineRef",
+        &resolver,
+        &params,
+        tektite_resolve::Kind::Pipeline,
+    )?;
+    match found {
+        crate::remote::Found::Pipeline(p) => {
+            inputs.pipelines.insert(key.clone(), (*p).clone());
+            Ok((key, *p))
+        }
+        _ => Err("spec.pipelineRef: the resolver did not answer a Pipeline".into()),
+    }
+}
+
+/// The Tasks and StepActions a Pipeline names through resolvers, for the
+/// run with `params` (after `-p`).
+fn remote_pipeline_tasks(
+    inputs: &mut Inputs,
+    at: &str,
+    spec: &PipelineSpec,
+    params: &[Param],
+) -> Result<(), String> {
+    if !crate::remote::pipeline_needs(spec, &inputs.tasks) {
+        return Ok(());
+    }
+    let mut tasks = std::mem::take(&mut inputs.tasks);
+    let mut actions = std::mem::take(&mut inputs.step_actions);
+    let r = inputs
+        .remote()
+        .and_then(|rm| rm.for_pipeline(at, spec, params, &mut tasks, &mut actions));
+    inputs.tasks = tasks;
+    inputs.step_actions = actions;
+    r
+}
+
+/// Keeps where a spec came from in a run's `status.provenance.refSource`.
+fn record_source(
+    provenance: &mut Option<Box<tektite_api::v1::Provenance>>,
+    source: Option<tektite_api::v1::RefSource>,
+) {
+    if let Some(src) = source {
+        provenance.get_or_insert_with(Default::default).ref_source = Some(src);
+    }
+}
+
 /// A PipelineRun made ready: its Pipeline and Tasks resolved, flags
 /// applied, checked.
 fn prepare_pipeline_run(
     args: &Args,
-    inputs: &Inputs,
+    inputs: &mut Inputs,
     mut pr: Box<PipelineRun>,
     file: &str,
     claims: &mut BTreeMap<String, PathBuf>,
@@ -487,6 +689,20 @@ fn prepare_pipeline_run(
     let who = format!("{file}: PipelineRun {}", display_name(&pr.metadata));
     let resolved = match (&pr.spec.pipeline_spec, &pr.spec.pipeline_ref) {
         (Some(s), _) => Ok(((**s).clone(), None)),
+        (None, Some(r)) if r.resolver.is_some() => match resolve_pipeline_ref(inputs, &pr, args) {
+            Ok((key, spec)) => {
+                let source = inputs.source_of(&key);
+                record_source(
+                    &mut pr.status.get_or_insert_with(Default::default).provenance,
+                    source,
+                );
+                Ok((spec, None))
+            }
+            Err(m) => {
+                note(&format!("{who}: {m}"));
+                return Ok(Err(EXIT_INVALID));
+            }
+        },
         (None, Some(r)) => {
             let n = r.name.clone().unwrap_or_default();
             match inputs.pipelines.get(&n) {
@@ -517,6 +733,10 @@ fn prepare_pipeline_run(
         claims,
     )? {
         return Ok(Err(code));
+    }
+    if let Err(m) = remote_pipeline_tasks(inputs, at_spec(&pr), spec, &pr.spec.params) {
+        note(&format!("{who}: {m}"));
+        return Ok(Err(EXIT_INVALID));
     }
     // Tasks the pipeline refers to must exist.
     let absent: Vec<String> = [("tasks", &spec.tasks), ("finally", &spec.finally)]
@@ -641,7 +861,7 @@ fn missing_sources(job: &Job, inputs: &Inputs) -> Vec<String> {
 /// Every run, made ready and checked; `claims` gathers `-w` host paths.
 fn prepare(
     args: &Args,
-    inputs: &Inputs,
+    inputs: &mut Inputs,
     config: &Config,
     claims: &mut BTreeMap<String, PathBuf>,
 ) -> anyhow::Result<Result<Vec<Job>, Refused>> {
@@ -821,13 +1041,13 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
             return Ok(EXIT_INVALID);
         }
     };
-    let inputs = match load(args)? {
+    let mut inputs = match load(args)? {
         Ok(i) => i,
         Err(code) => return Ok(code),
     };
     let config = Config::default();
     let mut claims: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let jobs = match prepare(args, &inputs, &config, &mut claims)? {
+    let jobs = match prepare(args, &mut inputs, &config, &mut claims)? {
         Ok(j) => j,
         Err(code) => return Ok(code),
     };
@@ -859,6 +1079,13 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
             env,
             journal: None,
             step_actions: Arc::new(inputs.step_actions.clone()),
+            sources: Arc::new(
+                inputs
+                    .remote
+                    .as_ref()
+                    .map(|r| r.sources.clone())
+                    .unwrap_or_default(),
+            ),
             data: Arc::new(inputs.data.clone()),
         },
         tasks: &inputs.tasks,

@@ -28,10 +28,8 @@ pub fn missing_in_task(spec: &TaskSpec, at: &str, actions: &StepActions) -> Vec<
     let mut out = Vec::new();
     for (i, s) in spec.steps.iter().enumerate() {
         let Some(r) = &s.step_ref else { continue };
-        if let Some(resolver) = &r.resolver {
-            out.push(format!(
-                "{at}.steps[{i}].ref.resolver {resolver:?} (StepActions through resolvers are not supported)"
-            ));
+        if r.resolver.is_some() {
+            // Resolved before the run, or refused then (crate::remote).
             continue;
         }
         let name = r.name.as_deref().unwrap_or_default();
@@ -52,19 +50,23 @@ pub fn missing_in_pipeline(
     actions: &StepActions,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    let mut named_seen: Vec<&str> = Vec::new();
+    let mut named_seen: Vec<String> = Vec::new();
     let all = [("tasks", &spec.tasks), ("finally", &spec.finally)];
     for (list, pts) in all {
         for (i, pt) in pts.iter().enumerate() {
             if let Some(ts) = &pt.task_spec {
                 let here = format!("{at}.{list}[{i}].taskSpec");
                 out.extend(missing_in_task(&ts.task, &here, actions));
-            } else if let Some(n) = pt.task_ref.as_ref().and_then(|r| r.name.as_deref())
-                && !named_seen.contains(&n)
-                && let Some(ts) = tasks.get(n)
+            } else if let Some(k) = pt
+                .task_ref
+                .as_ref()
+                .and_then(tektite_engine::remote::task_ref_key)
+                && !named_seen.contains(&k)
+                && let Some(ts) = tasks.get(&k)
             {
-                named_seen.push(n);
+                let n = tektite_engine::remote::describe(&k);
                 out.extend(missing_in_task(ts, &format!("Task {n:?}: spec"), actions));
+                named_seen.push(k);
             }
         }
     }

@@ -18,6 +18,7 @@ pub mod pod;
 pub mod podman;
 pub mod preflight;
 pub mod quantity;
+pub mod remote;
 pub mod sources;
 pub mod status;
 pub mod stepaction;

@@ -73,23 +73,69 @@ pub fn inline(spec: &TaskSpec, tr: &TaskRun, actions: &StepActions) -> Result<Ta
                 ),
             )
         };
-        let action = find(r, actions).map_err(fail)?;
+        let action = find(r, actions, &task_vars).map_err(fail)?;
         out.steps[i] = resolve_step(step, i, action, &task_vars).map_err(fail)?;
     }
     Ok(out)
 }
 
-/// The StepAction a ref names.
-fn find<'a>(r: &StepRef, actions: &'a StepActions) -> Result<&'a StepActionSpec, String> {
+/// The StepAction a ref names, or that its resolver found (kept under the
+/// key of its params with the Task's params substituted, [`remote_key`]).
+fn find<'a>(
+    r: &StepRef,
+    actions: &'a StepActions,
+    task_vars: &Vars,
+) -> Result<&'a StepActionSpec, String> {
     if let Some(resolver) = &r.resolver {
-        return Err(format!(
-            "StepActions through a resolver ({resolver}) are not supported: give the StepAction by name"
-        ));
+        let k = remote_key(r, task_vars)?;
+        return actions.get(&k).ok_or_else(|| {
+            format!(
+                "the StepAction from resolver {resolver} was not resolved ({})",
+                crate::remote::describe(&k)
+            )
+        });
     }
     let name = r.name.as_deref().unwrap_or_default();
     actions
         .get(name)
         .ok_or_else(|| format!("stepactions.tekton.dev {name:?} not found"))
+}
+
+/// Where the StepAction a resolver ref finds is kept: the key of its
+/// params with the Task's params (the run's values over the defaults)
+/// substituted.
+///
+/// # Errors
+/// A param that cannot be substituted.
+pub fn remote_key(r: &StepRef, task_vars: &Vars) -> Result<String, String> {
+    let params = ref_params_with(r, task_vars)?;
+    Ok(crate::remote::key(
+        r.resolver.as_deref().unwrap_or_default(),
+        &params,
+    ))
+}
+
+fn ref_params_with(r: &StepRef, task_vars: &Vars) -> Result<Vec<tektite_api::v1::Param>, String> {
+    let mut params = r.params.clone();
+    for p in &mut params {
+        p.value = task_vars
+            .param_value(&p.value, "ref.params")
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(params)
+}
+
+/// A step ref's resolver params as the run `tr` of `spec` gives them: what
+/// an executor resolves, and keeps under [`crate::remote::key`] of them.
+///
+/// # Errors
+/// A param that cannot be substituted.
+pub fn ref_params(
+    r: &StepRef,
+    spec: &TaskSpec,
+    tr: &TaskRun,
+) -> Result<Vec<tektite_api::v1::Param>, String> {
+    ref_params_with(r, &task_param_vars(spec, tr))
 }
 
 /// The Task's params as the steps' params see them: the TaskRun's values

@@ -94,6 +94,9 @@ pub struct Options {
     pub journal: Option<Arc<Journal>>,
     /// The StepActions steps may name (`ref`), for a PipelineRun's TaskRuns.
     pub step_actions: Arc<StepActions>,
+    /// Where the Tasks found by resolvers came from, by remote key: a
+    /// child TaskRun of one gets it as `status.provenance.refSource`.
+    pub sources: Arc<BTreeMap<String, tektite_api::v1::RefSource>>,
     /// The ConfigMaps and Secrets given with the run (`tkt run -f`,
     /// `--configmap`, `--secret`), which pods' env and volumes read.
     pub data: Arc<tektite_api::data::DataSet>,
@@ -184,14 +187,21 @@ impl TaskSource {
         if let Some(s) = &tr.spec.task_spec {
             return TaskSource::Spec(s.clone(), None);
         }
+        // A Task by name, or one a resolver found (kept under its key).
         let n = tr
             .spec
             .task_ref
             .as_ref()
-            .and_then(|r| r.name.clone())
+            .and_then(tektite_engine::remote::task_ref_key)
             .unwrap_or_default();
+        let remote = tektite_engine::remote::is_remote(&n);
         match tasks.get(&n) {
+            Some(s) if remote => TaskSource::Spec(Box::new(s.clone()), None),
             Some(s) => TaskSource::Spec(Box::new(s.clone()), Some(n)),
+            None if remote => TaskSource::Failed(tektite_engine::params::Failure::new(
+                "CouldntGetTask",
+                format!("{} was not resolved", tektite_engine::remote::describe(&n)),
+            )),
             None => TaskSource::Failed(tektite_engine::params::Failure::new(
                 "CouldntGetTask",
                 format!("tasks.tekton.dev {n:?} not found"),
@@ -751,6 +761,19 @@ impl Runner {
             };
             let name = tr.metadata.name.clone().unwrap_or_default();
             let source = TaskSource::of_child(&tr, tasks, &self.opts.step_actions);
+            let mut tr = tr;
+            if let Some(src) = tr
+                .spec
+                .task_ref
+                .as_ref()
+                .and_then(tektite_engine::remote::task_ref_key)
+                .and_then(|k| self.opts.sources.get(&k))
+            {
+                let st = tr.status.get_or_insert_with(Default::default);
+                st.provenance
+                    .get_or_insert_with(Default::default)
+                    .ref_source = Some(src.clone());
+            }
             let w = self.spawn_worker(tr, source);
             kids.workers.insert(name, w);
         }

@@ -477,6 +477,11 @@ pub fn random_suffix() -> String {
         .collect()
 }
 
+/// The root a store opened with `dir` has: `dir`, else the default.
+pub fn root_for(dir: Option<&Path>) -> Option<PathBuf> {
+    dir.map(Path::to_path_buf).or_else(default_root)
+}
+
 /// `$XDG_STATE_HOME/tektite`, else `$HOME/.local/state/tektite`.
 fn default_root() -> Option<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {

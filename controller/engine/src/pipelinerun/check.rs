@@ -60,6 +60,8 @@ impl<'a> Pipeline<'a> {
             )
         })?;
         check_on_error(&spec, &pl)?;
+        // Tasks from resolvers are known by their params, the run's values in.
+        missing_task(spec.tasks.iter().chain(&spec.finally), specs, &pl, true)?;
         Ok(Pipeline {
             raw,
             spec,
@@ -232,20 +234,37 @@ fn check_tasks(
             format!("PipelineRun {me}'s Pipeline DAG is invalid: {e}"),
         )
     })?;
-    let missing_tasks: BTreeSet<String> = all_tasks()
-        .filter_map(|t| t.task_ref.as_ref()?.name.clone())
-        .filter(|n| !specs.contains_key(n))
-        .collect();
-    if let Some(n) = missing_tasks.first() {
-        return Err(Failure::new(
-            reason::COULDNT_GET_TASK,
-            format!(
-                "Pipeline {pl} can't be Run; it contains Tasks that don't exist: Couldn't retrieve Task {n:?}: \
-                 tasks.tekton.dev {n:?} not found"
-            ),
-        ));
-    }
+    missing_task(all_tasks(), specs, pl, false)?;
     Ok(graph)
+}
+
+/// The first Task of `tasks` that `specs` lacks, as `CouldntGetTask`:
+/// those named, or (`remote`) those from resolvers.
+fn missing_task<'t>(
+    tasks: impl Iterator<Item = &'t tektite_api::v1::PipelineTask>,
+    specs: &BTreeMap<String, TaskSpec>,
+    pl: &str,
+    remote: bool,
+) -> Result<(), Failure> {
+    let missing: BTreeSet<String> = tasks
+        .filter_map(|t| crate::remote::task_ref_key(t.task_ref.as_ref()?))
+        .filter(|n| crate::remote::is_remote(n) == remote && !specs.contains_key(n))
+        .collect();
+    let Some(n) = missing.first() else {
+        return Ok(());
+    };
+    let why = if remote {
+        format!("{} was not resolved", crate::remote::describe(n))
+    } else {
+        format!("tasks.tekton.dev {n:?} not found")
+    };
+    let n = crate::remote::describe(n);
+    Err(Failure::new(
+        reason::COULDNT_GET_TASK,
+        format!(
+            "Pipeline {pl} can't be Run; it contains Tasks that don't exist: Couldn't retrieve Task {n:?}: {why}"
+        ),
+    ))
 }
 
 /// Pipeline-level variables: params, `context.pipelineRun.*`,

@@ -206,8 +206,8 @@ fn bind_workspaces(
         let spec = pt.task_spec.as_ref().map(|e| &e.task).or_else(|| {
             pt.task_ref
                 .as_ref()
-                .and_then(|r| r.name.as_ref())
-                .and_then(|n| tasks.get(n))
+                .and_then(crate::remote::task_ref_key)
+                .and_then(|k| tasks.get(&k))
         })?;
         spec.workspaces
             .iter()
