@@ -572,6 +572,7 @@ fn describe_pipeline_run(pr: &PipelineRun, trs: &[TaskRun], now: Timestamp) -> S
             );
         }
     }
+    sources_section(&mut t, pr, trs);
     let skipped: Vec<_> = pr.status.iter().flat_map(|s| &s.skipped_tasks).collect();
     if !skipped.is_empty() {
         t.push_str("\nSkipped Tasks\n\n NAME\tREASON\n");
@@ -580,6 +581,32 @@ fn describe_pipeline_run(pr: &PipelineRun, trs: &[TaskRun], now: Timestamp) -> S
         }
     }
     tabwrite(&t)
+}
+
+/// Where the Pipeline and each Task came from, for those a resolver found
+/// (`status.provenance.refSource`).
+fn sources_section(t: &mut String, pr: &PipelineRun, trs: &[TaskRun]) {
+    let source = |p: Option<&tektite_api::v1::Provenance>| {
+        p.and_then(|p| p.ref_source.as_ref())
+            .map(tektite_api::v1::RefSource::label)
+    };
+    let mut rows = Vec::new();
+    if let Some(s) = source(pr.status.as_ref().and_then(|s| s.provenance.as_deref())) {
+        rows.push(("(pipeline)".to_string(), s));
+    }
+    let mut children: Vec<&TaskRun> = trs.iter().collect();
+    children.sort_by(|a, b| oldest_first(*a, *b));
+    for tr in children {
+        if let Some(s) = source(tr.status.as_ref().and_then(|s| s.provenance.as_deref())) {
+            rows.push((pipeline_task(tr).unwrap_or(tr.name()).to_string(), s));
+        }
+    }
+    if !rows.is_empty() {
+        t.push_str("\nSources\n\n NAME\tFROM\n");
+        for (n, s) in rows {
+            let _ = writeln!(t, " {n}\t{s}");
+        }
+    }
 }
 
 /// `tkn taskrun describe`, as text.
@@ -593,6 +620,14 @@ fn describe_task_run(tr: &TaskRun, now: Timestamp) -> String {
     );
     if let Some(r) = tr.spec.task_ref.as_ref().and_then(|r| r.name.as_deref()) {
         let _ = writeln!(t, "Task Ref:\t{r}");
+    }
+    let source = tr
+        .status
+        .as_ref()
+        .and_then(|s| s.provenance.as_ref())
+        .and_then(|p| p.ref_source.as_ref());
+    if let Some(s) = source {
+        let _ = writeln!(t, "Source:\t{}", s.label());
     }
     if let Some(sa) = &tr.spec.service_account_name {
         let _ = writeln!(t, "Service Account:\t{sa}");

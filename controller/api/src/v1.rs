@@ -904,6 +904,24 @@ pub struct RefSource {
     pub entry_point: Option<String>,
 }
 
+impl RefSource {
+    /// The source as one line, for messages and `describe`:
+    /// `git+https://host/repo.git@<commit>:task.yaml`,
+    /// `registry/repo@sha256:<hex>:name`, `https://host/task.yaml@sha256:<hex>`.
+    pub fn label(&self) -> String {
+        let mut out = self.uri.clone().unwrap_or_default();
+        if let Some(d) = self.digest.get("sha1") {
+            out.push_str(&format!("@{d}"));
+        } else if let Some(d) = self.digest.get("sha256") {
+            out.push_str(&format!("@sha256:{d}"));
+        }
+        if let Some(e) = &self.entry_point {
+            out.push_str(&format!(":{e}"));
+        }
+        out
+    }
+}
+
 /// A result value reported by a run.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -112,20 +112,7 @@ impl Resolved {
     /// `git+https://host/repo.git@<commit>:task.yaml`,
     /// `registry/repo@sha256:…` (`name`), `https://host/task.yaml`.
     pub fn label(&self) -> String {
-        let s = &self.source;
-        let mut out = s.uri.clone().unwrap_or_default();
-        if let Some(d) = s.digest.get("sha1").or_else(|| s.digest.get("sha256")) {
-            let alg = if s.digest.contains_key("sha1") {
-                ""
-            } else {
-                "sha256:"
-            };
-            out.push_str(&format!("@{alg}{d}"));
-        }
-        if let Some(e) = &s.entry_point {
-            out.push_str(&format!(":{e}"));
-        }
-        out
+        self.source.label()
     }
 }
 
