@@ -18,7 +18,6 @@ use tektite_api::load::Object;
 use tektite_api::param::ParamValue;
 use tektite_api::stepaction::StepActionSpec;
 use tektite_api::v1::{Param, PipelineSpec, RefSource, TaskRun, TaskSpec};
-use tektite_api::{Severity, validate};
 use tektite_engine::remote;
 use tektite_engine::stepaction::{self, StepActions};
 use tektite_engine::subst::Vars;
@@ -253,42 +252,20 @@ pub fn substitute(at: &str, params: &[Param], vars: &Vars) -> Result<Vec<Param>,
 /// The one object of `kind` in the resolved text, validated; errors name
 /// `label` as the file.
 fn load(label: &str, text: &str, kind: Kind) -> Result<Found, String> {
-    let out = tektite_api::load_str(label, text);
-    let mut problems: Vec<String> = out
-        .diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .map(ToString::to_string)
-        .collect();
-    problems.extend(
-        validate::validate_all(&out.objects)
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .map(ToString::to_string),
-    );
-    if !problems.is_empty() {
-        return Err(problems.join("\n"));
-    }
-    let mut objects = out.objects.into_iter().map(|l| l.object);
-    let found = match (objects.next(), kind) {
-        (Some(Object::Task(t)), Kind::Task) => Found::Task(Box::new(t.spec)),
-        (Some(Object::Pipeline(p)), Kind::Pipeline) => Found::Pipeline(Box::new(p.spec)),
-        (Some(Object::StepAction(s)), Kind::StepAction) => Found::StepAction(Box::new(s.spec)),
-        (Some(o), _) => {
-            return Err(format!(
-                "{label}: resource is not a {}: it is a {}",
-                kind.lower(),
-                o.kind()
-            ));
-        }
-        (None, _) => return Err(format!("{label}: no Tekton object in the answer")),
-    };
-    if objects.next().is_some() {
-        return Err(format!(
-            "{label}: more than one object: a resolver answers one"
-        ));
-    }
-    Ok(found)
+    Ok(
+        match tektite_resolve::decode(label, text.as_bytes(), kind)? {
+            Object::Task(t) => Found::Task(Box::new(t.spec)),
+            Object::Pipeline(p) => Found::Pipeline(Box::new(p.spec)),
+            Object::StepAction(s) => Found::StepAction(Box::new(s.spec)),
+            o => {
+                return Err(format!(
+                    "{label}: resource is not a {}: it is a {}",
+                    kind.lower(),
+                    o.kind()
+                ));
+            }
+        },
+    )
 }
 
 /// Whether running `spec` needs a resolver: a pipeline task's `taskRef`

@@ -325,6 +325,12 @@ fn context(opts: &Options, client: Client, base: &Config) -> Result<Arc<Context>
         .map_err(Error::Images)?,
     );
     let mut ctx = Context::new(client, images);
+    ctx.resolution = crate::resolution::Resolution::new(
+        std::time::Duration::from_secs(60),
+        opts.plain_http_registries.clone(),
+    )
+    .ok()
+    .map(Arc::new);
     ctx.config = std::sync::RwLock::new(base.clone());
     ctx.metrics = Arc::new(opts.metrics());
     Ok(Arc::new(ctx))

@@ -26,6 +26,7 @@ pub mod lease;
 pub mod metrics;
 pub mod pipelinerun;
 pub mod reports;
+pub mod resolution;
 pub mod taskrun;
 
 use std::collections::BTreeMap;
@@ -93,6 +94,9 @@ pub struct Context {
     pub metrics: Arc<metrics::Metrics>,
     /// The clock (tests fix it).
     pub now: fn() -> Timestamp,
+    /// Remote refs (`resolver:`), resolved off the reconcile loop; none
+    /// when the resolvers could not be set up (such refs then fail, saying so).
+    pub resolution: Option<Arc<resolution::Resolution>>,
 }
 
 impl Context {
@@ -116,6 +120,18 @@ impl Context {
                 metrics::Level::Name,
             )),
             now: Timestamp::now,
+            resolution: resolution::Resolution::new(std::time::Duration::from_secs(60), Vec::new())
+                .ok()
+                .map(Arc::new),
+        }
+    }
+
+    /// Where a remote ref stands for a run in `ns` (see
+    /// [`resolution::Resolution::poll`]).
+    pub fn poll(&self, ns: &str, req: &tektite_resolve::Request) -> resolution::Poll {
+        match &self.resolution {
+            Some(r) => r.poll(&self.client, ns, req),
+            None => resolution::Poll::Failed("the resolvers could not be set up (TLS)".into()),
         }
     }
 }

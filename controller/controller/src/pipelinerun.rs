@@ -11,10 +11,14 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
+use tektite_api::load::Object;
 use tektite_api::v1::{Pipeline, PipelineRun, PipelineSpec, Task, TaskRun, TaskSpec};
 use tektite_engine::params::Failure;
 use tektite_engine::pipelinerun::{self, Observed};
 use tektite_engine::status::{fail_pipeline_run, is_done};
+use tektite_resolve::Kind;
+
+use crate::taskrun::Remote;
 
 use crate::{Context, Error, MANAGER, action, already_exists, record, status_patch};
 
@@ -40,12 +44,7 @@ async fn resolve(
         )));
     };
     if let Some(resolver) = &r.resolver {
-        return Ok(Err(Failure::new(
-            pipelinerun::reason::COULDNT_GET_PIPELINE,
-            format!(
-                "spec.pipelineRef: only Pipelines by name are supported, not resolver {resolver:?}"
-            ),
-        )));
+        return Ok(remote_pipeline(pr, ns, ctx, resolver));
     }
     let name = r.name.clone().unwrap_or_default();
     let api: Api<Pipeline> = Api::namespaced(ctx.client.clone(), ns);
@@ -59,6 +58,125 @@ async fn resolve(
             ),
         )),
     })
+}
+
+/// The waiting reasons of a run whose refs are being resolved (Tekton's).
+pub const RESOLVING_PIPELINE: &str = "ResolvingPipelineRef";
+pub const RESOLVING_TASK: &str = "ResolvingTaskRef";
+
+/// The Pipeline of a `pipelineRef` with a resolver: its spec once resolved,
+/// `ResolvingPipelineRef` while it is being resolved, `CouldntGetPipeline`
+/// when it cannot be.
+fn remote_pipeline(
+    pr: &PipelineRun,
+    ns: &str,
+    ctx: &Context,
+    resolver: &str,
+) -> Result<(PipelineSpec, Option<String>), Failure> {
+    let name = pr.metadata.name.as_deref().unwrap_or("");
+    let failed = |m: String| {
+        Failure::new(
+            pipelinerun::reason::COULDNT_GET_PIPELINE,
+            format!(
+                "Error retrieving pipeline for pipelinerun {ns}/{name}: resolver failed to get Pipeline : {m}"
+            ),
+        )
+    };
+    let params = pipelinerun::pipeline_ref_params(pr).map_err(failed)?;
+    let req = crate::resolution::request(resolver, &params, Kind::Pipeline);
+    match crate::taskrun::remote_object(ctx, ns, &req) {
+        Remote::Ready(Object::Pipeline(p)) => Ok((p.spec, None)),
+        Remote::Ready(o) => Err(failed(format!(
+            "resource is not a pipeline: it is a {}",
+            o.kind()
+        ))),
+        Remote::Pending => Err(Failure::new(
+            RESOLVING_PIPELINE,
+            format!("PipelineRun {ns}/{name} awaiting remote resource"),
+        )),
+        Remote::Failed(m) => Err(failed(m)),
+    }
+}
+
+/// The Tasks the pipeline's tasks name through resolvers, into `out` under
+/// their remote keys; `ResolvingTaskRef` while one is being resolved,
+/// `CouldntGetTask` (with the resolver's message) for one that cannot be.
+fn remote_tasks(
+    pr: &PipelineRun,
+    spec: &PipelineSpec,
+    ns: &str,
+    ctx: &Context,
+    out: &mut BTreeMap<String, TaskSpec>,
+) -> Result<(), Failure> {
+    let name = pr.metadata.name.as_deref().unwrap_or("");
+    // Params that do not fit fail the run in the engine, naming them.
+    let Ok(refs) = pipelinerun::remote_task_refs(pr, spec, (ctx.now)()) else {
+        return Ok(());
+    };
+    let mut pending = false;
+    for r in refs {
+        let Some(key) = tektite_engine::remote::task_ref_key(&r) else {
+            continue;
+        };
+        let resolver = r.resolver.as_deref().unwrap_or_default();
+        let req = crate::resolution::request(resolver, &r.params, Kind::Task);
+        let failed = |m: String| {
+            Failure::new(
+                pipelinerun::reason::COULDNT_GET_TASK,
+                format!(
+                    "Pipeline {ns}/{name} can't be Run; it contains Tasks that don't exist: Couldn't retrieve Task {:?}: {m}",
+                    tektite_engine::remote::describe(&key)
+                ),
+            )
+        };
+        match crate::taskrun::remote_object(ctx, ns, &req) {
+            Remote::Ready(Object::Task(t)) => {
+                out.insert(key, t.spec);
+            }
+            Remote::Ready(o) => {
+                return Err(failed(format!(
+                    "resource is not a task: it is a {}",
+                    o.kind()
+                )));
+            }
+            Remote::Pending => pending = true,
+            Remote::Failed(m) => return Err(failed(m)),
+        }
+    }
+    if pending {
+        return Err(Failure::new(
+            RESOLVING_TASK,
+            format!("PipelineRun {ns}/{name} awaiting remote resource"),
+        ));
+    }
+    Ok(())
+}
+
+/// A run whose refs are being resolved: `Unknown` with the waiting reason
+/// (written once), reconciled again in a second.
+async fn waiting(
+    pr: &PipelineRun,
+    ctx: &Context,
+    ns: &str,
+    why: &Failure,
+) -> Result<Action, Error> {
+    let mut st = pr.status.clone().unwrap_or_default();
+    let shown = tektite_api::v1::Condition::succeeded(&st.conditions)
+        .is_some_and(|c| c.reason.as_deref() == Some(why.reason) && c.status == "Unknown");
+    if !shown {
+        tektite_engine::status::set_condition(
+            &mut st.conditions,
+            tektite_engine::status::condition("Unknown", why.reason, &why.message, (ctx.now)()),
+        );
+        let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
+        api.patch_status(
+            pr.metadata.name.as_deref().unwrap_or(""),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(status_patch("PipelineRun", &st)),
+        )
+        .await?;
+    }
+    Ok(Action::requeue(std::time::Duration::from_secs(1)))
 }
 
 /// The Tasks the pipeline names (those that exist; the engine fails the run
@@ -117,10 +235,24 @@ async fn apply(
     ns: String,
 ) -> Result<Action, Error> {
     let resolved = resolve(&pr, &ns, &ctx).await?;
-    let task_specs = match &resolved {
+    if let Err(f) = &resolved
+        && f.reason == RESOLVING_PIPELINE
+    {
+        return waiting(&pr, &ctx, &ns, f).await;
+    }
+    let mut task_specs = match &resolved {
         Ok((spec, _)) => tasks(spec, &ns, &ctx).await?,
         Err(_) => BTreeMap::new(),
     };
+    let mut early = None;
+    if let Ok((spec, _)) = &resolved {
+        match remote_tasks(&pr, spec, &ns, &ctx, &mut task_specs) {
+            Err(f) if f.reason == RESOLVING_TASK => return waiting(&pr, &ctx, &ns, &f).await,
+            Err(f) => early = Some(f),
+            Ok(()) => {}
+        }
+    }
+    let pr = with_source(pr, &resolved, &ns, &ctx);
     let task_runs: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &ns);
     let children = owned_children(&pr, &task_runs, &name).await?;
 
@@ -138,6 +270,10 @@ async fn apply(
         &ctx.config(),
     );
 
+    if let Some(f) = early {
+        plan = pipelinerun::Plan::default();
+        fail(&mut plan, &pr, f, (ctx.now)());
+    }
     for claim in &plan.create_claims {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
         let r = api.create(&PostParams::default(), claim).await;
@@ -178,6 +314,45 @@ async fn apply(
     }
     record(&ctx, &*pr, &plan.events).await;
     Ok(action(plan.requeue_after))
+}
+
+/// The run with where its Pipeline came from
+/// (`status.provenance.refSource`), when a resolver found it.
+fn with_source(
+    pr: Arc<PipelineRun>,
+    resolved: &Result<(PipelineSpec, Option<String>), Failure>,
+    ns: &str,
+    ctx: &Context,
+) -> Arc<PipelineRun> {
+    let Some(resolver) = pr
+        .spec
+        .pipeline_ref
+        .as_ref()
+        .and_then(|r| r.resolver.clone())
+    else {
+        return pr;
+    };
+    let known = pr
+        .status
+        .as_ref()
+        .and_then(|s| s.provenance.as_ref())
+        .is_some_and(|p| p.ref_source.is_some());
+    if known || resolved.is_err() {
+        return pr;
+    }
+    let Ok(params) = pipelinerun::pipeline_ref_params(&pr) else {
+        return pr;
+    };
+    let req = crate::resolution::request(&resolver, &params, Kind::Pipeline);
+    let crate::resolution::Poll::Ready(found) = ctx.poll(ns, &req) else {
+        return pr;
+    };
+    let mut pr = (*pr).clone();
+    let st = pr.status.get_or_insert_with(Default::default);
+    st.provenance
+        .get_or_insert_with(Default::default)
+        .ref_source = Some(found.source);
+    Arc::new(pr)
 }
 
 /// The run's child TaskRuns: those with its label (to find them) whose

@@ -13,11 +13,15 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
+use tektite_api::load::Object;
 use tektite_api::stepaction::StepAction;
-use tektite_api::v1::{Task, TaskRun};
+use tektite_api::v1::{Condition, Task, TaskRun};
 use tektite_engine::params::Failure;
 use tektite_engine::pod::{ImageCommand, pod_name};
-use tektite_engine::status::{fail_task_run, is_done, reason};
+use tektite_engine::status::{condition, fail_task_run, is_done, reason, set_condition};
+use tektite_resolve::Kind;
+
+use crate::resolution::Poll;
 use tektite_engine::stepaction::{self, StepActions};
 use tektite_engine::taskrun::{self, Observed, Resolved};
 
@@ -34,18 +38,84 @@ async fn resolve(
         Ok(found) => found,
         Err(f) => return Ok(Err(f)),
     };
-    let actions = step_actions(&spec, ns, ctx).await?;
+    let actions = match step_actions(tr, &spec, ns, ctx).await? {
+        Ok(a) => a,
+        Err(f) => return Ok(Err(f)),
+    };
     Ok(stepaction::inline(&spec, tr, &actions).map(|s| (s, name)))
+}
+
+/// The Task of a `taskRef` with a resolver: its spec once resolved (its
+/// source kept in `source`), `ResolvingTaskRef` while it is being resolved,
+/// `TaskRunResolutionFailed` when it cannot be.
+fn remote_task(
+    tr: &TaskRun,
+    ns: &str,
+    ctx: &Context,
+    r: &tektite_api::v1::TaskRef,
+) -> Result<(tektite_api::v1::TaskSpec, Option<String>), Failure> {
+    let resolver = r.resolver.as_deref().unwrap_or_default();
+    let req = crate::resolution::request(resolver, &r.params, Kind::Task);
+    let name = tr.metadata.name.as_deref().unwrap_or("");
+    match remote_object(ctx, ns, &req) {
+        Remote::Ready(Object::Task(t)) => Ok((t.spec, None)),
+        Remote::Ready(o) => Err(Failure::new(
+            "TaskRunResolutionFailed",
+            format!("resource is not a task: it is a {}", o.kind()),
+        )),
+        Remote::Pending => Err(Failure::new(
+            RESOLVING_TASK,
+            format!("TaskRun {ns}/{name} awaiting remote resource"),
+        )),
+        Remote::Failed(m) => Err(Failure::new("TaskRunResolutionFailed", m)),
+    }
 }
 
 /// The StepActions of the namespace that `spec`'s steps name (those that
 /// do not exist are left out: inlining fails the run naming them).
 async fn step_actions(
+    tr: &TaskRun,
     spec: &tektite_api::v1::TaskSpec,
     ns: &str,
     ctx: &Context,
-) -> Result<StepActions, Error> {
+) -> Result<Result<StepActions, Failure>, Error> {
     let mut out = StepActions::new();
+    for (i, s) in spec.steps.iter().enumerate() {
+        let Some(r) = &s.step_ref else { continue };
+        let Some(resolver) = &r.resolver else {
+            continue;
+        };
+        let fail = |m: String| {
+            Failure::new(
+                stepaction::RESOLUTION_FAILED,
+                format!(
+                    "failed to resolve step ref for step {:?} (index {i}): {m}",
+                    s.name
+                ),
+            )
+        };
+        let params = match stepaction::ref_params(r, spec, tr) {
+            Ok(p) => p,
+            Err(m) => return Ok(Err(fail(m))),
+        };
+        let req = crate::resolution::request(resolver, &params, Kind::StepAction);
+        match remote_object(ctx, ns, &req) {
+            Remote::Ready(Object::StepAction(sa)) => {
+                out.insert(tektite_engine::remote::key(resolver, &params), sa.spec);
+            }
+            Remote::Ready(..) => {}
+            Remote::Pending => {
+                return Ok(Err(Failure::new(
+                    RESOLVING_STEP,
+                    format!(
+                        "TaskRun {ns}/{} awaiting remote StepAction",
+                        tr.metadata.name.as_deref().unwrap_or("")
+                    ),
+                )));
+            }
+            Remote::Failed(m) => return Ok(Err(fail(m))),
+        }
+    }
     let api: Api<StepAction> = Api::namespaced(ctx.client.clone(), ns);
     for name in stepaction::referenced(spec) {
         if out.contains_key(name) {
@@ -55,7 +125,31 @@ async fn step_actions(
             out.insert(name.to_string(), sa.spec);
         }
     }
-    Ok(out)
+    Ok(Ok(out))
+}
+
+/// The waiting reasons of a run whose refs are being resolved (Tekton's):
+/// the run stays `Unknown` with one and is reconciled again shortly.
+pub const RESOLVING_TASK: &str = "ResolvingTaskRef";
+pub const RESOLVING_STEP: &str = "ResolvingStepActionRef";
+
+/// A remote ref's answer, decoded.
+pub(crate) enum Remote {
+    Ready(Object),
+    Pending,
+    Failed(String),
+}
+
+/// Where `req` stands, its answer decoded as the kind it asks for.
+pub(crate) fn remote_object(ctx: &Context, ns: &str, req: &tektite_resolve::Request) -> Remote {
+    match ctx.poll(ns, req) {
+        Poll::Pending => Remote::Pending,
+        Poll::Failed(m) => Remote::Failed(m),
+        Poll::Ready(r) => match tektite_resolve::decode(&r.label(), &r.data, req.kind) {
+            Ok(o) => Remote::Ready(o),
+            Err(m) => Remote::Failed(m),
+        },
+    }
 }
 
 /// The Task a run names, or why it cannot be had (a user error).
@@ -73,6 +167,9 @@ async fn find_task(
             "spec: neither taskRef nor taskSpec is given",
         )));
     };
+    if r.resolver.is_some() && r.kind.as_deref().is_none_or(|k| k == "Task") {
+        return Ok(remote_task(tr, ns, ctx, r));
+    }
     if r.resolver.is_some() || r.kind.as_deref().is_some_and(|k| k != "Task") {
         return Ok(Err(Failure::new(
             "TaskRunResolutionFailed",
@@ -195,10 +292,74 @@ async fn apply(
     ns: String,
 ) -> Result<Action, Error> {
     let resolved = resolve(&tr, &ns, &ctx).await?;
+    if let Err(f) = &resolved
+        && (f.reason == RESOLVING_TASK || f.reason == RESOLVING_STEP)
+    {
+        return waiting(&tr, &ctx, &name, &ns, f).await;
+    }
+    let tr = with_source(tr, &ns, &ctx);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let view = observe_pod(&tr, &pods, &name, &ctx.config()).await?;
     let plan = plan(&tr, &resolved, &view, &ctx).await;
     execute(&tr, &ctx, &pods, &name, &ns, &plan).await
+}
+
+/// A run whose refs are being resolved: `Unknown` with the waiting reason
+/// (written once), reconciled again in a second.
+async fn waiting(
+    tr: &TaskRun,
+    ctx: &Context,
+    name: &str,
+    ns: &str,
+    why: &Failure,
+) -> Result<Action, Error> {
+    let mut st = tr.status.clone().unwrap_or_default();
+    let shown = Condition::succeeded(&st.conditions)
+        .is_some_and(|c| c.reason.as_deref() == Some(why.reason) && c.status == "Unknown");
+    if !shown {
+        set_condition(
+            &mut st.conditions,
+            condition("Unknown", why.reason, &why.message, (ctx.now)()),
+        );
+        let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), ns);
+        api.patch_status(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(status_patch("TaskRun", &st)),
+        )
+        .await?;
+    }
+    Ok(Action::requeue(std::time::Duration::from_secs(1)))
+}
+
+/// The run with where its Task came from (`status.provenance.refSource`),
+/// when a resolver found it and the status does not say so yet.
+fn with_source(tr: Arc<TaskRun>, ns: &str, ctx: &Context) -> Arc<TaskRun> {
+    let Some(r) = tr.spec.task_ref.as_ref().filter(|r| r.resolver.is_some()) else {
+        return tr;
+    };
+    let known = tr
+        .status
+        .as_ref()
+        .and_then(|s| s.provenance.as_ref())
+        .is_some_and(|p| p.ref_source.is_some());
+    if known {
+        return tr;
+    }
+    let req = crate::resolution::request(
+        r.resolver.as_deref().unwrap_or_default(),
+        &r.params,
+        Kind::Task,
+    );
+    let Poll::Ready(found) = ctx.poll(ns, &req) else {
+        return tr;
+    };
+    let mut tr = (*tr).clone();
+    let st = tr.status.get_or_insert_with(Default::default);
+    st.provenance
+        .get_or_insert_with(Default::default)
+        .ref_source = Some(found.source);
+    Arc::new(tr)
 }
 
 /// The current attempt's pod, as far as the run may use it.

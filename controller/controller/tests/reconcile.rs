@@ -1605,3 +1605,201 @@ async fn a_pipelinerun_failing_on_a_taken_name_cancels_what_it_started() {
     assert_eq!(out.unwrap(), Action::await_change());
     assert_event(&events, "CreateRunFailed");
 }
+
+// ------------------------------------------------------------- resolvers
+
+/// A git repository in a scratch directory holding `files`, committed on
+/// `main`; its `file://` URL.
+fn repo_with(files: &[(&str, &str)]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir.path())
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "--quiet", "--initial-branch=main"]);
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    git(&["add", "-A"]);
+    git(&["commit", "--quiet", "-m", "files"]);
+    let url = format!("file://{}", dir.path().display());
+    (dir, url)
+}
+
+const REMOTE_TASK: &str = "apiVersion: tekton.dev/v1\nkind: Task\nmetadata:\n  name: remote\nspec:\n  steps:\n    - name: say\n      image: alpine\n      command: [echo, from-git]\n";
+
+/// Waits until the resolution of every ref the context knows has ended.
+async fn resolved(ctx: &Context, ns: &str, req: &tektite_resolve::Request) {
+    for _ in 0..200 {
+        if ctx.poll(ns, req) != tektite_controller::resolution::Poll::Pending {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the resolution did not end");
+}
+
+fn git_request(url: &str, path: &str, kind: tektite_resolve::Kind) -> tektite_resolve::Request {
+    tektite_resolve::Request {
+        resolver: "git".into(),
+        params: [("url", url), ("pathInRepo", path)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        kind,
+    }
+}
+
+#[tokio::test]
+async fn a_taskref_through_git_waits_off_the_loop_then_runs_with_its_provenance() {
+    let (_repo, url) = repo_with(&[("task.yaml", REMOTE_TASK)]);
+    let tr = task_run(json!({"spec": {"taskRef": {"name": null, "resolver": "git",
+        "params": [{"name": "url", "value": url}, {"name": "pathInRepo", "value": "task.yaml"}]}}}));
+    let want_uri = format!("git+{url}");
+    let calls = vec![
+        // First reconcile: the resolution starts, the run waits.
+        writes_status(TASK_RUNS, "greet-run").check(|_, body| {
+            assert_eq!(
+                condition(&body["status"]),
+                ("Unknown".to_string(), "ResolvingTaskRef".to_string())
+            );
+            let m = body["status"]["conditions"][0]["message"].as_str().unwrap();
+            assert_eq!(m, "TaskRun ci/greet-run awaiting remote resource");
+        }),
+        // Second: the Task is there.
+        call(
+            "GET",
+            format!("{PODS}/greet-run-pod"),
+            404,
+            not_found("pod"),
+        ),
+        call("POST", PODS, 201, Value::Null).check(|_, pod| {
+            let args = pod["spec"]["containers"][0]["args"].to_string();
+            assert!(args.contains("from-git"), "{args}");
+        }),
+        writes_status(TASK_RUNS, "greet-run").check(move |_, body| {
+            let src = &body["status"]["provenance"]["refSource"];
+            assert_eq!(src["uri"], want_uri.as_str());
+            assert_eq!(src["entryPoint"], "task.yaml");
+            assert_eq!(src["digest"]["sha1"].as_str().unwrap().len(), 40);
+        }),
+    ];
+    let u = url.clone();
+    let (out, _) = scenario(calls, |ctx| async move {
+        let first = taskrun::reconcile(Arc::new(tr.clone()), ctx.clone()).await?;
+        assert_eq!(first, Action::requeue(Duration::from_secs(1)));
+        resolved(
+            &ctx,
+            "ci",
+            &git_request(&u, "task.yaml", tektite_resolve::Kind::Task),
+        )
+        .await;
+        taskrun::reconcile(Arc::new(tr), ctx).await
+    })
+    .await;
+    out.unwrap();
+}
+
+#[tokio::test]
+async fn a_taskref_that_cannot_be_resolved_fails_with_the_resolvers_message() {
+    let (_repo, url) = repo_with(&[("task.yaml", REMOTE_TASK)]);
+    let tr = task_run(json!({"spec": {"taskRef": {"name": null, "resolver": "git",
+        "params": [{"name": "url", "value": url}, {"name": "pathInRepo", "value": "missing.yaml"}]}}}));
+    let calls = vec![
+        writes_status(TASK_RUNS, "greet-run"),
+        call("GET", format!("{PODS}/greet-run-pod"), 404, not_found("pod")),
+        writes_status(TASK_RUNS, "greet-run").check(|_, body| {
+            assert_eq!(
+                condition(&body["status"]),
+                ("False".to_string(), "TaskRunResolutionFailed".to_string())
+            );
+            let m = body["status"]["conditions"][0]["message"].as_str().unwrap();
+            assert!(
+                m.starts_with("error requesting remote resource: git resolver: error opening file \"missing.yaml\""),
+                "{m}"
+            );
+        }),
+    ];
+    let u = url.clone();
+    let (out, _) = scenario(calls, |ctx| async move {
+        taskrun::reconcile(Arc::new(tr.clone()), ctx.clone()).await?;
+        resolved(
+            &ctx,
+            "ci",
+            &git_request(&u, "missing.yaml", tektite_resolve::Kind::Task),
+        )
+        .await;
+        taskrun::reconcile(Arc::new(tr), ctx).await
+    })
+    .await;
+    assert_eq!(out.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_pipelineref_and_its_tasks_through_git_are_resolved_before_the_first_taskrun() {
+    let pipeline = "apiVersion: tekton.dev/v1\nkind: Pipeline\nmetadata:\n  name: remote\nspec:\n  params:\n    - name: repo\n  tasks:\n    - name: first\n      taskRef:\n        resolver: git\n        params:\n          - {name: url, value: $(params.repo)}\n          - {name: pathInRepo, value: task.yaml}\n";
+    let (_repo, url) = repo_with(&[("task.yaml", REMOTE_TASK), ("pipeline.yaml", pipeline)]);
+    let pr = pipeline_run(json!({"spec": {
+        "params": [{"name": "repo", "value": url}],
+        "pipelineRef": {"name": null, "resolver": "git",
+            "params": [{"name": "url", "value": "$(params.repo)"}, {"name": "pathInRepo", "value": "pipeline.yaml"}]}}}));
+    let want_uri = format!("git+{url}");
+    let calls = vec![
+        writes_status(PIPELINE_RUNS, "build-run").check(|_, body| {
+            assert_eq!(
+                condition(&body["status"]),
+                ("Unknown".to_string(), "ResolvingPipelineRef".to_string())
+            );
+        }),
+        writes_status(PIPELINE_RUNS, "build-run").check(|_, body| {
+            assert_eq!(
+                condition(&body["status"]),
+                ("Unknown".to_string(), "ResolvingTaskRef".to_string())
+            );
+        }),
+        call("GET", TASK_RUNS, 200, list(vec![])).check(|q, _| children_query(q)),
+        call("POST", TASK_RUNS, 201, Value::Null).check(|_, tr| {
+            assert_eq!(tr["metadata"]["name"], "build-run-first");
+            assert_eq!(tr["spec"]["taskRef"]["resolver"], "git");
+        }),
+        writes_status(PIPELINE_RUNS, "build-run").check(move |_, body| {
+            assert_eq!(condition(&body["status"]).0, "Unknown");
+            let src = &body["status"]["provenance"]["refSource"];
+            assert_eq!(src["uri"], want_uri.as_str());
+            assert_eq!(src["entryPoint"], "pipeline.yaml");
+        }),
+    ];
+    let u = url.clone();
+    let (out, _) = scenario(calls, |ctx| async move {
+        pipelinerun::reconcile(Arc::new(pr.clone()), ctx.clone()).await?;
+        resolved(
+            &ctx,
+            "ci",
+            &git_request(&u, "pipeline.yaml", tektite_resolve::Kind::Pipeline),
+        )
+        .await;
+        pipelinerun::reconcile(Arc::new(pr.clone()), ctx.clone()).await?;
+        resolved(
+            &ctx,
+            "ci",
+            &git_request(&u, "task.yaml", tektite_resolve::Kind::Task),
+        )
+        .await;
+        pipelinerun::reconcile(Arc::new(pr), ctx).await
+    })
+    .await;
+    out.unwrap();
+}

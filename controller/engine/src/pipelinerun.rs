@@ -224,6 +224,77 @@ fn elapsed(since: &Time, now: Timestamp) -> Duration {
     Duration::try_from(now.duration_since(since.0)).unwrap_or_default()
 }
 
+/// The refs of `spec`'s pipeline tasks to Tasks through resolvers, their
+/// params substituted as the run's TaskRuns will have them (the run's
+/// params over the Pipeline's defaults, and its context; a task result is
+/// left as written): what an executor resolves before the engine plans,
+/// keeping each spec under [`crate::remote::task_ref_key`] of the ref.
+///
+/// # Errors
+/// The run's params do not fit the Pipeline (the engine fails the run so).
+pub fn remote_task_refs(
+    pr: &PipelineRun,
+    spec: &PipelineSpec,
+    now: Timestamp,
+) -> Result<Vec<tektite_api::v1::TaskRef>, Failure> {
+    let run = Run::new(pr, now);
+    let me = format!("{}/{}", run.ns, run.name);
+    let label = run.name.clone();
+    let pl = format!("{}/{label}", run.ns);
+    let values = check::check_params(pr, spec, &me, &pl)?;
+    let vars = check::pipeline_vars(&run, spec, &values, &label);
+    let substituted = resolve::substitute_pipeline(spec, &vars)
+        .map_err(|e| Failure::new(reason::VALIDATION_FAILED, e))?;
+    Ok(substituted
+        .tasks
+        .iter()
+        .chain(&substituted.finally)
+        .filter_map(|pt| pt.task_ref.clone())
+        .filter(|r| r.resolver.is_some())
+        .collect())
+}
+
+/// A run's `pipelineRef` params with the run's params and context in (as
+/// Tekton substitutes them: no Pipeline is known yet, so no defaults).
+///
+/// # Errors
+/// A reference that cannot be substituted.
+pub fn pipeline_ref_params(pr: &PipelineRun) -> Result<Vec<tektite_api::v1::Param>, String> {
+    let Some(r) = &pr.spec.pipeline_ref else {
+        return Ok(Vec::new());
+    };
+    let mut vars = Vars::new(&[]);
+    let given: BTreeMap<String, tektite_api::param::ParamValue> = pr
+        .spec
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.value.clone()))
+        .collect();
+    crate::params::add_to(&mut vars, &given);
+    vars.set_str(
+        "context.pipelineRun.name",
+        pr.metadata.name.clone().unwrap_or_default(),
+    );
+    vars.set_str(
+        "context.pipelineRun.namespace",
+        pr.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+    );
+    vars.set_str(
+        "context.pipelineRun.uid",
+        pr.metadata.uid.clone().unwrap_or_default(),
+    );
+    let mut out = r.params.clone();
+    for p in &mut out {
+        p.value = vars
+            .param_value(&p.value, "spec.pipelineRef.params")
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
 /// The Pipeline workspaces `pt` binds: named in its `workspaces`, or used by
 /// its embedded spec without being declared (implicit propagation).
 pub fn pipeline_workspaces_of(pt: &PipelineTask) -> Vec<String> {

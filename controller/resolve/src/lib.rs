@@ -251,6 +251,53 @@ impl Resolvers {
     }
 }
 
+/// The one object of `kind` in a resolved document, loaded and validated as
+/// a file named `label` would be (so every message names the source).
+///
+/// # Errors
+/// Every problem, one per line; an object of another kind (`resource is
+/// not a task: it is a StepAction`); none or more than one object.
+pub fn decode(label: &str, data: &[u8], kind: Kind) -> Result<tektite_api::load::Object, String> {
+    use tektite_api::Severity;
+    let text = std::str::from_utf8(data).map_err(|_| {
+        format!("{label}: the answer is not text (UTF-8), so not a YAML or JSON document")
+    })?;
+    let out = tektite_api::load_str(label, text);
+    let mut problems: Vec<String> = out
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(ToString::to_string)
+        .collect();
+    problems.extend(
+        tektite_api::validate::validate_all(&out.objects)
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(ToString::to_string),
+    );
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
+    }
+    let mut objects = out.objects.into_iter().map(|l| l.object);
+    let found = match objects.next() {
+        Some(o) if o.kind() == kind.as_str() => o,
+        Some(o) => {
+            return Err(format!(
+                "{label}: resource is not a {}: it is a {}",
+                kind.lower(),
+                o.kind()
+            ));
+        }
+        None => return Err(format!("{label}: no Tekton object in the answer")),
+    };
+    if objects.next().is_some() {
+        return Err(format!(
+            "{label}: more than one object: a resolver answers one"
+        ));
+    }
+    Ok(found)
+}
+
 /// `sha256` hex of `bytes`.
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;

@@ -96,7 +96,7 @@ fn check_on_error(spec: &PipelineSpec, pl: &str) -> Result<(), Failure> {
 /// The run's param values for its pipeline (a run's object replaces the
 /// default object whole); fails on params missing, of the wrong type, or
 /// objects missing keys.
-fn check_params(
+pub(super) fn check_params(
     pr: &PipelineRun,
     spec: &PipelineSpec,
     me: &str,
@@ -269,7 +269,7 @@ fn missing_task<'t>(
 
 /// Pipeline-level variables: params, `context.pipelineRun.*`,
 /// `context.pipeline.name`, `workspaces.<w>.bound`.
-fn pipeline_vars(
+pub(super) fn pipeline_vars(
     run: &Run<'_>,
     spec: &PipelineSpec,
     values: &BTreeMap<String, ParamValue>,
