@@ -886,3 +886,135 @@ async fn taskrun_never_adopts_or_deletes_a_pod_it_does_not_own_on_a_cluster() {
         assert!(pod["metadata"]["ownerReferences"].is_null(), "{pod}");
     }
 }
+
+/// A `python3 -m http.server` for `dir` on a free loopback port, killed
+/// on drop.
+struct Web(Child, String);
+
+impl Web {
+    fn serve(dir: &Path) -> Web {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "-d"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "http.server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Web(child, format!("http://127.0.0.1:{port}"))
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The remote run of the resolvers' issue on the controller: a Pipeline
+/// over http, one task from git (whose step is a StepAction from git) and
+/// one from a bundle, run by the real binary with podman as its kubelet;
+/// provenance on the run and on each TaskRun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_pipeline_with_tasks_from_git_and_a_bundle_runs_on_the_controller() {
+    if !podman_ready() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let url = format!("file://{}", repo.display());
+    std::fs::write(
+        repo.join("task.yaml"),
+        format!(
+            "apiVersion: tekton.dev/v1\nkind: Task\nmetadata:\n  name: from-git\nspec:\n  params:\n    - name: who\n  results:\n    - name: said\n      value: $(steps.greet.results.said)\n  steps:\n    - name: greet\n      ref:\n        resolver: git\n        params:\n          - {{name: url, value: \"{url}\"}}\n          - {{name: pathInRepo, value: stepaction.yaml}}\n      params:\n        - {{name: who, value: $(params.who)}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("stepaction.yaml"),
+        format!("apiVersion: tekton.dev/v1beta1\nkind: StepAction\nmetadata:\n  name: greet\nspec:\n  params:\n    - name: who\n  results:\n    - name: said\n  image: {BUSYBOX}\n  env:\n    - {{name: WHO, value: $(params.who)}}\n    - {{name: OUT, value: $(step.results.said.path)}}\n  script: |\n    printf 'hello %s' \"$WHO\" > \"$OUT\"\n"),
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    git(&["init", "--quiet", "--initial-branch=main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "--quiet", "-m", "tasks"]);
+
+    let registry = Registry::start();
+    let bundle = format!("{}/demo/tasks:v1", registry.host);
+    let bundled = json!({"apiVersion": "tekton.dev/v1", "kind": "Task", "metadata": {"name": "from-bundle"},
+        "spec": {"results": [{"name": "word"}],
+                 "steps": [{"name": "say", "image": BUSYBOX,
+                            "script": "printf bundled > $(results.word.path)"}]}});
+    let resolvers = tektite_resolve::Resolvers::new(tektite_resolve::Options::default()).unwrap();
+    tektite_resolve::bundle::push(
+        &resolvers,
+        &bundle,
+        &[tektite_resolve::bundle::Object {
+            entry: tektite_resolve::bundle::Entry {
+                kind: "task".into(),
+                name: "from-bundle".into(),
+                api_version: "v1".into(),
+            },
+            json: serde_json::to_vec(&bundled).unwrap(),
+        }],
+    )
+    .await
+    .unwrap();
+
+    let webdir = work.path().join("web");
+    std::fs::create_dir_all(&webdir).unwrap();
+    std::fs::write(
+        webdir.join("pipeline.yaml"),
+        "apiVersion: tekton.dev/v1\nkind: Pipeline\nmetadata:\n  name: from-http\nspec:\n  params:\n    - name: repo\n    - name: bundle\n  tasks:\n    - name: git-task\n      taskRef:\n        resolver: git\n        params:\n          - {name: url, value: $(params.repo)}\n          - {name: pathInRepo, value: task.yaml}\n      params:\n        - {name: who, value: Ada}\n    - name: bundle-task\n      runAfter: [git-task]\n      taskRef:\n        resolver: bundles\n        params:\n          - {name: bundle, value: $(params.bundle)}\n          - {name: name, value: from-bundle}\n",
+    )
+    .unwrap();
+    let web = Web::serve(&webdir);
+
+    let c = Cluster::start(&[]).await;
+    let pr = c.create(
+        "pipelineruns",
+        "ci",
+        json!({"apiVersion": TEKTON, "kind": "PipelineRun",
+               "metadata": {"name": "remote-run", "namespace": "ci"},
+               "spec": {"params": [{"name": "repo", "value": url}, {"name": "bundle", "value": bundle}],
+                        "pipelineRef": {"resolver": "http",
+                            "params": [{"name": "url", "value": format!("{}/pipeline.yaml", web.1)}]}}}),
+    );
+    let name = pr["metadata"]["name"].as_str().unwrap().to_string();
+    let pr = c.done("pipelineruns", "ci", &name).await;
+    assert_eq!(condition(&pr).1, "Succeeded", "{pr}\n{}", c.log());
+    assert_eq!(
+        pr["status"]["provenance"]["refSource"]["uri"],
+        format!("{}/pipeline.yaml", web.1)
+    );
+    let kids = c.children(&name);
+    assert_eq!(results(&kids["git-task"])["said"], "hello Ada");
+    assert_eq!(results(&kids["bundle-task"])["word"], "bundled");
+    let git_source = &kids["git-task"]["status"]["provenance"]["refSource"];
+    assert_eq!(git_source["uri"], format!("git+{url}"));
+    assert_eq!(git_source["entryPoint"], "task.yaml");
+    let bundle_source = &kids["bundle-task"]["status"]["provenance"]["refSource"];
+    assert_eq!(bundle_source["uri"], format!("{}/demo/tasks", registry.host));
+    assert_eq!(bundle_source["entryPoint"], "from-bundle");
+}
