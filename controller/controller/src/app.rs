@@ -138,6 +138,17 @@ pub struct Options {
     /// repeatable).
     #[arg(long = "plain-http-registry", value_name = "HOST")]
     pub plain_http_registries: Vec<String>,
+    /// Namespaces the cluster resolver may read (repeatable; none: every
+    /// namespace not blocked), as Tekton's `allowed-namespaces`.
+    #[arg(long = "cluster-resolver-allowed-namespace", value_name = "NS")]
+    pub cluster_allowed: Vec<String>,
+    /// Namespaces the cluster resolver may not read (repeatable; `*`: all
+    /// but the allowed ones), as Tekton's `blocked-namespaces`.
+    #[arg(long = "cluster-resolver-blocked-namespace", value_name = "NS")]
+    pub cluster_blocked: Vec<String>,
+    /// The namespace of a cluster resolver ref that names none.
+    #[arg(long = "cluster-resolver-default-namespace", value_name = "NS")]
+    pub cluster_default_namespace: Option<String>,
 }
 
 impl Options {
@@ -330,7 +341,14 @@ fn context(opts: &Options, client: Client, base: &Config) -> Result<Arc<Context>
         opts.plain_http_registries.clone(),
     )
     .ok()
-    .map(Arc::new);
+    .map(|mut r| {
+        r.cluster = crate::resolution::ClusterRules {
+            allowed: opts.cluster_allowed.clone(),
+            blocked: opts.cluster_blocked.clone(),
+            default_namespace: opts.cluster_default_namespace.clone(),
+        };
+        Arc::new(r)
+    });
     ctx.config = std::sync::RwLock::new(base.clone());
     ctx.metrics = Arc::new(opts.metrics());
     Ok(Arc::new(ctx))

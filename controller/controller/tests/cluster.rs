@@ -904,7 +904,10 @@ impl Web {
             .unwrap();
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "http.server did not listen");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "http.server did not listen"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Web(child, format!("http://127.0.0.1:{port}"))
@@ -954,7 +957,11 @@ async fn a_remote_pipeline_with_tasks_from_git_and_a_bundle_runs_on_the_controll
             .env("GIT_COMMITTER_EMAIL", "t@example.com")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     git(&["init", "--quiet", "--initial-branch=main"]);
     git(&["add", "-A"]);
@@ -1015,6 +1022,9 @@ async fn a_remote_pipeline_with_tasks_from_git_and_a_bundle_runs_on_the_controll
     assert_eq!(git_source["uri"], format!("git+{url}"));
     assert_eq!(git_source["entryPoint"], "task.yaml");
     let bundle_source = &kids["bundle-task"]["status"]["provenance"]["refSource"];
-    assert_eq!(bundle_source["uri"], format!("{}/demo/tasks", registry.host));
+    assert_eq!(
+        bundle_source["uri"],
+        format!("{}/demo/tasks", registry.host)
+    );
     assert_eq!(bundle_source["entryPoint"], "from-bundle");
 }

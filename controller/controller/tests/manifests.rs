@@ -589,3 +589,31 @@ fn steps_may_write_each_step_report_once_and_nothing_the_controller_owns() {
         [KEEP]
     );
 }
+
+/// Resolver credentials: the default install reads no Secret; the optional
+/// role grants `get` on Secrets and nothing else.
+#[test]
+fn the_resolver_secrets_role_is_optional_and_only_reads_secrets() {
+    let docs = built();
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["metadata"]["name"] == "tektite-resolver-secrets"),
+        "the default install binds the Secrets role"
+    );
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/optional/rbac-resolver-secrets.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let values = tektite_api::yaml::parse_values(&text).unwrap();
+    let role = values.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}])
+    );
+    let binding = values
+        .iter()
+        .find(|d| d["kind"] == "ClusterRoleBinding")
+        .unwrap();
+    assert_eq!(binding["subjects"][0]["name"], "tektite-controller");
+    assert_eq!(binding["roleRef"]["name"], "tektite-resolver-secrets");
+}

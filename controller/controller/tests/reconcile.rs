@@ -1803,3 +1803,62 @@ async fn a_pipelineref_and_its_tasks_through_git_are_resolved_before_the_first_t
     .await;
     out.unwrap();
 }
+
+#[tokio::test]
+async fn the_cluster_resolver_reads_another_namespace_within_the_rules() {
+    let tr = task_run(
+        json!({"spec": {"taskRef": {"name": null, "resolver": "cluster",
+        "params": [{"name": "kind", "value": "task"}, {"name": "name", "value": "greet"},
+                   {"name": "namespace", "value": "shared"}]}}}),
+    );
+    let shared = json!({"apiVersion": "tekton.dev/v1", "kind": "Task",
+           "metadata": {"name": "greet", "namespace": "shared", "uid": "u-1"},
+           "spec": {"steps": [{"name": "say", "image": "alpine", "command": ["echo", "shared"]}]}});
+    let calls = vec![
+        writes_status(TASK_RUNS, "greet-run").check(|_, body| {
+            assert_eq!(condition(&body["status"]).1, "ResolvingTaskRef");
+        }),
+        call(
+            "GET",
+            "/apis/tekton.dev/v1/namespaces/shared/tasks/greet",
+            200,
+            shared,
+        ),
+        call(
+            "GET",
+            format!("{PODS}/greet-run-pod"),
+            404,
+            not_found("pod"),
+        ),
+        call("POST", PODS, 201, Value::Null).check(|_, pod| {
+            assert!(
+                pod["spec"]["containers"][0]["args"]
+                    .to_string()
+                    .contains("shared")
+            );
+        }),
+        writes_status(TASK_RUNS, "greet-run").check(|_, body| {
+            let src = &body["status"]["provenance"]["refSource"];
+            assert_eq!(
+                src["uri"],
+                "/apis/tekton.dev/v1/namespaces/shared/task/greet@u-1"
+            );
+            assert_eq!(src["digest"]["sha256"].as_str().unwrap().len(), 64);
+        }),
+    ];
+    let req = tektite_resolve::Request {
+        resolver: "cluster".into(),
+        params: [("kind", "task"), ("name", "greet"), ("namespace", "shared")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        kind: tektite_resolve::Kind::Task,
+    };
+    let (out, _) = scenario(calls, |ctx| async move {
+        taskrun::reconcile(Arc::new(tr.clone()), ctx.clone()).await?;
+        resolved(&ctx, "ci", &req).await;
+        taskrun::reconcile(Arc::new(tr), ctx).await
+    })
+    .await;
+    out.unwrap();
+}
