@@ -44,6 +44,10 @@ async fn resolve(
         )));
     };
     if let Some(resolver) = &r.resolver {
+        // Resolved once: a run goes on with the spec its status keeps.
+        if let Some(spec) = pr.status.as_ref().and_then(|s| s.pipeline_spec.as_deref()) {
+            return Ok(Ok((spec.clone(), None)));
+        }
         return Ok(remote_pipeline(pr, ns, ctx, resolver));
     }
     let name = r.name.clone().unwrap_or_default();
@@ -103,21 +107,37 @@ fn remote_pipeline(
 /// `CouldntGetTask` (with the resolver's message) for one that cannot be.
 fn remote_tasks(
     pr: &PipelineRun,
-    spec: &PipelineSpec,
-    ns: &str,
-    ctx: &Context,
+    (spec, pipeline): (&PipelineSpec, Option<&str>),
+    children: &[TaskRun],
+    (ns, ctx): (&str, &Context),
     out: &mut BTreeMap<String, TaskSpec>,
 ) -> Result<(), Failure> {
     let name = pr.metadata.name.as_deref().unwrap_or("");
     // Params that do not fit fail the run in the engine, naming them.
-    let Ok(refs) = pipelinerun::remote_task_refs(pr, spec, (ctx.now)()) else {
+    let Ok(refs) = pipelinerun::remote_task_refs(pr, spec, pipeline, (ctx.now)()) else {
         return Ok(());
     };
     let mut pending = false;
-    for r in refs {
+    for (task, r) in refs {
         let Some(key) = tektite_engine::remote::task_ref_key(&r) else {
             continue;
         };
+        // A ref that uses a task result: its TaskRun resolves it.
+        if key.contains("$(") {
+            continue;
+        }
+        // A task that has started goes on with the spec its TaskRun keeps.
+        let started = children.iter().find_map(|c| {
+            let labels = c.metadata.labels.as_ref()?;
+            if labels.get("tekton.dev/pipelineTask") != Some(&task) {
+                return None;
+            }
+            c.status.as_ref()?.task_spec.as_deref().cloned()
+        });
+        if let Some(spec) = started {
+            out.insert(key, spec);
+            continue;
+        }
         let resolver = r.resolver.as_deref().unwrap_or_default();
         let req = crate::resolution::request(resolver, &r.params, Kind::Task);
         let failed = |m: String| {
@@ -244,17 +264,18 @@ async fn apply(
         Ok((spec, _)) => tasks(spec, &ns, &ctx).await?,
         Err(_) => BTreeMap::new(),
     };
+    let task_runs: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &ns);
+    let children = owned_children(&pr, &task_runs, &name).await?;
     let mut early = None;
-    if let Ok((spec, _)) = &resolved {
-        match remote_tasks(&pr, spec, &ns, &ctx, &mut task_specs) {
+    if let Ok((spec, pipeline)) = &resolved {
+        let at = (spec, pipeline.as_deref());
+        match remote_tasks(&pr, at, &children, (&ns, &ctx), &mut task_specs) {
             Err(f) if f.reason == RESOLVING_TASK => return waiting(&pr, &ctx, &ns, &f).await,
             Err(f) => early = Some(f),
             Ok(()) => {}
         }
     }
     let pr = with_source(pr, &resolved, &ns, &ctx);
-    let task_runs: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &ns);
-    let children = owned_children(&pr, &task_runs, &name).await?;
 
     let mut plan = pipelinerun::reconcile(
         Observed {

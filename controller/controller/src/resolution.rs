@@ -34,6 +34,8 @@ pub const KEEP: Duration = Duration::from_secs(300);
 const KEEP_FAILURE: Duration = Duration::from_secs(5);
 /// Answers kept at most.
 pub const MAX_ENTRIES: usize = 1000;
+/// Bytes of answers kept at most (the controller's memory is bounded).
+pub const MAX_BYTES: usize = 32 << 20;
 
 /// Where one ref stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,8 +49,19 @@ pub enum Poll {
 
 #[derive(Debug)]
 enum Entry {
-    Running,
+    /// Since when; one running past its time has died (a panic) and is
+    /// tried again.
+    Running(Instant),
     Done(Result<Resolved, String>, Instant),
+}
+
+impl Entry {
+    fn bytes(&self) -> usize {
+        match self {
+            Entry::Done(Ok(r), _) => r.data.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// The controller's resolutions.
@@ -118,14 +131,22 @@ impl Resolution {
     /// Where `req` (of a run in namespace `ns`) stands; starts it when it
     /// has not been asked for (or its last answer is too old).
     pub fn poll(&self, client: &Client, ns: &str, req: &Request) -> Poll {
-        let id = format!(
-            "{ns}\n{}",
-            tektite_engine::remote::key(&req.resolver, &params_of(req))
-        );
+        let id = serde_json::to_string(&(
+            ns,
+            req.kind.lower(),
+            tektite_engine::remote::key(&req.resolver, &params_of(req)),
+        ))
+        .unwrap_or_default();
         {
             let mut entries = lock(&self.entries);
             match entries.get(&id) {
-                Some(Entry::Running) => return Poll::Pending,
+                // One running past any time it could take has died: again.
+                Some(Entry::Running(since))
+                    if since.elapsed()
+                        < self.timeout + Duration::from_secs(WORKERS as u64 * 60) =>
+                {
+                    return Poll::Pending;
+                }
                 Some(Entry::Done(r, at)) => {
                     let keep = if r.is_ok() { KEEP } else { KEEP_FAILURE };
                     if at.elapsed() < keep {
@@ -135,22 +156,10 @@ impl Resolution {
                         };
                     }
                 }
-                None => {}
+                Some(Entry::Running(_)) | None => {}
             }
-            if entries.len() >= MAX_ENTRIES {
-                let oldest = entries
-                    .iter()
-                    .filter_map(|(k, e)| match e {
-                        Entry::Done(_, at) => Some((k.clone(), *at)),
-                        Entry::Running => None,
-                    })
-                    .min_by_key(|(_, at)| *at)
-                    .map(|(k, _)| k);
-                if let Some(k) = oldest {
-                    entries.remove(&k);
-                }
-            }
-            entries.insert(id.clone(), Entry::Running);
+            evict(&mut entries);
+            entries.insert(id.clone(), Entry::Running(Instant::now()));
         }
         let (resolvers, permits, entries) = (
             self.resolvers.clone(),
@@ -165,8 +174,9 @@ impl Resolution {
             self.cluster.clone(),
         );
         tokio::spawn(async move {
+            // Waiting for a worker does not count against the time limit.
+            let permit = permits.acquire().await;
             let work = async {
-                let _permit = permits.acquire().await.map_err(|e| e.to_string())?;
                 if req.resolver == "cluster" {
                     return cluster(&client, &req, &rules).await;
                 }
@@ -176,9 +186,10 @@ impl Resolution {
                     .await
                     .map_err(|e| e.to_string())
             };
-            let result = match tokio::time::timeout(timeout, work).await {
-                Ok(r) => r,
-                Err(_) => Err(format!(
+            let result = match (permit, tokio::time::timeout(timeout, work).await) {
+                (Err(e), _) => Err(e.to_string()),
+                (Ok(_), Ok(r)) => r,
+                (Ok(_), Err(_)) => Err(format!(
                     "resolution took longer than global timeout of {}s",
                     timeout.as_secs()
                 )),
@@ -186,6 +197,26 @@ impl Resolution {
             lock(&entries).insert(id, Entry::Done(result, Instant::now()));
         });
         Poll::Pending
+    }
+}
+
+/// Makes room for one more entry: the oldest answers go while there are
+/// too many or they weigh too much.
+fn evict(entries: &mut HashMap<String, Entry>) {
+    let mut bytes: usize = entries.values().map(Entry::bytes).sum();
+    while entries.len() >= MAX_ENTRIES || bytes > MAX_BYTES {
+        let oldest = entries
+            .iter()
+            .filter_map(|(k, e)| match e {
+                Entry::Done(_, at) => Some((k.clone(), *at)),
+                Entry::Running(_) => None,
+            })
+            .min_by_key(|(_, at)| *at)
+            .map(|(k, _)| k);
+        let Some(k) = oldest else { break };
+        if let Some(e) = entries.remove(&k) {
+            bytes -= e.bytes();
+        }
     }
 }
 
@@ -267,6 +298,16 @@ async fn cluster(client: &Client, req: &Request, rules: &ClusterRules) -> Result
             "missing required cluster resolver params: {}",
             missing.join(", ")
         ));
+    }
+    for (what, v) in [("namespace", &ns), ("name", &name)] {
+        let ok = !v.is_empty()
+            && v.len() <= 253
+            && v.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !v.starts_with(['-', '.']);
+        if !ok {
+            return Err(format!("invalid {what} {v:?}: not a Kubernetes name"));
+        }
     }
     rules.check(&ns)?;
     let fail = |e: kube::Error| e.to_string();

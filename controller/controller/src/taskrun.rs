@@ -168,6 +168,10 @@ async fn find_task(
         )));
     };
     if r.resolver.is_some() && r.kind.as_deref().is_none_or(|k| k == "Task") {
+        // Resolved once: a run goes on with the spec its status keeps.
+        if let Some(spec) = tr.status.as_ref().and_then(|s| s.task_spec.as_deref()) {
+            return Ok(Ok((spec.clone(), None)));
+        }
         return Ok(remote_task(tr, ns, ctx, r));
     }
     if r.resolver.is_some() || r.kind.as_deref().is_some_and(|k| k != "Task") {

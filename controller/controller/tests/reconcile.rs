@@ -1764,6 +1764,7 @@ async fn a_pipelineref_and_its_tasks_through_git_are_resolved_before_the_first_t
                 ("Unknown".to_string(), "ResolvingPipelineRef".to_string())
             );
         }),
+        call("GET", TASK_RUNS, 200, list(vec![])).check(|q, _| children_query(q)),
         writes_status(PIPELINE_RUNS, "build-run").check(|_, body| {
             assert_eq!(
                 condition(&body["status"]),
@@ -1860,5 +1861,38 @@ async fn the_cluster_resolver_reads_another_namespace_within_the_rules() {
         taskrun::reconcile(Arc::new(tr), ctx).await
     })
     .await;
+    out.unwrap();
+}
+
+/// Regression: a run resolved once was resolved again once the answer had
+/// left the cache (5 minutes), going back to `ResolvingTaskRef` mid-run
+/// and taking whatever the branch had become. The spec its status keeps
+/// is what it goes on with.
+#[tokio::test]
+async fn regression_a_resolved_run_was_resolved_again_after_the_cache_expired() {
+    let tr = task_run(json!({
+        "spec": {"taskRef": {"name": null, "resolver": "git",
+            "params": [{"name": "url", "value": "file:///nowhere"}, {"name": "pathInRepo", "value": "t.yaml"}]}},
+        "status": {"taskSpec": {"steps": [{"name": "say", "image": "alpine", "command": ["echo", "kept"]}]},
+                   "startTime": "2026-11-27T09:59:00Z"}}));
+    let calls = vec![
+        call(
+            "GET",
+            format!("{PODS}/greet-run-pod"),
+            404,
+            not_found("pod"),
+        ),
+        call("POST", PODS, 201, Value::Null).check(|_, pod| {
+            assert!(
+                pod["spec"]["containers"][0]["args"]
+                    .to_string()
+                    .contains("kept")
+            );
+        }),
+        writes_status(TASK_RUNS, "greet-run").check(|_, body| {
+            assert_ne!(condition(&body["status"]).1, "ResolvingTaskRef");
+        }),
+    ];
+    let (out, _) = scenario(calls, |ctx| taskrun::reconcile(Arc::new(tr), ctx)).await;
     out.unwrap();
 }

@@ -227,19 +227,23 @@ fn elapsed(since: &Time, now: Timestamp) -> Duration {
 /// The refs of `spec`'s pipeline tasks to Tasks through resolvers, their
 /// params substituted as the run's TaskRuns will have them (the run's
 /// params over the Pipeline's defaults, and its context; a task result is
-/// left as written): what an executor resolves before the engine plans,
+/// left as written, and such a ref is resolved by its TaskRun, once the
+/// result is known): what an executor resolves before the engine plans,
 /// keeping each spec under [`crate::remote::task_ref_key`] of the ref.
+/// Each with its pipeline task's name.
 ///
 /// # Errors
 /// The run's params do not fit the Pipeline (the engine fails the run so).
 pub fn remote_task_refs(
     pr: &PipelineRun,
     spec: &PipelineSpec,
+    pipeline_name: Option<&str>,
     now: Timestamp,
-) -> Result<Vec<tektite_api::v1::TaskRef>, Failure> {
+) -> Result<Vec<(String, tektite_api::v1::TaskRef)>, Failure> {
     let run = Run::new(pr, now);
     let me = format!("{}/{}", run.ns, run.name);
-    let label = run.name.clone();
+    // As Pipeline::check names it: the Pipeline's name, else the run's.
+    let label = pipeline_name.unwrap_or(&run.name).to_string();
     let pl = format!("{}/{label}", run.ns);
     let values = check::check_params(pr, spec, &me, &pl)?;
     let vars = check::pipeline_vars(&run, spec, &values, &label);
@@ -249,8 +253,8 @@ pub fn remote_task_refs(
         .tasks
         .iter()
         .chain(&substituted.finally)
-        .filter_map(|pt| pt.task_ref.clone())
-        .filter(|r| r.resolver.is_some())
+        .filter_map(|pt| Some((pt.name.clone(), pt.task_ref.clone()?)))
+        .filter(|(_, r)| r.resolver.is_some())
         .collect())
 }
 

@@ -249,6 +249,8 @@ fn missing_task<'t>(
     let missing: BTreeSet<String> = tasks
         .filter_map(|t| crate::remote::task_ref_key(t.task_ref.as_ref()?))
         .filter(|n| crate::remote::is_remote(n) == remote && !specs.contains_key(n))
+        // A ref that uses a task result is resolved by its TaskRun.
+        .filter(|n| !(remote && n.contains("$(")))
         .collect();
     let Some(n) = missing.first() else {
         return Ok(());
