@@ -24,6 +24,7 @@ pub mod diag;
 pub mod load;
 pub mod param;
 pub mod path;
+pub mod redact;
 pub mod refs;
 pub mod schema;
 pub mod stepaction;

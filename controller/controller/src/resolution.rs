@@ -114,11 +114,25 @@ impl Resolution {
         timeout: Duration,
         plain_http: Vec<String>,
     ) -> Result<Resolution, tektite_resolve::Error> {
-        let resolvers = Resolvers::new(tektite_resolve::Options {
+        Resolution::with_options(tektite_resolve::Options {
             timeout,
             plain_http,
+            // No file:// and none of the controller's own git or registry
+            // credentials: a run has only the Secrets its params name.
+            machine: false,
             ..Default::default()
-        })?;
+        })
+    }
+
+    /// With these resolver options (tests use this machine's `file://`).
+    ///
+    /// # Errors
+    /// The resolvers' HTTP clients cannot be made.
+    pub fn with_options(
+        options: tektite_resolve::Options,
+    ) -> Result<Resolution, tektite_resolve::Error> {
+        let timeout = options.timeout;
+        let resolvers = Resolvers::new(options)?;
         Ok(Resolution {
             resolvers: Arc::new(resolvers),
             permits: Arc::new(tokio::sync::Semaphore::new(WORKERS)),

@@ -933,7 +933,9 @@ async fn a_remote_pipeline_with_tasks_from_git_and_a_bundle_runs_on_the_controll
     let work = tempfile::tempdir().unwrap();
     let repo = work.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
-    let url = format!("file://{}", repo.display());
+    // Over git's own protocol: the controller refuses file:// (its files).
+    let port = free_port();
+    let url = format!("git://127.0.0.1:{port}/repo");
     std::fs::write(
         repo.join("task.yaml"),
         format!(
@@ -966,6 +968,28 @@ async fn a_remote_pipeline_with_tasks_from_git_and_a_bundle_runs_on_the_controll
     git(&["init", "--quiet", "--initial-branch=main"]);
     git(&["add", "-A"]);
     git(&["commit", "--quiet", "-m", "tasks"]);
+    let mut daemon = Command::new("git")
+        .args([
+            "daemon",
+            "--export-all",
+            "--reuseaddr",
+            "--listen=127.0.0.1",
+        ])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", work.path().display()))
+        .arg(work.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "git daemon did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let registry = Registry::start();
     let bundle = format!("{}/demo/tasks:v1", registry.host);
@@ -1027,4 +1051,6 @@ async fn a_remote_pipeline_with_tasks_from_git_and_a_bundle_runs_on_the_controll
         format!("{}/demo/tasks", registry.host)
     );
     assert_eq!(bundle_source["entryPoint"], "from-bundle");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
 }

@@ -176,6 +176,15 @@ where
     let server = tokio::spawn(serve(handle, calls));
     let mut ctx = Context::new(Client::new(svc, "default"), Arc::new(NoImages));
     ctx.now = now;
+    // The repositories these tests make are file:// ones, which the
+    // controller itself refuses (see tektite-resolve's tests).
+    ctx.resolution =
+        tektite_controller::resolution::Resolution::with_options(tektite_resolve::Options {
+            machine: true,
+            ..Default::default()
+        })
+        .ok()
+        .map(Arc::new);
     let ctx = Arc::new(ctx);
     let out = tokio::time::timeout(Duration::from_secs(5), f(ctx))
         .await

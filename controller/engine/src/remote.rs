@@ -46,7 +46,10 @@ pub fn describe(k: &str) -> String {
     };
     match serde_json::from_str::<(String, Vec<(String, String)>)>(body) {
         Ok((resolver, ps)) => {
-            let ps: Vec<String> = ps.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            let ps: Vec<String> = ps
+                .iter()
+                .map(|(n, v)| format!("{n}={}", tektite_api::redact::redact(v)))
+                .collect();
             format!("resolver {resolver} ({})", ps.join(", "))
         }
         Err(_) => body.to_string(),

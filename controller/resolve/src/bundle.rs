@@ -83,7 +83,7 @@ pub(crate) async fn resolve(
         .filter(|k| !k.is_empty())
         .unwrap_or(req.kind.lower())
         .to_ascii_lowercase();
-    let last = format!("bundle\n{bundle}\n{kind}\n{name}");
+    let last = crate::key(&["bundle", bundle, &kind, name]);
     if rs.options.offline {
         return rs.cache.get("last", &last).ok_or_else(|| {
             format!("offline, and {kind} {name:?} of {bundle} is not in the cache")
@@ -95,7 +95,7 @@ pub(crate) async fn resolve(
         .manifest_of(bundle, creds.as_ref())
         .await
         .map_err(|e| format!("cannot retrieve the oci image: {e}"))?;
-    let pinned = format!("bundle\n{}@{digest}\n{kind}\n{name}", r.name());
+    let pinned = crate::key(&["bundle", &format!("{}@{digest}", r.name()), &kind, name]);
     if let Some(hit) = rs.cache.get("immutable", &pinned) {
         rs.cache.put("last", &last, &hit);
         return Ok(hit);
@@ -229,6 +229,10 @@ fn credentials(
             .get(name, ".dockerconfigjson")
             .map_err(|e| format!("cannot get the registry credentials: {e}"))?;
         return Ok(from_docker_config(&json, &registry));
+    }
+    if !rs.options.machine {
+        // The controller's own credentials are not a run's to use.
+        return Ok(None);
     }
     let mut files = Vec::new();
     files.extend(rs.options.docker_config.clone());

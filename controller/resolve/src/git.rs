@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::{MAX_DOCUMENT, RefSource, Request, Resolved, Resolvers, Secrets};
+use crate::{MAX_DOCUMENT, RefSource, Request, Resolved, Resolvers, Secrets, key};
 
 pub(crate) async fn resolve(
     rs: &Resolvers,
@@ -31,6 +31,11 @@ pub(crate) async fn resolve(
     req.required(&["url", "pathInRepo"])?;
     let url = req.param("url").unwrap_or_default().to_string();
     check_url(&url)?;
+    if !rs.options.machine && url.starts_with("file://") {
+        return Err(format!(
+            "invalid git repository url: {url}: file:// reads the controller's own files"
+        ));
+    }
     let revision = match req.param("revision") {
         Some(r) if !r.is_empty() => r.to_string(),
         _ => "main".to_string(),
@@ -55,8 +60,8 @@ pub(crate) async fn resolve(
         }
         None => None,
     };
-    let pinned = |commit: &str| format!("git\n{url}\n{commit}\n{path}");
-    let last = format!("git\n{url}\n{revision}\n{path}");
+    let pinned = |commit: &str| key(&["git", &url, commit, &path]);
+    let last = key(&["git", &url, &revision, &path]);
     if is_full_sha(&revision)
         && let Some(hit) = rs.cache.get("immutable", &pinned(&revision))
     {
@@ -69,9 +74,11 @@ pub(crate) async fn resolve(
     }
     let timeout = rs.options.timeout;
     let (u, r, p) = (url.clone(), revision.clone(), path.clone());
-    let (commit, data) = tokio::task::spawn_blocking(move || fetch(&u, &r, &p, token, timeout))
-        .await
-        .map_err(|e| format!("git: {e}"))??;
+    let machine = rs.options.machine;
+    let (commit, data) =
+        tokio::task::spawn_blocking(move || fetch(&u, &r, &p, token, timeout, machine))
+            .await
+            .map_err(|e| format!("git: {e}"))??;
     let resolved = Resolved {
         data,
         source: RefSource {
@@ -96,7 +103,8 @@ fn check_url(url: &str) -> Result<(), String> {
     let scp_like = url.split_once('@').is_some_and(|(user, rest)| {
         !user.is_empty() && rest.contains(':') && !rest.starts_with(':')
     });
-    if url.starts_with('-') || !(scheme_ok || scp_like) {
+    // `transport::address` would name a remote helper (ext::, fd::).
+    if url.starts_with('-') || url.contains("::") || !(scheme_ok || scp_like) {
         return Err(format!("invalid git repository url: {url}"));
     }
     Ok(())
@@ -130,11 +138,13 @@ fn fetch(
     path: &str,
     token: Option<Vec<u8>>,
     timeout: Duration,
+    machine: bool,
 ) -> Result<(String, Vec<u8>), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("a scratch directory: {e}"))?;
     let git = Git {
         dir: dir.path(),
         timeout,
+        machine,
     };
     git.run(&["init", "--quiet", "--bare", "."], None)?;
     git.run(
@@ -190,6 +200,8 @@ fn text(bytes: Vec<u8>) -> String {
 struct Git<'a> {
     dir: &'a Path,
     timeout: Duration,
+    /// Whether this machine's git configuration and credentials apply.
+    machine: bool,
 }
 
 impl Git<'_> {
@@ -207,22 +219,47 @@ impl Git<'_> {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // After whatever GIT_CONFIG_* the environment already has (the
+        // machine's; none in the controller): only these transports.
+        let mut config: Vec<(String, String)> = Vec::new();
+        if !self.machine {
+            cmd.env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("HOME", self.dir)
+                .env_remove("GIT_CONFIG_COUNT")
+                .env("GIT_ASKPASS", "/bin/false")
+                .env("SSH_ASKPASS", "/bin/false");
+        }
+        config.push(("protocol.allow".into(), "never".into()));
+        let mut allowed = vec!["https", "http", "git", "ssh"];
+        if self.machine {
+            allowed.push("file");
+        }
+        for p in allowed {
+            config.push((format!("protocol.{p}.allow"), "always".into()));
+        }
         if let Some(t) = token {
-            // After whatever GIT_CONFIG_* the environment already has.
-            let n: usize = std::env::var("GIT_CONFIG_COUNT")
-                .ok()
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
             let mut basic = b"git:".to_vec();
             basic.extend_from_slice(t);
             let header = format!(
                 "Authorization: Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(basic)
             );
-            cmd.env("GIT_CONFIG_COUNT", (n + 1).to_string())
-                .env(format!("GIT_CONFIG_KEY_{n}"), "http.extraHeader")
-                .env(format!("GIT_CONFIG_VALUE_{n}"), header);
+            config.push(("http.extraHeader".into(), header));
         }
+        let n: usize = if self.machine {
+            std::env::var("GIT_CONFIG_COUNT")
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        for (i, (k, v)) in config.iter().enumerate() {
+            cmd.env(format!("GIT_CONFIG_KEY_{}", n + i), k)
+                .env(format!("GIT_CONFIG_VALUE_{}", n + i), v);
+        }
+        cmd.env("GIT_CONFIG_COUNT", (n + config.len()).to_string());
         let mut child = cmd.spawn().map_err(|e| format!("cannot run git: {e}"))?;
         let mut err = Vec::new();
         let stderr = child.stderr.take();
@@ -278,7 +315,14 @@ mod tests {
         ] {
             assert!(check_url(ok).is_ok(), "{ok}");
         }
-        for bad in ["/tmp/r", "-uhoh", "h/r", "@h:r", "x@:r"] {
+        for bad in [
+            "/tmp/r",
+            "-uhoh",
+            "h/r",
+            "@h:r",
+            "x@:r",
+            "ext::sh -c touch% /tmp/x@h:r",
+        ] {
             assert!(check_url(bad).is_err(), "{bad}");
         }
         assert_eq!(clean_path("/a/b.yaml").unwrap(), "a/b.yaml");

@@ -52,9 +52,9 @@ pub(crate) async fn resolve(
         .filter(|d| !d.is_empty())
         .map(parse_digest)
         .transpose()?;
-    let key = format!("http\n{url}");
+    let key = crate::key(&["http", url]);
     if let Some((alg, hex)) = &want {
-        let pinned = format!("{key}\n{alg}:{hex}");
+        let pinned = crate::key(&["http", url, alg, hex]);
         if let Some(hit) = rs.cache.get("immutable", &pinned) {
             return Ok(hit);
         }
@@ -112,8 +112,11 @@ pub(crate) async fn resolve(
         data: body,
     };
     if let Some((alg, hex)) = &want {
-        rs.cache
-            .put("immutable", &format!("{key}\n{alg}:{hex}"), &resolved);
+        rs.cache.put(
+            "immutable",
+            &crate::key(&["http", url, alg, hex]),
+            &resolved,
+        );
     }
     rs.cache.put("last", &key, &resolved);
     Ok(resolved)

@@ -55,7 +55,7 @@ pub(crate) async fn resolve(rs: &Resolvers, req: &Request) -> Result<Resolved, S
         base.trim_end_matches('/')
     );
     let wanted = req.param("version").unwrap_or_default();
-    let last = format!("hub\n{package}\n{wanted}");
+    let last = crate::key(&["hub", &package, wanted]);
     if rs.options.offline {
         return rs
             .cache
@@ -80,6 +80,11 @@ pub(crate) async fn resolve(rs: &Resolvers, req: &Request) -> Result<Resolved, S
     let a: Answer = serde_json::from_slice(&body)
         .map_err(|e| format!("{endpoint} answered no package (data.manifestRaw): {e}"))?;
     let data = a.data.manifest_raw.into_bytes();
+    if data.len() > MAX_DOCUMENT {
+        return Err(format!(
+            "{endpoint}: the document is larger than {MAX_DOCUMENT} bytes"
+        ));
+    }
     let resolved = Resolved {
         source: RefSource {
             uri: Some(endpoint),

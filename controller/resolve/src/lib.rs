@@ -153,6 +153,11 @@ pub struct Options {
     pub plain_http: Vec<String>,
     /// A docker `config.json` with registry credentials for bundles.
     pub docker_config: Option<PathBuf>,
+    /// Whether this machine's own setup may be used: `file://` git URLs,
+    /// git's configuration and credential helpers, the docker config. True
+    /// for `tkt run` (the user's own machine); false in the controller,
+    /// where a run must not reach the controller's files or credentials.
+    pub machine: bool,
 }
 
 impl Default for Options {
@@ -164,6 +169,7 @@ impl Default for Options {
             artifact_hub: "https://artifacthub.io".into(),
             plain_http: Vec::new(),
             docker_config: None,
+            machine: true,
         }
     }
 }
@@ -244,9 +250,13 @@ impl Resolvers {
                 self.options.timeout.as_secs()
             )),
         };
-        out.map_err(|message| Error {
+        out.map(|mut r| {
+            r.source.uri = r.source.uri.as_deref().map(redact);
+            r
+        })
+        .map_err(|message| Error {
             resolver: req.resolver.clone(),
-            message,
+            message: redact(&message),
         })
     }
 }
@@ -296,6 +306,13 @@ pub fn decode(label: &str, data: &[u8], kind: Kind) -> Result<tektite_api::load:
         ));
     }
     Ok(found)
+}
+
+pub use tektite_api::redact::redact;
+
+/// A cache key of `parts` (JSON, so no part can run into the next).
+fn key(parts: &[&str]) -> String {
+    serde_json::to_string(parts).unwrap_or_default()
 }
 
 /// `sha256` hex of `bytes`.

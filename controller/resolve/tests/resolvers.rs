@@ -301,6 +301,81 @@ fn git_failures_name_what_failed() {
 }
 
 #[test]
+fn off_the_machine_git_refuses_file_urls_and_ignores_local_credentials() {
+    let repo = Repo::new();
+    let rs = Resolvers::new(Options {
+        machine: false,
+        timeout: Duration::from_secs(20),
+        ..Options::default()
+    })
+    .unwrap();
+    let e = resolve(
+        &rs,
+        &request(
+            "git",
+            Kind::Task,
+            &[
+                ("url", &repo.file_url()),
+                ("pathInRepo", "tasks/hello.yaml"),
+            ],
+        ),
+        &tektite_resolve::NoSecrets,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("file:// reads the controller's own files"),
+        "{e}"
+    );
+    // Over the network it works, with no configuration of this machine.
+    let r = resolve(
+        &rs,
+        &request(
+            "git",
+            Kind::Task,
+            &[
+                ("url", &repo.daemon_url()),
+                ("pathInRepo", "tasks/hello.yaml"),
+            ],
+        ),
+        &tektite_resolve::NoSecrets,
+    )
+    .unwrap();
+    assert_eq!(r.source.digest["sha1"], repo.head);
+}
+
+#[test]
+fn credentials_in_a_url_never_reach_a_message_or_a_source() {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let rs = resolvers(None, false);
+    for (resolver, url) in [
+        (
+            "http",
+            format!("http://ada:s3cret@127.0.0.1:{closed}/t.yaml"),
+        ),
+        (
+            "git",
+            format!("https://ada:s3cret@127.0.0.1:{closed}/r.git"),
+        ),
+    ] {
+        let e = resolve(
+            &rs,
+            &request(
+                resolver,
+                Kind::Task,
+                &[("url", &url), ("pathInRepo", "t.yaml")],
+            ),
+            &tektite_resolve::NoSecrets,
+        )
+        .unwrap_err();
+        assert!(!e.contains("s3cret") && !e.contains("ada:"), "{e}");
+    }
+}
+
+#[test]
 fn git_answers_offline_from_its_cache_and_says_what_it_lacks() {
     let repo = Repo::new();
     let cache = tempfile::tempdir().unwrap();
