@@ -677,19 +677,18 @@ fn record_source(
     }
 }
 
-/// A PipelineRun made ready: its Pipeline and Tasks resolved, flags
-/// applied, checked.
-fn prepare_pipeline_run(
+/// The Pipeline a run embeds, names (in the given files, `--task-dir` and
+/// the catalog) or has a resolver find (its source then recorded in the
+/// run's status); the refusal is printed.
+fn pipeline_of(
     args: &Args,
     inputs: &mut Inputs,
-    mut pr: Box<PipelineRun>,
-    file: &str,
-    claims: &mut BTreeMap<String, PathBuf>,
-) -> anyhow::Result<Result<Job, Refused>> {
-    let who = format!("{file}: PipelineRun {}", display_name(&pr.metadata));
-    let resolved = match (&pr.spec.pipeline_spec, &pr.spec.pipeline_ref) {
+    pr: &mut PipelineRun,
+    who: &str,
+) -> Result<(PipelineSpec, Option<String>), Refused> {
+    match (&pr.spec.pipeline_spec, &pr.spec.pipeline_ref) {
         (Some(s), _) => Ok(((**s).clone(), None)),
-        (None, Some(r)) if r.resolver.is_some() => match resolve_pipeline_ref(inputs, &pr, args) {
+        (None, Some(r)) if r.resolver.is_some() => match resolve_pipeline_ref(inputs, pr, args) {
             Ok((key, spec)) => {
                 let source = inputs.source_of(&key);
                 record_source(
@@ -700,7 +699,7 @@ fn prepare_pipeline_run(
             }
             Err(m) => {
                 note(&format!("{who}: {m}"));
-                return Ok(Err(EXIT_INVALID));
+                Err(EXIT_INVALID)
             }
         },
         (None, Some(r)) => {
@@ -711,11 +710,27 @@ fn prepare_pipeline_run(
                     note(&format!(
                         "{who}: spec.pipelineRef.name: no Pipeline {n:?} in the given files, --task-dir folders or the catalog"
                     ));
-                    return Ok(Err(EXIT_INVALID));
+                    Err(EXIT_INVALID)
                 }
             }
         }
         _ => unreachable!("validated"),
+    }
+}
+
+/// A PipelineRun made ready: its Pipeline and Tasks resolved, flags
+/// applied, checked.
+fn prepare_pipeline_run(
+    args: &Args,
+    inputs: &mut Inputs,
+    mut pr: Box<PipelineRun>,
+    file: &str,
+    claims: &mut BTreeMap<String, PathBuf>,
+) -> anyhow::Result<Result<Job, Refused>> {
+    let who = format!("{file}: PipelineRun {}", display_name(&pr.metadata));
+    let resolved = match pipeline_of(args, inputs, &mut pr, &who) {
+        Ok(found) => Ok(found),
+        Err(code) => return Ok(Err(code)),
     };
     let Ok((spec, _)) = &resolved else {
         unreachable!()

@@ -19,34 +19,7 @@ pub(crate) async fn resolve(
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!("url {url} is not a valid http(s) url"));
     }
-    let user = req.param("http-username").filter(|u| !u.is_empty());
-    let secret = req.param("http-password-secret").filter(|s| !s.is_empty());
-    let auth = match (user, secret) {
-        (Some(u), Some(s)) => {
-            let key = req
-                .param("http-password-secret-key")
-                .filter(|k| !k.is_empty())
-                .unwrap_or("password");
-            let password = secrets
-                .get(s, key)
-                .map_err(|e| format!("cannot get the password: {e}"))?;
-            Some((
-                u.to_string(),
-                String::from_utf8_lossy(&password).into_owned(),
-            ))
-        }
-        (Some(_), None) => {
-            return Err(
-                "missing required param http-password-secret when using http-username".into(),
-            );
-        }
-        (None, Some(_)) => {
-            return Err(
-                "missing required param http-username when using http-password-secret".into(),
-            );
-        }
-        (None, None) => None,
-    };
+    let auth = basic_auth(req, secrets)?;
     let want = req
         .param("digest")
         .filter(|d| !d.is_empty())
@@ -120,6 +93,39 @@ pub(crate) async fn resolve(
     }
     rs.cache.put("last", &key, &resolved);
     Ok(resolved)
+}
+
+/// The user and password to send, when `http-username` and
+/// `http-password-secret` are given (both or neither).
+fn basic_auth(req: &Request, secrets: &dyn Secrets) -> Result<Option<(String, String)>, String> {
+    let user = req.param("http-username").filter(|u| !u.is_empty());
+    let secret = req.param("http-password-secret").filter(|s| !s.is_empty());
+    Ok(match (user, secret) {
+        (Some(u), Some(s)) => {
+            let key = req
+                .param("http-password-secret-key")
+                .filter(|k| !k.is_empty())
+                .unwrap_or("password");
+            let password = secrets
+                .get(s, key)
+                .map_err(|e| format!("cannot get the password: {e}"))?;
+            Some((
+                u.to_string(),
+                String::from_utf8_lossy(&password).into_owned(),
+            ))
+        }
+        (Some(_), None) => {
+            return Err(
+                "missing required param http-password-secret when using http-username".into(),
+            );
+        }
+        (None, Some(_)) => {
+            return Err(
+                "missing required param http-username when using http-password-secret".into(),
+            );
+        }
+        (None, None) => None,
+    })
 }
 
 /// `sha256:<64 hex>` or `sha512:<128 hex>`.
