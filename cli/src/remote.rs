@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use tektite_api::data::{DataKind, DataSet};
 use tektite_api::load::Object;
 use tektite_api::param::ParamValue;
-use tektite_api::stepaction::StepActionSpec;
 use tektite_api::v1::{Param, PipelineSpec, RefSource, TaskRun, TaskSpec};
 use tektite_engine::remote;
 use tektite_engine::stepaction::{self, StepActions};
@@ -49,14 +48,6 @@ impl tektite_resolve::Secrets for DataSecrets {
     }
 }
 
-/// What a resolution gave: a Task, Pipeline or StepAction spec.
-#[derive(Debug)]
-pub enum Found {
-    Task(Box<TaskSpec>),
-    Pipeline(Box<PipelineSpec>),
-    StepAction(Box<StepActionSpec>),
-}
-
 impl Remote {
     /// # Errors
     /// The runtime or the HTTP clients cannot be made.
@@ -83,7 +74,7 @@ impl Remote {
 
     /// Resolves `resolver` with `params` (already substituted), expecting
     /// `kind`; `at` is the ref's place for messages. Returns its remote key
-    /// and what it found, loaded and validated.
+    /// and the object it found (of `kind`), loaded and validated.
     ///
     /// # Errors
     /// Every problem, as lines naming the place, the source and the field.
@@ -93,7 +84,7 @@ impl Remote {
         resolver: &str,
         params: &[Param],
         kind: Kind,
-    ) -> Result<(String, Found), String> {
+    ) -> Result<(String, Object), String> {
         let key = remote::key(resolver, params);
         let req = Request {
             resolver: resolver.to_string(),
@@ -107,11 +98,8 @@ impl Remote {
             .rt
             .block_on(self.resolvers.resolve(&req, &self.secrets))
             .map_err(|e| format!("{at}: {e}"))?;
-        let label = got.label();
-        let text = String::from_utf8(got.data.clone()).map_err(|_| {
-            format!("{at}: {label}: the answer is not text (UTF-8), so not a YAML or JSON document")
-        })?;
-        let found = load(&label, &text, kind).map_err(|e| format!("{at}: {e}"))?;
+        let found = tektite_resolve::decode(&got.label(), &got.data, kind)
+            .map_err(|e| format!("{at}: {e}"))?;
         self.sources.insert(key.clone(), got.source);
         Ok((key, found))
     }
@@ -140,8 +128,8 @@ impl Remote {
                 continue;
             }
             let (key, found) = self.fetch(&here, resolver, &params, Kind::StepAction)?;
-            if let Found::StepAction(sa) = found {
-                actions.insert(key, *sa);
+            if let Object::StepAction(sa) = found {
+                actions.insert(key, sa.spec);
             }
         }
         Ok(())
@@ -174,8 +162,8 @@ impl Remote {
                     if !tasks.contains_key(&remote::key(resolver, &params)) {
                         let (key, found) =
                             self.fetch(&format!("{here}.taskRef"), resolver, &params, Kind::Task)?;
-                        if let Found::Task(t) = found {
-                            tasks.insert(key, *t);
+                        if let Object::Task(t) = found {
+                            tasks.insert(key, t.spec);
                         }
                     }
                 }
@@ -247,25 +235,6 @@ pub fn substitute(at: &str, params: &[Param], vars: &Vars) -> Result<Vec<Param>,
     }
     known_before_start(at, &out)?;
     Ok(out)
-}
-
-/// The one object of `kind` in the resolved text, validated; errors name
-/// `label` as the file.
-fn load(label: &str, text: &str, kind: Kind) -> Result<Found, String> {
-    Ok(
-        match tektite_resolve::decode(label, text.as_bytes(), kind)? {
-            Object::Task(t) => Found::Task(Box::new(t.spec)),
-            Object::Pipeline(p) => Found::Pipeline(Box::new(p.spec)),
-            Object::StepAction(s) => Found::StepAction(Box::new(s.spec)),
-            o => {
-                return Err(format!(
-                    "{label}: resource is not a {}: it is a {}",
-                    kind.lower(),
-                    o.kind()
-                ));
-            }
-        },
-    )
 }
 
 /// Whether running `spec` needs a resolver: a pipeline task's `taskRef`

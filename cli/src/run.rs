@@ -451,12 +451,15 @@ fn prepare_task_run(
     claims: &mut BTreeMap<String, PathBuf>,
 ) -> anyhow::Result<Result<Job, Refused>> {
     let who = format!("{file}: TaskRun {}", display_name(&tr.metadata));
+    let mut remote_key = None;
     let source = match (&tr.spec.task_spec, &tr.spec.task_ref) {
         (Some(s), _) => TaskSource::Spec(s.clone(), None),
         (None, Some(r)) if r.resolver.is_some() => {
-            let flags = flag_values(args);
-            match resolve_task_ref(inputs, &tr, &flags) {
-                Ok(spec) => TaskSource::Spec(Box::new(spec), None),
+            match resolve_task_ref(inputs, &tr, &flag_values(args)) {
+                Ok((key, spec)) => {
+                    remote_key = Some(key);
+                    TaskSource::Spec(Box::new(spec), None)
+                }
                 Err(m) => {
                     note(&format!("{who}: {m}"));
                     return Ok(Err(EXIT_INVALID));
@@ -509,19 +512,9 @@ fn prepare_task_run(
         return Ok(Err(EXIT_INVALID));
     }
     let source = source.with_step_actions(&tr, &inputs.step_actions);
-    if let Some(k) = tr
-        .spec
-        .task_ref
-        .as_ref()
-        .filter(|r| r.resolver.is_some())
-        .and_then(tektite_engine::remote::task_ref_key)
-    {
-        let flags = flag_values(args);
-        let k = remote_task_key(&tr, &flags).unwrap_or(k);
-        record_source(
-            &mut tr.status.get_or_insert_with(Default::default).provenance,
-            inputs.source_of(&k),
-        );
+    if let Some(src) = remote_key.and_then(|k| inputs.source_of(&k)) {
+        let st = tr.status.get_or_insert_with(Default::default);
+        tektite_engine::status::record_source(&mut st.provenance, src);
     }
     if let TaskSource::Failed(f) = &source {
         note(&format!("{who}: {}: {}", f.reason, f.message));
@@ -557,24 +550,13 @@ fn with_flags(given: &[Param], flags: &[Param]) -> Vec<Param> {
     out
 }
 
-/// The remote key of a TaskRun's `taskRef`, its params substituted with the
-/// run's.
-fn remote_task_key(tr: &TaskRun, flags: &[Param]) -> Option<String> {
-    let r = tr.spec.task_ref.as_ref()?;
-    let vars = crate::remote::param_vars(&crate::remote::values(
-        &with_flags(&tr.spec.params, flags),
-        &[],
-    ));
-    let params = crate::remote::substitute("", &r.params, &vars).ok()?;
-    Some(tektite_engine::remote::key(r.resolver.as_deref()?, &params))
-}
-
-/// A TaskRun's Task through its resolver (params from the run and `-p`).
+/// A TaskRun's Task through its resolver (params from the run and `-p`):
+/// its remote key and spec.
 fn resolve_task_ref(
     inputs: &mut Inputs,
     tr: &TaskRun,
     flags: &[Param],
-) -> Result<TaskSpec, String> {
+) -> Result<(String, TaskSpec), String> {
     let r = tr.spec.task_ref.clone().unwrap_or_default();
     let resolver = r.resolver.clone().unwrap_or_default();
     let vars = crate::remote::param_vars(&crate::remote::values(
@@ -589,9 +571,9 @@ fn resolve_task_ref(
         tektite_resolve::Kind::Task,
     )?;
     match found {
-        crate::remote::Found::Task(t) => {
-            inputs.tasks.insert(key, (*t).clone());
-            Ok(*t)
+        Object::Task(t) => {
+            inputs.tasks.insert(key.clone(), t.spec.clone());
+            Ok((key, t.spec))
         }
         _ => Err("spec.taskRef: the resolver did not answer a Task".into()),
     }
@@ -638,9 +620,9 @@ fn resolve_pipeline_ref(
         tektite_resolve::Kind::Pipeline,
     )?;
     match found {
-        crate::remote::Found::Pipeline(p) => {
-            inputs.pipelines.insert(key.clone(), (*p).clone());
-            Ok((key, *p))
+        Object::Pipeline(p) => {
+            inputs.pipelines.insert(key.clone(), p.spec.clone());
+            Ok((key, p.spec))
         }
         _ => Err("spec.pipelineRef: the resolver did not answer a Pipeline".into()),
     }
@@ -667,16 +649,6 @@ fn remote_pipeline_tasks(
     r
 }
 
-/// Keeps where a spec came from in a run's `status.provenance.refSource`.
-fn record_source(
-    provenance: &mut Option<Box<tektite_api::v1::Provenance>>,
-    source: Option<tektite_api::v1::RefSource>,
-) {
-    if let Some(src) = source {
-        provenance.get_or_insert_with(Default::default).ref_source = Some(src);
-    }
-}
-
 /// The Pipeline a run embeds, names (in the given files, `--task-dir` and
 /// the catalog) or has a resolver find (its source then recorded in the
 /// run's status); the refusal is printed.
@@ -690,11 +662,10 @@ fn pipeline_of(
         (Some(s), _) => Ok(((**s).clone(), None)),
         (None, Some(r)) if r.resolver.is_some() => match resolve_pipeline_ref(inputs, pr, args) {
             Ok((key, spec)) => {
-                let source = inputs.source_of(&key);
-                record_source(
-                    &mut pr.status.get_or_insert_with(Default::default).provenance,
-                    source,
-                );
+                if let Some(src) = inputs.source_of(&key) {
+                    let st = pr.status.get_or_insert_with(Default::default);
+                    tektite_engine::status::record_source(&mut st.provenance, src);
+                }
                 Ok((spec, None))
             }
             Err(m) => {

@@ -293,6 +293,34 @@ fn status_patch<S: Serialize>(kind: &str, status: &S) -> serde_json::Value {
     })
 }
 
+/// A run whose refs are being resolved: its status `Unknown` with the
+/// waiting reason of `why` (written once, see
+/// `tektite_engine::status::wait_for_refs`), reconciled again in a second.
+async fn waiting<K, S>(
+    api: &kube::Api<K>,
+    (kind, name): (&str, &str),
+    mut st: S,
+    conditions: impl FnOnce(&mut S) -> &mut Vec<tektite_api::v1::Condition>,
+    why: &tektite_engine::params::Failure,
+    now: Timestamp,
+) -> Result<kube::runtime::controller::Action, Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    if tektite_engine::status::wait_for_refs(conditions(&mut st), why.reason, &why.message, now) {
+        api.patch_status(
+            name,
+            &kube::api::PatchParams::apply(MANAGER).force(),
+            &kube::api::Patch::Apply(status_patch(kind, &st)),
+        )
+        .await?;
+    }
+    Ok(kube::runtime::controller::Action::requeue(
+        std::time::Duration::from_secs(1),
+    ))
+}
+
 /// Whether `child` names the object of UID `owner_uid` as its controller
 /// (an ownerReference with `controller: true`). Names and labels are for
 /// finding children; this is what makes one ours. An owner without a UID

@@ -172,31 +172,20 @@ fn remote_tasks(
     Ok(())
 }
 
-/// A run whose refs are being resolved: `Unknown` with the waiting reason
-/// (written once), reconciled again in a second.
-async fn waiting(
-    pr: &PipelineRun,
-    ctx: &Context,
-    ns: &str,
-    why: &Failure,
-) -> Result<Action, Error> {
-    let mut st = pr.status.clone().unwrap_or_default();
-    let shown = tektite_api::v1::Condition::succeeded(&st.conditions)
-        .is_some_and(|c| c.reason.as_deref() == Some(why.reason) && c.status == "Unknown");
-    if !shown {
-        tektite_engine::status::set_condition(
-            &mut st.conditions,
-            tektite_engine::status::condition("Unknown", why.reason, &why.message, (ctx.now)()),
-        );
-        let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
-        api.patch_status(
-            pr.metadata.name.as_deref().unwrap_or(""),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(status_patch("PipelineRun", &st)),
-        )
-        .await?;
-    }
-    Ok(Action::requeue(std::time::Duration::from_secs(1)))
+/// The run waits for its refs (see [`crate::waiting`]).
+async fn wait(pr: &PipelineRun, ctx: &Context, ns: &str, why: &Failure) -> Result<Action, Error> {
+    let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
+    let name = pr.metadata.name.as_deref().unwrap_or("");
+    let st = pr.status.clone().unwrap_or_default();
+    crate::waiting(
+        &api,
+        ("PipelineRun", name),
+        st,
+        |s| &mut s.conditions,
+        why,
+        (ctx.now)(),
+    )
+    .await
 }
 
 /// The Tasks the pipeline names (those that exist; the engine fails the run
@@ -258,7 +247,7 @@ async fn apply(
     if let Err(f) = &resolved
         && f.reason == RESOLVING_PIPELINE
     {
-        return waiting(&pr, &ctx, &ns, f).await;
+        return wait(&pr, &ctx, &ns, f).await;
     }
     let mut task_specs = match &resolved {
         Ok((spec, _)) => tasks(spec, &ns, &ctx).await?,
@@ -270,7 +259,7 @@ async fn apply(
     if let Ok((spec, pipeline)) = &resolved {
         let at = (spec, pipeline.as_deref());
         match remote_tasks(&pr, at, &children, (&ns, &ctx), &mut task_specs) {
-            Err(f) if f.reason == RESOLVING_TASK => return waiting(&pr, &ctx, &ns, &f).await,
+            Err(f) if f.reason == RESOLVING_TASK => return wait(&pr, &ctx, &ns, &f).await,
             Err(f) => early = Some(f),
             Ok(()) => {}
         }
@@ -353,11 +342,9 @@ fn with_source(
     else {
         return pr;
     };
-    let known = pr
-        .status
-        .as_ref()
-        .and_then(|s| s.provenance.as_ref())
-        .is_some_and(|p| p.ref_source.is_some());
+    let known = tektite_engine::status::has_source(
+        pr.status.as_ref().and_then(|s| s.provenance.as_deref()),
+    );
     if known || resolved.is_err() {
         return pr;
     }
@@ -370,9 +357,7 @@ fn with_source(
     };
     let mut pr = (*pr).clone();
     let st = pr.status.get_or_insert_with(Default::default);
-    st.provenance
-        .get_or_insert_with(Default::default)
-        .ref_source = Some(found.source);
+    tektite_engine::status::record_source(&mut st.provenance, found.source);
     Arc::new(pr)
 }
 

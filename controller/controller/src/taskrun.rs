@@ -15,10 +15,10 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use tektite_api::load::Object;
 use tektite_api::stepaction::StepAction;
-use tektite_api::v1::{Condition, Task, TaskRun};
+use tektite_api::v1::{Task, TaskRun};
 use tektite_engine::params::Failure;
 use tektite_engine::pod::{ImageCommand, pod_name};
-use tektite_engine::status::{condition, fail_task_run, is_done, reason, set_condition};
+use tektite_engine::status::{fail_task_run, is_done, reason};
 use tektite_resolve::Kind;
 
 use crate::resolution::Poll;
@@ -299,7 +299,7 @@ async fn apply(
     if let Err(f) = &resolved
         && (f.reason == RESOLVING_TASK || f.reason == RESOLVING_STEP)
     {
-        return waiting(&tr, &ctx, &name, &ns, f).await;
+        return wait(&tr, &ctx, &name, &ns, f).await;
     }
     let tr = with_source(tr, &ns, &ctx);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -308,32 +308,25 @@ async fn apply(
     execute(&tr, &ctx, &pods, &name, &ns, &plan).await
 }
 
-/// A run whose refs are being resolved: `Unknown` with the waiting reason
-/// (written once), reconciled again in a second.
-async fn waiting(
+/// The run waits for its refs (see [`crate::waiting`]).
+async fn wait(
     tr: &TaskRun,
     ctx: &Context,
     name: &str,
     ns: &str,
     why: &Failure,
 ) -> Result<Action, Error> {
-    let mut st = tr.status.clone().unwrap_or_default();
-    let shown = Condition::succeeded(&st.conditions)
-        .is_some_and(|c| c.reason.as_deref() == Some(why.reason) && c.status == "Unknown");
-    if !shown {
-        set_condition(
-            &mut st.conditions,
-            condition("Unknown", why.reason, &why.message, (ctx.now)()),
-        );
-        let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), ns);
-        api.patch_status(
-            name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(status_patch("TaskRun", &st)),
-        )
-        .await?;
-    }
-    Ok(Action::requeue(std::time::Duration::from_secs(1)))
+    let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), ns);
+    let st = tr.status.clone().unwrap_or_default();
+    crate::waiting(
+        &api,
+        ("TaskRun", name),
+        st,
+        |s| &mut s.conditions,
+        why,
+        (ctx.now)(),
+    )
+    .await
 }
 
 /// The run with where its Task came from (`status.provenance.refSource`),
@@ -342,11 +335,9 @@ fn with_source(tr: Arc<TaskRun>, ns: &str, ctx: &Context) -> Arc<TaskRun> {
     let Some(r) = tr.spec.task_ref.as_ref().filter(|r| r.resolver.is_some()) else {
         return tr;
     };
-    let known = tr
-        .status
-        .as_ref()
-        .and_then(|s| s.provenance.as_ref())
-        .is_some_and(|p| p.ref_source.is_some());
+    let known = tektite_engine::status::has_source(
+        tr.status.as_ref().and_then(|s| s.provenance.as_deref()),
+    );
     if known {
         return tr;
     }
@@ -360,9 +351,7 @@ fn with_source(tr: Arc<TaskRun>, ns: &str, ctx: &Context) -> Arc<TaskRun> {
     };
     let mut tr = (*tr).clone();
     let st = tr.status.get_or_insert_with(Default::default);
-    st.provenance
-        .get_or_insert_with(Default::default)
-        .ref_source = Some(found.source);
+    tektite_engine::status::record_source(&mut st.provenance, found.source);
     Arc::new(tr)
 }
 

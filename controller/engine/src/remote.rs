@@ -4,11 +4,11 @@
 //! An executor resolves every remote ref before its run needs it and keeps
 //! the spec under [`key`]: the resolver and its params as substituted,
 //! behind a mark no Kubernetes name can hold. The engine and the executors
-//! then find a ref's spec by [`task_ref_key`] (and the others) whether it is
-//! named or remote.
+//! then find a Task ref's spec by [`task_ref_key`] whether it is named or
+//! remote (a step ref's: `stepaction::remote_key`).
 
 use tektite_api::param::ParamValue;
-use tektite_api::v1::{Param, PipelineRef, StepRef, TaskRef};
+use tektite_api::v1::{Param, TaskRef};
 
 /// Starts every remote key: not a character of any Kubernetes name.
 const MARK: char = '\u{1}';
@@ -59,25 +59,6 @@ pub fn describe(k: &str) -> String {
 /// Where a Task ref's spec is kept: its key when it names a resolver, else
 /// its name.
 pub fn task_ref_key(r: &TaskRef) -> Option<String> {
-    match (&r.resolver, &r.name) {
-        (Some(res), _) => Some(key(res, &r.params)),
-        (None, Some(n)) => Some(n.clone()),
-        (None, None) => None,
-    }
-}
-
-/// Where a Pipeline ref's spec is kept.
-pub fn pipeline_ref_key(r: &PipelineRef) -> Option<String> {
-    match (&r.resolver, &r.name) {
-        (Some(res), _) => Some(key(res, &r.params)),
-        (None, Some(n)) => Some(n.clone()),
-        (None, None) => None,
-    }
-}
-
-/// Where a step ref's StepAction is kept (its params as given: a caller
-/// substitutes them first where they use the Task's params).
-pub fn step_ref_key(r: &StepRef) -> Option<String> {
     match (&r.resolver, &r.name) {
         (Some(res), _) => Some(key(res, &r.params)),
         (None, Some(n)) => Some(n.clone()),

@@ -958,6 +958,44 @@ pub fn terminate_steps(st: &mut TaskRunStatus, why: &str, pod: &Pod, tr: &TaskRu
     }
 }
 
+/// Where a run's spec came from, kept once as Tekton keeps it: the first
+/// source known goes into `status.provenance.refSource` and stays.
+/// Returns whether it was set now.
+pub fn record_source(
+    provenance: &mut Option<Box<tektite_api::v1::Provenance>>,
+    source: tektite_api::v1::RefSource,
+) -> bool {
+    let p = provenance.get_or_insert_with(Default::default);
+    if p.ref_source.is_some() {
+        return false;
+    }
+    p.ref_source = Some(source);
+    true
+}
+
+/// A run that waits (its refs being resolved): `Succeeded` `Unknown` with
+/// `reason` and `message`. Returns whether that changed the conditions
+/// (a run already waiting for the same reason is left as it is).
+pub fn wait_for_refs(
+    conditions: &mut Vec<Condition>,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> bool {
+    let shown = conditions.iter().any(|c| {
+        c.type_ == "Succeeded" && c.status == "Unknown" && c.reason.as_deref() == Some(reason)
+    });
+    if !shown {
+        set_condition(conditions, condition("Unknown", reason, message, now));
+    }
+    !shown
+}
+
+/// Whether a run's status already says where its spec came from.
+pub fn has_source(provenance: Option<&tektite_api::v1::Provenance>) -> bool {
+    provenance.is_some_and(|p| p.ref_source.is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -770,9 +770,7 @@ impl Runner {
                 .and_then(|k| self.opts.sources.get(&k))
             {
                 let st = tr.status.get_or_insert_with(Default::default);
-                st.provenance
-                    .get_or_insert_with(Default::default)
-                    .ref_source = Some(src.clone());
+                tektite_engine::status::record_source(&mut st.provenance, src.clone());
             }
             let w = self.spawn_worker(tr, source);
             kids.workers.insert(name, w);
