@@ -1,16 +1,18 @@
-//! `tkt pipelinerun|pr` and `tkt taskrun|tr`: list, describe, show logs of
-//! and delete the runs in the local run store (`tektite_local::store`), in
-//! the spirit of `tkn pipelinerun|taskrun list|describe|logs|delete`.
+//! `tkt pipelinerun|pr` and `tkt taskrun|tr`: list, describe, show logs of,
+//! cancel and delete the runs in the local run store
+//! (`tektite_local::store`) or on a cluster (`--cluster`, `-n`, …), in the
+//! spirit of `tkn pipelinerun|taskrun list|describe|logs|cancel|delete`.
 //!
-//! Data flow: the store is read once per command; everything printed is
-//! built by pure functions of the records and `now` (relative ages), so the
-//! formatting is tested without a clock. Text output is laid out the way
+//! Data flow: the command asks a [`Target`] (the store, or a
+//! `cluster::Cluster`) for runs once; everything printed is built by pure
+//! functions of the runs and `now` (relative ages), so both targets print
+//! the same and the formatting is tested without a clock. Text output is laid out the way
 //! `tkn` lays it out with Go's `text/tabwriter` (padding 3) under
 //! `NO_COLOR`: no emojis, no colours.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -32,6 +34,8 @@ pub struct Args {
     /// The run store [default: $XDG_STATE_HOME/tektite, else ~/.local/state/tektite]
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: crate::cluster::TargetArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -50,14 +54,53 @@ pub enum Command {
     /// Delete runs and their logs (a PipelineRun with its TaskRuns)
     #[command(visible_alias = "rm")]
     Delete(DeleteArgs),
+    /// Cancel a run that has not finished
+    Cancel(CancelArgs),
 }
 
-/// Output formats of `list` and `describe`.
+/// Output formats of `list` and `describe`: `json` prints one document (a
+/// list is a `…List` object), `jsonl` one object per line, `name`
+/// `kind.group/name` per line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
     Json,
+    Jsonl,
     Yaml,
+    Name,
+}
+
+/// How a PipelineRun is cancelled (`spec.status`): `Cancelled` (without
+/// `--grace`) stops everything; these run its `finally` tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Grace {
+    /// Running tasks are cancelled, then `finally` runs
+    #[value(name = "CancelledRunFinally")]
+    CancelledRunFinally,
+    /// Running tasks finish, no new ones start, then `finally` runs
+    #[value(name = "StoppedRunFinally")]
+    StoppedRunFinally,
+}
+
+impl Grace {
+    pub fn spec_status(self) -> &'static str {
+        match self {
+            Grace::CancelledRunFinally => "CancelledRunFinally",
+            Grace::StoppedRunFinally => "StoppedRunFinally",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    /// The run (default: the most recent)
+    pub name: Option<String>,
+    /// The most recent run
+    #[arg(long, conflicts_with = "name")]
+    pub last: bool,
+    /// Let the run's `finally` tasks run (PipelineRuns)
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub grace: Option<Grace>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -65,6 +108,12 @@ pub struct ListArgs {
     /// Output format
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Only runs with these labels (`k=v`, `k!=v`, `k`, `!k`, comma-separated)
+    #[arg(short = 'l', long = "label", value_name = "SELECTOR")]
+    pub label: Option<String>,
+    /// Runs of every namespace (a cluster)
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
     /// Only the most recent run
     #[arg(long)]
     pub last: bool,
@@ -104,6 +153,10 @@ pub struct LogsArgs {
     /// Prefix each line with `[task : step] ` (`[step] ` for a TaskRun)
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub prefix: bool,
+    /// Follow the run to its end: every TaskRun and step as it starts;
+    /// exits 0 if the run succeeded, else 1
+    #[arg(short = 'f', long)]
+    pub follow: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,61 +172,96 @@ pub struct DeleteArgs {
     pub force: bool,
 }
 
-/// Runs an inspect command.
+/// Where runs are: the local run store, or a cluster (`cluster::Cluster`).
+/// Both answer the same questions, so every command works, and prints the
+/// same, on either.
+pub trait Target {
+    /// Where runs are looked for, for messages.
+    fn place(&self) -> String;
+    /// The PipelineRuns (matching a label selector).
+    fn pipeline_runs(&self, selector: Option<&str>) -> anyhow::Result<Vec<PipelineRun>>;
+    /// The TaskRuns (matching a label selector).
+    fn task_runs(&self, selector: Option<&str>) -> anyhow::Result<Vec<TaskRun>>;
+    fn pipeline_run(&self, name: &str) -> anyhow::Result<Option<PipelineRun>>;
+    fn task_run(&self, name: &str) -> anyhow::Result<Option<TaskRun>>;
+    /// The TaskRuns a PipelineRun made.
+    fn task_runs_of(&self, pr: &PipelineRun) -> anyhow::Result<Vec<TaskRun>>;
+    /// A TaskRun's containers with their logs, in order.
+    fn logs(&self, tr: &TaskRun) -> anyhow::Result<Vec<(String, Box<dyn Read + '_>)>>;
+    /// Prints the run's logs as it goes, to its end; the exit code of its
+    /// outcome (0 succeeded, 1 not).
+    fn follow(
+        &self,
+        kind: Kind,
+        name: &str,
+        a: &LogsArgs,
+        out: &mut dyn Write,
+    ) -> anyhow::Result<u8>;
+    fn delete(&self, kind: Kind, a: &DeleteArgs) -> anyhow::Result<String>;
+    /// Asks a run that has not finished to stop.
+    fn cancel(&self, kind: Kind, name: &str, grace: Option<Grace>) -> anyhow::Result<String>;
+}
+
+/// Runs an inspect command on the target its flags name.
 ///
-/// Runs left `Running` by a `tkt` that has gone are recovered first (marked
-/// failed, their leftovers stopped). Records that cannot be read are
-/// skipped with a warning naming the file.
+/// On the local store, runs left `Running` by a `tkt` that has gone are
+/// recovered first (marked failed, their leftovers stopped), and records
+/// that cannot be read are skipped with a warning naming the file.
 ///
 /// # Errors
-/// Failures to read the store or to write output; a run that is not in the
-/// store; a named record that cannot be read (the message names its file).
+/// Failures to read the runs or to write output; a run that is not there;
+/// a named record that cannot be read (the message names its file).
 pub fn run(kind: Kind, args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
+    let all_namespaces = matches!(&args.command, Command::List(a) if a.all_namespaces);
+    if args.target.is_cluster() || all_namespaces {
+        let mut c = crate::cluster::Cluster::connect(&args.target)?;
+        c.all_namespaces = all_namespaces;
+        return run_on(kind, &c, &args.command, out);
+    }
     let store = Store::existing(args.state_dir.as_deref())?;
     for r in live::recover_abandoned(&store, None) {
         warn(&r.to_string());
     }
+    run_on(kind, &Local { store }, &args.command, out)
+}
+
+/// Runs an inspect command on `t`.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_on(
+    kind: Kind,
+    t: &dyn Target,
+    command: &Command,
+    out: &mut impl Write,
+) -> anyhow::Result<u8> {
     let now = Timestamp::now();
-    match &args.command {
-        Command::List(a) => {
-            let text = match kind {
-                Kind::PipelineRun => list(kind, readable(store.pipeline_runs()?), a, now)?,
-                Kind::TaskRun => list(kind, readable(store.task_runs()?), a, now)?,
-            };
-            out.write_all(text.as_bytes())?;
-        }
-        Command::Describe(a) => {
-            let text = match kind {
-                Kind::PipelineRun => {
-                    let pr = pick(kind, &store, a.name.as_deref(), Store::pipeline_run, |s| {
-                        s.pipeline_runs().map(readable)
-                    })?;
-                    match a.output {
-                        Output::Text => {
-                            let trs = readable(store.task_runs_of(pr.name())?);
-                            describe_pipeline_run(&pr, &trs, now)
-                        }
-                        o => serialize(&pr, o)?,
-                    }
+    let text = match command {
+        Command::List(a) => match kind {
+            Kind::PipelineRun => list(kind, t.pipeline_runs(a.label.as_deref())?, a, now)?,
+            Kind::TaskRun => list(kind, t.task_runs(a.label.as_deref())?, a, now)?,
+        },
+        Command::Describe(a) => match kind {
+            Kind::PipelineRun => {
+                let pr = pick_pipeline_run(t, a.name.as_deref())?;
+                match a.output {
+                    Output::Text => describe_pipeline_run(&pr, &t.task_runs_of(&pr)?, now),
+                    o => serialize_runs(kind, &[pr], o)?,
                 }
-                Kind::TaskRun => {
-                    let tr = pick(kind, &store, a.name.as_deref(), Store::task_run, |s| {
-                        s.task_runs().map(readable)
-                    })?;
-                    match a.output {
-                        Output::Text => describe_task_run(&tr, now),
-                        o => serialize(&tr, o)?,
-                    }
+            }
+            Kind::TaskRun => {
+                let tr = pick_task_run(t, a.name.as_deref())?;
+                match a.output {
+                    Output::Text => describe_task_run(&tr, now),
+                    o => serialize_runs(kind, &[tr], o)?,
                 }
-            };
-            out.write_all(text.as_bytes())?;
-        }
-        Command::Logs(a) => logs(kind, &store, a, out)?,
-        Command::Delete(a) => {
-            let text = delete(kind, &store, a)?;
-            out.write_all(text.as_bytes())?;
-        }
-    }
+            }
+        },
+        Command::Logs(a) => return logs(kind, t, a, out),
+        Command::Delete(a) => t.delete(kind, a)?,
+        Command::Cancel(a) => cancel(kind, t, a)?,
+    };
+    out.write_all(text.as_bytes())?;
     Ok(0)
 }
 
@@ -192,46 +280,158 @@ fn readable<T>(l: Listing<T>) -> Vec<T> {
     l.runs
 }
 
-/// `logs`: each step's log as a stream (a log may be larger than memory).
-fn logs(kind: Kind, store: &Store, a: &LogsArgs, out: &mut impl Write) -> anyhow::Result<()> {
+/// `cancel`: refused for a run that has finished, as `tkn` does.
+fn cancel(kind: Kind, t: &dyn Target, a: &CancelArgs) -> anyhow::Result<String> {
+    let (name, done) = match kind {
+        Kind::PipelineRun => {
+            let pr = pick_pipeline_run(t, a.name.as_deref())?;
+            (pr.name().to_string(), finished(&pr))
+        }
+        Kind::TaskRun => {
+            if a.grace.is_some() {
+                anyhow::bail!("--grace is for pipelineruns (a taskrun has no finally tasks)");
+            }
+            let tr = pick_task_run(t, a.name.as_deref())?;
+            (tr.name().to_string(), finished(&tr))
+        }
+    };
+    if done {
+        anyhow::bail!("{} {name:?} has already finished", kind.lower());
+    }
+    t.cancel(kind, &name, a.grace)
+}
+
+/// `logs`: each step's log as a stream (a log may be larger than memory);
+/// with `-f`, the run followed to its end (the exit code is its outcome).
+fn logs(kind: Kind, t: &dyn Target, a: &LogsArgs, out: &mut impl Write) -> anyhow::Result<u8> {
+    if kind == Kind::TaskRun && !a.tasks.is_empty() {
+        anyhow::bail!("-t/--task filters the logs of a pipelinerun; for a taskrun use -s/--step");
+    }
+    let name = match kind {
+        Kind::PipelineRun => pick_pipeline_run(t, a.name.as_deref())?.name().to_string(),
+        Kind::TaskRun => pick_task_run(t, a.name.as_deref())?.name().to_string(),
+    };
+    if a.follow {
+        return t.follow(kind, &name, a, out);
+    }
     match kind {
         Kind::PipelineRun => {
-            let pr = pick(kind, store, a.name.as_deref(), Store::pipeline_run, |s| {
-                s.pipeline_runs().map(readable)
-            })?;
-            let mut trs = readable(store.task_runs_of(pr.name())?);
-            for t in &a.tasks {
-                if !trs.iter().any(|tr| pipeline_task(tr) == Some(t.as_str())) {
-                    anyhow::bail!("pipelinerun {:?} has no TaskRun for task {t:?}", pr.name());
+            let Some(pr) = t.pipeline_run(&name)? else {
+                anyhow::bail!("pipelinerun {name:?} not found in {}", t.place());
+            };
+            let mut trs = t.task_runs_of(&pr)?;
+            for task in &a.tasks {
+                if !trs
+                    .iter()
+                    .any(|tr| pipeline_task(tr) == Some(task.as_str()))
+                {
+                    anyhow::bail!("pipelinerun {name:?} has no TaskRun for task {task:?}");
                 }
             }
             trs.retain(|tr| {
                 a.tasks.is_empty()
                     || a.tasks
                         .iter()
-                        .any(|t| pipeline_task(tr) == Some(t.as_str()))
+                        .any(|task| pipeline_task(tr) == Some(task.as_str()))
             });
             let spec = pr.status.as_ref().and_then(|s| s.pipeline_spec.as_deref());
             for tr in log_order(trs, spec) {
                 let task = pipeline_task(&tr).unwrap_or(tr.name()).to_string();
                 let prefix = |step: &str| format!("[{task} : {step}] ");
-                task_run_logs(&tr, &store.logs(&tr), &a.steps, a.prefix, prefix, out)?;
+                task_run_logs(&tr, t.logs(&tr)?, &a.steps, a.prefix, prefix, out)?;
             }
         }
         Kind::TaskRun => {
-            if !a.tasks.is_empty() {
-                anyhow::bail!(
-                    "-t/--task filters the logs of a pipelinerun; for a taskrun use -s/--step"
-                );
-            }
-            let tr = pick(kind, store, a.name.as_deref(), Store::task_run, |s| {
-                s.task_runs().map(readable)
-            })?;
+            let Some(tr) = t.task_run(&name)? else {
+                anyhow::bail!("taskrun {name:?} not found in {}", t.place());
+            };
             let prefix = |step: &str| format!("[{step}] ");
-            task_run_logs(&tr, &store.logs(&tr), &a.steps, a.prefix, prefix, out)?;
+            task_run_logs(&tr, t.logs(&tr)?, &a.steps, a.prefix, prefix, out)?;
         }
     }
-    Ok(())
+    Ok(0)
+}
+
+/// The local run store as a target.
+#[derive(Debug)]
+pub struct Local {
+    pub store: Store,
+}
+
+impl Target for Local {
+    fn place(&self) -> String {
+        format!("the run store ({})", self.store.root().display())
+    }
+
+    fn pipeline_runs(&self, selector: Option<&str>) -> anyhow::Result<Vec<PipelineRun>> {
+        let mut runs = readable(self.store.pipeline_runs()?);
+        if let Some(sel) = selector {
+            let sel = crate::labels::Selector::parse(sel)?;
+            runs.retain(|r| sel.matches(r.metadata.labels.as_ref()));
+        }
+        Ok(runs)
+    }
+
+    fn task_runs(&self, selector: Option<&str>) -> anyhow::Result<Vec<TaskRun>> {
+        let mut runs = readable(self.store.task_runs()?);
+        if let Some(sel) = selector {
+            let sel = crate::labels::Selector::parse(sel)?;
+            runs.retain(|r| sel.matches(r.metadata.labels.as_ref()));
+        }
+        Ok(runs)
+    }
+
+    fn pipeline_run(&self, name: &str) -> anyhow::Result<Option<PipelineRun>> {
+        check_name(Kind::PipelineRun, name)?;
+        Ok(self.store.pipeline_run(name)?)
+    }
+
+    fn task_run(&self, name: &str) -> anyhow::Result<Option<TaskRun>> {
+        check_name(Kind::TaskRun, name)?;
+        Ok(self.store.task_run(name)?)
+    }
+
+    fn task_runs_of(&self, pr: &PipelineRun) -> anyhow::Result<Vec<TaskRun>> {
+        Ok(readable(self.store.task_runs_of(pr.name())?))
+    }
+
+    fn logs(&self, tr: &TaskRun) -> anyhow::Result<Vec<(String, Box<dyn Read + '_>)>> {
+        let mut out: Vec<(String, Box<dyn Read + '_>)> = Vec::new();
+        for (container, path) in self.store.logs(tr) {
+            let file = std::fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
+            out.push((container, Box::new(file)));
+        }
+        Ok(out)
+    }
+
+    fn follow(
+        &self,
+        kind: Kind,
+        name: &str,
+        a: &LogsArgs,
+        out: &mut dyn Write,
+    ) -> anyhow::Result<u8> {
+        crate::follow::follow_local(&self.store, kind, name, &crate::follow::Filter::of(a), out)
+    }
+
+    fn delete(&self, kind: Kind, a: &DeleteArgs) -> anyhow::Result<String> {
+        delete(kind, &self.store, a)
+    }
+
+    fn cancel(&self, kind: Kind, name: &str, grace: Option<Grace>) -> anyhow::Result<String> {
+        if !live::is_live(&self.store, kind, name) {
+            anyhow::bail!(
+                "{} {name:?} is not being run by a tkt (it cannot be cancelled)",
+                kind.lower()
+            );
+        }
+        let how = grace.map_or("Cancelled", Grace::spec_status);
+        live::request_cancel_as(&self.store, kind, name, how)?;
+        Ok(format!(
+            "{} {name} is being cancelled ({how})\n",
+            kind.lower()
+        ))
+    }
 }
 
 /// The order in which a PipelineRun's TaskRuns are shown: a TaskRun comes
@@ -286,7 +486,7 @@ fn log_order(mut trs: Vec<TaskRun>, spec: Option<&PipelineSpec>) -> Vec<TaskRun>
 // ---------------------------------------------------------------- runs
 
 /// What the inspect commands need of a run of either kind.
-trait Run: Serialize {
+pub(crate) trait Run: Serialize {
     fn name(&self) -> &str;
     fn start(&self) -> Option<Timestamp>;
     fn completion(&self) -> Option<Timestamp>;
@@ -385,48 +585,82 @@ fn check_name(kind: Kind, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-type GetFn<T> = fn(&Store, &str) -> Result<Option<T>, tektite_local::store::StoreError>;
-type AllFn<T> = fn(&Store) -> Result<Vec<T>, tektite_local::store::StoreError>;
-
-/// The run called `name`, else the most recent one.
-fn pick<T: Run>(
-    kind: Kind,
-    store: &Store,
-    name: Option<&str>,
-    get: GetFn<T>,
-    all: AllFn<T>,
-) -> anyhow::Result<T> {
+/// The PipelineRun called `name`, else the most recent one.
+fn pick_pipeline_run(t: &dyn Target, name: Option<&str>) -> anyhow::Result<PipelineRun> {
+    let kind = Kind::PipelineRun;
     match name {
-        Some(n) => {
-            check_name(kind, n)?;
-            get(store, n)?.ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{} {n:?} not found in the run store ({})",
-                    kind.lower(),
-                    store.root().display()
-                )
-            })
-        }
-        None => {
-            let mut runs = all(store)?;
-            runs.sort_by(newest_first);
-            runs.into_iter().next().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no {} in the run store ({})",
-                    kind.plural(),
-                    store.root().display()
-                )
-            })
-        }
+        Some(n) => t.pipeline_run(n)?.ok_or_else(|| missing(kind, n, t)),
+        None => newest(t.pipeline_runs(None)?).ok_or_else(|| none(kind, t)),
     }
+}
+
+/// The TaskRun called `name`, else the most recent one.
+fn pick_task_run(t: &dyn Target, name: Option<&str>) -> anyhow::Result<TaskRun> {
+    let kind = Kind::TaskRun;
+    match name {
+        Some(n) => t.task_run(n)?.ok_or_else(|| missing(kind, n, t)),
+        None => newest(t.task_runs(None)?).ok_or_else(|| none(kind, t)),
+    }
+}
+
+fn newest<T: Run>(mut runs: Vec<T>) -> Option<T> {
+    runs.sort_by(newest_first);
+    runs.into_iter().next()
+}
+
+fn missing(kind: Kind, name: &str, t: &dyn Target) -> anyhow::Error {
+    anyhow::anyhow!("{} {name:?} not found in {}", kind.lower(), t.place())
+}
+
+fn none(kind: Kind, t: &dyn Target) -> anyhow::Error {
+    anyhow::anyhow!("no {} in {}", kind.plural(), t.place())
+}
+
+/// A run's name.
+pub(crate) fn name_of<T: Run>(r: &T) -> String {
+    r.name().to_string()
 }
 
 fn serialize<T: Serialize>(value: &T, output: Output) -> anyhow::Result<String> {
     let v = serde_json::to_value(value)?;
     Ok(match output {
         Output::Yaml => tektite_api::yaml::to_yaml(&v),
+        Output::Jsonl => serde_json::to_string(&v)? + "\n",
         _ => serde_json::to_string_pretty(&v)? + "\n",
     })
+}
+
+/// Runs in a machine format: `json`/`yaml` one run as itself and several as
+/// a `…List`, `jsonl` one run a line, `name` `kind.group/name` a line.
+fn serialize_runs<T: Run>(kind: Kind, runs: &[T], output: Output) -> anyhow::Result<String> {
+    let kind_name = match kind {
+        Kind::PipelineRun => "PipelineRun",
+        Kind::TaskRun => "TaskRun",
+    };
+    match output {
+        Output::Name => Ok(runs
+            .iter()
+            .map(|r| format!("{}.tekton.dev/{}\n", kind_name.to_lowercase(), r.name()))
+            .collect()),
+        Output::Jsonl => {
+            let mut t = String::new();
+            for r in runs {
+                t.push_str(&serialize(r, Output::Jsonl)?);
+            }
+            Ok(t)
+        }
+        o => match runs {
+            [one] => serialize(one, o),
+            _ => {
+                let v = serde_json::json!({
+                    "apiVersion": tektite_api::v1::API_VERSION,
+                    "kind": format!("{kind_name}List"),
+                    "items": runs,
+                });
+                serialize(&v, o)
+            }
+        },
+    }
 }
 
 // ---------------------------------------------------------------- list
@@ -444,18 +678,19 @@ fn list<T: Run>(
     }
     match a.output {
         Output::Text => Ok(list_text(kind, &runs, now, !a.no_headers)),
-        o => {
-            let kind_name = match kind {
-                Kind::PipelineRun => "PipelineRunList",
-                Kind::TaskRun => "TaskRunList",
-            };
+        Output::Json | Output::Yaml => {
+            // A list is a list, whatever its length.
             let v = serde_json::json!({
                 "apiVersion": tektite_api::v1::API_VERSION,
-                "kind": kind_name,
+                "kind": match kind {
+                    Kind::PipelineRun => "PipelineRunList",
+                    Kind::TaskRun => "TaskRunList",
+                },
                 "items": runs,
             });
-            serialize(&v, o)
+            serialize(&v, a.output)
         }
+        o => serialize_runs(kind, &runs, o),
     }
 }
 
@@ -843,35 +1078,45 @@ fn go_timeout(s: &str) -> String {
 /// (with or without `step-`).
 fn task_run_logs(
     tr: &TaskRun,
-    logs: &[(String, PathBuf)],
+    logs: Vec<(String, Box<dyn Read + '_>)>,
     steps: &[String],
     with_prefix: bool,
     prefix: impl Fn(&str) -> String,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let states: Vec<&StepState> = tr.status.iter().flat_map(|s| &s.steps).collect();
-    for (container, path) in logs {
+    for (container, log) in logs {
         if container.starts_with("sidecar-") {
             continue;
         }
-        let step = states
-            .iter()
-            .find(|s| s.container.as_deref() == Some(container.as_str()))
-            .map(|s| s.name.as_str())
-            .unwrap_or_else(|| container.strip_prefix("step-").unwrap_or(container));
-        if !steps.is_empty() && !steps.iter().any(|s| s == step || s == container) {
+        let step = step_of(tr, &container);
+        if !steps.is_empty() && !steps.iter().any(|s| *s == step || *s == container) {
             continue;
         }
         let p = if with_prefix {
-            prefix(step)
+            prefix(&step)
         } else {
             String::new()
         };
-        let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-        copy_prefixed(file, p.as_bytes(), out).with_context(|| format!("{}", path.display()))?;
+        copy_prefixed(log, p.as_bytes(), out).with_context(|| format!("log of {container}"))?;
         out.write_all(b"\n")?;
     }
     Ok(())
+}
+
+/// The step a container of `tr` runs (its status's name for it, else the
+/// container's name without `step-`).
+pub fn step_of(tr: &TaskRun, container: &str) -> String {
+    tr.status
+        .iter()
+        .flat_map(|s| &s.steps)
+        .find(|s| s.container.as_deref() == Some(container))
+        .map(|s| s.name.clone())
+        .unwrap_or_else(|| {
+            container
+                .strip_prefix("step-")
+                .unwrap_or(container)
+                .to_string()
+        })
 }
 
 /// Copies `from` to `out` with `prefix` before each line, in bounded memory

@@ -13,8 +13,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod bundle;
+pub mod cluster;
+pub mod cluster_run;
 pub mod files;
+pub mod follow;
 pub mod inspect;
+pub mod labels;
 pub mod remote;
 pub mod run;
 pub mod stepactions;

@@ -65,10 +65,10 @@ pub enum Format {
 pub struct Args {
     /// Files or directories with TaskRun/PipelineRun documents, or a Task/Pipeline
     #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
-    files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
     /// A param: name=value; arrays as a,b,c; objects as k1:v1,k2:v2
     #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
-    params: Vec<String>,
+    pub(crate) params: Vec<String>,
     /// A workspace: name=PATH (a host directory), name=emptyDir (an empty
     /// directory for each TaskRun) or name=volumeClaimTemplate (one
     /// directory for the run, shared by its TaskRuns)
@@ -77,7 +77,7 @@ pub struct Args {
         long = "workspace",
         value_name = "NAME=PATH|emptyDir|volumeClaimTemplate"
     )]
-    workspaces: Vec<String>,
+    pub(crate) workspaces: Vec<String>,
     /// More folders of Tasks and Pipelines that references resolve against
     #[arg(long = "task-dir", value_name = "DIR")]
     task_dirs: Vec<PathBuf>,
@@ -115,13 +115,18 @@ pub struct Args {
     offline: bool,
     /// Print the final run object (status included) on stdout; logs go to stderr
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
-    output: Format,
+    pub(crate) output: Format,
     /// Keep pods and run directories after the run
     #[arg(long)]
     keep: bool,
     /// No colours (also NO_COLOR)
     #[arg(long = "no-color")]
     no_color: bool,
+    /// On a cluster: create the runs, print their names and exit
+    #[arg(long)]
+    pub(crate) detach: bool,
+    #[command(flatten)]
+    pub(crate) target: crate::cluster::TargetArgs,
 }
 
 /// The shipped catalog: `TEKTITE_CATALOG`, else `tasks/` of this source tree.
@@ -154,7 +159,7 @@ fn print_diagnostics(diags: &[Diagnostic]) {
 }
 
 /// Parses `-p name=value` for a param declared as `kind` (tkn's forms).
-fn param_value(raw: &str, kind: &str) -> anyhow::Result<ParamValue> {
+pub(crate) fn param_value(raw: &str, kind: &str) -> anyhow::Result<ParamValue> {
     Ok(match kind {
         "array" => ParamValue::Array(if raw.is_empty() {
             Vec::new()
@@ -1007,6 +1012,13 @@ fn env_flags(flags: &[String]) -> Result<Vec<(String, String)>, String> {
 /// # Errors
 /// Failures to write output or to open the store.
 pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
+    if args.target.is_cluster() {
+        return crate::cluster_run::run(args, out);
+    }
+    if args.detach {
+        note("tkt: --detach is for runs on a cluster (--cluster, -n, --context, --kubeconfig)");
+        return Ok(EXIT_INVALID);
+    }
     let grace = match duration_flag("--grace-period", &args.grace_period) {
         Ok(g) => g,
         Err(m) => {

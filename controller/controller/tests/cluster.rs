@@ -1,6 +1,7 @@
 //! The real `tektite-controller` binary against a fake API server on
-//! loopback (`cluster/apiserver.rs`: list, watch, create, patch, ...), with
-//! the local podman runtime as its kubelet (`cluster/kubelet.rs`): the
+//! loopback (`tektite_devcluster::apiserver`: list, watch, create, patch,
+//! ...), with the local podman runtime as its kubelet
+//! (`tektite_devcluster::kubelet`): the
 //! `tests/` TaskRuns and PipelineRuns are created as `kubectl create` would,
 //! the binary's watches, leader election, config-defaults watch and
 //! reconcilers turn them into Pods, the Pods run in real containers, and the
@@ -14,20 +15,15 @@
 // Test helpers panic on setup failures by design.
 #![allow(clippy::unwrap_used)]
 
-#[path = "cluster/apiserver.rs"]
-mod apiserver;
-#[path = "cluster/kubelet.rs"]
-mod kubelet;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use apiserver::{ApiServer, Key};
-use kubelet::Kubelet;
 use serde_json::{Value, json};
 use tektite_api::load::Object;
+use tektite_devcluster::apiserver::{ApiServer, Key};
+use tektite_devcluster::kubelet::Kubelet;
 
 const TEKTON: &str = "tekton.dev/v1";
 const BUSYBOX: &str = "localhost/tektite/busybox:latest";
@@ -77,7 +73,7 @@ struct Replica {
 
 impl Replica {
     fn spawn(api: &ApiServer, dir: &Path, identity: &str, args: &[&str]) -> Replica {
-        let kubeconfig = api.kubeconfig(dir);
+        let kubeconfig = api.kubeconfig(dir).unwrap();
         let metrics = format!("127.0.0.1:{}", free_port());
         let log = dir.join(format!("{identity}.log"));
         let out = std::fs::File::create(&log).unwrap();
@@ -169,10 +165,10 @@ impl std::ops::Deref for Cluster {
 impl Cluster {
     /// Starts everything; `args` go to the controller after the test's own.
     async fn start(args: &[&str]) -> Cluster {
-        let api = ApiServer::start().await;
+        let api = ApiServer::start().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let controller = Replica::spawn(&api, dir.path(), "replica-a", args);
-        let kubelet = Kubelet::start(api.shared.clone(), dir.path().join("kubelet"));
+        let kubelet = Kubelet::start(api.shared.clone(), dir.path().join("kubelet")).unwrap();
         Cluster {
             api,
             controller,

@@ -181,6 +181,22 @@ impl Journal {
         self.path.with_extension("cancel").exists()
     }
 
+    /// How the run was asked to be cancelled, if it was: a PipelineRun's
+    /// `spec.status` (`Cancelled`, `CancelledRunFinally`,
+    /// `StoppedRunFinally`); an empty or unreadable request is `Cancelled`.
+    pub fn cancel_request(&self) -> Option<String> {
+        let path = self.path.with_extension("cancel");
+        if !path.exists() {
+            return None;
+        }
+        let how = read_small(&path).unwrap_or_default();
+        Some(match how.trim() {
+            "CancelledRunFinally" => "CancelledRunFinally".into(),
+            "StoppedRunFinally" => "StoppedRunFinally".into(),
+            _ => "Cancelled".into(),
+        })
+    }
+
     /// Kills everything the run has started, at once (a second Ctrl-C):
     /// the runner then sees its pods end and records the run.
     pub fn stop_now(&self) {
@@ -202,8 +218,33 @@ impl Journal {
 /// # Errors
 /// The request cannot be written.
 pub fn request_cancel(store: &Store, kind: RunKind, name: &str) -> Result<(), StoreError> {
+    request_cancel_as(store, kind, name, "Cancelled")
+}
+
+/// Asks the `tkt` carrying out a run to cancel it as `how` says (a
+/// PipelineRun's `spec.status`: `Cancelled`, `CancelledRunFinally` or
+/// `StoppedRunFinally`). Written whole (a reader never sees half of it).
+pub fn request_cancel_as(
+    store: &Store,
+    kind: RunKind,
+    name: &str,
+    how: &str,
+) -> Result<(), StoreError> {
     let path = journal_path(store, kind, name).with_extension("cancel");
-    fs::write(&path, b"").map_err(io(&path))
+    crate::store::write_atomic(&path, how.as_bytes())
+}
+
+/// At most 64 bytes of a small file the run store holds (a step cannot
+/// write here, but nothing read is trusted to be small).
+fn read_small(path: &Path) -> Option<String> {
+    use std::io::Read as _;
+    let mut s = String::new();
+    fs::File::open(path)
+        .ok()?
+        .take(64)
+        .read_to_string(&mut s)
+        .ok()?;
+    Some(s)
 }
 
 /// Drops a cancel request that no run will take (its run ended first).

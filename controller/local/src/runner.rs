@@ -602,10 +602,13 @@ impl Runner {
 
     /// Whether another command asked for this run to be cancelled.
     fn cancel_requested(&self) -> bool {
-        self.opts
-            .journal
-            .as_ref()
-            .is_some_and(|j| j.cancel_requested())
+        self.cancel_request().is_some()
+    }
+
+    /// How another command asked for this run to be cancelled (a
+    /// PipelineRun's `spec.status`), if it did.
+    fn cancel_request(&self) -> Option<String> {
+        self.opts.journal.as_ref().and_then(|j| j.cancel_request())
     }
 
     fn spawn_worker(&self, tr: TaskRun, source: TaskSource) -> WorkerHandle {
@@ -722,10 +725,16 @@ impl Runner {
                 wait = wait.min(Duration::from_secs(1));
             }
             wait = wait.min(CANCEL_POLL);
-            let msg = if pr.spec.status.is_none() && self.cancel_requested() {
-                Ok(Msg::Interrupt)
-            } else {
-                self.rx.recv_timeout(wait)
+            let request = pr.spec.status.is_none().then(|| self.cancel_request());
+            let msg = match request.flatten() {
+                Some(how) if how == "Cancelled" => Ok(Msg::Interrupt),
+                Some(graceful) => {
+                    // CancelledRunFinally or StoppedRunFinally: the engine
+                    // stops (or lets finish) the tasks and runs finally.
+                    pr.spec.status = Some(graceful);
+                    continue;
+                }
+                None => self.rx.recv_timeout(wait),
             };
             match msg {
                 Ok(Msg::Interrupt) => {

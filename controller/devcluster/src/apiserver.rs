@@ -1,12 +1,19 @@
 //! A fake Kubernetes API server over HTTP/1.1 on loopback, for the real
-//! `tektite-controller` binary: objects in memory with resource versions,
-//! list (label and field selectors), watch (a chunked stream of events from
-//! a resource version), get, create (409 when the name exists;
-//! `generateName`), replace (409 on a stale resourceVersion), merge patch
-//! strategic merge patch (lists merged by `name`) and server-side apply (a
-//! `/status` apply replaces the status, as with a single field manager), and
-//! delete. It serves any group and resource; it
-//! does no validation, defaulting or garbage collection.
+//! `tektite-controller` binary and `tkt --cluster`: objects in memory with
+//! resource versions, list (label and field selectors), watch (a chunked
+//! stream of events from a resource version), get, create (409 when the
+//! name exists; `generateName`), replace (409 on a stale resourceVersion),
+//! merge patch, strategic merge patch (lists merged by `name`) and
+//! server-side apply (as with a single field manager: the object given
+//! replaces the one stored, its status aside; a `/status` apply replaces
+//! the status; an apply creates a missing object), delete (dependents named
+//! by `ownerReferences` go too, as the garbage collector's background
+//! deletion), and `pods/log` (with `container` and `follow`) from the log
+//! files the kubelet writes. It serves any group and resource; it does no
+//! validation, defaulting or authorisation.
+//!
+//! `POST /_dev/cut` ends every open watch and log stream (clients see a
+//! dropped connection), for testing that clients resume.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -59,26 +66,59 @@ struct State {
     names: u64,
 }
 
+/// Where the log of a pod's container is: `(namespace, pod, container)`.
+pub type LogPath = Box<dyn Fn(&str, &str, &str) -> PathBuf + Send + Sync>;
+
 /// The server's state, shared by the HTTP side and the test (and its
 /// kubelet thread).
 pub struct Shared {
     state: Mutex<State>,
     changed: tokio::sync::watch::Sender<u64>,
+    /// Bumped by `POST /_dev/cut`: open watches and log streams end.
+    cut: tokio::sync::watch::Sender<u64>,
+    logs: Mutex<Option<LogPath>>,
 }
 
-/// A running fake API server; it stops with the test's runtime.
-#[derive(Clone)]
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// A running fake API server; it stops with its tokio runtime.
+#[derive(Debug, Clone)]
 pub struct ApiServer {
     pub shared: Arc<Shared>,
     pub url: String,
 }
 
-fn respond(status: u16, v: &Value) -> Response<BoxBody<Bytes, Infallible>> {
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(v).unwrap_or_default())).boxed())
-        .unwrap()
+/// A response body; a stream's error cuts its connection (as a dropped
+/// connection would).
+type Body = BoxBody<Bytes, std::io::Error>;
+type Chunk = Result<Frame<Bytes>, std::io::Error>;
+
+/// A response of `status` with `body` of `content_type`.
+fn response(status: u16, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+fn respond(status: u16, v: &Value) -> Response<Body> {
+    let bytes = Bytes::from(serde_json::to_vec(v).unwrap_or_default());
+    let body = Full::new(bytes).map_err(|never| match never {}).boxed();
+    response(status, "application/json", body)
+}
+
+/// A response streaming what `rx` is sent, until its senders go.
+fn streamed(content_type: &'static str, rx: tokio::sync::mpsc::Receiver<Chunk>) -> Response<Body> {
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    response(200, content_type, BodyExt::boxed(StreamBody::new(stream)))
 }
 
 fn status(code: u16, reason: &str, message: String) -> Value {
@@ -246,6 +286,30 @@ fn kind_of(resource: &str) -> String {
 }
 
 impl State {
+    /// Deletes the objects whose `ownerReferences` name `uid`, and theirs,
+    /// as the garbage collector's background deletion does.
+    fn delete_dependents(&mut self, uid: &str) {
+        let mut uids = vec![uid.to_string()];
+        while let Some(owner) = uids.pop() {
+            let dependents: Vec<(Key, Value)> = self
+                .objects
+                .iter()
+                .filter(|(_, o)| {
+                    o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner.as_str()))
+                })
+                .map(|(k, o)| (k.clone(), o.clone()))
+                .collect();
+            for (k, o) in dependents {
+                if let Some(u) = o["metadata"]["uid"].as_str() {
+                    uids.push(u.to_string());
+                }
+                self.record(k, "DELETED", o);
+            }
+        }
+    }
+
     fn record(&mut self, key: Key, kind: &'static str, mut object: Value) -> Value {
         self.rv += 1;
         object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
@@ -366,13 +430,19 @@ impl Shared {
         true
     }
 
-    /// Deletes the object at `key` (as `kubectl delete`); whether it was there.
+    /// Deletes the object at `key` and its dependents (as `kubectl
+    /// delete`); whether it was there.
     pub fn delete(&self, key: &Key) -> bool {
         let mut st = self.lock();
         let Some(current) = st.objects.get(key).cloned() else {
             return false;
         };
+        let uid = current["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         st.record(key.clone(), "DELETED", current);
+        st.delete_dependents(&uid);
         let rv = st.rv;
         drop(st);
         self.notify(rv);
@@ -437,6 +507,13 @@ impl Shared {
             ),
             (m, Some(name)) => {
                 let key = Key::new(&gv, &resource, &namespace, &name);
+                let apply = content_type.starts_with("application/apply-patch");
+                if m == "PATCH" && apply && sub.is_none() && self.get(&key).is_none() {
+                    // Server-side apply creates what is not there.
+                    let mut obj = body;
+                    obj["metadata"]["name"] = json!(name);
+                    return self.create(&gv, &resource, &namespace, obj);
+                }
                 let mut st = self.lock();
                 let Some(current) = st.objects.get(&key).cloned() else {
                     let message = format!("{resource} \"{name}\" not found");
@@ -444,7 +521,13 @@ impl Shared {
                 };
                 let (code, out) = match m {
                     "GET" => return (200, current),
-                    "DELETE" => (200, st.record(key, "DELETED", current)),
+                    "DELETE" => {
+                        let uid = current["metadata"]["uid"].as_str().unwrap_or_default();
+                        let uid = uid.to_string();
+                        let out = st.record(key, "DELETED", current);
+                        st.delete_dependents(&uid);
+                        (200, out)
+                    }
                     "PUT" => {
                         let given = body["metadata"]["resourceVersion"].as_str();
                         if given.is_some_and(|rv| {
@@ -462,7 +545,6 @@ impl Shared {
                     }
                     "PATCH" => {
                         let mut new = current.clone();
-                        let apply = content_type.starts_with("application/apply-patch");
                         if sub.as_deref() == Some("status") {
                             let s = body.get("status").cloned().unwrap_or(Value::Null);
                             if apply {
@@ -477,7 +559,12 @@ impl Shared {
                             if let Value::Object(p) = &mut patch {
                                 p.remove("status");
                             }
-                            if content_type.starts_with("application/strategic-merge-patch") {
+                            if apply {
+                                // One field manager: what it applies is
+                                // the object, status and identity aside.
+                                new = applied(&current, patch);
+                            } else if content_type.starts_with("application/strategic-merge-patch")
+                            {
                                 strategic_patch(&mut new, &patch);
                             } else {
                                 merge_patch(&mut new, &patch);
@@ -505,11 +592,7 @@ impl Shared {
 
     /// The events of `gv`/`resource` (in `ns`, else all) after `from`,
     /// matching the selectors, as long as the client reads them.
-    fn watch(
-        self: Arc<Self>,
-        path: &str,
-        q: &BTreeMap<String, String>,
-    ) -> Response<BoxBody<Bytes, Infallible>> {
+    fn watch(self: Arc<Self>, path: &str, q: &BTreeMap<String, String>) -> Response<Body> {
         let Some(Route {
             gv,
             resource,
@@ -525,8 +608,9 @@ impl Shared {
             .get("resourceVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(256);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(256);
         let mut changed = self.changed.subscribe();
+        let mut cut = self.cut.subscribe();
         tokio::spawn(async move {
             let matches = |key: &Key, o: &Value| {
                 key.gv == gv
@@ -568,18 +652,162 @@ impl Shared {
                 }
                 tokio::select! {
                     r = changed.changed() => if r.is_err() { return },
+                    _ = cut.changed() => {
+                        let _ = tx.send(Err(std::io::Error::other("cut"))).await;
+                        return;
+                    }
                     () = tx.closed() => return,
                 }
             }
         });
-        let stream =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-        Response::builder()
-            .status(200)
-            .header("content-type", "application/json")
-            .body(BodyExt::boxed(StreamBody::new(stream)))
-            .unwrap()
+        streamed("application/json", rx)
     }
+
+    /// Where the kubelet writes the logs of pods' containers.
+    pub fn serve_logs_from(&self, path: LogPath) {
+        *self
+            .logs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(path);
+    }
+
+    /// Ends every open watch and log stream.
+    pub fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// `GET pods/NAME/log`: the container's log as the kubelet wrote it;
+    /// with `follow`, streamed until the container has ended and its log
+    /// has been still for a moment (the kubelet writes the last lines
+    /// after it sees the container end), or the pod is deleted.
+    fn pod_log(self: Arc<Self>, key: Key, q: &BTreeMap<String, String>) -> Response<Body> {
+        let Some(pod) = self.get(&key) else {
+            let message = format!("pods \"{}\" not found", key.name);
+            return respond(404, &status(404, "NotFound", message));
+        };
+        let names: Vec<String> = pod["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_string))
+            .collect();
+        let container = match (q.get("container"), names.as_slice()) {
+            (Some(c), _) => c.clone(),
+            (None, [only]) => only.clone(),
+            (None, _) => {
+                let message = format!(
+                    "a container name must be specified for pod {}, choose one of: [{}]",
+                    key.name,
+                    names.join(" ")
+                );
+                return respond(400, &status(400, "BadRequest", message));
+            }
+        };
+        if !names.contains(&container) {
+            let message = format!("container {container} is not valid for pod {}", key.name);
+            return respond(400, &status(400, "BadRequest", message));
+        }
+        let path = {
+            let logs = self
+                .logs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            logs.as_ref()
+                .map(|f| f(&key.namespace, &key.name, &container))
+        };
+        let Some(path) = path.filter(|p| p.exists()) else {
+            let message = format!(
+                "container \"{container}\" in pod \"{}\" is waiting to start: ContainerCreating",
+                key.name
+            );
+            return respond(400, &status(400, "BadRequest", message));
+        };
+        let follow = q.get("follow").is_some_and(|f| f == "true" || f == "1");
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(self.stream_log(key, container, path, follow, tx));
+        streamed("text/plain", rx)
+    }
+
+    async fn stream_log(
+        self: Arc<Self>,
+        key: Key,
+        container: String,
+        path: PathBuf,
+        follow: bool,
+        tx: tokio::sync::mpsc::Sender<Chunk>,
+    ) {
+        use tokio::io::AsyncReadExt;
+        let Ok(mut file) = tokio::fs::File::open(&path).await else {
+            return;
+        };
+        let mut cut = self.cut.subscribe();
+        let mut buf = vec![0u8; 64 * 1024];
+        // Polls at EOF since the container ended (or the pod went).
+        let mut still = 0u32;
+        loop {
+            let n = file.read(&mut buf).await.unwrap_or(0);
+            if n > 0 {
+                still = 0;
+                let chunk = Bytes::copy_from_slice(&buf[..n]);
+                if tx.send(Ok(Frame::data(chunk))).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            if !follow {
+                return;
+            }
+            let ended = self
+                .get(&key)
+                .is_none_or(|pod| container_ended(&pod, &container));
+            if ended {
+                still += 1;
+                if still > 5 {
+                    return;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                _ = cut.changed() => {
+                    let _ = tx.send(Err(std::io::Error::other("cut"))).await;
+                    return;
+                }
+                () = tx.closed() => return,
+            }
+        }
+    }
+}
+
+/// Whether the pod's status says `container` has terminated.
+fn container_ended(pod: &Value, container: &str) -> bool {
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["name"] == container && c["state"].get("terminated").is_some())
+}
+
+/// `patch` applied over `current` by its only field manager: the object
+/// applied, with the stored identity, status, `apiVersion` and `kind`.
+fn applied(current: &Value, mut patch: Value) -> Value {
+    let m = &current["metadata"];
+    for k in [
+        "uid",
+        "creationTimestamp",
+        "resourceVersion",
+        "namespace",
+        "name",
+    ] {
+        if !m[k].is_null() {
+            patch["metadata"][k] = m[k].clone();
+        }
+    }
+    for k in ["apiVersion", "kind", "status"] {
+        if !current[k].is_null() && patch.get(k).is_none() {
+            patch[k] = current[k].clone();
+        }
+    }
+    patch
 }
 
 fn event(kind: &str, o: &Value) -> Vec<u8> {
@@ -588,15 +816,24 @@ fn event(kind: &str, o: &Value) -> Vec<u8> {
     line
 }
 
-async fn serve(
-    shared: Arc<Shared>,
-    req: Request<Incoming>,
-) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let q = query(req.uri().query().unwrap_or(""));
     if method == Method::GET && q.get("watch").is_some_and(|w| w == "true" || w == "1") {
         return Ok(shared.watch(&path, &q));
+    }
+    if method == Method::POST && path == "/_dev/cut" {
+        shared.cut();
+        return Ok(respond(200, &json!({"cut": true})));
+    }
+    if method == Method::GET
+        && let Some(r) = route(&path)
+        && r.resource == "pods"
+        && r.subresource.as_deref() == Some("log")
+        && let (Some(ns), Some(name)) = (r.namespace, r.name)
+    {
+        return Ok(shared.pod_log(Key::new(&r.gv, "pods", &ns, &name), &q));
     }
     let content_type = req
         .headers()
@@ -622,12 +859,25 @@ async fn serve(
 
 impl ApiServer {
     /// Listens on a free loopback port (in the current tokio runtime).
-    pub async fn start() -> ApiServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+    ///
+    /// # Errors
+    /// The port cannot be bound.
+    pub async fn start() -> std::io::Result<ApiServer> {
+        ApiServer::start_on("127.0.0.1:0").await
+    }
+
+    /// Listens on `addr` (in the current tokio runtime).
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn start_on(addr: &str) -> std::io::Result<ApiServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let url = format!("http://{}", listener.local_addr()?);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             changed: tokio::sync::watch::channel(0).0,
+            cut: tokio::sync::watch::channel(0).0,
+            logs: Mutex::new(None),
         });
         let s = shared.clone();
         tokio::spawn(async move {
@@ -644,11 +894,15 @@ impl ApiServer {
                 });
             }
         });
-        ApiServer { shared, url }
+        Ok(ApiServer { shared, url })
     }
 
-    /// A kubeconfig naming this server (no credentials), written in `dir`.
-    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+    /// A kubeconfig naming this server (no credentials; namespace
+    /// `default`), written in `dir`.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn kubeconfig(&self, dir: &Path) -> std::io::Result<PathBuf> {
         let file = dir.join("kubeconfig");
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
@@ -656,7 +910,7 @@ impl ApiServer {
              current-context: fake\n",
             self.url
         );
-        std::fs::write(&file, text).unwrap();
-        file
+        std::fs::write(&file, text)?;
+        Ok(file)
     }
 }

@@ -4,7 +4,10 @@
 //! container states, the entrypoint's step reports as `tektite.dev/step.*`
 //! annotations) is written back to the Pod, as a kubelet and the entrypoint
 //! would. A Pod deleted from the server is stopped; the `tekton.dev/ready`
-//! annotation releases the steps of a pod with sidecars.
+//! annotation releases the steps of a pod with sidecars. Containers' output
+//! goes to log files under its directory (`state/logs/POD/CONTAINER.log`),
+//! which the server's `pods/log` reads. Pod names are taken to be unique
+//! across namespaces (podman's container names are made of them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -20,21 +23,30 @@ use tektite_local::store::Store;
 use crate::apiserver::{Key, Shared};
 
 /// The kubelet thread; stopped (and its pods removed) on drop.
+#[derive(Debug)]
 pub struct Kubelet {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Kubelet {
-    /// Plays the server's pods under `dir`.
-    pub fn start(api: Arc<Shared>, dir: PathBuf) -> Kubelet {
+    /// Plays the server's pods under `dir`, and serves their logs.
+    ///
+    /// # Errors
+    /// The directory for its state cannot be made.
+    pub fn start(api: Arc<Shared>, dir: PathBuf) -> anyhow::Result<Kubelet> {
+        let store = Store::open(Some(&dir.join("state")))?;
+        let logs = store.clone();
+        api.serve_logs_from(Box::new(move |_ns, pod, container| {
+            logs.log_path(pod, container)
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::spawn(move || run(&api, &dir, &flag));
-        Kubelet {
+        let thread = std::thread::spawn(move || run(&api, &dir, &store, &flag));
+        Ok(Kubelet {
             stop,
             thread: Some(thread),
-        }
+        })
     }
 }
 
@@ -111,8 +123,14 @@ fn images_of(pod: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn run(api: &Shared, dir: &std::path::Path, stop: &AtomicBool) {
-    let store = Store::open(Some(&dir.join("state"))).unwrap();
+/// A pod that could not be played ends Failed, saying why.
+fn fail(api: &Shared, k: &Key, message: &str) {
+    api.update(k, |p| {
+        p["status"] = json!({"phase": "Failed", "reason": "PlayFailed", "message": message});
+    });
+}
+
+fn run(api: &Shared, dir: &std::path::Path, store: &Store, stop: &AtomicBool) {
     let (tx, rx) = std::sync::mpsc::sync_channel(16);
     // Container output is kept in the store; the lines sent are dropped.
     std::thread::spawn(move || for _ in rx {});
@@ -127,17 +145,20 @@ fn run(api: &Shared, dir: &std::path::Path, stop: &AtomicBool) {
             if !seen.insert(k.clone()) {
                 continue;
             }
-            let typed: Pod = serde_json::from_value(pod.clone()).unwrap();
-            let task_run = pod["metadata"]["labels"]["tekton.dev/taskRun"]
-                .as_str()
-                .unwrap_or(&k.name)
-                .to_string();
+            let typed = match serde_json::from_value::<Pod>(pod.clone()) {
+                Ok(p) => p,
+                Err(e) => {
+                    fail(api, &k, &e.to_string());
+                    continue;
+                }
+            };
+            // Logs are kept by pod: each retry of a TaskRun has its own.
             let env = PodEnv {
-                task_run: &task_run,
+                task_run: &k.name,
                 run_dir: &dir.join(&k.name),
                 claims: &BTreeMap::new(),
                 claims_dir: &dir.join("claims"),
-                store: &store,
+                store,
                 signals: &tx,
                 grace: Duration::from_secs(30),
                 journal: None,
@@ -147,12 +168,7 @@ fn run(api: &Shared, dir: &std::path::Path, stop: &AtomicBool) {
                     images.insert(k.clone(), images_of(&pod));
                     playing.insert(k, p);
                 }
-                Err(e) => {
-                    api.update(&k, |p| {
-                        p["status"] = json!({"phase": "Failed", "reason": "PlayFailed",
-                                             "message": e.to_string()});
-                    });
-                }
+                Err(e) => fail(api, &k, &e.to_string()),
             }
         }
         let keys: Vec<Key> = playing.keys().cloned().collect();
@@ -164,7 +180,9 @@ fn run(api: &Shared, dir: &std::path::Path, stop: &AtomicBool) {
                 }
                 continue;
             };
-            let p = playing.get_mut(&k).unwrap();
+            let Some(p) = playing.get_mut(&k) else {
+                continue;
+            };
             if p.waits_for_ready()
                 && current["metadata"]["annotations"]["tekton.dev/ready"] == "READY"
             {

@@ -1,0 +1,355 @@
+//! The cluster target: `tkt pr|tr …` and `tkt run` against a Kubernetes API
+//! server (kube-rs, with its kubeconfig, exec-plugin and in-cluster
+//! support) instead of the local run store.
+//!
+//! Data flow: flags pick the target (`TargetArgs`); `Cluster` holds the
+//! client, the namespace and a tokio runtime, and answers the inspect
+//! commands' questions (`inspect::Target`) with blocking calls. Following
+//! logs as a run goes is in `follow`; `tkt run --cluster` in `cluster_run`.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use tektite_api::v1::{PipelineRun, TaskRun};
+
+use crate::inspect::{self, DeleteArgs, Grace, Kind, LogsArgs};
+
+/// The field manager `tkt` applies and patches with.
+pub const MANAGER: &str = "tkt";
+
+/// Flags that pick the target of a command: the local run store (the
+/// default) or a cluster.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TargetArgs {
+    /// Work on the cluster of the current kubeconfig context (in a pod: its
+    /// service account) instead of the local run store
+    #[arg(long, global = true)]
+    pub cluster: bool,
+    /// The kubeconfig to use (implies --cluster) [default: $KUBECONFIG, else ~/.kube/config]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (implies --cluster)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// The namespace (implies --cluster) [default: the context's, else default]
+    #[arg(short = 'n', long, global = true, value_name = "NS")]
+    pub namespace: Option<String>,
+}
+
+impl TargetArgs {
+    /// Whether these flags ask for a cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+            || self.kubeconfig.is_some()
+            || self.context.is_some()
+            || self.namespace.is_some()
+    }
+}
+
+/// A connection to a cluster, in one namespace (or all of them).
+pub struct Cluster {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) client: Client,
+    pub namespace: String,
+    /// `-A`: lists cover every namespace.
+    pub all_namespaces: bool,
+    server: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("server", &self.server)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects as the flags say: `--kubeconfig`/`--context`, else
+    /// `$KUBECONFIG` or `~/.kube/config`, else the pod's service account.
+    ///
+    /// # Errors
+    /// No usable configuration, or its credentials cannot be loaded.
+    pub fn connect(t: &TargetArgs) -> anyhow::Result<Cluster> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let options = KubeConfigOptions {
+            context: t.context.clone(),
+            ..KubeConfigOptions::default()
+        };
+        let config = rt.block_on(async {
+            match &t.kubeconfig {
+                Some(file) => {
+                    let kc = Kubeconfig::read_from(file)
+                        .with_context(|| format!("cannot read kubeconfig {}", file.display()))?;
+                    Config::from_custom_kubeconfig(kc, &options)
+                        .await
+                        .with_context(|| format!("kubeconfig {}", file.display()))
+                }
+                None if t.context.is_some() => Config::from_kubeconfig(&options)
+                    .await
+                    .context("cannot load the kubeconfig"),
+                None => Config::infer().await.context(
+                    "no cluster: no kubeconfig ($KUBECONFIG, ~/.kube/config) and not in a pod",
+                ),
+            }
+        })?;
+        let namespace = t
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let server = config.cluster_url.to_string();
+        let client = {
+            let _guard = rt.enter();
+            Client::try_from(config).context("cannot make a client for the cluster")?
+        };
+        Ok(Cluster {
+            rt,
+            client,
+            namespace,
+            all_namespaces: false,
+            server,
+        })
+    }
+
+    pub(crate) fn block<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    pub(crate) fn prs(&self) -> Api<PipelineRun> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub(crate) fn trs(&self) -> Api<TaskRun> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub(crate) fn pods(&self, namespace: &str) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    fn list_params(selector: Option<&str>) -> ListParams {
+        let mut lp = ListParams::default();
+        if let Some(s) = selector {
+            lp = lp.labels(s);
+        }
+        lp
+    }
+
+    fn all_prs(&self) -> Api<PipelineRun> {
+        if self.all_namespaces {
+            Api::all(self.client.clone())
+        } else {
+            self.prs()
+        }
+    }
+
+    fn all_trs(&self) -> Api<TaskRun> {
+        if self.all_namespaces {
+            Api::all(self.client.clone())
+        } else {
+            self.trs()
+        }
+    }
+}
+
+/// Whether a kube error is the server's 404.
+pub(crate) fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// The object, `None` when the server has none of that name.
+pub(crate) async fn get_opt<K>(api: &Api<K>, name: &str) -> anyhow::Result<Option<K>>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.get(name).await {
+        Ok(o) => Ok(Some(o)),
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The step containers of a TaskRun's pod, in order (sidecars and init
+/// containers left out), from its status; the pod's spec if the status
+/// has none yet.
+pub(crate) fn step_containers(tr: &TaskRun, pod: Option<&Pod>) -> Vec<String> {
+    let from_status: Vec<String> = tr
+        .status
+        .iter()
+        .flat_map(|s| &s.steps)
+        .filter_map(|s| s.container.clone())
+        .collect();
+    if !from_status.is_empty() {
+        return from_status;
+    }
+    pod.and_then(|p| p.spec.as_ref())
+        .map(|s| {
+            s.containers
+                .iter()
+                .map(|c| c.name.clone())
+                .filter(|n| n.starts_with("step-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(crate) fn pod_name(tr: &TaskRun) -> Option<String> {
+    tr.status
+        .as_ref()
+        .and_then(|s| s.pod_name.clone())
+        .filter(|p| !p.is_empty())
+}
+
+impl inspect::Target for Cluster {
+    fn place(&self) -> String {
+        if self.all_namespaces {
+            format!("any namespace of {}", self.server)
+        } else {
+            format!("namespace {:?} of {}", self.namespace, self.server)
+        }
+    }
+
+    fn pipeline_runs(&self, selector: Option<&str>) -> anyhow::Result<Vec<PipelineRun>> {
+        let lp = Cluster::list_params(selector);
+        Ok(self.block(self.all_prs().list(&lp))?.items)
+    }
+
+    fn task_runs(&self, selector: Option<&str>) -> anyhow::Result<Vec<TaskRun>> {
+        let lp = Cluster::list_params(selector);
+        Ok(self.block(self.all_trs().list(&lp))?.items)
+    }
+
+    fn pipeline_run(&self, name: &str) -> anyhow::Result<Option<PipelineRun>> {
+        self.block(get_opt(&self.prs(), name))
+    }
+
+    fn task_run(&self, name: &str) -> anyhow::Result<Option<TaskRun>> {
+        self.block(get_opt(&self.trs(), name))
+    }
+
+    fn task_runs_of(&self, pr: &PipelineRun) -> anyhow::Result<Vec<TaskRun>> {
+        let name = pr.metadata.name.as_deref().unwrap_or_default();
+        let ns = pr.metadata.namespace.as_deref().unwrap_or(&self.namespace);
+        let api: Api<TaskRun> = Api::namespaced(self.client.clone(), ns);
+        let lp = ListParams::default().labels(&format!("tekton.dev/pipelineRun={name}"));
+        Ok(self.block(api.list(&lp))?.items)
+    }
+
+    fn logs(&self, tr: &TaskRun) -> anyhow::Result<Vec<(String, Box<dyn Read + '_>)>> {
+        let Some(pod) = pod_name(tr) else {
+            return Ok(Vec::new());
+        };
+        let ns = tr.metadata.namespace.as_deref().unwrap_or(&self.namespace);
+        let pods = self.pods(ns);
+        let mut out: Vec<(String, Box<dyn Read + '_>)> = Vec::new();
+        if self.block(get_opt(&pods, &pod))?.is_none() {
+            crate::follow::gone(&pod, tr);
+            return Ok(out);
+        }
+        for c in step_containers(tr, None) {
+            let lp = LogParams {
+                container: Some(c.clone()),
+                ..LogParams::default()
+            };
+            let bytes = self.block(async {
+                use futures::AsyncReadExt;
+                let mut s = match pods.log_stream(&pod, &lp).await {
+                    Ok(s) => s,
+                    // Gone with its pod, or never started: nothing to show.
+                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 400 => {
+                        return Ok(Vec::new());
+                    }
+                    Err(e) => return Err(anyhow::Error::from(e)),
+                };
+                let mut v = Vec::new();
+                s.read_to_end(&mut v).await?;
+                Ok(v)
+            })?;
+            out.push((c, Box::new(std::io::Cursor::new(bytes))));
+        }
+        Ok(out)
+    }
+
+    fn follow(
+        &self,
+        kind: Kind,
+        name: &str,
+        a: &LogsArgs,
+        out: &mut dyn std::io::Write,
+    ) -> anyhow::Result<u8> {
+        crate::follow::follow(self, kind, name, &crate::follow::Filter::of(a), out)
+    }
+
+    fn delete(&self, kind: Kind, a: &DeleteArgs) -> anyhow::Result<String> {
+        let names: Vec<String> = if a.all {
+            match kind {
+                Kind::PipelineRun => self
+                    .pipeline_runs(None)?
+                    .iter()
+                    .map(inspect::name_of)
+                    .collect(),
+                Kind::TaskRun => self.task_runs(None)?.iter().map(inspect::name_of).collect(),
+            }
+        } else {
+            a.names.clone()
+        };
+        if names.is_empty() {
+            return Ok(format!("No {} found\n", kind.plural()));
+        }
+        // Background deletion: the garbage collector takes the children
+        // (TaskRuns and pods) with their owner, as `kubectl delete` does.
+        let dp = DeleteParams::background();
+        for n in &names {
+            let r = match kind {
+                Kind::PipelineRun => self.block(self.prs().delete(n, &dp)).map(|_| ()),
+                Kind::TaskRun => self.block(self.trs().delete(n, &dp)).map(|_| ()),
+            };
+            match r {
+                Ok(()) => {}
+                Err(e) if not_found(&e) => {
+                    anyhow::bail!("{} {n:?} not found in {}", kind.lower(), self.place())
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+        Ok(format!(
+            "{} deleted: {}\n",
+            kind.plural(),
+            quoted.join(", ")
+        ))
+    }
+
+    fn cancel(&self, kind: Kind, name: &str, grace: Option<Grace>) -> anyhow::Result<String> {
+        let status = match (kind, grace) {
+            (Kind::TaskRun, _) => "TaskRunCancelled",
+            (Kind::PipelineRun, None) => "Cancelled",
+            (Kind::PipelineRun, Some(g)) => g.spec_status(),
+        };
+        let patch = Patch::Merge(serde_json::json!({"spec": {"status": status}}));
+        let pp = PatchParams::default();
+        let r = match kind {
+            Kind::PipelineRun => self.block(self.prs().patch(name, &pp, &patch)).map(|_| ()),
+            Kind::TaskRun => self.block(self.trs().patch(name, &pp, &patch)).map(|_| ()),
+        };
+        match r {
+            Ok(()) => Ok(format!(
+                "{} {name} is being cancelled ({status})\n",
+                kind.lower()
+            )),
+            Err(e) if not_found(&e) => {
+                anyhow::bail!("{} {name:?} not found in {}", kind.lower(), self.place())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

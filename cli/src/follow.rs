@@ -1,0 +1,596 @@
+//! `tkt pr|tr logs -f` (and `tkt run --cluster`): a run's logs as it goes,
+//! to its end, on either target.
+//!
+//! On a cluster, the run and its TaskRuns are watched (kube-runtime's
+//! watcher: a dropped watch resumes from the last resourceVersion), every
+//! pod a TaskRun names (retries included) is followed, and each of its step
+//! containers is streamed from its start (`pods/log?follow=true`) in step
+//! order. A log stream cut before its container ended is opened again and
+//! the lines already printed are skipped: no line twice, none missed. Only
+//! whole lines are printed, so lines of tasks running at once never mix.
+//! The follow ends when the run has ended and every container's log has
+//! been read to its end; it never waits on a container that will not start
+//! (its pod ended or went).
+//!
+//! Locally, the run store's log files are read as they grow, until the run
+//! has ended and no `tkt` carries it out any more.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Seek, Write};
+use std::time::Duration;
+
+use futures::{AsyncBufReadExt, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, LogParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tektite_api::v1::{Condition, PipelineRun, TaskRun};
+use tektite_local::live;
+use tektite_local::store::Store;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::cluster::{Cluster, pod_name};
+use crate::inspect::{Kind, LogsArgs, step_of};
+
+/// What of the logs is shown.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub tasks: Vec<String>,
+    pub steps: Vec<String>,
+    pub prefix: bool,
+}
+
+impl Filter {
+    pub fn of(a: &LogsArgs) -> Filter {
+        Filter {
+            tasks: a.tasks.clone(),
+            steps: a.steps.clone(),
+            prefix: a.prefix,
+        }
+    }
+
+    /// Everything, prefixed.
+    pub fn all() -> Filter {
+        Filter {
+            prefix: true,
+            ..Filter::default()
+        }
+    }
+
+    fn wants_task(&self, task: &str) -> bool {
+        self.tasks.is_empty() || self.tasks.iter().any(|t| t == task)
+    }
+
+    fn wants_step(&self, step: &str, container: &str) -> bool {
+        !container.starts_with("sidecar-")
+            && (self.steps.is_empty() || self.steps.iter().any(|s| s == step || s == container))
+    }
+
+    /// The prefix of a step's lines: `[task : step] `, `[step] ` for a
+    /// TaskRun of its own.
+    fn prefix_of(&self, task: Option<&str>, step: &str) -> Vec<u8> {
+        match (self.prefix, task) {
+            (false, _) => Vec::new(),
+            (true, Some(t)) => format!("[{t} : {step}] ").into_bytes(),
+            (true, None) => format!("[{step}] ").into_bytes(),
+        }
+    }
+}
+
+/// A log cut into whole lines, each given a prefix; the part of a line not
+/// ended yet is held.
+#[derive(Debug, Default)]
+struct Lines {
+    partial: Vec<u8>,
+}
+
+impl Lines {
+    /// The whole lines among `bytes` (and what was held), prefixed; how
+    /// many.
+    fn push(&mut self, bytes: &[u8], prefix: &[u8], out: &mut Vec<u8>) -> usize {
+        let mut n = 0;
+        let mut rest = bytes;
+        while let Some(i) = rest.iter().position(|b| *b == b'\n') {
+            out.extend_from_slice(prefix);
+            out.append(&mut self.partial);
+            out.extend_from_slice(&rest[..=i]);
+            rest = &rest[i + 1..];
+            n += 1;
+        }
+        self.partial.extend_from_slice(rest);
+        n
+    }
+
+    /// The last line, if it had no newline: ended with one.
+    fn finish(&mut self, prefix: &[u8], out: &mut Vec<u8>) {
+        if !self.partial.is_empty() {
+            out.extend_from_slice(prefix);
+            out.append(&mut self.partial);
+            out.push(b'\n');
+        }
+    }
+}
+
+fn outcome(conditions: &[Condition]) -> Option<u8> {
+    let c = Condition::succeeded(conditions)?;
+    match c.status.as_str() {
+        "True" => Some(0),
+        "False" => Some(1),
+        _ => None,
+    }
+}
+
+fn conditions_of_pr(pr: &PipelineRun) -> &[Condition] {
+    pr.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
+}
+
+fn conditions_of_tr(tr: &TaskRun) -> &[Condition] {
+    tr.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
+}
+
+// ---------------------------------------------------------------- cluster
+
+/// Follows a run on a cluster to its end, printing on `out`; the exit code
+/// of its outcome.
+///
+/// # Errors
+/// The run cannot be watched (the watch is retried while the server
+/// answers errors; a run deleted while followed is an error).
+pub fn follow(
+    c: &Cluster,
+    kind: Kind,
+    name: &str,
+    f: &Filter,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let job = Follow {
+        client: c.client.clone(),
+        namespace: c.namespace.clone(),
+        kind,
+        name: name.to_string(),
+        filter: f.clone(),
+        tx,
+    };
+    let handle = c.rt.spawn(job.run());
+    // Printed on this thread as the lines come; the channel closes when
+    // every follower has ended.
+    while let Some(chunk) = c.block(rx.recv()) {
+        out.write_all(&chunk)?;
+        out.flush()?;
+    }
+    c.block(handle)?
+}
+
+/// One follow: the run, and the lines' way out.
+#[derive(Clone)]
+struct Follow {
+    client: Client,
+    namespace: String,
+    kind: Kind,
+    name: String,
+    filter: Filter,
+    tx: UnboundedSender<Vec<u8>>,
+}
+
+/// What a watch event says.
+enum Seen {
+    Run(Option<u8>),
+    Gone,
+    Task(Box<TaskRun>),
+    Nothing,
+}
+
+impl Follow {
+    async fn run(self) -> anyhow::Result<u8> {
+        let trs: Api<TaskRun> = Api::namespaced(self.client.clone(), &self.namespace);
+        let selector = match self.kind {
+            Kind::PipelineRun => {
+                watcher::Config::default().labels(&format!("tekton.dev/pipelineRun={}", self.name))
+            }
+            Kind::TaskRun => {
+                watcher::Config::default().fields(&format!("metadata.name={}", self.name))
+            }
+        };
+        let tasks = watcher(trs.clone(), selector)
+            .default_backoff()
+            .map(|e| match e {
+                Ok(watcher::Event::Apply(tr) | watcher::Event::InitApply(tr)) => {
+                    Seen::Task(Box::new(tr))
+                }
+                _ => Seen::Nothing,
+            })
+            .boxed();
+        let runs = match self.kind {
+            Kind::PipelineRun => {
+                let api: Api<PipelineRun> = Api::namespaced(self.client.clone(), &self.namespace);
+                let by_name =
+                    watcher::Config::default().fields(&format!("metadata.name={}", self.name));
+                watcher(api, by_name)
+                    .default_backoff()
+                    .map(|e| match e {
+                        Ok(watcher::Event::Apply(pr) | watcher::Event::InitApply(pr)) => {
+                            Seen::Run(outcome(conditions_of_pr(&pr)))
+                        }
+                        Ok(watcher::Event::Delete(_)) => Seen::Gone,
+                        _ => Seen::Nothing,
+                    })
+                    .boxed()
+            }
+            Kind::TaskRun => futures::stream::pending().boxed(),
+        };
+        let mut events = futures::stream::select(tasks, runs);
+        let mut followers = tokio::task::JoinSet::new();
+        let mut followed: BTreeSet<String> = BTreeSet::new();
+        let code = loop {
+            let Some(seen) = events.next().await else {
+                anyhow::bail!("the watch of {} {} ended", self.kind.lower(), self.name);
+            };
+            match seen {
+                Seen::Task(tr) => {
+                    self.follow_pods(&tr, &mut followed, &mut followers);
+                    if self.kind == Kind::TaskRun
+                        && let Some(code) = outcome(conditions_of_tr(&tr))
+                    {
+                        break code;
+                    }
+                }
+                Seen::Run(Some(code)) => break code,
+                Seen::Gone => {
+                    anyhow::bail!("{} {} was deleted", self.kind.lower(), self.name)
+                }
+                Seen::Run(None) | Seen::Nothing => {}
+            }
+        };
+        drop(events);
+        // The run has ended: its TaskRuns as they are now, in case a watch
+        // event of the last ones has not come yet.
+        let lp = match self.kind {
+            Kind::PipelineRun => {
+                ListParams::default().labels(&format!("tekton.dev/pipelineRun={}", self.name))
+            }
+            Kind::TaskRun => ListParams::default().fields(&format!("metadata.name={}", self.name)),
+        };
+        for tr in trs.list(&lp).await?.items {
+            self.follow_pods(&tr, &mut followed, &mut followers);
+        }
+        while let Some(r) = followers.join_next().await {
+            r??;
+        }
+        Ok(code)
+    }
+
+    /// Starts following the pods of `tr` not followed yet: its current pod
+    /// and those of its earlier attempts.
+    fn follow_pods(
+        &self,
+        tr: &TaskRun,
+        followed: &mut BTreeSet<String>,
+        followers: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+    ) {
+        let task = match self.kind {
+            Kind::PipelineRun => tr
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("tekton.dev/pipelineTask"))
+                .cloned()
+                .or_else(|| tr.metadata.name.clone()),
+            Kind::TaskRun => None,
+        };
+        if task.as_deref().is_some_and(|t| !self.filter.wants_task(t)) {
+            return;
+        }
+        let earlier = tr
+            .status
+            .iter()
+            .flat_map(|s| &s.retries_status)
+            .filter_map(|r| r.pod_name.clone());
+        let pods: Vec<String> = earlier
+            .chain(pod_name(tr))
+            .filter(|p| !p.is_empty())
+            .collect();
+        for pod in pods {
+            if followed.insert(pod.clone()) {
+                let ns = tr
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or(self.namespace.clone());
+                let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+                let p = PodFollow {
+                    pods,
+                    pod,
+                    task: task.clone(),
+                    tr: tr.clone(),
+                    filter: self.filter.clone(),
+                    tx: self.tx.clone(),
+                };
+                followers.spawn(p.run());
+            }
+        }
+    }
+}
+
+/// Following one pod's step containers, in order.
+struct PodFollow {
+    pods: Api<Pod>,
+    pod: String,
+    task: Option<String>,
+    tr: TaskRun,
+    filter: Filter,
+    tx: UnboundedSender<Vec<u8>>,
+}
+
+/// Says that a pod's logs cannot be shown: it was deleted (a cancel or a
+/// timeout deletes it, as Tekton does), and its logs with it.
+pub(crate) fn gone(pod: &str, tr: &TaskRun) {
+    crate::note(&format!(
+        "tkt: warning: pod {pod} of taskrun {} is gone, and its logs with it",
+        tr.metadata.name.as_deref().unwrap_or_default()
+    ));
+}
+
+/// Where a container is, as its pod says.
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    /// Not started; the pod still runs.
+    Waiting,
+    /// Running or ended: it has a log.
+    Started { ended: bool },
+    /// It will never start (its pod ended, or was deleted).
+    Never,
+}
+
+fn state_of(pod: Option<&Pod>, container: &str) -> State {
+    let Some(pod) = pod else {
+        return State::Never;
+    };
+    let status = pod.status.as_ref();
+    let cs = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|c| c.name == container));
+    let st = cs.and_then(|c| c.state.as_ref());
+    match st {
+        Some(s) if s.terminated.is_some() => State::Started { ended: true },
+        Some(s) if s.running.is_some() => State::Started { ended: false },
+        _ if matches!(
+            status.and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        ) =>
+        {
+            State::Never
+        }
+        _ => State::Waiting,
+    }
+}
+
+const POLL: Duration = Duration::from_millis(250);
+
+impl PodFollow {
+    async fn run(self) -> anyhow::Result<()> {
+        let Some(pod) = crate::cluster::get_opt(&self.pods, &self.pod).await? else {
+            gone(&self.pod, &self.tr);
+            return Ok(());
+        };
+        let containers = crate::cluster::step_containers(&self.tr, Some(&pod));
+        for c in containers {
+            let step = step_of(&self.tr, &c);
+            if self.filter.wants_step(&step, &c) {
+                let prefix = self.filter.prefix_of(self.task.as_deref(), &step);
+                self.container(&c, &prefix).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams one container's log from its start to its end. A stream
+    /// cut while the container runs is opened again; one cut as it ended
+    /// is read once more without following. Either way the lines printed
+    /// already are skipped.
+    async fn container(&self, c: &str, prefix: &[u8]) -> anyhow::Result<()> {
+        let mut printed = 0usize;
+        let mut follow = true;
+        loop {
+            if !self.wait_started(c).await? {
+                return Ok(());
+            }
+            let (partial, clean) = self.stream(c, follow, prefix, &mut printed).await;
+            let now = crate::cluster::get_opt(&self.pods, &self.pod).await?;
+            let ended = matches!(
+                state_of(now.as_ref(), c),
+                State::Started { ended: true } | State::Never
+            );
+            if ended && (clean || !follow) {
+                if !partial.is_empty() {
+                    let mut last = prefix.to_vec();
+                    last.extend_from_slice(&partial);
+                    last.push(b'\n');
+                    let _ = self.tx.send(last);
+                }
+                return Ok(());
+            }
+            if ended {
+                follow = false;
+            } else {
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+
+    /// Waits for the container to start: false if it never will.
+    async fn wait_started(&self, c: &str) -> anyhow::Result<bool> {
+        loop {
+            match state_of(
+                crate::cluster::get_opt(&self.pods, &self.pod)
+                    .await?
+                    .as_ref(),
+                c,
+            ) {
+                State::Started { .. } => return Ok(true),
+                State::Never => return Ok(false),
+                State::Waiting => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
+    /// One read of the container's log: the whole lines past `printed` are
+    /// sent; returns the unfinished last line and whether the stream ended
+    /// cleanly (not cut, not refused).
+    async fn stream(
+        &self,
+        c: &str,
+        follow: bool,
+        prefix: &[u8],
+        printed: &mut usize,
+    ) -> (Vec<u8>, bool) {
+        let lp = LogParams {
+            container: Some(c.to_string()),
+            follow,
+            ..LogParams::default()
+        };
+        let Ok(stream) = self.pods.log_stream(&self.pod, &lp).await else {
+            return (Vec::new(), false);
+        };
+        let mut stream = std::pin::pin!(stream);
+        let (mut partial, mut seen) = (Vec::new(), 0usize);
+        loop {
+            let buf = match stream.fill_buf().await {
+                Ok([]) => return (partial, true),
+                Err(_) => return (partial, false),
+                Ok(b) => b.to_vec(),
+            };
+            futures::AsyncBufRead::consume(stream.as_mut(), buf.len());
+            let mut chunk = Vec::new();
+            for piece in buf.split_inclusive(|b| *b == b'\n') {
+                partial.extend_from_slice(piece);
+                if piece.ends_with(b"\n") {
+                    seen += 1;
+                    if seen > *printed {
+                        chunk.extend_from_slice(prefix);
+                        chunk.extend_from_slice(&partial);
+                        *printed = seen;
+                    }
+                    partial.clear();
+                }
+            }
+            if !chunk.is_empty() && self.tx.send(chunk).is_err() {
+                return (partial, true);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- local
+
+/// Follows a run of the local store to its end: its log files are read as
+/// they grow until the run has ended and no `tkt` carries it out.
+///
+/// # Errors
+/// The store cannot be read, or the run is not in it.
+pub fn follow_local(
+    store: &Store,
+    kind: Kind,
+    name: &str,
+    f: &Filter,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    // Per log file: how far it was read, and its unfinished line.
+    let mut read: BTreeMap<std::path::PathBuf, (u64, Lines)> = BTreeMap::new();
+    loop {
+        // Whether it has ended is asked before the last read: everything
+        // written before the end is read after it.
+        let (code, trs) = match kind {
+            Kind::PipelineRun => {
+                let Some(pr) = store.pipeline_run(name)? else {
+                    anyhow::bail!("pipelinerun {name:?} is no longer in the run store");
+                };
+                (
+                    outcome(conditions_of_pr(&pr)),
+                    store.task_runs_of(name)?.runs,
+                )
+            }
+            Kind::TaskRun => {
+                let Some(tr) = store.task_run(name)? else {
+                    anyhow::bail!("taskrun {name:?} is no longer in the run store");
+                };
+                (outcome(conditions_of_tr(&tr)), vec![tr])
+            }
+        };
+        let ended = code.filter(|_| !live::is_live(store, kind, name));
+        let mut chunk = Vec::new();
+        for tr in &trs {
+            let task = (kind == Kind::PipelineRun).then(|| {
+                tr.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("tekton.dev/pipelineTask"))
+                    .cloned()
+                    .unwrap_or_else(|| tr.metadata.name.clone().unwrap_or_default())
+            });
+            if task.as_deref().is_some_and(|t| !f.wants_task(t)) {
+                continue;
+            }
+            for (container, path) in store.logs(tr) {
+                let step = step_of(tr, &container);
+                if !f.wants_step(&step, &container) {
+                    continue;
+                }
+                let prefix = f.prefix_of(task.as_deref(), &step);
+                let (offset, lines) = read.entry(path.clone()).or_default();
+                *offset += read_new(&path, *offset, lines, &prefix, &mut chunk)?;
+                if ended.is_some() {
+                    lines.finish(&prefix, &mut chunk);
+                }
+            }
+        }
+        out.write_all(&chunk)?;
+        out.flush()?;
+        if let Some(code) = ended {
+            return Ok(code);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Reads what `path` has past `offset` into whole prefixed lines; how many
+/// bytes it read.
+fn read_new(
+    path: &std::path::Path,
+    offset: u64,
+    lines: &mut Lines,
+    prefix: &[u8],
+    out: &mut Vec<u8>,
+) -> anyhow::Result<u64> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+    };
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        lines.push(&buf[..n], prefix, out);
+        total += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_whole_and_prefixed_whatever_the_chunks() {
+        let mut l = Lines::default();
+        let mut out = Vec::new();
+        assert_eq!(l.push(b"one\ntw", b"> ", &mut out), 1);
+        assert_eq!(l.push(b"o\nthree", b"> ", &mut out), 1);
+        l.finish(b"> ", &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "> one\n> two\n> three\n");
+    }
+}
