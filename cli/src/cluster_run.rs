@@ -330,19 +330,35 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
         }
         return Ok(0);
     }
+    follow_runs(&c, &made, args.output, out)
+}
+
+/// Follows the runs made, one after the other, to their ends; prints each
+/// one's outcome (and with `-o json|yaml` the final objects, logs then
+/// going to standard error). The exit code: 0 all succeeded, 1 one did
+/// not, 130 interrupted.
+///
+/// # Errors
+/// A run cannot be followed or read.
+pub(crate) fn follow_runs(
+    c: &Cluster,
+    made: &[(Kind, String)],
+    output: Format,
+    out: &mut impl Write,
+) -> anyhow::Result<u8> {
     let current = Arc::new(Mutex::new(None::<(Kind, String)>));
-    let interrupted = on_interrupt(&c, current.clone())?;
+    let interrupted = on_interrupt(c, current.clone())?;
     let mut code = 0u8;
     let mut finals = Vec::new();
-    for (kind, name) in &made {
+    for (kind, name) in made {
         *current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((*kind, name.clone()));
         let filter = crate::follow::Filter::all();
-        let outcome = if args.output == Format::Text {
-            crate::follow::follow(&c, *kind, name, &filter, &mut *out)?
+        let outcome = if output == Format::Text {
+            crate::follow::follow(c, *kind, name, &filter, &mut *out)?
         } else {
-            crate::follow::follow(&c, *kind, name, &filter, &mut std::io::stderr())?
+            crate::follow::follow(c, *kind, name, &filter, &mut std::io::stderr())?
         };
         code = code.max(outcome);
         let object = match kind {
@@ -352,7 +368,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
         note(&format!("{} {name} {}", kind.lower(), reason_of(&object)));
         finals.push(object);
     }
-    print_finals(args.output, &finals, out)?;
+    print_finals(output, &finals, out)?;
     if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
         return Ok(EXIT_INTERRUPTED);
     }

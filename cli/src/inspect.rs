@@ -56,6 +56,9 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Cancel a run that has not finished
     Cancel(CancelArgs),
+    /// Run again with the same spec (pipelineruns: --from-failed reuses
+    /// the tasks that succeeded)
+    Rerun(crate::rerun::RerunArgs),
 }
 
 /// Output formats of `list` and `describe`: `json` prints one document (a
@@ -216,13 +219,20 @@ pub fn run(kind: Kind, args: &Args, out: &mut impl Write) -> anyhow::Result<u8> 
     if args.target.is_cluster() || all_namespaces {
         let mut c = crate::cluster::Cluster::connect(&args.target)?;
         c.all_namespaces = all_namespaces;
+        if let Command::Rerun(a) = &args.command {
+            return crate::rerun::on_cluster(kind, &c, a, out);
+        }
         return run_on(kind, &c, &args.command, out);
     }
     let store = Store::existing(args.state_dir.as_deref())?;
     for r in live::recover_abandoned(&store, None) {
         warn(&r.to_string());
     }
-    run_on(kind, &Local { store }, &args.command, out)
+    let local = Local { store };
+    if let Command::Rerun(a) = &args.command {
+        return crate::rerun::local(kind, args.state_dir.as_deref(), &local, a, out);
+    }
+    run_on(kind, &local, &args.command, out)
 }
 
 /// Runs an inspect command on `t`.
@@ -260,6 +270,7 @@ pub fn run_on(
         Command::Logs(a) => return logs(kind, t, a, out),
         Command::Delete(a) => t.delete(kind, a)?,
         Command::Cancel(a) => cancel(kind, t, a)?,
+        Command::Rerun(_) => anyhow::bail!("rerun needs its target's own run machinery"),
     };
     out.write_all(text.as_bytes())?;
     Ok(0)
@@ -586,7 +597,7 @@ fn check_name(kind: Kind, name: &str) -> anyhow::Result<()> {
 }
 
 /// The PipelineRun called `name`, else the most recent one.
-fn pick_pipeline_run(t: &dyn Target, name: Option<&str>) -> anyhow::Result<PipelineRun> {
+pub(crate) fn pick_pipeline_run(t: &dyn Target, name: Option<&str>) -> anyhow::Result<PipelineRun> {
     let kind = Kind::PipelineRun;
     match name {
         Some(n) => t.pipeline_run(n)?.ok_or_else(|| missing(kind, n, t)),
@@ -595,7 +606,7 @@ fn pick_pipeline_run(t: &dyn Target, name: Option<&str>) -> anyhow::Result<Pipel
 }
 
 /// The TaskRun called `name`, else the most recent one.
-fn pick_task_run(t: &dyn Target, name: Option<&str>) -> anyhow::Result<TaskRun> {
+pub(crate) fn pick_task_run(t: &dyn Target, name: Option<&str>) -> anyhow::Result<TaskRun> {
     let kind = Kind::TaskRun;
     match name {
         Some(n) => t.task_run(n)?.ok_or_else(|| missing(kind, n, t)),
@@ -807,6 +818,7 @@ fn describe_pipeline_run(pr: &PipelineRun, trs: &[TaskRun], now: Timestamp) -> S
             );
         }
     }
+    reused_section(&mut t, pr);
     sources_section(&mut t, pr, trs);
     let skipped: Vec<_> = pr.status.iter().flat_map(|s| &s.skipped_tasks).collect();
     if !skipped.is_empty() {
@@ -816,6 +828,41 @@ fn describe_pipeline_run(pr: &PipelineRun, trs: &[TaskRun], now: Timestamp) -> S
         }
     }
     tabwrite(&t)
+}
+
+/// The tasks a rerun took from the run it reran (`tkt pr rerun
+/// --from-failed`), with their results.
+fn reused_section(t: &mut String, pr: &PipelineRun) {
+    let Ok(Some(reuse)) = tektite_engine::reuse::of(pr) else {
+        return;
+    };
+    if reuse.task_runs.is_empty() {
+        return;
+    }
+    let _ = write!(
+        t,
+        "\nReused (not run again: from pipelinerun {})\n\n TASK NAME\tTASKRUN\tRESULTS\n",
+        printable(&reuse.from)
+    );
+    for tr in &reuse.task_runs {
+        let results: Vec<String> = tr
+            .status
+            .iter()
+            .flat_map(|s| &s.results)
+            .map(|r| format!("{}={}", r.name, go_value(&r.value)))
+            .collect();
+        let results = if results.is_empty() {
+            "---".to_string()
+        } else {
+            printable(&results.join(", "))
+        };
+        let _ = writeln!(
+            t,
+            " {}\t{}\t{results}",
+            printable(pipeline_task(tr).unwrap_or("---")),
+            printable(tr.name())
+        );
+    }
 }
 
 /// Where the Pipeline and each Task came from, for those a resolver found

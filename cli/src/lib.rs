@@ -20,6 +20,7 @@ pub mod follow;
 pub mod inspect;
 pub mod labels;
 pub mod remote;
+pub mod rerun;
 pub mod run;
 pub mod stepactions;
 pub mod validate;

@@ -19,6 +19,7 @@ pub mod podman;
 pub mod preflight;
 pub mod quantity;
 pub mod remote;
+pub mod reuse;
 pub mod sources;
 pub mod status;
 pub mod stepaction;

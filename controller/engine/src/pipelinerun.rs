@@ -351,7 +351,22 @@ fn advance(
     st.pipeline_spec
         .get_or_insert_with(|| Box::new(pipeline.spec.clone()));
 
-    let mut tasks = observe(&pipeline.spec, pipeline.raw, obs.children);
+    // A rerun's reused TaskRuns stand for their tasks, as children.
+    let reuse = crate::reuse::of(run.pr).map_err(|m| Failure::new(crate::reuse::INVALID, m))?;
+    let with_reused: Vec<TaskRun>;
+    let children = match &reuse {
+        Some(r) => {
+            with_reused = obs
+                .children
+                .iter()
+                .cloned()
+                .chain(crate::reuse::children(r, &pipeline.spec))
+                .collect();
+            &with_reused[..]
+        }
+        None => obs.children,
+    };
+    let mut tasks = observe(&pipeline.spec, pipeline.raw, children);
     let n_dag = pipeline.spec.tasks.len();
 
     let clock = Clock::read(run.pr, config, st, run.now);
