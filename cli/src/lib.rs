@@ -22,6 +22,7 @@ pub mod labels;
 pub mod remote;
 pub mod rerun;
 pub mod run;
+pub mod start;
 pub mod stepactions;
 pub mod validate;
 pub mod values;
@@ -49,12 +50,18 @@ enum Command {
     Validate(validate::Args),
     /// Run TaskRuns and PipelineRuns (or a Task/Pipeline with -p/-w) on this machine
     Run(Box<run::Args>),
-    /// Inspect the PipelineRuns in the local run store (list, describe, logs)
+    /// PipelineRuns of the local run store or a cluster (list, describe, logs, cancel, rerun, delete)
     #[command(name = "pipelinerun", visible_alias = "pr")]
     PipelineRun(inspect::Args),
-    /// Inspect the TaskRuns in the local run store (list, describe, logs)
+    /// TaskRuns of the local run store or a cluster (list, describe, logs, cancel, rerun, delete)
     #[command(name = "taskrun", visible_alias = "tr")]
     TaskRun(inspect::Args),
+    /// Pipelines of a cluster, or of the catalog and --task-dir folders (list, describe, start)
+    #[command(name = "pipeline", visible_alias = "p")]
+    Pipeline(start::Args),
+    /// Tasks of a cluster, or of the catalog and --task-dir folders (list, describe, start)
+    #[command(name = "task", visible_alias = "t")]
+    Task(start::Args),
     /// Tekton bundles: push Tasks, Pipelines and StepActions to a registry, list one
     Bundle(bundle::Args),
     /// (internal) cleans up after a `tkt run` that ended before its runs
@@ -109,6 +116,8 @@ pub fn main() -> ExitCode {
         Command::Bundle(args) => bundle::run(&args, &mut out),
         Command::PipelineRun(args) => inspect::run(inspect::Kind::PipelineRun, &args, &mut out),
         Command::TaskRun(args) => inspect::run(inspect::Kind::TaskRun, &args, &mut out),
+        Command::Pipeline(args) => start::run(start::DefKind::Pipeline, &args, &mut out),
+        Command::Task(args) => start::run(start::DefKind::Task, &args, &mut out),
         Command::Watchdog(args) => Ok(watchdog::run(&args)),
     };
     let _ = out.flush();

@@ -130,7 +130,7 @@ pub struct Args {
 }
 
 /// The shipped catalog: `TEKTITE_CATALOG`, else `tasks/` of this source tree.
-fn catalog_dir() -> Option<PathBuf> {
+pub(crate) fn catalog_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("TEKTITE_CATALOG") {
         return Some(PathBuf::from(d));
     }
