@@ -392,8 +392,13 @@ fn reason_of(run: &Value) -> String {
     .unwrap_or_default()
 }
 
-/// `-o json`: one run as itself, several as an array; `-o yaml`: documents.
-fn print_finals(format: Format, finals: &[Value], out: &mut impl Write) -> anyhow::Result<()> {
+/// `-o json`: one run as itself, several as a JSON array; `-o yaml`: YAML
+/// documents separated by `---`.
+pub(crate) fn print_finals(
+    format: Format,
+    finals: &[Value],
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     match (format, finals) {
         (Format::Text, _) => {}
         (Format::Json, [one]) => writeln!(out, "{}", serde_json::to_string_pretty(one)?)?,

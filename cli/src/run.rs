@@ -289,7 +289,14 @@ fn load(args: &Args) -> anyhow::Result<Result<Inputs, Refused>> {
     let mut diags: Vec<Diagnostic> = Vec::new();
     let given_paths = crate::files::expand(&args.files)?;
     for p in &given_paths {
-        let o = tektite_api::load_file(p);
+        let o = if p.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("cannot read standard input")?;
+            tektite_api::load::load_str("<stdin>", &text)
+        } else {
+            tektite_api::load_file(p)
+        };
         diags.extend(o.diagnostics);
         loaded.extend(o.objects);
         documents.extend(o.data);
@@ -1088,10 +1095,11 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
         },
         tasks: &inputs.tasks,
         interrupts: &interrupts,
+        finals: std::cell::RefCell::new(Vec::new()),
     };
     let mut worst = 0u8;
     for job in jobs {
-        let code = match run_job(&ctx, job, out)? {
+        let code = match run_job(&ctx, job)? {
             Ok(code) | Err(code) => code,
         };
         worst = worst.max(code);
@@ -1099,6 +1107,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
             break;
         }
     }
+    crate::cluster_run::print_finals(args.output, &ctx.finals.borrow(), out)?;
     Ok(worst)
 }
 
@@ -1110,6 +1119,8 @@ struct JobContext<'a> {
     opts: Options,
     tasks: &'a BTreeMap<String, TaskSpec>,
     interrupts: &'a Interrupts,
+    /// The runs as they ended (`-o json|yaml`).
+    finals: std::cell::RefCell<Vec<serde_json::Value>>,
 }
 
 /// Claims the job's name: its journal first (so that whatever ends this
@@ -1165,11 +1176,7 @@ impl Drop for Held<'_> {
 }
 
 /// Carries out one run: claimed, journaled, run, recorded, released.
-fn run_job(
-    ctx: &JobContext<'_>,
-    mut job: Job,
-    out: &mut impl Write,
-) -> anyhow::Result<Result<u8, Refused>> {
+fn run_job(ctx: &JobContext<'_>, mut job: Job) -> anyhow::Result<Result<u8, Refused>> {
     let journal = match claim(ctx.store, &mut job)? {
         Ok(j) => Arc::new(j),
         Err(code) => return Ok(Err(code)),
@@ -1239,11 +1246,8 @@ fn run_job(
             c.message.clone().unwrap_or_default()
         )),
     );
-    match ctx.args.output {
-        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&object)?)?,
-        Format::Yaml => write!(out, "{}", tektite_api::yaml::to_yaml(&object))?,
-        Format::Text => {}
-    }
+    // Printed once every job has ended: several runs make one document.
+    ctx.finals.borrow_mut().push(object);
     Ok(Ok(if ctx.interrupts.count() > 0 {
         EXIT_INTERRUPTED
     } else if c.status == "True" {

@@ -173,13 +173,25 @@ impl Def {
                 .spec
                 .workspaces
                 .iter()
-                .map(|w| (w.name.clone(), w.description.clone().unwrap_or_default(), w.optional))
+                .map(|w| {
+                    (
+                        w.name.clone(),
+                        w.description.clone().unwrap_or_default(),
+                        w.optional,
+                    )
+                })
                 .collect(),
             Def::Task(t) => t
                 .spec
                 .workspaces
                 .iter()
-                .map(|w| (w.name.clone(), w.description.clone().unwrap_or_default(), w.optional))
+                .map(|w| {
+                    (
+                        w.name.clone(),
+                        w.description.clone().unwrap_or_default(),
+                        w.optional,
+                    )
+                })
                 .collect(),
         }
     }
@@ -205,7 +217,10 @@ fn cluster_defs(kind: DefKind, c: &Cluster) -> anyhow::Result<Vec<Def>> {
         DefKind::Pipeline => {
             let api: kube::Api<Pipeline> = kube::Api::namespaced(c.client.clone(), &c.namespace);
             let items = c.block(api.list(&ListParams::default()))?.items;
-            items.into_iter().map(|p| Def::Pipeline(Box::new(p))).collect()
+            items
+                .into_iter()
+                .map(|p| Def::Pipeline(Box::new(p)))
+                .collect()
         }
         DefKind::Task => {
             let api: kube::Api<Task> = kube::Api::namespaced(c.client.clone(), &c.namespace);
@@ -219,22 +234,32 @@ fn cluster_def(kind: DefKind, c: &Cluster, name: &str) -> anyhow::Result<Def> {
     let found = match kind {
         DefKind::Pipeline => {
             let api: kube::Api<Pipeline> = kube::Api::namespaced(c.client.clone(), &c.namespace);
-            c.block(get_opt(&api, name))?.map(|p| Def::Pipeline(Box::new(p)))
+            c.block(get_opt(&api, name))?
+                .map(|p| Def::Pipeline(Box::new(p)))
         }
         DefKind::Task => {
             let api: kube::Api<Task> = kube::Api::namespaced(c.client.clone(), &c.namespace);
-            c.block(get_opt(&api, name))?.map(|t| Def::Task(Box::new(t)))
+            c.block(get_opt(&api, name))?
+                .map(|t| Def::Task(Box::new(t)))
         }
     };
     found.with_context(|| {
-        format!("{} {name:?} not found in namespace {:?}", kind.lower(), c.namespace)
+        format!(
+            "{} {name:?} not found in namespace {:?}",
+            kind.lower(),
+            c.namespace
+        )
     })
 }
 
 /// Whether a run is of the definition `name`: its reference names it, or
 /// its `tekton.dev/pipeline`/`tekton.dev/task` label does.
 fn of_pipeline(pr: &PipelineRun, name: &str) -> bool {
-    pr.spec.pipeline_ref.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+    pr.spec
+        .pipeline_ref
+        .as_ref()
+        .and_then(|r| r.name.as_deref())
+        == Some(name)
         || label(pr.metadata.labels.as_ref(), "tekton.dev/pipeline") == Some(name)
 }
 
@@ -244,7 +269,10 @@ fn of_task(tr: &TaskRun, name: &str) -> bool {
     by_ref || label(tr.metadata.labels.as_ref(), "tekton.dev/task") == Some(name)
 }
 
-fn label<'a>(l: Option<&'a std::collections::BTreeMap<String, String>>, k: &str) -> Option<&'a str> {
+fn label<'a>(
+    l: Option<&'a std::collections::BTreeMap<String, String>>,
+    k: &str,
+) -> Option<&'a str> {
     l?.get(k).map(String::as_str)
 }
 
@@ -263,7 +291,12 @@ fn cluster_runs(kind: DefKind, c: &Cluster, name: &str) -> anyhow::Result<Runs> 
     })
 }
 
-fn on_cluster(kind: DefKind, c: &Cluster, command: &Command, out: &mut impl Write) -> anyhow::Result<u8> {
+fn on_cluster(
+    kind: DefKind,
+    c: &Cluster,
+    command: &Command,
+    out: &mut impl Write,
+) -> anyhow::Result<u8> {
     let now = Timestamp::now();
     match command {
         Command::List(a) => {
@@ -277,7 +310,9 @@ fn on_cluster(kind: DefKind, c: &Cluster, command: &Command, out: &mut impl Writ
         Command::Describe(a) => {
             let d = cluster_def(kind, c, &a.name)?;
             let runs = cluster_runs(kind, c, &a.name)?;
-            out.write_all(describe(kind, &d, Some(&c.namespace), &runs, a.output, now)?.as_bytes())?;
+            out.write_all(
+                describe(kind, &d, Some(&c.namespace), &runs, a.output, now)?.as_bytes(),
+            )?;
         }
         Command::Start(a) => return start_on_cluster(kind, c, a, out),
     }
@@ -285,27 +320,51 @@ fn on_cluster(kind: DefKind, c: &Cluster, command: &Command, out: &mut impl Writ
 }
 
 /// The params and workspaces of the run `--last`/`--use-…run` names.
-fn earlier_run(kind: DefKind, c: &Cluster, a: &StartArgs) -> anyhow::Result<Option<(Vec<Param>, Vec<WorkspaceBinding>)>> {
+fn earlier_run(
+    kind: DefKind,
+    c: &Cluster,
+    a: &StartArgs,
+) -> anyhow::Result<Option<(Vec<Param>, Vec<WorkspaceBinding>)>> {
     let named = a.use_pipelinerun.as_deref().or(a.use_taskrun.as_deref());
     match (kind, named, a.last) {
         (_, None, false) => Ok(None),
         (DefKind::Pipeline, Some(n), _) => {
-            let pr = c.block(get_opt(&c.prs(), n))?.with_context(|| format!("pipelinerun {n:?} not found"))?;
+            let pr = c
+                .block(get_opt(&c.prs(), n))?
+                .with_context(|| format!("pipelinerun {n:?} not found"))?;
             Ok(Some((pr.spec.params, pr.spec.workspaces)))
         }
         (DefKind::Task, Some(n), _) => {
-            let tr = c.block(get_opt(&c.trs(), n))?.with_context(|| format!("taskrun {n:?} not found"))?;
+            let tr = c
+                .block(get_opt(&c.trs(), n))?
+                .with_context(|| format!("taskrun {n:?} not found"))?;
             Ok(Some((tr.spec.params, tr.spec.workspaces)))
         }
         (_, None, true) => match cluster_runs(kind, c, &a.name)? {
             Runs::Pipeline(mut prs) => {
-                prs.sort_by_key(|r| std::cmp::Reverse((r.metadata.creation_timestamp.clone(), r.metadata.name.clone())));
-                let pr = prs.into_iter().next().with_context(|| format!("--last: pipeline {:?} has no runs", a.name))?;
+                prs.sort_by_key(|r| {
+                    std::cmp::Reverse((
+                        r.metadata.creation_timestamp.clone(),
+                        r.metadata.name.clone(),
+                    ))
+                });
+                let pr = prs
+                    .into_iter()
+                    .next()
+                    .with_context(|| format!("--last: pipeline {:?} has no runs", a.name))?;
                 Ok(Some((pr.spec.params, pr.spec.workspaces)))
             }
             Runs::Task(mut trs) => {
-                trs.sort_by_key(|r| std::cmp::Reverse((r.metadata.creation_timestamp.clone(), r.metadata.name.clone())));
-                let tr = trs.into_iter().next().with_context(|| format!("--last: task {:?} has no runs", a.name))?;
+                trs.sort_by_key(|r| {
+                    std::cmp::Reverse((
+                        r.metadata.creation_timestamp.clone(),
+                        r.metadata.name.clone(),
+                    ))
+                });
+                let tr = trs
+                    .into_iter()
+                    .next()
+                    .with_context(|| format!("--last: task {:?} has no runs", a.name))?;
                 Ok(Some((tr.spec.params, tr.spec.workspaces)))
             }
         },
@@ -328,7 +387,12 @@ fn start_params(def: &Def, earlier: Vec<Param>, flags: &[String]) -> anyhow::Res
             .with_context(|| format!("-p {raw:?}: expected NAME=VALUE"))?;
         let Some(decl) = decls.iter().find(|d| d.name == name) else {
             let known: Vec<&str> = decls.iter().map(|d| d.name.as_str()).collect();
-            anyhow::bail!("-p {name}: {} {} has no param {name:?} (it has: {})", "the", def.name(), known.join(", "));
+            anyhow::bail!(
+                "-p {name}: {} {} has no param {name:?} (it has: {})",
+                "the",
+                def.name(),
+                known.join(", ")
+            );
         };
         let kind = decl.type_.clone().unwrap_or_else(|| "string".into());
         params.retain(|p| p.name != name);
@@ -343,12 +407,21 @@ fn start_params(def: &Def, earlier: Vec<Param>, flags: &[String]) -> anyhow::Res
         .map(|d| d.name.as_str())
         .collect();
     if !missing.is_empty() {
-        anyhow::bail!("{} needs a value for param(s) {}: give -p NAME=VALUE", def.name(), missing.join(", "));
+        anyhow::bail!(
+            "{} needs a value for param(s) {}: give -p NAME=VALUE",
+            def.name(),
+            missing.join(", ")
+        );
     }
     Ok(params)
 }
 
-fn start_on_cluster(kind: DefKind, c: &Cluster, a: &StartArgs, out: &mut impl Write) -> anyhow::Result<u8> {
+fn start_on_cluster(
+    kind: DefKind,
+    c: &Cluster,
+    a: &StartArgs,
+    out: &mut impl Write,
+) -> anyhow::Result<u8> {
     let def = cluster_def(kind, c, &a.name)?;
     let (earlier_params, earlier_ws) = earlier_run(kind, c, a)?.unwrap_or_default();
     let params = start_params(&def, earlier_params, &a.params)?;
@@ -388,19 +461,32 @@ fn start_on_cluster(kind: DefKind, c: &Cluster, a: &StartArgs, out: &mut impl Wr
     let name = match kind {
         DefKind::Pipeline => {
             let pr: PipelineRun = serde_json::from_value(run)?;
-            c.block(c.prs().create(&PostParams::default(), &pr))?.metadata.name
+            c.block(c.prs().create(&PostParams::default(), &pr))?
+                .metadata
+                .name
         }
         DefKind::Task => {
             let tr: TaskRun = serde_json::from_value(run)?;
-            c.block(c.trs().create(&PostParams::default(), &tr))?.metadata.name
+            c.block(c.trs().create(&PostParams::default(), &tr))?
+                .metadata
+                .name
         }
     }
     .unwrap_or_default();
     if a.showlog {
         note(&format!("{run_kind} started: {name}"));
-        return crate::cluster_run::follow_runs(c, &[(kind.run_kind(), name)], crate::run::Format::Text, out);
+        return crate::cluster_run::follow_runs(
+            c,
+            &[(kind.run_kind(), name)],
+            crate::run::Format::Text,
+            out,
+        );
     }
-    let short = if kind == DefKind::Pipeline { "pr" } else { "tr" };
+    let short = if kind == DefKind::Pipeline {
+        "pr"
+    } else {
+        "tr"
+    };
     writeln!(
         out,
         "{run_kind} started: {name}\n\nIn order to track the {run_kind} progress run:\ntkt {short} logs {name} -f -n {}",
@@ -446,7 +532,12 @@ fn local_runs(kind: DefKind, args: &Args, name: &str) -> Runs {
         DefKind::Pipeline => Runs::Pipeline(
             store
                 .and_then(|s| s.pipeline_runs().ok())
-                .map(|l| l.runs.into_iter().filter(|r| of_pipeline(r, name)).collect())
+                .map(|l| {
+                    l.runs
+                        .into_iter()
+                        .filter(|r| of_pipeline(r, name))
+                        .collect()
+                })
                 .unwrap_or_default(),
         ),
         DefKind::Task => Runs::Task(
@@ -462,9 +553,15 @@ fn local(kind: DefKind, args: &Args, out: &mut impl Write) -> anyhow::Result<u8>
     let now = Timestamp::now();
     let defs = local_defs(kind, &args.task_dirs)?;
     let find = |name: &str| {
-        defs.iter().find(|(d, _)| d.name() == name).cloned().with_context(|| {
-            format!("{} {name:?} not found in the catalog or the --task-dir folders", kind.lower())
-        })
+        defs.iter()
+            .find(|(d, _)| d.name() == name)
+            .cloned()
+            .with_context(|| {
+                format!(
+                    "{} {name:?} not found in the catalog or the --task-dir folders",
+                    kind.lower()
+                )
+            })
     };
     match &args.command {
         Command::List(a) => {
@@ -496,11 +593,22 @@ fn flag_value(v: &ParamValue) -> String {
     match v {
         ParamValue::String(s) => s.clone(),
         ParamValue::Array(a) => a.join(","),
-        ParamValue::Object(o) => o.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(","),
+        ParamValue::Object(o) => o
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect::<Vec<_>>()
+            .join(","),
     }
 }
 
-fn start_local(kind: DefKind, args: &Args, a: &StartArgs, def: &Def, file: &Path, out: &mut impl Write) -> anyhow::Result<u8> {
+fn start_local(
+    kind: DefKind,
+    args: &Args,
+    a: &StartArgs,
+    def: &Def,
+    file: &Path,
+    out: &mut impl Write,
+) -> anyhow::Result<u8> {
     let store = tektite_local::store::Store::existing(args.state_dir.as_deref()).ok();
     let named = a.use_pipelinerun.as_deref().or(a.use_taskrun.as_deref());
     let earlier: Vec<Param> = match (named, a.last) {
@@ -508,18 +616,46 @@ fn start_local(kind: DefKind, args: &Args, a: &StartArgs, def: &Def, file: &Path
         (Some(n), _) => {
             let s = store.as_ref().context("no run store")?;
             match kind {
-                DefKind::Pipeline => s.pipeline_run(n)?.with_context(|| format!("pipelinerun {n:?} not found in the run store"))?.spec.params,
-                DefKind::Task => s.task_run(n)?.with_context(|| format!("taskrun {n:?} not found in the run store"))?.spec.params,
+                DefKind::Pipeline => {
+                    s.pipeline_run(n)?
+                        .with_context(|| format!("pipelinerun {n:?} not found in the run store"))?
+                        .spec
+                        .params
+                }
+                DefKind::Task => {
+                    s.task_run(n)?
+                        .with_context(|| format!("taskrun {n:?} not found in the run store"))?
+                        .spec
+                        .params
+                }
             }
         }
         (None, true) => match local_runs(kind, args, &a.name) {
             Runs::Pipeline(mut v) => {
-                v.sort_by_key(|r| std::cmp::Reverse((r.metadata.creation_timestamp.clone(), r.metadata.name.clone())));
-                v.into_iter().next().with_context(|| format!("--last: pipeline {:?} has no runs", a.name))?.spec.params
+                v.sort_by_key(|r| {
+                    std::cmp::Reverse((
+                        r.metadata.creation_timestamp.clone(),
+                        r.metadata.name.clone(),
+                    ))
+                });
+                v.into_iter()
+                    .next()
+                    .with_context(|| format!("--last: pipeline {:?} has no runs", a.name))?
+                    .spec
+                    .params
             }
             Runs::Task(mut v) => {
-                v.sort_by_key(|r| std::cmp::Reverse((r.metadata.creation_timestamp.clone(), r.metadata.name.clone())));
-                v.into_iter().next().with_context(|| format!("--last: task {:?} has no runs", a.name))?.spec.params
+                v.sort_by_key(|r| {
+                    std::cmp::Reverse((
+                        r.metadata.creation_timestamp.clone(),
+                        r.metadata.name.clone(),
+                    ))
+                });
+                v.into_iter()
+                    .next()
+                    .with_context(|| format!("--last: task {:?} has no runs", a.name))?
+                    .spec
+                    .params
             }
         },
     };
@@ -528,7 +664,11 @@ fn start_local(kind: DefKind, args: &Args, a: &StartArgs, def: &Def, file: &Path
     let mut argv: Vec<String> = vec!["run".into(), "-f".into(), file.display().to_string()];
     argv.extend(["--runtime".into(), a.runtime.clone()]);
     for p in &earlier {
-        if !a.params.iter().any(|f| f.split_once('=').is_some_and(|(n, _)| n == p.name)) {
+        if !a
+            .params
+            .iter()
+            .any(|f| f.split_once('=').is_some_and(|(n, _)| n == p.name))
+        {
             argv.extend(["-p".into(), format!("{}={}", p.name, flag_value(&p.value))]);
         }
     }
@@ -551,7 +691,8 @@ fn start_local(kind: DefKind, args: &Args, a: &StartArgs, def: &Def, file: &Path
     for d in &args.task_dirs {
         argv.extend(["--task-dir".into(), d.display().to_string()]);
     }
-    let run_args = <crate::run::Args as clap::Parser>::try_parse_from(&argv).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let run_args = <crate::run::Args as clap::Parser>::try_parse_from(&argv)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::run::run(&run_args, out)
 }
 
@@ -597,7 +738,12 @@ fn run_rows(runs: &Runs) -> Vec<(String, Option<Timestamp>, Option<Timestamp>, S
 }
 
 /// `NAME AGE LAST RUN STARTED DURATION STATUS`, as `tkn p ls`.
-fn list(kind: DefKind, rows: &[(Def, Runs)], a: &ListArgs, now: Timestamp) -> anyhow::Result<String> {
+fn list(
+    kind: DefKind,
+    rows: &[(Def, Runs)],
+    a: &ListArgs,
+    now: Timestamp,
+) -> anyhow::Result<String> {
     let plural = match kind {
         DefKind::Pipeline => "pipelines",
         DefKind::Task => "tasks",
@@ -622,7 +768,12 @@ fn list(kind: DefKind, rows: &[(Def, Runs)], a: &ListArgs, now: Timestamp) -> an
                         age(s, now),
                         duration(s, e)
                     ),
-                    None => writeln!(t, "{}\t{}\t---\t---\t---\t---", d.name(), age(d.created(), now)),
+                    None => writeln!(
+                        t,
+                        "{}\t{}\t---\t---\t---\t---",
+                        d.name(),
+                        age(d.created(), now)
+                    ),
                 };
             }
             Ok(tabwrite(&t))
@@ -641,7 +792,11 @@ fn list(kind: DefKind, rows: &[(Def, Runs)], a: &ListArgs, now: Timestamp) -> an
         }
         o => {
             let items: Vec<Value> = rows.iter().map(|(d, _)| d.to_json()).collect();
-            let kind_name = if kind == DefKind::Pipeline { "PipelineList" } else { "TaskList" };
+            let kind_name = if kind == DefKind::Pipeline {
+                "PipelineList"
+            } else {
+                "TaskList"
+            };
             let v = json!({"apiVersion": tektite_api::v1::API_VERSION, "kind": kind_name, "items": items});
             Ok(if o == Output::Yaml {
                 tektite_api::yaml::to_yaml(&v)
@@ -669,7 +824,9 @@ fn params_text(t: &mut String, params: &[ParamSpec]) {
             " {}\t{}\t{}\t{}",
             p.name,
             p.type_.as_deref().unwrap_or("string"),
-            p.description.as_deref().map_or("---", |d| d.lines().next().unwrap_or("---")),
+            p.description
+                .as_deref()
+                .map_or("---", |d| d.lines().next().unwrap_or("---")),
             default
         );
     }
@@ -678,14 +835,31 @@ fn params_text(t: &mut String, params: &[ParamSpec]) {
 fn pipeline_tasks_text(t: &mut String, spec: &PipelineSpec) {
     t.push_str("\nTasks\n\n NAME\tTASKREF\tRUNAFTER\tTIMEOUT\n");
     for pt in &spec.tasks {
-        let r = pt.task_ref.as_ref().and_then(|r| r.name.clone()).unwrap_or_else(|| "---".into());
-        let after = if pt.run_after.is_empty() { "---".to_string() } else { pt.run_after.join(", ") };
-        let _ = writeln!(t, " {}\t{r}\t{after}\t{}", pt.name, pt.timeout.as_deref().unwrap_or("---"));
+        let r = pt
+            .task_ref
+            .as_ref()
+            .and_then(|r| r.name.clone())
+            .unwrap_or_else(|| "---".into());
+        let after = if pt.run_after.is_empty() {
+            "---".to_string()
+        } else {
+            pt.run_after.join(", ")
+        };
+        let _ = writeln!(
+            t,
+            " {}\t{r}\t{after}\t{}",
+            pt.name,
+            pt.timeout.as_deref().unwrap_or("---")
+        );
     }
     if !spec.finally.is_empty() {
         t.push_str("\nFinally Tasks\n\n NAME\tTASKREF\n");
         for pt in &spec.finally {
-            let r = pt.task_ref.as_ref().and_then(|r| r.name.clone()).unwrap_or_else(|| "---".into());
+            let r = pt
+                .task_ref
+                .as_ref()
+                .and_then(|r| r.name.clone())
+                .unwrap_or_else(|| "---".into());
             let _ = writeln!(t, " {}\t{r}", pt.name);
         }
     }
@@ -699,7 +873,14 @@ fn steps_text(t: &mut String, spec: &TaskSpec) {
 }
 
 /// `tkn pipeline|task describe`, as text (or the definition as JSON/YAML).
-fn describe(kind: DefKind, d: &Def, namespace: Option<&str>, runs: &Runs, output: Output, now: Timestamp) -> anyhow::Result<String> {
+fn describe(
+    kind: DefKind,
+    d: &Def,
+    namespace: Option<&str>,
+    runs: &Runs,
+    output: Output,
+    now: Timestamp,
+) -> anyhow::Result<String> {
     match output {
         Output::Text => {}
         Output::Name => return Ok(format!("{}.tekton.dev/{}\n", kind.lower(), d.name())),
@@ -717,7 +898,11 @@ fn describe(kind: DefKind, d: &Def, namespace: Option<&str>, runs: &Runs, output
         Def::Task(x) => x.spec.description.clone(),
     };
     if let Some(desc) = description.filter(|s| !s.trim().is_empty()) {
-        let _ = writeln!(t, "Description:\t{}", desc.lines().next().unwrap_or_default());
+        let _ = writeln!(
+            t,
+            "Description:\t{}",
+            desc.lines().next().unwrap_or_default()
+        );
     }
     params_text(&mut t, d.params());
     t.push_str("\nWorkspaces\n\n");
@@ -727,7 +912,11 @@ fn describe(kind: DefKind, d: &Def, namespace: Option<&str>, runs: &Runs, output
     } else {
         t.push_str(" NAME\tDESCRIPTION\tOPTIONAL\n");
         for (n, desc, optional) in ws {
-            let desc = if desc.is_empty() { "---".to_string() } else { desc.lines().next().unwrap_or_default().to_string() };
+            let desc = if desc.is_empty() {
+                "---".to_string()
+            } else {
+                desc.lines().next().unwrap_or_default().to_string()
+            };
             let _ = writeln!(t, " {n}\t{desc}\t{optional}");
         }
     }
@@ -735,7 +924,11 @@ fn describe(kind: DefKind, d: &Def, namespace: Option<&str>, runs: &Runs, output
         Def::Pipeline(p) => pipeline_tasks_text(&mut t, &p.spec),
         Def::Task(x) => steps_text(&mut t, &x.spec),
     }
-    let title = if kind == DefKind::Pipeline { "PipelineRuns" } else { "TaskRuns" };
+    let title = if kind == DefKind::Pipeline {
+        "PipelineRuns"
+    } else {
+        "TaskRuns"
+    };
     let _ = write!(t, "\n{title}\n\n");
     let rows = run_rows(runs);
     if rows.is_empty() {
