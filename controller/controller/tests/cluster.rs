@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tektite_api::load::Object;
+#[path = "cluster/cli.rs"]
+mod cli;
+
 use tektite_devcluster::apiserver::{ApiServer, Key};
 use tektite_devcluster::kubelet::Kubelet;
 
@@ -334,6 +337,26 @@ fn results(v: &Value) -> std::collections::BTreeMap<String, Value> {
         })
         .collect()
 }
+
+/// A Pipeline with a param that has no default (`tkt pipeline start`).
+const HELLO_PIPELINE: &str = r#"
+apiVersion: tekton.dev/v1
+kind: Pipeline
+metadata:
+  name: hello
+spec:
+  params:
+    - {name: who}
+  tasks:
+    - name: greet
+      params: [{name: who, value: $(params.who)}]
+      taskSpec:
+        params: [{name: who}]
+        steps:
+          - name: say
+            image: localhost/tektite/busybox:latest
+            script: echo "hello $(params.who)!"
+"#;
 
 fn runs_dir() -> PathBuf {
     repo().join("tests/runs")
