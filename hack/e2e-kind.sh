@@ -4,7 +4,8 @@
 # creates a kind cluster (or uses KIND_CLUSTER), loads the images, installs
 # Tektite with kustomize, runs the PipelineRuns and TaskRuns of tests/runs/
 # and tests/examples/, and checks that each ends Succeeded (or, for the runs
-# meant to fail, Failed), with `kubectl wait`.
+# meant to fail, Failed), with `kubectl wait`; then `tkt` against it: run
+# with follow, --detach and logs -f, cancel, list, rerun --from-failed.
 # Needs: docker or podman, kind, kubectl. Usage: hack/e2e-kind.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,4 +53,29 @@ for f in tests/examples/*.yaml tests/runs/*.yaml; do
     failed=1
   fi
 done
+
+echo "==> tkt against the cluster"
+# The dev cluster's tests of tkt (controller/controller/tests/cluster/cli.rs),
+# here against a real API server and kubelet.
+cargo build --quiet --locked -p tektite-cli --bin tkt
+tkt() { target/debug/tkt "$@" -n "$ns"; }
+check() { if "$@"; then echo "ok: $*"; else echo "FAIL: $*"; failed=1; fi; }
+out=$(tkt run -f tests/runs/pipeline-flow.yaml 2>/dev/null) && rc=0 || rc=$?
+check test "$rc" = 0
+check grep -q '\[verify : check\] verify sha256:abc built' <<<"$out"
+name=$(tkt run --detach -f tests/runs/pipeline-retries.yaml 2>/dev/null)
+out=$(tkt pr logs -f "$name") && rc=0 || rc=$?
+check test "$rc" = 1
+check test "$(grep -c '\[flaky : try\] second attempt' <<<"$out")" = 1
+name=$(tkt run --detach -f tests/runs/pipeline-long.yaml 2>/dev/null)
+sleep 5
+check tkt pr cancel "$name"
+kubectl -n "$ns" wait "pipelinerun/$name" --for=condition=Succeeded=False --timeout=120s >/dev/null
+check test "$(tkt pr list -o name | grep -c "pipelinerun.tekton.dev/$name")" = 1
+name=$(tkt run --detach -f tests/runs/pipeline-rerun.yaml 2>/dev/null)
+tkt pr logs -f "$name" >/dev/null || true
+out=$(tkt pr rerun "$name" --from-failed 2>/dev/null) && rc=0 || rc=$?
+check test "$rc" = 0
+check grep -q 'second succeeds' <<<"$out"
+check test "$(kubectl -n "$ns" get taskruns -l tekton.dev/pipelineTask=first -o name | wc -l)" -ge 1
 exit "$failed"

@@ -44,7 +44,7 @@ else
 fi
 
 step "catalog tools"
-# shellcheck, yamllint, git, promtool, jq and checkov: the catalog's lint and
+# The catalog's tools (shellcheck, yamllint, git, promtool, jq, checkov): its lint and
 # its real task runs (tests/catalog.rs). Before the images: the tools image
 # is built from this machine's git and promtool.
 hack/setup-catalog-tools.sh
@@ -85,6 +85,31 @@ step "cargo test"
 cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$tmp/test.log"
 passed=$(awk '/^test result:/ {s += $4} END {print s+0}' "$tmp/test.log")
 failed=$(awk '/^test result:/ {s += $6} END {print s+0}' "$tmp/test.log")
+
+if [ "${TEKTITE_SKIP_PODMAN:-}" != 1 ]; then
+  step "the dev cluster, as the README starts it"
+  # hack/dev-cluster.sh up, one run through `tkt run --cluster`, down; then
+  # nothing of it may be left running.
+  export TEKTITE_DEV_CLUSTER="$tmp/dev-cluster"
+  trap 'hack/dev-cluster.sh down 2>/dev/null; rm -rf "$tmp"' EXIT
+  eval "$(hack/dev-cluster.sh up | tail -n 1)"
+  if ! target/debug/tkt run --cluster -f tests/runs/pipeline-flow.yaml >"$tmp/dev.log" 2>&1 ||
+    ! grep -q '\[verify : check\] verify sha256:abc built' "$tmp/dev.log"; then
+    cat "$tmp/dev.log" "$TEKTITE_DEV_CLUSTER/controller.log" >&2
+    echo "tkt run --cluster on the dev cluster failed" >&2
+    exit 1
+  fi
+  pids=$(cat "$TEKTITE_DEV_CLUSTER"/*.pid)
+  hack/dev-cluster.sh down
+  unset KUBECONFIG
+  for pid in $pids; do
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "hack/dev-cluster.sh down left process $pid running" >&2
+      exit 1
+    fi
+  done
+  echo "dev cluster: up, a PipelineRun through tkt run --cluster, down"
+fi
 
 step "the ci-cd example, as a newcomer runs it"
 # README's second command: clone, cargo test and the Checkov scan of the
