@@ -354,12 +354,7 @@ pub(crate) fn follow_runs(
         *current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((*kind, name.clone()));
-        let filter = crate::follow::Filter::all();
-        let outcome = if output == Format::Text {
-            crate::follow::follow(c, *kind, name, &filter, &mut *out)?
-        } else {
-            crate::follow::follow(c, *kind, name, &filter, &mut std::io::stderr())?
-        };
+        let outcome = follow_shown(c, *kind, name, output)?;
         code = code.max(outcome);
         let object = match kind {
             Kind::PipelineRun => serde_json::to_value(c.block(c.prs().get(name))?)?,
@@ -373,6 +368,54 @@ pub(crate) fn follow_runs(
         return Ok(EXIT_INTERRUPTED);
     }
     Ok(code)
+}
+
+/// Follows one run, shown as `tkt run` shows a local one: its lines with
+/// their `[task : step]` prefixes, each task's start, end and skip, and on
+/// a terminal the live table of tasks (logs on standard output; standard
+/// error with `-o json|yaml`).
+fn follow_shown(c: &Cluster, kind: Kind, name: &str, output: Format) -> anyhow::Result<u8> {
+    use tektite_local::runner::Progress;
+    let pipeline = kind == Kind::PipelineRun;
+    let text = output == Format::Text;
+    let color = std::env::var_os("NO_COLOR").is_none()
+        && std::io::stderr().is_terminal()
+        && std::io::stdout().is_terminal();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Progress>(256);
+    let printer = std::thread::spawn(move || crate::run::print_progress(rx, pipeline, text, color));
+    let filter = crate::follow::Filter::all();
+    let outcome = crate::follow::follow_events(c, kind, name, &filter, |e| {
+        let p = match e {
+            crate::follow::Event::Lines { task, step, bytes } => Progress::Lines {
+                task: task.unwrap_or_else(|| name.to_string()),
+                step,
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+            },
+            crate::follow::Event::Started { task, task_run } => {
+                Progress::Started { task, task_run }
+            }
+            crate::follow::Event::Finished {
+                task,
+                task_run,
+                status,
+                reason,
+                message,
+            } => Progress::Finished {
+                task,
+                task_run,
+                status,
+                reason,
+                message,
+            },
+            crate::follow::Event::Skipped { task, reason } => Progress::Skipped { task, reason },
+        };
+        // The printer ends only when this sender goes.
+        let _ = tx.send(p);
+        Ok(())
+    });
+    drop(tx);
+    let _ = printer.join();
+    outcome
 }
 
 /// `Reason: message` of a run's Succeeded condition.

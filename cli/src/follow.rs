@@ -143,7 +143,63 @@ pub fn follow(
     f: &Filter,
     out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    follow_events(c, kind, name, f, |e| {
+        if let Event::Lines { task, step, bytes } = e {
+            let prefix = f.prefix_of(task.as_deref(), &step);
+            let mut chunk = Vec::with_capacity(bytes.len());
+            for line in bytes.split_inclusive(|b| *b == b'\n') {
+                chunk.extend_from_slice(&prefix);
+                chunk.extend_from_slice(line);
+            }
+            out.write_all(&chunk)?;
+            out.flush()?;
+        }
+        Ok(())
+    })
+}
+
+/// What following a run on a cluster reports, in order for each TaskRun:
+/// it started, its steps' lines, it finished (after its last line).
+#[derive(Debug)]
+pub enum Event {
+    /// Whole lines of one step (each ends with a newline), without prefix.
+    Lines {
+        /// The pipeline task; none for a TaskRun followed on its own.
+        task: Option<String>,
+        step: String,
+        bytes: Vec<u8>,
+    },
+    Started {
+        task: String,
+        task_run: String,
+    },
+    /// Once per TaskRun, after its logs.
+    Finished {
+        task: String,
+        task_run: String,
+        status: String,
+        reason: String,
+        message: String,
+    },
+    Skipped {
+        task: String,
+        reason: String,
+    },
+}
+
+/// Follows a run on a cluster to its end, handing each event to `on` on
+/// this thread as it comes; the exit code of its outcome.
+///
+/// # Errors
+/// As [`follow`], or what `on` returns.
+pub fn follow_events(
+    c: &Cluster,
+    kind: Kind,
+    name: &str,
+    f: &Filter,
+    mut on: impl FnMut(Event) -> anyhow::Result<()>,
+) -> anyhow::Result<u8> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let job = Follow {
         client: c.client.clone(),
         namespace: c.namespace.clone(),
@@ -153,11 +209,18 @@ pub fn follow(
         tx,
     };
     let handle = c.rt.spawn(job.run());
-    // Printed on this thread as the lines come; the channel closes when
-    // every follower has ended.
-    while let Some(chunk) = c.block(rx.recv()) {
-        out.write_all(&chunk)?;
-        out.flush()?;
+    // The channel closes when every follower has ended.
+    let mut finished: BTreeSet<String> = BTreeSet::new();
+    let mut skipped: BTreeSet<String> = BTreeSet::new();
+    while let Some(e) = c.block(rx.recv()) {
+        let first = match &e {
+            Event::Finished { task_run, .. } => finished.insert(task_run.clone()),
+            Event::Skipped { task, .. } => skipped.insert(task.clone()),
+            _ => true,
+        };
+        if first {
+            on(e)?;
+        }
     }
     c.block(handle)?
 }
@@ -170,12 +233,13 @@ struct Follow {
     kind: Kind,
     name: String,
     filter: Filter,
-    tx: UnboundedSender<Vec<u8>>,
+    tx: UnboundedSender<Event>,
 }
 
 /// What a watch event says.
 enum Seen {
-    Run(Option<u8>),
+    /// The run's outcome (if it has ended) and the tasks it skipped.
+    Run(Option<u8>, Vec<(String, String)>),
     Gone,
     Task(Box<TaskRun>),
     Nothing,
@@ -210,7 +274,9 @@ impl Follow {
                     .default_backoff()
                     .map(|e| match e {
                         Ok(watcher::Event::Apply(pr) | watcher::Event::InitApply(pr)) => {
-                            Seen::Run(outcome(conditions_of_pr(&pr)))
+                            let skipped = pr.status.iter().flat_map(|s| &s.skipped_tasks);
+                            let skipped = skipped.map(|t| (t.name.clone(), t.reason.clone()));
+                            Seen::Run(outcome(conditions_of_pr(&pr)), skipped.collect())
                         }
                         Ok(watcher::Event::Delete(_)) => Seen::Gone,
                         _ => Seen::Nothing,
@@ -235,11 +301,18 @@ impl Follow {
                         break code;
                     }
                 }
-                Seen::Run(Some(code)) => break code,
+                Seen::Run(code, skipped) => {
+                    for (task, reason) in skipped {
+                        let _ = self.tx.send(Event::Skipped { task, reason });
+                    }
+                    if let Some(code) = code {
+                        break code;
+                    }
+                }
                 Seen::Gone => {
                     anyhow::bail!("{} {} was deleted", self.kind.lower(), self.name)
                 }
-                Seen::Run(None) | Seen::Nothing => {}
+                Seen::Nothing => {}
             }
         };
         drop(events);
@@ -281,6 +354,20 @@ impl Follow {
         if task.as_deref().is_some_and(|t| !self.filter.wants_task(t)) {
             return;
         }
+        let tr_name = tr.metadata.name.clone().unwrap_or_default();
+        let shown = task.clone().unwrap_or_else(|| tr_name.clone());
+        if followed.insert(format!("taskrun/{tr_name}")) {
+            let _ = self.tx.send(Event::Started {
+                task: shown.clone(),
+                task_run: tr_name.clone(),
+            });
+        }
+        if pod_name(tr).is_none()
+            && let Some(e) = finished_event(tr, &shown)
+        {
+            // No pod to wait for (it failed before one was made).
+            let _ = self.tx.send(e);
+        }
         let earlier = tr
             .status
             .iter()
@@ -300,6 +387,7 @@ impl Follow {
                 let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
                 let p = PodFollow {
                     pods,
+                    trs: Api::namespaced(self.client.clone(), &ns),
                     pod,
                     task: task.clone(),
                     tr: tr.clone(),
@@ -312,14 +400,30 @@ impl Follow {
     }
 }
 
+/// The event of a TaskRun that has ended, shown as `task`.
+fn finished_event(tr: &TaskRun, task: &str) -> Option<Event> {
+    let c = Condition::succeeded(conditions_of_tr(tr))?;
+    if c.status == "Unknown" {
+        return None;
+    }
+    Some(Event::Finished {
+        task: task.to_string(),
+        task_run: tr.metadata.name.clone().unwrap_or_default(),
+        status: c.status.clone(),
+        reason: c.reason.clone().unwrap_or_default(),
+        message: c.message.clone().unwrap_or_default(),
+    })
+}
+
 /// Following one pod's step containers, in order.
 struct PodFollow {
     pods: Api<Pod>,
+    trs: Api<TaskRun>,
     pod: String,
     task: Option<String>,
     tr: TaskRun,
     filter: Filter,
-    tx: UnboundedSender<Vec<u8>>,
+    tx: UnboundedSender<Event>,
 }
 
 /// Says that a pod's logs cannot be shown: it was deleted (a cancel or a
@@ -377,25 +481,53 @@ impl PodFollow {
         for c in containers {
             let step = step_of(&self.tr, &c);
             if self.filter.wants_step(&step, &c) {
-                let prefix = self.filter.prefix_of(self.task.as_deref(), &step);
-                self.container(&c, &prefix).await?;
+                self.container(&c, &step).await?;
             }
         }
-        Ok(())
+        self.finish().await
+    }
+
+    /// After the pod's logs: the TaskRun's end, once it has ended, if this
+    /// pod is its last (a retry's pod reports instead).
+    async fn finish(&self) -> anyhow::Result<()> {
+        let name = self.tr.metadata.name.clone().unwrap_or_default();
+        let shown = self.task.clone().unwrap_or_else(|| name.clone());
+        loop {
+            let Some(tr) = crate::cluster::get_opt(&self.trs, &name).await? else {
+                return Ok(());
+            };
+            if pod_name(&tr).as_deref() != Some(self.pod.as_str()) {
+                return Ok(());
+            }
+            if let Some(e) = finished_event(&tr, &shown) {
+                let _ = self.tx.send(e);
+                return Ok(());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn send_lines(&self, step: &str, bytes: Vec<u8>) -> bool {
+        let e = Event::Lines {
+            task: self.task.clone(),
+            step: step.to_string(),
+            bytes,
+        };
+        self.tx.send(e).is_ok()
     }
 
     /// Streams one container's log from its start to its end. A stream
     /// cut while the container runs is opened again; one cut as it ended
     /// is read once more without following. Either way the lines printed
     /// already are skipped.
-    async fn container(&self, c: &str, prefix: &[u8]) -> anyhow::Result<()> {
+    async fn container(&self, c: &str, step: &str) -> anyhow::Result<()> {
         let mut printed = 0usize;
         let mut follow = true;
         loop {
             if !self.wait_started(c).await? {
                 return Ok(());
             }
-            let (partial, clean) = self.stream(c, follow, prefix, &mut printed).await;
+            let (partial, clean) = self.stream(c, step, follow, &mut printed).await;
             let now = crate::cluster::get_opt(&self.pods, &self.pod).await?;
             let ended = matches!(
                 state_of(now.as_ref(), c),
@@ -403,10 +535,9 @@ impl PodFollow {
             );
             if ended && (clean || !follow) {
                 if !partial.is_empty() {
-                    let mut last = prefix.to_vec();
-                    last.extend_from_slice(&partial);
+                    let mut last = partial;
                     last.push(b'\n');
-                    let _ = self.tx.send(last);
+                    self.send_lines(step, last);
                 }
                 return Ok(());
             }
@@ -440,8 +571,8 @@ impl PodFollow {
     async fn stream(
         &self,
         c: &str,
+        step: &str,
         follow: bool,
-        prefix: &[u8],
         printed: &mut usize,
     ) -> (Vec<u8>, bool) {
         let lp = LogParams {
@@ -467,14 +598,13 @@ impl PodFollow {
                 if piece.ends_with(b"\n") {
                     seen += 1;
                     if seen > *printed {
-                        chunk.extend_from_slice(prefix);
                         chunk.extend_from_slice(&partial);
                         *printed = seen;
                     }
                     partial.clear();
                 }
             }
-            if !chunk.is_empty() && self.tx.send(chunk).is_err() {
+            if !chunk.is_empty() && !self.send_lines(step, chunk) {
                 return (partial, true);
             }
         }

@@ -1501,7 +1501,12 @@ impl Board {
     }
 }
 
-fn print_progress(rx: mpsc::Receiver<Progress>, pipeline: bool, to_stdout: bool, color: bool) {
+pub(crate) fn print_progress(
+    rx: mpsc::Receiver<Progress>,
+    pipeline: bool,
+    to_stdout: bool,
+    color: bool,
+) {
     let mut palette: BTreeMap<String, &str> = BTreeMap::new();
     // On a terminal, a status line of the tasks stays at the bottom, redrawn
     // under each new line; elsewhere, plain lines.

@@ -97,6 +97,17 @@ async fn tkt_run_on_the_cluster_follows_logs_and_exits_with_the_outcome() {
         out.contains("[report : print] report Completed prod=None"),
         "{out}"
     );
+    // As a local run shows it: each task's start, its lines, its end.
+    let at = |what: &str| {
+        out.find(what)
+            .unwrap_or_else(|| panic!("{what:?} in:\n{out}"))
+    };
+    assert!(at("task verify started") < at("[verify : check]"), "{out}");
+    assert!(
+        at("[verify : check]") < at("task verify Succeeded"),
+        "{out}"
+    );
+    at("task deploy-prod skipped: When Expressions evaluated to false");
     assert!(
         text(&ok.stderr).contains("Completed: Tasks Completed: 3"),
         "{}",
