@@ -9,10 +9,20 @@
 #                              `export KUBECONFIG=…`
 #   hack/dev-cluster.sh down   stops everything `up` started (and its pods)
 #
-# State lives in $TEKTITE_DEV_CLUSTER (default /tmp/tektite-dev-cluster).
+# State lives in $TEKTITE_DEV_CLUSTER (default: tektite-dev-cluster in
+# $XDG_RUNTIME_DIR, else /tmp/tektite-dev-cluster-$UID), a directory of this
+# user's only. Its API server has no authentication: anyone on this machine
+# who can reach loopback can create pods that podman runs as this user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dir=${TEKTITE_DEV_CLUSTER:-/tmp/tektite-dev-cluster}
+dir=${TEKTITE_DEV_CLUSTER:-${XDG_RUNTIME_DIR:-/tmp}/tektite-dev-cluster-$(id -u)}
+# The pid files say what `down` kills: the directory must be ours alone.
+mkdir -p "$(dirname "$dir")"
+[ -d "$dir" ] || mkdir -m 700 "$dir"
+if [ "$(stat -c %u "$dir")" != "$(id -u)" ] || [ -n "$(find "$dir" -maxdepth 0 -perm /077)" ]; then
+  echo "dev-cluster: $dir is not this user's alone (owner and mode 700 needed)" >&2
+  exit 1
+fi
 
 stop() {
   local f=$1
@@ -32,7 +42,6 @@ stop() {
 
 case "${1:-}" in
 up)
-  mkdir -p "$dir"
   if [ -f "$dir/apiserver.pid" ] && kill -0 "$(cat "$dir/apiserver.pid")" 2>/dev/null; then
     echo "dev-cluster: already up (hack/dev-cluster.sh down first)" >&2
     echo "export KUBECONFIG=$dir/kubeconfig"

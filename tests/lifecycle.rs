@@ -446,3 +446,53 @@ fn machine_formats_several_runs_and_standard_input() {
         text(&all.stderr)
     );
 }
+
+#[test]
+fn a_hard_cancel_after_a_graceful_one_stops_the_run_at_once() {
+    let s = Scratch::new("lifecycle-escalate");
+    let file = s.file(
+        "slow.yaml",
+        &FINALLY
+            .replace("name: graceful", "name: slow")
+            .replace("sleep 2", "sleep 60"),
+    );
+    let state = s.state_arg();
+    let run = tkt_run("process")
+        .args(["-f", &file, "--state-dir", &state])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !text(&on(&s, &["pr", "logs", "slow"]).stdout).contains("work started") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "work never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let graceful = on(
+        &s,
+        &["pr", "cancel", "slow", "--grace", "StoppedRunFinally"],
+    );
+    assert_eq!(
+        graceful.status.code(),
+        Some(0),
+        "{}",
+        text(&graceful.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    // Still running (its task is let finish): a plain cancel stops it.
+    let hard = on(&s, &["pr", "cancel", "slow"]);
+    assert_eq!(hard.status.code(), Some(0), "{}", text(&hard.stderr));
+    let ran = wait_guarded(run, "tkt run");
+    let out = text(&ran.stdout);
+    assert_eq!(ran.status.code(), Some(1), "{out}");
+    assert!(
+        !out.contains("work finished"),
+        "the 60 s step was stopped:\n{out}"
+    );
+    let v: Value =
+        serde_json::from_slice(&on(&s, &["pr", "describe", "slow", "-o", "json"]).stdout).unwrap();
+    assert_eq!(util::reason(&v), "Cancelled", "{v}");
+}

@@ -161,6 +161,116 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// The runs `delete` is to delete, checked before any is: each exists,
+    /// and has finished unless `--force`; a TaskRun of a PipelineRun that
+    /// still runs is its to manage (delete the PipelineRun).
+    fn delete_targets(&self, kind: Kind, a: &DeleteArgs) -> anyhow::Result<Vec<String>> {
+        use inspect::Target as _;
+        let unfinished = |n: &str| {
+            anyhow::anyhow!(
+                "{} {n:?} has not finished (it may still be running); use --force to cancel it and delete it",
+                kind.lower()
+            )
+        };
+        let mut names = Vec::new();
+        match kind {
+            Kind::PipelineRun => {
+                let runs = if a.all {
+                    self.pipeline_runs(None)?
+                } else {
+                    let mut v = Vec::new();
+                    for n in &a.names {
+                        v.push(self.pipeline_run(n)?.ok_or_else(|| {
+                            anyhow::anyhow!("pipelinerun {n:?} not found in {}", self.place())
+                        })?);
+                    }
+                    v
+                };
+                for r in &runs {
+                    if !a.force && !inspect::finished(r) {
+                        return Err(unfinished(&inspect::name_of(r)));
+                    }
+                    names.push(inspect::name_of(r));
+                }
+            }
+            Kind::TaskRun => {
+                let runs = if a.all {
+                    self.task_runs(None)?
+                } else {
+                    let mut v = Vec::new();
+                    for n in &a.names {
+                        v.push(self.task_run(n)?.ok_or_else(|| {
+                            anyhow::anyhow!("taskrun {n:?} not found in {}", self.place())
+                        })?);
+                    }
+                    v
+                };
+                for r in &runs {
+                    let n = inspect::name_of(r);
+                    if !a.force && !inspect::finished(r) {
+                        return Err(unfinished(&n));
+                    }
+                    let parent = r
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("tekton.dev/pipelineRun"));
+                    if let Some(p) = parent
+                        && self
+                            .pipeline_run(p)?
+                            .is_some_and(|pr| !inspect::finished(&pr))
+                    {
+                        anyhow::bail!(
+                            "taskrun {n:?} belongs to pipelinerun {p:?}, which is running: delete the pipelinerun (with --force)"
+                        );
+                    }
+                    names.push(n);
+                }
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// A container's log as it comes from the server (opened on the first
+/// read): bounded memory whatever its length.
+struct PodLog<'a> {
+    cluster: &'a Cluster,
+    pods: Api<Pod>,
+    pod: String,
+    container: String,
+    stream: Option<std::pin::Pin<Box<dyn futures::AsyncBufRead + 'a>>>,
+    done: bool,
+}
+
+impl Read for PodLog<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        if self.stream.is_none() {
+            let lp = LogParams {
+                container: Some(self.container.clone()),
+                ..LogParams::default()
+            };
+            match self.cluster.block(self.pods.log_stream(&self.pod, &lp)) {
+                Ok(s) => self.stream = Some(Box::pin(s)),
+                // Gone with its pod, or never started: nothing to show.
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 400 => {
+                    self.done = true;
+                    return Ok(0);
+                }
+                Err(e) => return Err(std::io::Error::other(e)),
+            }
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(0);
+        };
+        self.cluster.block(futures::AsyncReadExt::read(stream, buf))
+    }
+}
+
 /// Whether a kube error is the server's 404.
 pub(crate) fn not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
@@ -256,25 +366,15 @@ impl inspect::Target for Cluster {
             return Ok(out);
         }
         for c in step_containers(tr, None) {
-            let lp = LogParams {
-                container: Some(c.clone()),
-                ..LogParams::default()
+            let log = PodLog {
+                cluster: self,
+                pods: pods.clone(),
+                pod: pod.clone(),
+                container: c.clone(),
+                stream: None,
+                done: false,
             };
-            let bytes = self.block(async {
-                use futures::AsyncReadExt;
-                let mut s = match pods.log_stream(&pod, &lp).await {
-                    Ok(s) => s,
-                    // Gone with its pod, or never started: nothing to show.
-                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 400 => {
-                        return Ok(Vec::new());
-                    }
-                    Err(e) => return Err(anyhow::Error::from(e)),
-                };
-                let mut v = Vec::new();
-                s.read_to_end(&mut v).await?;
-                Ok(v)
-            })?;
-            out.push((c, Box::new(std::io::Cursor::new(bytes))));
+            out.push((c, Box::new(log)));
         }
         Ok(out)
     }
@@ -290,23 +390,13 @@ impl inspect::Target for Cluster {
     }
 
     fn delete(&self, kind: Kind, a: &DeleteArgs) -> anyhow::Result<String> {
-        let names: Vec<String> = if a.all {
-            match kind {
-                Kind::PipelineRun => self
-                    .pipeline_runs(None)?
-                    .iter()
-                    .map(inspect::name_of)
-                    .collect(),
-                Kind::TaskRun => self.task_runs(None)?.iter().map(inspect::name_of).collect(),
-            }
-        } else {
-            a.names.clone()
-        };
+        let names = self.delete_targets(kind, a)?;
         if names.is_empty() {
             return Ok(format!("No {} found\n", kind.plural()));
         }
         // Background deletion: the garbage collector takes the children
-        // (TaskRuns and pods) with their owner, as `kubectl delete` does.
+        // (TaskRuns and pods) with their owner, as `kubectl delete` does;
+        // the controller stops a run's pods as they go.
         let dp = DeleteParams::background();
         for n in &names {
             let r = match kind {
@@ -315,9 +405,8 @@ impl inspect::Target for Cluster {
             };
             match r {
                 Ok(()) => {}
-                Err(e) if not_found(&e) => {
-                    anyhow::bail!("{} {n:?} not found in {}", kind.lower(), self.place())
-                }
+                // Gone meanwhile: what was asked for is done.
+                Err(e) if not_found(&e) => {}
                 Err(e) => return Err(e.into()),
             }
         }

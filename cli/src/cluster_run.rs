@@ -73,10 +73,11 @@ fn resource_of(v: &Value) -> Option<ApiResource> {
 /// What the files hold for the cluster.
 #[derive(Debug, Default)]
 struct Given {
-    /// Tasks, Pipelines, StepActions, ConfigMaps and Secrets, to apply.
-    definitions: Vec<Value>,
-    /// TaskRuns and PipelineRuns, to create.
-    runs: Vec<Value>,
+    /// Tasks, Pipelines, StepActions, ConfigMaps and Secrets, to apply,
+    /// each with its file.
+    definitions: Vec<(String, Value)>,
+    /// TaskRuns and PipelineRuns, to create, each with its file.
+    runs: Vec<(String, Value)>,
     /// The Tekton objects as loaded (for a lone Task or Pipeline).
     loaded: Vec<Loaded>,
 }
@@ -93,10 +94,11 @@ fn load(args: &Args) -> anyhow::Result<Result<Given, u8>> {
         // ConfigMaps and Secrets go as written (they were checked above).
         if !o.data.is_empty() {
             let docs = tektite_api::yaml::parse_values(&text).unwrap_or_default();
-            given.definitions.extend(docs.into_iter().filter(|d| {
+            let data = docs.into_iter().filter(|d| {
                 d["apiVersion"] == "v1"
                     && matches!(d["kind"].as_str(), Some("ConfigMap" | "Secret"))
-            }));
+            });
+            given.definitions.extend(data.map(|d| (file.clone(), d)));
         }
     }
     diags.extend(tektite_api::validate::validate_all(&given.loaded));
@@ -107,7 +109,7 @@ fn load(args: &Args) -> anyhow::Result<Result<Given, u8>> {
         return Ok(Err(EXIT_INVALID));
     }
     for l in &given.loaded {
-        let v = l.object.to_json();
+        let v = (l.file.clone(), l.object.to_json());
         match &l.object {
             Object::TaskRun(_) | Object::PipelineRun(_) => given.runs.push(v),
             _ => given.definitions.push(v),
@@ -254,11 +256,31 @@ fn api_for(client: &Client, ns: &str, v: &Value) -> anyhow::Result<Api<DynamicOb
 }
 
 /// Applies the definitions and creates the runs; the runs' kinds and names.
+/// Refuses an object that names a namespace other than the target's (as
+/// `kubectl` does): everything goes to, and is followed in, one namespace.
+fn check_namespace(c: &Cluster, file: &str, v: &Value) -> anyhow::Result<()> {
+    match v["metadata"]["namespace"].as_str() {
+        Some(ns) if ns != c.namespace => anyhow::bail!(
+            "{file}: {} {}: metadata.namespace {ns:?} is not the namespace given ({:?}): use -n {ns}",
+            v["kind"].as_str().unwrap_or(""),
+            v["metadata"]["name"]
+                .as_str()
+                .or(v["metadata"]["generateName"].as_str())
+                .unwrap_or(""),
+            c.namespace
+        ),
+        _ => Ok(()),
+    }
+}
+
 fn submit(c: &Cluster, given: Given, args: &Args) -> anyhow::Result<Vec<(Kind, String)>> {
+    for (file, v) in given.definitions.iter().chain(&given.runs) {
+        check_namespace(c, file, v)?;
+    }
     let pp = PatchParams::apply(MANAGER).force();
-    for d in &given.definitions {
+    for (_, d) in &given.definitions {
         let name = d["metadata"]["name"].as_str().unwrap_or_default();
-        let ns = d["metadata"]["namespace"].as_str().unwrap_or(&c.namespace);
+        let ns = &c.namespace;
         let api = api_for(&c.client, ns, d)?;
         c.block(api.patch(name, &pp, &Patch::Apply(d)))
             .with_context(|| format!("cannot apply {} {name}", d["kind"].as_str().unwrap_or("")))?;
@@ -267,7 +289,7 @@ fn submit(c: &Cluster, given: Given, args: &Args) -> anyhow::Result<Vec<(Kind, S
             d["kind"].as_str().unwrap_or("").to_lowercase()
         ));
     }
-    let mut runs = given.runs;
+    let mut runs: Vec<Value> = given.runs.into_iter().map(|(_, v)| v).collect();
     if runs.is_empty() {
         runs.push(run_of(&given.loaded, args)?);
     } else {
@@ -283,10 +305,7 @@ fn submit(c: &Cluster, given: Given, args: &Args) -> anyhow::Result<Vec<(Kind, S
     }
     let mut made = Vec::new();
     for r in runs {
-        let ns = r["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or(&c.namespace)
-            .to_string();
+        let ns = c.namespace.clone();
         let api = api_for(&c.client, &ns, &r)?;
         let obj: DynamicObject = serde_json::from_value(r.clone())?;
         let created = c

@@ -27,7 +27,7 @@ use kube::{Api, Client};
 use tektite_api::v1::{Condition, PipelineRun, TaskRun};
 use tektite_local::live;
 use tektite_local::store::Store;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 
 use crate::cluster::{Cluster, pod_name};
 use crate::inspect::{Kind, LogsArgs, step_of};
@@ -77,37 +77,59 @@ impl Filter {
     }
 }
 
-/// A log cut into whole lines, each given a prefix; the part of a line not
-/// ended yet is held.
+/// The longest line kept whole: a longer one is cut into lines of this
+/// many bytes (each then ended with a newline), so a step that never
+/// prints a newline costs bounded memory. Where the cuts fall depends only
+/// on the log's bytes, so a log read again cuts the same way.
+const MAX_LINE: usize = 64 * 1024;
+
+/// A log cut into whole lines; the part of a line not ended yet is held.
 #[derive(Debug, Default)]
 struct Lines {
     partial: Vec<u8>,
 }
 
 impl Lines {
-    /// The whole lines among `bytes` (and what was held), prefixed; how
-    /// many.
-    fn push(&mut self, bytes: &[u8], prefix: &[u8], out: &mut Vec<u8>) -> usize {
-        let mut n = 0;
+    /// The whole lines `bytes` completes, each ending with a newline.
+    fn push(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
         let mut rest = bytes;
-        while let Some(i) = rest.iter().position(|b| *b == b'\n') {
-            out.extend_from_slice(prefix);
-            out.append(&mut self.partial);
-            out.extend_from_slice(&rest[..=i]);
-            rest = &rest[i + 1..];
-            n += 1;
+        loop {
+            let room = MAX_LINE - self.partial.len();
+            let window = &rest[..rest.len().min(room)];
+            if let Some(i) = window.iter().position(|b| *b == b'\n') {
+                self.partial.extend_from_slice(&rest[..=i]);
+                out.push(std::mem::take(&mut self.partial));
+                rest = &rest[i + 1..];
+            } else if rest.len() >= room {
+                self.partial.extend_from_slice(&rest[..room]);
+                rest = &rest[room..];
+                let mut line = std::mem::take(&mut self.partial);
+                line.push(b'\n');
+                out.push(line);
+            } else {
+                self.partial.extend_from_slice(rest);
+                return out;
+            }
         }
-        self.partial.extend_from_slice(rest);
-        n
     }
 
     /// The last line, if it had no newline: ended with one.
-    fn finish(&mut self, prefix: &[u8], out: &mut Vec<u8>) {
-        if !self.partial.is_empty() {
-            out.extend_from_slice(prefix);
-            out.append(&mut self.partial);
-            out.push(b'\n');
+    fn finish(&mut self) -> Option<Vec<u8>> {
+        if self.partial.is_empty() {
+            return None;
         }
+        let mut line = std::mem::take(&mut self.partial);
+        line.push(b'\n');
+        Some(line)
+    }
+}
+
+/// `lines`, each after `prefix`, appended to `out`.
+fn prefixed(lines: Vec<Vec<u8>>, prefix: &[u8], out: &mut Vec<u8>) {
+    for l in lines {
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(&l);
     }
 }
 
@@ -199,7 +221,9 @@ pub fn follow_events(
     f: &Filter,
     mut on: impl FnMut(Event) -> anyhow::Result<()>,
 ) -> anyhow::Result<u8> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    // Bounded: a slow reader (a paused pager) holds the followers back
+    // rather than letting lines pile up in memory.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(256);
     let job = Follow {
         client: c.client.clone(),
         namespace: c.namespace.clone(),
@@ -233,7 +257,7 @@ struct Follow {
     kind: Kind,
     name: String,
     filter: Filter,
-    tx: UnboundedSender<Event>,
+    tx: Sender<Event>,
 }
 
 /// What a watch event says.
@@ -256,12 +280,14 @@ impl Follow {
                 watcher::Config::default().fields(&format!("metadata.name={}", self.name))
             }
         };
+        let kind = self.kind;
         let tasks = watcher(trs.clone(), selector)
             .default_backoff()
             .map(|e| match e {
                 Ok(watcher::Event::Apply(tr) | watcher::Event::InitApply(tr)) => {
                     Seen::Task(Box::new(tr))
                 }
+                Ok(watcher::Event::Delete(_)) if kind == Kind::TaskRun => Seen::Gone,
                 _ => Seen::Nothing,
             })
             .boxed();
@@ -294,7 +320,7 @@ impl Follow {
             };
             match seen {
                 Seen::Task(tr) => {
-                    self.follow_pods(&tr, &mut followed, &mut followers);
+                    self.follow_pods(&tr, &mut followed, &mut followers).await;
                     if self.kind == Kind::TaskRun
                         && let Some(code) = outcome(conditions_of_tr(&tr))
                     {
@@ -303,7 +329,7 @@ impl Follow {
                 }
                 Seen::Run(code, skipped) => {
                     for (task, reason) in skipped {
-                        let _ = self.tx.send(Event::Skipped { task, reason });
+                        let _ = self.tx.send(Event::Skipped { task, reason }).await;
                     }
                     if let Some(code) = code {
                         break code;
@@ -325,7 +351,7 @@ impl Follow {
             Kind::TaskRun => ListParams::default().fields(&format!("metadata.name={}", self.name)),
         };
         for tr in trs.list(&lp).await?.items {
-            self.follow_pods(&tr, &mut followed, &mut followers);
+            self.follow_pods(&tr, &mut followed, &mut followers).await;
         }
         while let Some(r) = followers.join_next().await {
             r??;
@@ -335,7 +361,7 @@ impl Follow {
 
     /// Starts following the pods of `tr` not followed yet: its current pod
     /// and those of its earlier attempts.
-    fn follow_pods(
+    async fn follow_pods(
         &self,
         tr: &TaskRun,
         followed: &mut BTreeSet<String>,
@@ -357,16 +383,17 @@ impl Follow {
         let tr_name = tr.metadata.name.clone().unwrap_or_default();
         let shown = task.clone().unwrap_or_else(|| tr_name.clone());
         if followed.insert(format!("taskrun/{tr_name}")) {
-            let _ = self.tx.send(Event::Started {
+            let started = Event::Started {
                 task: shown.clone(),
                 task_run: tr_name.clone(),
-            });
+            };
+            let _ = self.tx.send(started).await;
         }
         if pod_name(tr).is_none()
             && let Some(e) = finished_event(tr, &shown)
         {
             // No pod to wait for (it failed before one was made).
-            let _ = self.tx.send(e);
+            let _ = self.tx.send(e).await;
         }
         let earlier = tr
             .status
@@ -423,7 +450,7 @@ struct PodFollow {
     task: Option<String>,
     tr: TaskRun,
     filter: Filter,
-    tx: UnboundedSender<Event>,
+    tx: Sender<Event>,
 }
 
 /// Says that a pod's logs cannot be shown: it was deleted (a cancel or a
@@ -471,11 +498,26 @@ fn state_of(pod: Option<&Pod>, container: &str) -> State {
 
 const POLL: Duration = Duration::from_millis(250);
 
+/// How one read of a container's log went.
+enum LogRead {
+    /// To its end: the unfinished last line.
+    Clean(Lines),
+    /// Cut (or the container not ready yet): read again.
+    Cut,
+    /// The pod is gone.
+    Gone,
+    /// Refused (not a 400 or 404): the server's message.
+    Refused(String),
+}
+
+/// Reads of a log refused in a row before the follower gives up on it.
+const REFUSALS: u32 = 5;
+
 impl PodFollow {
     async fn run(self) -> anyhow::Result<()> {
-        let Some(pod) = crate::cluster::get_opt(&self.pods, &self.pod).await? else {
+        let Some(pod) = self.pod_now().await? else {
             gone(&self.pod, &self.tr);
-            return Ok(());
+            return self.finish().await;
         };
         let containers = crate::cluster::step_containers(&self.tr, Some(&pod));
         for c in containers {
@@ -485,6 +527,23 @@ impl PodFollow {
             }
         }
         self.finish().await
+    }
+
+    /// The pod as it is now (`None`: deleted); a failed read is tried again
+    /// a few times before the follow fails.
+    async fn pod_now(&self) -> anyhow::Result<Option<Pod>> {
+        let mut tries = 0;
+        loop {
+            match crate::cluster::get_opt(&self.pods, &self.pod).await {
+                Ok(p) => return Ok(p),
+                Err(e) if tries < 10 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(POLL * 2).await;
+                }
+                Err(e) => return Err(e.context(format!("pod {}", self.pod))),
+            }
+        }
     }
 
     /// After the pod's logs: the TaskRun's end, once it has ended, if this
@@ -500,112 +559,107 @@ impl PodFollow {
                 return Ok(());
             }
             if let Some(e) = finished_event(&tr, &shown) {
-                let _ = self.tx.send(e);
+                let _ = self.tx.send(e).await;
                 return Ok(());
             }
             tokio::time::sleep(POLL).await;
         }
     }
 
-    fn send_lines(&self, step: &str, bytes: Vec<u8>) -> bool {
+    async fn send_lines(&self, step: &str, lines: Vec<Vec<u8>>) -> bool {
+        if lines.is_empty() {
+            return true;
+        }
         let e = Event::Lines {
             task: self.task.clone(),
             step: step.to_string(),
-            bytes,
+            bytes: lines.concat(),
         };
-        self.tx.send(e).is_ok()
+        self.tx.send(e).await.is_ok()
     }
 
-    /// Streams one container's log from its start to its end. A stream
-    /// cut while the container runs is opened again; one cut as it ended
-    /// is read once more without following. Either way the lines printed
-    /// already are skipped.
+    /// Streams one container's log from its start to its end. A follow
+    /// that ends before the container did (cut, or closed by the server)
+    /// is opened again; once it has ended, its log is read once more
+    /// without following unless it had ended before the read began. Lines
+    /// printed already are skipped: none twice, none missed.
     async fn container(&self, c: &str, step: &str) -> anyhow::Result<()> {
         let mut printed = 0usize;
-        let mut follow = true;
+        let mut refused = 0u32;
         loop {
-            if !self.wait_started(c).await? {
+            let Some(ended_before) = self.wait_started(c).await? else {
                 return Ok(());
-            }
-            let (partial, clean) = self.stream(c, step, follow, &mut printed).await;
-            let now = crate::cluster::get_opt(&self.pods, &self.pod).await?;
-            let ended = matches!(
-                state_of(now.as_ref(), c),
-                State::Started { ended: true } | State::Never
-            );
-            if ended && (clean || !follow) {
-                if !partial.is_empty() {
-                    let mut last = partial;
-                    last.push(b'\n');
-                    self.send_lines(step, last);
+            };
+            match self.read(c, step, !ended_before, &mut printed).await {
+                LogRead::Clean(mut rest) if ended_before => {
+                    let last: Vec<Vec<u8>> = rest.finish().into_iter().collect();
+                    self.send_lines(step, last).await;
+                    return Ok(());
                 }
-                return Ok(());
+                LogRead::Gone => return Ok(()),
+                LogRead::Refused(m) => {
+                    refused += 1;
+                    if refused == 1 || refused >= REFUSALS {
+                        crate::note(&format!(
+                            "tkt: warning: log of {c} in pod {}: {m}",
+                            self.pod
+                        ));
+                    }
+                    if refused >= REFUSALS {
+                        return Ok(());
+                    }
+                }
+                LogRead::Clean(_) | LogRead::Cut => refused = 0,
             }
-            if ended {
-                follow = false;
-            } else {
-                tokio::time::sleep(POLL).await;
-            }
+            tokio::time::sleep(POLL).await;
         }
     }
 
-    /// Waits for the container to start: false if it never will.
-    async fn wait_started(&self, c: &str) -> anyhow::Result<bool> {
+    /// Waits for the container to start: whether it had ended already, or
+    /// `None` if it never will start.
+    async fn wait_started(&self, c: &str) -> anyhow::Result<Option<bool>> {
         loop {
-            match state_of(
-                crate::cluster::get_opt(&self.pods, &self.pod)
-                    .await?
-                    .as_ref(),
-                c,
-            ) {
-                State::Started { .. } => return Ok(true),
-                State::Never => return Ok(false),
+            match state_of(self.pod_now().await?.as_ref(), c) {
+                State::Started { ended } => return Ok(Some(ended)),
+                State::Never => return Ok(None),
                 State::Waiting => tokio::time::sleep(POLL).await,
             }
         }
     }
 
-    /// One read of the container's log: the whole lines past `printed` are
-    /// sent; returns the unfinished last line and whether the stream ended
-    /// cleanly (not cut, not refused).
-    async fn stream(
-        &self,
-        c: &str,
-        step: &str,
-        follow: bool,
-        printed: &mut usize,
-    ) -> (Vec<u8>, bool) {
+    /// One read of the container's log (following it or not): the whole
+    /// lines past `printed` are sent.
+    async fn read(&self, c: &str, step: &str, follow: bool, printed: &mut usize) -> LogRead {
         let lp = LogParams {
             container: Some(c.to_string()),
             follow,
             ..LogParams::default()
         };
-        let Ok(stream) = self.pods.log_stream(&self.pod, &lp).await else {
-            return (Vec::new(), false);
+        let stream = match self.pods.log_stream(&self.pod, &lp).await {
+            Ok(s) => s,
+            Err(kube::Error::Api(e)) if e.code == 404 => return LogRead::Gone,
+            Err(kube::Error::Api(e)) if e.code == 400 => return LogRead::Cut,
+            Err(e) => return LogRead::Refused(e.to_string()),
         };
         let mut stream = std::pin::pin!(stream);
-        let (mut partial, mut seen) = (Vec::new(), 0usize);
+        let (mut lines, mut seen) = (Lines::default(), 0usize);
         loop {
             let buf = match stream.fill_buf().await {
-                Ok([]) => return (partial, true),
-                Err(_) => return (partial, false),
+                Ok([]) => return LogRead::Clean(lines),
+                Err(_) => return LogRead::Cut,
                 Ok(b) => b.to_vec(),
             };
             futures::AsyncBufRead::consume(stream.as_mut(), buf.len());
-            let mut chunk = Vec::new();
-            for piece in buf.split_inclusive(|b| *b == b'\n') {
-                partial.extend_from_slice(piece);
-                if piece.ends_with(b"\n") {
-                    seen += 1;
-                    if seen > *printed {
-                        chunk.extend_from_slice(&partial);
-                        *printed = seen;
-                    }
-                    partial.clear();
+            let mut new = Vec::new();
+            for line in lines.push(&buf) {
+                seen += 1;
+                if seen > *printed {
+                    new.push(line);
+                    *printed = seen;
                 }
             }
-            if !chunk.is_empty() && !self.send_lines(step, chunk) {
-                return (partial, true);
+            if !self.send_lines(step, new).await {
+                return LogRead::Gone;
             }
         }
     }
@@ -614,7 +668,9 @@ impl PodFollow {
 // ---------------------------------------------------------------- local
 
 /// Follows a run of the local store to its end: its log files are read as
-/// they grow until the run has ended and no `tkt` carries it out.
+/// they grow until the run has ended and no `tkt` carries it out. A run
+/// whose `tkt` has gone without ending it is recovered (marked failed), as
+/// every store command does.
 ///
 /// # Errors
 /// The store cannot be read, or the run is not in it.
@@ -630,24 +686,20 @@ pub fn follow_local(
     loop {
         // Whether it has ended is asked before the last read: everything
         // written before the end is read after it.
-        let (code, trs) = match kind {
-            Kind::PipelineRun => {
-                let Some(pr) = store.pipeline_run(name)? else {
-                    anyhow::bail!("pipelinerun {name:?} is no longer in the run store");
-                };
-                (
-                    outcome(conditions_of_pr(&pr)),
-                    store.task_runs_of(name)?.runs,
-                )
+        let live = live::is_live(store, kind, name);
+        let (code, trs) = local_state(store, kind, name)?;
+        if code.is_none() && !live {
+            // Its `tkt` has gone: recovered, then read again.
+            live::recover_abandoned(store, None);
+            if local_state(store, kind, name)?.0.is_none() {
+                anyhow::bail!(
+                    "{} {name:?} has not ended and no tkt carries it out",
+                    kind.lower()
+                );
             }
-            Kind::TaskRun => {
-                let Some(tr) = store.task_run(name)? else {
-                    anyhow::bail!("taskrun {name:?} is no longer in the run store");
-                };
-                (outcome(conditions_of_tr(&tr)), vec![tr])
-            }
-        };
-        let ended = code.filter(|_| !live::is_live(store, kind, name));
+            continue;
+        }
+        let ended = code.filter(|_| !live);
         let mut chunk = Vec::new();
         for tr in &trs {
             let task = (kind == Kind::PipelineRun).then(|| {
@@ -670,7 +722,7 @@ pub fn follow_local(
                 let (offset, lines) = read.entry(path.clone()).or_default();
                 *offset += read_new(&path, *offset, lines, &prefix, &mut chunk)?;
                 if ended.is_some() {
-                    lines.finish(&prefix, &mut chunk);
+                    prefixed(lines.finish().into_iter().collect(), &prefix, &mut chunk);
                 }
             }
         }
@@ -680,6 +732,43 @@ pub fn follow_local(
             return Ok(code);
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// A local run's outcome (if it has ended) and its TaskRuns, in the order
+/// its status names them: only those its record names are read, not the
+/// whole store (a rerun's reused TaskRuns, another run's, are left out).
+fn local_state(
+    store: &Store,
+    kind: Kind,
+    name: &str,
+) -> anyhow::Result<(Option<u8>, Vec<TaskRun>)> {
+    match kind {
+        Kind::PipelineRun => {
+            let Some(pr) = store.pipeline_run(name)? else {
+                anyhow::bail!("pipelinerun {name:?} is no longer in the run store");
+            };
+            let mut trs = Vec::new();
+            for r in pr.status.iter().flat_map(|s| &s.child_references) {
+                if let Ok(Some(tr)) = store.task_run(&r.name) {
+                    let mine = tr
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("tekton.dev/pipelineRun"));
+                    if mine.is_some_and(|p| p == name) {
+                        trs.push(tr);
+                    }
+                }
+            }
+            Ok((outcome(conditions_of_pr(&pr)), trs))
+        }
+        Kind::TaskRun => {
+            let Some(tr) = store.task_run(name)? else {
+                anyhow::bail!("taskrun {name:?} is no longer in the run store");
+            };
+            Ok((outcome(conditions_of_tr(&tr)), vec![tr]))
+        }
     }
 }
 
@@ -705,7 +794,7 @@ fn read_new(
         if n == 0 {
             return Ok(total);
         }
-        lines.push(&buf[..n], prefix, out);
+        prefixed(lines.push(&buf[..n]), prefix, out);
         total += n as u64;
     }
 }
@@ -715,12 +804,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lines_are_whole_and_prefixed_whatever_the_chunks() {
+    fn lines_are_whole_whatever_the_chunks() {
         let mut l = Lines::default();
-        let mut out = Vec::new();
-        assert_eq!(l.push(b"one\ntw", b"> ", &mut out), 1);
-        assert_eq!(l.push(b"o\nthree", b"> ", &mut out), 1);
-        l.finish(b"> ", &mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), "> one\n> two\n> three\n");
+        assert_eq!(l.push(b"one\ntw"), vec![b"one\n".to_vec()]);
+        assert_eq!(l.push(b"o\nthree"), vec![b"two\n".to_vec()]);
+        assert_eq!(l.finish(), Some(b"three\n".to_vec()));
+        assert_eq!(l.finish(), None);
+    }
+
+    #[test]
+    fn a_line_without_end_is_cut_at_the_same_places_whatever_the_chunks() {
+        let text: Vec<u8> = std::iter::repeat_n(b'x', MAX_LINE * 2 + 10)
+            .chain(*b"\nend\n")
+            .collect();
+        let mut whole = Lines::default();
+        let all = whole.push(&text);
+        let mut bits = Lines::default();
+        let pieces: Vec<Vec<u8>> = text.chunks(1000).flat_map(|c| bits.push(c)).collect();
+        assert_eq!(all, pieces);
+        let lens: Vec<usize> = all.iter().map(Vec::len).collect();
+        assert_eq!(lens, [MAX_LINE + 1, MAX_LINE + 1, 11, 4]);
     }
 }

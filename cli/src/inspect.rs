@@ -276,6 +276,15 @@ pub fn run_on(
     Ok(0)
 }
 
+/// The runs whose labels match a selector (all without one).
+fn selected<T: Run>(mut runs: Vec<T>, selector: Option<&str>) -> anyhow::Result<Vec<T>> {
+    if let Some(sel) = selector {
+        let sel = crate::labels::Selector::parse(sel)?;
+        runs.retain(|r| sel.matches(r.labels()));
+    }
+    Ok(runs)
+}
+
 /// A warning on standard error (a closed one is not an error).
 fn warn(message: &str) {
     crate::note(&format!("tkt: warning: {message}"));
@@ -375,21 +384,11 @@ impl Target for Local {
     }
 
     fn pipeline_runs(&self, selector: Option<&str>) -> anyhow::Result<Vec<PipelineRun>> {
-        let mut runs = readable(self.store.pipeline_runs()?);
-        if let Some(sel) = selector {
-            let sel = crate::labels::Selector::parse(sel)?;
-            runs.retain(|r| sel.matches(r.metadata.labels.as_ref()));
-        }
-        Ok(runs)
+        selected(readable(self.store.pipeline_runs()?), selector)
     }
 
     fn task_runs(&self, selector: Option<&str>) -> anyhow::Result<Vec<TaskRun>> {
-        let mut runs = readable(self.store.task_runs()?);
-        if let Some(sel) = selector {
-            let sel = crate::labels::Selector::parse(sel)?;
-            runs.retain(|r| sel.matches(r.metadata.labels.as_ref()));
-        }
-        Ok(runs)
+        selected(readable(self.store.task_runs()?), selector)
     }
 
     fn pipeline_run(&self, name: &str) -> anyhow::Result<Option<PipelineRun>> {
@@ -503,6 +502,7 @@ pub(crate) trait Run: Serialize {
     fn completion(&self) -> Option<Timestamp>;
     fn conditions(&self) -> &[Condition];
     fn created(&self) -> Option<Timestamp>;
+    fn labels(&self) -> Option<&BTreeMap<String, String>>;
 }
 
 impl Run for PipelineRun {
@@ -524,6 +524,9 @@ impl Run for PipelineRun {
     fn created(&self) -> Option<Timestamp> {
         self.metadata.creation_timestamp.as_ref().map(|t| t.0)
     }
+    fn labels(&self) -> Option<&BTreeMap<String, String>> {
+        self.metadata.labels.as_ref()
+    }
 }
 
 impl Run for TaskRun {
@@ -544,6 +547,9 @@ impl Run for TaskRun {
     }
     fn created(&self) -> Option<Timestamp> {
         self.metadata.creation_timestamp.as_ref().map(|t| t.0)
+    }
+    fn labels(&self) -> Option<&BTreeMap<String, String>> {
+        self.metadata.labels.as_ref()
     }
 }
 
@@ -574,7 +580,7 @@ fn oldest_first<R: Run>(a: &R, b: &R) -> std::cmp::Ordering {
     .then_with(|| a.name().cmp(b.name()))
 }
 
-fn finished(r: &impl Run) -> bool {
+pub(crate) fn finished(r: &impl Run) -> bool {
     r.completion().is_some()
         || Condition::succeeded(r.conditions()).is_some_and(|c| c.status != "Unknown")
 }

@@ -159,7 +159,12 @@ fn plan(kind: Kind, t: &dyn Target, a: &RerunArgs) -> anyhow::Result<(String, Va
     match kind {
         Kind::PipelineRun => {
             let old = crate::inspect::pick_pipeline_run(t, a.name.as_deref())?;
-            let children = t.task_runs_of(&old)?;
+            let mut children = t.task_runs_of(&old)?;
+            // A rerun's own reused TaskRuns count as its children: a rerun
+            // of it reuses them again.
+            if let Ok(Some(r)) = tektite_engine::reuse::of(&old) {
+                children.extend(r.task_runs);
+            }
             let name = old.metadata.name.clone().unwrap_or_default();
             Ok((name, pipeline_rerun(&old, &children, a.from_failed)?))
         }
@@ -271,7 +276,7 @@ fn bind_old_claims(c: &Cluster, old: &str, run: &mut Value) -> anyhow::Result<()
             }
             *b = nb;
             note(&format!(
-                "tkt: workspace {ws_name} is bound to {old}'s claim {claim}"
+                "tkt: workspace {ws_name} is bound to {old}'s claim {claim} (owned by {old}: deleting {old} deletes it)"
             ));
         } else {
             note(&format!(
@@ -320,8 +325,8 @@ pub fn local(
         }
     }
     say_reused(&old, &run);
-    let file = tempfile_in(t.store.root(), &run)?;
-    let mut argv: Vec<String> = vec!["run".into(), "-f".into(), file.display().to_string()];
+    let file = RunFile::write(t.store.root(), &run)?;
+    let mut argv: Vec<String> = vec!["run".into(), "-f".into(), file.0.display().to_string()];
     argv.extend(["--runtime".into(), a.runtime.clone()]);
     if let Some(d) = store_dir {
         argv.extend(["--state-dir".into(), d.display().to_string()]);
@@ -337,17 +342,42 @@ pub fn local(
     }
     let args = <crate::run::Args as clap::Parser>::try_parse_from(&argv)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let code = crate::run::run(&args, out);
-    let _ = std::fs::remove_file(&file);
-    code
+    crate::run::run(&args, out)
 }
 
-/// Writes the new run where `tkt run` reads it (the store's own folder).
-fn tempfile_in(root: &std::path::Path, run: &Value) -> anyhow::Result<PathBuf> {
-    let file = root.join(format!(
-        "rerun-{}.json",
-        tektite_local::store::random_suffix()
-    ));
-    tektite_local::store::write_atomic(&file, &serde_json::to_vec_pretty(run)?)?;
-    Ok(file)
+/// A run written for `tkt run` to read, in the store's `rerun` folder;
+/// removed when dropped. One left behind (`tkt` killed) is removed by a
+/// later rerun once a day old.
+#[derive(Debug)]
+pub(crate) struct RunFile(pub(crate) PathBuf);
+
+impl RunFile {
+    pub(crate) fn write(root: &std::path::Path, run: &Value) -> anyhow::Result<RunFile> {
+        let dir = root.join("rerun");
+        std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+        let day = std::time::Duration::from_secs(24 * 3600);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > day);
+            if old {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let file = dir.join(format!(
+            "run-{}.json",
+            tektite_local::store::random_suffix()
+        ));
+        tektite_local::store::write_atomic(&file, &serde_json::to_vec_pretty(run)?)?;
+        Ok(RunFile(file))
+    }
+}
+
+impl Drop for RunFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

@@ -168,30 +168,22 @@ impl Def {
 
     /// Workspaces: name, description, optional.
     fn workspaces(&self) -> Vec<(String, String, bool)> {
+        let row = |name: &String, description: &Option<String>, optional: bool| {
+            let d = description.clone().unwrap_or_default();
+            (name.clone(), d, optional)
+        };
         match self {
             Def::Pipeline(p) => p
                 .spec
                 .workspaces
                 .iter()
-                .map(|w| {
-                    (
-                        w.name.clone(),
-                        w.description.clone().unwrap_or_default(),
-                        w.optional,
-                    )
-                })
+                .map(|w| row(&w.name, &w.description, w.optional))
                 .collect(),
             Def::Task(t) => t
                 .spec
                 .workspaces
                 .iter()
-                .map(|w| {
-                    (
-                        w.name.clone(),
-                        w.description.clone().unwrap_or_default(),
-                        w.optional,
-                    )
-                })
+                .map(|w| row(&w.name, &w.description, w.optional))
                 .collect(),
         }
     }
@@ -277,18 +269,17 @@ fn label<'a>(
 }
 
 /// The runs of a definition.
-fn cluster_runs(kind: DefKind, c: &Cluster, name: &str) -> anyhow::Result<Runs> {
+/// Every run of the kind a definition of `kind` makes (one list).
+fn cluster_all_runs(kind: DefKind, c: &Cluster) -> anyhow::Result<Runs> {
     let lp = ListParams::default();
     Ok(match kind {
-        DefKind::Pipeline => {
-            let all = c.block(c.prs().list(&lp))?.items;
-            Runs::Pipeline(all.into_iter().filter(|r| of_pipeline(r, name)).collect())
-        }
-        DefKind::Task => {
-            let all = c.block(c.trs().list(&lp))?.items;
-            Runs::Task(all.into_iter().filter(|r| of_task(r, name)).collect())
-        }
+        DefKind::Pipeline => Runs::Pipeline(c.block(c.prs().list(&lp))?.items),
+        DefKind::Task => Runs::Task(c.block(c.trs().list(&lp))?.items),
     })
+}
+
+fn cluster_runs(kind: DefKind, c: &Cluster, name: &str) -> anyhow::Result<Runs> {
+    Ok(cluster_all_runs(kind, c)?.of(name))
 }
 
 fn on_cluster(
@@ -301,9 +292,10 @@ fn on_cluster(
     match command {
         Command::List(a) => {
             let defs = cluster_defs(kind, c)?;
+            let all = cluster_all_runs(kind, c)?;
             let mut rows = Vec::new();
             for d in &defs {
-                rows.push((d.clone(), cluster_runs(kind, c, d.name())?));
+                rows.push((d.clone(), all.of(d.name())));
             }
             out.write_all(list(kind, &rows, a, now)?.as_bytes())?;
         }
@@ -526,27 +518,27 @@ fn local_defs(kind: DefKind, task_dirs: &[PathBuf]) -> anyhow::Result<Vec<(Def, 
     Ok(out)
 }
 
-fn local_runs(kind: DefKind, args: &Args, name: &str) -> Runs {
+/// Every run of the store of the kind a definition of `kind` makes.
+fn local_all_runs(kind: DefKind, args: &Args) -> Runs {
     let store = tektite_local::store::Store::existing(args.state_dir.as_deref()).ok();
     match kind {
         DefKind::Pipeline => Runs::Pipeline(
             store
                 .and_then(|s| s.pipeline_runs().ok())
-                .map(|l| {
-                    l.runs
-                        .into_iter()
-                        .filter(|r| of_pipeline(r, name))
-                        .collect()
-                })
+                .map(|l| l.runs)
                 .unwrap_or_default(),
         ),
         DefKind::Task => Runs::Task(
             store
                 .and_then(|s| s.task_runs().ok())
-                .map(|l| l.runs.into_iter().filter(|r| of_task(r, name)).collect())
+                .map(|l| l.runs)
                 .unwrap_or_default(),
         ),
     }
+}
+
+fn local_runs(kind: DefKind, args: &Args, name: &str) -> Runs {
+    local_all_runs(kind, args).of(name)
 }
 
 fn local(kind: DefKind, args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
@@ -565,9 +557,10 @@ fn local(kind: DefKind, args: &Args, out: &mut impl Write) -> anyhow::Result<u8>
     };
     match &args.command {
         Command::List(a) => {
+            let all = local_all_runs(kind, args);
             let rows: Vec<(Def, Runs)> = defs
                 .iter()
-                .map(|(d, _)| (d.clone(), local_runs(kind, args, d.name())))
+                .map(|(d, _)| (d.clone(), all.of(d.name())))
                 .collect();
             out.write_all(list(kind, &rows, a, now)?.as_bytes())?;
         }
@@ -586,19 +579,6 @@ fn local(kind: DefKind, args: &Args, out: &mut impl Write) -> anyhow::Result<u8>
         }
     }
     Ok(0)
-}
-
-/// `-p` flags for a param value, as `tkt run -p` reads them.
-fn flag_value(v: &ParamValue) -> String {
-    match v {
-        ParamValue::String(s) => s.clone(),
-        ParamValue::Array(a) => a.join(","),
-        ParamValue::Object(o) => o
-            .iter()
-            .map(|(k, v)| format!("{k}:{v}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    }
 }
 
 fn start_local(
@@ -661,17 +641,29 @@ fn start_local(
     };
     // Checked here for the message; `tkt run` types and binds them.
     start_params(def, earlier.clone(), &a.params)?;
+    // An earlier run's params (typed) go in a run of the definition that
+    // `tkt run` reads beside it; `-p` goes over them.
+    let store_root = tektite_local::store::Store::open(args.state_dir.as_deref())?
+        .root()
+        .to_path_buf();
+    let _run_file;
     let mut argv: Vec<String> = vec!["run".into(), "-f".into(), file.display().to_string()];
-    argv.extend(["--runtime".into(), a.runtime.clone()]);
-    for p in &earlier {
-        if !a
-            .params
-            .iter()
-            .any(|f| f.split_once('=').is_some_and(|(n, _)| n == p.name))
-        {
-            argv.extend(["-p".into(), format!("{}={}", p.name, flag_value(&p.value))]);
-        }
+    if !earlier.is_empty() {
+        let (run_kind, reference) = match kind {
+            DefKind::Pipeline => ("PipelineRun", "pipelineRef"),
+            DefKind::Task => ("TaskRun", "taskRef"),
+        };
+        let run = json!({
+            "apiVersion": tektite_api::v1::API_VERSION,
+            "kind": run_kind,
+            "metadata": {"generateName": format!("{}-run-", a.name)},
+            "spec": {reference: {"name": a.name}, "params": earlier},
+        });
+        let f = crate::rerun::RunFile::write(&store_root, &run)?;
+        argv.extend(["-f".into(), f.0.display().to_string()]);
+        _run_file = f;
     }
+    argv.extend(["--runtime".into(), a.runtime.clone()]);
     for p in &a.params {
         argv.extend(["-p".into(), p.clone()]);
     }
@@ -703,6 +695,18 @@ fn start_local(
 enum Runs {
     Pipeline(Vec<PipelineRun>),
     Task(Vec<TaskRun>),
+}
+
+impl Runs {
+    /// Those of the definition `name`.
+    fn of(&self, name: &str) -> Runs {
+        match self {
+            Runs::Pipeline(v) => {
+                Runs::Pipeline(v.iter().filter(|r| of_pipeline(r, name)).cloned().collect())
+            }
+            Runs::Task(v) => Runs::Task(v.iter().filter(|r| of_task(r, name)).cloned().collect()),
+        }
+    }
 }
 
 /// (name, start, completion, status) of each run, newest first.

@@ -679,7 +679,8 @@ impl Shared {
     /// `GET pods/NAME/log`: the container's log as the kubelet wrote it;
     /// with `follow`, streamed until the container has ended and its log
     /// has been still for a moment (the kubelet writes the last lines
-    /// after it sees the container end), or the pod is deleted.
+    /// after it sees the container end), or the pod is deleted. An ended
+    /// container's log is whole without `follow` too.
     fn pod_log(self: Arc<Self>, key: Key, q: &BTreeMap<String, String>) -> Response<Body> {
         let Some(pod) = self.get(&key) else {
             let message = format!("pods \"{}\" not found", key.name);
@@ -754,12 +755,16 @@ impl Shared {
                 }
                 continue;
             }
-            if !follow {
-                return;
-            }
             let ended = self
                 .get(&key)
                 .is_none_or(|pod| container_ended(&pod, &container));
+            // The kubelet may say a container ended before it has written
+            // its last lines: an ended container's log (followed or not)
+            // is read until it has been still for a moment, as a kubelet's
+            // would be whole.
+            if !follow && !ended {
+                return;
+            }
             if ended {
                 still += 1;
                 if still > 5 {

@@ -140,7 +140,10 @@ fn run(api: &Shared, dir: &std::path::Path, store: &Store, stop: &AtomicBool) {
     let mut images: BTreeMap<Key, BTreeMap<String, String>> = BTreeMap::new();
     let mut stopped: BTreeSet<(Key, String)> = BTreeSet::new();
     while !stop.load(Ordering::Relaxed) {
-        for pod in api.list("v1", "pods") {
+        let pods = api.list("v1", "pods");
+        // A pod deleted is forgotten: one made again under its name is played.
+        seen.retain(|k| pods.iter().any(|p| key(p) == *k));
+        for pod in pods {
             let k = key(&pod);
             if !seen.insert(k.clone()) {
                 continue;

@@ -725,8 +725,13 @@ impl Runner {
                 wait = wait.min(Duration::from_secs(1));
             }
             wait = wait.min(CANCEL_POLL);
-            let request = pr.spec.status.is_none().then(|| self.cancel_request());
-            let msg = match request.flatten() {
+            // A graceful cancel may be followed by a hard one, as on a
+            // cluster `spec.status` may go on to `Cancelled`.
+            let current = pr.spec.status.as_deref();
+            let request = self
+                .cancel_request()
+                .filter(|how| current.is_none() || (how == "Cancelled" && current != Some(how)));
+            let msg = match request {
                 Some(how) if how == "Cancelled" => Ok(Msg::Interrupt),
                 Some(graceful) => {
                     // CancelledRunFinally or StoppedRunFinally: the engine

@@ -135,6 +135,29 @@ async fn tkt_run_on_the_cluster_follows_logs_and_exits_with_the_outcome() {
         text(&failed.stderr)
     );
 
+    // A run for another namespace than the one given is refused, naming it.
+    let other = c.dir.path().join("other.yaml");
+    let flow = std::fs::read_to_string(repo().join("tests/runs/pipeline-flow.yaml")).unwrap();
+    std::fs::write(
+        &other,
+        flow.replace(
+            "  generateName: flow-",
+            "  generateName: flow-\n  namespace: prod",
+        ),
+    )
+    .unwrap();
+    let wrong = c
+        .tkt(&["run", "-n", "default", "-f", other.to_str().unwrap()])
+        .await;
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        text(&wrong.stderr).contains(
+            "metadata.namespace \"prod\" is not the namespace given (\"default\"): use -n prod"
+        ),
+        "{}",
+        text(&wrong.stderr)
+    );
+
     // Invalid input is refused before anything is created, naming the file.
     let bad = c.tkt(&["run", "--cluster", "-f", "-"]).await;
     assert_eq!(bad.status.code(), Some(2));
@@ -261,6 +284,16 @@ async fn interrupt_detaches_cancel_stops_and_list_describe_delete_work_on_the_cl
     assert!(list.contains(&name) && list.contains("Running"), "{list}");
     let names = text(&c.tkt(&["pr", "list", "-A", "-o", "name"]).await.stdout);
     assert_eq!(names.trim(), format!("pipelinerun.tekton.dev/{name}"));
+
+    // A run that has not finished is deleted only with --force.
+    let refused = c.tkt(&["pr", "delete", &name, "--cluster"]).await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("has not finished"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(c.get(TEKTON, "pipelineruns", "default", &name).is_some());
 
     let cancel = c.tkt(&["pr", "cancel", &name, "-n", "default"]).await;
     assert_eq!(cancel.status.code(), Some(0), "{}", text(&cancel.stderr));
