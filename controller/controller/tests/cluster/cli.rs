@@ -1,7 +1,8 @@
 //! The real `tkt` against the dev cluster (the fake API server, podman as
 //! its kubelet and the real controller): `tkt run --cluster` with its logs
 //! and exit code, `--detach` then `logs -f` through cut watches and log
-//! streams, Ctrl-C without a terminal, `cancel`, list and describe formats,
+//! streams, Ctrl-C with a terminal (asks, cancels) and without (detaches),
+//! `cancel`, list and describe formats,
 //! `rerun --from-failed`, `pipeline start`, `delete`.
 //!
 //! `tkt` is the one cargo built beside the controller for this test run
@@ -447,4 +448,74 @@ async fn rerun_from_failed_reuses_the_first_task_and_start_runs_a_pipeline_on_th
             .any(|l| l.starts_with("hello ") && l.contains("hello-run-")),
         "{ls}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupt_on_a_terminal_asks_and_cancels_the_run_on_the_cluster() {
+    if !podman_ready() {
+        return;
+    }
+    let c = Cluster::start(&[]).await;
+    // `script` gives tkt a terminal; a ^C written to it is the user's Ctrl-C.
+    let line = format!(
+        "{} run --cluster -f tests/runs/pipeline-long.yaml",
+        tkt_path().display()
+    );
+    // The environment tkt gets elsewhere (KUBECONFIG, NO_COLOR), through script.
+    let cmd = c.tkt_command(&[]);
+    let mut script = Command::new("script");
+    script
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(repo());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    let mut child = script
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (bsdutils) runs tkt on a terminal");
+    let name = loop {
+        let runs = c.api.shared.list(TEKTON, "pipelineruns");
+        if let Some(r) = runs.first()
+            && let Some(n) = r["metadata"]["name"].as_str()
+            && c.children(n).contains_key("wait")
+        {
+            break n.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut stdin = child.stdin.take().unwrap();
+    {
+        use std::io::Write as _;
+        stdin.write_all(b"\x03").unwrap();
+        stdin.flush().unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    {
+        use std::io::Write as _;
+        stdin.write_all(b"y\n").unwrap();
+        stdin.flush().unwrap();
+    }
+    let o = tokio::task::spawn_blocking(move || {
+        let o = wait_bounded(child, "script tkt run");
+        drop(stdin);
+        o
+    })
+    .await
+    .unwrap();
+    let out = text(&o.stdout);
+    assert!(
+        out.contains(&format!("cancel pipelinerun {name} on the cluster? [y/N]")),
+        "{out}"
+    );
+    assert!(out.contains("following it until it stops"), "{out}");
+    assert_eq!(o.status.code(), Some(130), "{out}");
+    let done = c.done("pipelineruns", "default", &name).await;
+    assert_eq!(super::condition(&done).1, "Cancelled", "{done}");
 }
