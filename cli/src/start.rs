@@ -332,34 +332,12 @@ fn earlier_run(
                 .with_context(|| format!("taskrun {n:?} not found"))?;
             Ok(Some((tr.spec.params, tr.spec.workspaces)))
         }
-        (_, None, true) => match cluster_runs(kind, c, &a.name)? {
-            Runs::Pipeline(mut prs) => {
-                prs.sort_by_key(|r| {
-                    std::cmp::Reverse((
-                        r.metadata.creation_timestamp.clone(),
-                        r.metadata.name.clone(),
-                    ))
-                });
-                let pr = prs
-                    .into_iter()
-                    .next()
-                    .with_context(|| format!("--last: pipeline {:?} has no runs", a.name))?;
-                Ok(Some((pr.spec.params, pr.spec.workspaces)))
-            }
-            Runs::Task(mut trs) => {
-                trs.sort_by_key(|r| {
-                    std::cmp::Reverse((
-                        r.metadata.creation_timestamp.clone(),
-                        r.metadata.name.clone(),
-                    ))
-                });
-                let tr = trs
-                    .into_iter()
-                    .next()
-                    .with_context(|| format!("--last: task {:?} has no runs", a.name))?;
-                Ok(Some((tr.spec.params, tr.spec.workspaces)))
-            }
-        },
+        (_, None, true) => {
+            let newest = cluster_runs(kind, c, &a.name)?.newest();
+            let found = newest
+                .with_context(|| format!("--last: {} {:?} has no runs", kind.lower(), a.name))?;
+            Ok(Some(found))
+        }
     }
 }
 
@@ -610,34 +588,12 @@ fn start_local(
                 }
             }
         }
-        (None, true) => match local_runs(kind, args, &a.name) {
-            Runs::Pipeline(mut v) => {
-                v.sort_by_key(|r| {
-                    std::cmp::Reverse((
-                        r.metadata.creation_timestamp.clone(),
-                        r.metadata.name.clone(),
-                    ))
-                });
-                v.into_iter()
-                    .next()
-                    .with_context(|| format!("--last: pipeline {:?} has no runs", a.name))?
-                    .spec
-                    .params
-            }
-            Runs::Task(mut v) => {
-                v.sort_by_key(|r| {
-                    std::cmp::Reverse((
-                        r.metadata.creation_timestamp.clone(),
-                        r.metadata.name.clone(),
-                    ))
-                });
-                v.into_iter()
-                    .next()
-                    .with_context(|| format!("--last: task {:?} has no runs", a.name))?
-                    .spec
-                    .params
-            }
-        },
+        (None, true) => {
+            let newest = local_runs(kind, args, &a.name).newest();
+            newest
+                .with_context(|| format!("--last: {} {:?} has no runs", kind.lower(), a.name))?
+                .0
+        }
     };
     // Checked here for the message; `tkt run` types and binds them.
     start_params(def, earlier.clone(), &a.params)?;
@@ -698,6 +654,30 @@ enum Runs {
 }
 
 impl Runs {
+    /// The params and workspaces of the newest run (by creation, then name).
+    fn newest(self) -> Option<(Vec<Param>, Vec<WorkspaceBinding>)> {
+        match self {
+            Runs::Pipeline(v) => v
+                .into_iter()
+                .max_by_key(|r| {
+                    (
+                        r.metadata.creation_timestamp.clone(),
+                        r.metadata.name.clone(),
+                    )
+                })
+                .map(|r| (r.spec.params, r.spec.workspaces)),
+            Runs::Task(v) => v
+                .into_iter()
+                .max_by_key(|r| {
+                    (
+                        r.metadata.creation_timestamp.clone(),
+                        r.metadata.name.clone(),
+                    )
+                })
+                .map(|r| (r.spec.params, r.spec.workspaces)),
+        }
+    }
+
     /// Those of the definition `name`.
     fn of(&self, name: &str) -> Runs {
         match self {

@@ -454,6 +454,33 @@ impl Shared {
         self.lock().requests.clone()
     }
 
+    /// A list of `gv`/`resource` (in `ns`, else all) matching the
+    /// selectors of the query.
+    fn list_json(
+        &self,
+        gv: &str,
+        resource: &str,
+        ns: Option<&str>,
+        q: &BTreeMap<String, String>,
+    ) -> Value {
+        let st = self.lock();
+        let labels = q.get("labelSelector").map(String::as_str);
+        let fields = q.get("fieldSelector").map(String::as_str);
+        let items: Vec<&Value> = st
+            .objects
+            .iter()
+            .filter(|(k, o)| {
+                k.gv == gv
+                    && k.resource == resource
+                    && ns.is_none_or(|n| n == k.namespace)
+                    && selected(o, labels, fields)
+            })
+            .map(|(_, o)| o)
+            .collect();
+        json!({"apiVersion": gv, "kind": format!("{}List", kind_of(resource)),
+               "metadata": {"resourceVersion": st.rv.to_string()}, "items": items})
+    }
+
     fn handle(
         &self,
         method: &Method,
@@ -477,29 +504,7 @@ impl Shared {
             self.lock().requests.push(format!("{method} {path}"));
         }
         match (method.as_str(), name) {
-            ("GET", None) => {
-                let st = self.lock();
-                let items: Vec<Value> = st
-                    .objects
-                    .iter()
-                    .filter(|(k, o)| {
-                        k.gv == gv
-                            && k.resource == resource
-                            && ns.as_ref().is_none_or(|n| *n == k.namespace)
-                            && selected(
-                                o,
-                                q.get("labelSelector").map(String::as_str),
-                                q.get("fieldSelector").map(String::as_str),
-                            )
-                    })
-                    .map(|(_, o)| o.clone())
-                    .collect();
-                (
-                    200,
-                    json!({"apiVersion": gv, "kind": format!("{}List", kind_of(&resource)),
-                           "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
-                )
-            }
+            ("GET", None) => (200, self.list_json(&gv, &resource, ns.as_deref(), q)),
             ("POST", None) => self.create(&gv, &resource, &namespace, body),
             (_, None) => (
                 405,
@@ -544,32 +549,8 @@ impl Shared {
                         (200, st.record(key, "MODIFIED", new))
                     }
                     "PATCH" => {
-                        let mut new = current.clone();
-                        if sub.as_deref() == Some("status") {
-                            let s = body.get("status").cloned().unwrap_or(Value::Null);
-                            if apply {
-                                new["status"] = s;
-                            } else {
-                                merge_patch(&mut new["status"], &s);
-                            }
-                        } else {
-                            let mut patch = body;
-                            // The main resource ignores status (a status
-                            // subresource owns it).
-                            if let Value::Object(p) = &mut patch {
-                                p.remove("status");
-                            }
-                            if apply {
-                                // One field manager: what it applies is
-                                // the object, status and identity aside.
-                                new = applied(&current, patch);
-                            } else if content_type.starts_with("application/strategic-merge-patch")
-                            {
-                                strategic_patch(&mut new, &patch);
-                            } else {
-                                merge_patch(&mut new, &patch);
-                            }
-                        }
+                        let status_only = sub.as_deref() == Some("status");
+                        let new = patched(&current, body, status_only, content_type);
                         if new == current {
                             return (200, current);
                         }
@@ -790,6 +771,38 @@ fn container_ended(pod: &Value, container: &str) -> bool {
         .into_iter()
         .flatten()
         .any(|c| c["name"] == container && c["state"].get("terminated").is_some())
+}
+
+/// `current` after a PATCH of `body` (its `content_type` says which kind),
+/// of the object or (`status_only`) of its status subresource. The main
+/// resource ignores status (the status subresource owns it).
+fn patched(current: &Value, body: Value, status_only: bool, content_type: &str) -> Value {
+    let apply = content_type.starts_with("application/apply-patch");
+    let mut new = current.clone();
+    if status_only {
+        let s = body.get("status").cloned().unwrap_or(Value::Null);
+        if apply {
+            new["status"] = s;
+        } else {
+            merge_patch(&mut new["status"], &s);
+        }
+        return new;
+    }
+    let mut patch = body;
+    if let Value::Object(p) = &mut patch {
+        p.remove("status");
+    }
+    if apply {
+        // One field manager: what it applies is the object, status and
+        // identity aside.
+        applied(current, patch)
+    } else if content_type.starts_with("application/strategic-merge-patch") {
+        strategic_patch(&mut new, &patch);
+        new
+    } else {
+        merge_patch(&mut new, &patch);
+        new
+    }
 }
 
 /// `patch` applied over `current` by its only field manager: the object
