@@ -159,8 +159,8 @@ impl Sources {
                     .expect("docker-registry is missing: apt-get install docker-registry"),
             );
             wait_listening(reg_port, "docker-registry");
-            let task = s.file("bundled.yaml", BUNDLED);
-            let out = tkt(&["bundle", "push", &bundle, "-f", &task]);
+            // From standard input, as every `-f` takes it.
+            let out = util::tkt_stdin(&["bundle", "push", &bundle, "-f", "-"], Some(BUNDLED));
             assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
             r
         });

@@ -136,7 +136,7 @@ fn objects(files: &[std::path::PathBuf]) -> anyhow::Result<Result<Vec<bundle::Ob
     let mut loaded = Vec::new();
     let mut diags = Vec::new();
     for p in &paths {
-        let o = tektite_api::load_file(p);
+        let o = crate::files::load(p)?;
         diags.extend(o.diagnostics);
         loaded.extend(o.objects);
     }

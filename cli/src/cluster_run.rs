@@ -28,25 +28,11 @@ use crate::{EXIT_INVALID, note};
 /// Exit code of a follow cut by Ctrl-C.
 const EXIT_INTERRUPTED: u8 = 130;
 
-/// The files' text, `-` being standard input (read once).
+/// The files' names and text, `-` being standard input.
 fn read_files(args: &Args) -> anyhow::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
-    let dash = args.files.iter().any(|f| f.as_os_str() == "-");
-    let named: Vec<_> = args
-        .files
-        .iter()
-        .filter(|f| f.as_os_str() != "-")
-        .cloned()
-        .collect();
-    if dash {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-            .context("cannot read standard input")?;
-        out.push(("<stdin>".to_string(), text));
-    }
-    for p in crate::files::expand(&named)? {
-        let text = std::fs::read_to_string(&p).with_context(|| format!("{}", p.display()))?;
-        out.push((p.display().to_string(), text));
+    for p in crate::files::expand(&args.files)? {
+        out.push(crate::files::read(&p)?);
     }
     Ok(out)
 }

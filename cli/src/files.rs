@@ -1,6 +1,6 @@
-//! The files a `-f` names: a file as itself, a directory searched (through
-//! symbolic links, each directory once, so a link loop ends) for `*.yaml`,
-//! `*.yml` and `*.json`, in name order.
+//! The files a `-f` names: a file as itself, `-` standard input, a
+//! directory searched (through symbolic links, each directory once, so a
+//! link loop ends) for `*.yaml`, `*.yml` and `*.json`, in name order.
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt as _;
@@ -78,4 +78,32 @@ pub fn library(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         bail!("{}: no such file or directory", dir.display());
     }
     Ok(out)
+}
+
+/// The name and text of one input: `-` is standard input (`<stdin>`).
+///
+/// # Errors
+/// It cannot be read.
+pub fn read(path: &Path) -> anyhow::Result<(String, String)> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read standard input")?;
+        return Ok(("<stdin>".into(), text));
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    Ok((path.display().to_string(), text))
+}
+
+/// One input loaded: a file (one that cannot be read is a diagnostic
+/// naming it), or standard input for `-`.
+///
+/// # Errors
+/// Standard input cannot be read.
+pub fn load(path: &Path) -> anyhow::Result<tektite_api::LoadOutput> {
+    if path.as_os_str() == "-" {
+        let (name, text) = read(path)?;
+        return Ok(tektite_api::load::load_str(&name, &text));
+    }
+    Ok(tektite_api::load_file(path))
 }

@@ -289,14 +289,7 @@ fn load(args: &Args) -> anyhow::Result<Result<Inputs, Refused>> {
     let mut diags: Vec<Diagnostic> = Vec::new();
     let given_paths = crate::files::expand(&args.files)?;
     for p in &given_paths {
-        let o = if p.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .context("cannot read standard input")?;
-            tektite_api::load::load_str("<stdin>", &text)
-        } else {
-            tektite_api::load_file(p)
-        };
+        let o = crate::files::load(p)?;
         diags.extend(o.diagnostics);
         loaded.extend(o.objects);
         documents.extend(o.data);

@@ -3,10 +3,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 use tektite_api::validate::validate_all;
-use tektite_api::{Diagnostic, LoadOutput, load_file, load_str};
+use tektite_api::{Diagnostic, LoadOutput};
 
 /// Flags of `tkt validate`.
 #[derive(Debug, clap::Args)]
@@ -56,14 +56,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
     tektite_api::diag::set_max_per_document(args.max_errors);
     let mut all = LoadOutput::default();
     for file in crate::files::expand(&args.files)? {
-        let loaded = if file.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .context("cannot read standard input")?;
-            load_str("<stdin>", &text)
-        } else {
-            load_file(&file)
-        };
+        let loaded = crate::files::load(&file)?;
         all.objects.extend(loaded.objects);
         all.data.extend(loaded.data);
         all.diagnostics.extend(loaded.diagnostics);
