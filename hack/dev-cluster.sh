@@ -80,6 +80,9 @@ up)
 down)
   stop "$dir/controller.pid"
   stop "$dir/apiserver.pid"
+  # The pods' directories and claims, and the logs: nothing is left but
+  # the last logs of the server and the controller.
+  rm -rf "$dir/kubelet" "$dir/kubeconfig" "$dir/url"
   echo "dev-cluster: down" >&2
   ;;
 *)

@@ -288,6 +288,34 @@ spec:
         - {name: punct, value: $(params.punct)}
 "#;
 
+/// A Task and the Pipeline that uses it, in one file.
+const BOTH: &str = r#"
+apiVersion: tekton.dev/v1
+kind: Task
+metadata:
+  name: echo-it
+spec:
+  params: [{name: msg}]
+  workspaces: [{name: w}]
+  steps:
+    - name: say
+      image: busybox
+      script: echo "said $(params.msg)" | tee $(workspaces.w.path)/out
+---
+apiVersion: tekton.dev/v1
+kind: Pipeline
+metadata:
+  name: tour
+spec:
+  params: [{name: msg}]
+  workspaces: [{name: shared}]
+  tasks:
+    - name: one
+      taskRef: {name: echo-it}
+      params: [{name: msg, value: $(params.msg)}]
+      workspaces: [{name: w, workspace: shared}]
+"#;
+
 #[test]
 fn pipeline_list_describe_and_start_from_a_task_dir() {
     let s = Scratch::new("lifecycle-start");
@@ -331,6 +359,25 @@ fn pipeline_list_describe_and_start_from_a_task_dir() {
     );
 
     let state = s.state_arg();
+    let start_named = |name: &str, extra: &[&str]| {
+        std::process::Command::new(util::tkt_path())
+            .args([
+                "p",
+                "start",
+                name,
+                "--task-dir",
+                &d,
+                "--runtime",
+                "process",
+                "--state-dir",
+                &state,
+            ])
+            .args(extra)
+            .env("TEKTITE_ENTRYPOINT", util::entrypoint_env())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
     let start = |extra: &[&str]| {
         std::process::Command::new(util::tkt_path())
             .args([
@@ -364,6 +411,26 @@ fn pipeline_list_describe_and_start_from_a_task_dir() {
         text(&two.stdout).contains("[greet : say] hello world?"),
         "{}",
         text(&two.stdout)
+    );
+
+    // A Pipeline whose file holds its Task too, with a workspace: --last
+    // and -w (tkn's form) start it.
+    std::fs::write(dir.join("both.yaml"), BOTH).unwrap();
+    let first = start_named("tour", &["-p", "msg=one", "-w", "shared=emptyDir"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let last = start_named("tour", &["--last", "-w", "name=shared,emptyDir="]);
+    assert_eq!(last.status.code(), Some(0), "{}", text(&last.stderr));
+    assert!(
+        text(&last.stdout).contains("[one : say] said one"),
+        "{}",
+        text(&last.stdout)
+    );
+    assert!(
+        std::fs::read_dir(s.state().join("rerun"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "run files left"
     );
 
     let desc = text(&on(&s, &["p", "describe", "hello", "--task-dir", &d]).stdout);

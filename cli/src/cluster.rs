@@ -97,9 +97,12 @@ impl Cluster {
                 None if t.context.is_some() => Config::from_kubeconfig(&options)
                     .await
                     .context("cannot load the kubeconfig"),
-                None => Config::infer().await.context(
-                    "no cluster: no kubeconfig ($KUBECONFIG, ~/.kube/config) and not in a pod",
-                ),
+                // Its message says what was tried, once.
+                None => Config::infer().await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "no cluster: no kubeconfig ($KUBECONFIG, ~/.kube/config) and not in a pod ({e})"
+                    )
+                }),
             }
         })?;
         let namespace = t
@@ -118,6 +121,20 @@ impl Cluster {
             all_namespaces: false,
             server,
         })
+    }
+
+    /// `e`, saying which server could not be reached when that is what
+    /// went wrong (not an answer of the server's).
+    pub(crate) fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        let unreachable = e.chain().any(|c| {
+            c.downcast_ref::<kube::Error>()
+                .is_some_and(|k| !matches!(k, kube::Error::Api(_)))
+        });
+        if unreachable {
+            e.context(format!("cannot reach the cluster at {}", self.server))
+        } else {
+            e
+        }
     }
 
     pub(crate) fn block<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -355,26 +372,31 @@ impl inspect::Target for Cluster {
     }
 
     fn logs(&self, tr: &TaskRun) -> anyhow::Result<Vec<(String, Box<dyn Read + '_>)>> {
-        let Some(pod) = pod_name(tr) else {
-            return Ok(Vec::new());
-        };
         let ns = tr.metadata.namespace.as_deref().unwrap_or(&self.namespace);
         let pods = self.pods(ns);
         let mut out: Vec<(String, Box<dyn Read + '_>)> = Vec::new();
-        if self.block(get_opt(&pods, &pod))?.is_none() {
-            crate::follow::gone(&pod, tr);
-            return Ok(out);
-        }
-        for c in step_containers(tr, None) {
-            let log = PodLog {
-                cluster: self,
-                pods: pods.clone(),
-                pod: pod.clone(),
-                container: c.clone(),
-                stream: None,
-                done: false,
-            };
-            out.push((c, Box::new(log)));
+        // Earlier attempts' pods first, then the last one, as -f shows them.
+        let earlier = tr
+            .status
+            .iter()
+            .flat_map(|s| &s.retries_status)
+            .filter_map(|r| r.pod_name.clone());
+        for pod in earlier.chain(pod_name(tr)).filter(|p| !p.is_empty()) {
+            if self.block(get_opt(&pods, &pod))?.is_none() {
+                crate::follow::gone(&pod, tr);
+                continue;
+            }
+            for c in step_containers(tr, None) {
+                let log = PodLog {
+                    cluster: self,
+                    pods: pods.clone(),
+                    pod: pod.clone(),
+                    container: c.clone(),
+                    stream: None,
+                    done: false,
+                };
+                out.push((c, Box::new(log)));
+            }
         }
         Ok(out)
     }

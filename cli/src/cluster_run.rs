@@ -174,40 +174,101 @@ fn merge_params(run: &mut Value, params: Vec<Value>) {
     }
 }
 
-/// A run of a lone Pipeline or Task, with `-p` and `-w`.
-fn run_of(loaded: &[Loaded], args: &Args) -> anyhow::Result<Value> {
-    let (kind, name, decls, required): (&str, String, &[ParamSpec], Vec<String>) = match loaded {
-        [one] => match &one.object {
-            Object::Pipeline(p) => (
-                "PipelineRun",
-                p.metadata.name.clone().unwrap_or_default(),
-                &p.spec.params,
+/// The Pipeline to run when the files hold no run: the only Pipeline
+/// (its Tasks may be beside it), else the only Task. Its kind, name,
+/// params and required workspaces.
+fn lone(loaded: &[Loaded]) -> anyhow::Result<(&'static str, String, &[ParamSpec], Vec<String>)> {
+    let pipelines: Vec<_> = loaded
+        .iter()
+        .filter_map(|l| match &l.object {
+            Object::Pipeline(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let tasks: Vec<_> = loaded
+        .iter()
+        .filter_map(|l| match &l.object {
+            Object::Task(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    let required = |ws: Vec<(&String, bool)>| -> Vec<String> {
+        ws.into_iter()
+            .filter(|(_, o)| !o)
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    match (pipelines.as_slice(), tasks.as_slice()) {
+        ([p], _) => Ok((
+            "PipelineRun",
+            p.metadata.name.clone().unwrap_or_default(),
+            &p.spec.params,
+            required(
                 p.spec
                     .workspaces
                     .iter()
-                    .filter(|w| !w.optional)
-                    .map(|w| w.name.clone())
+                    .map(|w| (&w.name, w.optional))
                     .collect(),
             ),
-            Object::Task(t) => (
-                "TaskRun",
-                t.metadata.name.clone().unwrap_or_default(),
-                &t.spec.params,
+        )),
+        ([], [t]) => Ok((
+            "TaskRun",
+            t.metadata.name.clone().unwrap_or_default(),
+            &t.spec.params,
+            required(
                 t.spec
                     .workspaces
                     .iter()
-                    .filter(|w| !w.optional)
-                    .map(|w| w.name.clone())
+                    .map(|w| (&w.name, w.optional))
                     .collect(),
             ),
-            _ => anyhow::bail!(
-                "no TaskRun or PipelineRun in the files, and no Task or Pipeline to run"
-            ),
-        },
+        )),
         _ => anyhow::bail!(
-            "no TaskRun or PipelineRun in the files: give one, or a single Task or Pipeline with -p/-w"
+            "no TaskRun or PipelineRun in the files: give one, or one Pipeline (or one Task) to run with -p/-w"
         ),
-    };
+    }
+}
+
+/// `-p` for a lone Pipeline or Task: each one it declares, and a value
+/// for each param without a default (the message names them).
+fn check_lone_params(what: &str, decls: &[ParamSpec], flags: &[String]) -> anyhow::Result<()> {
+    let given: Vec<&str> = flags
+        .iter()
+        .filter_map(|f| f.split_once('=').map(|(n, _)| n))
+        .collect();
+    if let Some(n) = given.iter().find(|n| !decls.iter().any(|d| d.name == **n)) {
+        let known: Vec<&str> = decls.iter().map(|d| d.name.as_str()).collect();
+        anyhow::bail!(
+            "-p {n}: {what} has no param {n:?} (it has: {})",
+            known.join(", ")
+        );
+    }
+    let missing: Vec<&str> = decls
+        .iter()
+        .filter(|d| d.default.is_none() && !given.contains(&d.name.as_str()))
+        .map(|d| d.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "{what} needs a value for param(s) {}: give -p NAME=VALUE",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// A run of a lone Pipeline or Task, with `-p` and `-w`.
+fn run_of(loaded: &[Loaded], args: &Args) -> anyhow::Result<Value> {
+    let (kind, name, decls, required) = lone(loaded)?;
+    let what = format!(
+        "{} {name}",
+        if kind == "PipelineRun" {
+            "pipeline"
+        } else {
+            "task"
+        }
+    );
+    check_lone_params(&what, decls, &args.params)?;
     let workspaces: Vec<Value> = args
         .workspaces
         .iter()
@@ -247,7 +308,7 @@ fn api_for(client: &Client, ns: &str, v: &Value) -> anyhow::Result<Api<DynamicOb
 fn check_namespace(c: &Cluster, file: &str, v: &Value) -> anyhow::Result<()> {
     match v["metadata"]["namespace"].as_str() {
         Some(ns) if ns != c.namespace => anyhow::bail!(
-            "{file}: {} {}: metadata.namespace {ns:?} is not the namespace given ({:?}): use -n {ns}",
+            "{file}: {} {}: metadata.namespace {ns:?} is not the target namespace ({:?}): use -n {ns}",
             v["kind"].as_str().unwrap_or(""),
             v["metadata"]["name"]
                 .as_str()
@@ -259,22 +320,14 @@ fn check_namespace(c: &Cluster, file: &str, v: &Value) -> anyhow::Result<()> {
     }
 }
 
-fn submit(c: &Cluster, given: Given, args: &Args) -> anyhow::Result<Vec<(Kind, String)>> {
+/// The runs made: kind and name, and each as the server returned it.
+type Made = (Vec<(Kind, String)>, Vec<Value>);
+
+fn submit(c: &Cluster, given: Given, args: &Args) -> anyhow::Result<Made> {
     for (file, v) in given.definitions.iter().chain(&given.runs) {
         check_namespace(c, file, v)?;
     }
-    let pp = PatchParams::apply(MANAGER).force();
-    for (_, d) in &given.definitions {
-        let name = d["metadata"]["name"].as_str().unwrap_or_default();
-        let ns = &c.namespace;
-        let api = api_for(&c.client, ns, d)?;
-        c.block(api.patch(name, &pp, &Patch::Apply(d)))
-            .with_context(|| format!("cannot apply {} {name}", d["kind"].as_str().unwrap_or("")))?;
-        note(&format!(
-            "{} {name} applied",
-            d["kind"].as_str().unwrap_or("").to_lowercase()
-        ));
-    }
+    // What will be created is settled before anything is sent.
     let mut runs: Vec<Value> = given.runs.into_iter().map(|(_, v)| v).collect();
     if runs.is_empty() {
         runs.push(run_of(&given.loaded, args)?);
@@ -289,7 +342,20 @@ fn submit(c: &Cluster, given: Given, args: &Args) -> anyhow::Result<Vec<(Kind, S
             );
         }
     }
+    let pp = PatchParams::apply(MANAGER).force();
+    for (_, d) in &given.definitions {
+        let name = d["metadata"]["name"].as_str().unwrap_or_default();
+        let ns = &c.namespace;
+        let api = api_for(&c.client, ns, d)?;
+        c.block(api.patch(name, &pp, &Patch::Apply(d)))
+            .with_context(|| format!("cannot apply {} {name}", d["kind"].as_str().unwrap_or("")))?;
+        note(&format!(
+            "{} {name} applied",
+            d["kind"].as_str().unwrap_or("").to_lowercase()
+        ));
+    }
     let mut made = Vec::new();
+    let mut objects = Vec::new();
     for r in runs {
         let ns = c.namespace.clone();
         let api = api_for(&c.client, &ns, &r)?;
@@ -298,6 +364,7 @@ fn submit(c: &Cluster, given: Given, args: &Args) -> anyhow::Result<Vec<(Kind, S
             .block(api.create(&PostParams::default(), &obj))
             .with_context(|| format!("cannot create {}", r["kind"].as_str().unwrap_or("run")))?;
         let name = created.metadata.name.clone().unwrap_or_default();
+        objects.push(serde_json::to_value(&created)?);
         let kind = if r["kind"] == "PipelineRun" {
             Kind::PipelineRun
         } else {
@@ -309,7 +376,7 @@ fn submit(c: &Cluster, given: Given, args: &Args) -> anyhow::Result<Vec<(Kind, S
         ));
         made.push((kind, name));
     }
-    Ok(made)
+    Ok((made, objects))
 }
 
 /// Runs `tkt run` on the cluster the flags name.
@@ -322,20 +389,24 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
         Err(code) => return Ok(code),
     };
     let c = Cluster::connect(&args.target)?;
-    let made = match submit(&c, given, args) {
+    let (made, objects) = match submit(&c, given, args) {
         Ok(m) => m,
         Err(e) => {
-            note(&format!("tkt: {e:#}"));
+            note(&format!("tkt: {:#}", c.explain(e)));
             return Ok(EXIT_INVALID);
         }
     };
     if args.detach {
-        for (_, name) in &made {
-            writeln!(out, "{name}")?;
+        // The names, or with -o json|yaml the runs as created.
+        if args.output == Format::Text {
+            for (_, name) in &made {
+                writeln!(out, "{name}")?;
+            }
         }
+        print_finals(args.output, &objects, out)?;
         return Ok(0);
     }
-    follow_runs(&c, &made, args.output, out)
+    follow_runs(&c, &made, args.output, out).map_err(|e| c.explain(e))
 }
 
 /// Follows the runs made, one after the other, to their ends; prints each
@@ -502,7 +573,11 @@ fn on_interrupt(
                 ));
                 std::process::exit(i32::from(EXIT_INTERRUPTED));
             }
-            eprint!("tkt: cancel {} {name} on the cluster? [y/N] ", kind.lower());
+            // On a line of its own, under the live table's status line.
+            eprint!(
+                "\ntkt: cancel {} {name} on the cluster? [y/N] ",
+                kind.lower()
+            );
             let mut answer = String::new();
             let _ = std::io::stdin().read_line(&mut answer);
             if !answer.trim().eq_ignore_ascii_case("y") {

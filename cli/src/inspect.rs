@@ -219,10 +219,11 @@ pub fn run(kind: Kind, args: &Args, out: &mut impl Write) -> anyhow::Result<u8> 
     if args.target.is_cluster() || all_namespaces {
         let mut c = crate::cluster::Cluster::connect(&args.target)?;
         c.all_namespaces = all_namespaces;
-        if let Command::Rerun(a) = &args.command {
-            return crate::rerun::on_cluster(kind, &c, a, out);
-        }
-        return run_on(kind, &c, &args.command, out);
+        let r = match &args.command {
+            Command::Rerun(a) => crate::rerun::on_cluster(kind, &c, a, out),
+            command => run_on(kind, &c, command, out),
+        };
+        return r.map_err(|e| c.explain(e));
     }
     let store = Store::existing(args.state_dir.as_deref())?;
     for r in live::recover_abandoned(&store, None) {
@@ -327,13 +328,29 @@ fn logs(kind: Kind, t: &dyn Target, a: &LogsArgs, out: &mut impl Write) -> anyho
     if kind == Kind::TaskRun && !a.tasks.is_empty() {
         anyhow::bail!("-t/--task filters the logs of a pipelinerun; for a taskrun use -s/--step");
     }
-    let name = match kind {
-        Kind::PipelineRun => pick_pipeline_run(t, a.name.as_deref())?.name().to_string(),
-        Kind::TaskRun => pick_task_run(t, a.name.as_deref())?.name().to_string(),
+    // A run that has ended is printed in order (as without -f); with -f
+    // the exit code is still its outcome.
+    let (name, ended) = match kind {
+        Kind::PipelineRun => {
+            let pr = pick_pipeline_run(t, a.name.as_deref())?;
+            (
+                pr.name().to_string(),
+                finished(&pr).then(|| outcome_code(&pr)),
+            )
+        }
+        Kind::TaskRun => {
+            let tr = pick_task_run(t, a.name.as_deref())?;
+            (
+                tr.name().to_string(),
+                finished(&tr).then(|| outcome_code(&tr)),
+            )
+        }
     };
-    if a.follow {
-        return t.follow(kind, &name, a, out);
-    }
+    let code = match (a.follow, ended) {
+        (true, None) => return t.follow(kind, &name, a, out),
+        (true, Some(code)) => code,
+        (false, _) => 0,
+    };
     match kind {
         Kind::PipelineRun => {
             let Some(pr) = t.pipeline_run(&name)? else {
@@ -369,7 +386,7 @@ fn logs(kind: Kind, t: &dyn Target, a: &LogsArgs, out: &mut impl Write) -> anyho
             task_run_logs(&tr, t.logs(&tr)?, &a.steps, a.prefix, prefix, out)?;
         }
     }
-    Ok(0)
+    Ok(code)
 }
 
 /// The local run store as a target.
@@ -503,6 +520,7 @@ pub(crate) trait Run: Serialize {
     fn conditions(&self) -> &[Condition];
     fn created(&self) -> Option<Timestamp>;
     fn labels(&self) -> Option<&BTreeMap<String, String>>;
+    fn namespace(&self) -> &str;
 }
 
 impl Run for PipelineRun {
@@ -527,6 +545,9 @@ impl Run for PipelineRun {
     fn labels(&self) -> Option<&BTreeMap<String, String>> {
         self.metadata.labels.as_ref()
     }
+    fn namespace(&self) -> &str {
+        self.metadata.namespace.as_deref().unwrap_or("default")
+    }
 }
 
 impl Run for TaskRun {
@@ -550,6 +571,9 @@ impl Run for TaskRun {
     }
     fn labels(&self) -> Option<&BTreeMap<String, String>> {
         self.metadata.labels.as_ref()
+    }
+    fn namespace(&self) -> &str {
+        self.metadata.namespace.as_deref().unwrap_or("default")
     }
 }
 
@@ -578,6 +602,11 @@ fn oldest_first<R: Run>(a: &R, b: &R) -> std::cmp::Ordering {
         (None, None) => std::cmp::Ordering::Equal,
     }
     .then_with(|| a.name().cmp(b.name()))
+}
+
+/// 0 if the run succeeded, else 1 (`logs -f`'s exit code).
+fn outcome_code(r: &impl Run) -> u8 {
+    u8::from(Condition::succeeded(r.conditions()).is_none_or(|c| c.status != "True"))
 }
 
 pub(crate) fn finished(r: &impl Run) -> bool {
@@ -694,7 +723,7 @@ fn list<T: Run>(
         runs.truncate(n);
     }
     match a.output {
-        Output::Text => Ok(list_text(kind, &runs, now, !a.no_headers)),
+        Output::Text => Ok(list_text(kind, &runs, now, !a.no_headers, a.all_namespaces)),
         Output::Json | Output::Yaml => {
             // A list is a list, whatever its length.
             let v = serde_json::json!({
@@ -712,15 +741,28 @@ fn list<T: Run>(
 }
 
 /// `NAME STARTED DURATION STATUS`, one run a line, or `No … found`.
-fn list_text<T: Run>(kind: Kind, runs: &[T], now: Timestamp, headers: bool) -> String {
+fn list_text<T: Run>(
+    kind: Kind,
+    runs: &[T],
+    now: Timestamp,
+    headers: bool,
+    namespaces: bool,
+) -> String {
     if runs.is_empty() {
         return format!("No {} found\n", kind.plural());
     }
     let mut t = String::new();
     if headers {
+        // As tkn -A: the namespace first.
+        if namespaces {
+            t.push_str("NAMESPACE\t");
+        }
         t.push_str("NAME\tSTARTED\tDURATION\tSTATUS\n");
     }
     for r in runs {
+        if namespaces {
+            let _ = write!(t, "{}\t", r.namespace());
+        }
         let _ = writeln!(
             t,
             "{}\t{}\t{}\t{}",

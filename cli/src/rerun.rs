@@ -217,7 +217,15 @@ pub fn on_cluster(
     }
     if a.from_failed {
         bind_old_claims(c, &old, &mut run)?;
+    } else if let Some(original) = run["metadata"]["annotations"][WORKSPACES]
+        .as_str()
+        .and_then(|t| serde_json::from_str::<Value>(t).ok())
+    {
+        // The old run was bound to claims by a --from-failed: this rerun
+        // gets the workspaces as first given (fresh claims).
+        run["spec"]["workspaces"] = original;
     }
+    warn_missing_claims(c, &run);
     say_reused(&old, &run);
     let made = match kind {
         Kind::PipelineRun => {
@@ -245,6 +253,27 @@ pub fn on_cluster(
     crate::cluster_run::follow_runs(c, &[(kind, made)], crate::run::Format::Text, out)
 }
 
+/// The annotation keeping a run's workspaces as first given.
+const WORKSPACES: &str = tektite_engine::reuse::WORKSPACES_ANNOTATION;
+
+/// Says which claims the run names that are not there (a pod would wait
+/// for them).
+fn warn_missing_claims(c: &Cluster, run: &Value) {
+    let claims: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        kube::Api::namespaced(c.client.clone(), &c.namespace);
+    for b in run["spec"]["workspaces"].as_array().into_iter().flatten() {
+        let Some(claim) = b["persistentVolumeClaim"]["claimName"].as_str() else {
+            continue;
+        };
+        if let Ok(None) = c.block(crate::cluster::get_opt(&claims, claim)) {
+            note(&format!(
+                "tkt: warning: workspace {} names claim {claim}, which does not exist (deleted with the run that made it?)",
+                b["name"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+}
+
 /// With `--from-failed`, a `volumeClaimTemplate` workspace is bound to the
 /// claim the old run made from it, while that claim exists: the files the
 /// reused tasks left there are the new run's.
@@ -255,6 +284,13 @@ fn bind_old_claims(c: &Cluster, old: &str, run: &mut Value) -> anyhow::Result<()
     let uid = pr.metadata.uid.clone().unwrap_or_default();
     let claims: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
         kube::Api::namespaced(c.client.clone(), &c.namespace);
+    let templates = run["spec"]["workspaces"]
+        .as_array()
+        .is_some_and(|ws| ws.iter().any(|b| b.get("volumeClaimTemplate").is_some()));
+    if templates && run["metadata"]["annotations"][WORKSPACES].is_null() {
+        let original = serde_json::to_string(&run["spec"]["workspaces"])?;
+        run["metadata"]["annotations"][WORKSPACES] = json!(original);
+    }
     let Some(ws) = run["spec"]["workspaces"].as_array_mut() else {
         return Ok(());
     };

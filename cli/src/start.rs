@@ -197,7 +197,7 @@ impl Def {
 pub fn run(kind: DefKind, args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
     if args.target.is_cluster() {
         let c = Cluster::connect(&args.target)?;
-        return on_cluster(kind, &c, &args.command, out);
+        return on_cluster(kind, &c, &args.command, out).map_err(|e| c.explain(e));
     }
     local(kind, args, out)
 }
@@ -357,9 +357,12 @@ fn start_params(def: &Def, earlier: Vec<Param>, flags: &[String]) -> anyhow::Res
             .with_context(|| format!("-p {raw:?}: expected NAME=VALUE"))?;
         let Some(decl) = decls.iter().find(|d| d.name == name) else {
             let known: Vec<&str> = decls.iter().map(|d| d.name.as_str()).collect();
+            let what = match def {
+                Def::Pipeline(_) => "pipeline",
+                Def::Task(_) => "task",
+            };
             anyhow::bail!(
-                "-p {name}: {} {} has no param {name:?} (it has: {})",
-                "the",
+                "-p {name}: {what} {} has no param {name:?} (it has: {})",
                 def.name(),
                 known.join(", ")
             );
@@ -595,34 +598,13 @@ fn start_local(
                 .0
         }
     };
-    // Checked here for the message; `tkt run` types and binds them.
-    start_params(def, earlier.clone(), &a.params)?;
-    // An earlier run's params (typed) go in a run of the definition that
-    // `tkt run` reads beside it; `-p` goes over them.
-    let store_root = tektite_local::store::Store::open(args.state_dir.as_deref())?
-        .root()
-        .to_path_buf();
-    let _run_file;
-    let mut argv: Vec<String> = vec!["run".into(), "-f".into(), file.display().to_string()];
-    if !earlier.is_empty() {
-        let (run_kind, reference) = match kind {
-            DefKind::Pipeline => ("PipelineRun", "pipelineRef"),
-            DefKind::Task => ("TaskRun", "taskRef"),
-        };
-        let run = json!({
-            "apiVersion": tektite_api::v1::API_VERSION,
-            "kind": run_kind,
-            "metadata": {"generateName": format!("{}-run-", a.name)},
-            "spec": {reference: {"name": a.name}, "params": earlier},
-        });
-        let f = crate::rerun::RunFile::write(&store_root, &run)?;
-        argv.extend(["-f".into(), f.0.display().to_string()]);
-        _run_file = f;
-    }
-    argv.extend(["--runtime".into(), a.runtime.clone()]);
-    for p in &a.params {
-        argv.extend(["-p".into(), p.clone()]);
-    }
+    let params = start_params(def, earlier, &a.params)?;
+    // The run goes to `tkt run` as a file, beside the file of its
+    // definition (whatever else that file holds): params typed as
+    // declared, and each workspace `-w` names bound (the flag then says
+    // how, over this placeholder).
+    let mut workspaces: Vec<Value> = Vec::new();
+    let mut flags: Vec<String> = Vec::new();
     for w in &a.workspaces {
         // tkn's `name=ws,emptyDir=` form, as tkt run's `ws=emptyDir`.
         let w = match crate::cluster_run::cluster_workspace(w) {
@@ -631,8 +613,27 @@ fn start_local(
             }
             _ => w.clone(),
         };
-        argv.extend(["-w".into(), w]);
+        if let Some((name, _)) = w.split_once('=') {
+            workspaces.push(json!({"name": name, "emptyDir": {}}));
+        }
+        flags.extend(["-w".into(), w]);
     }
+    let (run_kind, reference) = match kind {
+        DefKind::Pipeline => ("PipelineRun", "pipelineRef"),
+        DefKind::Task => ("TaskRun", "taskRef"),
+    };
+    let run = json!({
+        "apiVersion": tektite_api::v1::API_VERSION,
+        "kind": run_kind,
+        "metadata": {"generateName": format!("{}-run-", a.name)},
+        "spec": {reference: {"name": a.name}, "params": params, "workspaces": workspaces},
+    });
+    let store = tektite_local::store::Store::open(args.state_dir.as_deref())?;
+    let run_file = crate::rerun::RunFile::write(store.root(), &run)?;
+    let mut argv: Vec<String> = vec!["run".into(), "-f".into(), run_file.0.display().to_string()];
+    argv.extend(["-f".into(), file.display().to_string()]);
+    argv.extend(["--runtime".into(), a.runtime.clone()]);
+    argv.extend(flags);
     if let Some(d) = &args.state_dir {
         argv.extend(["--state-dir".into(), d.display().to_string()]);
     }

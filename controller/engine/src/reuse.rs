@@ -15,6 +15,16 @@ use tektite_api::v1::{Condition, PipelineRun, PipelineSpec, TaskRun, TaskRunStat
 /// The annotation a rerun carries.
 pub const ANNOTATION: &str = "tektite.dev/reuse";
 
+/// The annotation keeping a rerun's workspaces as first given, once a
+/// `--from-failed` bound them to an earlier run's claims (`tkt` reads it).
+pub const WORKSPACES_ANNOTATION: &str = "tektite.dev/rerun-workspaces";
+
+/// Whether an annotation is a rerun's record: the run's own, not copied
+/// onto its TaskRuns and pods.
+pub fn is_record(key: &str) -> bool {
+    key == ANNOTATION || key == WORKSPACES_ANNOTATION
+}
+
 /// The reason of the failure an unreadable annotation gives.
 pub const INVALID: &str = "InvalidReuse";
 

@@ -153,7 +153,7 @@ async fn tkt_run_on_the_cluster_follows_logs_and_exits_with_the_outcome() {
     assert_eq!(wrong.status.code(), Some(2));
     assert!(
         text(&wrong.stderr).contains(
-            "metadata.namespace \"prod\" is not the namespace given (\"default\"): use -n prod"
+            "metadata.namespace \"prod\" is not the target namespace (\"default\"): use -n prod"
         ),
         "{}",
         text(&wrong.stderr)
@@ -240,7 +240,18 @@ async fn detach_then_logs_follow_through_cut_watches_without_missing_or_repeatin
     // Following a finished run prints it all and exits.
     let again = c.tkt(&["pr", "logs", "-f", &name, "-n", "default"]).await;
     assert_eq!(again.status.code(), Some(0));
-    assert_eq!(text(&again.stdout).lines().count(), out.lines().count());
+    // ... in order (a's lines, then b's), each step's log ended by an
+    // empty line, as without -f.
+    let mut seen: Vec<&str> = text(&again.stdout)
+        .leak()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut want: Vec<&str> = out.lines().collect();
+    assert_eq!(seen.len(), want.len());
+    seen.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(seen, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,6 +294,14 @@ async fn interrupt_detaches_cancel_stops_and_list_describe_delete_work_on_the_cl
     let list = text(&c.tkt(&["pr", "list", "--cluster"]).await.stdout);
     assert!(list.starts_with("NAME"), "{list}");
     assert!(list.contains(&name) && list.contains("Running"), "{list}");
+    let all = text(&c.tkt(&["pr", "list", "-A"]).await.stdout);
+    assert!(all.starts_with("NAMESPACE   NAME"), "{all}");
+    assert!(
+        all.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("default ")),
+        "{all}"
+    );
     let names = text(&c.tkt(&["pr", "list", "-A", "-o", "name"]).await.stdout);
     assert_eq!(names.trim(), format!("pipelinerun.tekton.dev/{name}"));
 
@@ -402,6 +421,63 @@ async fn rerun_from_failed_reuses_the_first_task_and_start_runs_a_pipeline_on_th
         "{desc}"
     );
 
+    // A plain rerun of that rerun gets the workspace as first given (a
+    // claim template), not the claim --from-failed bound.
+    let again = c
+        .tkt(&["pr", "rerun", new_name, "--cluster", "--detach"])
+        .await;
+    let third = detached(&again);
+    let v = c.get(TEKTON, "pipelineruns", "default", &third).unwrap();
+    assert!(
+        v["spec"]["workspaces"][0]
+            .get("volumeClaimTemplate")
+            .is_some(),
+        "{v}"
+    );
+
+    // A Task and a Pipeline in one file: the Pipeline runs; nothing is
+    // sent when its param has no value.
+    let both = c.dir.path().join("both.yaml");
+    std::fs::write(
+        &both,
+        format!(
+            "{}\n---\n{}",
+            ECHO_TASK,
+            super::HELLO_PIPELINE.replace("name: hello", "name: hello-both")
+        ),
+    )
+    .unwrap();
+    let refused = c
+        .tkt(&["run", "--cluster", "-f", both.to_str().unwrap()])
+        .await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("pipeline hello-both needs a value for param(s) who"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(
+        c.get(TEKTON, "pipelines", "default", "hello-both")
+            .is_none()
+    );
+    assert!(c.get(TEKTON, "tasks", "default", "echo").is_none());
+    let ran = c
+        .tkt(&[
+            "run",
+            "--cluster",
+            "-f",
+            both.to_str().unwrap(),
+            "-p",
+            "who=both",
+            "--detach",
+            "-o",
+            "json",
+        ])
+        .await;
+    let created: Value = serde_json::from_slice(&ran.stdout).expect("the run created, as JSON");
+    assert_eq!(created["spec"]["pipelineRef"]["name"], "hello-both");
+    assert!(c.get(TEKTON, "tasks", "default", "echo").is_some());
+
     // A Pipeline applied by `tkt run`, then started by name.
     let file = c.dir.path().join("hello.yaml");
     std::fs::write(&file, super::HELLO_PIPELINE).unwrap();
@@ -519,3 +595,14 @@ async fn interrupt_on_a_terminal_asks_and_cancels_the_run_on_the_cluster() {
     let done = c.done("pipelineruns", "default", &name).await;
     assert_eq!(super::condition(&done).1, "Cancelled", "{done}");
 }
+
+/// A Task beside a Pipeline in one file (`tkt run` runs the Pipeline).
+const ECHO_TASK: &str = r#"apiVersion: tekton.dev/v1
+kind: Task
+metadata:
+  name: echo
+spec:
+  steps:
+    - name: say
+      image: localhost/tektite/busybox:latest
+      script: echo hi"#;

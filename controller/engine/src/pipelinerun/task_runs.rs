@@ -341,7 +341,7 @@ fn labels(
 }
 
 /// The TaskRun's annotations: its `taskRunSpecs` metadata's, then the
-/// run's (but Chains', kubectl's and a rerun's record of reused TaskRuns),
+/// run's (but Chains', kubectl's and a rerun's records),
 /// then the embedded spec's (earlier wins); `onError: continue` marked.
 fn annotations(
     pr: &PipelineRun,
@@ -355,7 +355,7 @@ fn annotations(
     for (k, v) in pr.metadata.annotations.clone().unwrap_or_default() {
         if !k.starts_with("chains.tekton.dev/")
             && k != "kubectl.kubernetes.io/last-applied-configuration"
-            && k != crate::reuse::ANNOTATION
+            && !crate::reuse::is_record(&k)
         {
             annotations.entry(k).or_insert(v);
         }
