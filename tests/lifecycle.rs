@@ -563,3 +563,31 @@ fn a_hard_cancel_after_a_graceful_one_stops_the_run_at_once() {
         serde_json::from_slice(&on(&s, &["pr", "describe", "slow", "-o", "json"]).stdout).unwrap();
     assert_eq!(util::reason(&v), "Cancelled", "{v}");
 }
+
+#[test]
+fn a_param_a_run_lacks_can_come_from_p() {
+    let s = Scratch::new("lifecycle-p");
+    let file = s.file(
+        "np.yaml",
+        "apiVersion: tekton.dev/v1\nkind: PipelineRun\nmetadata:\n  generateName: np-\nspec:\n  pipelineSpec:\n    params: [{name: env}]\n    tasks:\n      - name: t\n        params: [{name: env, value: $(params.env)}]\n        taskSpec:\n          params: [{name: env}]\n          steps: [{name: s, image: busybox, script: 'echo env=$(params.env)'}]\n",
+    );
+    let state = s.state_arg();
+    let without = tkt_run("process")
+        .args(["-f", &file, "--state-dir", &state])
+        .output()
+        .unwrap();
+    assert_eq!(without.status.code(), Some(2));
+    assert!(
+        text(&without.stderr).contains("missing value for required param of the Pipeline: env")
+    );
+    let with = tkt_run("process")
+        .args(["-f", &file, "--state-dir", &state, "-p", "env=prod"])
+        .output()
+        .unwrap();
+    assert_eq!(with.status.code(), Some(0), "{}", text(&with.stderr));
+    assert!(
+        text(&with.stdout).contains("[t : s] env=prod"),
+        "{}",
+        text(&with.stdout)
+    );
+}

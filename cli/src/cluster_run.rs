@@ -88,6 +88,8 @@ fn load(args: &Args) -> anyhow::Result<Result<Given, u8>> {
         }
     }
     diags.extend(tektite_api::validate::validate_all(&given.loaded));
+    // A param a run lacks is fine when -p gives it (it is added below).
+    diags.retain(|d| !crate::run::supplied_by_flags(d, &args.params));
     for d in &diags {
         note(&d.to_string());
     }

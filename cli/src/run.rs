@@ -158,6 +158,21 @@ fn print_diagnostics(diags: &[Diagnostic]) {
     }
 }
 
+/// Whether `d` is a run's missing params that `-p` gives, all of them.
+pub(crate) fn supplied_by_flags(d: &Diagnostic, flags: &[String]) -> bool {
+    let Some(rest) = d.message.strip_prefix("missing value for required param") else {
+        return false;
+    };
+    let Some((_, names)) = rest.rsplit_once(": ") else {
+        return false;
+    };
+    let given: Vec<&str> = flags
+        .iter()
+        .filter_map(|f| f.split_once('=').map(|(n, _)| n))
+        .collect();
+    names.split(", ").all(|n| given.contains(&n))
+}
+
 /// Parses `-p name=value` for a param declared as `kind` (tkn's forms).
 pub(crate) fn param_value(raw: &str, kind: &str) -> anyhow::Result<ParamValue> {
     Ok(match kind {
@@ -322,6 +337,9 @@ fn load(args: &Args) -> anyhow::Result<Result<Inputs, Refused>> {
         }
     }
     diags.extend(validate::validate_all(&loaded[..n_given]));
+    // A param a run lacks is fine here when -p gives it (checked again
+    // once the flags are applied).
+    diags.retain(|d| !supplied_by_flags(d, &args.params));
     if diags.iter().any(|d| d.severity == Severity::Error) {
         print_diagnostics(&diags);
         note("tkt: invalid input: nothing was run");
