@@ -71,7 +71,8 @@ pub struct Args {
     pub(crate) params: Vec<String>,
     /// A workspace: name=PATH (a host directory), name=emptyDir (an empty
     /// directory for each TaskRun) or name=volumeClaimTemplate (one
-    /// directory for the run, shared by its TaskRuns)
+    /// directory for the run, shared by its TaskRuns); on a cluster also
+    /// tkn's name=WS,emptyDir= and name=WS,claimName=C (not a PATH)
     #[arg(
         short = 'w',
         long = "workspace",
