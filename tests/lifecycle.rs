@@ -39,6 +39,18 @@ fn wait_list(s: &Scratch, what: &str, pred: impl Fn(&[Value]) -> bool) {
     }
 }
 
+/// Waits (bounded) until the run's work step has said it started.
+fn wait_started(s: &Scratch, run: &str) {
+    let start = Instant::now();
+    while !text(&on(s, &["pr", "logs", run]).stdout).contains("work started") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "work never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 const FINALLY: &str = r#"
 apiVersion: tekton.dev/v1
 kind: PipelineRun
@@ -88,14 +100,7 @@ fn logs_follow_a_running_run_and_cancel_grace_lets_it_finish_then_runs_finally()
         .spawn()
         .unwrap();
     // Once the work step is under way, stop the run gracefully.
-    let start = Instant::now();
-    while !text(&on(&s, &["pr", "logs", "graceful"]).stdout).contains("work started") {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "work never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_started(&s, "graceful");
     let c = on(
         &s,
         &["pr", "cancel", "graceful", "--grace", "StoppedRunFinally"],
@@ -530,14 +535,7 @@ fn a_hard_cancel_after_a_graceful_one_stops_the_run_at_once() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while !text(&on(&s, &["pr", "logs", "slow"]).stdout).contains("work started") {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "work never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_started(&s, "slow");
     let graceful = on(
         &s,
         &["pr", "cancel", "slow", "--grace", "StoppedRunFinally"],

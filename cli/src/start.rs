@@ -26,7 +26,7 @@ use tektite_api::v1::{
 };
 
 use crate::cluster::{Cluster, TargetArgs, get_opt};
-use crate::inspect::{Output, age, condition, duration, tabwrite};
+use crate::inspect::{Output, Run, age, condition, duration, tabwrite};
 use crate::note;
 
 /// Which kind of definition.
@@ -692,31 +692,17 @@ impl Runs {
 
 /// (name, start, completion, status) of each run, newest first.
 fn run_rows(runs: &Runs) -> Vec<(String, Option<Timestamp>, Option<Timestamp>, String)> {
+    fn row<R: Run>(r: &R) -> (String, Option<Timestamp>, Option<Timestamp>, String) {
+        (
+            r.name().to_string(),
+            r.start(),
+            r.completion(),
+            condition(r.conditions()),
+        )
+    }
     let mut rows: Vec<_> = match runs {
-        Runs::Pipeline(v) => v
-            .iter()
-            .map(|r| {
-                let st = r.status.as_ref();
-                (
-                    r.metadata.name.clone().unwrap_or_default(),
-                    st.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
-                    st.and_then(|s| s.completion_time.as_ref()).map(|t| t.0),
-                    condition(st.map_or(&[][..], |s| &s.conditions)),
-                )
-            })
-            .collect(),
-        Runs::Task(v) => v
-            .iter()
-            .map(|r| {
-                let st = r.status.as_ref();
-                (
-                    r.metadata.name.clone().unwrap_or_default(),
-                    st.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
-                    st.and_then(|s| s.completion_time.as_ref()).map(|t| t.0),
-                    condition(st.map_or(&[][..], |s| &s.conditions)),
-                )
-            })
-            .collect(),
+        Runs::Pipeline(v) => v.iter().map(row).collect(),
+        Runs::Task(v) => v.iter().map(row).collect(),
     };
     rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     rows

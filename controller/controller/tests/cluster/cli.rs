@@ -73,6 +73,27 @@ fn wait_bounded(mut child: std::process::Child, what: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The name of the one PipelineRun, once its `wait` task has a TaskRun
+/// (`pipeline-long.yaml` under way).
+async fn running_long(c: &Cluster) -> String {
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "pipeline-long.yaml never started:\n{}",
+            c.log()
+        );
+        let runs = c.api.shared.list(TEKTON, "pipelineruns");
+        if let Some(r) = runs.first()
+            && let Some(n) = r["metadata"]["name"].as_str()
+            && c.children(n).contains_key("wait")
+        {
+            return n.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The run's name from `--detach`'s output.
 fn detached(o: &Output) -> String {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
@@ -266,16 +287,7 @@ async fn interrupt_detaches_cancel_stops_and_list_describe_delete_work_on_the_cl
         .spawn()
         .unwrap();
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    let name = loop {
-        let runs = c.api.shared.list(TEKTON, "pipelineruns");
-        if let Some(r) = runs.first()
-            && let Some(n) = r["metadata"]["name"].as_str()
-            && c.children(n).contains_key("wait")
-        {
-            break n.to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let name = running_long(&c).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let o = tokio::task::spawn_blocking(move || wait_bounded(child, "run"))
@@ -555,16 +567,7 @@ async fn interrupt_on_a_terminal_asks_and_cancels_the_run_on_the_cluster() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("script (bsdutils) runs tkt on a terminal");
-    let name = loop {
-        let runs = c.api.shared.list(TEKTON, "pipelineruns");
-        if let Some(r) = runs.first()
-            && let Some(n) = r["metadata"]["name"].as_str()
-            && c.children(n).contains_key("wait")
-        {
-            break n.to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let name = running_long(&c).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let mut stdin = child.stdin.take().unwrap();
     {
