@@ -1482,8 +1482,12 @@ impl Board {
             .filter(|t| t.1 == "running")
             .map(|t| t.0.as_str())
             .collect();
+        let cancelled = match self.count("cancelled") {
+            0 => String::new(),
+            n => format!(" | cancelled: {n}"),
+        };
         format!(
-            "running: {} | succeeded: {} | failed: {} | skipped: {}",
+            "running: {} | succeeded: {} | failed: {}{cancelled} | skipped: {}",
             if running.is_empty() {
                 "-".to_string()
             } else {
@@ -1580,14 +1584,14 @@ pub(crate) fn print_progress(
                 message,
                 ..
             } if pipeline => {
-                board.set(
-                    &task,
-                    if status == "True" {
-                        "succeeded"
-                    } else {
-                        "failed"
-                    },
-                );
+                let state = if status == "True" {
+                    "succeeded"
+                } else if reason == "TaskRunCancelled" {
+                    "cancelled"
+                } else {
+                    "failed"
+                };
+                board.set(&task, state);
                 emit(&format!("task {task} {reason}: {message}"), &board);
             }
             Progress::Skipped { task, reason } => {
