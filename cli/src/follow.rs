@@ -5,9 +5,14 @@
 //! watcher: a dropped watch resumes from the last resourceVersion), every
 //! pod a TaskRun names (retries included) is followed, and each of its step
 //! containers is streamed from its start (`pods/log?follow=true`) in step
-//! order. A log stream cut before its container ended is opened again and
-//! the lines already printed are skipped: no line twice, none missed. Only
-//! whole lines are printed, so lines of tasks running at once never mix.
+//! order. A log stream cut before its container ended is opened again, and
+//! a container's log is read once more without following when it has
+//! ended; the lines already printed are skipped: no line twice, none
+//! missed. Only whole lines (at most 64 KiB) are printed, so lines of tasks
+//! running at once never mix. What is seen goes out as events (lines, a
+//! TaskRun started, ended after its last line, a task skipped) through a
+//! bounded channel: `logs -f` prints the lines, `tkt run --cluster` draws
+//! them as a local run is drawn.
 //! The follow ends when the run has ended and every container's log has
 //! been read to its end; it never waits on a container that will not start
 //! (its pod ended or went).
@@ -536,9 +541,9 @@ impl PodFollow {
         loop {
             match crate::cluster::get_opt(&self.pods, &self.pod).await {
                 Ok(p) => return Ok(p),
-                Err(e) if tries < 10 => {
+                // A passing failure (the watches retry theirs too).
+                Err(_) if tries < 10 => {
                     tries += 1;
-                    let _ = e;
                     tokio::time::sleep(POLL * 2).await;
                 }
                 Err(e) => return Err(e.context(format!("pod {}", self.pod))),
