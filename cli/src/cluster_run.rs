@@ -87,9 +87,12 @@ fn load(args: &Args) -> anyhow::Result<Result<Given, u8>> {
             given.definitions.extend(data.map(|d| (file.clone(), d)));
         }
     }
-    diags.extend(tektite_api::validate::validate_all(&given.loaded));
     // A param a run lacks is fine when -p gives it (it is added below).
-    diags.retain(|d| !crate::run::supplied_by_flags(d, &args.params));
+    let flags = crate::run::flag_names(&args.params);
+    diags.extend(tektite_api::validate::validate_all_given(
+        &given.loaded,
+        &flags,
+    ));
     for d in &diags {
         note(&d.to_string());
     }
@@ -234,10 +237,7 @@ fn lone(loaded: &[Loaded]) -> anyhow::Result<(&'static str, String, &[ParamSpec]
 /// `-p` for a lone Pipeline or Task: each one it declares, and a value
 /// for each param without a default (the message names them).
 fn check_lone_params(what: &str, decls: &[ParamSpec], flags: &[String]) -> anyhow::Result<()> {
-    let given: Vec<&str> = flags
-        .iter()
-        .filter_map(|f| f.split_once('=').map(|(n, _)| n))
-        .collect();
+    let given = crate::run::flag_names(flags);
     if let Some(n) = given.iter().find(|n| !decls.iter().any(|d| d.name == **n)) {
         let known: Vec<&str> = decls.iter().map(|d| d.name.as_str()).collect();
         anyhow::bail!(

@@ -338,11 +338,7 @@ pub fn local(
     out: &mut impl Write,
 ) -> anyhow::Result<u8> {
     let (old, run) = plan(kind, t, a)?;
-    let given: Vec<&str> = a
-        .workspaces
-        .iter()
-        .filter_map(|w| w.split_once('=').map(|(n, _)| n))
-        .collect();
+    let given = crate::run::flag_names(&a.workspaces);
     for b in run["spec"]["workspaces"].as_array().into_iter().flatten() {
         let claim = b["persistentVolumeClaim"]["claimName"]
             .as_str()

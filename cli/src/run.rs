@@ -159,19 +159,12 @@ fn print_diagnostics(diags: &[Diagnostic]) {
     }
 }
 
-/// Whether `d` is a run's missing params that `-p` gives, all of them.
-pub(crate) fn supplied_by_flags(d: &Diagnostic, flags: &[String]) -> bool {
-    let Some(rest) = d.message.strip_prefix("missing value for required param") else {
-        return false;
-    };
-    let Some((_, names)) = rest.rsplit_once(": ") else {
-        return false;
-    };
-    let given: Vec<&str> = flags
+/// The names `NAME=VALUE` flags (`-p`, `-w`) give.
+pub(crate) fn flag_names(flags: &[String]) -> Vec<&str> {
+    flags
         .iter()
         .filter_map(|f| f.split_once('=').map(|(n, _)| n))
-        .collect();
-    names.split(", ").all(|n| given.contains(&n))
+        .collect()
 }
 
 /// Parses `-p name=value` for a param declared as `kind` (tkn's forms).
@@ -337,10 +330,10 @@ fn load(args: &Args) -> anyhow::Result<Result<Inputs, Refused>> {
             loaded.extend(o.objects);
         }
     }
-    diags.extend(validate::validate_all(&loaded[..n_given]));
-    // A param a run lacks is fine here when -p gives it (checked again
-    // once the flags are applied).
-    diags.retain(|d| !supplied_by_flags(d, &args.params));
+    // A param a run lacks is fine here when -p gives it (checked again,
+    // typed, once the flags are applied).
+    let given = flag_names(&args.params);
+    diags.extend(validate::validate_all_given(&loaded[..n_given], &given));
     if diags.iter().any(|d| d.severity == Severity::Error) {
         print_diagnostics(&diags);
         note("tkt: invalid input: nothing was run");

@@ -50,6 +50,9 @@ pub struct Catalog<'a> {
     pub tasks: HashMap<String, &'a TaskSpec>,
     pub pipelines: HashMap<String, &'a PipelineSpec>,
     pub step_actions: HashMap<String, &'a crate::stepaction::StepActionSpec>,
+    /// Params every TaskRun and PipelineRun is given besides its own
+    /// (`tkt run -p`): one missing from a run is not an error.
+    pub given_params: Vec<String>,
 }
 
 impl<'a> Catalog<'a> {
@@ -95,7 +98,14 @@ impl<'a> Catalog<'a> {
 
 /// Validates every loaded object; diagnostics point into their files.
 pub fn validate_all(objects: &[Loaded]) -> Vec<Diagnostic> {
-    let catalog = Catalog::from_loaded(objects);
+    validate_all_given(objects, &[])
+}
+
+/// [`validate_all`], the runs also being given `params` (names) besides
+/// their own, as `tkt run -p` gives them.
+pub fn validate_all_given(objects: &[Loaded], params: &[&str]) -> Vec<Diagnostic> {
+    let mut catalog = Catalog::from_loaded(objects);
+    catalog.given_params = params.iter().map(|p| (*p).to_string()).collect();
     let mut out = Vec::new();
     let mut seen: HashMap<(String, String, String), (&str, usize)> = HashMap::new();
     for o in objects {

@@ -193,7 +193,7 @@ impl<'a> Checker<'_, 'a> {
             &task.params,
             &path.key("params"),
             &path.key("params"),
-            &|_| false,
+            &|n| self.catalog.given_params.iter().any(|g| g == n),
             who,
         );
         let bound: Vec<&str> = spec.workspaces.iter().map(|w| w.name.as_str()).collect();
@@ -364,7 +364,7 @@ impl<'a> Checker<'_, 'a> {
             &p.params,
             &path.key("params"),
             &path.key("params"),
-            &|_| false,
+            &|n| self.catalog.given_params.iter().any(|g| g == n),
             &who,
         );
         let bound: Vec<&str> = spec.workspaces.iter().map(|w| w.name.as_str()).collect();
