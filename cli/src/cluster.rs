@@ -137,6 +137,25 @@ impl Cluster {
         }
     }
 
+    /// Creates a run (JSON) of `kind`; its name.
+    ///
+    /// # Errors
+    /// It is not a run of that kind, or the server refuses it.
+    pub(crate) fn create_run(&self, kind: Kind, run: serde_json::Value) -> anyhow::Result<String> {
+        let pp = kube::api::PostParams::default();
+        let created = match kind {
+            Kind::PipelineRun => {
+                let pr: PipelineRun = serde_json::from_value(run)?;
+                self.block(self.prs().create(&pp, &pr))?.metadata
+            }
+            Kind::TaskRun => {
+                let tr: TaskRun = serde_json::from_value(run)?;
+                self.block(self.trs().create(&pp, &tr))?.metadata
+            }
+        };
+        Ok(created.name.unwrap_or_default())
+    }
+
     pub(crate) fn block<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }

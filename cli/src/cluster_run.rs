@@ -234,29 +234,24 @@ fn lone(loaded: &[Loaded]) -> anyhow::Result<(&'static str, String, &[ParamSpec]
     }
 }
 
-/// `-p` for a lone Pipeline or Task: each one it declares, and a value
-/// for each param without a default (the message names them).
-fn check_lone_params(what: &str, decls: &[ParamSpec], flags: &[String]) -> anyhow::Result<()> {
-    let given = crate::run::flag_names(flags);
-    if let Some(n) = given.iter().find(|n| !decls.iter().any(|d| d.name == **n)) {
-        let known: Vec<&str> = decls.iter().map(|d| d.name.as_str()).collect();
-        anyhow::bail!(
-            "-p {n}: {what} has no param {n:?} (it has: {})",
-            known.join(", ")
-        );
-    }
-    let missing: Vec<&str> = decls
-        .iter()
-        .filter(|d| d.default.is_none() && !given.contains(&d.name.as_str()))
-        .map(|d| d.name.as_str())
-        .collect();
-    if !missing.is_empty() {
-        anyhow::bail!(
-            "{what} needs a value for param(s) {}: give -p NAME=VALUE",
-            missing.join(", ")
-        );
-    }
-    Ok(())
+/// A run of the definition `name` (`generateName: NAME-run-`), by
+/// reference, with `params` and the workspace bindings `workspaces`.
+pub(crate) fn run_of_definition(
+    kind: Kind,
+    name: &str,
+    params: &[tektite_api::v1::Param],
+    workspaces: &[Value],
+) -> Value {
+    let (run_kind, reference) = match kind {
+        Kind::PipelineRun => ("PipelineRun", "pipelineRef"),
+        Kind::TaskRun => ("TaskRun", "taskRef"),
+    };
+    json!({
+        "apiVersion": tektite_api::v1::API_VERSION,
+        "kind": run_kind,
+        "metadata": {"generateName": format!("{name}-run-")},
+        "spec": {reference: {"name": name}, "params": params, "workspaces": workspaces},
+    })
 }
 
 /// A run of a lone Pipeline or Task, with `-p` and `-w`.
@@ -270,7 +265,7 @@ fn run_of(loaded: &[Loaded], args: &Args) -> anyhow::Result<Value> {
             "task"
         }
     );
-    check_lone_params(&what, decls, &args.params)?;
+    let params = crate::start::typed_params(&what, decls, Vec::new(), &args.params)?;
     let workspaces: Vec<Value> = args
         .workspaces
         .iter()
@@ -283,19 +278,12 @@ fn run_of(loaded: &[Loaded], args: &Args) -> anyhow::Result<Value> {
             );
         }
     }
-    let reference = if kind == "PipelineRun" {
-        "pipelineRef"
+    let run_kind = if kind == "PipelineRun" {
+        Kind::PipelineRun
     } else {
-        "taskRef"
+        Kind::TaskRun
     };
-    let mut run = json!({
-        "apiVersion": "tekton.dev/v1",
-        "kind": kind,
-        "metadata": {"generateName": format!("{name}-run-")},
-        "spec": {reference: {"name": name}, "workspaces": workspaces},
-    });
-    merge_params(&mut run, params_json(&args.params, decls)?);
-    Ok(run)
+    Ok(run_of_definition(run_kind, &name, &params, &workspaces))
 }
 
 fn api_for(client: &Client, ns: &str, v: &Value) -> anyhow::Result<Api<DynamicObject>> {

@@ -17,7 +17,6 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource;
-use kube::api::PostParams;
 use serde_json::{Value, json};
 use tektite_api::v1::{PipelineRun, TaskRun};
 
@@ -227,21 +226,7 @@ pub fn on_cluster(
     }
     warn_missing_claims(c, &run);
     say_reused(&old, &run);
-    let made = match kind {
-        Kind::PipelineRun => {
-            let pr: PipelineRun = serde_json::from_value(run)?;
-            c.block(c.prs().create(&PostParams::default(), &pr))?
-                .metadata
-                .name
-        }
-        Kind::TaskRun => {
-            let tr: TaskRun = serde_json::from_value(run)?;
-            c.block(c.trs().create(&PostParams::default(), &tr))?
-                .metadata
-                .name
-        }
-    }
-    .unwrap_or_default();
+    let made = c.create_run(kind, run)?;
     note(&format!(
         "{} {made} created (a rerun of {old})",
         kind.lower()
@@ -358,23 +343,16 @@ pub fn local(
     }
     say_reused(&old, &run);
     let file = RunFile::write(t.store.root(), &run)?;
-    let mut argv: Vec<String> = vec!["run".into(), "-f".into(), file.0.display().to_string()];
-    argv.extend(["--runtime".into(), a.runtime.clone()]);
-    if let Some(d) = store_dir {
-        argv.extend(["--state-dir".into(), d.display().to_string()]);
+    let mut files = vec![file.0.clone()];
+    files.extend(a.files.iter().cloned());
+    crate::run::Local {
+        files,
+        runtime: &a.runtime,
+        state_dir: store_dir,
+        task_dirs: &a.task_dirs,
+        workspaces: a.workspaces.clone(),
     }
-    for w in &a.workspaces {
-        argv.extend(["-w".into(), w.clone()]);
-    }
-    for f in &a.files {
-        argv.extend(["-f".into(), f.display().to_string()]);
-    }
-    for d in &a.task_dirs {
-        argv.extend(["--task-dir".into(), d.display().to_string()]);
-    }
-    let args = <crate::run::Args as clap::Parser>::try_parse_from(&argv)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    crate::run::run(&args, out)
+    .run(out)
 }
 
 /// A run written for `tkt run` to read, in the store's `rerun` folder;

@@ -130,6 +130,44 @@ pub struct Args {
     pub(crate) target: crate::cluster::TargetArgs,
 }
 
+/// A `tkt run` that another command starts (`pipeline start`, `rerun`)
+/// on a run it wrote: given as flags, parsed as `tkt run` parses them, so
+/// every default is `tkt run`'s.
+#[derive(Debug)]
+pub(crate) struct Local<'a> {
+    pub files: Vec<PathBuf>,
+    pub runtime: &'a str,
+    pub state_dir: Option<&'a Path>,
+    pub task_dirs: &'a [PathBuf],
+    /// `-w` flags, as `tkt run` takes them.
+    pub workspaces: Vec<String>,
+}
+
+impl Local<'_> {
+    /// Runs it.
+    ///
+    /// # Errors
+    /// As [`run`].
+    pub(crate) fn run(&self, out: &mut impl Write) -> anyhow::Result<u8> {
+        let mut argv: Vec<String> = vec!["run".into(), "--runtime".into(), self.runtime.into()];
+        for f in &self.files {
+            argv.extend(["-f".into(), f.display().to_string()]);
+        }
+        for w in &self.workspaces {
+            argv.extend(["-w".into(), w.clone()]);
+        }
+        if let Some(d) = self.state_dir {
+            argv.extend(["--state-dir".into(), d.display().to_string()]);
+        }
+        for d in self.task_dirs {
+            argv.extend(["--task-dir".into(), d.display().to_string()]);
+        }
+        let args =
+            <Args as clap::Parser>::try_parse_from(&argv).map_err(|e| anyhow::anyhow!("{e}"))?;
+        run(&args, out)
+    }
+}
+
 /// The shipped catalog: `TEKTITE_CATALOG`, else `tasks/` of this source tree.
 pub(crate) fn catalog_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("TEKTITE_CATALOG") {

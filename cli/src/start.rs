@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use serde_json::{Value, json};
 use tektite_api::load::{Object, load_file};
 use tektite_api::v1::{
@@ -341,11 +341,26 @@ fn earlier_run(
     }
 }
 
-/// The params of a run: an earlier run's, then `-p` (typed as declared);
-/// refused when one without a default has no value, or one given is not
-/// declared.
+/// The params of a run of `def`: an earlier run's, then `-p`, checked
+/// and typed as it declares them ([`typed_params`]).
 fn start_params(def: &Def, earlier: Vec<Param>, flags: &[String]) -> anyhow::Result<Vec<Param>> {
-    let decls = def.params();
+    let what = match def {
+        Def::Pipeline(_) => format!("pipeline {}", def.name()),
+        Def::Task(_) => format!("task {}", def.name()),
+    };
+    typed_params(&what, def.params(), earlier, flags)
+}
+
+/// The params of a run of `what` (`pipeline NAME`, `task NAME`), which
+/// declares `decls`: `earlier` ones it still declares, then `-p` (typed as
+/// declared); refused when a `-p` names a param it does not declare, or
+/// one without a default has no value (the message names them).
+pub(crate) fn typed_params(
+    what: &str,
+    decls: &[ParamSpec],
+    earlier: Vec<Param>,
+    flags: &[String],
+) -> anyhow::Result<Vec<Param>> {
     let mut params: Vec<Param> = earlier
         .into_iter()
         .filter(|p| decls.iter().any(|d| d.name == p.name))
@@ -357,13 +372,8 @@ fn start_params(def: &Def, earlier: Vec<Param>, flags: &[String]) -> anyhow::Res
             .with_context(|| format!("-p {raw:?}: expected NAME=VALUE"))?;
         let Some(decl) = decls.iter().find(|d| d.name == name) else {
             let known: Vec<&str> = decls.iter().map(|d| d.name.as_str()).collect();
-            let what = match def {
-                Def::Pipeline(_) => "pipeline",
-                Def::Task(_) => "task",
-            };
             anyhow::bail!(
-                "-p {name}: {what} {} has no param {name:?} (it has: {})",
-                def.name(),
+                "-p {name}: {what} has no param {name:?} (it has: {})",
                 known.join(", ")
             );
         };
@@ -381,8 +391,7 @@ fn start_params(def: &Def, earlier: Vec<Param>, flags: &[String]) -> anyhow::Res
         .collect();
     if !missing.is_empty() {
         anyhow::bail!(
-            "{} needs a value for param(s) {}: give -p NAME=VALUE",
-            def.name(),
+            "{what} needs a value for param(s) {}: give -p NAME=VALUE",
             missing.join(", ")
         );
     }
@@ -421,31 +430,13 @@ fn start_on_cluster(
             unbound.join(", ")
         );
     }
-    let (run_kind, reference) = match kind {
-        DefKind::Pipeline => ("PipelineRun", "pipelineRef"),
-        DefKind::Task => ("TaskRun", "taskRef"),
+    let run = crate::cluster_run::run_of_definition(kind.run_kind(), &a.name, &params, &workspaces);
+    let name = c.create_run(kind.run_kind(), run)?;
+    let run_kind = if kind == DefKind::Pipeline {
+        "PipelineRun"
+    } else {
+        "TaskRun"
     };
-    let run = json!({
-        "apiVersion": tektite_api::v1::API_VERSION,
-        "kind": run_kind,
-        "metadata": {"generateName": format!("{}-run-", a.name)},
-        "spec": {reference: {"name": a.name}, "params": params, "workspaces": workspaces},
-    });
-    let name = match kind {
-        DefKind::Pipeline => {
-            let pr: PipelineRun = serde_json::from_value(run)?;
-            c.block(c.prs().create(&PostParams::default(), &pr))?
-                .metadata
-                .name
-        }
-        DefKind::Task => {
-            let tr: TaskRun = serde_json::from_value(run)?;
-            c.block(c.trs().create(&PostParams::default(), &tr))?
-                .metadata
-                .name
-        }
-    }
-    .unwrap_or_default();
     if a.showlog {
         note(&format!("{run_kind} started: {name}"));
         return crate::cluster_run::follow_runs(
@@ -604,7 +595,7 @@ fn start_local(
     // declared, and each workspace `-w` names bound (the flag then says
     // how, over this placeholder).
     let mut workspaces: Vec<Value> = Vec::new();
-    let mut flags: Vec<String> = Vec::new();
+    let mut bindings: Vec<String> = Vec::new();
     for w in &a.workspaces {
         // tkn's `name=ws,emptyDir=` form, as tkt run's `ws=emptyDir`.
         let w = match crate::cluster_run::cluster_workspace(w) {
@@ -616,33 +607,19 @@ fn start_local(
         if let Some((name, _)) = w.split_once('=') {
             workspaces.push(json!({"name": name, "emptyDir": {}}));
         }
-        flags.extend(["-w".into(), w]);
+        bindings.push(w);
     }
-    let (run_kind, reference) = match kind {
-        DefKind::Pipeline => ("PipelineRun", "pipelineRef"),
-        DefKind::Task => ("TaskRun", "taskRef"),
-    };
-    let run = json!({
-        "apiVersion": tektite_api::v1::API_VERSION,
-        "kind": run_kind,
-        "metadata": {"generateName": format!("{}-run-", a.name)},
-        "spec": {reference: {"name": a.name}, "params": params, "workspaces": workspaces},
-    });
+    let run = crate::cluster_run::run_of_definition(kind.run_kind(), &a.name, &params, &workspaces);
     let store = tektite_local::store::Store::open(args.state_dir.as_deref())?;
     let run_file = crate::rerun::RunFile::write(store.root(), &run)?;
-    let mut argv: Vec<String> = vec!["run".into(), "-f".into(), run_file.0.display().to_string()];
-    argv.extend(["-f".into(), file.display().to_string()]);
-    argv.extend(["--runtime".into(), a.runtime.clone()]);
-    argv.extend(flags);
-    if let Some(d) = &args.state_dir {
-        argv.extend(["--state-dir".into(), d.display().to_string()]);
+    crate::run::Local {
+        files: vec![run_file.0.clone(), file.to_path_buf()],
+        runtime: &a.runtime,
+        state_dir: args.state_dir.as_deref(),
+        task_dirs: &args.task_dirs,
+        workspaces: bindings,
     }
-    for d in &args.task_dirs {
-        argv.extend(["--task-dir".into(), d.display().to_string()]);
-    }
-    let run_args = <crate::run::Args as clap::Parser>::try_parse_from(&argv)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    crate::run::run(&run_args, out)
+    .run(out)
 }
 
 // ---------------------------------------------------------------- text
