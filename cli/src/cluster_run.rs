@@ -457,23 +457,7 @@ fn follow_shown(c: &Cluster, kind: Kind, name: &str, output: Format) -> anyhow::
                 step,
                 text: String::from_utf8_lossy(&bytes).into_owned(),
             },
-            crate::follow::Event::Started { task, task_run } => {
-                Progress::Started { task, task_run }
-            }
-            crate::follow::Event::Finished {
-                task,
-                task_run,
-                status,
-                reason,
-                message,
-            } => Progress::Finished {
-                task,
-                task_run,
-                status,
-                reason,
-                message,
-            },
-            crate::follow::Event::Skipped { task, reason } => Progress::Skipped { task, reason },
+            crate::follow::Event::Task(p) => p,
         };
         // The printer ends only when this sender goes.
         let _ = tx.send(p);

@@ -31,6 +31,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tektite_api::v1::{Condition, PipelineRun, TaskRun};
 use tektite_local::live;
+use tektite_local::runner::Progress;
 use tektite_local::store::Store;
 use tokio::sync::mpsc::Sender;
 
@@ -186,7 +187,9 @@ pub fn follow(
 }
 
 /// What following a run on a cluster reports, in order for each TaskRun:
-/// it started, its steps' lines, it finished (after its last line).
+/// it started, its steps' lines, it finished (after its last line); and
+/// the tasks skipped. Lines are bytes as the steps wrote them (`logs -f`
+/// copies them as they are); the rest is what a local run reports.
 #[derive(Debug)]
 pub enum Event {
     /// Whole lines of one step (each ends with a newline), without prefix.
@@ -196,22 +199,8 @@ pub enum Event {
         step: String,
         bytes: Vec<u8>,
     },
-    Started {
-        task: String,
-        task_run: String,
-    },
-    /// Once per TaskRun, after its logs.
-    Finished {
-        task: String,
-        task_run: String,
-        status: String,
-        reason: String,
-        message: String,
-    },
-    Skipped {
-        task: String,
-        reason: String,
-    },
+    /// `Started`, `Finished` (once per TaskRun) or `Skipped`.
+    Task(Progress),
 }
 
 /// Follows a run on a cluster to its end, handing each event to `on` on
@@ -243,8 +232,8 @@ pub fn follow_events(
     let mut skipped: BTreeSet<String> = BTreeSet::new();
     while let Some(e) = c.block(rx.recv()) {
         let first = match &e {
-            Event::Finished { task_run, .. } => finished.insert(task_run.clone()),
-            Event::Skipped { task, .. } => skipped.insert(task.clone()),
+            Event::Task(Progress::Finished { task_run, .. }) => finished.insert(task_run.clone()),
+            Event::Task(Progress::Skipped { task, .. }) => skipped.insert(task.clone()),
             _ => true,
         };
         if first {
@@ -334,7 +323,8 @@ impl Follow {
                 }
                 Seen::Run(code, skipped) => {
                     for (task, reason) in skipped {
-                        let _ = self.tx.send(Event::Skipped { task, reason }).await;
+                        let skip = Event::Task(Progress::Skipped { task, reason });
+                        let _ = self.tx.send(skip).await;
                     }
                     if let Some(code) = code {
                         break code;
@@ -388,10 +378,10 @@ impl Follow {
         let tr_name = tr.metadata.name.clone().unwrap_or_default();
         let shown = task.clone().unwrap_or_else(|| tr_name.clone());
         if followed.insert(format!("taskrun/{tr_name}")) {
-            let started = Event::Started {
+            let started = Event::Task(Progress::Started {
                 task: shown.clone(),
                 task_run: tr_name.clone(),
-            };
+            });
             let _ = self.tx.send(started).await;
         }
         if pod_name(tr).is_none()
@@ -438,13 +428,13 @@ fn finished_event(tr: &TaskRun, task: &str) -> Option<Event> {
     if c.status == "Unknown" {
         return None;
     }
-    Some(Event::Finished {
+    Some(Event::Task(Progress::Finished {
         task: task.to_string(),
         task_run: tr.metadata.name.clone().unwrap_or_default(),
         status: c.status.clone(),
         reason: c.reason.clone().unwrap_or_default(),
         message: c.message.clone().unwrap_or_default(),
-    })
+    }))
 }
 
 /// Following one pod's step containers, in order.
