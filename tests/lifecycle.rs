@@ -383,25 +383,7 @@ fn pipeline_list_describe_and_start_from_a_task_dir() {
             .output()
             .unwrap()
     };
-    let start = |extra: &[&str]| {
-        std::process::Command::new(util::tkt_path())
-            .args([
-                "p",
-                "start",
-                "hello",
-                "--task-dir",
-                &d,
-                "--runtime",
-                "process",
-                "--state-dir",
-                &state,
-            ])
-            .args(extra)
-            .env("TEKTITE_ENTRYPOINT", util::entrypoint_env())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let start = |extra: &[&str]| start_named("hello", extra);
     let one = start(&["-p", "who=world"]);
     assert_eq!(one.status.code(), Some(0), "{}", text(&one.stderr));
     assert!(

@@ -209,44 +209,50 @@ impl Cluster {
                 kind.lower()
             )
         };
-        let mut names = Vec::new();
-        match kind {
-            Kind::PipelineRun => {
-                let runs = if a.all {
-                    self.pipeline_runs(None)?
-                } else {
-                    let mut v = Vec::new();
-                    for n in &a.names {
-                        v.push(self.pipeline_run(n)?.ok_or_else(|| {
-                            anyhow::anyhow!("pipelinerun {n:?} not found in {}", self.place())
-                        })?);
-                    }
-                    v
-                };
-                for r in &runs {
-                    if !a.force && !inspect::finished(r) {
-                        return Err(unfinished(&inspect::name_of(r)));
-                    }
-                    names.push(inspect::name_of(r));
+        // Every run asked for, each there and finished (unless --force).
+        fn chosen<R: inspect::Run>(
+            a: &DeleteArgs,
+            all: impl Fn() -> anyhow::Result<Vec<R>>,
+            one: impl Fn(&str) -> anyhow::Result<Option<R>>,
+            missing: impl Fn(&str) -> anyhow::Error,
+            unfinished: impl Fn(&str) -> anyhow::Error,
+        ) -> anyhow::Result<Vec<R>> {
+            let runs = if a.all {
+                all()?
+            } else {
+                let mut v = Vec::new();
+                for n in &a.names {
+                    v.push(one(n)?.ok_or_else(|| missing(n))?);
                 }
+                v
+            };
+            if let Some(r) = runs.iter().find(|r| !a.force && !inspect::finished(*r)) {
+                return Err(unfinished(&inspect::name_of(r)));
             }
+            Ok(runs)
+        }
+        let missing =
+            |n: &str| anyhow::anyhow!("{} {n:?} not found in {}", kind.lower(), self.place());
+        let names = match kind {
+            Kind::PipelineRun => chosen(
+                a,
+                || self.pipeline_runs(None),
+                |n| self.pipeline_run(n),
+                missing,
+                unfinished,
+            )?
+            .iter()
+            .map(inspect::name_of)
+            .collect(),
             Kind::TaskRun => {
-                let runs = if a.all {
-                    self.task_runs(None)?
-                } else {
-                    let mut v = Vec::new();
-                    for n in &a.names {
-                        v.push(self.task_run(n)?.ok_or_else(|| {
-                            anyhow::anyhow!("taskrun {n:?} not found in {}", self.place())
-                        })?);
-                    }
-                    v
-                };
+                let runs = chosen(
+                    a,
+                    || self.task_runs(None),
+                    |n| self.task_run(n),
+                    missing,
+                    unfinished,
+                )?;
                 for r in &runs {
-                    let n = inspect::name_of(r);
-                    if !a.force && !inspect::finished(r) {
-                        return Err(unfinished(&n));
-                    }
                     let parent = r
                         .metadata
                         .labels
@@ -258,13 +264,14 @@ impl Cluster {
                             .is_some_and(|pr| !inspect::finished(&pr))
                     {
                         anyhow::bail!(
-                            "taskrun {n:?} belongs to pipelinerun {p:?}, which is running: delete the pipelinerun (with --force)"
+                            "taskrun {:?} belongs to pipelinerun {p:?}, which is running: delete the pipelinerun (with --force)",
+                            inspect::name_of(r)
                         );
                     }
-                    names.push(n);
                 }
+                runs.iter().map(inspect::name_of).collect()
             }
-        }
+        };
         Ok(names)
     }
 }
