@@ -8,8 +8,15 @@ start=$(date +%s)
 # Each step says when it starts, counted from the start: where the time
 # of a CI run goes is in its log.
 step() { printf '\n==> %s (at %ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+# Disk is what a fresh run can run out of: say what there is at the start and
+# what the builds took at the end.
+disk() { df -h --output=avail,size . | tail -n 1 | awk '{print "disk: " $1 " free of " $2}'; }
+# A fresh build gains nothing from incremental compilation, which would add
+# gigabytes of caches (a developer's own cargo runs keep it).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step "packages"
+disk
 need=()
 command -v cc >/dev/null || need+=(gcc)          # mimalloc builds a little C
 command -v git >/dev/null || need+=(git)
@@ -143,5 +150,7 @@ for target in yaml subst; do
 done
 
 echo
+disk
+du -sh target fuzz/target 2>/dev/null || true
 echo "hack/test.sh: all checks passed in $(( $(date +%s) - start ))s"
 echo "tests: $passed passed, $failed failed"
