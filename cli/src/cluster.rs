@@ -59,6 +59,8 @@ pub struct Cluster {
     /// `-A`: lists cover every namespace.
     pub all_namespaces: bool,
     server: String,
+    /// The log archive, for the logs of pods that are gone.
+    pub(crate) archive: crate::archive::Lazy,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -112,10 +114,11 @@ impl Cluster {
         let server = config.cluster_url.to_string();
         let client = {
             let _guard = rt.enter();
-            Client::try_from(config).context("cannot make a client for the cluster")?
+            Client::try_from(config.clone()).context("cannot make a client for the cluster")?
         };
         Ok(Cluster {
             rt,
+            archive: crate::archive::Lazy::new(client.clone(), config),
             client,
             namespace,
             all_namespaces: false,
@@ -409,7 +412,15 @@ impl inspect::Target for Cluster {
             .filter_map(|r| r.pod_name.clone());
         for pod in earlier.chain(pod_name(tr)).filter(|p| !p.is_empty()) {
             if self.block(get_opt(&pods, &pod))?.is_none() {
-                crate::follow::gone(&pod, tr);
+                let steps = step_containers(tr, None);
+                match self.block(self.archive.pod_logs(tr, &pod, &steps)) {
+                    Ok(logs) => {
+                        for (c, log) in logs {
+                            out.push((c, Box::new(std::io::Cursor::new(log))));
+                        }
+                    }
+                    Err(why) => crate::follow::gone(&pod, tr, &why),
+                }
                 continue;
             }
             for c in step_containers(tr, None) {

@@ -219,6 +219,7 @@ pub fn follow_events(
     // rather than letting lines pile up in memory.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(256);
     let job = Follow {
+        archive: c.archive.clone(),
         client: c.client.clone(),
         namespace: c.namespace.clone(),
         kind,
@@ -246,6 +247,7 @@ pub fn follow_events(
 /// One follow: the run, and the lines' way out.
 #[derive(Clone)]
 struct Follow {
+    archive: crate::archive::Lazy,
     client: Client,
     namespace: String,
     kind: Kind,
@@ -408,6 +410,7 @@ impl Follow {
                     .unwrap_or(self.namespace.clone());
                 let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
                 let p = PodFollow {
+                    archive: self.archive.clone(),
                     pods,
                     trs: Api::namespaced(self.client.clone(), &ns),
                     pod,
@@ -439,6 +442,7 @@ fn finished_event(tr: &TaskRun, task: &str) -> Option<Event> {
 
 /// Following one pod's step containers, in order.
 struct PodFollow {
+    archive: crate::archive::Lazy,
     pods: Api<Pod>,
     trs: Api<TaskRun>,
     pod: String,
@@ -449,10 +453,11 @@ struct PodFollow {
 }
 
 /// Says that a pod's logs cannot be shown: it was deleted (a cancel or a
-/// timeout deletes it, as Tekton does), and its logs with it.
-pub(crate) fn gone(pod: &str, tr: &TaskRun) {
+/// timeout deletes it, as Tekton does) and the log archive cannot give
+/// them (`why`).
+pub(crate) fn gone(pod: &str, tr: &TaskRun, why: &str) {
     crate::note(&format!(
-        "tkt: warning: pod {pod} of taskrun {} is gone, and its logs with it",
+        "tkt: warning: pod {pod} of taskrun {} is gone, and its logs cannot be read from the archive: {why}",
         tr.metadata.name.as_deref().unwrap_or_default()
     ));
 }
@@ -511,17 +516,50 @@ const REFUSALS: u32 = 5;
 impl PodFollow {
     async fn run(self) -> anyhow::Result<()> {
         let Some(pod) = self.pod_now().await? else {
-            gone(&self.pod, &self.tr);
+            let steps = crate::cluster::step_containers(&self.tr, None);
+            self.archived(&steps, 0).await;
             return self.finish().await;
         };
         let containers = crate::cluster::step_containers(&self.tr, Some(&pod));
-        for c in containers {
-            let step = step_of(&self.tr, &c);
-            if self.filter.wants_step(&step, &c) {
-                self.container(&c, &step).await?;
+        for (i, c) in containers.iter().enumerate() {
+            let step = step_of(&self.tr, c);
+            if !self.filter.wants_step(&step, c) {
+                continue;
+            }
+            if let Some(printed) = self.container(c, &step).await? {
+                // The pod went while it ran: the rest is in the archive.
+                self.archived(&containers[i..], printed).await;
+                break;
             }
         }
         self.finish().await
+    }
+
+    /// The logs of `containers` (those the filter wants) from the archive,
+    /// the first one's past its `printed` lines.
+    async fn archived(&self, containers: &[String], printed: usize) {
+        let logs = match self.archive.pod_logs(&self.tr, &self.pod, containers).await {
+            Ok(logs) => logs,
+            Err(why) => return gone(&self.pod, &self.tr, &why),
+        };
+        for (c, log) in logs {
+            let step = step_of(&self.tr, &c);
+            if !self.filter.wants_step(&step, &c) {
+                continue;
+            }
+            let skip = if containers.first() == Some(&c) {
+                printed
+            } else {
+                0
+            };
+            let mut lines = Lines::default();
+            let mut all = lines.push(&log);
+            all.extend(lines.finish());
+            let rest: Vec<Vec<u8>> = all.into_iter().skip(skip).collect();
+            if !self.send_lines(&step, rest).await {
+                return;
+            }
+        }
     }
 
     /// The pod as it is now (`None`: deleted); a failed read is tried again
@@ -577,21 +615,23 @@ impl PodFollow {
     /// that ends before the container did (cut, or closed by the server)
     /// is opened again; once it has ended, its log is read once more
     /// without following unless it had ended before the read began. Lines
-    /// printed already are skipped: none twice, none missed.
-    async fn container(&self, c: &str, step: &str) -> anyhow::Result<()> {
+    /// printed already are skipped: none twice, none missed. When the pod
+    /// goes first: how many lines were printed (the archive has the rest).
+    async fn container(&self, c: &str, step: &str) -> anyhow::Result<Option<usize>> {
         let mut printed = 0usize;
         let mut refused = 0u32;
         loop {
             let Some(ended_before) = self.wait_started(c).await? else {
-                return Ok(());
+                let gone = self.pod_now().await?.is_none();
+                return Ok(gone.then_some(printed));
             };
             match self.read(c, step, !ended_before, &mut printed).await {
                 LogRead::Clean(mut rest) if ended_before => {
                     let last: Vec<Vec<u8>> = rest.finish().into_iter().collect();
                     self.send_lines(step, last).await;
-                    return Ok(());
+                    return Ok(None);
                 }
-                LogRead::Gone => return Ok(()),
+                LogRead::Gone => return Ok(Some(printed)),
                 LogRead::Refused(m) => {
                     refused += 1;
                     if refused == 1 || refused >= REFUSALS {
@@ -601,7 +641,7 @@ impl PodFollow {
                         ));
                     }
                     if refused >= REFUSALS {
-                        return Ok(());
+                        return Ok(None);
                     }
                 }
                 LogRead::Clean(_) | LogRead::Cut => refused = 0,

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod archive;
 pub mod bundle;
 pub mod cluster;
 pub mod cluster_run;

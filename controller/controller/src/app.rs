@@ -25,7 +25,7 @@ use tektite_api::v1::{PipelineRun, TaskRun};
 use tektite_engine::pod::Config;
 use tektite_engine::status::is_done;
 
-use crate::{Context, config, error_policy, lease, metrics, pipelinerun, taskrun};
+use crate::{Context, config, error_policy, lease, logs, metrics, pipelinerun, taskrun};
 
 /// What [`run`] can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The log archive or its server could not be set up.
+    #[error("log archive: {0}")]
+    Logs(String),
     /// Leader election stopped before this replica led (it cannot happen
     /// while the Lease loop runs; kept so a panic there is not silent).
     #[error("leader election ended before this replica led")]
@@ -149,6 +152,48 @@ pub struct Options {
     /// The namespace of a cluster resolver ref that names none.
     #[arg(long = "cluster-resolver-default-namespace", value_name = "NS")]
     pub cluster_default_namespace: Option<String>,
+    /// Where step and sidecar logs are archived as they are printed:
+    /// file:///DIR or s3://BUCKET[/PREFIX] [default: not archived]. An S3
+    /// bucket is reached with $AWS_ENDPOINT_URL (any S3-compatible server,
+    /// path-style; AWS when unset), $AWS_REGION, $AWS_ACCESS_KEY_ID and
+    /// $AWS_SECRET_ACCESS_KEY.
+    #[arg(long, env = "TEKTITE_LOG_ARCHIVE", value_name = "URL")]
+    pub log_archive: Option<String>,
+    /// Longest a log byte waits before it is archived, in seconds.
+    #[arg(long, default_value_t = 2, value_name = "SECONDS")]
+    pub log_flush_seconds: u64,
+    /// How often the logs of deleted runs, and of runs past
+    /// logs-retention-days, are deleted, in seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub log_sweep_seconds: u64,
+    /// Days archived logs are kept after their last line [default: until
+    /// their run is deleted].
+    #[arg(long, value_name = "DAYS")]
+    pub logs_retention_days: Option<String>,
+    /// Bytes of a container's log archived [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub logs_max_bytes: Option<String>,
+    /// Address of the HTTPS server of archived logs (with --log-archive).
+    #[arg(long, env = "TEKTITE_LOGS_ADDR", default_value = "0.0.0.0:8443")]
+    pub logs_addr: String,
+    /// The URL clients reach that server at, published with its CA in the
+    /// ConfigMap tektite-logs [default: https://tektite-logs.NAMESPACE.svc:8443].
+    #[arg(long, env = "TEKTITE_LOGS_URL", value_name = "URL")]
+    pub logs_url: Option<String>,
+    /// The server's certificate (PEM) [default: a self-signed one, made at
+    /// start: one replica only].
+    #[arg(long, requires = "logs_tls_key", value_name = "FILE")]
+    pub logs_tls_cert: Option<std::path::PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, requires = "logs_tls_cert", value_name = "FILE")]
+    pub logs_tls_key: Option<std::path::PathBuf>,
+    /// The CA clients trust for --logs-tls-cert, published with the URL.
+    #[arg(long, value_name = "FILE")]
+    pub logs_tls_ca: Option<std::path::PathBuf>,
+    /// A name (DNS or IP) of the self-signed certificate (repeatable)
+    /// [default: localhost, 127.0.0.1, the service's names, the URL's host].
+    #[arg(long = "logs-tls-name", value_name = "NAME")]
+    pub logs_tls_names: Vec<String>,
 }
 
 impl Options {
@@ -206,6 +251,54 @@ impl Options {
         })
     }
 
+    /// The log archive's limits the flags give (before `config-defaults`).
+    ///
+    /// # Errors
+    /// A flag's value is invalid: the message names the flag.
+    pub fn log_limits(&self) -> Result<config::LogLimits, Error> {
+        let data: BTreeMap<String, String> = [
+            ("logs-retention-days", &self.logs_retention_days),
+            ("logs-max-bytes", &self.logs_max_bytes),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v.clone()?)))
+        .collect();
+        config::log_limits(&data, &config::LogLimits::default(), true).map_err(Error::Flag)
+    }
+
+    /// The URL the log server is published at.
+    fn logs_url(&self) -> String {
+        self.logs_url
+            .clone()
+            .unwrap_or_else(|| format!("https://tektite-logs.{}.svc:8443", self.namespace))
+    }
+
+    /// The names of a self-signed log server certificate.
+    fn logs_tls_names(&self) -> Vec<String> {
+        if !self.logs_tls_names.is_empty() {
+            return self.logs_tls_names.clone();
+        }
+        let svc = format!("tektite-logs.{}.svc", self.namespace);
+        let mut names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            format!("{svc}.cluster.local"),
+            svc,
+        ];
+        let url = self.logs_url();
+        let host = url
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split(['/', ':']).next())
+            .filter(|h| !h.is_empty());
+        if let Some(h) = host
+            && !names.iter().any(|n| n == h)
+        {
+            names.push(h.to_string());
+        }
+        names
+    }
+
     fn metrics(&self) -> metrics::Metrics {
         let pr = match self.metrics_pipelinerun_level {
             PipelineRunLevel::Pipeline => metrics::Level::Name,
@@ -217,6 +310,19 @@ impl Options {
         };
         metrics::Metrics::new(pr, tr)
     }
+}
+
+/// Waits until `store` holds its first list. A store's `wait_until_ready`
+/// wakes only the last of its waiters (the controllers wait too): it is
+/// asked again every 200 ms, which returns at once once it is ready.
+async fn until_ready<K>(store: &reflector::Store<K>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    while tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready())
+        .await
+        .is_err()
+    {}
 }
 
 fn running<K>(store: &reflector::Store<K>, done: fn(&K) -> bool) -> usize
@@ -258,13 +364,17 @@ async fn shutdown_signal() {
 /// in use, a lost Lease.
 pub async fn run(opts: Options) -> Result<(), Error> {
     let base = opts.base_config()?;
+    let limits = opts.log_limits()?;
     let lease_cfg = opts.lease()?;
     let client = Client::try_default().await.map_err(Error::Client)?;
     let ctx = context(&opts, client.clone(), &base)?;
+    set_log_limits(&ctx, &limits);
     let (task_runs, tr_writer) = reflector::store();
     let (pipeline_runs, pr_writer) = reflector::store();
     let ready = Arc::new(AtomicBool::new(false));
     serve_metrics(&opts, &ctx, &task_runs, &pipeline_runs, ready.clone()).await?;
+    // Every replica serves archived logs; only the leader archives.
+    let archive = serve_logs(&opts, &client).await?;
 
     // Leader election: a follower stands by (ready: it is healthy), the
     // leader reconciles; a leader that loses its Lease exits, to restart as
@@ -286,20 +396,41 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let config_watch = tokio::spawn(watch_config(
         Api::namespaced(client.clone(), &opts.namespace),
         ctx.clone(),
-        base,
+        (base, limits),
         config_read,
     ));
     tokio::select! {
         _ = config_ready => {}
         () = shutdown_signal() => return Ok(()),
     }
+    // Whether the caches hold every run: said once, here, to the archiver
+    // and the sweep.
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
     {
         let (trs, prs, ready) = (task_runs.clone(), pipeline_runs.clone(), ready.clone());
         tokio::spawn(async move {
-            let _ = trs.wait_until_ready().await;
-            let _ = prs.wait_until_ready().await;
+            until_ready(&trs).await;
+            until_ready(&prs).await;
             ready.store(true, Ordering::Relaxed);
+            let _ = synced_tx.send(true);
         });
+    }
+
+    if let Some(store) = archive {
+        let archiver = logs::archive::Archiver {
+            client: client.clone(),
+            store: store.clone(),
+            task_runs: task_runs.clone(),
+            settings: ctx.log_settings.clone(),
+            metrics: ctx.metrics.clone(),
+        };
+        tokio::spawn(archiver.run(synced.clone()));
+        tokio::spawn(logs::sweep(
+            store,
+            (pipeline_runs.clone(), task_runs.clone(), synced),
+            ctx.log_settings.clone(),
+            Duration::from_secs(opts.log_sweep_seconds.max(1)),
+        ));
     }
 
     let controllers = async {
@@ -351,7 +482,81 @@ fn context(opts: &Options, client: Client, base: &Config) -> Result<Arc<Context>
     });
     ctx.config = std::sync::RwLock::new(base.clone());
     ctx.metrics = Arc::new(opts.metrics());
+    ctx.log_settings = Arc::new(std::sync::RwLock::new(logs::archive::Settings {
+        flush_every: Duration::from_secs(opts.log_flush_seconds.max(1)),
+        ..logs::archive::Settings::default()
+    }));
     Ok(Arc::new(ctx))
+}
+
+/// Puts `limits` in force for the log archive.
+fn set_log_limits(ctx: &Context, limits: &config::LogLimits) {
+    if let Ok(mut s) = ctx.log_settings.write() {
+        s.max_bytes = limits.max_bytes;
+        s.keep = limits.keep;
+    }
+}
+
+/// With `--log-archive`: opens the archive, serves it over HTTPS on
+/// `--logs-addr` and publishes the server's URL and CA in the ConfigMap
+/// `tektite-logs` (where `tkt` finds them). `None` without an archive.
+async fn serve_logs(opts: &Options, client: &Client) -> Result<Option<logs::LogStore>, Error> {
+    let Some(url) = &opts.log_archive else {
+        return Ok(None);
+    };
+    let fail = |e: anyhow::Error| Error::Logs(format!("{e:#}"));
+    let store = logs::open(url, &logs::S3::from_env()).map_err(fail)?;
+    if opts.logs_addr.is_empty() {
+        return Ok(Some(store));
+    }
+    let files = opts
+        .logs_tls_cert
+        .as_deref()
+        .zip(opts.logs_tls_key.as_deref());
+    let (tls, self_signed) = logs::serve::tls(files, &opts.logs_tls_names()).map_err(fail)?;
+    let ca = match (&opts.logs_tls_ca, files) {
+        (Some(ca), _) => std::fs::read_to_string(ca)
+            .map_err(|e| Error::Logs(format!("--logs-tls-ca {}: {e}", ca.display())))?,
+        (None, Some(_)) => String::new(),
+        (None, None) => self_signed,
+    };
+    let listener = tokio::net::TcpListener::bind(&opts.logs_addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: opts.logs_addr.clone(),
+            source,
+        })?;
+    let server = logs::serve::LogServer::new(client.clone(), store.clone());
+    tokio::spawn(server.serve(listener, tls));
+    publish_logs(client, &opts.namespace, &opts.logs_url(), &ca).await;
+    Ok(Some(store))
+}
+
+/// Writes the ConfigMap `tektite-logs` (keys `url`, `ca.crt`); a failure
+/// is logged (clients can still be given the URL).
+async fn publish_logs(client: &Client, namespace: &str, url: &str, ca: &str) {
+    let cm = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": logs::serve::CONFIG_MAP,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "tektite"},
+        },
+        "data": {"url": url, "ca.crt": ca},
+    });
+    let params = kube::api::PatchParams::apply(crate::MANAGER).force();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    if let Err(error) = api
+        .patch(
+            logs::serve::CONFIG_MAP,
+            &params,
+            &kube::api::Patch::Apply(&cm),
+        )
+        .await
+    {
+        tracing::warn!(%error, configmap = logs::serve::CONFIG_MAP, "could not publish the log server");
+    }
 }
 
 /// Serves `/metrics` and the health endpoints on `--metrics-addr`; the
@@ -471,19 +676,22 @@ async fn pipeline_run_controller(
 async fn watch_config(
     api: Api<ConfigMap>,
     ctx: Arc<Context>,
-    base: Config,
+    (base, base_limits): (Config, config::LogLimits),
     read: tokio::sync::oneshot::Sender<()>,
 ) {
-    let set = |c: Config| {
+    let set = |c: Config, limits: &config::LogLimits| {
         if let Ok(mut current) = ctx.config.write() {
             *current = c;
         }
+        set_log_limits(&ctx, limits);
     };
     let apply = |cm: &ConfigMap| {
         let data = cm.data.clone().unwrap_or_default();
-        match config::from_data(&data, &base) {
-            Ok(c) => {
-                set(c);
+        let read = config::from_data(&data, &base)
+            .and_then(|c| Ok((c, config::log_limits(&data, &base_limits, false)?)));
+        match read {
+            Ok((c, limits)) => {
+                set(c, &limits);
                 tracing::info!(configmap = config::CONFIG_MAP, "configuration applied");
             }
             Err(error) => tracing::error!(
@@ -510,7 +718,7 @@ async fn watch_config(
             }
             Ok(watcher::Event::InitDone) => {
                 if !seen {
-                    set(base.clone());
+                    set(base.clone(), &base_limits);
                 }
                 if let Some(tx) = read.take() {
                     let _ = tx.send(());
@@ -518,7 +726,7 @@ async fn watch_config(
             }
             Ok(watcher::Event::Apply(cm)) => apply(&cm),
             Ok(watcher::Event::Delete(_)) => {
-                set(base.clone());
+                set(base.clone(), &base_limits);
                 tracing::info!(
                     configmap = config::CONFIG_MAP,
                     "configuration deleted: the flags' values apply"

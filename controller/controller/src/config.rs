@@ -41,7 +41,71 @@ pub const KEYS: &[(&str, &str)] = &[
         "max-result-size",
         "largest result a step may write, in bytes",
     ),
+    (
+        "logs-retention-days",
+        "days archived logs are kept after their last line (absent: until their run is deleted)",
+    ),
+    (
+        "logs-max-bytes",
+        "bytes of a container's log archived; the rest is counted and the log says so",
+    ),
 ];
+
+/// The log archive's limits (`logs-retention-days`, `logs-max-bytes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLimits {
+    /// How long logs are kept after their last line; `None`: until their
+    /// run is deleted.
+    pub keep: Option<Duration>,
+    /// Bytes of a container's log kept.
+    pub max_bytes: u64,
+}
+
+impl Default for LogLimits {
+    fn default() -> LogLimits {
+        LogLimits {
+            keep: None,
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `base` with the log archive keys `data` sets (the other keys are
+/// [`from_data`]'s); `flags` says to name errors as flags.
+///
+/// # Errors
+/// A value is not a whole number above 0 (`key: expected …, got "…"`).
+pub fn log_limits(
+    data: &BTreeMap<String, String>,
+    base: &LogLimits,
+    flags: bool,
+) -> Result<LogLimits, String> {
+    let mut l = base.clone();
+    for (key, value) in data {
+        let name = if flags {
+            format!("--{key}")
+        } else {
+            format!("{CONFIG_MAP}: {key}")
+        };
+        let number = |what: &str| {
+            value
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{name}: expected {what}, got {value:?}"))
+        };
+        match key.as_str() {
+            "logs-retention-days" => {
+                let days = number("a whole number of days above 0")?;
+                l.keep = Some(Duration::from_secs(days.saturating_mul(86_400)));
+            }
+            "logs-max-bytes" => l.max_bytes = number("a size in bytes above 0")?,
+            _ => {}
+        }
+    }
+    Ok(l)
+}
 
 /// `base` with the values `data` sets.
 ///
@@ -104,6 +168,8 @@ fn apply(
                 c.max_result_size = usize::try_from(number("a size in bytes above 0")?)
                     .map_err(|_| format!("{}: {value:?} is too large", name(key)))?;
             }
+            // The log archive's keys: read by `log_limits`.
+            "logs-retention-days" | "logs-max-bytes" => {}
             other => {
                 let known: Vec<&str> = KEYS.iter().map(|k| k.0).collect();
                 return Err(format!(
@@ -189,6 +255,25 @@ mod tests {
                 r#"config-defaults: unknown key "default-timeout" (known: default-timeout-minutes,"#
             ),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn log_archive_keys_set_the_limits_and_are_not_unknown_to_the_rest() {
+        let d = data(&[("logs-retention-days", "30"), ("logs-max-bytes", "1048576")]);
+        assert!(from_data(&d, &Config::default()).is_ok());
+        let l = log_limits(&d, &LogLimits::default(), false).unwrap();
+        assert_eq!(l.keep, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(l.max_bytes, 1_048_576);
+        let kept = log_limits(&data(&[("shell-image", "x")]), &l, false).unwrap();
+        assert_eq!(kept, l);
+        assert_eq!(
+            log_limits(&data(&[("logs-retention-days", "0")]), &l, false).unwrap_err(),
+            r#"config-defaults: logs-retention-days: expected a whole number of days above 0, got "0""#
+        );
+        assert_eq!(
+            log_limits(&data(&[("logs-max-bytes", "1M")]), &l, true).unwrap_err(),
+            r#"--logs-max-bytes: expected a size in bytes above 0, got "1M""#
         );
     }
 }

@@ -23,6 +23,7 @@
 pub mod app;
 pub mod config;
 pub mod lease;
+pub mod logs;
 pub mod metrics;
 pub mod pipelinerun;
 pub mod reports;
@@ -97,6 +98,8 @@ pub struct Context {
     /// Remote refs (`resolver:`), resolved off the reconcile loop; none
     /// when the resolvers could not be set up (such refs then fail, saying so).
     pub resolution: Option<Arc<resolution::Resolution>>,
+    /// How the log archive writes (its limits follow `config-defaults`).
+    pub log_settings: Arc<std::sync::RwLock<logs::archive::Settings>>,
 }
 
 impl Context {
@@ -123,6 +126,7 @@ impl Context {
             resolution: resolution::Resolution::new(std::time::Duration::from_secs(60), Vec::new())
                 .ok()
                 .map(Arc::new),
+            log_settings: Arc::default(),
         }
     }
 

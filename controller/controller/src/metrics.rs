@@ -66,6 +66,10 @@ pub struct Metrics {
     reconcile_total: Family<Labels, Counter>,
     reconcile_errors: Family<Labels, Counter>,
     reconcile_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    log_archived_bytes: Counter,
+    log_archive_failures: Counter,
+    log_archive_lag: Histogram,
+    logs_followed: Gauge,
     /// The runs whose end was counted: a reconcile that works from a cache
     /// older than its last status write plans the same end again.
     ended: Mutex<Ended>,
@@ -125,6 +129,10 @@ impl Metrics {
             reconcile_total: Family::default(),
             reconcile_errors: Family::default(),
             reconcile_duration: Family::new_with_constructor(reconcile_histogram),
+            log_archived_bytes: Counter::default(),
+            log_archive_failures: Counter::default(),
+            log_archive_lag: Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
+            logs_followed: Gauge::default(),
             ended: Mutex::default(),
         };
         let t = "tekton_pipelines_controller_";
@@ -184,7 +192,43 @@ impl Metrics {
             "Time a reconcile takes, API calls included",
             m.reconcile_duration.clone(),
         );
+        registry.register(
+            "tektite_log_archived_bytes",
+            "Bytes of step and sidecar logs written to the log archive",
+            m.log_archived_bytes.clone(),
+        );
+        registry.register(
+            "tektite_log_archive_failures",
+            "Log archive reads or writes that failed (each is retried)",
+            m.log_archive_failures.clone(),
+        );
+        registry.register(
+            "tektite_log_archive_lag_seconds",
+            "Time from a log byte read from the API server to its part written to the archive (the oldest byte of each part)",
+            m.log_archive_lag.clone(),
+        );
+        registry.register(
+            "tektite_log_archive_containers",
+            "Containers whose logs are being followed into the archive",
+            m.logs_followed.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// `bytes` archived, the oldest of them read `lag` ago.
+    pub fn logs_archived(&self, bytes: usize, lag: Duration) {
+        self.log_archived_bytes.inc_by(bytes as u64);
+        self.log_archive_lag.observe(lag.as_secs_f64());
+    }
+
+    /// An archive read or write failed.
+    pub fn log_archive_failed(&self) {
+        self.log_archive_failures.inc();
+    }
+
+    /// How many containers are followed now.
+    pub fn set_logs_followed(&self, n: usize) {
+        self.logs_followed.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     fn pipelinerun_labels(&self, pr: &PipelineRun) -> Labels {

@@ -24,6 +24,8 @@ use serde_json::{Value, json};
 use tektite_api::load::Object;
 #[path = "cluster/cli.rs"]
 mod cli;
+#[path = "cluster/logs.rs"]
+mod logs;
 
 use tektite_devcluster::apiserver::{ApiServer, Key};
 use tektite_devcluster::kubelet::Kubelet;

@@ -9,11 +9,24 @@
 //! the status; an apply creates a missing object), delete (dependents named
 //! by `ownerReferences` go too, as the garbage collector's background
 //! deletion), and `pods/log` (with `container` and `follow`) from the log
-//! files the kubelet writes. It serves any group and resource; it does no
-//! validation, defaulting or authorisation.
+//! files the kubelet writes. It serves any group and resource (RBAC's
+//! Roles, RoleBindings, ClusterRoles and ClusterRoleBindings among them); it
+//! does no validation or defaulting, and it neither authenticates nor
+//! authorises its own callers (`Authorization` is ignored).
+//!
+//! It answers reviews, as services that authorise their callers ask them
+//! (`crate::auth` decides): `POST
+//! /apis/authentication.k8s.io/v1/tokenreviews` says whose a bearer token
+//! is, among the tokens it was given (the kubeconfig's admin token, and
+//! those of `POST /_dev/tokens`); `POST
+//! /apis/authorization.k8s.io/v1/subjectaccessreviews` says whether a user
+//! may do something, by RBAC from the RBAC objects it holds. Reviews are
+//! answered (201), not stored.
 //!
 //! `POST /_dev/cut` ends every open watch and log stream (clients see a
-//! dropped connection), for testing that clients resume.
+//! dropped connection), for testing that clients resume. `POST
+//! /_dev/tokens` with `{"token", "username", "groups"}` makes `token` that
+//! user's.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -26,6 +39,15 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
+
+use crate::auth::{self, Rbac, ReviewError, Tokens, User};
+
+/// The username of the kubeconfig's token.
+pub const ADMIN_USER: &str = "dev-admin";
+/// The groups of the kubeconfig's token: an admin's.
+pub const ADMIN_GROUPS: [&str; 2] = [auth::MASTERS, "system:authenticated"];
+/// The group/version of RBAC's objects.
+const RBAC: &str = "rbac.authorization.k8s.io/v1";
 
 /// An object's place: group/version (`v1`, `tekton.dev/v1`), resource
 /// (`pods`), namespace and name.
@@ -64,6 +86,8 @@ struct State {
     /// Every request but watches' and events', as `METHOD path`.
     requests: Vec<String>,
     names: u64,
+    /// The bearer tokens TokenReviews know.
+    tokens: Tokens,
 }
 
 /// Where the log of a pod's container is: `(namespace, pod, container)`.
@@ -77,6 +101,8 @@ pub struct Shared {
     /// Bumped by `POST /_dev/cut`: open watches and log streams end.
     cut: tokio::sync::watch::Sender<u64>,
     logs: Mutex<Option<LogPath>>,
+    /// The token of [`ADMIN_USER`], which the kubeconfig carries.
+    admin_token: String,
 }
 
 impl std::fmt::Debug for Shared {
@@ -281,6 +307,12 @@ fn kind_of(resource: &str) -> String {
         "leases" => "Lease".into(),
         "events" => "Event".into(),
         "persistentvolumeclaims" => "PersistentVolumeClaim".into(),
+        "serviceaccounts" => "ServiceAccount".into(),
+        "namespaces" => "Namespace".into(),
+        "roles" => "Role".into(),
+        "rolebindings" => "RoleBinding".into(),
+        "clusterroles" => "ClusterRole".into(),
+        "clusterrolebindings" => "ClusterRoleBinding".into(),
         other => other.trim_end_matches('s').to_string(),
     }
 }
@@ -454,6 +486,78 @@ impl Shared {
         self.lock().requests.clone()
     }
 
+    /// Makes `token` the bearer token of `username` in `groups` (as
+    /// `POST /_dev/tokens`), for TokenReviews; the user it is now.
+    pub fn add_token(&self, token: &str, username: &str, groups: &[impl AsRef<str>]) -> User {
+        let user = User::new(username, groups);
+        self.lock().tokens.insert(token, user.clone());
+        user
+    }
+
+    /// The token of [`ADMIN_USER`] (in [`ADMIN_GROUPS`]), which
+    /// [`ApiServer::kubeconfig`] writes.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// A TokenReview answered from the tokens given (see
+    /// [`auth::token_review`]).
+    ///
+    /// # Errors
+    /// The review is not one, or has no token.
+    pub fn token_review(&self, review: Value) -> Result<Value, ReviewError> {
+        let tokens = self.lock().tokens.clone();
+        auth::token_review(&tokens, review)
+    }
+
+    /// A SubjectAccessReview answered by RBAC from the RBAC objects held
+    /// (see [`auth::access_review`]).
+    ///
+    /// # Errors
+    /// The review is not one, names no user or group, or has no attributes.
+    pub fn access_review(&self, review: Value) -> Result<Value, ReviewError> {
+        let rbac = Rbac {
+            roles: self.list(RBAC, "roles"),
+            role_bindings: self.list(RBAC, "rolebindings"),
+            cluster_roles: self.list(RBAC, "clusterroles"),
+            cluster_role_bindings: self.list(RBAC, "clusterrolebindings"),
+        };
+        auth::access_review(&rbac, review)
+    }
+
+    /// `POST /_dev/tokens`: `{"token", "username", "groups"}` registered.
+    fn dev_token(&self, body: &Value) -> (u16, Value) {
+        let field = |k: &str| body[k].as_str().filter(|s| !s.is_empty());
+        let (Some(token), Some(username)) = (field("token"), field("username")) else {
+            let message = "/_dev/tokens: token and username must be non-empty strings".into();
+            return (400, status(400, "BadRequest", message));
+        };
+        let groups = match &body["groups"] {
+            Value::Null => Vec::new(),
+            Value::Array(gs) if gs.iter().all(Value::is_string) => {
+                gs.iter().filter_map(Value::as_str).collect()
+            }
+            _ => {
+                let message = "/_dev/tokens: groups must be a list of strings".into();
+                return (400, status(400, "BadRequest", message));
+            }
+        };
+        let user = self.add_token(token, username, &groups);
+        (201, json!({"user": user.to_json()}))
+    }
+
+    /// A review's answer (201), or its error as a Status.
+    fn review(
+        &self,
+        review: Value,
+        answer: impl FnOnce(&Self, Value) -> Result<Value, ReviewError>,
+    ) -> (u16, Value) {
+        match answer(self, review) {
+            Ok(out) => (201, out),
+            Err(e) => (e.code(), status(e.code(), e.reason(), e.to_string())),
+        }
+    }
+
     /// A list of `gv`/`resource` (in `ns`, else all) matching the
     /// selectors of the query.
     fn list_json(
@@ -504,6 +608,14 @@ impl Shared {
             self.lock().requests.push(format!("{method} {path}"));
         }
         match (method.as_str(), name) {
+            ("POST", None) if gv == "authentication.k8s.io/v1" && resource == "tokenreviews" => {
+                self.review(body, Self::token_review)
+            }
+            ("POST", None)
+                if gv == "authorization.k8s.io/v1" && resource == "subjectaccessreviews" =>
+            {
+                self.review(body, Self::access_review)
+            }
             ("GET", None) => (200, self.list_json(&gv, &resource, ns.as_deref(), q)),
             ("POST", None) => self.create(&gv, &resource, &namespace, body),
             (_, None) => (
@@ -871,6 +983,10 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
             Err(e) => return Ok(respond(400, &status(400, "BadRequest", e.to_string()))),
         }
     };
+    if method == Method::POST && path == "/_dev/tokens" {
+        let (code, out) = shared.dev_token(&body);
+        return Ok(respond(code, &out));
+    }
     let (code, out) = shared.handle(&method, &path, &q, &content_type, body);
     Ok(respond(code, &out))
 }
@@ -896,7 +1012,9 @@ impl ApiServer {
             changed: tokio::sync::watch::channel(0).0,
             cut: tokio::sync::watch::channel(0).0,
             logs: Mutex::new(None),
+            admin_token: random_token(),
         });
+        shared.add_token(&shared.admin_token, ADMIN_USER, &ADMIN_GROUPS);
         let s = shared.clone();
         tokio::spawn(async move {
             loop {
@@ -915,20 +1033,55 @@ impl ApiServer {
         Ok(ApiServer { shared, url })
     }
 
-    /// A kubeconfig naming this server (no credentials; namespace
-    /// `default`), written in `dir`.
+    /// A kubeconfig naming this server, with the token of [`ADMIN_USER`]
+    /// (namespace `default`), written as `dir/kubeconfig`.
     ///
     /// # Errors
     /// The file cannot be written.
     pub fn kubeconfig(&self, dir: &Path) -> std::io::Result<PathBuf> {
-        let file = dir.join("kubeconfig");
+        self.kubeconfig_for(dir, "kubeconfig", self.shared.admin_token())
+    }
+
+    /// A kubeconfig naming this server, with bearer `token` (namespace
+    /// `default`), written as `dir/file_name`: another user's, once
+    /// [`Shared::add_token`] has made it theirs.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn kubeconfig_for(
+        &self,
+        dir: &Path,
+        file_name: &str,
+        token: &str,
+    ) -> std::io::Result<PathBuf> {
+        let file = dir.join(file_name);
+        // A JSON string is a YAML scalar, whatever the token holds.
+        let token = Value::from(token);
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
-             users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
+             users:\n- name: fake\n  user:\n    token: {token}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
              current-context: fake\n",
             self.url
         );
         std::fs::write(&file, text)?;
         Ok(file)
     }
+}
+
+/// 32 hex digits no one guesses: std's randomly keyed hasher over the pid
+/// and the time.
+fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    (0u8..2)
+        .map(|i| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            h.write_u128(nanos);
+            h.write_u8(i);
+            format!("{:016x}", h.finish())
+        })
+        .collect()
 }

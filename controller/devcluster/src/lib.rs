@@ -1,10 +1,21 @@
 //! A stand-in Kubernetes for trying Tektite on one machine, and for the
 //! controller's and `tkt --cluster`'s black-box tests: a fake API server
 //! (objects in memory, watches, `pods/log`) and a kubelet that plays its
-//! Pods with podman. It is not a cluster: no authentication, admission,
-//! scheduling, validation or defaulting (README, "A dev cluster").
+//! Pods with podman. It is not a cluster: no admission, scheduling,
+//! validation or defaulting, and it authenticates and authorises none of
+//! its own callers (README, "`tkt` on a cluster").
+//!
+//! It answers the reviews a service that authorises its callers asks for:
+//! TokenReviews, for the tokens it was given (its kubeconfig carries the
+//! token of an admin, `dev-admin` in `system:masters`; tests add others),
+//! and SubjectAccessReviews, by RBAC from the Roles, ClusterRoles and their
+//! bindings it holds. `auth` decides them, purely, from what `apiserver`
+//! holds; `kubelet` writes Pods' status and logs back through `apiserver`.
+//! It depends on no Kubernetes client: the tests and the real controller
+//! are its clients.
 
 pub mod apiserver;
+pub mod auth;
 pub mod kubelet;
 
 use std::path::Path;

@@ -1,6 +1,7 @@
 //! `tektite-devcluster`: the fake API server and its podman kubelet as one
 //! process, until SIGINT or SIGTERM (then its pods are stopped). Writes
-//! `DIR/kubeconfig` and prints the server's URL once it listens.
+//! `DIR/kubeconfig` (with the token of its admin, `dev-admin`) and prints
+//! the server's URL once it listens.
 //! `hack/dev-cluster.sh up|down` starts it with the controller.
 
 use std::path::PathBuf;

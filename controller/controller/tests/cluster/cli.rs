@@ -31,13 +31,13 @@ fn tkt_path() -> PathBuf {
     p
 }
 
-fn text(b: &[u8]) -> String {
+pub(super) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 impl Cluster {
     /// `tkt` with this cluster's kubeconfig, in the repository.
-    fn tkt_command(&self, args: &[&str]) -> Command {
+    pub(super) fn tkt_command(&self, args: &[&str]) -> Command {
         let kubeconfig = self.api.kubeconfig(self.dir.path()).unwrap();
         let mut cmd = Command::new(tkt_path());
         cmd.args(args)
@@ -52,7 +52,7 @@ impl Cluster {
     }
 
     /// Runs `tkt` to its end (off the runtime's threads); bounded.
-    async fn tkt(&self, args: &[&str]) -> Output {
+    pub(super) async fn tkt(&self, args: &[&str]) -> Output {
         let child = self.tkt_command(args).spawn().unwrap();
         let what = args.join(" ");
         tokio::task::spawn_blocking(move || wait_bounded(child, &what))

@@ -1,0 +1,505 @@
+//! The log archive: what every step and sidecar printed, kept after its
+//! pod is gone, in an object store (a filesystem or an S3-compatible
+//! bucket).
+//!
+//! Layout, beneath the store's prefix, one object per container once it
+//! has ended:
+//!
+//! ```text
+//! NAMESPACE/PIPELINERUN/OWNER-UID/TASKRUN/TASKRUN-UID/POD_POD-UID/CONTAINER.log.gz
+//! ```
+//!
+//! `PIPELINERUN` is `-` for a TaskRun of its own, and `OWNER-UID` is then
+//! the TaskRun's uid: the logs under `NAMESPACE/PIPELINERUN/OWNER-UID/` go
+//! when that object goes, and a later run of the same name, with another
+//! uid, never mixes in. `POD_POD-UID` tells a retry's containers from the
+//! first attempt's, and a pod deleted and made again under its name from
+//! the one before (`_` is in no Kubernetes name or uid). While a container runs its log is a series of
+//! parts, `CONTAINER.parts/START-END.gz`, each the gzip of the log's bytes
+//! `START..END` (offsets in the uncompressed log, 20 digits): the end of
+//! the last part is where a restarted archiver resumes. Sealing writes the
+//! parts' gzip members one after another as the one object (a file of
+//! several gzip members is one valid gzip file) and then deletes the parts.
+//!
+//! Every key segment comes from a Kubernetes name or uid and is checked to
+//! be one ([`segment`]): no `/`, no `.` or `..`, so a key never leaves its
+//! prefix.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
+use object_store::path::Path;
+
+/// What the archive can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A name or uid that is not a Kubernetes one (it would make a key
+    /// outside the run's prefix).
+    #[error("{what} {value:?} is not a Kubernetes name")]
+    Name { what: &'static str, value: String },
+    /// The object store failed.
+    #[error("log store: {0}")]
+    Store(#[from] object_store::Error),
+    /// An archived object is not gzip.
+    #[error("log store: {path}: {source}")]
+    Corrupt {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where a TaskRun's logs are kept: its namespace, name and uid, and the
+/// PipelineRun that owns it (name, uid), if any.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RunKey {
+    pub namespace: String,
+    pub pipelinerun: Option<(String, String)>,
+    pub taskrun: String,
+    pub taskrun_uid: String,
+}
+
+impl RunKey {
+    /// The segments of the owner's prefix: namespace, PipelineRun (or `-`)
+    /// and the owner's uid.
+    fn owner(&self) -> Result<[String; 3], Error> {
+        let ns = segment("namespace", &self.namespace)?;
+        Ok(match &self.pipelinerun {
+            Some((name, uid)) => [ns, segment("pipelinerun", name)?, segment("uid", uid)?],
+            None => [ns, "-".into(), segment("uid", &self.taskrun_uid)?],
+        })
+    }
+
+    /// The prefix of the TaskRun's containers.
+    fn prefix(&self) -> Result<Path, Error> {
+        let [ns, pr, owner] = self.owner()?;
+        Ok(Path::from_iter([
+            ns,
+            pr,
+            owner,
+            segment("taskrun", &self.taskrun)?,
+            segment("uid", &self.taskrun_uid)?,
+        ]))
+    }
+}
+
+/// A pod of a TaskRun: its name and uid.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PodId {
+    pub name: String,
+    pub uid: String,
+}
+
+impl PodId {
+    fn segment(&self) -> Result<String, Error> {
+        Ok(format!(
+            "{}_{}",
+            segment("pod", &self.name)?,
+            segment("pod uid", &self.uid)?
+        ))
+    }
+}
+
+/// Checks that `value` can be a key segment: a Kubernetes name or uid
+/// (lowercase letters, digits, `-` and `.`, starting with a letter or
+/// digit, at most 253 bytes).
+///
+/// # Errors
+/// [`Error::Name`] naming `what`.
+pub fn segment(what: &'static str, value: &str) -> Result<String, Error> {
+    let ok = !value.is_empty()
+        && value.len() <= 253
+        && value.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(Error::Name {
+            what,
+            value: value.chars().take(300).collect(),
+        })
+    }
+}
+
+/// One archived container of a TaskRun.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Archived {
+    /// The pod it ran in (a retry runs in another), and that pod's uid.
+    pub pod: String,
+    pub pod_uid: String,
+    /// When its log was last written, in milliseconds since 1970: the
+    /// order of a pod's incarnations.
+    pub updated_ms: u64,
+    /// The container's name (`step-build`, `sidecar-db`).
+    pub name: String,
+    /// Whether the container ended and its log is sealed.
+    pub complete: bool,
+}
+
+/// Where a container's log stands in the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Sealed: nothing more is archived for it.
+    Sealed,
+    /// Open: this many bytes of its log are archived.
+    Open(u64),
+}
+
+/// The archive over an object store.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    objects: Arc<dyn ObjectStore>,
+}
+
+const SEALED: &str = ".log.gz";
+const PARTS: &str = ".parts";
+
+impl LogStore {
+    /// An archive in `objects` (a prefix, if any, is the store's own:
+    /// `object_store::prefix::PrefixStore`).
+    pub fn new(objects: Arc<dyn ObjectStore>) -> LogStore {
+        LogStore { objects }
+    }
+
+    fn sealed_path(run: &RunKey, pod: &PodId, container: &str) -> Result<Path, Error> {
+        let c = segment("container", container)?;
+        Ok(run
+            .prefix()?
+            .child(pod.segment()?)
+            .child(format!("{c}{SEALED}")))
+    }
+
+    fn parts_path(run: &RunKey, pod: &PodId, container: &str) -> Result<Path, Error> {
+        let c = segment("container", container)?;
+        Ok(run
+            .prefix()?
+            .child(pod.segment()?)
+            .child(format!("{c}{PARTS}")))
+    }
+
+    /// The parts of an open container, in order: (start, end, path).
+    async fn parts(
+        &self,
+        run: &RunKey,
+        pod: &PodId,
+        container: &str,
+    ) -> Result<Vec<(u64, u64, Path)>, Error> {
+        let prefix = Self::parts_path(run, pod, container)?;
+        let mut parts: Vec<(u64, u64, Path)> = self
+            .objects
+            .list(Some(&prefix))
+            .try_filter_map(|meta| async move {
+                let name = meta.location.filename().unwrap_or_default();
+                Ok(part_range(name).map(|(s, e)| (s, e, meta.location.clone())))
+            })
+            .try_collect()
+            .await?;
+        parts.sort();
+        Ok(parts)
+    }
+
+    /// Where `container`'s log stands: sealed, or how many of its bytes
+    /// the parts hold (0 for a container never archived).
+    ///
+    /// # Errors
+    /// A bad name, or the store fails.
+    pub async fn progress(
+        &self,
+        run: &RunKey,
+        pod: &PodId,
+        container: &str,
+    ) -> Result<Progress, Error> {
+        match self
+            .objects
+            .head(&Self::sealed_path(run, pod, container)?)
+            .await
+        {
+            Ok(_) => return Ok(Progress::Sealed),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let parts = self.parts(run, pod, container).await?;
+        Ok(Progress::Open(contiguous_end(&parts)))
+    }
+
+    /// Archives `data`, the log's bytes from offset `start`, as one part.
+    ///
+    /// # Errors
+    /// A bad name, or the store fails (the part is then not written: a
+    /// store's put is atomic).
+    pub async fn append(
+        &self,
+        run: &RunKey,
+        pod: &PodId,
+        container: &str,
+        start: u64,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = start + data.len() as u64;
+        let path =
+            Self::parts_path(run, pod, container)?.child(format!("{start:020}-{end:020}.gz"));
+        self.objects.put(&path, gzip(data).into()).await?;
+        Ok(())
+    }
+
+    /// Seals `container`'s log: its parts, then `trailer` (a truncation
+    /// note, if any), become the one object, and the parts are deleted.
+    /// Sealing a sealed log does nothing.
+    ///
+    /// # Errors
+    /// A bad name, or the store fails (the parts then stay, and sealing
+    /// again finishes the job).
+    pub async fn seal(
+        &self,
+        run: &RunKey,
+        pod: &PodId,
+        container: &str,
+        trailer: &[u8],
+    ) -> Result<(), Error> {
+        let sealed = Self::sealed_path(run, pod, container)?;
+        let parts = self.parts(run, pod, container).await?;
+        if parts.is_empty() && self.objects.head(&sealed).await.is_ok() {
+            return Ok(());
+        }
+        let mut joined = Vec::new();
+        let mut at = 0;
+        for (start, end, path) in &parts {
+            // Parts overlap only when an archiver wrote the same range
+            // twice (a restart between a put and its answer): keep the
+            // first of each range.
+            if *start != at {
+                continue;
+            }
+            joined.extend_from_slice(&self.objects.get(path).await?.bytes().await?);
+            at = *end;
+        }
+        if !trailer.is_empty() {
+            joined.extend_from_slice(&gzip(trailer));
+        }
+        self.objects.put(&sealed, joined.into()).await?;
+        for (_, _, path) in parts {
+            match self.objects.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The containers archived for a TaskRun, by pod and name.
+    ///
+    /// # Errors
+    /// A bad name, or the store fails.
+    pub async fn containers(&self, run: &RunKey) -> Result<Vec<Archived>, Error> {
+        let prefix = run.prefix()?;
+        let objects: Vec<(Path, SystemTime)> = self
+            .objects
+            .list(Some(&prefix))
+            .map_ok(|m| (m.location, SystemTime::from(m.last_modified)))
+            .try_collect()
+            .await?;
+        let mut out: Vec<Archived> = Vec::new();
+        for (path, modified) in &objects {
+            let Some(rest) = path.prefix_match(&prefix) else {
+                continue;
+            };
+            let rest: Vec<String> = rest.map(|p| p.as_ref().to_string()).collect();
+            let (pod, name, complete) = match rest.as_slice() {
+                [pod, file] => match file.strip_suffix(SEALED) {
+                    Some(name) => (pod, name, true),
+                    None => continue,
+                },
+                [pod, dir, _] => match dir.strip_suffix(PARTS) {
+                    Some(name) => (pod, name, false),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            let Some((pod, pod_uid)) = pod.split_once('_') else {
+                continue;
+            };
+            let ms = modified
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let same = |a: &&mut Archived| a.pod_uid == pod_uid && a.name == name;
+            match out.iter_mut().find(same) {
+                Some(a) => {
+                    a.complete |= complete;
+                    a.updated_ms = a.updated_ms.max(ms);
+                }
+                None => out.push(Archived {
+                    pod: pod.to_string(),
+                    pod_uid: pod_uid.to_string(),
+                    name: name.to_string(),
+                    complete,
+                    updated_ms: ms,
+                }),
+            }
+        }
+        // A pod's incarnations in the order their logs were last written.
+        let first_write = |a: &Archived, all: &[Archived]| {
+            all.iter()
+                .filter(|b| b.pod_uid == a.pod_uid)
+                .map(|b| b.updated_ms)
+                .min()
+                .unwrap_or(a.updated_ms)
+        };
+        let keys: Vec<(String, u64, String, String)> = out
+            .iter()
+            .map(|a| {
+                (
+                    a.pod.clone(),
+                    first_write(a, &out),
+                    a.pod_uid.clone(),
+                    a.name.clone(),
+                )
+            })
+            .collect();
+        let mut keyed: Vec<_> = keys.into_iter().zip(out).collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        let out: Vec<Archived> = keyed.into_iter().map(|(_, a)| a).collect();
+        Ok(out)
+    }
+
+    /// `container`'s archived log, uncompressed: the sealed object, or the
+    /// parts so far; `None` when nothing of it is archived.
+    ///
+    /// # Errors
+    /// A bad name, the store fails, or an object is not gzip.
+    pub async fn read(
+        &self,
+        run: &RunKey,
+        pod: &PodId,
+        container: &str,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let sealed = Self::sealed_path(run, pod, container)?;
+        match self.objects.get(&sealed).await {
+            Ok(got) => return gunzip(&sealed, &got.bytes().await?).map(Some),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let parts = self.parts(run, pod, container).await?;
+        if parts.is_empty() {
+            // Sealed between the two looks: the parts are gone.
+            return match self.objects.get(&sealed).await {
+                Ok(got) => gunzip(&sealed, &got.bytes().await?).map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            };
+        }
+        let mut out = Vec::new();
+        for (start, _, path) in parts {
+            if start != out.len() as u64 {
+                continue;
+            }
+            let got = self.objects.get(&path).await?.bytes().await?;
+            out.extend_from_slice(&gunzip(&path, &got)?);
+        }
+        Ok(Some(out))
+    }
+
+    /// Deletes the logs of every owner (PipelineRun, or TaskRun of its
+    /// own) that `live` says is gone, or whose last log was written more
+    /// than `keep` ago. Owners written to within `grace` are kept (a run
+    /// the caller's cache has not seen yet). Returns the owners deleted,
+    /// as `namespace/pipelinerun/uid`.
+    ///
+    /// # Errors
+    /// The store fails (what was deleted before stays deleted).
+    pub async fn sweep(
+        &self,
+        live: &(dyn Fn(&str) -> bool + Sync),
+        keep: Option<Duration>,
+        grace: Duration,
+    ) -> Result<Vec<String>, Error> {
+        let now = SystemTime::now();
+        let mut deleted = Vec::new();
+        for owner in self.owners().await? {
+            let uid = owner.filename().unwrap_or_default().to_string();
+            let newest = self
+                .objects
+                .list(Some(&owner))
+                .try_fold(None, |newest: Option<SystemTime>, meta| async move {
+                    let t = SystemTime::from(meta.last_modified);
+                    Ok(Some(newest.map_or(t, |n| n.max(t))))
+                })
+                .await?;
+            let age = newest
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default();
+            let expired = keep.is_some_and(|k| age > k);
+            if age < grace || (live(&uid) && !expired) {
+                continue;
+            }
+            let paths = self
+                .objects
+                .list(Some(&owner))
+                .map_ok(|m| m.location)
+                .boxed();
+            self.objects
+                .delete_stream(paths)
+                .try_for_each(|_| async { Ok(()) })
+                .await?;
+            deleted.push(owner.to_string());
+        }
+        Ok(deleted)
+    }
+
+    /// Every owner prefix (`namespace/pipelinerun/uid`).
+    async fn owners(&self) -> Result<Vec<Path>, Error> {
+        let mut level = vec![None];
+        for _ in 0..3 {
+            let mut next = Vec::new();
+            for p in &level {
+                let listed = self.objects.list_with_delimiter(p.as_ref()).await?;
+                next.extend(listed.common_prefixes.into_iter().map(Some));
+            }
+            level = next;
+        }
+        Ok(level.into_iter().flatten().collect())
+    }
+}
+
+/// `START-END.gz` → (START, END).
+fn part_range(name: &str) -> Option<(u64, u64)> {
+    let (s, e) = name.strip_suffix(".gz")?.split_once('-')?;
+    let (s, e) = (s.parse().ok()?, e.parse().ok()?);
+    (s < e).then_some((s, e))
+}
+
+/// How far the parts, from offset 0, cover the log without a gap.
+fn contiguous_end(parts: &[(u64, u64, Path)]) -> u64 {
+    let mut at = 0;
+    for (s, e, _) in parts {
+        if *s <= at {
+            at = at.max(*e);
+        }
+    }
+    at
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writes to a Vec cannot fail.
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
+}
+
+fn gunzip(path: &Path, data: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(data)
+        .read_to_end(&mut out)
+        .map_err(|source| Error::Corrupt {
+            path: path.to_string(),
+            source,
+        })?;
+    Ok(out)
+}
