@@ -2,8 +2,9 @@
 # A stand-in Kubernetes on this machine, for trying `tkt --cluster` and the
 # controller without a cluster: the fake API server with podman as its
 # kubelet (tektite-devcluster), the real tektite-controller, and crds/.
-# It is not a cluster: no authentication, admission, scheduling or
-# validation (README, "A dev cluster").
+# It is not a cluster: no admission, scheduling or validation, and no
+# authentication of its own API (README, "A dev cluster"); it answers
+# TokenReviews and SubjectAccessReviews, for the log archive's server.
 #
 #   hack/dev-cluster.sh up     builds and starts it; the last line printed is
 #                              `export KUBECONFIG=…`
@@ -67,11 +68,16 @@ up)
     sleep 0.1
   done
   [ -s "$dir/url" ] || { echo "dev-cluster: the API server did not start" >&2; exit 1; }
+  # Logs are archived in $dir/archive and served on a free loopback port
+  # (tkt finds it in the ConfigMap tektite/tektite-logs).
+  logs_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   KUBECONFIG="$dir/kubeconfig" setsid target/debug/tektite-controller \
     --namespace tektite --identity dev-cluster \
     --metrics-addr 127.0.0.1:0 \
     --entrypoint-image localhost/tektite/entrypoint:latest \
     --shell-image localhost/tektite/busybox:latest \
+    --log-archive "file://$dir/archive" \
+    --logs-addr "127.0.0.1:$logs_port" --logs-url "https://127.0.0.1:$logs_port" \
     </dev/null >"$dir/controller.log" 2>&1 &
   echo $! >"$dir/controller.pid"
   echo "dev-cluster: API server $(cat "$dir/url"), controller log $dir/controller.log" >&2
@@ -80,9 +86,9 @@ up)
 down)
   stop "$dir/controller.pid"
   stop "$dir/apiserver.pid"
-  # The pods' directories and claims, and the logs: nothing is left but
-  # the last logs of the server and the controller.
-  rm -rf "$dir/kubelet" "$dir/kubeconfig" "$dir/url"
+  # The pods' directories and claims, the logs and their archive: nothing
+  # is left but the last logs of the server and the controller.
+  rm -rf "$dir/kubelet" "$dir/archive" "$dir/kubeconfig" "$dir/url"
   echo "dev-cluster: down" >&2
   ;;
 *)

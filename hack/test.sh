@@ -22,6 +22,7 @@ command -v cc >/dev/null || need+=(gcc)          # mimalloc builds a little C
 command -v git >/dev/null || need+=(git)
 command -v diff >/dev/null || need+=(diffutils)
 command -v file >/dev/null || need+=(file)       # build-entrypoint.sh checks the binary is static
+command -v curl >/dev/null || need+=(curl)       # the dev cluster step deletes pods over HTTP
 command -v python3 >/dev/null || need+=(python3) # the entrypoint's tests start it with signals blocked
 if ((${#need[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
@@ -49,6 +50,12 @@ else
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   fi
 fi
+
+step "the log archive's S3 server"
+# The log archive's tests run its S3 backend against moto's S3 server (from
+# PyPI, in its own virtualenv) on loopback: hack/s3-server.py.
+TEKTITE_S3_PYTHON=$(hack/setup-s3.sh)
+export TEKTITE_S3_PYTHON
 
 step "catalog tools"
 # The catalog's tools (shellcheck, yamllint, git, promtool, jq, checkov): its lint and
@@ -106,6 +113,16 @@ if [ "${TEKTITE_SKIP_PODMAN:-}" != 1 ]; then
     echo "tkt run --cluster on the dev cluster failed" >&2
     exit 1
   fi
+  # Its pods deleted, its logs come from the archive.
+  for pod in $(target/debug/tkt tr list --cluster -o json | python3 -c 'import json,sys; print(" ".join(t["status"]["podName"] for t in json.load(sys.stdin)["items"] if t.get("status", {}).get("podName")))'); do
+    curl -sf -X DELETE "$(cat "$TEKTITE_DEV_CLUSTER/url")/api/v1/namespaces/default/pods/$pod" >/dev/null
+  done
+  if ! target/debug/tkt pr logs --cluster --last >"$tmp/archived.log" 2>&1 ||
+    ! grep -q '\[verify : check\] verify sha256:abc built' "$tmp/archived.log"; then
+    cat "$tmp/archived.log" "$TEKTITE_DEV_CLUSTER/controller.log" >&2
+    echo "tkt pr logs --cluster did not read the log archive" >&2
+    exit 1
+  fi
   pids=$(cat "$TEKTITE_DEV_CLUSTER"/*.pid)
   hack/dev-cluster.sh down
   unset KUBECONFIG
@@ -115,7 +132,7 @@ if [ "${TEKTITE_SKIP_PODMAN:-}" != 1 ]; then
       exit 1
     fi
   done
-  echo "dev cluster: up, a PipelineRun through tkt run --cluster, down"
+  echo "dev cluster: up, a PipelineRun through tkt run --cluster, its logs from the archive, down"
 fi
 
 step "the ci-cd example, as a newcomer runs it"

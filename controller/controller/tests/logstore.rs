@@ -178,6 +178,17 @@ async fn sealing_makes_one_object_ending_with_the_trailer() {
 }
 
 #[tokio::test]
+async fn regression_a_container_that_printed_nothing_read_as_a_corrupt_log() {
+    on_both(|store, backend| async move {
+        let r = build();
+        store.seal(&r, &pod(), "step-quiet", b"").await.unwrap();
+        let log = store.read(&r, &pod(), "step-quiet").await;
+        assert_eq!(log.unwrap().as_deref(), Some(&b""[..]), "{backend}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn two_archivers_writing_the_same_log_make_it_once() {
     // Two leaders for a moment, each with its own part boundaries.
     on_both(|store, backend| async move {
