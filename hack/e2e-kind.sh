@@ -78,4 +78,41 @@ out=$(tkt pr rerun "$name" --from-failed 2>/dev/null) && rc=0 || rc=$?
 check test "$rc" = 0
 check grep -q 'second succeeds' <<<"$out"
 check test "$(kubectl -n "$ns" get taskruns -l tekton.dev/pipelineTask=first -o name | wc -l)" -ge 1
+
+echo "==> logs that outlive pods"
+# The archive's server is reached through a port-forward (the ConfigMap's
+# URL is the in-cluster Service's). kind's kubeconfig signs in with a client
+# certificate, which the server cannot check: tkt runs as a service account
+# with a token, bound to read the namespace's runs, pods and logs.
+name=$(tkt run --detach -f tests/runs/pipeline-flow.yaml 2>/dev/null)
+kubectl -n "$ns" wait "pipelinerun/$name" --for=condition=Succeeded --timeout=300s >/dev/null
+sleep 3
+kubectl -n "$ns" delete pods -l "tekton.dev/pipelineRun=$name" --wait=true >/dev/null
+kubectl -n "$ns" create serviceaccount log-reader --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl -n "$ns" create role run-reader --verb=get,list,watch \
+  --resource=taskruns.tekton.dev,pipelineruns.tekton.dev,pods,pods/log \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kc=$(mktemp)
+ca=$(mktemp)
+kubectl config view --raw >"$kc"
+token=$(kubectl -n "$ns" create token log-reader)
+KUBECONFIG=$kc kubectl config set-credentials log-reader --token="$token" >/dev/null
+KUBECONFIG=$kc kubectl config set-context --current --user=log-reader >/dev/null
+kubectl -n tektite get configmap tektite-logs -o jsonpath='{.data.ca\.crt}' >"$ca"
+kubectl -n tektite port-forward svc/tektite-logs 18443:8443 >/dev/null 2>&1 &
+pf=$!
+sleep 2
+as_reader() { TEKTITE_LOGS_URL=https://localhost:18443 TEKTITE_LOGS_CA="$ca" target/debug/tkt --kubeconfig "$kc" "$@" -n "$ns"; }
+# The server itself: no token 401, a token not bound to get the TaskRun 403.
+tr=$(kubectl -n "$ns" get taskruns -l "tekton.dev/pipelineRun=$name" -o jsonpath='{.items[0].metadata.name}')
+url="https://localhost:18443/v1/namespaces/$ns/taskruns/$tr/logs"
+check test "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$ca" "$url")" = 401
+check test "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$ca" -H "Authorization: Bearer $token" "$url")" = 403
+kubectl -n "$ns" create rolebinding log-reader --role=run-reader --serviceaccount="$ns:log-reader" \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+sleep 12   # the server reuses a decision for 10 s
+out=$(as_reader pr logs "$name" 2>&1)
+check grep -q '\[verify : check\] verify sha256:abc built' <<<"$out"
+kill "$pf"
+rm -f "$kc" "$ca"
 exit "$failed"

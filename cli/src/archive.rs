@@ -8,7 +8,8 @@
 //! port-forward). Requests carry the kubeconfig's own credentials (its
 //! token, or its exec plugin's), through a kube client pointed at that
 //! URL: the server asks the API server who the token is and whether they
-//! may `get` the TaskRun.
+//! may `get` the TaskRun. A kubeconfig that signs in without a token (a
+//! client certificate) is given one with `$TEKTITE_LOGS_TOKEN`.
 
 use anyhow::Context as _;
 use futures::AsyncReadExt;
@@ -98,6 +99,19 @@ impl Archive {
             }
         };
         let mut config = cluster.clone();
+        if let Some(token) = env("TEKTITE_LOGS_TOKEN") {
+            config.auth_info.token = Some(secrecy::SecretString::from(token));
+        }
+        let a = &config.auth_info;
+        let tokenless = a.token.is_none()
+            && a.token_file.is_none()
+            && a.exec.is_none()
+            && a.auth_provider.is_none();
+        anyhow::ensure!(
+            !tokenless,
+            "the kubeconfig signs in without a token (a client certificate?), which the log archive's server cannot check: \
+             set $TEKTITE_LOGS_TOKEN (e.g. to `kubectl create token SERVICE-ACCOUNT`)"
+        );
         config.cluster_url = url
             .parse()
             .with_context(|| format!("log archive url {url:?}"))?;
@@ -138,10 +152,11 @@ impl Archive {
         Ok(listing.containers)
     }
 
-    /// The archived log of a container.
+    /// The archived log of a container (sent as gzip), uncompressed.
     ///
     /// # Errors
-    /// The server cannot be reached, refuses, or has no such log.
+    /// The server cannot be reached, refuses, has no such log, or sends
+    /// something that is not gzip.
     pub(crate) async fn log(&self, tr: &TaskRun, e: &Entry) -> anyhow::Result<Vec<u8>> {
         let uid = tr.metadata.uid.as_deref().unwrap_or_default();
         let req = Self::get(&format!(
@@ -157,8 +172,16 @@ impl Archive {
                 .await
                 .map_err(|e| self.explain(e))?
         );
+        let mut gz = Vec::new();
+        stream.read_to_end(&mut gz).await?;
         let mut out = Vec::new();
-        stream.read_to_end(&mut out).await?;
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&gz[..]), &mut out)
+            .with_context(|| {
+                format!(
+                    "log archive at {}: the log of {} is not gzip",
+                    self.url, e.name
+                )
+            })?;
         Ok(out)
     }
 
@@ -169,6 +192,17 @@ impl Archive {
                 .context(format!("cannot reach the log archive at {}", self.url)),
         }
     }
+}
+
+/// Whether `tr` ended more than a minute ago.
+fn ended_a_while_ago(tr: &TaskRun) -> bool {
+    let done = tr.status.as_ref().and_then(|s| s.completion_time.as_ref());
+    done.is_some_and(|t| {
+        k8s_openapi::jiff::Timestamp::now()
+            .duration_since(t.0)
+            .as_secs()
+            > 60
+    })
 }
 
 /// The containers of `tr`'s steps that its status says started.
@@ -241,8 +275,15 @@ impl Lazy {
         containers: &[String],
     ) -> Result<Vec<(String, Vec<u8>)>, String> {
         let archive = self.get().await?;
-        let deadline = tokio::time::Instant::now() + SEAL_WAIT;
-        let short = tokio::time::Instant::now() + SEAL_WAIT / 5;
+        // Waited for only while the run goes on or has just ended; the
+        // logs of a run that ended long ago are as the archive has them.
+        let wait = if ended_a_while_ago(tr) {
+            std::time::Duration::ZERO
+        } else {
+            SEAL_WAIT
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let short = tokio::time::Instant::now() + wait / 5;
         let entries = loop {
             let all = archive.containers(tr).await.map_err(|e| format!("{e:#}"))?;
             let mine: Vec<Entry> = all
@@ -286,7 +327,15 @@ impl Lazy {
                         "tkt: warning: the archived log of {c} in pod {pod} is not sealed: it may lack its last lines"
                     ));
                 }
-                let log = archive.log(tr, e).await.map_err(|e| format!("{e:#}"))?;
+                // Once more after a moment: a log read as it was sealed
+                // loses its parts under the reader.
+                let log = match archive.log(tr, e).await {
+                    Ok(log) => log,
+                    Err(_) => {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        archive.log(tr, e).await.map_err(|e| format!("{e:#}"))?
+                    }
+                };
                 out.push((c.clone(), log));
             }
         }

@@ -417,13 +417,13 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     }
 
     if let Some(store) = archive {
-        let archiver = logs::archive::Archiver {
-            client: client.clone(),
-            store: store.clone(),
-            task_runs: task_runs.clone(),
-            settings: ctx.log_settings.clone(),
-            metrics: ctx.metrics.clone(),
-        };
+        let archiver = logs::archive::Archiver::new(
+            client.clone(),
+            store.clone(),
+            task_runs.clone(),
+            ctx.log_settings.clone(),
+            ctx.metrics.clone(),
+        );
         tokio::spawn(archiver.run(synced.clone()));
         tokio::spawn(logs::sweep(
             store,

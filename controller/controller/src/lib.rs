@@ -176,11 +176,20 @@ pub fn trim_task_run(tr: &mut tektite_api::v1::TaskRun) {
     }
 }
 
-/// A finished run's metadata as cached: its identity and times, without
-/// labels, annotations, owners or finalizers (owner events come from the
-/// children's own watch, not from this cache).
+/// A finished run's metadata as cached: its identity and times, and its
+/// controller owner (the log archive files a TaskRun's logs under its
+/// PipelineRun), without labels, annotations, other owners or finalizers
+/// (owner events come from the children's own watch, not from this cache).
 fn trim_metadata(m: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    let controller: Vec<_> = m
+        .owner_references
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|o| o.controller == Some(true))
+        .collect();
     *m = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        owner_references: (!controller.is_empty()).then_some(controller),
         name: m.name.take(),
         namespace: m.namespace.take(),
         uid: m.uid.take(),
@@ -386,6 +395,17 @@ mod tests {
             trim_task_run(&mut done);
             assert_eq!(done.status.unwrap().sidecars.len(), usize::from(kept));
         }
+
+        // Its PipelineRun (the controller owner) is kept, other owners not.
+        let mut owned = run("True");
+        owned.metadata.owner_references = serde_json::from_value(serde_json::json!([
+            {"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "name": "p", "uid": "u1", "controller": true},
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "c", "uid": "u2"}]))
+        .unwrap();
+        trim_task_run(&mut owned);
+        let owners = owned.metadata.owner_references.unwrap();
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].uid, "u1");
 
         let mut running = run("Unknown");
         trim_task_run(&mut running);

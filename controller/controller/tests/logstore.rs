@@ -210,6 +210,51 @@ async fn two_archivers_writing_the_same_log_make_it_once() {
         store.seal(&r, &pod(), "step-a", b"").await.unwrap();
         let sealed = store.read(&r, &pod(), "step-a").await.unwrap();
         assert_eq!(sealed.as_deref(), Some(&log[..]), "{backend}");
+        // A part that starts inside another and goes past it.
+        for (s, e) in [(0, 10), (10, 20), (10, 25), (25, 40)] {
+            store
+                .append(&r, &pod(), "step-b", s, &log[s as usize..e as usize])
+                .await
+                .unwrap();
+        }
+        let read = store.read(&r, &pod(), "step-b").await.unwrap();
+        assert_eq!(read.as_deref(), Some(&log[..40]), "{backend}");
+        store.seal(&r, &pod(), "step-b", b"").await.unwrap();
+        let sealed = store.read(&r, &pod(), "step-b").await.unwrap();
+        assert_eq!(sealed.as_deref(), Some(&log[..40]), "{backend}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_log_longer_than_one_put_is_sealed_in_pieces() {
+    on_both(|store, backend| async move {
+        let r = build();
+        // 12 MB that gzip cannot shrink (a xorshift stream), in 1 MB parts.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let log: Vec<u8> = (0..12_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for (i, chunk) in log.chunks(1_000_000).enumerate() {
+            let at = (i * 1_000_000) as u64;
+            store
+                .append(&r, &pod(), "step-big", at, chunk)
+                .await
+                .unwrap();
+        }
+        store
+            .seal(&r, &pod(), "step-big", b"the end\n")
+            .await
+            .unwrap();
+        let read = store.read(&r, &pod(), "step-big").await.unwrap().unwrap();
+        assert_eq!(read.len(), log.len() + 8, "{backend}");
+        assert!(read[..log.len()] == log[..], "{backend}");
+        assert!(read.ends_with(b"the end\n"), "{backend}");
     })
     .await;
 }

@@ -15,7 +15,9 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolumeClaim, Service, ServiceAccount,
+};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, json};
@@ -70,7 +72,7 @@ fn diff(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
 #[test]
 fn every_object_is_valid_against_its_schema() {
     let docs = built();
-    assert_eq!(docs.len(), 18, "objects built");
+    assert_eq!(docs.len(), 22, "objects built");
     let mut problems = Vec::new();
     for d in &docs {
         let kind = d["kind"].as_str().unwrap_or("");
@@ -88,6 +90,7 @@ fn every_object_is_valid_against_its_schema() {
             "ConfigMap" => round_trip::<ConfigMap>(d),
             "Deployment" => round_trip::<Deployment>(d),
             "Service" => round_trip::<Service>(d),
+            "PersistentVolumeClaim" => round_trip::<PersistentVolumeClaim>(d),
             other => Err(format!("no schema for kind {other}")),
         };
         match back {
@@ -616,4 +619,77 @@ fn the_resolver_secrets_role_is_optional_and_only_reads_secrets() {
         .unwrap();
     assert_eq!(binding["subjects"][0]["name"], "tektite-controller");
     assert_eq!(binding["roleRef"]["name"], "tektite-resolver-secrets");
+}
+
+#[test]
+fn the_s3_patch_moves_the_archive_to_a_bucket_with_two_replicas() {
+    // kustomize takes relative paths only: from the temp dir up to / and
+    // down to the config.
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../config")
+        .canonicalize()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let up = "../".repeat(dir.path().canonicalize().unwrap().components().count() - 1);
+    let config = format!(
+        "{up}{}",
+        config.display().to_string().trim_start_matches('/')
+    );
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "resources: [{config}]\npatches:\n  - path: {config}/optional/log-archive-s3.yaml\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new("kubectl")
+        .args(["kustomize", "--load-restrictor", "LoadRestrictionsNone"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = tektite_api::yaml::parse_values(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let dep: Deployment = serde_json::from_value(dep.clone()).unwrap();
+    let spec = dep.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.unwrap();
+    let c = &pod.containers[0];
+    let env = |name: &str| {
+        c.env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .map(|e| (e.value.clone(), e.value_from.is_some()))
+    };
+    assert_eq!(
+        env("TEKTITE_LOG_ARCHIVE").unwrap().0.as_deref(),
+        Some("s3://tektite-logs/cluster-a")
+    );
+    assert_eq!(env("AWS_SECRET_ACCESS_KEY"), Some((None, true)));
+    let mounts: Vec<&str> = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert!(!mounts.contains(&"/var/lib/tektite/logs"), "{mounts:?}");
+    assert!(mounts.contains(&"/etc/tektite/logs-tls"), "{mounts:?}");
+    let volumes: Vec<&str> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert!(!volumes.contains(&"logs"), "{volumes:?}");
+    assert!(
+        c.args
+            .iter()
+            .flatten()
+            .any(|a| a.starts_with("--logs-tls-cert="))
+    );
 }

@@ -179,6 +179,7 @@ fn the_shipped_alerts_fire_on_these_names() {
         "tekton_pipelines_controller_pipelinerun_total",
         "tekton_pipelines_controller_taskruns_pod_latency_milliseconds",
         "tektite_controller_reconcile_errors_total",
+        "tektite_log_archive_failures_total",
     ] {
         assert!(alerts.contains(name), "alerts.yaml does not use {name}");
         assert!(

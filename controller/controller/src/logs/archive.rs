@@ -61,17 +61,51 @@ impl Default for Settings {
 #[derive(Clone)]
 #[allow(missing_debug_implementations)] // the metrics are not Debug
 pub struct Archiver {
-    pub client: Client,
-    pub store: LogStore,
-    pub task_runs: Store<TaskRun>,
-    pub settings: Arc<RwLock<Settings>>,
-    pub metrics: Arc<Metrics>,
+    client: Client,
+    store: LogStore,
+    task_runs: Store<TaskRun>,
+    settings: Arc<RwLock<Settings>>,
+    metrics: Arc<Metrics>,
+    /// Store calls made at once, by all followers: a directory store runs
+    /// each on a thread of its own, and a thread per container (all of
+    /// them flushing at about the same moment) costs far more memory
+    /// than the bytes written.
+    io: Arc<tokio::sync::Semaphore>,
 }
+
+/// Store calls the followers make at once.
+const STORE_CALLS: usize = 8;
 
 /// A container of a pod.
 type Followed = (String, String);
 
+/// Failures in a row after which an ended container's log is sealed as it
+/// is (with a note).
+const GIVE_UP: u32 = 8;
+
 impl Archiver {
+    pub fn new(
+        client: Client,
+        store: LogStore,
+        task_runs: Store<TaskRun>,
+        settings: Arc<RwLock<Settings>>,
+        metrics: Arc<Metrics>,
+    ) -> Archiver {
+        Archiver {
+            client,
+            store,
+            task_runs,
+            settings,
+            metrics,
+            io: Arc::new(tokio::sync::Semaphore::new(STORE_CALLS)),
+        }
+    }
+
+    /// Waits for a turn to call the store.
+    async fn turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.io.acquire().await.ok()
+    }
+
     /// Watches TaskRuns' pods and follows their containers until the
     /// process ends. Waits for the caches first (`synced` true): a pod is
     /// filed under the TaskRun the cache holds.
@@ -86,17 +120,28 @@ impl Archiver {
         tracing::info!("log archive: following the logs of TaskRuns' pods");
         let mut following: HashMap<Followed, tokio::task::JoinHandle<()>> = HashMap::new();
         // Containers whose follower ended (sealed, or their pod gone): not
-        // followed again while their pod exists.
+        // followed again while their pod exists. Pods deleted are
+        // forgotten; so are those a re-list no longer shows (a deletion
+        // missed while the watch was down).
         let mut done: HashSet<Followed> = HashSet::new();
+        let mut deleted: HashSet<String> = HashSet::new();
+        let mut listed: HashSet<String> = HashSet::new();
         while let Some(event) = pods.next().await {
             following.retain(|k, task| {
-                if task.is_finished() {
+                let finished = task.is_finished();
+                if finished && !deleted.contains(&k.0) {
                     done.insert(k.clone());
                 }
-                !task.is_finished()
+                !finished
             });
             match event {
-                Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+                Ok(watcher::Event::Apply(pod)) => {
+                    for (key, task) in self.start(&pod, &following, &done) {
+                        following.insert(key, task);
+                    }
+                }
+                Ok(watcher::Event::InitApply(pod)) => {
+                    listed.extend(pod.uid());
                     for (key, task) in self.start(&pod, &following, &done) {
                         following.insert(key, task);
                     }
@@ -104,8 +149,13 @@ impl Archiver {
                 Ok(watcher::Event::Delete(pod)) => {
                     let uid = pod.uid().unwrap_or_default();
                     done.retain(|(p, _)| *p != uid);
+                    deleted.insert(uid);
                 }
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+                Ok(watcher::Event::Init) => listed.clear(),
+                Ok(watcher::Event::InitDone) => {
+                    done.retain(|(p, _)| listed.contains(p));
+                    deleted.retain(|p| following.keys().any(|(f, _)| f == p));
+                }
                 Err(error) => tracing::warn!(%error, "log archive: pod watch"),
             }
             self.metrics.set_logs_followed(following.len());
@@ -204,6 +254,8 @@ struct Pending {
     since: Option<Instant>,
     /// Bytes past the size cap: counted, not kept.
     dropped: u64,
+    /// A whole read of the log was shorter than what was taken before.
+    shorter: bool,
 }
 
 impl Pending {
@@ -246,17 +298,37 @@ impl Follower {
     /// write leaves its bytes in the pod: the next attempt reads them again).
     async fn run(self) {
         let mut backoff = Duration::from_millis(500);
+        let mut failures = 0u32;
         loop {
             match self.follow().await {
                 Ok(()) => return,
                 Err(error) => {
                     self.archiver.metrics.log_archive_failed();
+                    failures += 1;
                     tracing::warn!(
                         %error,
                         pod = %self.pod.name,
                         container = %self.container,
+                        failures,
                         "log archive: retrying"
                     );
+                    // A container that has ended (or a pod gone) whose log
+                    // still cannot be read: sealed as it is, saying so.
+                    let ended = !matches!(self.container_ended().await, Ok(Some(false)));
+                    if failures >= GIVE_UP && ended {
+                        let note = format!(
+                            "\n[tektite: the rest of this log could not be read: {error:#}]\n"
+                        );
+                        let _turn = self.archiver.turn().await;
+                        let sealed = self
+                            .archiver
+                            .store
+                            .seal(&self.run, &self.pod, &self.container, note.as_bytes())
+                            .await;
+                        if sealed.is_ok() {
+                            return;
+                        }
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
@@ -274,10 +346,13 @@ impl Follower {
 
     async fn follow(&self) -> anyhow::Result<()> {
         let store = &self.archiver.store;
-        let start = match store
-            .progress(&self.run, &self.pod, &self.container)
-            .await?
-        {
+        let progress = {
+            let _turn = self.archiver.turn().await;
+            store
+                .progress(&self.run, &self.pod, &self.container)
+                .await?
+        };
+        let start = match progress {
             Progress::Sealed => return Ok(()),
             Progress::Open(n) => n,
         };
@@ -286,19 +361,23 @@ impl Follower {
             buf: Vec::new(),
             since: None,
             dropped: 0,
+            shorter: false,
         };
         loop {
             let ended = self.read_stream(&mut pending).await?;
             self.flush(&mut pending).await?;
             if let Ended::Container = ended {
-                let trailer = if pending.dropped > 0 {
-                    format!(
+                let mut trailer = String::new();
+                if pending.dropped > 0 {
+                    trailer += &format!(
                         "\n[tektite: the archive keeps the first {} bytes of a container's log: {} more bytes were not kept]\n",
                         pending.start, pending.dropped
-                    )
-                } else {
-                    String::new()
-                };
+                    );
+                }
+                if pending.shorter {
+                    trailer += "\n[tektite: the kubelet rotated this log while it was archived: a part of it may be missing]\n";
+                }
+                let _turn = self.archiver.turn().await;
                 store
                     .seal(&self.run, &self.pod, &self.container, trailer.as_bytes())
                     .await?;
@@ -338,14 +417,23 @@ impl Follower {
                 }
             };
             let n = match n {
-                Ok(0) | Err(_) => break,
+                Ok(0) => break,
                 Ok(n) => n,
+                // A followed stream cut: opened again. A whole read that
+                // fails is not the log's end: retried.
+                Err(_) if !ended_before => break,
+                Err(e) => return Err(e.into()),
             };
             pending.take(at, &chunk[..n], settings.max_bytes);
             at += n as u64;
             if pending.buf.len() >= settings.flush_bytes {
                 self.flush(pending).await?;
             }
+        }
+        // The whole log, shorter than what was taken already: the kubelet
+        // rotated it (it serves its last file only).
+        if ended_before && at < pending.seen() {
+            pending.shorter = true;
         }
         // A stream of an ended container is its whole log; one followed
         // while it ran may have been cut: read once more after the end.
@@ -379,6 +467,7 @@ impl Follower {
         let Some(since) = pending.since else {
             return Ok(());
         };
+        let _turn = self.archiver.turn().await;
         self.archiver
             .store
             .append(
@@ -415,6 +504,7 @@ mod tests {
             buf: Vec::new(),
             since: None,
             dropped: 0,
+            shorter: false,
         }
     }
 

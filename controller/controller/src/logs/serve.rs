@@ -11,7 +11,8 @@
 //! GET /v1/namespaces/NS/taskruns/NAME/logs
 //!     {"uid", "containers": [{"pod", "pod_uid", "name", "complete", "updated_ms"}]}
 //! GET /v1/namespaces/NS/taskruns/NAME/logs/POD/CONTAINER?pod_uid=UID
-//!     the log (text/plain)
+//!     the log, gzip (application/gzip: members one after another), sent as
+//!     it is read from the store
 //! ```
 //!
 //! `?uid=UID` answers only for that TaskRun uid (a run deleted and made
@@ -24,8 +25,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::TryStreamExt;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
@@ -56,7 +59,20 @@ pub struct LogServer {
     pub client: Client,
     pub store: LogStore,
     decisions: Arc<Mutex<Decisions>>,
+    /// Reviews asked of the API server at once (a caller with ever new
+    /// tokens costs one each).
+    reviews: Arc<tokio::sync::Semaphore>,
 }
+
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Reviews asked of the API server at once.
+const MAX_REVIEWS: usize = 16;
+
+/// How long a client may take to send a request's head (a connection that
+/// sends nothing is closed after it).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Authorisation decisions by hash of (token, namespace, TaskRun): when
 /// each was made, and what it was.
@@ -66,7 +82,7 @@ type Decisions = HashMap<[u8; 32], (Instant, Result<(), Refusal>)>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal(pub u16, pub String);
 
-type Body = Full<Bytes>;
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 impl LogServer {
     pub fn new(client: Client, store: LogStore) -> LogServer {
@@ -74,18 +90,24 @@ impl LogServer {
             client,
             store,
             decisions: Arc::default(),
+            reviews: Arc::new(tokio::sync::Semaphore::new(MAX_REVIEWS)),
         }
     }
 
     /// Serves HTTPS on `listener` with `tls` until the process ends.
     pub async fn serve(self, listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>) {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
+            let Ok(permit) = connections.clone().acquire_owned().await else {
+                return;
+            };
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
             let (acceptor, server) = (acceptor.clone(), self.clone());
             tokio::spawn(async move {
+                let _permit = permit;
                 let Ok(Ok(stream)) =
                     tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
                 else {
@@ -96,6 +118,8 @@ impl LogServer {
                     async move { Ok::<_, Infallible>(server.handle(req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
             });
@@ -155,7 +179,7 @@ impl LogServer {
                     .any(|a| a.pod_uid == pod.uid && a.name == container && a.complete);
                 let log = self
                     .store
-                    .read(&run, &pod, &container)
+                    .gzip_stream(&run, &pod, &container)
                     .await
                     .map_err(unavailable)?
                     .ok_or_else(|| {
@@ -167,7 +191,14 @@ impl LogServer {
                             ),
                         )
                     })?;
-                let mut r = response(200, "text/plain; charset=utf-8", log.into());
+                let frames = log
+                    .map_ok(hyper::body::Frame::data)
+                    .map_err(std::io::Error::other);
+                let mut r = Response::new(StreamBody::new(frames).boxed_unsync());
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/gzip"),
+                );
                 r.headers_mut().insert(
                     "x-tektite-log-complete",
                     http::HeaderValue::from_static(if complete { "true" } else { "false" }),
@@ -214,6 +245,11 @@ impl LogServer {
     }
 
     async fn review(&self, token: &str, namespace: &str, name: &str) -> Result<(), Refusal> {
+        let _turn = self
+            .reviews
+            .acquire()
+            .await
+            .map_err(|_| Refusal(503, "the server is stopping".into()))?;
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_string()),
@@ -352,7 +388,11 @@ fn query(q: &str, key: &str) -> Option<String> {
 }
 
 fn response(code: u16, kind: &'static str, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,

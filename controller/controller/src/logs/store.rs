@@ -269,22 +269,45 @@ impl LogStore {
         if parts.is_empty() && self.objects.head(&sealed).await.is_ok() {
             return Ok(());
         }
-        let mut joined = Vec::new();
-        let mut at = 0;
-        for (start, end, path) in &parts {
-            // Parts overlap only when an archiver wrote the same range
-            // twice (a restart between a put and its answer): keep the
-            // first of each range.
-            if *start != at {
-                continue;
+        // One part in memory at a time: a log up to SEAL_IN_ONE is put at
+        // once, a longer one is uploaded in pieces as it is read.
+        let mut small: Vec<u8> = Vec::new();
+        let mut upload: Option<object_store::WriteMultipart> = None;
+        let members = plan(&parts)
+            .into_iter()
+            .map(Some)
+            .chain(std::iter::once(None));
+        for member in members {
+            let bytes = match member {
+                Some((path, skip)) => self.member(&path, skip).await?,
+                None if trailer.is_empty() => continue,
+                None => gzip(trailer).into(),
+            };
+            match upload.as_mut() {
+                Some(w) => {
+                    w.wait_for_capacity(2).await?;
+                    w.write(&bytes);
+                }
+                None => {
+                    small.extend_from_slice(&bytes);
+                    if small.len() > SEAL_IN_ONE {
+                        let mut w = object_store::WriteMultipart::new(
+                            self.objects.put_multipart(&sealed).await?,
+                        );
+                        w.write(&std::mem::take(&mut small));
+                        upload = Some(w);
+                    }
+                }
             }
-            joined.extend_from_slice(&self.objects.get(path).await?.bytes().await?);
-            at = *end;
         }
-        if !trailer.is_empty() {
-            joined.extend_from_slice(&gzip(trailer));
+        match upload {
+            Some(w) => {
+                w.finish().await?;
+            }
+            None => {
+                self.objects.put(&sealed, small.into()).await?;
+            }
         }
-        self.objects.put(&sealed, joined.into()).await?;
         for (_, _, path) in parts {
             match self.objects.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -292,6 +315,57 @@ impl LogStore {
             }
         }
         Ok(())
+    }
+
+    /// A part as a gzip member of the log: as stored, or (when an earlier
+    /// part holds its first `skip` bytes already) the rest of it.
+    async fn member(&self, path: &Path, skip: u64) -> Result<bytes::Bytes, Error> {
+        let got = self.objects.get(path).await?.bytes().await?;
+        if skip == 0 {
+            return Ok(got);
+        }
+        let text = gunzip(path, &got)?;
+        let from = usize::try_from(skip).unwrap_or(usize::MAX).min(text.len());
+        Ok(gzip(&text[from..]).into())
+    }
+
+    /// `container`'s archived log as gzip (members one after another), read
+    /// as it is sent: the sealed object, or the parts so far; `None` when
+    /// nothing of it is archived.
+    ///
+    /// # Errors
+    /// A bad name, or the store fails (also later, in the stream).
+    pub async fn gzip_stream(
+        &self,
+        run: &RunKey,
+        pod: &PodId,
+        container: &str,
+    ) -> Result<Option<futures::stream::BoxStream<'static, Result<bytes::Bytes, Error>>>, Error>
+    {
+        let sealed = Self::sealed_path(run, pod, container)?;
+        let whole = |got: object_store::GetResult| got.into_stream().map_err(Error::from).boxed();
+        match self.objects.get(&sealed).await {
+            Ok(got) => return Ok(Some(whole(got))),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let parts = self.parts(run, pod, container).await?;
+        if parts.is_empty() {
+            // Sealed between the two looks: the parts are gone.
+            return match self.objects.get(&sealed).await {
+                Ok(got) => Ok(Some(whole(got))),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            };
+        }
+        let me = self.clone();
+        let members = futures::stream::iter(plan(&parts))
+            .then(move |(path, skip)| {
+                let me = me.clone();
+                async move { me.member(&path, skip).await }
+            })
+            .boxed();
+        Ok(Some(members))
     }
 
     /// The containers archived for a TaskRun, by pod and name.
@@ -380,30 +454,15 @@ impl LogStore {
         pod: &PodId,
         container: &str,
     ) -> Result<Option<Vec<u8>>, Error> {
-        let sealed = Self::sealed_path(run, pod, container)?;
-        match self.objects.get(&sealed).await {
-            Ok(got) => return gunzip(&sealed, &got.bytes().await?).map(Some),
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
+        let Some(mut stream) = self.gzip_stream(run, pod, container).await? else {
+            return Ok(None);
+        };
+        let mut gz = Vec::new();
+        while let Some(chunk) = stream.try_next().await? {
+            gz.extend_from_slice(&chunk);
         }
-        let parts = self.parts(run, pod, container).await?;
-        if parts.is_empty() {
-            // Sealed between the two looks: the parts are gone.
-            return match self.objects.get(&sealed).await {
-                Ok(got) => gunzip(&sealed, &got.bytes().await?).map(Some),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e.into()),
-            };
-        }
-        let mut out = Vec::new();
-        for (start, _, path) in parts {
-            if start != out.len() as u64 {
-                continue;
-            }
-            let got = self.objects.get(&path).await?.bytes().await?;
-            out.extend_from_slice(&gunzip(&path, &got)?);
-        }
-        Ok(Some(out))
+        let path = Self::sealed_path(run, pod, container)?;
+        gunzip(&path, &gz).map(Some)
     }
 
     /// Deletes the logs of every owner (PipelineRun, or TaskRun of its
@@ -475,6 +534,23 @@ fn part_range(name: &str) -> Option<(u64, u64)> {
     (s < e).then_some((s, e))
 }
 
+/// Which parts make the log, in order, and how many of each one's first
+/// bytes an earlier part holds already: from offset 0, each next part that
+/// starts at or before where the log is and goes past it. (Parts overlap
+/// when two archivers wrote the same log, or a put landed after its error
+/// was retried with other bounds.)
+fn plan(parts: &[(u64, u64, Path)]) -> Vec<(Path, u64)> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    for (s, e, path) in parts {
+        if *s <= at && *e > at {
+            out.push((path.clone(), at - s));
+            at = *e;
+        }
+    }
+    out
+}
+
 /// How far the parts, from offset 0, cover the log without a gap.
 fn contiguous_end(parts: &[(u64, u64, Path)]) -> u64 {
     let mut at = 0;
@@ -485,6 +561,9 @@ fn contiguous_end(parts: &[(u64, u64, Path)]) -> u64 {
     }
     at
 }
+
+/// Below this a sealed log is put in one request; above, in pieces.
+const SEAL_IN_ONE: usize = 5 * 1024 * 1024;
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
