@@ -9,6 +9,8 @@ cargo bench -p tektite-engine --bench plan
 cargo bench -p tektite-entrypoint --bench handoff
 # 10,000 PipelineRuns at 50/s: about 3.5 minutes (BENCH_RUNS, BENCH_RATE).
 cargo bench -p tektite-controller --bench apiserver
+# 200 containers logging for 10 s, without and with the log archive.
+cargo bench -p tektite-controller --bench archive
 hack/bench-run.sh
 hack/bench-logs.sh
 hack/build-entrypoint.sh

@@ -426,6 +426,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         );
         tokio::spawn(archiver.run(synced.clone()));
         tokio::spawn(logs::sweep(
+            client.clone(),
             store,
             (pipeline_runs.clone(), task_runs.clone(), synced),
             ctx.log_settings.clone(),

@@ -116,6 +116,7 @@ pub type Caches = (
 /// process ends, once the caches are synced. Runs only where the caches
 /// are: on the leader.
 pub async fn sweep(
+    client: kube::Client,
     store: LogStore,
     (pipeline_runs, task_runs, mut synced): Caches,
     settings: Arc<RwLock<archive::Settings>>,
@@ -132,10 +133,13 @@ pub async fn sweep(
             .chain(task_runs.state().iter().filter_map(|t| t.uid()))
             .collect();
         let live = |uid: &str| uids.contains(uid);
-        match store.sweep(&live, keep, SWEEP_GRACE).await {
-            Ok(deleted) => {
-                for owner in deleted {
+        match store.sweep_all(&live, keep, SWEEP_GRACE).await {
+            Ok(swept) => {
+                for owner in swept.deleted {
                     tracing::info!(%owner, "log archive: deleted the logs of a run gone or past retention");
+                }
+                for open in swept.open {
+                    seal_orphan(&client, &store, &open).await;
                 }
             }
             Err(error) => tracing::warn!(%error, "log archive: sweep"),
@@ -146,3 +150,32 @@ pub async fn sweep(
 /// Logs written this recently are never swept: their run may be newer
 /// than the cache.
 pub const SWEEP_GRACE: Duration = Duration::from_secs(10);
+
+/// Seals `open` if its pod is gone (or is another one now): its pod was
+/// deleted while no controller archived it, and no follower will seal it.
+async fn seal_orphan(client: &kube::Client, store: &LogStore, open: &store::OpenLog) {
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(client.clone(), &open.run.namespace);
+    let alive = match pods.get_opt(&open.pod.name).await {
+        Ok(p) => p.is_some_and(|p| p.uid().as_deref() == Some(open.pod.uid.as_str())),
+        Err(error) => {
+            tracing::warn!(%error, pod = %open.pod.name, "log archive: sweep");
+            return;
+        }
+    };
+    if alive {
+        return;
+    }
+    let note = "\n[tektite: the pod was deleted while no controller archived its log: what it printed after this was not kept]\n";
+    match store
+        .seal(&open.run, &open.pod, &open.container, note.as_bytes())
+        .await
+    {
+        Ok(()) => tracing::info!(
+            pod = %open.pod.name,
+            container = %open.container,
+            "log archive: sealed the log of a pod deleted while no controller followed it"
+        ),
+        Err(error) => tracing::warn!(%error, pod = %open.pod.name, "log archive: sweep"),
+    }
+}

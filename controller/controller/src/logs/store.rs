@@ -479,37 +479,58 @@ impl LogStore {
         keep: Option<Duration>,
         grace: Duration,
     ) -> Result<Vec<String>, Error> {
+        Ok(self.sweep_all(live, keep, grace).await?.deleted)
+    }
+
+    /// [`Self::sweep`], and the logs of the owners kept that are still
+    /// open (parts, not sealed) and were not written to within `grace`:
+    /// a pod deleted while no controller archived it leaves such a log,
+    /// which nobody would seal (the caller checks its pod and seals it).
+    ///
+    /// # Errors
+    /// The store fails (what was deleted before stays deleted).
+    pub async fn sweep_all(
+        &self,
+        live: &(dyn Fn(&str) -> bool + Sync),
+        keep: Option<Duration>,
+        grace: Duration,
+    ) -> Result<Swept, Error> {
         let now = SystemTime::now();
-        let mut deleted = Vec::new();
+        let mut swept = Swept::default();
         for owner in self.owners().await? {
             let uid = owner.filename().unwrap_or_default().to_string();
-            let newest = self
+            let objects: Vec<(Path, SystemTime)> = self
                 .objects
                 .list(Some(&owner))
-                .try_fold(None, |newest: Option<SystemTime>, meta| async move {
-                    let t = SystemTime::from(meta.last_modified);
-                    Ok(Some(newest.map_or(t, |n| n.max(t))))
-                })
+                .map_ok(|m| (m.location, SystemTime::from(m.last_modified)))
+                .try_collect()
                 .await?;
-            let age = newest
-                .and_then(|t| now.duration_since(t).ok())
+            let age_of = |t: SystemTime| now.duration_since(t).unwrap_or_default();
+            let age = objects
+                .iter()
+                .map(|(_, t)| age_of(*t))
+                .min()
                 .unwrap_or_default();
             let expired = keep.is_some_and(|k| age > k);
             if age < grace || (live(&uid) && !expired) {
+                swept
+                    .open
+                    .extend(idle_open_logs(&owner, &objects, |t| age_of(t) >= grace));
                 continue;
             }
-            let paths = self
-                .objects
-                .list(Some(&owner))
-                .map_ok(|m| m.location)
-                .boxed();
+            let paths = futures::stream::iter(
+                objects
+                    .into_iter()
+                    .map(|(p, _)| Ok::<_, object_store::Error>(p)),
+            )
+            .boxed();
             self.objects
                 .delete_stream(paths)
                 .try_for_each(|_| async { Ok(()) })
                 .await?;
-            deleted.push(owner.to_string());
+            swept.deleted.push(owner.to_string());
         }
-        Ok(deleted)
+        Ok(swept)
     }
 
     /// Every owner prefix (`namespace/pipelinerun/uid`).
@@ -525,6 +546,72 @@ impl LogStore {
         }
         Ok(level.into_iter().flatten().collect())
     }
+}
+
+/// What a sweep did and found.
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// The owners whose logs were deleted (`namespace/pipelinerun/uid`).
+    pub deleted: Vec<String>,
+    /// Open logs no part was written to lately.
+    pub open: Vec<OpenLog>,
+}
+
+/// A container's log that is not sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenLog {
+    pub run: RunKey,
+    pub pod: PodId,
+    pub container: String,
+}
+
+/// The open logs under `owner` (its objects listed) whose every part
+/// `idle` says is old enough.
+fn idle_open_logs(
+    owner: &Path,
+    objects: &[(Path, SystemTime)],
+    idle: impl Fn(SystemTime) -> bool,
+) -> Vec<OpenLog> {
+    let mut out: Vec<(OpenLog, bool)> = Vec::new();
+    for (path, t) in objects {
+        let Some(rest) = path.prefix_match(owner) else {
+            continue;
+        };
+        let rest: Vec<String> = rest.map(|p| p.as_ref().to_string()).collect();
+        let [tr, tr_uid, pod, dir, _part] = rest.as_slice() else {
+            continue;
+        };
+        let (Some(container), Some((pod, pod_uid))) =
+            (dir.strip_suffix(PARTS), pod.split_once('_'))
+        else {
+            continue;
+        };
+        let parts: Vec<String> = owner.parts().map(|p| p.as_ref().to_string()).collect();
+        let [ns, pr, owner_uid] = parts.as_slice() else {
+            continue;
+        };
+        let log = OpenLog {
+            run: RunKey {
+                namespace: ns.clone(),
+                pipelinerun: (pr != "-").then(|| (pr.clone(), owner_uid.clone())),
+                taskrun: tr.clone(),
+                taskrun_uid: tr_uid.clone(),
+            },
+            pod: PodId {
+                name: pod.to_string(),
+                uid: pod_uid.to_string(),
+            },
+            container: container.to_string(),
+        };
+        match out.iter_mut().find(|(l, _)| *l == log) {
+            Some((_, old)) => *old &= idle(*t),
+            None => out.push((log, idle(*t))),
+        }
+    }
+    out.into_iter()
+        .filter(|(_, idle)| *idle)
+        .map(|(l, _)| l)
+        .collect()
 }
 
 /// `START-END.gz` → (START, END).

@@ -409,3 +409,73 @@ async fn logs_past_the_size_cap_are_marked_and_a_deleted_run_takes_its_logs() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_while_the_controller_is_down_keeps_what_was_archived() {
+    if !podman_ready() {
+        return;
+    }
+    let archive = tempfile::tempdir().unwrap();
+    let (mut c, args) = archiving(archive.path(), &[]).await;
+    c.create(
+        "taskruns",
+        "default",
+        task_run(
+            "unlucky",
+            "for i in $(seq 1 600); do echo \"line $i\"; sleep 0.05; done",
+        ),
+    );
+    let pod = c.pod_of("unlucky").await;
+    c.wait_started(&pod).await;
+    let uid = c.get("v1", "pods", "default", &pod).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.wait_archived(archive.path(), &pod, ".parts/*").await;
+    c.wait_printed(&pod, 60).await;
+    // kill -9; the pod goes while no controller runs; a new one starts
+    // (and the TaskRun gets a new pod of the same name, as in Tekton).
+    let _ = c.controller.child.kill();
+    let _ = c.controller.child.wait();
+    c.delete_pod(&pod);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    c.controller = Replica::spawn(&c.api, c.dir.path(), "replica-b", &refs);
+    // No follower is left for that pod: the sweep seals what was archived
+    // before the kill, whole from its start, saying the rest is missing
+    // (the lines after the last part written: --log-flush-seconds' worth).
+    let sealed = format!("{pod}_{uid}/step-print.log.gz");
+    let start = Instant::now();
+    let file = loop {
+        let found = std::process::Command::new("find")
+            .arg(archive.path())
+            .args(["-path", &format!("*/{sealed}")])
+            .output()
+            .unwrap();
+        let found = text(&found.stdout);
+        if let Some(f) = found.lines().next() {
+            break PathBuf::from(f);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{sealed} never sealed:\n{}",
+            c.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut log = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(&file).unwrap()),
+        &mut log,
+    )
+    .unwrap();
+    // Whole lines from line 1 on; the last may have been cut by the kill.
+    let lines = printed(&log);
+    let n = lines.len();
+    assert!(n > 0, "{log}");
+    assert_eq!(lines[..n - 1], numbered(n - 1)[..], "{log}");
+    assert!(format!("line {n}").starts_with(&lines[n - 1]), "{log}");
+    assert!(
+        log.ends_with("what it printed after this was not kept]\n"),
+        "{log}"
+    );
+}
