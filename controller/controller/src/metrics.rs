@@ -192,27 +192,32 @@ impl Metrics {
             "Time a reconcile takes, API calls included",
             m.reconcile_duration.clone(),
         );
+        m.register_logs(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Registers the log archive's metrics.
+    fn register_logs(&self, registry: &mut Registry) {
         registry.register(
             "tektite_log_archived_bytes",
             "Bytes of step and sidecar logs written to the log archive",
-            m.log_archived_bytes.clone(),
+            self.log_archived_bytes.clone(),
         );
         registry.register(
             "tektite_log_archive_failures",
             "Log archive reads or writes that failed (each is retried)",
-            m.log_archive_failures.clone(),
+            self.log_archive_failures.clone(),
         );
         registry.register(
             "tektite_log_archive_lag_seconds",
             "Time from a log byte read from the API server to its part written to the archive (the oldest byte of each part)",
-            m.log_archive_lag.clone(),
+            self.log_archive_lag.clone(),
         );
         registry.register(
             "tektite_log_archive_containers",
             "Containers whose logs are being followed into the archive",
-            m.logs_followed.clone(),
+            self.logs_followed.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// `bytes` archived, the oldest of them read `lag` ago.

@@ -129,9 +129,14 @@ impl Replica {
 
     /// The controller's /metrics.
     async fn scrape(&self) -> String {
+        self.get_path("/metrics").await
+    }
+
+    /// A GET of `path` on the metrics address: the whole answer.
+    async fn get_path(&self, path: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(&self.metrics).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
             .await
             .unwrap();
         let mut out = String::new();
@@ -362,6 +367,29 @@ spec:
 
 fn runs_dir() -> PathBuf {
     repo().join("tests/runs")
+}
+
+/// The leader waited for its caches with `wait_until_ready`, as the
+/// controllers do, and a store wakes only the last of its waiters: its
+/// /readyz could stay 503 (and the archiver never start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_leader_never_said_it_was_ready() {
+    let api = ApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = format!(
+        "--log-archive=file://{}",
+        dir.path().join("archive").display()
+    );
+    let leader = Replica::spawn(&api, dir.path(), "replica-a", &[&archive, "--logs-addr="]);
+    // The archiver starts once the caches are synced, and /readyz says
+    // so from then on.
+    leader.wait_log("log archive: following").await;
+    let answer = leader.get_path("/readyz").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{answer}\n{}",
+        leader.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -881,7 +881,9 @@ fn bundles_with_htpasswd_use_the_docker_config_or_a_secret_and_refuse_bad_creden
         Kind::Task,
         &[("bundle", &tag), ("name", "hello")],
     );
-    assert!(resolve(&rs, &req, &tektite_resolve::NoSecrets).is_ok());
+    if let Err(e) = resolve(&rs, &req, &tektite_resolve::NoSecrets) {
+        panic!("with the docker config: {e}");
+    }
     // From a Secret named by the `secret` param, and nothing on the machine.
     let anonymous = with(None);
     let secret_req = request(

@@ -128,23 +128,25 @@ impl Cluster {
     /// Waits until the archive (a directory) holds the pod's step log
     /// sealed.
     async fn wait_sealed(&self, archive: &Path, pod: &str) {
-        self.wait_archived(archive, pod, ".log.gz").await;
+        self.wait_archived(archive, &format!("{pod}_*"), ".log.gz")
+            .await;
     }
 
-    /// Waits until the archive holds `step-print{what}` of the pod.
-    async fn wait_archived(&self, archive: &Path, pod: &str, what: &str) {
+    /// Waits until the archive holds `step-print{what}` of a pod whose
+    /// directory matches `pod` (`NAME_UID`, a glob); the first file found.
+    async fn wait_archived(&self, archive: &Path, pod: &str, what: &str) -> PathBuf {
         let start = Instant::now();
         loop {
             let found = std::process::Command::new("find")
                 .arg(archive)
-                .args(["-path", &format!("*/{pod}_*/step-print{what}")])
+                .args(["-path", &format!("*/{pod}/step-print{what}")])
                 .output()
                 .unwrap();
-            if !found.stdout.is_empty() {
-                return;
+            if let Some(f) = text(&found.stdout).lines().next() {
+                return PathBuf::from(f);
             }
             assert!(
-                start.elapsed() < Duration::from_secs(60),
+                start.elapsed() < Duration::from_secs(90),
                 "step-print{what} of {pod} never archived:\n{}",
                 self.log()
             );
@@ -191,7 +193,8 @@ async fn logs_of_pods_deleted_mid_run_and_after_the_end_are_complete() {
     // once: they are still waiting for their part (1 s) when the pod goes.
     let sleeps = c.pod_of("sleeps").await;
     c.wait_started(&sleeps).await;
-    c.wait_archived(archive.path(), &sleeps, ".parts/*").await;
+    c.wait_archived(archive.path(), &format!("{sleeps}_*"), ".parts/*")
+        .await;
     c.wait_printed(&sleeps, 300).await;
     let cancel = c.tkt(&["tr", "cancel", "--cluster", "sleeps"]).await;
     assert_eq!(cancel.status.code(), Some(0), "{}", text(&cancel.stderr));
@@ -431,7 +434,8 @@ async fn a_pod_deleted_while_the_controller_is_down_keeps_what_was_archived() {
         .as_str()
         .unwrap()
         .to_string();
-    c.wait_archived(archive.path(), &pod, ".parts/*").await;
+    c.wait_archived(archive.path(), &format!("{pod}_*"), ".parts/*")
+        .await;
     c.wait_printed(&pod, 60).await;
     // kill -9; the pod goes while no controller runs; a new one starts
     // (and the TaskRun gets a new pod of the same name, as in Tekton).
@@ -443,25 +447,9 @@ async fn a_pod_deleted_while_the_controller_is_down_keeps_what_was_archived() {
     // No follower is left for that pod: the sweep seals what was archived
     // before the kill, whole from its start, saying the rest is missing
     // (the lines after the last part written: --log-flush-seconds' worth).
-    let sealed = format!("{pod}_{uid}/step-print.log.gz");
-    let start = Instant::now();
-    let file = loop {
-        let found = std::process::Command::new("find")
-            .arg(archive.path())
-            .args(["-path", &format!("*/{sealed}")])
-            .output()
-            .unwrap();
-        let found = text(&found.stdout);
-        if let Some(f) = found.lines().next() {
-            break PathBuf::from(f);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "{sealed} never sealed:\n{}",
-            c.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let file = c
+        .wait_archived(archive.path(), &format!("{pod}_{uid}"), ".log.gz")
+        .await;
     let mut log = String::new();
     std::io::Read::read_to_string(
         &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(&file).unwrap()),
