@@ -373,6 +373,13 @@ impl Follower {
                         "\n[tektite: the archive keeps the first {} bytes of a container's log: {} more bytes were not kept]\n",
                         pending.start, pending.dropped
                     );
+                } else if pending.start >= self.settings().max_bytes {
+                    // At the cap, and the rest could not be counted (a
+                    // follower that came back once its pod was gone).
+                    trailer += &format!(
+                        "\n[tektite: the archive keeps the first {} bytes of a container's log: what came after was not kept]\n",
+                        pending.start
+                    );
                 }
                 if pending.shorter {
                     trailer += "\n[tektite: the kubelet rotated this log while it was archived: a part of it may be missing]\n";

@@ -154,6 +154,25 @@ impl Cluster {
         }
     }
 
+    /// Creates the TaskRun of one step running `script`; its pod once
+    /// its status shows the step started.
+    async fn start_run(&self, name: &str, script: &str) -> String {
+        self.create("taskruns", "default", task_run(name, script));
+        let pod = self.pod_of(name).await;
+        self.wait_started(&pod).await;
+        pod
+    }
+
+    /// Kills the controller (`kill -9`) and starts another with `args`;
+    /// `between` runs while none runs.
+    fn restart_controller(&mut self, args: &[String], between: impl FnOnce(&Cluster)) {
+        let _ = self.controller.child.kill();
+        let _ = self.controller.child.wait();
+        between(self);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.controller = Replica::spawn(&self.api, self.dir.path(), "replica-b", &refs);
+    }
+
     fn delete_pod(&self, pod: &str) {
         assert!(
             self.api
@@ -262,23 +281,16 @@ async fn a_controller_restart_mid_run_loses_and_repeats_nothing() {
     }
     let archive = tempfile::tempdir().unwrap();
     let (mut c, args) = archiving(archive.path(), &[]).await;
-    c.create(
-        "taskruns",
-        "default",
-        task_run(
+    let pod = c
+        .start_run(
             "slow",
             "for i in $(seq 1 150); do echo \"line $i\"; sleep 0.04; done",
-        ),
-    );
-    let pod = c.pod_of("slow").await;
-    c.wait_started(&pod).await;
+        )
+        .await;
     c.wait_printed(&pod, 20).await;
     // kill -9, then a new controller (the old one never flushed its last
     // second).
-    let _ = c.controller.child.kill();
-    let _ = c.controller.child.wait();
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    c.controller = Replica::spawn(&c.api, c.dir.path(), "replica-b", &refs);
+    c.restart_controller(&args, |_| {});
     c.wait_for("taskruns", "default", "slow", "its end", |t| {
         t["status"]["conditions"][0]["status"] == "True"
     })
@@ -420,16 +432,12 @@ async fn a_pod_deleted_while_the_controller_is_down_keeps_what_was_archived() {
     }
     let archive = tempfile::tempdir().unwrap();
     let (mut c, args) = archiving(archive.path(), &[]).await;
-    c.create(
-        "taskruns",
-        "default",
-        task_run(
+    let pod = c
+        .start_run(
             "unlucky",
             "for i in $(seq 1 600); do echo \"line $i\"; sleep 0.05; done",
-        ),
-    );
-    let pod = c.pod_of("unlucky").await;
-    c.wait_started(&pod).await;
+        )
+        .await;
     let uid = c.get("v1", "pods", "default", &pod).unwrap()["metadata"]["uid"]
         .as_str()
         .unwrap()
@@ -439,11 +447,7 @@ async fn a_pod_deleted_while_the_controller_is_down_keeps_what_was_archived() {
     c.wait_printed(&pod, 60).await;
     // kill -9; the pod goes while no controller runs; a new one starts
     // (and the TaskRun gets a new pod of the same name, as in Tekton).
-    let _ = c.controller.child.kill();
-    let _ = c.controller.child.wait();
-    c.delete_pod(&pod);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    c.controller = Replica::spawn(&c.api, c.dir.path(), "replica-b", &refs);
+    c.restart_controller(&args, |c| c.delete_pod(&pod));
     // No follower is left for that pod: the sweep seals what was archived
     // before the kill, whole from its start, saying the rest is missing
     // (the lines after the last part written: --log-flush-seconds' worth).
