@@ -81,20 +81,9 @@ pub fn log_limits(
     flags: bool,
 ) -> Result<LogLimits, String> {
     let mut l = base.clone();
+    let name = namer(flags);
     for (key, value) in data {
-        let name = if flags {
-            format!("--{key}")
-        } else {
-            format!("{CONFIG_MAP}: {key}")
-        };
-        let number = |what: &str| {
-            value
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("{name}: expected {what}, got {value:?}"))
-        };
+        let number = |what: &str| positive(&name(key), value, what);
         match key.as_str() {
             "logs-retention-days" => {
                 let days = number("a whole number of days above 0")?;
@@ -107,13 +96,36 @@ pub fn log_limits(
     Ok(l)
 }
 
+/// How a key is named in errors: as the ConfigMap's key
+/// (`config-defaults: max-result-size`) or as its flag (`--max-result-size`).
+fn namer(flags: bool) -> impl Fn(&str) -> String {
+    move |key| {
+        if flags {
+            format!("--{key}")
+        } else {
+            format!("{CONFIG_MAP}: {key}")
+        }
+    }
+}
+
+/// `value` as a whole number above 0, else an error naming the key
+/// (`name`) and saying what was expected.
+fn positive(name: &str, value: &str, what: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{name}: expected {what}, got {value:?}"))
+}
+
 /// `base` with the values `data` sets.
 ///
 /// # Errors
 /// A value is not what its key expects (`key: expected …, got "…"`), or a
 /// key is not one of [`KEYS`] (a typo would otherwise be ignored).
 pub fn from_data(data: &BTreeMap<String, String>, base: &Config) -> Result<Config, String> {
-    apply(data, base, |key| format!("{CONFIG_MAP}: {key}"))
+    apply(data, base, namer(false))
 }
 
 /// `base` with the values given as flags: `data` is keyed like the
@@ -123,7 +135,7 @@ pub fn from_data(data: &BTreeMap<String, String>, base: &Config) -> Result<Confi
 /// # Errors
 /// As [`from_data`].
 pub fn from_flags(data: &BTreeMap<String, String>, base: &Config) -> Result<Config, String> {
-    apply(data, base, |key| format!("--{key}"))
+    apply(data, base, namer(true))
 }
 
 /// `base` with `data`'s values; `name` says where a key was set.
@@ -139,12 +151,7 @@ fn apply(
             continue;
         }
         let v = value.trim();
-        let number = |what: &str| -> Result<u64, String> {
-            v.parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("{}: expected {what}, got {value:?}", name(key)))
-        };
+        let number = |what: &str| positive(&name(key), value, what);
         let text = || -> Result<String, String> {
             if v.is_empty() {
                 Err(format!(

@@ -215,24 +215,9 @@ impl Archiver {
         let tr = self
             .task_runs
             .get(&ObjectRef::<TaskRun>::new(name).within(&ns))?;
-        let uid = tr.uid()?;
-        let owned = pod.owner_references().iter().any(|o| {
-            o.controller == Some(true) && o.kind == "TaskRun" && o.name == *name && o.uid == uid
-        });
-        if !owned {
-            return None;
-        }
-        let pipelinerun = tr
-            .owner_references()
-            .iter()
-            .find(|o| o.controller == Some(true) && o.kind == "PipelineRun")
-            .map(|o| (o.name.clone(), o.uid.clone()));
-        Some(RunKey {
-            namespace: ns,
-            pipelinerun,
-            taskrun: name.clone(),
-            taskrun_uid: uid,
-        })
+        crate::is_controlled_by(&pod.metadata, tr.metadata.uid.as_deref())
+            .then(|| RunKey::of(&tr))
+            .flatten()
     }
 }
 

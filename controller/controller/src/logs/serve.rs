@@ -325,16 +325,7 @@ impl LogServer {
                 format!("taskruns.tekton.dev \"{name}\" not found"),
             ));
         };
-        Ok(RunKey {
-            namespace: namespace.to_string(),
-            pipelinerun: tr
-                .owner_references()
-                .iter()
-                .find(|o| o.controller == Some(true) && o.kind == "PipelineRun")
-                .map(|o| (o.name.clone(), o.uid.clone())),
-            taskrun: name.to_string(),
-            taskrun_uid: tr.uid().unwrap_or_default(),
-        })
+        RunKey::of(&tr).ok_or_else(|| Refusal(503, format!("taskrun {name} has no uid")))
     }
 }
 

@@ -63,6 +63,25 @@ pub struct RunKey {
 }
 
 impl RunKey {
+    /// Where the logs of `tr` go: its namespace, name and uid, and its
+    /// controller owner if that is a PipelineRun. `None` for an object
+    /// without a namespace, name or uid (never one from an API server).
+    pub fn of(tr: &tektite_api::v1::TaskRun) -> Option<RunKey> {
+        let m = &tr.metadata;
+        let pipelinerun = m
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true) && o.kind == "PipelineRun")
+            .map(|o| (o.name.clone(), o.uid.clone()));
+        Some(RunKey {
+            namespace: m.namespace.clone()?,
+            pipelinerun,
+            taskrun: m.name.clone()?,
+            taskrun_uid: m.uid.clone()?,
+        })
+    }
+
     /// The segments of the owner's prefix: namespace, PipelineRun (or `-`)
     /// and the owner's uid.
     fn owner(&self) -> Result<[String; 3], Error> {
@@ -103,20 +122,14 @@ impl PodId {
     }
 }
 
-/// Checks that `value` can be a key segment: a Kubernetes name or uid
-/// (lowercase letters, digits, `-` and `.`, starting with a letter or
-/// digit, at most 253 bytes).
+/// Checks that `value` can be a key segment: a Kubernetes name or uid (a
+/// DNS-1123 subdomain, as `tektite_api` checks names: no `/`, no `.` or
+/// `..` alone, no `_`).
 ///
 /// # Errors
 /// [`Error::Name`] naming `what`.
 pub fn segment(what: &'static str, value: &str) -> Result<String, Error> {
-    let ok = !value.is_empty()
-        && value.len() <= 253
-        && value.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    if ok {
+    if tektite_api::validate::is_dns1123_subdomain(value) {
         Ok(value.to_string())
     } else {
         Err(Error::Name {
