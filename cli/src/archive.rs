@@ -194,6 +194,20 @@ impl Archive {
     }
 }
 
+/// Whether a gone pod's archived logs (`mine`) are all there is to wait
+/// for: something archived, every log sealed, and one at least of each of
+/// its `containers` that the TaskRun says `ran` (one that never ran has no
+/// log). Nothing archived yet may be an archiver that had not written its
+/// first part when the pod went.
+fn settled(mine: &[Entry], containers: &[String], ran: &[String]) -> bool {
+    !mine.is_empty()
+        && mine.iter().all(|e| e.complete)
+        && containers
+            .iter()
+            .filter(|c| ran.contains(c))
+            .all(|c| mine.iter().any(|e| e.name == *c))
+}
+
 /// Whether `tr` ended more than a minute ago.
 fn ended_a_while_ago(tr: &TaskRun) -> bool {
     let done = tr.status.as_ref().and_then(|s| s.completion_time.as_ref());
@@ -283,6 +297,8 @@ impl Lazy {
             SEAL_WAIT
         };
         let deadline = tokio::time::Instant::now() + wait;
+        // Waited for less long when the TaskRun says no step started.
+        let ran = started(tr);
         let short = tokio::time::Instant::now() + wait / 5;
         let entries = loop {
             let all = archive.containers(tr).await.map_err(|e| format!("{e:#}"))?;
@@ -290,22 +306,9 @@ impl Lazy {
                 .into_iter()
                 .filter(|e| e.pod == pod && containers.contains(&e.name))
                 .collect();
-            // Every log archived sealed, and one at least of each
-            // container the TaskRun says ran (one that never ran has no
-            // log: it is not waited for).
-            // Nothing archived yet: the archiver may not have written its
-            // first part when the pod went (waited for less long when the
-            // TaskRun says no step started).
-            let ran = started(tr);
-            let sealed = !mine.is_empty()
-                && mine.iter().all(|e| e.complete)
-                && containers
-                    .iter()
-                    .filter(|c| ran.contains(c))
-                    .all(|c| mine.iter().any(|e| e.name == *c));
             let now = tokio::time::Instant::now();
             let give_up = now > deadline || (ran.is_empty() && now > short);
-            if sealed || give_up {
+            if settled(&mine, containers, &ran) || give_up {
                 break mine;
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -340,5 +343,33 @@ impl Lazy {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, complete: bool) -> Entry {
+        Entry {
+            pod: "p".into(),
+            pod_uid: "u".into(),
+            name: name.into(),
+            complete,
+        }
+    }
+
+    #[test]
+    fn a_gone_pods_logs_are_settled_once_every_step_that_ran_is_sealed() {
+        let steps = ["step-a".to_string(), "step-b".to_string()];
+        let ran = ["step-a".to_string()];
+        // Nothing archived yet: waited for.
+        assert!(!settled(&[], &steps, &ran));
+        // Archived but open: waited for.
+        assert!(!settled(&[entry("step-a", false)], &steps, &ran));
+        // A step that never ran is not waited for.
+        assert!(settled(&[entry("step-a", true)], &steps, &ran));
+        // A step that ran and is missing is.
+        assert!(!settled(&[entry("step-a", true)], &steps, &steps));
     }
 }
