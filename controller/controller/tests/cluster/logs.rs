@@ -13,9 +13,11 @@ use tektite_devcluster::apiserver::Key;
 use super::cli::text;
 use super::{Cluster, Replica, TEKTON, free_port, podman_ready};
 
-/// A cluster whose controller archives logs in `archive` and serves them
-/// on a loopback port; `extra` flags after those.
-async fn archiving(archive: &Path, extra: &[&str]) -> (Cluster, Vec<String>) {
+/// A cluster whose controller archives logs in a directory of its own
+/// (returned) and serves them on a loopback port; `extra` flags after
+/// those. Also the flags, for a controller started again.
+async fn archiving(extra: &[&str]) -> (Cluster, Vec<String>, tempfile::TempDir) {
+    let archive = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut args: Vec<String> = [
         "--leader-elect=false",
@@ -25,14 +27,14 @@ async fn archiving(archive: &Path, extra: &[&str]) -> (Cluster, Vec<String>) {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    args.push(format!("--log-archive=file://{}", archive.display()));
+    args.push(format!("--log-archive=file://{}", archive.path().display()));
     args.push(format!("--logs-addr=127.0.0.1:{port}"));
     args.push(format!("--logs-url=https://127.0.0.1:{port}"));
     args.extend(extra.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let c = Cluster::start(&refs).await;
     c.wait_log("log archive: following").await;
-    (c, args)
+    (c, args, archive)
 }
 
 /// A TaskRun of one step that runs `script`.
@@ -188,8 +190,7 @@ async fn logs_of_pods_deleted_mid_run_and_after_the_end_are_complete() {
     if !podman_ready() {
         return;
     }
-    let archive = tempfile::tempdir().unwrap();
-    let (c, _) = archiving(archive.path(), &[]).await;
+    let (c, _, archive) = archiving(&[]).await;
     // One ends on its own; one prints, then would sleep for long.
     c.create(
         "taskruns",
@@ -279,8 +280,7 @@ async fn a_controller_restart_mid_run_loses_and_repeats_nothing() {
     if !podman_ready() {
         return;
     }
-    let archive = tempfile::tempdir().unwrap();
-    let (mut c, args) = archiving(archive.path(), &[]).await;
+    let (mut c, args, _archive) = archiving(&[]).await;
     let pod = c
         .start_run(
             "slow",
@@ -311,8 +311,7 @@ async fn only_a_user_who_may_get_the_taskrun_reads_its_archived_logs() {
     if !podman_ready() {
         return;
     }
-    let archive = tempfile::tempdir().unwrap();
-    let (c, _) = archiving(archive.path(), &[]).await;
+    let (c, _, archive) = archiving(&[]).await;
     c.create(
         "taskruns",
         "default",
@@ -383,8 +382,7 @@ async fn logs_past_the_size_cap_are_marked_and_a_deleted_run_takes_its_logs() {
     if !podman_ready() {
         return;
     }
-    let archive = tempfile::tempdir().unwrap();
-    let (c, _) = archiving(archive.path(), &["--logs-max-bytes=100"]).await;
+    let (c, _, archive) = archiving(&["--logs-max-bytes=100"]).await;
     c.create(
         "taskruns",
         "default",
@@ -430,8 +428,7 @@ async fn a_pod_deleted_while_the_controller_is_down_keeps_what_was_archived() {
     if !podman_ready() {
         return;
     }
-    let archive = tempfile::tempdir().unwrap();
-    let (mut c, args) = archiving(archive.path(), &[]).await;
+    let (mut c, args, archive) = archiving(&[]).await;
     let pod = c
         .start_run(
             "unlucky",
