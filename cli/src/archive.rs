@@ -73,14 +73,18 @@ impl Archive {
     /// cannot be read.
     pub(crate) async fn find(client: &Client, cluster: &Config) -> anyhow::Result<Archive> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let (url, ca) = match env("TEKTITE_LOGS_URL") {
+        // The URL, the CA's PEM, and where they were read (for errors).
+        let (url, ca, from) = match env("TEKTITE_LOGS_URL") {
             Some(url) => {
-                let ca = match env("TEKTITE_LOGS_CA") {
-                    Some(f) => std::fs::read_to_string(&f)
-                        .with_context(|| format!("$TEKTITE_LOGS_CA {f}"))?,
-                    None => String::new(),
+                let (ca, from) = match env("TEKTITE_LOGS_CA") {
+                    Some(f) => (
+                        std::fs::read_to_string(&f)
+                            .with_context(|| format!("$TEKTITE_LOGS_CA {f}"))?,
+                        format!("$TEKTITE_LOGS_CA {f}"),
+                    ),
+                    None => (String::new(), String::new()),
                 };
-                (url, ca)
+                (url, ca, from)
             }
             None => {
                 let ns = controller_namespace();
@@ -95,7 +99,8 @@ impl Archive {
                     .get("url")
                     .cloned()
                     .with_context(|| format!("ConfigMap {ns}/tektite-logs has no url"))?;
-                (url, data.get("ca.crt").cloned().unwrap_or_default())
+                let ca = data.get("ca.crt").cloned().unwrap_or_default();
+                (url, ca, format!("ConfigMap {ns}/tektite-logs, key ca.crt"))
             }
         };
         let mut config = cluster.clone();
@@ -116,7 +121,9 @@ impl Archive {
             .parse()
             .with_context(|| format!("log archive url {url:?}"))?;
         if !ca.trim().is_empty() {
-            config.root_cert = Some(certificates(&ca).context("the log archive's ca.crt")?);
+            config.root_cert = Some(
+                certificates(&ca).with_context(|| format!("{from}: expected PEM certificates"))?,
+            );
         }
         config.tls_server_name = None;
         let client = Client::try_from(config).context("a client for the log archive")?;
