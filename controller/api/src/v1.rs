@@ -1113,6 +1113,47 @@ pub struct PipelineRunStatus {
     pub provenance: Option<Box<Provenance>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub span_context: BTreeMap<String, String>,
+    /// Tektite's concurrency control (not Tekton's): the key, limit and
+    /// strategy the run was queued under, when it was let start and how
+    /// long it waited. Absent for a run no limit applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencyStatus>,
+}
+
+/// What a PipelineRun's concurrency annotations resolved to when the run
+/// was first seen, and its place in the queue (see the engine's
+/// `concurrency` module).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConcurrencyStatus {
+    /// The resolved `tektite.dev/concurrency-key`; absent when only the
+    /// namespace's cap applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// How many runs of the key may run at once.
+    #[serde(default = "one")]
+    pub limit: u32,
+    /// `queue` or `cancel-in-progress`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub strategy: String,
+    /// `tektite.dev/priority`: higher goes first.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
+    /// When the run was let start (it holds a place from then on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_time: Option<Time>,
+    /// Seconds from the run's creation to its admission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_seconds: Option<f64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 impl Condition {

@@ -10,6 +10,7 @@
 //! I/O. Time comes in as an argument; image entrypoints come in as resolved
 //! data (`pod::ImageCommands`).
 
+pub mod concurrency;
 pub mod matrix;
 pub mod names;
 pub mod params;

@@ -28,6 +28,7 @@ use tektite_api::v1::{
 };
 use tektite_entrypoint::contract as ep;
 
+use crate::concurrency;
 use crate::matrix;
 use crate::params::Failure;
 use crate::pod::{Config, go_duration};
@@ -320,7 +321,9 @@ pub fn reconcile(obs: Observed<'_>, config: &Config) -> Plan {
     let before = st.clone();
     let run = Run::new(obs.run, obs.now);
     let mut plan = Plan::default();
-    let outcome = if hold_pending(&run, &mut st) {
+    let outcome = if let Some(f) = cancelled_in_queue(&run, &st) {
+        Err(f)
+    } else if hold_pending(&run, &mut st) {
         Ok(())
     } else {
         start(&run, &mut st, &mut plan.events);
@@ -378,12 +381,15 @@ fn advance(
         cancel_for_finally(&tasks, n_dag, &mut plan.cancel);
     }
 
+    let max = concurrency::max_parallel_tasks(run.pr)?;
+    let started = tasks.iter().filter(|t| t.state == State::Running).count();
     let mut launcher = Launcher {
         pr: run.pr,
         pipeline_label: &pipeline.label,
         specs: obs.tasks,
         config,
         claims_needed: false,
+        slots: max.map(|m| m.saturating_sub(started)),
     };
     decide_dag(
         &mut tasks,
@@ -436,6 +442,116 @@ impl<'a> Run<'a> {
             now,
         }
     }
+}
+
+/// When the run's timeouts start: its creation for a run that was queued
+/// (unless `config` says its start), else its start.
+fn timing_start(pr: &PipelineRun, config: &Config, st: &PipelineRunStatus) -> Option<Time> {
+    if st.concurrency.is_some() && config.queue_timeout_from_creation {
+        return pr.metadata.creation_timestamp.clone().or(st.start_time.clone());
+    }
+    st.start_time.clone()
+}
+
+/// The concurrency settings of a run that has not started (see
+/// [`concurrency::settings`]): its key resolved over its params (with the
+/// Pipeline's defaults) and context; the cap alone (`capped_only`) when it
+/// has no key and `cap` is set; `None` when nothing applies, or when its
+/// params do not fit the Pipeline (it then fails as it starts, naming them).
+///
+/// # Errors
+/// The annotations are invalid.
+pub fn concurrency_settings(
+    pr: &PipelineRun,
+    (spec, pipeline): (&PipelineSpec, Option<&str>),
+    pipeline_annotations: &BTreeMap<String, String>,
+    (cap, now): (Option<u32>, Timestamp),
+) -> Result<Option<tektite_api::v1::ConcurrencyStatus>, Failure> {
+    let run = Run::new(pr, now);
+    let label = pipeline.unwrap_or(&run.name).to_string();
+    let pl = format!("{}/{label}", run.ns);
+    let me = format!("{}/{}", run.ns, run.name);
+    let Ok(values) = check::check_params(pr, spec, &me, &pl) else {
+        return Ok(None);
+    };
+    let vars = check::pipeline_vars(&run, spec, &values, &label);
+    let none = BTreeMap::new();
+    let own = pr.metadata.annotations.as_ref().unwrap_or(&none);
+    let found = concurrency::settings(own, pipeline_annotations, &vars)?;
+    if found.is_some() || cap.is_none() {
+        return Ok(found);
+    }
+    // The priority still orders a run that only the cap holds.
+    let priority = concurrency::priority(own, pipeline_annotations)?;
+    Ok(Some(concurrency::capped_only(priority)))
+}
+
+/// Plans a reconcile of a run that waits for its turn: the
+/// `PipelineRunQueued` condition saying why (`Unknown`), or, once its
+/// pipeline timeout has passed since its creation, its failure as
+/// `PipelineRunTimeout`.
+pub fn queued(pr: &PipelineRun, wait: &concurrency::Wait, config: &Config, now: Timestamp) -> Plan {
+    let mut st = pr.status.clone().unwrap_or_default();
+    let before = st.clone();
+    let run = Run::new(pr, now);
+    let mut plan = Plan::default();
+    let t = timeouts(pr, config);
+    let since = pr
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(Duration::ZERO, |c| elapsed(c, now));
+    if let Some(limit) = t.pipeline.filter(|_| config.queue_timeout_from_creation)
+        && since >= limit
+    {
+        let failure = Failure::new(
+            reason::TIMEOUT,
+            format!(
+                "PipelineRun {:?} failed to finish within {:?} (it was still queued: {})",
+                run.name,
+                go_duration(limit),
+                wait.message()
+            ),
+        );
+        fail(st, &mut plan, failure, now);
+        return plan;
+    }
+    let message = wait.message();
+    let same = Condition::succeeded(&st.conditions)
+        .is_some_and(|c| c.reason.as_deref() == Some(concurrency::QUEUED) && c.message.as_deref() == Some(&message));
+    if !same {
+        set_condition(
+            &mut st.conditions,
+            condition("Unknown", concurrency::QUEUED, message, now),
+        );
+    }
+    plan.status = (st != before).then_some(st);
+    let poll = Duration::from_secs(30);
+    plan.requeue_after = Some(match t.pipeline.filter(|_| config.queue_timeout_from_creation) {
+        Some(limit) => poll.min(limit.saturating_sub(since) + Duration::from_millis(100)),
+        None => poll,
+    });
+    plan
+}
+
+/// A run cancelled (or stopped) while queued for its concurrency key ends
+/// at once as `Cancelled`: it never started, so no finally task runs.
+fn cancelled_in_queue(run: &Run<'_>, st: &PipelineRunStatus) -> Option<Failure> {
+    let queued = st.start_time.is_none()
+        && st
+            .concurrency
+            .as_ref()
+            .is_some_and(|c| c.admitted_time.is_none());
+    let stopping = matches!(
+        run.spec_status,
+        "Cancelled" | "CancelledRunFinally" | "StoppedRunFinally"
+    );
+    (queued && stopping).then(|| {
+        Failure::new(
+            reason::CANCELLED,
+            format!("PipelineRun {:?} was cancelled while queued", run.name),
+        )
+    })
 }
 
 /// A run that has not started and is asked to wait (`PipelineRunPending`):
@@ -568,7 +684,7 @@ struct Clock {
 impl Clock {
     fn read(pr: &PipelineRun, config: &Config, st: &PipelineRunStatus, now: Timestamp) -> Clock {
         let t = timeouts(pr, config);
-        let start = st.start_time.clone().unwrap_or(Time(now));
+        let start = timing_start(pr, config, st).unwrap_or(Time(now));
         let since_start = elapsed(&start, now);
         let tasks_deadline_passed = t.tasks.is_some_and(|d| since_start >= d);
         Clock {
@@ -724,11 +840,7 @@ fn decide_dag(
         let mut changed = false;
         for &i in &graph.order {
             let decision = decide_dag_task(tasks, i, &graph.deps[i], stop, &mut rvars);
-            if let Decision::Wait = decision {
-                continue;
-            }
-            launcher.apply(decision, &mut tasks[i], plan)?;
-            changed = true;
+            changed |= launcher.apply(decision, &mut tasks[i], plan)?;
         }
         if !changed {
             return Ok(());
@@ -806,9 +918,6 @@ fn decide_finally(
     let fvars = result_vars(tasks, vars, Some(n_dag));
     for i in n_dag..tasks.len() {
         let decision = decide_finally_task(&tasks[i], &fvars, tasks);
-        if let Decision::Wait = decision {
-            continue;
-        }
         launcher.apply(decision, &mut tasks[i], plan)?;
     }
     Ok(())
@@ -838,19 +947,24 @@ struct Launcher<'a> {
     /// A task started binds a `volumeClaimTemplate` workspace: the run's
     /// claims are needed.
     claims_needed: bool,
+    /// How many more pipeline tasks may start (`tektite.dev/max-parallel-tasks`
+    /// less those running); `None`: no limit.
+    slots: Option<usize>,
 }
 
 impl Launcher<'_> {
     /// Carries out a decision: the task's new state; for `Run` its TaskRuns
-    /// in the plan, for `Invalid` a warning event.
+    /// in the plan, for `Invalid` a warning event. False when nothing
+    /// changed: `Wait`, or `Run` while no slot is free (the task waits).
     fn apply(
         &mut self,
         decision: Decision,
         task: &mut Task<'_>,
         plan: &mut Plan,
-    ) -> Result<(), Failure> {
+    ) -> Result<bool, Failure> {
         match decision {
-            Decision::Wait => {}
+            Decision::Wait => return Ok(false),
+            Decision::Run(_) if self.slots == Some(0) => return Ok(false),
             Decision::Skip(why) => task.state = State::Skipped(why),
             Decision::Invalid(m) => {
                 plan.events.push(Event {
@@ -872,9 +986,10 @@ impl Launcher<'_> {
                 self.claims_needed |= uses_claim_template(self.pr, &resolved);
                 plan.create.extend(trs);
                 task.state = State::Running;
+                self.slots = self.slots.map(|n| n - 1);
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -56,6 +56,12 @@ pub struct Config {
     pub release: String,
     /// Most TaskRuns a matrix may fan out to (Tekton: 256).
     pub max_matrix_combinations: usize,
+    /// Most PipelineRuns that may run at once in one namespace (the
+    /// others queue); `None`: no cap.
+    pub max_running_pipeline_runs: Option<u32>,
+    /// A queued run's timeouts count from its creation (true, as Tekton's
+    /// pending runs) or from its start.
+    pub queue_timeout_from_creation: bool,
 }
 
 impl Default for Config {
@@ -69,6 +75,8 @@ impl Default for Config {
             managed_by: "tektite".into(),
             release: env!("CARGO_PKG_VERSION").into(),
             max_matrix_combinations: 256,
+            max_running_pipeline_runs: None,
+            queue_timeout_from_creation: true,
         }
     }
 }

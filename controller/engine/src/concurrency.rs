@@ -1,0 +1,450 @@
+//! Concurrency control of PipelineRuns: which runs may start now, which
+//! wait (and where in their queue), and which a newer run cancels.
+//!
+//! A run says what it shares through annotations (on its Pipeline for every
+//! run of it, on the run to override): `tektite.dev/concurrency-key` (a
+//! template over the run's params and context), `…-limit` (default 1),
+//! `…-strategy` (`queue` or `cancel-in-progress`) and `tektite.dev/priority`.
+//! A namespace may also cap its running PipelineRuns (`config-defaults`).
+//!
+//! Nothing here keeps state: the decision is a function of the runs as
+//! they are ([`entries`] reads them), so a restarted controller, a new
+//! leader or another `tkt` reaches the same one. A run holds a place from
+//! its admission (`status.concurrency.admittedTime`, written before it
+//! starts anything) or its start until it is done.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::jiff::Timestamp;
+use tektite_api::v1::{ConcurrencyStatus, PipelineRun};
+
+use crate::params::Failure;
+use crate::status::is_done;
+use crate::subst::Vars;
+
+pub const KEY: &str = "tektite.dev/concurrency-key";
+pub const LIMIT: &str = "tektite.dev/concurrency-limit";
+pub const STRATEGY: &str = "tektite.dev/concurrency-strategy";
+pub const PRIORITY: &str = "tektite.dev/priority";
+pub const MAX_PARALLEL_TASKS: &str = "tektite.dev/max-parallel-tasks";
+
+/// The condition reason of a run waiting for its turn.
+pub const QUEUED: &str = "PipelineRunQueued";
+/// The failure reason of a run whose concurrency annotations are invalid.
+pub const INVALID: &str = "InvalidConcurrency";
+
+/// The longest key (after substitution), in bytes.
+pub const MAX_KEY_LEN: usize = 253;
+
+pub const QUEUE: &str = "queue";
+pub const CANCEL_IN_PROGRESS: &str = "cancel-in-progress";
+
+/// The `statusMessage`-like text of a run cancelled by a newer one.
+pub fn superseded_message(by: &str) -> String {
+    format!("cancelled by newer PipelineRun {by:?} of the same concurrency key (cancel-in-progress)")
+}
+
+/// One annotation, from the run when it has it, else from its Pipeline.
+fn annotation<'a>(
+    run: &'a BTreeMap<String, String>,
+    pipeline: &'a BTreeMap<String, String>,
+    name: &str,
+) -> Option<(&'a str, &'static str)> {
+    if let Some(v) = run.get(name) {
+        return Some((v.as_str(), "metadata.annotations"));
+    }
+    pipeline
+        .get(name)
+        .map(|v| (v.as_str(), "pipeline metadata.annotations"))
+}
+
+/// `tektite.dev/priority` of a run (else of its Pipeline); 0 when unset.
+///
+/// # Errors
+/// It is not an integer (an [`INVALID`] failure naming the field).
+pub fn priority(
+    run: &BTreeMap<String, String>,
+    pipeline: &BTreeMap<String, String>,
+) -> Result<i32, Failure> {
+    match annotation(run, pipeline, PRIORITY) {
+        None => Ok(0),
+        Some((v, at)) => v.trim().parse::<i32>().map_err(|_| {
+            Failure::new(
+                INVALID,
+                format!("{at}[{PRIORITY:?}]: {v:?} is not an integer"),
+            )
+        }),
+    }
+}
+
+/// What the annotations of a run and its Pipeline ask, the key resolved
+/// with `vars` (the run's params and context); `None` when neither sets a
+/// key (an empty key is no key). A limit that is not a positive integer, a
+/// strategy or priority that is not one, or a key that still holds a
+/// variable or is too long, is an [`INVALID`] failure naming the field.
+///
+/// # Errors
+/// As above.
+pub fn settings(
+    run: &BTreeMap<String, String>,
+    pipeline: &BTreeMap<String, String>,
+    vars: &Vars,
+) -> Result<Option<ConcurrencyStatus>, Failure> {
+    let bad = |(at, name): (&str, &str), value: &str, expected: &str| {
+        Failure::new(
+            INVALID,
+            format!("{at}[{name:?}]: {value:?} is not {expected}"),
+        )
+    };
+    let priority = priority(run, pipeline)?;
+    let Some((template, at)) = annotation(run, pipeline, KEY) else {
+        return Ok(None);
+    };
+    let key = vars
+        .str(template, &format!("{at}[{KEY:?}]"))
+        .map_err(|e| Failure::new(INVALID, e.to_string()))?;
+    if key.contains("$(") {
+        return Err(bad((at, KEY), &key, "a key: it names a variable that has no value"));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(Failure::new(
+            INVALID,
+            format!(
+                "{at}[{KEY:?}]: the key is {} bytes long; at most {MAX_KEY_LEN} are allowed",
+                key.len()
+            ),
+        ));
+    }
+    if key.trim().is_empty() {
+        return Ok(None);
+    }
+    let limit = match annotation(run, pipeline, LIMIT) {
+        None => 1,
+        Some((v, at)) => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| bad((at, LIMIT), v, "a positive integer"))?,
+    };
+    let strategy = match annotation(run, pipeline, STRATEGY) {
+        None => QUEUE,
+        Some((v, _)) if v.trim() == QUEUE => QUEUE,
+        Some((v, _)) if v.trim() == CANCEL_IN_PROGRESS => CANCEL_IN_PROGRESS,
+        Some((v, at)) => {
+            return Err(bad(
+                (at, STRATEGY),
+                v,
+                "\"queue\" or \"cancel-in-progress\"",
+            ));
+        }
+    };
+    Ok(Some(ConcurrencyStatus {
+        key: Some(key),
+        limit,
+        strategy: strategy.into(),
+        priority,
+        ..Default::default()
+    }))
+}
+
+/// The settings of a run that has no key while its namespace caps its
+/// running runs: it waits for the cap alone.
+pub fn capped_only(priority: i32) -> ConcurrencyStatus {
+    ConcurrencyStatus {
+        key: None,
+        limit: 1,
+        strategy: QUEUE.into(),
+        priority,
+        ..Default::default()
+    }
+}
+
+/// `tektite.dev/max-parallel-tasks` of a run: how many of its pipeline
+/// tasks may run at once (`None`: no limit).
+///
+/// # Errors
+/// The annotation is not a positive integer (an [`INVALID`] failure).
+pub fn max_parallel_tasks(pr: &PipelineRun) -> Result<Option<usize>, Failure> {
+    let Some(v) = pr
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(MAX_PARALLEL_TASKS))
+    else {
+        return Ok(None);
+    };
+    match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(Failure::new(
+            INVALID,
+            format!(
+                "metadata.annotations[{MAX_PARALLEL_TASKS:?}]: {v:?} is not a positive integer"
+            ),
+        )),
+    }
+}
+
+/// Where a run stands for concurrency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Recorded under its settings, waiting to be admitted.
+    Queued,
+    /// Admitted or started, not done; `cancelling` once asked to stop.
+    Holding { cancelling: bool },
+}
+
+/// One run as the decision sees it.
+#[derive(Debug, Clone)]
+pub struct Entry<'a> {
+    pub name: &'a str,
+    pub created: Timestamp,
+    /// The recorded settings; `None` for a run that started without any
+    /// (it still counts against the namespace's cap).
+    pub settings: Option<&'a ConcurrencyStatus>,
+    pub standing: Standing,
+}
+
+impl Entry<'_> {
+    fn key(&self) -> Option<&str> {
+        self.settings.and_then(|s| s.key.as_deref())
+    }
+
+    fn priority(&self) -> i32 {
+        self.settings.map_or(0, |s| s.priority)
+    }
+}
+
+/// Whether a run holds a place: admitted or started, and not done.
+pub fn holds(pr: &PipelineRun) -> bool {
+    pr.status.as_ref().is_some_and(|s| {
+        !is_done(&s.conditions)
+            && (s.start_time.is_some()
+                || s.concurrency
+                    .as_ref()
+                    .is_some_and(|c| c.admitted_time.is_some()))
+    })
+}
+
+/// The runs of one namespace as the decision sees them: those holding a
+/// place, and those queued (recorded settings, not admitted, not asked to
+/// wait or stop by their `spec.status`). Runs not yet seen, done, or
+/// `PipelineRunPending` are left out.
+pub fn entries(runs: &[PipelineRun]) -> Vec<Entry<'_>> {
+    let mut out = Vec::new();
+    for pr in runs {
+        let Some(name) = pr.metadata.name.as_deref() else {
+            continue;
+        };
+        let created = pr
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(Timestamp::UNIX_EPOCH, |t| t.0);
+        let settings = pr.status.as_ref().and_then(|s| s.concurrency.as_ref());
+        let standing = if holds(pr) {
+            Standing::Holding {
+                cancelling: pr.spec.status.is_some(),
+            }
+        } else if settings.is_some()
+            && pr.spec.status.is_none()
+            && !pr.status.as_ref().is_some_and(|s| is_done(&s.conditions))
+        {
+            Standing::Queued
+        } else {
+            continue;
+        };
+        out.push(Entry {
+            name,
+            created,
+            settings,
+            standing,
+        });
+    }
+    out
+}
+
+/// Why a queued run waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    /// Its key, or `None` when only the namespace's cap holds it.
+    pub key: Option<String>,
+    /// 1-based place among the runs waiting for the same thing.
+    pub position: usize,
+    pub of: usize,
+    /// The runs holding the key (or, for the cap, running in the namespace).
+    pub holders: Vec<String>,
+    /// The namespace's cap, when that is what it waits for.
+    pub cap: Option<u32>,
+}
+
+impl Wait {
+    /// The condition message: `waiting for concurrency key "deploy-prod":
+    /// position 2 of 3, held by deploy-prod-x7k2p`.
+    pub fn message(&self) -> String {
+        let held = if self.holders.is_empty() {
+            String::new()
+        } else {
+            let mut shown: Vec<&str> = self.holders.iter().take(5).map(String::as_str).collect();
+            if self.holders.len() > 5 {
+                shown.push("…");
+            }
+            format!(", held by {}", shown.join(", "))
+        };
+        match (&self.key, self.cap) {
+            (_, Some(cap)) => format!(
+                "waiting for the namespace's limit of {cap} running PipelineRuns: position {} of {}{held}",
+                self.position, self.of
+            ),
+            (Some(k), None) => format!(
+                "waiting for concurrency key {k:?}: position {} of {}{held}",
+                self.position, self.of
+            ),
+            (None, None) => format!("waiting: position {} of {}", self.position, self.of),
+        }
+    }
+}
+
+/// What to do with the runs of a namespace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Verdict {
+    /// Queued runs that may start now.
+    pub admit: BTreeSet<String>,
+    /// Queued runs that wait, and why.
+    pub wait: BTreeMap<String, Wait>,
+    /// Runs a newer run of a `cancel-in-progress` key replaces: the run,
+    /// the `spec.status` to set (`Cancelled` for one that has not started,
+    /// `CancelledRunFinally` for one running) and the newer run.
+    pub cancel: Vec<(String, &'static str, String)>,
+}
+
+/// FIFO rank of a queued run: higher priority first, then older, then name.
+fn rank<'a>(e: &Entry<'a>) -> (std::cmp::Reverse<i32>, Timestamp, &'a str) {
+    (std::cmp::Reverse(e.priority()), e.created, e.name)
+}
+
+/// Decides which queued runs start, which wait and which a newer run
+/// cancels, for one namespace whose running runs are capped at `cap`.
+///
+/// Per key, the newest run's limit and strategy apply. Under
+/// `cancel-in-progress` the newest `limit` runs of a key stay and the
+/// others are cancelled (queued ones outright, running ones gracefully);
+/// those still running hold their places until they end. Queued runs are
+/// then taken in rank order (priority, creation time, name): one starts
+/// when its key has a free place and the namespace is under its cap; once
+/// one of a key waits, the later ones of that key wait too.
+pub fn decide(entries: &[Entry<'_>], cap: Option<u32>) -> Verdict {
+    let mut verdict = Verdict::default();
+    // Per key: the newest run's settings, and every run in creation order.
+    let mut by_key: BTreeMap<&str, Vec<&Entry<'_>>> = BTreeMap::new();
+    for e in entries {
+        if let Some(k) = e.key() {
+            by_key.entry(k).or_default().push(e);
+        }
+    }
+    let mut newest: BTreeMap<&str, &ConcurrencyStatus> = BTreeMap::new();
+    let mut cancelled: BTreeSet<&str> = BTreeSet::new();
+    for (k, runs) in &mut by_key {
+        runs.sort_by_key(|e| (e.created, e.name));
+        let Some(last) = runs.last().and_then(|e| e.settings) else {
+            continue;
+        };
+        newest.insert(*k, last);
+        if last.strategy != CANCEL_IN_PROGRESS {
+            continue;
+        }
+        let keep = usize::try_from(last.limit).unwrap_or(usize::MAX);
+        let winner = runs.last().map_or("", |e| e.name);
+        let older = runs.len().saturating_sub(keep);
+        for e in &runs[..older] {
+            match e.standing {
+                Standing::Queued => {
+                    verdict
+                        .cancel
+                        .push((e.name.into(), "Cancelled", winner.into()));
+                    cancelled.insert(e.name);
+                }
+                Standing::Holding { cancelling: false } => verdict.cancel.push((
+                    e.name.into(),
+                    "CancelledRunFinally",
+                    winner.into(),
+                )),
+                Standing::Holding { cancelling: true } => {}
+            }
+        }
+    }
+
+    let mut holders: BTreeMap<Option<&str>, Vec<&str>> = BTreeMap::new();
+    let mut running = 0usize;
+    for e in entries {
+        if let Standing::Holding { .. } = e.standing {
+            running += 1;
+            holders.entry(e.key()).or_default().push(e.name);
+        }
+    }
+    let mut queued: Vec<&Entry<'_>> = entries
+        .iter()
+        .filter(|e| e.standing == Standing::Queued && !cancelled.contains(e.name))
+        .collect();
+    queued.sort_by_key(|e| rank(e));
+
+    let cap = cap.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
+    let mut blocked: BTreeSet<&str> = BTreeSet::new();
+    let mut waiting: Vec<(&Entry<'_>, bool)> = Vec::new();
+    for e in queued {
+        let key_free = match e.key() {
+            None => true,
+            Some(k) => {
+                let limit = newest.get(k).map_or(1, |s| s.limit);
+                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                !blocked.contains(k) && holders.get(&Some(k)).map_or(0, Vec::len) < limit
+            }
+        };
+        let cap_free = cap.is_none_or(|c| running < c);
+        if key_free && cap_free {
+            verdict.admit.insert(e.name.into());
+            running += 1;
+            holders.entry(e.key()).or_default().push(e.name);
+        } else {
+            if let Some(k) = e.key() {
+                blocked.insert(k);
+            }
+            // Waiting for the cap when the key alone would let it start.
+            waiting.push((e, key_free));
+        }
+    }
+
+    let mut all_running: Vec<&str> = holders.values().flatten().copied().collect();
+    all_running.sort_unstable();
+    let by_cap: Vec<&str> = waiting.iter().filter(|(_, c)| *c).map(|(e, _)| e.name).collect();
+    for (e, for_cap) in &waiting {
+        let (place, of, held) = if *for_cap {
+            let pos = by_cap.iter().position(|n| *n == e.name).unwrap_or(0);
+            (pos + 1, by_cap.len(), all_running.clone())
+        } else {
+            let same: Vec<&str> = waiting
+                .iter()
+                .filter(|(o, _)| o.key() == e.key())
+                .map(|(o, _)| o.name)
+                .collect();
+            let pos = same.iter().position(|n| *n == e.name).unwrap_or(0);
+            let held = holders.get(&e.key()).cloned().unwrap_or_default();
+            (pos + 1, same.len(), held)
+        };
+        verdict.wait.insert(
+            e.name.into(),
+            Wait {
+                key: e.key().map(Into::into),
+                position: place,
+                of,
+                holders: held.into_iter().map(Into::into).collect(),
+                cap: if *for_cap {
+                    cap.and_then(|c| u32::try_from(c).ok())
+                } else {
+                    None
+                },
+            },
+        );
+    }
+    verdict
+}
