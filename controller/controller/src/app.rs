@@ -561,10 +561,11 @@ async fn publish_logs(client: &Client, namespace: &str, url: &str, ca: &str) {
 }
 
 /// Serves `/metrics` and the health endpoints on `--metrics-addr`; the
-/// running-run gauges are refreshed from the caches on each scrape.
+/// running-run and queue gauges are refreshed from the caches on each
+/// scrape.
 async fn serve_metrics(
     opts: &Options,
-    ctx: &Context,
+    ctx: &Arc<Context>,
     task_runs: &reflector::Store<TaskRun>,
     pipeline_runs: &reflector::Store<PipelineRun>,
     ready: Arc<AtomicBool>,
@@ -580,11 +581,13 @@ async fn serve_metrics(
         pipeline_runs.clone(),
         ctx.metrics.clone(),
     );
+    let queues = ctx.clone();
     let refresh = Arc::new(move || {
         m.set_running(
             running(&trs, task_run_done),
             running(&prs, pipeline_run_done),
         );
+        m.set_queues(&queues.queue.counts());
     });
     tokio::spawn(metrics::serve(
         listener,
@@ -658,8 +661,16 @@ async fn pipeline_run_controller(
     .modify(crate::trim_pipeline_run)
     .reflect(writer)
     .applied_objects();
+    // Runs an end lets start are reconciled at once (see `concurrency`).
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    ctx.queue.connect(store.clone(), wake);
+    let woken = futures::stream::unfold(
+        woken,
+        |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
+    );
     Controller::for_stream(stream, store)
         .owns(Api::<TaskRun>::all(client.clone()), children)
+        .reconcile_on(woken)
         .shutdown_on_signal()
         .run(pipelinerun::reconcile, error_policy, ctx)
         .for_each(|r| async move {

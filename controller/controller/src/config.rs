@@ -49,6 +49,14 @@ pub const KEYS: &[(&str, &str)] = &[
         "logs-max-bytes",
         "bytes of a container's log archived; the rest is counted and the log says so",
     ),
+    (
+        "max-running-pipelineruns-per-namespace",
+        "PipelineRuns that may run at once in one namespace; the others queue (absent: no cap)",
+    ),
+    (
+        "queue-timeout-from",
+        "when a queued PipelineRun's timeouts start: creation (the default) or start",
+    ),
 ];
 
 /// The log archive's limits (`logs-retention-days`, `logs-max-bytes`).
@@ -175,6 +183,25 @@ fn apply(
                 c.max_result_size = usize::try_from(number("a size in bytes above 0")?)
                     .map_err(|_| format!("{}: {value:?} is too large", name(key)))?;
             }
+            "max-running-pipelineruns-per-namespace" => {
+                let n = number("a whole number of PipelineRuns above 0")?;
+                c.max_running_pipeline_runs = Some(
+                    u32::try_from(n)
+                        .map_err(|_| format!("{}: {value:?} is too large", name(key)))?,
+                );
+            }
+            "queue-timeout-from" => {
+                c.queue_timeout_from_creation = match v {
+                    "creation" => true,
+                    "start" => false,
+                    _ => {
+                        return Err(format!(
+                            "{}: expected \"creation\" or \"start\", got {value:?}",
+                            name(key)
+                        ));
+                    }
+                };
+            }
             // The log archive's keys: read by `log_limits`.
             "logs-retention-days" | "logs-max-bytes" => {}
             other => {
@@ -214,6 +241,8 @@ mod tests {
                 ),
                 ("shell-image", "registry.local/busybox:1"),
                 ("max-result-size", "8192"),
+                ("max-running-pipelineruns-per-namespace", "4"),
+                ("queue-timeout-from", "start"),
                 ("_example", "ignored"),
             ]),
             &base,
@@ -228,6 +257,8 @@ mod tests {
         );
         assert_eq!(c.shell_image, "registry.local/busybox:1");
         assert_eq!(c.max_result_size, 8192);
+        assert_eq!(c.max_running_pipeline_runs, Some(4));
+        assert!(!c.queue_timeout_from_creation);
         let only = from_data(&data(&[("default-service-account", "x")]), &base).unwrap();
         assert_eq!(only.default_timeout, base.default_timeout);
         assert_eq!(only.entrypoint_image, base.entrypoint_image);
@@ -244,6 +275,14 @@ mod tests {
             (
                 vec![("max-result-size", "0")],
                 r#"config-defaults: max-result-size: expected a size in bytes above 0, got "0""#,
+            ),
+            (
+                vec![("max-running-pipelineruns-per-namespace", "0")],
+                r#"config-defaults: max-running-pipelineruns-per-namespace: expected a whole number of PipelineRuns above 0, got "0""#,
+            ),
+            (
+                vec![("queue-timeout-from", "admission")],
+                r#"config-defaults: queue-timeout-from: expected "creation" or "start", got "admission""#,
             ),
             (
                 vec![("shell-image", " ")],

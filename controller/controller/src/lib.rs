@@ -21,6 +21,7 @@
 //!   view of their containers ([`reports`]).
 
 pub mod app;
+pub mod concurrency;
 pub mod config;
 pub mod lease;
 pub mod logs;
@@ -100,6 +101,8 @@ pub struct Context {
     pub resolution: Option<Arc<resolution::Resolution>>,
     /// How the log archive writes (its limits follow `config-defaults`).
     pub log_settings: Arc<std::sync::RwLock<logs::archive::Settings>>,
+    /// Admission of runs under concurrency keys and caps.
+    pub queue: concurrency::Queue,
 }
 
 impl Context {
@@ -127,6 +130,7 @@ impl Context {
                 .ok()
                 .map(Arc::new),
             log_settings: Arc::default(),
+            queue: concurrency::Queue::default(),
         }
     }
 

@@ -25,6 +25,12 @@ use tokio::net::TcpListener;
 
 type Labels = Vec<(String, String)>;
 
+/// Running and queued PipelineRuns per (namespace, concurrency key).
+pub type QueueCounts = std::collections::BTreeMap<(String, String), (usize, usize)>;
+
+/// The most concurrency keys the queue gauges label one by one.
+pub const MAX_KEYS: usize = 50;
+
 /// Tekton's duration buckets, in seconds (10 s to a day).
 const DURATION_BUCKETS: [f64; 12] = [
     10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 5400.0, 10800.0, 21600.0, 43200.0, 86400.0,
@@ -70,6 +76,9 @@ pub struct Metrics {
     log_archive_failures: Counter,
     log_archive_lag: Histogram,
     logs_followed: Gauge,
+    queue_wait: Histogram,
+    concurrency_running: Family<Labels, Gauge>,
+    concurrency_queued: Family<Labels, Gauge>,
     /// The runs whose end was counted: a reconcile that works from a cache
     /// older than its last status write plans the same end again.
     ended: Mutex<Ended>,
@@ -133,6 +142,9 @@ impl Metrics {
             log_archive_failures: Counter::default(),
             log_archive_lag: Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
             logs_followed: Gauge::default(),
+            queue_wait: histogram(),
+            concurrency_running: Family::default(),
+            concurrency_queued: Family::default(),
             ended: Mutex::default(),
         };
         let t = "tekton_pipelines_controller_";
@@ -193,6 +205,7 @@ impl Metrics {
             m.reconcile_duration.clone(),
         );
         m.register_logs(&mut registry);
+        m.register_queues(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -218,6 +231,70 @@ impl Metrics {
             "Containers whose logs are being followed into the archive",
             self.logs_followed.clone(),
         );
+    }
+
+    /// Registers the concurrency control's metrics.
+    fn register_queues(&self, registry: &mut Registry) {
+        registry.register(
+            "tektite_pipelinerun_queue_wait_seconds",
+            "Time from a PipelineRun's creation to its admission under a concurrency key or the namespace's cap",
+            self.queue_wait.clone(),
+        );
+        registry.register(
+            "tektite_concurrency_running",
+            "PipelineRuns holding a place of a concurrency key, by namespace and key (at most 50 keys; the rest under key \"_other\")",
+            self.concurrency_running.clone(),
+        );
+        registry.register(
+            "tektite_concurrency_queued",
+            "PipelineRuns waiting for a concurrency key, by namespace and key (at most 50 keys; the rest under key \"_other\")",
+            self.concurrency_queued.clone(),
+        );
+    }
+
+    /// A run was admitted `seconds` after its creation.
+    pub fn queue_waited(&self, seconds: f64) {
+        self.queue_wait.observe(seconds);
+    }
+
+    /// Running and queued runs per (namespace, key). Keys are user data:
+    /// the [`MAX_KEYS`] busiest are labelled, the others summed under
+    /// namespace and key `_other`.
+    pub fn set_queues(
+        &self,
+        counts: &std::collections::BTreeMap<(String, String), (usize, usize)>,
+    ) {
+        let mut busiest: Vec<_> = counts.iter().collect();
+        busiest.sort_by_key(|(k, (r, q))| (std::cmp::Reverse(r + q), (*k).clone()));
+        self.concurrency_running.clear();
+        self.concurrency_queued.clear();
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut other = (0usize, 0usize);
+        for (i, ((ns, key), (r, q))) in busiest.into_iter().enumerate() {
+            if i >= MAX_KEYS {
+                other.0 += r;
+                other.1 += q;
+                continue;
+            }
+            let l = vec![
+                ("namespace".to_string(), ns.clone()),
+                ("key".to_string(), key.clone()),
+            ];
+            self.concurrency_running.get_or_create(&l).set(gauge(*r));
+            self.concurrency_queued.get_or_create(&l).set(gauge(*q));
+        }
+        if counts.len() > MAX_KEYS {
+            let l = vec![
+                ("namespace".to_string(), "_other".to_string()),
+                ("key".to_string(), "_other".to_string()),
+            ];
+            self.concurrency_running
+                .get_or_create(&l)
+                .set(gauge(other.0));
+            self.concurrency_queued
+                .get_or_create(&l)
+                .set(gauge(other.1));
+        }
     }
 
     /// `bytes` archived, the oldest of them read `lag` ago.

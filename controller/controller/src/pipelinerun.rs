@@ -18,6 +18,7 @@ use tektite_engine::pipelinerun::{self, Observed};
 use tektite_engine::status::{fail_pipeline_run, is_done};
 use tektite_resolve::Kind;
 
+use crate::concurrency::Admission;
 use crate::taskrun::Remote;
 
 use crate::{Context, Error, MANAGER, action, already_exists, record, status_patch};
@@ -28,14 +29,18 @@ pub const PIPELINE_RUN_LABEL: &str = "tekton.dev/pipelineRun";
 /// The reason of a run that could not create a TaskRun (Tekton's).
 pub const CREATE_RUN_FAILED: &str = "CreateRunFailed";
 
+/// A run's Pipeline: its spec, its name (none when embedded) and its
+/// annotations (the defaults of the run's concurrency settings).
+type Resolved = (PipelineSpec, Option<String>, BTreeMap<String, String>);
+
 /// The Pipeline a run names, or why it cannot be had (a user error).
 async fn resolve(
     pr: &PipelineRun,
     ns: &str,
     ctx: &Context,
-) -> Result<Result<(PipelineSpec, Option<String>), Failure>, Error> {
+) -> Result<Result<Resolved, Failure>, Error> {
     if let Some(spec) = &pr.spec.pipeline_spec {
-        return Ok(Ok(((**spec).clone(), None)));
+        return Ok(Ok(((**spec).clone(), None, BTreeMap::new())));
     }
     let Some(r) = &pr.spec.pipeline_ref else {
         return Ok(Err(Failure::new(
@@ -46,14 +51,18 @@ async fn resolve(
     if let Some(resolver) = &r.resolver {
         // Resolved once: a run goes on with the spec its status keeps.
         if let Some(spec) = pr.status.as_ref().and_then(|s| s.pipeline_spec.as_deref()) {
-            return Ok(Ok((spec.clone(), None)));
+            return Ok(Ok((spec.clone(), None, BTreeMap::new())));
         }
         return Ok(remote_pipeline(pr, ns, ctx, resolver));
     }
     let name = r.name.clone().unwrap_or_default();
     let api: Api<Pipeline> = Api::namespaced(ctx.client.clone(), ns);
     Ok(match api.get_opt(&name).await? {
-        Some(p) => Ok((p.spec, Some(name))),
+        Some(p) => Ok((
+            p.spec,
+            Some(name),
+            p.metadata.annotations.unwrap_or_default(),
+        )),
         None => Err(Failure::new(
             pipelinerun::reason::COULDNT_GET_PIPELINE,
             format!(
@@ -76,7 +85,7 @@ fn remote_pipeline(
     ns: &str,
     ctx: &Context,
     resolver: &str,
-) -> Result<(PipelineSpec, Option<String>), Failure> {
+) -> Result<Resolved, Failure> {
     let name = pr.metadata.name.as_deref().unwrap_or("");
     let failed = |m: String| {
         Failure::new(
@@ -89,7 +98,9 @@ fn remote_pipeline(
     let params = pipelinerun::pipeline_ref_params(pr).map_err(failed)?;
     let req = crate::resolution::request(resolver, &params, Kind::Pipeline);
     match crate::taskrun::remote_object(ctx, ns, &req) {
-        Remote::Ready(Object::Pipeline(p)) => Ok((p.spec, None)),
+        Remote::Ready(Object::Pipeline(p)) => {
+            Ok((p.spec, None, p.metadata.annotations.unwrap_or_default()))
+        }
         Remote::Ready(o) => Err(failed(format!(
             "resource is not a pipeline: it is a {}",
             o.kind()
@@ -250,13 +261,13 @@ async fn apply(
         return wait(&pr, &ctx, &ns, f).await;
     }
     let mut task_specs = match &resolved {
-        Ok((spec, _)) => tasks(spec, &ns, &ctx).await?,
+        Ok((spec, _, _)) => tasks(spec, &ns, &ctx).await?,
         Err(_) => BTreeMap::new(),
     };
     let task_runs: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &ns);
     let children = owned_children(&pr, &task_runs, &name).await?;
     let mut early = None;
-    if let Ok((spec, pipeline)) = &resolved {
+    if let Ok((spec, pipeline, _)) = &resolved {
         let at = (spec, pipeline.as_deref());
         match remote_tasks(&pr, at, &children, (&ns, &ctx), &mut task_specs) {
             Err(f) if f.reason == RESOLVING_TASK => return wait(&pr, &ctx, &ns, &f).await,
@@ -264,13 +275,21 @@ async fn apply(
             Ok(()) => {}
         }
     }
-    let pr = with_source(pr, &resolved, &ns, &ctx);
+    let mut pr = with_source(pr, &resolved, &ns, &ctx);
+    if let (Ok((spec, pipeline, annotations)), None) = (&resolved, &early) {
+        let of = (spec, pipeline.as_deref(), annotations);
+        match crate::concurrency::admit(pr.clone(), of, &ns, &ctx).await? {
+            Admission::Go(admitted) => pr = admitted,
+            Admission::Wait(action) => return Ok(action),
+            Admission::Fail(f) => early = Some(f),
+        }
+    }
 
     let mut plan = pipelinerun::reconcile(
         Observed {
             run: &pr,
             pipeline: match &resolved {
-                Ok((s, n)) => Ok((s, n.as_deref())),
+                Ok((s, n, _)) => Ok((s, n.as_deref())),
                 Err(f) => Err(f),
             },
             tasks: &task_specs,
@@ -320,6 +339,7 @@ async fn apply(
                 (ctx.now)(),
             );
             ctx.metrics.pipelinerun_done(&pr, &st.conditions, secs);
+            crate::concurrency::ended(&pr, &ns, &ctx);
         }
     }
     record(&ctx, &*pr, &plan.events).await;
@@ -330,7 +350,7 @@ async fn apply(
 /// (`status.provenance.refSource`), when a resolver found it.
 fn with_source(
     pr: Arc<PipelineRun>,
-    resolved: &Result<(PipelineSpec, Option<String>), Failure>,
+    resolved: &Result<Resolved, Failure>,
     ns: &str,
     ctx: &Context,
 ) -> Arc<PipelineRun> {

@@ -26,6 +26,8 @@ use tektite_api::load::Object;
 mod cli;
 #[path = "cluster/logs.rs"]
 mod logs;
+#[path = "cluster/queue.rs"]
+mod queue;
 
 use tektite_devcluster::apiserver::{ApiServer, Key};
 use tektite_devcluster::kubelet::Kubelet;

@@ -74,6 +74,8 @@ fn recorded(level: Level) -> Metrics {
     );
     m.pod_created(&task_run("lone-run", None), Duration::from_millis(42));
     m.set_running(3, 1);
+    m.queue_waited(12.5);
+    m.set_queues(&[(("ci".to_string(), "deploy-prod".to_string()), (1, 2))].into());
     m.reconciled("TaskRun", None, Duration::from_millis(4));
     m.reconciled("TaskRun", Some("api_500"), Duration::from_millis(9));
     m
@@ -262,4 +264,41 @@ fn a_run_ended_twice_by_stale_reconciles_is_counted_once() {
             "no line {line:?} in:\n{text}"
         );
     }
+}
+
+#[test]
+fn queue_gauges_label_at_most_fifty_keys_and_sum_the_rest() {
+    let m = Metrics::new(Level::Name, Level::Name);
+    let counts: tektite_controller::metrics::QueueCounts = (0..60)
+        .map(|i| (("ci".to_string(), format!("key-{i:02}")), (1, i)))
+        .collect();
+    m.set_queues(&counts);
+    let text = m.render();
+    let queued: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("tektite_concurrency_queued{"))
+        .collect();
+    assert_eq!(
+        queued.len(),
+        tektite_controller::metrics::MAX_KEYS + 1,
+        "{text}"
+    );
+    // The busiest keep their labels; the ten least busy (0..9 queued) are
+    // summed: 45 queued, 10 running.
+    assert!(
+        text.contains(r#"tektite_concurrency_queued{namespace="ci",key="key-59"} 59"#),
+        "{text}"
+    );
+    assert!(!text.contains("key-09"), "{text}");
+    assert!(
+        text.contains(r#"tektite_concurrency_queued{namespace="_other",key="_other"} 45"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tektite_concurrency_running{namespace="_other",key="_other"} 10"#),
+        "{text}"
+    );
+    // A scrape after the queues emptied drops the old series.
+    m.set_queues(&Default::default());
+    assert!(!m.render().contains("tektite_concurrency_queued{"));
 }

@@ -41,7 +41,9 @@ pub const CANCEL_IN_PROGRESS: &str = "cancel-in-progress";
 
 /// The `statusMessage`-like text of a run cancelled by a newer one.
 pub fn superseded_message(by: &str) -> String {
-    format!("cancelled by newer PipelineRun {by:?} of the same concurrency key (cancel-in-progress)")
+    format!(
+        "cancelled by newer PipelineRun {by:?} of the same concurrency key (cancel-in-progress)"
+    )
 }
 
 /// One annotation, from the run when it has it, else from its Pipeline.
@@ -104,7 +106,11 @@ pub fn settings(
         .str(template, &format!("{at}[{KEY:?}]"))
         .map_err(|e| Failure::new(INVALID, e.to_string()))?;
     if key.contains("$(") {
-        return Err(bad((at, KEY), &key, "a key: it names a variable that has no value"));
+        return Err(bad(
+            (at, KEY),
+            &key,
+            "a key: it names a variable that has no value",
+        ));
     }
     if key.len() > MAX_KEY_LEN {
         return Err(Failure::new(
@@ -364,11 +370,11 @@ pub fn decide(entries: &[Entry<'_>], cap: Option<u32>) -> Verdict {
                         .push((e.name.into(), "Cancelled", winner.into()));
                     cancelled.insert(e.name);
                 }
-                Standing::Holding { cancelling: false } => verdict.cancel.push((
-                    e.name.into(),
-                    "CancelledRunFinally",
-                    winner.into(),
-                )),
+                Standing::Holding { cancelling: false } => {
+                    verdict
+                        .cancel
+                        .push((e.name.into(), "CancelledRunFinally", winner.into()))
+                }
                 Standing::Holding { cancelling: true } => {}
             }
         }
@@ -416,7 +422,11 @@ pub fn decide(entries: &[Entry<'_>], cap: Option<u32>) -> Verdict {
 
     let mut all_running: Vec<&str> = holders.values().flatten().copied().collect();
     all_running.sort_unstable();
-    let by_cap: Vec<&str> = waiting.iter().filter(|(_, c)| *c).map(|(e, _)| e.name).collect();
+    let by_cap: Vec<&str> = waiting
+        .iter()
+        .filter(|(_, c)| *c)
+        .map(|(e, _)| e.name)
+        .collect();
     for (e, for_cap) in &waiting {
         let (place, of, held) = if *for_cap {
             let pos = by_cap.iter().position(|n| *n == e.name).unwrap_or(0);

@@ -448,7 +448,11 @@ impl<'a> Run<'a> {
 /// (unless `config` says its start), else its start.
 fn timing_start(pr: &PipelineRun, config: &Config, st: &PipelineRunStatus) -> Option<Time> {
     if st.concurrency.is_some() && config.queue_timeout_from_creation {
-        return pr.metadata.creation_timestamp.clone().or(st.start_time.clone());
+        return pr
+            .metadata
+            .creation_timestamp
+            .clone()
+            .or(st.start_time.clone());
     }
     st.start_time.clone()
 }
@@ -517,8 +521,9 @@ pub fn queued(pr: &PipelineRun, wait: &concurrency::Wait, config: &Config, now: 
         return plan;
     }
     let message = wait.message();
-    let same = Condition::succeeded(&st.conditions)
-        .is_some_and(|c| c.reason.as_deref() == Some(concurrency::QUEUED) && c.message.as_deref() == Some(&message));
+    let same = Condition::succeeded(&st.conditions).is_some_and(|c| {
+        c.reason.as_deref() == Some(concurrency::QUEUED) && c.message.as_deref() == Some(&message)
+    });
     if !same {
         set_condition(
             &mut st.conditions,
@@ -527,10 +532,12 @@ pub fn queued(pr: &PipelineRun, wait: &concurrency::Wait, config: &Config, now: 
     }
     plan.status = (st != before).then_some(st);
     let poll = Duration::from_secs(30);
-    plan.requeue_after = Some(match t.pipeline.filter(|_| config.queue_timeout_from_creation) {
-        Some(limit) => poll.min(limit.saturating_sub(since) + Duration::from_millis(100)),
-        None => poll,
-    });
+    plan.requeue_after = Some(
+        match t.pipeline.filter(|_| config.queue_timeout_from_creation) {
+            Some(limit) => poll.min(limit.saturating_sub(since) + Duration::from_millis(100)),
+            None => poll,
+        },
+    );
     plan
 }
 

@@ -14,7 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 use proptest::prelude::*;
 use tektite_api::param::ParamValue;
 use tektite_api::v1::{
-    Condition, ConcurrencyStatus, Param, ParamSpec, PipelineRun, PipelineRunSpec,
+    ConcurrencyStatus, Condition, Param, ParamSpec, PipelineRun, PipelineRunSpec,
     PipelineRunStatus, PipelineSpec, PipelineTask, TaskRef, TaskRun, TaskRunStatus, TaskSpec,
 };
 use tektite_engine::concurrency::{self, Entry, Standing, Wait, decide, entries};
@@ -95,16 +95,26 @@ fn the_run_s_annotations_override_the_pipeline_s() {
             (concurrency::PRIORITY, "-2"),
         ],
     );
-    let s = settings_of(&pr, &[(concurrency::KEY, "theirs"), (concurrency::LIMIT, "1")]).unwrap();
+    let s = settings_of(
+        &pr,
+        &[(concurrency::KEY, "theirs"), (concurrency::LIMIT, "1")],
+    )
+    .unwrap();
     assert_eq!(s.key.as_deref(), Some("mine"));
-    assert_eq!((s.limit, s.strategy.as_str(), s.priority), (3, "cancel-in-progress", -2));
+    assert_eq!(
+        (s.limit, s.strategy.as_str(), s.priority),
+        (3, "cancel-in-progress", -2)
+    );
 }
 
 #[test]
 fn no_key_is_no_concurrency_unless_the_namespace_is_capped() {
     let pr = run("r1", 0, &[(concurrency::PRIORITY, "5")]);
     assert_eq!(settings_of(&pr, &[]), None);
-    assert_eq!(settings_of(&run("r2", 0, &[(concurrency::KEY, " ")]), &[]), None);
+    assert_eq!(
+        settings_of(&run("r2", 0, &[(concurrency::KEY, " ")]), &[]),
+        None
+    );
     let capped = concurrency_settings(
         &pr,
         (&env_pipeline(), None),
@@ -160,7 +170,11 @@ fn invalid_annotations_are_refused_naming_the_field_and_what_was_expected() {
         (None, at(0)),
     )
     .unwrap_err();
-    assert!(e.message.contains("254 bytes long; at most 253"), "{}", e.message);
+    assert!(
+        e.message.contains("254 bytes long; at most 253"),
+        "{}",
+        e.message
+    );
     // On the Pipeline, the message says so.
     let e = concurrency_settings(
         &run("r1", 0, &[]),
@@ -169,7 +183,11 @@ fn invalid_annotations_are_refused_naming_the_field_and_what_was_expected() {
         (None, at(0)),
     )
     .unwrap_err();
-    assert!(e.message.starts_with("pipeline metadata.annotations["), "{}", e.message);
+    assert!(
+        e.message.starts_with("pipeline metadata.annotations["),
+        "{}",
+        e.message
+    );
 }
 
 fn status(key: Option<&str>, limit: u32, strategy: &str, priority: i32) -> ConcurrencyStatus {
@@ -182,7 +200,12 @@ fn status(key: Option<&str>, limit: u32, strategy: &str, priority: i32) -> Concu
     }
 }
 
-fn entry<'a>(name: &'a str, created: i64, s: &'a ConcurrencyStatus, standing: Standing) -> Entry<'a> {
+fn entry<'a>(
+    name: &'a str,
+    created: i64,
+    s: &'a ConcurrencyStatus,
+    standing: Standing,
+) -> Entry<'a> {
     Entry {
         name,
         created: at(created),
@@ -295,7 +318,11 @@ fn cancel_in_progress_keeps_the_newest_and_cancels_the_others() {
     assert_eq!(
         v.cancel,
         [
-            ("first".to_string(), "CancelledRunFinally", "newest".to_string()),
+            (
+                "first".to_string(),
+                "CancelledRunFinally",
+                "newest".to_string()
+            ),
             ("third".to_string(), "Cancelled", "newest".to_string()),
         ]
     );
@@ -331,8 +358,14 @@ fn entries_leave_out_runs_done_pending_or_unseen_and_count_started_ones() {
     let mut pending = queued_run("pending", 2, "k");
     pending.spec.status = Some("PipelineRunPending".into());
     let mut admitted = queued_run("admitted", 3, "k");
-    admitted.status.as_mut().unwrap().concurrency.as_mut().unwrap().admitted_time =
-        Some(Time(at(4)));
+    admitted
+        .status
+        .as_mut()
+        .unwrap()
+        .concurrency
+        .as_mut()
+        .unwrap()
+        .admitted_time = Some(Time(at(4)));
     let runs = [
         started,
         done,
@@ -341,7 +374,10 @@ fn entries_leave_out_runs_done_pending_or_unseen_and_count_started_ones() {
         run("unseen", 5, &[]),
         queued_run("waiting", 6, "k"),
     ];
-    let got: Vec<(&str, Standing)> = entries(&runs).iter().map(|e| (e.name, e.standing)).collect();
+    let got: Vec<(&str, Standing)> = entries(&runs)
+        .iter()
+        .map(|e| (e.name, e.standing))
+        .collect();
     assert_eq!(
         got,
         [
@@ -375,7 +411,9 @@ fn a_queued_run_says_why_and_times_out_counting_from_its_creation() {
         (
             "Unknown",
             Some("PipelineRunQueued"),
-            Some("waiting for concurrency key \"deploy-prod\": position 2 of 3, held by deploy-prod-x7k2p")
+            Some(
+                "waiting for concurrency key \"deploy-prod\": position 2 of 3, held by deploy-prod-x7k2p"
+            )
         )
     );
     assert!(st.start_time.is_none());
@@ -463,7 +501,11 @@ fn max_parallel_tasks_starts_no_more_tasks_than_it_allows() {
     let plan = reconcile(&bad, &spec, &[]);
     let c = plan.status.unwrap().conditions.remove(0);
     assert_eq!(c.reason.as_deref(), Some(concurrency::INVALID));
-    assert!(c.message.unwrap().contains("tektite.dev/max-parallel-tasks"));
+    assert!(
+        c.message
+            .unwrap()
+            .contains("tektite.dev/max-parallel-tasks")
+    );
     assert!(plan.create.is_empty());
 }
 
@@ -528,7 +570,15 @@ fn rank_of(pr: &PipelineRun) -> (i32, Timestamp, String) {
 }
 
 fn key_of(pr: &PipelineRun) -> String {
-    pr.status.as_ref().unwrap().concurrency.as_ref().unwrap().key.clone().unwrap()
+    pr.status
+        .as_ref()
+        .unwrap()
+        .concurrency
+        .as_ref()
+        .unwrap()
+        .key
+        .clone()
+        .unwrap()
 }
 
 fn is_queued(pr: &PipelineRun) -> bool {
@@ -586,7 +636,11 @@ impl World {
         let name = self.runs[i].metadata.name.clone().unwrap();
         let verdict = decide(&entries(&view), self.cap);
         for (victim, how, _) in &verdict.cancel {
-            let pr = self.runs.iter_mut().find(|r| r.metadata.name.as_ref() == Some(victim)).unwrap();
+            let pr = self
+                .runs
+                .iter_mut()
+                .find(|r| r.metadata.name.as_ref() == Some(victim))
+                .unwrap();
             if is_done(pr) {
                 continue;
             }
@@ -609,22 +663,40 @@ impl World {
             for other in &self.runs {
                 let theirs = other.metadata.name.clone().unwrap();
                 // Runs ranked ahead start in the same decision, or first.
-                if is_queued(other) && key_of(other) == my_key && theirs != name && !fresh.admit.contains(&theirs) {
+                if is_queued(other)
+                    && key_of(other) == my_key
+                    && theirs != name
+                    && !fresh.admit.contains(&theirs)
+                {
                     assert!(rank_of(other) > my_rank, "{name} admitted before {theirs}");
                 }
             }
         }
-        let c = self.runs[i].status.as_mut().unwrap().concurrency.as_mut().unwrap();
+        let c = self.runs[i]
+            .status
+            .as_mut()
+            .unwrap()
+            .concurrency
+            .as_mut()
+            .unwrap();
         c.admitted_time = Some(Time(at(1000)));
     }
 
     fn check(&self) {
-        let holding: Vec<&PipelineRun> = self.runs.iter().filter(|r| concurrency::holds(r)).collect();
+        let holding: Vec<&PipelineRun> =
+            self.runs.iter().filter(|r| concurrency::holds(r)).collect();
         if let Some(cap) = self.cap {
-            assert!(holding.len() <= cap as usize, "{} running, cap {cap}", holding.len());
+            assert!(
+                holding.len() <= cap as usize,
+                "{} running, cap {cap}",
+                holding.len()
+            );
         }
         for (k, (limit, _)) in self.keys.iter().enumerate() {
-            let n = holding.iter().filter(|r| key_of(r) == format!("k{k}")).count();
+            let n = holding
+                .iter()
+                .filter(|r| key_of(r) == format!("k{k}"))
+                .count();
             assert!(n <= *limit as usize, "key k{k}: {n} holders, limit {limit}");
         }
     }
@@ -632,7 +704,10 @@ impl World {
 
 fn keys() -> impl Strategy<Value = Vec<(u32, &'static str)>> {
     proptest::collection::vec(
-        (1u32..=3, prop_oneof![Just("queue"), Just("cancel-in-progress")]),
+        (
+            1u32..=3,
+            prop_oneof![Just("queue"), Just("cancel-in-progress")],
+        ),
         3,
     )
 }

@@ -1,0 +1,355 @@
+//! Admission of PipelineRuns under concurrency keys and the namespace's
+//! cap (the decision is `tektite_engine::concurrency`'s; this is its I/O).
+//!
+//! A run not yet started is admitted, kept queued, or cancelled here, before
+//! the engine plans it. The queue is the runs themselves: a run's settings
+//! are recorded in its status the first time it is seen, and a run holds a
+//! place from `status.concurrency.admittedTime` (written, and acknowledged,
+//! before anything of it starts) until it is done. So a restarted
+//! controller or a new leader derives the same queue, and a run queued is
+//! never lost.
+//!
+//! Two reconciles of one namespace decide one after the other (a lock per
+//! namespace). The cache answers "wait" cheaply; "admit" is confirmed on a
+//! fresh list from the API server, so a cache that lags never lets two runs
+//! hold a limit-1 key. When a run that held a place ends, the runs its end
+//! lets start (and those queued behind the same key, whose positions
+//! moved) are reconciled at once; every queued run also looks again every
+//! 30 s (a holder deleted outright, a cap raised).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use tektite_api::v1::{ConcurrencyStatus, PipelineRun, PipelineSpec};
+use tektite_engine::concurrency::{self as decision, Verdict};
+use tektite_engine::params::Failure;
+use tektite_engine::pipelinerun;
+use tektite_engine::status::is_done;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::{Context, Error, MANAGER, action, status_patch};
+
+/// What the controller keeps for admission: a lock per namespace, the
+/// PipelineRun cache (when running as the controller) and the way to
+/// reconcile runs an end lets start.
+#[derive(Default)]
+#[allow(missing_debug_implementations)] // the store is not Debug
+pub struct Queue {
+    locks: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    cache: OnceLock<Store<PipelineRun>>,
+    wake: OnceLock<UnboundedSender<ObjectRef<PipelineRun>>>,
+}
+
+impl Queue {
+    /// Uses `cache` for decisions to wait, and `wake` to reconcile runs.
+    pub fn connect(
+        &self,
+        cache: Store<PipelineRun>,
+        wake: UnboundedSender<ObjectRef<PipelineRun>>,
+    ) {
+        let _ = self.cache.set(cache);
+        let _ = self.wake.set(wake);
+    }
+
+    fn lock_of(&self, ns: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.entry(ns.to_string()).or_default().clone()
+    }
+
+    /// The not-done runs of `ns` as the cache has them (`None` without one).
+    fn cached(&self, ns: &str) -> Option<Vec<PipelineRun>> {
+        let cache = self.cache.get()?;
+        Some(
+            cache
+                .state()
+                .iter()
+                .filter(|pr| pr.metadata.namespace.as_deref() == Some(ns))
+                .filter(|pr| !pr.status.as_ref().is_some_and(|s| is_done(&s.conditions)))
+                .map(|pr| (**pr).clone())
+                .collect(),
+        )
+    }
+
+    /// Running and queued runs per (namespace, key), from the cache.
+    pub fn counts(&self) -> crate::metrics::QueueCounts {
+        let mut out = crate::metrics::QueueCounts::new();
+        let Some(cache) = self.cache.get() else {
+            return out;
+        };
+        for pr in cache.state() {
+            let Some(key) = pr
+                .status
+                .as_ref()
+                .and_then(|s| s.concurrency.as_ref())
+                .and_then(|c| c.key.clone())
+            else {
+                continue;
+            };
+            let ns = pr.metadata.namespace.clone().unwrap_or_default();
+            let e = out.entry((ns, key)).or_default();
+            if decision::holds(&pr) {
+                e.0 += 1;
+            } else if !pr.status.as_ref().is_some_and(|s| is_done(&s.conditions)) {
+                e.1 += 1;
+            }
+        }
+        out.retain(|_, (r, q)| *r + *q > 0);
+        out
+    }
+}
+
+/// Where a run stands after admission.
+#[derive(Debug)]
+pub enum Admission {
+    /// Plan it (started, admitted now, or nothing applies): the run with
+    /// what admission recorded.
+    Go(Arc<PipelineRun>),
+    /// It waits (its status says why): requeue so.
+    Wait(Action),
+    /// Its annotations are invalid: it fails.
+    Fail(Failure),
+}
+
+/// Whether `pr` may be planned now; see the module's comment.
+///
+/// # Errors
+/// An API call failed (nothing after it was done).
+pub async fn admit(
+    pr: Arc<PipelineRun>,
+    (spec, pipeline, annotations): (&PipelineSpec, Option<&str>, &BTreeMap<String, String>),
+    ns: &str,
+    ctx: &Context,
+) -> Result<Admission, Error> {
+    let st = pr.status.as_ref();
+    let started = st.is_some_and(|s| s.start_time.is_some());
+    if started || decision::holds(&pr) || pr.spec.status.is_some() {
+        return Ok(Admission::Go(pr));
+    }
+    let config = ctx.config();
+    let now = (ctx.now)();
+    let settings = match st.and_then(|s| s.concurrency.clone()) {
+        Some(s) => s,
+        None => {
+            let cap = config.max_running_pipeline_runs;
+            match pipelinerun::concurrency_settings(&pr, (spec, pipeline), annotations, (cap, now))
+            {
+                Err(f) => return Ok(Admission::Fail(f)),
+                Ok(None) => return Ok(Admission::Go(pr)),
+                Ok(Some(s)) => s,
+            }
+        }
+    };
+    let mut me = (*pr).clone();
+    me.status.get_or_insert_with(Default::default).concurrency = Some(settings);
+    let name = me.metadata.name.clone().unwrap_or_default();
+
+    let lock = ctx.queue.lock_of(ns);
+    let _held = lock.lock().await;
+    let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
+    let cached = ctx.queue.cached(ns);
+    let from_cache = cached.is_some();
+    let runs = match cached {
+        Some(runs) => runs,
+        None => live(&api).await?,
+    };
+    if let Some(older) = unseen_before(&runs, &me, now) {
+        // Runs created together start in their order: wait for it to be
+        // recorded (or to start without a key).
+        tracing::debug!(run = %name, %older, "waiting for an older run to be seen");
+        return Ok(Admission::Wait(Action::requeue(
+            std::time::Duration::from_secs(1),
+        )));
+    }
+    let mut verdict = decide(&runs, &me, config.max_running_pipeline_runs);
+    cancel_superseded(&api, &verdict, ctx).await?;
+    if verdict.admit.contains(&name) && from_cache {
+        // The cache may lag: only a fresh list lets a run start.
+        verdict = decide(&live(&api).await?, &me, config.max_running_pipeline_runs);
+    }
+    if verdict.admit.contains(&name) {
+        let st = me.status.get_or_insert_with(Default::default);
+        let c = st
+            .concurrency
+            .get_or_insert_with(ConcurrencyStatus::default);
+        c.admitted_time = Some(Time(now));
+        let waited = crate::seconds(None, me.metadata.creation_timestamp.as_ref(), now);
+        c.wait_seconds = Some((waited * 1000.0).round() / 1000.0);
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(status_patch("PipelineRun", st)),
+        )
+        .await?;
+        ctx.metrics.queue_waited(waited);
+        return Ok(Admission::Go(Arc::new(me)));
+    }
+    let Some(wait) = verdict.wait.get(&name) else {
+        // Cancelled by a newer run: its next reconcile ends it.
+        return Ok(Admission::Wait(Action::requeue(
+            std::time::Duration::from_secs(1),
+        )));
+    };
+    let newly = st.is_none_or(|s| s.concurrency.is_none());
+    let plan = pipelinerun::queued(&me, wait, &config, now);
+    if let Some(st) = &plan.status {
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(status_patch("PipelineRun", st)),
+        )
+        .await?;
+        if is_done(&st.conditions) {
+            let secs = crate::seconds(None, me.metadata.creation_timestamp.as_ref(), now);
+            ctx.metrics.pipelinerun_done(&me, &st.conditions, secs);
+        }
+    }
+    crate::record(ctx, &me, &plan.events).await;
+    if newly {
+        // Those queued behind the same key now count one more.
+        wake_same_key(&runs, &me, ns, ctx);
+    }
+    Ok(Admission::Wait(action(plan.requeue_after)))
+}
+
+/// How long a run not yet seen holds back newer runs of its namespace.
+const UNSEEN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An older run of the namespace the controller has not recorded yet (no
+/// settings, not started, not done, not held by its `spec.status`),
+/// created less than [`UNSEEN_GRACE`] ago: `me` waits for it, so that runs
+/// created together are admitted in their order.
+fn unseen_before(
+    runs: &[PipelineRun],
+    me: &PipelineRun,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Option<String> {
+    let order = |pr: &PipelineRun| {
+        (
+            pr.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            pr.metadata.name.clone(),
+        )
+    };
+    let mine = order(me);
+    runs.iter()
+        .filter(|pr| {
+            pr.spec.status.is_none()
+                && pr.status.as_ref().is_none_or(|s| {
+                    s.concurrency.is_none() && s.start_time.is_none() && !is_done(&s.conditions)
+                })
+        })
+        .filter(|pr| order(pr) < mine)
+        .filter(|pr| {
+            pr.metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|t| now.duration_since(t.0).unsigned_abs() < UNSEEN_GRACE)
+        })
+        .find_map(|pr| pr.metadata.name.clone())
+}
+
+/// Reconciles the other runs queued under `me`'s key (their positions moved).
+fn wake_same_key(runs: &[PipelineRun], me: &PipelineRun, ns: &str, ctx: &Context) {
+    let (Some(wake), Some(key)) = (ctx.queue.wake.get(), my_key(me)) else {
+        return;
+    };
+    for pr in runs {
+        if pr.metadata.name != me.metadata.name
+            && my_key(pr) == Some(key)
+            && !decision::holds(pr)
+            && let Some(n) = &pr.metadata.name
+        {
+            let _ = wake.send(ObjectRef::new(n).within(ns));
+        }
+    }
+}
+
+fn my_key(pr: &PipelineRun) -> Option<&str> {
+    pr.status.as_ref()?.concurrency.as_ref()?.key.as_deref()
+}
+
+/// The namespace's runs listed from the API server (a consistent read).
+async fn live(api: &Api<PipelineRun>) -> Result<Vec<PipelineRun>, Error> {
+    Ok(api.list(&ListParams::default()).await?.items)
+}
+
+/// The decision over `runs`, with `me` as admission sees it (its settings
+/// recorded, whether or not the view has them yet).
+fn decide(runs: &[PipelineRun], me: &PipelineRun, cap: Option<u32>) -> Verdict {
+    let mut view: Vec<PipelineRun> = runs
+        .iter()
+        .filter(|r| r.metadata.name != me.metadata.name)
+        .cloned()
+        .collect();
+    view.push(me.clone());
+    decision::decide(&decision::entries(&view), cap)
+}
+
+/// Cancels the runs a newer run of their `cancel-in-progress` key replaces:
+/// `spec.status` set (`Cancelled` for one queued, `CancelledRunFinally`
+/// for one running), and an event on each saying which run replaced it.
+async fn cancel_superseded(
+    api: &Api<PipelineRun>,
+    verdict: &Verdict,
+    ctx: &Context,
+) -> Result<(), Error> {
+    for (victim, how, by) in &verdict.cancel {
+        let patch = serde_json::json!({"spec": {"status": how}});
+        let r = api
+            .patch(victim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+        let pr = match r {
+            Ok(pr) => pr,
+            // Deleted meanwhile: nothing to cancel.
+            Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(run = %victim, %by, how, "cancelled by a newer run of its concurrency key");
+        let event = tektite_engine::status::Event {
+            type_: "Normal",
+            reason: "CancelledByNewerRun".into(),
+            message: decision::superseded_message(by),
+        };
+        crate::record(ctx, &pr, &[event]).await;
+    }
+    Ok(())
+}
+
+/// A run that held a place (or waited) has ended in `ns`: the runs that
+/// may start now, and those queued behind its key, are reconciled at once.
+pub fn ended(pr: &PipelineRun, ns: &str, ctx: &Context) {
+    let Some(wake) = ctx.queue.wake.get() else {
+        return;
+    };
+    let capped = ctx.config().max_running_pipeline_runs.is_some();
+    let key = pr
+        .status
+        .as_ref()
+        .and_then(|s| s.concurrency.as_ref())
+        .and_then(|c| c.key.clone());
+    if key.is_none() && !capped {
+        return;
+    }
+    let Some(runs) = ctx.queue.cached(ns) else {
+        return;
+    };
+    let view: Vec<PipelineRun> = runs
+        .into_iter()
+        .filter(|r| r.metadata.name != pr.metadata.name)
+        .collect();
+    let entries = decision::entries(&view);
+    let verdict = decision::decide(&entries, ctx.config().max_running_pipeline_runs);
+    for e in &entries {
+        let same_key = key.is_some() && e.settings.and_then(|s| s.key.as_ref()) == key.as_ref();
+        let queued = e.standing == decision::Standing::Queued;
+        if queued && (verdict.admit.contains(e.name) || same_key) {
+            let _ = wake.send(ObjectRef::new(e.name).within(ns));
+        }
+    }
+}
