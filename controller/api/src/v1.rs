@@ -1132,7 +1132,7 @@ pub struct ConcurrencyStatus {
     pub key: Option<String>,
     /// How many runs of the key may run at once.
     #[serde(default = "one")]
-    pub limit: u32,
+    pub limit: i64,
     /// `queue` or `cancel-in-progress`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub strategy: String,
@@ -1147,7 +1147,7 @@ pub struct ConcurrencyStatus {
     pub wait_seconds: Option<f64>,
 }
 
-fn one() -> u32 {
+fn one() -> i64 {
     1
 }
 

@@ -131,6 +131,7 @@ pub fn settings(
             .parse::<u32>()
             .ok()
             .filter(|n| *n > 0)
+            .map(i64::from)
             .ok_or_else(|| bad((at, LIMIT), v, "a positive integer"))?,
     };
     let strategy = match annotation(run, pipeline, STRATEGY) {
@@ -324,6 +325,11 @@ pub struct Verdict {
     pub cancel: Vec<(String, &'static str, String)>,
 }
 
+/// How many runs a recorded limit lets hold a key (at least one).
+fn places(limit: i64) -> usize {
+    usize::try_from(limit.max(1)).unwrap_or(usize::MAX)
+}
+
 /// FIFO rank of a queued run: higher priority first, then older, then name.
 fn rank<'a>(e: &Entry<'a>) -> (std::cmp::Reverse<i32>, Timestamp, &'a str) {
     (std::cmp::Reverse(e.priority()), e.created, e.name)
@@ -359,7 +365,7 @@ pub fn decide(entries: &[Entry<'_>], cap: Option<u32>) -> Verdict {
         if last.strategy != CANCEL_IN_PROGRESS {
             continue;
         }
-        let keep = usize::try_from(last.limit).unwrap_or(usize::MAX);
+        let keep = places(last.limit);
         let winner = runs.last().map_or("", |e| e.name);
         let older = runs.len().saturating_sub(keep);
         for e in &runs[..older] {
@@ -401,8 +407,7 @@ pub fn decide(entries: &[Entry<'_>], cap: Option<u32>) -> Verdict {
         let key_free = match e.key() {
             None => true,
             Some(k) => {
-                let limit = newest.get(k).map_or(1, |s| s.limit);
-                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                let limit = places(newest.get(k).map_or(1, |s| s.limit));
                 !blocked.contains(k) && holders.get(&Some(k)).map_or(0, Vec::len) < limit
             }
         };

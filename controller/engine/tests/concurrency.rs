@@ -190,7 +190,7 @@ fn invalid_annotations_are_refused_naming_the_field_and_what_was_expected() {
     );
 }
 
-fn status(key: Option<&str>, limit: u32, strategy: &str, priority: i32) -> ConcurrencyStatus {
+fn status(key: Option<&str>, limit: i64, strategy: &str, priority: i32) -> ConcurrencyStatus {
     ConcurrencyStatus {
         key: key.map(Into::into),
         limit,
@@ -554,7 +554,7 @@ fn op() -> impl Strategy<Value = Op> {
 struct World {
     runs: Vec<PipelineRun>,
     /// The limit and strategy of each key.
-    keys: Vec<(u32, &'static str)>,
+    keys: Vec<(i64, &'static str)>,
     cap: Option<u32>,
     /// An old view of the runs (a cache that lags).
     stale: Option<Vec<PipelineRun>>,
@@ -697,15 +697,18 @@ impl World {
                 .iter()
                 .filter(|r| key_of(r) == format!("k{k}"))
                 .count();
-            assert!(n <= *limit as usize, "key k{k}: {n} holders, limit {limit}");
+            assert!(
+                i64::try_from(n).unwrap() <= *limit,
+                "key k{k}: {n} holders, limit {limit}"
+            );
         }
     }
 }
 
-fn keys() -> impl Strategy<Value = Vec<(u32, &'static str)>> {
+fn keys() -> impl Strategy<Value = Vec<(i64, &'static str)>> {
     proptest::collection::vec(
         (
-            1u32..=3,
+            1i64..=3,
             prop_oneof![Just("queue"), Just("cancel-in-progress")],
         ),
         3,
