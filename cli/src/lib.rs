@@ -20,6 +20,7 @@ pub mod files;
 pub mod follow;
 pub mod inspect;
 pub mod labels;
+pub mod queue;
 pub mod remote;
 pub mod rerun;
 pub mod run;

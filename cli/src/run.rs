@@ -261,9 +261,12 @@ fn name_of(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta
 /// A run to carry out, resolved.
 enum Job {
     Task(Box<TaskRun>, TaskSource),
+    /// The run, its Pipeline (spec and name) and the Pipeline's
+    /// annotations (defaults of the run's concurrency settings).
     Pipeline(
         Box<PipelineRun>,
         Result<(PipelineSpec, Option<String>), Failure>,
+        BTreeMap<String, String>,
     ),
 }
 
@@ -278,14 +281,14 @@ impl Job {
     fn meta(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
         match self {
             Job::Task(tr, _) => &mut tr.metadata,
-            Job::Pipeline(pr, _) => &mut pr.metadata,
+            Job::Pipeline(pr, ..) => &mut pr.metadata,
         }
     }
 
     fn name(&self) -> String {
         match self {
             Job::Task(tr, _) => tr.metadata.name.clone().unwrap_or_default(),
-            Job::Pipeline(pr, _) => pr.metadata.name.clone().unwrap_or_default(),
+            Job::Pipeline(pr, ..) => pr.metadata.name.clone().unwrap_or_default(),
         }
     }
 }
@@ -297,6 +300,8 @@ struct Inputs {
     given_paths: Vec<PathBuf>,
     tasks: BTreeMap<String, TaskSpec>,
     pipelines: BTreeMap<String, PipelineSpec>,
+    /// The annotations of the Pipelines in `pipelines` that have any.
+    pipeline_annotations: BTreeMap<String, BTreeMap<String, String>>,
     step_actions: tektite_engine::stepaction::StepActions,
     /// The ConfigMaps and Secrets given (documents and flags).
     data: tektite_api::data::DataSet,
@@ -379,6 +384,7 @@ fn load(args: &Args) -> anyhow::Result<Result<Inputs, Refused>> {
     }
     let mut tasks: BTreeMap<String, TaskSpec> = BTreeMap::new();
     let mut pipelines: BTreeMap<String, PipelineSpec> = BTreeMap::new();
+    let mut pipeline_annotations = BTreeMap::new();
     // Given files win over task dirs and the catalog.
     for l in loaded.iter().rev() {
         match &l.object {
@@ -386,7 +392,12 @@ fn load(args: &Args) -> anyhow::Result<Result<Inputs, Refused>> {
                 tasks.insert(t.metadata.name.clone().unwrap_or_default(), t.spec.clone());
             }
             Object::Pipeline(p) => {
-                pipelines.insert(p.metadata.name.clone().unwrap_or_default(), p.spec.clone());
+                let name = p.metadata.name.clone().unwrap_or_default();
+                pipelines.insert(name.clone(), p.spec.clone());
+                match &p.metadata.annotations {
+                    Some(a) if !a.is_empty() => pipeline_annotations.insert(name, a.clone()),
+                    _ => pipeline_annotations.remove(&name),
+                };
             }
             _ => {}
         }
@@ -398,6 +409,7 @@ fn load(args: &Args) -> anyhow::Result<Result<Inputs, Refused>> {
         given_paths,
         tasks,
         pipelines,
+        pipeline_annotations,
         step_actions,
         data,
         remote: None,
@@ -677,6 +689,9 @@ fn resolve_pipeline_ref(
     match found {
         Object::Pipeline(p) => {
             inputs.pipelines.insert(key.clone(), p.spec.clone());
+            if let Some(a) = p.metadata.annotations.filter(|a| !a.is_empty()) {
+                inputs.pipeline_annotations.insert(key.clone(), a);
+            }
             Ok((key, p.spec))
         }
         _ => Err("spec.pipelineRef: the resolver did not answer a Pipeline".into()),
@@ -704,6 +719,10 @@ fn remote_pipeline_tasks(
     r
 }
 
+/// A run's Pipeline: its spec, its name (none when embedded or remote) and
+/// its annotations.
+type FoundPipeline = (PipelineSpec, Option<String>, BTreeMap<String, String>);
+
 /// The Pipeline a run embeds, names (in the given files, `--task-dir` and
 /// the catalog) or has a resolver find (its source then recorded in the
 /// run's status); the refusal is printed.
@@ -712,16 +731,17 @@ fn pipeline_of(
     inputs: &mut Inputs,
     pr: &mut PipelineRun,
     who: &str,
-) -> Result<(PipelineSpec, Option<String>), Refused> {
+) -> Result<FoundPipeline, Refused> {
     match (&pr.spec.pipeline_spec, &pr.spec.pipeline_ref) {
-        (Some(s), _) => Ok(((**s).clone(), None)),
+        (Some(s), _) => Ok(((**s).clone(), None, BTreeMap::new())),
         (None, Some(r)) if r.resolver.is_some() => match resolve_pipeline_ref(inputs, pr, args) {
             Ok((key, spec)) => {
                 if let Some(src) = inputs.source_of(&key) {
                     let st = pr.status.get_or_insert_with(Default::default);
                     tektite_engine::status::record_source(&mut st.provenance, src);
                 }
-                Ok((spec, None))
+                let annotations = inputs.pipeline_annotations.get(&key).cloned();
+                Ok((spec, None, annotations.unwrap_or_default()))
             }
             Err(m) => {
                 note(&format!("{who}: {m}"));
@@ -731,7 +751,10 @@ fn pipeline_of(
         (None, Some(r)) => {
             let n = r.name.clone().unwrap_or_default();
             match inputs.pipelines.get(&n) {
-                Some(s) => Ok((s.clone(), Some(n))),
+                Some(s) => {
+                    let annotations = inputs.pipeline_annotations.get(&n).cloned();
+                    Ok((s.clone(), Some(n), annotations.unwrap_or_default()))
+                }
                 None => {
                     note(&format!(
                         "{who}: spec.pipelineRef.name: no Pipeline {n:?} in the given files, --task-dir folders or the catalog"
@@ -754,8 +777,8 @@ fn prepare_pipeline_run(
     claims: &mut BTreeMap<String, PathBuf>,
 ) -> anyhow::Result<Result<Job, Refused>> {
     let who = format!("{file}: PipelineRun {}", display_name(&pr.metadata));
-    let resolved = match pipeline_of(args, inputs, &mut pr, &who) {
-        Ok(found) => Ok(found),
+    let (resolved, annotations) = match pipeline_of(args, inputs, &mut pr, &who) {
+        Ok((spec, name, annotations)) => (Ok((spec, name)), annotations),
         Err(code) => return Ok(Err(code)),
     };
     let Ok((spec, _)) = &resolved else {
@@ -819,7 +842,14 @@ fn prepare_pipeline_run(
             .get_or_insert_with(TimeoutFields::default)
             .pipeline = Some(t.clone());
     }
-    Ok(Ok(Job::Pipeline(pr, resolved)))
+    // Its concurrency annotations are checked now (the key is resolved
+    // again once the run has its name).
+    let mut probe = (*pr).clone();
+    if let Err(m) = crate::queue::settle(&mut probe, (spec, None), &annotations) {
+        note(&format!("{who}: {m}"));
+        return Ok(Err(EXIT_INVALID));
+    }
+    Ok(Ok(Job::Pipeline(pr, resolved, annotations)))
 }
 
 /// Where a PipelineRun's Pipeline spec is, for messages.
@@ -840,7 +870,7 @@ fn at_spec(pr: &PipelineRun) -> &'static str {
 fn check_prepared(job: &Job, inputs: &Inputs, file: &str, config: &Config) -> Option<String> {
     let object = match job {
         Job::Task(tr, _) => Object::TaskRun(tr.clone()),
-        Job::Pipeline(pr, _) => Object::PipelineRun(pr.clone()),
+        Job::Pipeline(pr, ..) => Object::PipelineRun(pr.clone()),
     };
     let who = format!("{file}: {} {}", object.kind(), object.display_name());
     let catalog = validate::Catalog::from_loaded(&inputs.loaded);
@@ -864,7 +894,7 @@ fn check_prepared(job: &Job, inputs: &Inputs, file: &str, config: &Config) -> Op
             name_of(&mut tr.metadata);
             preflight::task_run(&tr, source.resolved(), config, now)
         }
-        Job::Pipeline(pr, resolved) => {
+        Job::Pipeline(pr, resolved, _) => {
             let mut pr = (**pr).clone();
             name_of(&mut pr.metadata);
             let pipeline = resolved.as_ref().map(|(s, n)| (s, n.as_deref()));
@@ -888,7 +918,7 @@ fn missing_sources(job: &Job, inputs: &Inputs) -> Vec<String> {
         Job::Task(tr, TaskSource::Spec(spec, task)) => {
             crate::values::check_task_run(tr, spec, task.as_deref(), &inputs.data)
         }
-        Job::Pipeline(pr, Ok((spec, name))) => crate::values::check_pipeline_run(
+        Job::Pipeline(pr, Ok((spec, name)), _) => crate::values::check_pipeline_run(
             pr,
             spec,
             name.as_deref(),
@@ -1179,7 +1209,10 @@ fn claim(store: &Store, job: &mut Job) -> anyhow::Result<Result<Journal, Refused
         if let Some(journal) = Journal::create(store, kind, &name)? {
             let claimed = match job {
                 Job::Task(tr, _) => store.claim_task_run(tr)?,
-                Job::Pipeline(pr, _) => store.claim_pipeline_run(pr)?,
+                Job::Pipeline(pr, resolved, annotations) => {
+                    queue_settings(pr, resolved, annotations);
+                    store.claim_pipeline_run(pr)?
+                }
             };
             if claimed {
                 return Ok(Ok(journal));
@@ -1201,6 +1234,24 @@ fn claim(store: &Store, job: &mut Job) -> anyhow::Result<Result<Journal, Refused
         job.kind().lower(),
         store.root().display()
     )
+}
+
+/// A PipelineRun about to be claimed: its creation time (the queue's
+/// order) and its concurrency settings over its name (checked when it was
+/// prepared).
+fn queue_settings(
+    pr: &mut PipelineRun,
+    resolved: &Result<(PipelineSpec, Option<String>), Failure>,
+    annotations: &BTreeMap<String, String>,
+) {
+    pr.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    if let Ok((spec, name)) = resolved
+        && let Err(m) = crate::queue::settle(pr, (spec, name.as_deref()), annotations)
+    {
+        note(&format!("tkt: {m}"));
+    }
 }
 
 /// Ends a job's hold on its run however `run_job` returns: the interrupt
@@ -1245,6 +1296,12 @@ fn run_job(ctx: &JobContext<'_>, mut job: Job) -> anyhow::Result<Result<u8, Refu
         && std::io::stderr().is_terminal()
         && std::io::stdout().is_terminal();
     let printer = std::thread::spawn(move || print_progress(prx, is_pipeline, text, color));
+    if let Job::Pipeline(pr, ..) = &mut job {
+        // Its turn under its concurrency key (at once without one).
+        let stop = || ctx.interrupts.count() > 0;
+        let tell = |line: &str| say(text, line);
+        crate::queue::wait_turn(ctx.store, pr, &journal, &stop, &tell)?;
+    }
     say(text, &format!("{} {name} started", kind.lower()));
     let (object, cond) = match job {
         Job::Task(tr, source) => {
@@ -1257,7 +1314,7 @@ fn run_job(ctx: &JobContext<'_>, mut job: Job) -> anyhow::Result<Result<u8, Refu
                 .cloned();
             (serde_json::to_value(&tr)?, c)
         }
-        Job::Pipeline(pr, resolved) => {
+        Job::Pipeline(pr, resolved, _) => {
             let pipeline = resolved.as_ref().map(|(s, n)| (s, n.as_deref()));
             let (pr, _children) = runner.run_pipeline(*pr, pipeline, ctx.tasks);
             ctx.store.save_pipeline_run(&pr)?;
