@@ -127,6 +127,24 @@ fn runs_sharing_a_store_take_turns_under_a_key_and_say_what_they_wait_for() {
         condition(&waiting).1,
         "waiting for concurrency key \"deploy-prod\": position 1 of 1, held by a"
     );
+    let list = util::tkt(&["pr", "list", "--state-dir", &s.state_arg()]);
+    let row = text(&list.stdout)
+        .lines()
+        .find(|l| l.starts_with("b "))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(row.ends_with("Queued(1/1)"), "{}", text(&list.stdout));
+    let described =
+        text(&util::tkt(&["pr", "describe", "b", "--state-dir", &s.state_arg()]).stdout);
+    for want in [
+        "Concurrency",
+        " Key:",
+        "deploy-prod",
+        "1 (queue)",
+        "for concurrency key \"deploy-prod\": position 1 of 1, held by a",
+    ] {
+        assert!(described.contains(want), "{want}:\n{described}");
+    }
     // Another key does not wait.
     let c = start(
         &s,

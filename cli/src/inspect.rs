@@ -22,6 +22,7 @@ use serde::Serialize;
 use tektite_api::v1::{
     Condition, Param, ParamValue, PipelineRun, PipelineSpec, StepState, TaskRun, WorkspaceBinding,
 };
+use tektite_engine::concurrency;
 use tektite_local::live;
 use tektite_local::store::{Listing, Store};
 
@@ -867,6 +868,7 @@ fn describe_pipeline_run(pr: &PipelineRun, trs: &[TaskRun], now: Timestamp) -> S
         }
     }
     reused_section(&mut t, pr);
+    concurrency_section(&mut t, pr, now);
     sources_section(&mut t, pr, trs);
     let skipped: Vec<_> = pr.status.iter().flat_map(|s| &s.skipped_tasks).collect();
     if !skipped.is_empty() {
@@ -876,6 +878,43 @@ fn describe_pipeline_run(pr: &PipelineRun, trs: &[TaskRun], now: Timestamp) -> S
         }
     }
     tabwrite(&t)
+}
+
+/// The run's concurrency key and place: its settings, what it waits for
+/// (position and holders) or when it was admitted.
+fn concurrency_section(t: &mut String, pr: &PipelineRun, now: Timestamp) {
+    let Some(c) = pr.status.as_ref().and_then(|s| s.concurrency.as_ref()) else {
+        return;
+    };
+    t.push_str("\nConcurrency\n\n");
+    match &c.key {
+        Some(k) => {
+            let _ = writeln!(t, " Key:\t{}", printable(k));
+            let _ = writeln!(t, " Limit:\t{} ({})", c.limit, c.strategy);
+        }
+        None => {
+            let _ = writeln!(t, " Key:\t--- (the namespace's cap)");
+        }
+    }
+    if c.priority != 0 {
+        let _ = writeln!(t, " Priority:\t{}", c.priority);
+    }
+    let queued = Condition::succeeded(pr.conditions())
+        .filter(|x| x.status == "Unknown" && x.reason.as_deref() == Some(concurrency::QUEUED));
+    if let Some(q) = queued {
+        let m = q.message.as_deref().unwrap_or_default();
+        let _ = writeln!(
+            t,
+            " Waiting:\t{}",
+            printable(m.trim_start_matches("waiting "))
+        );
+    }
+    if let Some(at) = &c.admitted_time {
+        let waited = c
+            .wait_seconds
+            .map_or(String::new(), |w| format!(" after waiting {w:.1}s"));
+        let _ = writeln!(t, " Admitted:\t{}{waited}", age(Some(at.0), now));
+    }
 }
 
 /// The tasks a rerun took from the run it reran (`tkt pr rerun
@@ -1408,6 +1447,12 @@ pub fn condition(conditions: &[Condition]) -> String {
         "False" => "Failed",
         _ => "Running",
     };
+    if c.status == "Unknown" && c.reason.as_deref() == Some(concurrency::QUEUED) {
+        return match c.message.as_deref().and_then(concurrency::position_in) {
+            Some((n, of)) => format!("Queued({n}/{of})"),
+            None => "Queued".into(),
+        };
+    }
     match c.reason.as_deref() {
         Some(r) if !r.is_empty() && r != status => {
             let shown = match r {

@@ -312,6 +312,15 @@ impl Wait {
     }
 }
 
+/// The position and queue length a [`Wait::message`] states
+/// (`… position 2 of 3…` → `(2, 3)`).
+pub fn position_in(message: &str) -> Option<(usize, usize)> {
+    let rest = &message[message.find(": position ")? + ": position ".len()..];
+    let (n, rest) = rest.split_once(" of ")?;
+    let of: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((n.parse().ok()?, of.parse().ok()?))
+}
+
 /// What to do with the runs of a namespace.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Verdict {

@@ -235,6 +235,12 @@ fn queued_runs_start_first_in_first_out_within_the_limit() {
     );
     assert_eq!(v.wait["b"].position, 1);
     assert_eq!(v.wait["d"].position, 3);
+    // What `tkt pr list` reads back.
+    assert_eq!(
+        concurrency::position_in(&v.wait["d"].message()),
+        Some((3, 3))
+    );
+    assert_eq!(concurrency::position_in("waiting"), None);
 
     // a ends: b (the oldest) goes, not c or d.
     let v = decide(
