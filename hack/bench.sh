@@ -11,6 +11,8 @@ cargo bench -p tektite-entrypoint --bench handoff
 cargo bench -p tektite-controller --bench apiserver
 # 200 containers logging for 10 s, without and with the log archive.
 cargo bench -p tektite-controller --bench archive
+# 1,000 queued PipelineRuns over 50 keys (limit 2) drained, against no keys.
+cargo bench -p tektite-controller --bench queue
 hack/bench-run.sh
 hack/bench-logs.sh
 hack/build-entrypoint.sh

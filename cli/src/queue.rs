@@ -177,7 +177,8 @@ fn decide(runs: &[PipelineRun], me: &PipelineRun) -> Verdict {
         .cloned()
         .collect();
     view.push(me.clone());
-    concurrency::decide(&concurrency::entries(&view), None)
+    let name = me.metadata.name.as_deref().unwrap_or_default();
+    concurrency::decide_for(&concurrency::entries(&view), None, name)
 }
 
 /// Asks the `tkt`s of the runs a newer run replaces to cancel them (each

@@ -64,17 +64,52 @@ impl Queue {
     }
 
     /// The not-done runs of `ns` as the cache has them (`None` without one).
-    fn cached(&self, ns: &str) -> Option<Vec<PipelineRun>> {
+    fn cached(&self, ns: &str) -> Option<Vec<Arc<PipelineRun>>> {
         let cache = self.cache.get()?;
         Some(
             cache
                 .state()
-                .iter()
+                .into_iter()
                 .filter(|pr| pr.metadata.namespace.as_deref() == Some(ns))
                 .filter(|pr| !pr.status.as_ref().is_some_and(|s| is_done(&s.conditions)))
-                .map(|pr| (**pr).clone())
                 .collect(),
         )
+    }
+
+    /// The decision for `me` over the cache's runs of `ns` (`None` without
+    /// a cache): what a reconcile of a queued run decides before any API
+    /// call.
+    pub fn decision(&self, ns: &str, me: &PipelineRun, cap: Option<u32>) -> Option<Verdict> {
+        Some(decide(&self.cached(ns)?, me, cap))
+    }
+
+    /// The queued runs of `ns` to reconcile now that `pr` has ended: those
+    /// the decision without it admits, and those queued behind its key
+    /// (their positions moved); none without a cache, or when neither a
+    /// key nor the namespace's cap (`capped`) applied to it.
+    pub fn to_wake(&self, pr: &PipelineRun, ns: &str, cap: Option<u32>) -> Vec<String> {
+        let key = my_key(pr);
+        if key.is_none() && cap.is_none() {
+            return Vec::new();
+        }
+        let Some(runs) = self.cached(ns) else {
+            return Vec::new();
+        };
+        let others = runs
+            .iter()
+            .filter(|r| r.metadata.name != pr.metadata.name)
+            .map(|r| &**r);
+        let entries = decision::entries(others);
+        let verdict = decision::decide(&entries, cap);
+        entries
+            .iter()
+            .filter(|e| e.standing == decision::Standing::Queued)
+            .filter(|e| {
+                let same_key = key.is_some() && e.settings.and_then(|s| s.key.as_deref()) == key;
+                verdict.admit.contains(e.name) || same_key
+            })
+            .map(|e| e.name.to_string())
+            .collect()
     }
 
     /// Running and queued runs per (namespace, key), from the cache.
@@ -226,7 +261,7 @@ const UNSEEN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 /// created less than [`UNSEEN_GRACE`] ago: `me` waits for it, so that runs
 /// created together are admitted in their order.
 fn unseen_before(
-    runs: &[PipelineRun],
+    runs: &[Arc<PipelineRun>],
     me: &PipelineRun,
     now: k8s_openapi::jiff::Timestamp,
 ) -> Option<String> {
@@ -255,7 +290,7 @@ fn unseen_before(
 }
 
 /// Reconciles the other runs queued under `me`'s key (their positions moved).
-fn wake_same_key(runs: &[PipelineRun], me: &PipelineRun, ns: &str, ctx: &Context) {
+fn wake_same_key(runs: &[Arc<PipelineRun>], me: &PipelineRun, ns: &str, ctx: &Context) {
     let (Some(wake), Some(key)) = (ctx.queue.wake.get(), my_key(me)) else {
         return;
     };
@@ -275,20 +310,26 @@ fn my_key(pr: &PipelineRun) -> Option<&str> {
 }
 
 /// The namespace's runs listed from the API server (a consistent read).
-async fn live(api: &Api<PipelineRun>) -> Result<Vec<PipelineRun>, Error> {
-    Ok(api.list(&ListParams::default()).await?.items)
+async fn live(api: &Api<PipelineRun>) -> Result<Vec<Arc<PipelineRun>>, Error> {
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(Arc::new)
+        .collect())
 }
 
 /// The decision over `runs`, with `me` as admission sees it (its settings
 /// recorded, whether or not the view has them yet).
-fn decide(runs: &[PipelineRun], me: &PipelineRun, cap: Option<u32>) -> Verdict {
-    let mut view: Vec<PipelineRun> = runs
+fn decide(runs: &[Arc<PipelineRun>], me: &PipelineRun, cap: Option<u32>) -> Verdict {
+    let view = runs
         .iter()
         .filter(|r| r.metadata.name != me.metadata.name)
-        .cloned()
-        .collect();
-    view.push(me.clone());
-    decision::decide(&decision::entries(&view), cap)
+        .map(|r| &**r)
+        .chain(std::iter::once(me));
+    let name = me.metadata.name.as_deref().unwrap_or_default();
+    decision::decide_for(&decision::entries(view), cap, name)
 }
 
 /// Cancels the runs a newer run of their `cancel-in-progress` key replaces:
@@ -322,34 +363,14 @@ async fn cancel_superseded(
 }
 
 /// A run that held a place (or waited) has ended in `ns`: the runs that
-/// may start now, and those queued behind its key, are reconciled at once.
+/// may start now, and those queued behind its key, are reconciled at once
+/// (see [`Queue::to_wake`]).
 pub fn ended(pr: &PipelineRun, ns: &str, ctx: &Context) {
     let Some(wake) = ctx.queue.wake.get() else {
         return;
     };
-    let capped = ctx.config().max_running_pipeline_runs.is_some();
-    let key = pr
-        .status
-        .as_ref()
-        .and_then(|s| s.concurrency.as_ref())
-        .and_then(|c| c.key.clone());
-    if key.is_none() && !capped {
-        return;
-    }
-    let Some(runs) = ctx.queue.cached(ns) else {
-        return;
-    };
-    let view: Vec<PipelineRun> = runs
-        .into_iter()
-        .filter(|r| r.metadata.name != pr.metadata.name)
-        .collect();
-    let entries = decision::entries(&view);
-    let verdict = decision::decide(&entries, ctx.config().max_running_pipeline_runs);
-    for e in &entries {
-        let same_key = key.is_some() && e.settings.and_then(|s| s.key.as_ref()) == key.as_ref();
-        let queued = e.standing == decision::Standing::Queued;
-        if queued && (verdict.admit.contains(e.name) || same_key) {
-            let _ = wake.send(ObjectRef::new(e.name).within(ns));
-        }
+    let cap = ctx.config().max_running_pipeline_runs;
+    for name in ctx.queue.to_wake(pr, ns, cap) {
+        let _ = wake.send(ObjectRef::new(&name).within(ns));
     }
 }

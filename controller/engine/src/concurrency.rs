@@ -13,7 +13,7 @@
 //! its admission (`status.concurrency.admittedTime`, written before it
 //! starts anything) or its start until it is done.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::jiff::Timestamp;
 use tektite_api::v1::{ConcurrencyStatus, PipelineRun};
@@ -237,7 +237,7 @@ pub fn holds(pr: &PipelineRun) -> bool {
 /// place, and those queued (recorded settings, not admitted, not asked to
 /// wait or stop by their `spec.status`). Runs not yet seen, done, or
 /// `PipelineRunPending` are left out.
-pub fn entries(runs: &[PipelineRun]) -> Vec<Entry<'_>> {
+pub fn entries<'a>(runs: impl IntoIterator<Item = &'a PipelineRun>) -> Vec<Entry<'a>> {
     let mut out = Vec::new();
     for pr in runs {
         let Some(name) = pr.metadata.name.as_deref() else {
@@ -271,6 +271,9 @@ pub fn entries(runs: &[PipelineRun]) -> Vec<Entry<'_>> {
     out
 }
 
+/// How many holders a wait names.
+pub const SHOWN: usize = 5;
+
 /// Why a queued run waits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wait {
@@ -279,8 +282,11 @@ pub struct Wait {
     /// 1-based place among the runs waiting for the same thing.
     pub position: usize,
     pub of: usize,
-    /// The runs holding the key (or, for the cap, running in the namespace).
+    /// The first [`SHOWN`] (by name) of the runs holding the key (or, for
+    /// the cap, running in the namespace).
     pub holders: Vec<String>,
+    /// How many hold it.
+    pub held: usize,
     /// The namespace's cap, when that is what it waits for.
     pub cap: Option<u32>,
 }
@@ -291,12 +297,14 @@ impl Wait {
     pub fn message(&self) -> String {
         let held = if self.holders.is_empty() {
             String::new()
+        } else if self.held > self.holders.len() {
+            format!(
+                ", held by {} and {} more",
+                self.holders.join(", "),
+                self.held - self.holders.len()
+            )
         } else {
-            let mut shown: Vec<&str> = self.holders.iter().take(5).map(String::as_str).collect();
-            if self.holders.len() > 5 {
-                shown.push("…");
-            }
-            format!(", held by {}", shown.join(", "))
+            format!(", held by {}", self.holders.join(", "))
         };
         match (&self.key, self.cap) {
             (_, Some(cap)) => format!(
@@ -355,114 +363,156 @@ fn rank<'a>(e: &Entry<'a>) -> (std::cmp::Reverse<i32>, Timestamp, &'a str) {
 /// when its key has a free place and the namespace is under its cap; once
 /// one of a key waits, the later ones of that key wait too.
 pub fn decide(entries: &[Entry<'_>], cap: Option<u32>) -> Verdict {
+    decide_waits(entries, cap, None)
+}
+
+/// [`decide`], with the reasons to wait of run `me` only (what one
+/// reconcile needs: the others' are not built).
+pub fn decide_for(entries: &[Entry<'_>], cap: Option<u32>, me: &str) -> Verdict {
+    decide_waits(entries, cap, Some(me))
+}
+
+fn decide_waits(entries: &[Entry<'_>], cap: Option<u32>, only: Option<&str>) -> Verdict {
     let mut verdict = Verdict::default();
-    // Per key: the newest run's settings, and every run in creation order.
-    let mut by_key: BTreeMap<&str, Vec<&Entry<'_>>> = BTreeMap::new();
-    for e in entries {
-        if let Some(k) = e.key() {
-            by_key.entry(k).or_default().push(e);
+    // Keys are numbered once: every later step indexes vectors, so one
+    // decision costs a sort of the runs and a few passes over them.
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    let key_of: Vec<Option<usize>> = entries
+        .iter()
+        .map(|e| {
+            e.key().map(|k| {
+                let next = ids.len();
+                *ids.entry(k).or_insert(next)
+            })
+        })
+        .collect();
+    let mut by_key: Vec<Vec<usize>> = vec![Vec::new(); ids.len()];
+    for (i, k) in key_of.iter().enumerate() {
+        if let Some(k) = k {
+            by_key[*k].push(i);
         }
     }
-    let mut newest: BTreeMap<&str, &ConcurrencyStatus> = BTreeMap::new();
-    let mut cancelled: BTreeSet<&str> = BTreeSet::new();
-    for (k, runs) in &mut by_key {
-        runs.sort_by_key(|e| (e.created, e.name));
-        let Some(last) = runs.last().and_then(|e| e.settings) else {
+    // Per key: the newest run's settings apply; `cancel-in-progress`
+    // cancels all but its newest `limit` runs.
+    let mut newest: Vec<Option<&ConcurrencyStatus>> = vec![None; ids.len()];
+    let mut cancelled = vec![false; entries.len()];
+    for (k, runs) in by_key.iter_mut().enumerate() {
+        runs.sort_by_key(|&i| (entries[i].created, entries[i].name));
+        let Some(&last) = runs.last() else { continue };
+        let Some(settings) = entries[last].settings else {
             continue;
         };
-        newest.insert(*k, last);
-        if last.strategy != CANCEL_IN_PROGRESS {
+        newest[k] = Some(settings);
+        if settings.strategy != CANCEL_IN_PROGRESS {
             continue;
         }
-        let keep = places(last.limit);
-        let winner = runs.last().map_or("", |e| e.name);
-        let older = runs.len().saturating_sub(keep);
-        for e in &runs[..older] {
-            match e.standing {
-                Standing::Queued => {
-                    verdict
-                        .cancel
-                        .push((e.name.into(), "Cancelled", winner.into()));
-                    cancelled.insert(e.name);
-                }
-                Standing::Holding { cancelling: false } => {
-                    verdict
-                        .cancel
-                        .push((e.name.into(), "CancelledRunFinally", winner.into()))
-                }
-                Standing::Holding { cancelling: true } => {}
-            }
+        let winner = entries[last].name;
+        let older = runs.len().saturating_sub(places(settings.limit));
+        for &i in &runs[..older] {
+            let how = match entries[i].standing {
+                Standing::Queued => "Cancelled",
+                Standing::Holding { cancelling: false } => "CancelledRunFinally",
+                Standing::Holding { cancelling: true } => continue,
+            };
+            cancelled[i] = entries[i].standing == Standing::Queued;
+            verdict
+                .cancel
+                .push((entries[i].name.into(), how, winner.into()));
         }
     }
 
-    let mut holders: BTreeMap<Option<&str>, Vec<&str>> = BTreeMap::new();
-    let mut running = 0usize;
-    for e in entries {
+    let mut holders: Vec<Vec<usize>> = vec![Vec::new(); ids.len()];
+    let mut all_running: Vec<usize> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
         if let Standing::Holding { .. } = e.standing {
-            running += 1;
-            holders.entry(e.key()).or_default().push(e.name);
+            all_running.push(i);
+            if let Some(k) = key_of[i] {
+                holders[k].push(i);
+            }
         }
     }
-    let mut queued: Vec<&Entry<'_>> = entries
-        .iter()
-        .filter(|e| e.standing == Standing::Queued && !cancelled.contains(e.name))
+    let mut queued: Vec<usize> = (0..entries.len())
+        .filter(|&i| entries[i].standing == Standing::Queued && !cancelled[i])
         .collect();
-    queued.sort_by_key(|e| rank(e));
+    queued.sort_by_key(|&i| rank(&entries[i]));
 
     let cap = cap.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
-    let mut blocked: BTreeSet<&str> = BTreeSet::new();
-    let mut waiting: Vec<(&Entry<'_>, bool)> = Vec::new();
-    for e in queued {
-        let key_free = match e.key() {
-            None => true,
-            Some(k) => {
-                let limit = places(newest.get(k).map_or(1, |s| s.limit));
-                !blocked.contains(k) && holders.get(&Some(k)).map_or(0, Vec::len) < limit
-            }
-        };
-        let cap_free = cap.is_none_or(|c| running < c);
+    let mut blocked = vec![false; ids.len()];
+    // (run, waiting for the cap: its key alone would let it start)
+    let mut waiting: Vec<(usize, bool)> = Vec::new();
+    for i in queued {
+        let key_free = key_of[i].is_none_or(|k| {
+            let limit = places(newest[k].map_or(1, |s| s.limit));
+            !blocked[k] && holders[k].len() < limit
+        });
+        let cap_free = cap.is_none_or(|c| all_running.len() < c);
         if key_free && cap_free {
-            verdict.admit.insert(e.name.into());
-            running += 1;
-            holders.entry(e.key()).or_default().push(e.name);
-        } else {
-            if let Some(k) = e.key() {
-                blocked.insert(k);
+            verdict.admit.insert(entries[i].name.into());
+            all_running.push(i);
+            if let Some(k) = key_of[i] {
+                holders[k].push(i);
             }
-            // Waiting for the cap when the key alone would let it start.
-            waiting.push((e, key_free));
+        } else {
+            if let Some(k) = key_of[i] {
+                blocked[k] = true;
+            }
+            waiting.push((i, key_free));
         }
     }
 
-    let mut all_running: Vec<&str> = holders.values().flatten().copied().collect();
-    all_running.sort_unstable();
-    let by_cap: Vec<&str> = waiting
-        .iter()
-        .filter(|(_, c)| *c)
-        .map(|(e, _)| e.name)
-        .collect();
-    for (e, for_cap) in &waiting {
-        let (place, of, held) = if *for_cap {
-            let pos = by_cap.iter().position(|n| *n == e.name).unwrap_or(0);
-            (pos + 1, by_cap.len(), all_running.clone())
-        } else {
-            let same: Vec<&str> = waiting
-                .iter()
-                .filter(|(o, _)| o.key() == e.key())
-                .map(|(o, _)| o.name)
-                .collect();
-            let pos = same.iter().position(|n| *n == e.name).unwrap_or(0);
-            let held = holders.get(&e.key()).cloned().unwrap_or_default();
-            (pos + 1, same.len(), held)
+    // Positions in one pass: each wait counts those ahead of it.
+    let shown = |runs: &[usize]| {
+        let mut names: Vec<&str> = runs.iter().map(|&i| entries[i].name).collect();
+        names.sort_unstable();
+        names.truncate(SHOWN);
+        (
+            names.into_iter().map(String::from).collect::<Vec<_>>(),
+            runs.len(),
+        )
+    };
+    let mut of_key = vec![0usize; ids.len()];
+    let (mut of_cap, mut of_none) = (0usize, 0usize);
+    for &(i, for_cap) in &waiting {
+        match (for_cap, key_of[i]) {
+            (true, _) => of_cap += 1,
+            (false, Some(k)) => of_key[k] += 1,
+            (false, None) => of_none += 1,
+        }
+    }
+    let mut at_key = vec![0usize; ids.len()];
+    let (mut at_cap, mut at_none) = (0usize, 0usize);
+    for &(i, for_cap) in &waiting {
+        let place = match (for_cap, key_of[i]) {
+            (true, _) => {
+                at_cap += 1;
+                (at_cap, of_cap)
+            }
+            (false, Some(k)) => {
+                at_key[k] += 1;
+                (at_key[k], of_key[k])
+            }
+            (false, None) => {
+                at_none += 1;
+                (at_none, of_none)
+            }
+        };
+        let e = &entries[i];
+        if only.is_some_and(|me| me != e.name) {
+            continue;
+        }
+        let (names, held) = match (for_cap, key_of[i]) {
+            (false, Some(k)) => shown(&holders[k]),
+            _ => shown(&all_running),
         };
         verdict.wait.insert(
             e.name.into(),
             Wait {
                 key: e.key().map(Into::into),
-                position: place,
-                of,
-                holders: held.into_iter().map(Into::into).collect(),
-                cap: if *for_cap {
+                position: place.0,
+                of: place.1,
+                holders: names,
+                held,
+                cap: if for_cap {
                     cap.and_then(|c| u32::try_from(c).ok())
                 } else {
                     None

@@ -256,6 +256,23 @@ fn queued_runs_start_first_in_first_out_within_the_limit() {
 }
 
 #[test]
+fn a_wait_names_five_holders_and_counts_the_others() {
+    let s = status(Some("k"), 7, "queue", 0);
+    let names: Vec<String> = (0..7).map(|i| format!("h{i}")).collect();
+    let mut runs: Vec<Entry<'_>> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| entry(n, i64::try_from(i).unwrap(), &s, HOLD))
+        .collect();
+    runs.push(entry("waiting", 10, &s, Standing::Queued));
+    let v = decide(&runs, None);
+    assert_eq!(
+        v.wait["waiting"].message(),
+        "waiting for concurrency key \"k\": position 1 of 1, held by h0, h1, h2, h3, h4 and 2 more"
+    );
+}
+
+#[test]
 fn higher_priority_goes_first_then_creation_time() {
     let low = status(Some("k"), 2, "queue", 0);
     let high = status(Some("k"), 2, "queue", 10);
@@ -406,6 +423,7 @@ fn a_queued_run_says_why_and_times_out_counting_from_its_creation() {
         position: 2,
         of: 3,
         holders: vec!["deploy-prod-x7k2p".into()],
+        held: 1,
         cap: None,
     };
     let config = Config::default();
