@@ -281,16 +281,29 @@ fn a_holder_killed_with_kill_9_frees_its_place() {
 #[test]
 fn invalid_concurrency_annotations_are_refused_before_anything_runs() {
     let s = Scratch::new("queue-invalid");
+    // A value the annotation cannot take: refused by validation, with its line.
     let bad = "    tektite.dev/concurrency-limit: \"0\"\n";
     let f = s.file("bad.yaml", &pipeline_and_run("a", "prod", "0", bad));
     let o = wait_guarded(start(&s, &f), "an invalid run");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
     let err = text(&o.stderr);
-    assert!(err.contains("bad.yaml"), "{err}");
     assert!(
         err.contains(
-            "pipeline metadata.annotations[\"tektite.dev/concurrency-limit\"]: \"0\" is not a positive integer"
+            "bad.yaml:7: Pipeline/deploy (document 1): metadata.annotations[\"tektite.dev/concurrency-limit\"]: \"0\" is not a positive integer"
         ),
+        "{err}"
+    );
+    // A key naming a param the Pipeline lacks: refused once the run's
+    // params are known, naming the run's file and the field.
+    let unknown = pipeline_and_run("b", "prod", "0", "")
+        .replace("deploy-$(params.environment)", "deploy-$(params.region)");
+    let f = s.file("unknown.yaml", &unknown);
+    let o = wait_guarded(start(&s, &f), "a run whose key cannot be resolved");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.contains("unknown.yaml: PipelineRun b"), "{err}");
+    assert!(
+        err.contains("pipeline metadata.annotations[\"tektite.dev/concurrency-key\"]"),
         "{err}"
     );
     assert!(s.records("pipelineruns").is_empty());

@@ -17,6 +17,7 @@
 //! from a second, line-keeping parse (`yaml::Node`) made only when a
 //! diagnostic needs one.
 
+pub mod concurrency;
 pub mod crd;
 pub mod dag;
 pub mod data;

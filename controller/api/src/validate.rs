@@ -159,6 +159,7 @@ pub fn validate<'a>(object: &'a Object, catalog: &Catalog<'a>) -> Vec<Finding> {
         }
         Object::Pipeline(p) => {
             v.object_name(&p.metadata, &meta, false);
+            v.concurrency(&p.metadata, &meta, false);
             v.pipeline_spec(&p.spec, &root.key("spec"), None);
         }
         Object::TaskRun(tr) => {
@@ -167,6 +168,7 @@ pub fn validate<'a>(object: &'a Object, catalog: &Catalog<'a>) -> Vec<Finding> {
         }
         Object::PipelineRun(pr) => {
             v.object_name(&pr.metadata, &meta, true);
+            v.concurrency(&pr.metadata, &meta, true);
             v.pipelinerun_spec(&pr.spec, &root.key("spec"));
         }
         Object::StepAction(sa) => {
@@ -582,6 +584,23 @@ impl<'a> Checker<'_, 'a> {
             self.err(
                 &path.key("namespace"),
                 format!("{ns:?} is not a valid namespace: expected a DNS-1123 label"),
+            );
+        }
+    }
+
+    /// Tektite's concurrency annotations (`crate::concurrency`), where set,
+    /// hold values they can take.
+    fn concurrency(
+        &mut self,
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        path: &Path,
+        run: bool,
+    ) {
+        let Some(a) = &meta.annotations else { return };
+        for (name, value, expected) in crate::concurrency::problems(a, run) {
+            self.err(
+                &path.key("annotations").key(name),
+                format!("{value:?} is not {expected}"),
             );
         }
     }

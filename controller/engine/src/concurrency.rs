@@ -22,22 +22,15 @@ use crate::params::Failure;
 use crate::status::is_done;
 use crate::subst::Vars;
 
-pub const KEY: &str = "tektite.dev/concurrency-key";
-pub const LIMIT: &str = "tektite.dev/concurrency-limit";
-pub const STRATEGY: &str = "tektite.dev/concurrency-strategy";
-pub const PRIORITY: &str = "tektite.dev/priority";
-pub const MAX_PARALLEL_TASKS: &str = "tektite.dev/max-parallel-tasks";
+use tektite_api::concurrency as read;
+pub use tektite_api::concurrency::{
+    CANCEL_IN_PROGRESS, KEY, LIMIT, MAX_KEY_LEN, MAX_PARALLEL_TASKS, PRIORITY, QUEUE, STRATEGY,
+};
 
 /// The condition reason of a run waiting for its turn.
 pub const QUEUED: &str = "PipelineRunQueued";
 /// The failure reason of a run whose concurrency annotations are invalid.
 pub const INVALID: &str = "InvalidConcurrency";
-
-/// The longest key (after substitution), in bytes.
-pub const MAX_KEY_LEN: usize = 253;
-
-pub const QUEUE: &str = "queue";
-pub const CANCEL_IN_PROGRESS: &str = "cancel-in-progress";
 
 /// The `statusMessage`-like text of a run cancelled by a newer one.
 pub fn superseded_message(by: &str) -> String {
@@ -70,10 +63,10 @@ pub fn priority(
 ) -> Result<i32, Failure> {
     match annotation(run, pipeline, PRIORITY) {
         None => Ok(0),
-        Some((v, at)) => v.trim().parse::<i32>().map_err(|_| {
+        Some((v, at)) => read::priority(v).map_err(|expected| {
             Failure::new(
                 INVALID,
-                format!("{at}[{PRIORITY:?}]: {v:?} is not an integer"),
+                format!("{at}[{PRIORITY:?}]: {v:?} is not {expected}"),
             )
         }),
     }
@@ -126,25 +119,13 @@ pub fn settings(
     }
     let limit = match annotation(run, pipeline, LIMIT) {
         None => 1,
-        Some((v, at)) => v
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|n| *n > 0)
+        Some((v, at)) => read::positive(v)
             .map(i64::from)
-            .ok_or_else(|| bad((at, LIMIT), v, "a positive integer"))?,
+            .map_err(|expected| bad((at, LIMIT), v, expected))?,
     };
     let strategy = match annotation(run, pipeline, STRATEGY) {
         None => QUEUE,
-        Some((v, _)) if v.trim() == QUEUE => QUEUE,
-        Some((v, _)) if v.trim() == CANCEL_IN_PROGRESS => CANCEL_IN_PROGRESS,
-        Some((v, at)) => {
-            return Err(bad(
-                (at, STRATEGY),
-                v,
-                "\"queue\" or \"cancel-in-progress\"",
-            ));
-        }
+        Some((v, at)) => read::strategy(v).map_err(|expected| bad((at, STRATEGY), v, expected))?,
     };
     Ok(Some(ConcurrencyStatus {
         key: Some(key),
@@ -181,13 +162,11 @@ pub fn max_parallel_tasks(pr: &PipelineRun) -> Result<Option<usize>, Failure> {
     else {
         return Ok(None);
     };
-    match v.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(Some(n)),
-        _ => Err(Failure::new(
+    match read::positive(v) {
+        Ok(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        Err(expected) => Err(Failure::new(
             INVALID,
-            format!(
-                "metadata.annotations[{MAX_PARALLEL_TASKS:?}]: {v:?} is not a positive integer"
-            ),
+            format!("metadata.annotations[{MAX_PARALLEL_TASKS:?}]: {v:?} is not {expected}"),
         )),
     }
 }
