@@ -31,7 +31,7 @@ use tektite_engine::pipelinerun;
 use tektite_engine::status::is_done;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::{Context, Error, MANAGER, action, status_patch};
+use crate::{Context, Error, action};
 
 /// What the controller keeps for admission: a lock per namespace, the
 /// PipelineRun cache (when running as the controller) and the way to
@@ -216,12 +216,8 @@ pub async fn admit(
         c.admitted_time = Some(Time(now));
         let waited = crate::seconds(None, me.metadata.creation_timestamp.as_ref(), now);
         c.wait_seconds = Some((waited * 1000.0).round() / 1000.0);
-        api.patch_status(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(status_patch("PipelineRun", st)),
-        )
-        .await?;
+        let st = st.clone();
+        crate::pipelinerun::write_status(&me, &st, ns, ctx).await?;
         ctx.metrics.queue_waited(waited);
         return Ok(Admission::Go(Arc::new(me)));
     }
@@ -234,16 +230,7 @@ pub async fn admit(
     let newly = st.is_none_or(|s| s.concurrency.is_none());
     let plan = pipelinerun::queued(&me, wait, &config, now);
     if let Some(st) = &plan.status {
-        api.patch_status(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(status_patch("PipelineRun", st)),
-        )
-        .await?;
-        if is_done(&st.conditions) {
-            let secs = crate::seconds(None, me.metadata.creation_timestamp.as_ref(), now);
-            ctx.metrics.pipelinerun_done(&me, &st.conditions, secs);
-        }
+        crate::pipelinerun::write_status(&me, st, ns, ctx).await?;
     }
     crate::record(ctx, &me, &plan.events).await;
     if newly {

@@ -12,7 +12,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use tektite_api::load::Object;
-use tektite_api::v1::{Pipeline, PipelineRun, PipelineSpec, Task, TaskRun, TaskSpec};
+use tektite_api::v1::{
+    Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, Task, TaskRun, TaskSpec,
+};
 use tektite_engine::params::Failure;
 use tektite_engine::pipelinerun::{self, Observed};
 use tektite_engine::status::{fail_pipeline_run, is_done};
@@ -325,25 +327,41 @@ async fn apply(
             .await?;
     }
     if let Some(st) = &plan.status {
-        let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(status_patch("PipelineRun", st)),
-        )
-        .await?;
-        if is_done(&st.conditions) {
-            let secs = crate::seconds(
-                st.start_time.as_ref(),
-                pr.metadata.creation_timestamp.as_ref(),
-                (ctx.now)(),
-            );
-            ctx.metrics.pipelinerun_done(&pr, &st.conditions, secs);
-            crate::concurrency::ended(&pr, &ns, &ctx);
-        }
+        write_status(&pr, st, &ns, &ctx).await?;
     }
     record(&ctx, &*pr, &plan.events).await;
     Ok(action(plan.requeue_after))
+}
+
+/// Applies `st` as the run's status (server-side apply, as the
+/// controller's field manager). A run that ends with it is counted in the
+/// metrics, and the runs queued behind it are woken.
+///
+/// # Errors
+/// The API call failed.
+pub(crate) async fn write_status(
+    pr: &PipelineRun,
+    st: &PipelineRunStatus,
+    ns: &str,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch_status(
+        pr.metadata.name.as_deref().unwrap_or_default(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(status_patch("PipelineRun", st)),
+    )
+    .await?;
+    if is_done(&st.conditions) {
+        let secs = crate::seconds(
+            st.start_time.as_ref(),
+            pr.metadata.creation_timestamp.as_ref(),
+            (ctx.now)(),
+        );
+        ctx.metrics.pipelinerun_done(pr, &st.conditions, secs);
+        crate::concurrency::ended(pr, ns, ctx);
+    }
+    Ok(())
 }
 
 /// The run with where its Pipeline came from

@@ -353,30 +353,63 @@ pub fn decide_for(entries: &[Entry<'_>], cap: Option<u32>, me: &str) -> Verdict 
 
 fn decide_waits(entries: &[Entry<'_>], cap: Option<u32>, only: Option<&str>) -> Verdict {
     let mut verdict = Verdict::default();
-    // Keys are numbered once: every later step indexes vectors, so one
-    // decision costs a sort of the runs and a few passes over them.
-    let mut ids: HashMap<&str, usize> = HashMap::new();
-    let key_of: Vec<Option<usize>> = entries
-        .iter()
-        .map(|e| {
-            e.key().map(|k| {
-                let next = ids.len();
-                *ids.entry(k).or_insert(next)
+    let keys = Keys::number(entries);
+    let (newest, cancelled) = supersede(entries, &keys, &mut verdict.cancel);
+    let cap = cap.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
+    let placed = admit_in_rank(entries, &keys, (&newest, &cancelled), cap, &mut verdict);
+    place_waits(entries, &keys, &placed, (cap, only), &mut verdict);
+    verdict
+}
+
+/// The runs' keys, numbered once: every later step indexes vectors, so one
+/// decision costs a sort of the runs and a few passes over them.
+struct Keys {
+    /// Each entry's key number.
+    of: Vec<Option<usize>>,
+    /// Each key's entries, oldest first.
+    runs: Vec<Vec<usize>>,
+}
+
+impl Keys {
+    fn number(entries: &[Entry<'_>]) -> Keys {
+        let mut ids: HashMap<&str, usize> = HashMap::new();
+        let of: Vec<Option<usize>> = entries
+            .iter()
+            .map(|e| {
+                e.key().map(|k| {
+                    let next = ids.len();
+                    *ids.entry(k).or_insert(next)
+                })
             })
-        })
-        .collect();
-    let mut by_key: Vec<Vec<usize>> = vec![Vec::new(); ids.len()];
-    for (i, k) in key_of.iter().enumerate() {
-        if let Some(k) = k {
-            by_key[*k].push(i);
+            .collect();
+        let mut runs: Vec<Vec<usize>> = vec![Vec::new(); ids.len()];
+        for (i, k) in of.iter().enumerate() {
+            if let Some(k) = k {
+                runs[*k].push(i);
+            }
         }
+        for r in &mut runs {
+            r.sort_by_key(|&i| (entries[i].created, entries[i].name));
+        }
+        Keys { of, runs }
     }
-    // Per key: the newest run's settings apply; `cancel-in-progress`
-    // cancels all but its newest `limit` runs.
-    let mut newest: Vec<Option<&ConcurrencyStatus>> = vec![None; ids.len()];
+
+    fn len(&self) -> usize {
+        self.runs.len()
+    }
+}
+
+/// Per key, the newest run's settings (which apply to the key), and the
+/// entries a `cancel-in-progress` key cancels outright (queued ones); the
+/// cancellations, running ones included, go to `cancel`.
+fn supersede<'e>(
+    entries: &[Entry<'e>],
+    keys: &Keys,
+    cancel: &mut Vec<(String, &'static str, String)>,
+) -> (Vec<Option<&'e ConcurrencyStatus>>, Vec<bool>) {
+    let mut newest: Vec<Option<&ConcurrencyStatus>> = vec![None; keys.len()];
     let mut cancelled = vec![false; entries.len()];
-    for (k, runs) in by_key.iter_mut().enumerate() {
-        runs.sort_by_key(|&i| (entries[i].created, entries[i].name));
+    for (k, runs) in keys.runs.iter().enumerate() {
         let Some(&last) = runs.last() else { continue };
         let Some(settings) = entries[last].settings else {
             continue;
@@ -394,19 +427,43 @@ fn decide_waits(entries: &[Entry<'_>], cap: Option<u32>, only: Option<&str>) -> 
                 Standing::Holding { cancelling: true } => continue,
             };
             cancelled[i] = entries[i].standing == Standing::Queued;
-            verdict
-                .cancel
-                .push((entries[i].name.into(), how, winner.into()));
+            cancel.push((entries[i].name.into(), how, winner.into()));
         }
     }
+    (newest, cancelled)
+}
 
-    let mut holders: Vec<Vec<usize>> = vec![Vec::new(); ids.len()];
-    let mut all_running: Vec<usize> = Vec::new();
+/// Who holds what once the decision is made, and who waits.
+struct Places {
+    /// Each key's holders (admitted now included).
+    holders: Vec<Vec<usize>>,
+    /// Every run holding a place in the namespace.
+    running: Vec<usize>,
+    /// The runs that wait, in rank order, and whether for the cap (their
+    /// key alone would let them start).
+    waiting: Vec<(usize, bool)>,
+}
+
+/// Takes the queued runs in rank order: one is admitted (into
+/// `verdict.admit`) when its key has a free place and the namespace is
+/// under `cap`; once one of a key waits, the later ones of that key wait.
+fn admit_in_rank(
+    entries: &[Entry<'_>],
+    keys: &Keys,
+    (newest, cancelled): (&[Option<&ConcurrencyStatus>], &[bool]),
+    cap: Option<usize>,
+    verdict: &mut Verdict,
+) -> Places {
+    let mut p = Places {
+        holders: vec![Vec::new(); keys.len()],
+        running: Vec::new(),
+        waiting: Vec::new(),
+    };
     for (i, e) in entries.iter().enumerate() {
         if let Standing::Holding { .. } = e.standing {
-            all_running.push(i);
-            if let Some(k) = key_of[i] {
-                holders[k].push(i);
+            p.running.push(i);
+            if let Some(k) = keys.of[i] {
+                p.holders[k].push(i);
             }
         }
     }
@@ -414,32 +471,38 @@ fn decide_waits(entries: &[Entry<'_>], cap: Option<u32>, only: Option<&str>) -> 
         .filter(|&i| entries[i].standing == Standing::Queued && !cancelled[i])
         .collect();
     queued.sort_by_key(|&i| rank(&entries[i]));
-
-    let cap = cap.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
-    let mut blocked = vec![false; ids.len()];
-    // (run, waiting for the cap: its key alone would let it start)
-    let mut waiting: Vec<(usize, bool)> = Vec::new();
+    let mut blocked = vec![false; keys.len()];
     for i in queued {
-        let key_free = key_of[i].is_none_or(|k| {
+        let key_free = keys.of[i].is_none_or(|k| {
             let limit = places(newest[k].map_or(1, |s| s.limit));
-            !blocked[k] && holders[k].len() < limit
+            !blocked[k] && p.holders[k].len() < limit
         });
-        let cap_free = cap.is_none_or(|c| all_running.len() < c);
+        let cap_free = cap.is_none_or(|c| p.running.len() < c);
         if key_free && cap_free {
             verdict.admit.insert(entries[i].name.into());
-            all_running.push(i);
-            if let Some(k) = key_of[i] {
-                holders[k].push(i);
+            p.running.push(i);
+            if let Some(k) = keys.of[i] {
+                p.holders[k].push(i);
             }
         } else {
-            if let Some(k) = key_of[i] {
+            if let Some(k) = keys.of[i] {
                 blocked[k] = true;
             }
-            waiting.push((i, key_free));
+            p.waiting.push((i, key_free));
         }
     }
+    p
+}
 
-    // Positions in one pass: each wait counts those ahead of it.
+/// Each waiting run's place (of those waiting for the same key, or for the
+/// cap) and holders, into `verdict.wait`: all of them, or run `only`'s.
+fn place_waits(
+    entries: &[Entry<'_>],
+    keys: &Keys,
+    p: &Places,
+    (cap, only): (Option<usize>, Option<&str>),
+    verdict: &mut Verdict,
+) {
     let shown = |runs: &[usize]| {
         let mut names: Vec<&str> = runs.iter().map(|&i| entries[i].name).collect();
         names.sort_unstable();
@@ -449,46 +512,34 @@ fn decide_waits(entries: &[Entry<'_>], cap: Option<u32>, only: Option<&str>) -> 
             runs.len(),
         )
     };
-    let mut of_key = vec![0usize; ids.len()];
-    let (mut of_cap, mut of_none) = (0usize, 0usize);
-    for &(i, for_cap) in &waiting {
-        match (for_cap, key_of[i]) {
-            (true, _) => of_cap += 1,
-            (false, Some(k)) => of_key[k] += 1,
-            (false, None) => of_none += 1,
-        }
+    // Queue number `keys.len()` is the cap's (and, never in practice, that
+    // of a keyless run waiting for its key).
+    let queue = |i: usize, for_cap: bool| match keys.of[i] {
+        Some(k) if !for_cap => k,
+        _ => keys.len(),
+    };
+    let mut of = vec![0usize; keys.len() + 1];
+    for &(i, for_cap) in &p.waiting {
+        of[queue(i, for_cap)] += 1;
     }
-    let mut at_key = vec![0usize; ids.len()];
-    let (mut at_cap, mut at_none) = (0usize, 0usize);
-    for &(i, for_cap) in &waiting {
-        let place = match (for_cap, key_of[i]) {
-            (true, _) => {
-                at_cap += 1;
-                (at_cap, of_cap)
-            }
-            (false, Some(k)) => {
-                at_key[k] += 1;
-                (at_key[k], of_key[k])
-            }
-            (false, None) => {
-                at_none += 1;
-                (at_none, of_none)
-            }
-        };
+    let mut at = vec![0usize; keys.len() + 1];
+    for &(i, for_cap) in &p.waiting {
+        let q = queue(i, for_cap);
+        at[q] += 1;
         let e = &entries[i];
         if only.is_some_and(|me| me != e.name) {
             continue;
         }
-        let (names, held) = match (for_cap, key_of[i]) {
-            (false, Some(k)) => shown(&holders[k]),
-            _ => shown(&all_running),
+        let (names, held) = match keys.of[i] {
+            Some(k) if !for_cap => shown(&p.holders[k]),
+            _ => shown(&p.running),
         };
         verdict.wait.insert(
             e.name.into(),
             Wait {
                 key: e.key().map(Into::into),
-                position: place.0,
-                of: place.1,
+                position: at[q],
+                of: of[q],
                 holders: names,
                 held,
                 cap: if for_cap {
@@ -499,5 +550,4 @@ fn decide_waits(entries: &[Entry<'_>], cap: Option<u32>, only: Option<&str>) -> 
             },
         );
     }
-    verdict
 }
