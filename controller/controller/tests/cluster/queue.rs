@@ -79,7 +79,15 @@ async fn a_key_runs_one_at_a_time_by_priority_then_age_across_a_leader_change() 
         ),
     );
     let prod = [("environment", "prod")];
-    for name in ["d-1", "d-2", "d-3"] {
+    // d-1 holds the key long enough for what follows to happen while it
+    // does: the queue's messages, another key's run, a cancel, the kill.
+    let first = [("environment", "prod"), ("seconds", "12")];
+    c.create(
+        "pipelineruns",
+        "ci",
+        run_of("deploy", "d-1", &first, json!({})),
+    );
+    for name in ["d-2", "d-3"] {
         c.create(
             "pipelineruns",
             "ci",
@@ -125,6 +133,8 @@ async fn a_key_runs_one_at_a_time_by_priority_then_age_across_a_leader_change() 
     .await;
     let s1 = c.done("pipelineruns", "ci", "s-1").await;
     assert_eq!(condition(&s1).0, "True", "{s1}");
+    let d1 = c.get(TEKTON, "pipelineruns", "ci", "d-1").unwrap();
+    assert_eq!(condition(&d1).0, "Unknown", "d-1 ended early: {d1}");
     assert!(c.children("d-2").is_empty(), "a queued run started a task");
 
     // A queued run cancelled leaves the queue without starting anything.
@@ -143,6 +153,8 @@ async fn a_key_runs_one_at_a_time_by_priority_then_age_across_a_leader_change() 
     assert!(message.contains("cancelled while queued"), "{message}");
     assert!(c.children("d-5").is_empty());
 
+    let d1 = c.get(TEKTON, "pipelineruns", "ci", "d-1").unwrap();
+    assert_eq!(condition(&d1).0, "Unknown", "d-1 ended early: {d1}");
     // kill -9 the leader while d-1 holds the key and three wait: the
     // standby replica takes the Lease and derives the same queue from the
     // runs.
