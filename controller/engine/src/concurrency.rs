@@ -315,9 +315,10 @@ pub struct Verdict {
     pub admit: BTreeSet<String>,
     /// Queued runs that wait, and why.
     pub wait: BTreeMap<String, Wait>,
-    /// Runs a newer run of a `cancel-in-progress` key replaces: the run,
-    /// the `spec.status` to set (`Cancelled` for one that has not started,
-    /// `CancelledRunFinally` for one running) and the newer run.
+    /// Runs that newer runs of their key replace (their strategy is
+    /// `cancel-in-progress`): the run, the `spec.status` to set
+    /// (`CancelledRunFinally`: one still queued ends at once, without
+    /// `finally`; one running runs its `finally`) and the newest run.
     pub cancel: Vec<(String, &'static str, String)>,
 }
 
@@ -334,13 +335,16 @@ fn rank<'a>(e: &Entry<'a>) -> (std::cmp::Reverse<i32>, Timestamp, &'a str) {
 /// Decides which queued runs start, which wait and which a newer run
 /// cancels, for one namespace whose running runs are capped at `cap`.
 ///
-/// Per key, the newest run's limit and strategy apply. Under
-/// `cancel-in-progress` the newest `limit` runs of a key stay and the
-/// others are cancelled (queued ones outright, running ones gracefully);
-/// those still running hold their places until they end. Queued runs are
-/// then taken in rank order (priority, creation time, name): one starts
-/// when its key has a free place and the namespace is under its cap; once
-/// one of a key waits, the later ones of that key wait too.
+/// A key's limit is the smallest its runs ask (runs of one key may come
+/// from Pipelines, or overrides, that differ): no run ever shares its key
+/// with more runs than it allows. A run whose strategy is
+/// `cancel-in-progress` is cancelled once `limit` newer runs of its key
+/// exist (`CancelledRunFinally`: one still queued ends at once, one running
+/// runs its `finally` tasks); a run with `queue` is never cancelled by
+/// another. Those still running hold their places until they end. Queued
+/// runs are then taken in rank order (priority, creation time, name): one
+/// starts when its key has a free place and the namespace is under its
+/// cap; once one of a key waits, the later ones of that key wait too.
 pub fn decide(entries: &[Entry<'_>], cap: Option<u32>) -> Verdict {
     decide_waits(entries, cap, None)
 }
@@ -354,9 +358,9 @@ pub fn decide_for(entries: &[Entry<'_>], cap: Option<u32>, me: &str) -> Verdict 
 fn decide_waits(entries: &[Entry<'_>], cap: Option<u32>, only: Option<&str>) -> Verdict {
     let mut verdict = Verdict::default();
     let keys = Keys::number(entries);
-    let (newest, cancelled) = supersede(entries, &keys, &mut verdict.cancel);
+    let (limits, cancelled) = supersede(entries, &keys, &mut verdict.cancel);
     let cap = cap.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
-    let placed = admit_in_rank(entries, &keys, (&newest, &cancelled), cap, &mut verdict);
+    let placed = admit_in_rank(entries, &keys, (&limits, &cancelled), cap, &mut verdict);
     place_waits(entries, &keys, &placed, (cap, only), &mut verdict);
     verdict
 }
@@ -399,38 +403,43 @@ impl Keys {
     }
 }
 
-/// Per key, the newest run's settings (which apply to the key), and the
-/// entries a `cancel-in-progress` key cancels outright (queued ones); the
-/// cancellations, running ones included, go to `cancel`.
-fn supersede<'e>(
-    entries: &[Entry<'e>],
+/// Per key, the smallest limit its runs ask; and the entries a newer run
+/// cancels outright (queued ones: they never start). Every cancellation,
+/// running runs included, goes to `cancel`.
+fn supersede(
+    entries: &[Entry<'_>],
     keys: &Keys,
     cancel: &mut Vec<(String, &'static str, String)>,
-) -> (Vec<Option<&'e ConcurrencyStatus>>, Vec<bool>) {
-    let mut newest: Vec<Option<&ConcurrencyStatus>> = vec![None; keys.len()];
+) -> (Vec<usize>, Vec<bool>) {
+    let mut limits: Vec<usize> = vec![1; keys.len()];
     let mut cancelled = vec![false; entries.len()];
     for (k, runs) in keys.runs.iter().enumerate() {
-        let Some(&last) = runs.last() else { continue };
-        let Some(settings) = entries[last].settings else {
-            continue;
-        };
-        newest[k] = Some(settings);
-        if settings.strategy != CANCEL_IN_PROGRESS {
-            continue;
-        }
-        let winner = entries[last].name;
-        let older = runs.len().saturating_sub(places(settings.limit));
-        for &i in &runs[..older] {
-            let how = match entries[i].standing {
-                Standing::Queued => "Cancelled",
-                Standing::Holding { cancelling: false } => "CancelledRunFinally",
+        let limit = runs
+            .iter()
+            .filter_map(|&i| entries[i].settings)
+            .map(|s| places(s.limit))
+            .min()
+            .unwrap_or(1);
+        limits[k] = limit;
+        let Some(&newest) = runs.last() else { continue };
+        let winner = entries[newest].name;
+        // Runs oldest first: the run at `at` has `runs.len() - 1 - at` newer.
+        for (at, &i) in runs.iter().enumerate() {
+            let replaceable = entries[i]
+                .settings
+                .is_some_and(|s| s.strategy == CANCEL_IN_PROGRESS);
+            if !replaceable || runs.len() - 1 - at < limit {
+                continue;
+            }
+            match entries[i].standing {
                 Standing::Holding { cancelling: true } => continue,
-            };
-            cancelled[i] = entries[i].standing == Standing::Queued;
-            cancel.push((entries[i].name.into(), how, winner.into()));
+                Standing::Queued => cancelled[i] = true,
+                Standing::Holding { cancelling: false } => {}
+            }
+            cancel.push((entries[i].name.into(), "CancelledRunFinally", winner.into()));
         }
     }
-    (newest, cancelled)
+    (limits, cancelled)
 }
 
 /// Who holds what once the decision is made, and who waits.
@@ -450,7 +459,7 @@ struct Places {
 fn admit_in_rank(
     entries: &[Entry<'_>],
     keys: &Keys,
-    (newest, cancelled): (&[Option<&ConcurrencyStatus>], &[bool]),
+    (limits, cancelled): (&[usize], &[bool]),
     cap: Option<usize>,
     verdict: &mut Verdict,
 ) -> Places {
@@ -473,10 +482,7 @@ fn admit_in_rank(
     queued.sort_by_key(|&i| rank(&entries[i]));
     let mut blocked = vec![false; keys.len()];
     for i in queued {
-        let key_free = keys.of[i].is_none_or(|k| {
-            let limit = places(newest[k].map_or(1, |s| s.limit));
-            !blocked[k] && p.holders[k].len() < limit
-        });
+        let key_free = keys.of[i].is_none_or(|k| !blocked[k] && p.holders[k].len() < limits[k]);
         let cap_free = cap.is_none_or(|c| p.running.len() < c);
         if key_free && cap_free {
             verdict.admit.insert(entries[i].name.into());

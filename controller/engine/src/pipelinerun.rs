@@ -567,6 +567,12 @@ fn hold_pending(run: &Run<'_>, st: &mut PipelineRunStatus) -> bool {
     if st.start_time.is_some() || run.spec_status != "PipelineRunPending" {
         return false;
     }
+    // Admitted under its concurrency key but not started: it gives its
+    // place back, and queues again once no longer pending.
+    if let Some(c) = st.concurrency.as_mut() {
+        c.admitted_time = None;
+        c.wait_seconds = None;
+    }
     set_condition(
         &mut st.conditions,
         condition(

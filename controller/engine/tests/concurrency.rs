@@ -346,7 +346,11 @@ fn cancel_in_progress_keeps_the_newest_and_cancels_the_others() {
                 "CancelledRunFinally",
                 "newest".to_string()
             ),
-            ("third".to_string(), "Cancelled", "newest".to_string()),
+            (
+                "third".to_string(),
+                "CancelledRunFinally",
+                "newest".to_string()
+            ),
         ]
     );
     // The newest waits for those still running to end.
@@ -354,6 +358,88 @@ fn cancel_in_progress_keeps_the_newest_and_cancels_the_others() {
     assert_eq!(v.wait["newest"].holders, ["first", "second"]);
     let v = decide(&[entry("newest", 4, &s, Standing::Queued)], None);
     assert_eq!(v.admit.iter().collect::<Vec<_>>(), ["newest"]);
+}
+
+#[test]
+fn cancel_in_progress_with_limit_two_keeps_the_two_newest() {
+    let s = status(Some("k"), 2, "cancel-in-progress", 0);
+    let v = decide(
+        &[
+            entry("a", 1, &s, HOLD),
+            entry("b", 2, &s, HOLD),
+            entry("c", 3, &s, Standing::Queued),
+        ],
+        None,
+    );
+    assert_eq!(
+        v.cancel,
+        [("a".to_string(), "CancelledRunFinally", "c".to_string())]
+    );
+    assert!(v.admit.is_empty(), "a still holds its place until it ends");
+}
+
+#[test]
+fn runs_of_one_key_with_different_settings_never_exceed_the_smallest_limit() {
+    // An older run asks for one at a time; a newer one (another Pipeline,
+    // or an override) allows three: the key takes one at a time.
+    let strict = status(Some("k"), 1, "queue", 0);
+    let loose = status(Some("k"), 3, "cancel-in-progress", 0);
+    let v = decide(
+        &[
+            entry("a", 1, &strict, HOLD),
+            entry("b", 2, &strict, Standing::Queued),
+            entry("c", 3, &loose, Standing::Queued),
+        ],
+        None,
+    );
+    assert!(v.admit.is_empty(), "{v:?}");
+    // A newer run cancels only runs that said they may be cancelled:
+    // `queue` runs are not.
+    assert!(v.cancel.is_empty(), "{v:?}");
+    let replaceable = status(Some("k"), 1, "cancel-in-progress", 0);
+    let v = decide(
+        &[
+            entry("a", 1, &strict, HOLD),
+            entry("b", 2, &replaceable, Standing::Queued),
+            entry("c", 3, &replaceable, Standing::Queued),
+        ],
+        None,
+    );
+    assert_eq!(
+        v.cancel,
+        [("b".to_string(), "CancelledRunFinally", "c".to_string())]
+    );
+    assert_eq!(v.wait["c"].holders, ["a"]);
+}
+
+#[test]
+fn a_run_admitted_then_made_pending_gives_its_place_back() {
+    let mut pr = queued_run("p", 0, "k");
+    pr.status
+        .as_mut()
+        .unwrap()
+        .concurrency
+        .as_mut()
+        .unwrap()
+        .admitted_time = Some(Time(at(1)));
+    pr.spec.status = Some("PipelineRunPending".into());
+    assert!(concurrency::holds(&pr));
+    let plan = reconcile(&pr, &three_tasks(), &[]);
+    assert!(plan.create.is_empty());
+    let st = plan.status.unwrap();
+    assert_eq!(
+        st.conditions[0].reason.as_deref(),
+        Some("PipelineRunPending")
+    );
+    pr.status = Some(st);
+    assert!(!concurrency::holds(&pr), "a pending run holds no place");
+    // No longer pending: it is queued again, not running.
+    pr.spec.status = None;
+    let got: Vec<Standing> = entries(std::slice::from_ref(&pr))
+        .iter()
+        .map(|e| e.standing)
+        .collect();
+    assert_eq!(got, [Standing::Queued]);
 }
 
 fn queued_run(name: &str, created: i64, key: &str) -> PipelineRun {
@@ -555,17 +641,33 @@ fn a_run_cancelled_while_queued_ends_without_starting() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Arrive { key: usize, priority: i32 },
-    Reconcile { run: usize, stale: bool },
+    /// A run of key `key`, with its Pipeline's settings or its own.
+    Arrive {
+        key: usize,
+        priority: i32,
+        own: Option<(i64, &'static str)>,
+    },
+    Reconcile {
+        run: usize,
+        stale: bool,
+    },
     Complete(usize),
     Cancel(usize),
     Snapshot,
     Restart,
 }
 
+fn setting() -> impl Strategy<Value = (i64, &'static str)> {
+    (
+        1i64..=3,
+        prop_oneof![Just("queue"), Just("cancel-in-progress")],
+    )
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0usize..3, -1i32..=1).prop_map(|(key, priority)| Op::Arrive { key, priority }),
+        3 => (0usize..3, -1i32..=1, proptest::option::weighted(0.2, setting()))
+            .prop_map(|(key, priority, own)| Op::Arrive { key, priority, own }),
         6 => (0usize..40, any::<bool>()).prop_map(|(run, stale)| Op::Reconcile { run, stale }),
         3 => (0usize..40).prop_map(Op::Complete),
         1 => (0usize..40).prop_map(Op::Cancel),
@@ -577,32 +679,27 @@ fn op() -> impl Strategy<Value = Op> {
 /// A namespace of runs as objects, and what a controller would do to them.
 struct World {
     runs: Vec<PipelineRun>,
-    /// The limit and strategy of each key.
+    /// The settings of each key's Pipeline (a run may bring its own).
     keys: Vec<(i64, &'static str)>,
     cap: Option<u32>,
     /// An old view of the runs (a cache that lags).
     stale: Option<Vec<PipelineRun>>,
 }
 
+fn settings(pr: &PipelineRun) -> &ConcurrencyStatus {
+    pr.status.as_ref().unwrap().concurrency.as_ref().unwrap()
+}
+
 fn rank_of(pr: &PipelineRun) -> (i32, Timestamp, String) {
-    let c = pr.status.as_ref().unwrap().concurrency.as_ref().unwrap();
     (
-        -c.priority,
+        -settings(pr).priority,
         pr.metadata.creation_timestamp.as_ref().unwrap().0,
         pr.metadata.name.clone().unwrap(),
     )
 }
 
 fn key_of(pr: &PipelineRun) -> String {
-    pr.status
-        .as_ref()
-        .unwrap()
-        .concurrency
-        .as_ref()
-        .unwrap()
-        .key
-        .clone()
-        .unwrap()
+    settings(pr).key.clone().unwrap()
 }
 
 fn is_queued(pr: &PipelineRun) -> bool {
@@ -625,10 +722,10 @@ impl World {
     fn apply(&mut self, op: &Op) {
         let n = self.runs.len();
         match *op {
-            Op::Arrive { key, priority } => {
+            Op::Arrive { key, priority, own } => {
                 let name = format!("r{n}");
                 let mut pr = run(&name, i64::try_from(n).unwrap(), &[]);
-                let (limit, strategy) = self.keys[key];
+                let (limit, strategy) = own.unwrap_or(self.keys[key]);
                 pr.status = Some(PipelineRunStatus {
                     concurrency: Some(status(Some(&format!("k{key}")), limit, strategy, priority)),
                     ..Default::default()
@@ -637,11 +734,9 @@ impl World {
             }
             Op::Reconcile { run, stale } if run < n => self.reconcile(run, stale),
             Op::Complete(i) if i < n && concurrency::holds(&self.runs[i]) => end(&mut self.runs[i]),
-            Op::Cancel(i) if i < n && !is_done(&self.runs[i]) => {
-                // A queued run cancelled ends at once; a running one ends
-                // after its finally tasks (here: at once too).
-                end(&mut self.runs[i]);
-            }
+            // A queued run cancelled ends at once; a running one ends after
+            // its finally tasks (here: at once too).
+            Op::Cancel(i) if i < n && !is_done(&self.runs[i]) => end(&mut self.runs[i]),
             Op::Snapshot => self.stale = Some(self.runs.clone()),
             // Nothing but the objects survives a restart.
             Op::Restart => self.stale = None,
@@ -668,10 +763,12 @@ impl World {
             if is_done(pr) {
                 continue;
             }
-            if *how == "Cancelled" && !concurrency::holds(pr) {
-                end(pr);
-            } else {
+            // A queued run cancelled ends at once; a running one goes on
+            // (its finally tasks) until it ends.
+            if concurrency::holds(pr) {
                 pr.spec.status = Some((*how).into());
+            } else {
+                end(pr);
             }
         }
         if !verdict.admit.contains(&name) || !is_queued(&self.runs[i]) {
@@ -681,21 +778,7 @@ impl World {
         if !fresh.admit.contains(&name) {
             return;
         }
-        let me = &self.runs[i];
-        let (my_key, my_rank) = (key_of(me), rank_of(me));
-        if self.keys[my_key[1..].parse::<usize>().unwrap()].1 == "queue" {
-            for other in &self.runs {
-                let theirs = other.metadata.name.clone().unwrap();
-                // Runs ranked ahead start in the same decision, or first.
-                if is_queued(other)
-                    && key_of(other) == my_key
-                    && theirs != name
-                    && !fresh.admit.contains(&theirs)
-                {
-                    assert!(rank_of(other) > my_rank, "{name} admitted before {theirs}");
-                }
-            }
-        }
+        self.check_admission(i, &fresh);
         let c = self.runs[i]
             .status
             .as_mut()
@@ -706,46 +789,58 @@ impl World {
         c.admitted_time = Some(Time(at(1000)));
     }
 
-    fn check(&self) {
-        let holding: Vec<&PipelineRun> =
-            self.runs.iter().filter(|r| concurrency::holds(r)).collect();
-        if let Some(cap) = self.cap {
-            assert!(
-                holding.len() <= cap as usize,
-                "{} running, cap {cap}",
-                holding.len()
-            );
+    /// Run `i` is about to be admitted: no queued run of its key ranked
+    /// ahead of it is left behind (unless admitted or cancelled by the same
+    /// decision), and its key's holders stay within the smallest limit any
+    /// not-done run of the key asks.
+    fn check_admission(&self, i: usize, fresh: &concurrency::Verdict) {
+        let me = &self.runs[i];
+        let name = me.metadata.name.clone().unwrap();
+        let (my_key, my_rank) = (key_of(me), rank_of(me));
+        let mut holders = 1;
+        let mut limit = settings(me).limit;
+        for other in &self.runs {
+            let theirs = other.metadata.name.clone().unwrap();
+            if theirs == name || key_of(other) != my_key || is_done(other) {
+                continue;
+            }
+            limit = limit.min(settings(other).limit);
+            if concurrency::holds(other) {
+                holders += 1;
+            }
+            let passed_by = is_queued(other)
+                && !fresh.admit.contains(&theirs)
+                && !fresh.cancel.iter().any(|(v, _, _)| *v == theirs);
+            if passed_by {
+                assert!(rank_of(other) > my_rank, "{name} admitted before {theirs}");
+            }
         }
-        for (k, (limit, _)) in self.keys.iter().enumerate() {
-            let n = holding
-                .iter()
-                .filter(|r| key_of(r) == format!("k{k}"))
-                .count();
-            assert!(
-                i64::try_from(n).unwrap() <= *limit,
-                "key k{k}: {n} holders, limit {limit}"
-            );
+        assert!(
+            holders <= limit,
+            "{name}: {holders} holders of {my_key}, smallest limit {limit}"
+        );
+    }
+
+    fn check(&self) {
+        let holding = self.runs.iter().filter(|r| concurrency::holds(r)).count();
+        if let Some(cap) = self.cap {
+            assert!(holding <= cap as usize, "{holding} running, cap {cap}");
         }
     }
 }
 
 fn keys() -> impl Strategy<Value = Vec<(i64, &'static str)>> {
-    proptest::collection::vec(
-        (
-            1i64..=3,
-            prop_oneof![Just("queue"), Just("cancel-in-progress")],
-        ),
-        3,
-    )
+    proptest::collection::vec(setting(), 3)
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
-    /// Whatever arrives, ends, is cancelled, and however stale the view a
-    /// decision starts from: never more holders than a key's limit or the
-    /// namespace's cap, and within a `queue` key no run starts before one
-    /// ranked ahead of it.
+    /// Whatever arrives (with its Pipeline's settings or its own), ends, is
+    /// cancelled, and however stale the view a decision starts from: never
+    /// more holders than the smallest limit of a key's runs or the
+    /// namespace's cap, and no run starts before one of its key ranked
+    /// ahead of it.
     #[test]
     fn never_more_holders_than_the_limit_and_fifo_kept(
         keys in keys(),
