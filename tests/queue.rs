@@ -308,3 +308,49 @@ fn invalid_concurrency_annotations_are_refused_before_anything_runs() {
     );
     assert!(s.records("pipelineruns").is_empty());
 }
+
+#[test]
+fn a_local_run_whose_timeout_passes_while_queued_ends_without_starting() {
+    let s = Scratch::new("queue-timeout");
+    let a = start(
+        &s,
+        &s.file("a.yaml", &pipeline_and_run("a", "prod", "3705", "")),
+    );
+    until(&s, "a", "admitted", admitted);
+    let f = s.file("b.yaml", &pipeline_and_run("b", "prod", "0", ""));
+    let b = util::tkt_run("process")
+        .args([
+            "--state-dir",
+            &s.state_arg(),
+            "-f",
+            &f,
+            "-o",
+            "json",
+            "--timeout",
+            "2s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = wait_guarded(b, "a run that times out in the queue");
+    assert_eq!(b.status.code(), Some(1), "{}", text(&b.stderr));
+    let out = util::object(&b);
+    assert_eq!(reason(&out), "PipelineRunTimeout", "{out}");
+    assert!(condition(&out).1.contains("it was still queued"), "{out}");
+    assert!(
+        out["status"]["childReferences"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{out}"
+    );
+    assert!(
+        !text(&b.stderr).contains("pipelinerun b started"),
+        "{}",
+        text(&b.stderr)
+    );
+    let o = util::tkt(&["pr", "cancel", "a", "--state-dir", &s.state_arg()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let a = wait_guarded(a, "the holder");
+    assert_eq!(a.status.code(), Some(1), "{}", text(&a.stderr));
+}

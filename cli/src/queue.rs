@@ -21,7 +21,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tektite_api::v1::{PipelineRun, PipelineSpec};
 use tektite_engine::concurrency::{self, Verdict};
-use tektite_engine::status::{condition, is_done, set_condition};
+use tektite_engine::pod::Config;
+use tektite_engine::status::is_done;
 use tektite_local::live::{self, Journal};
 use tektite_local::store::{RunKind, Store};
 
@@ -36,6 +37,9 @@ pub enum Turn {
     /// Cancelled while waiting (Ctrl-C, `tkt pr cancel`, or a newer run of
     /// a `cancel-in-progress` key): its `spec.status` now says so.
     Cancelled,
+    /// Its timeout passed while it waited: its status says so (it has
+    /// ended, and is recorded).
+    TimedOut,
 }
 
 /// The run's settings from its and its Pipeline's annotations, with its
@@ -87,8 +91,9 @@ impl Drop for Locked {
     }
 }
 
-/// The runs of the store being carried out by a live `tkt`, not done.
-fn live_runs(store: &Store) -> Vec<PipelineRun> {
+/// The runs of the store in namespace `ns` being carried out by a live
+/// `tkt`, not done.
+fn live_runs(store: &Store, ns: Option<&str>) -> Vec<PipelineRun> {
     let mut out = Vec::new();
     for path in live::journals(store) {
         let Some(l) = live::read(&path) else { continue };
@@ -96,6 +101,7 @@ fn live_runs(store: &Store) -> Vec<PipelineRun> {
             continue;
         }
         if let Ok(Some(pr)) = store.pipeline_run(&l.name)
+            && pr.metadata.namespace.as_deref() == ns
             && !pr.status.as_ref().is_some_and(|s| is_done(&s.conditions))
         {
             out.push(pr);
@@ -113,7 +119,7 @@ fn live_runs(store: &Store) -> Vec<PipelineRun> {
 /// # Errors
 /// The store cannot be written.
 pub fn wait_turn(
-    store: &Store,
+    (store, config): (&Store, &Config),
     pr: &mut PipelineRun,
     journal: &Journal,
     stop: &dyn Fn() -> bool,
@@ -136,7 +142,7 @@ pub fn wait_turn(
         }
         {
             let _lock = Locked::take(store)?;
-            let runs = live_runs(store);
+            let runs = live_runs(store, pr.metadata.namespace.as_deref());
             let verdict = decide(&runs, pr);
             request_cancels(store, &verdict);
             if verdict.admit.contains(&name) {
@@ -152,14 +158,19 @@ pub fn wait_turn(
                 return Ok(Turn::Go);
             }
             if let Some(w) = verdict.wait.get(&name) {
+                // The queued condition, or the end of a run whose timeout
+                // passed while it waited.
+                let plan = tektite_engine::pipelinerun::queued(pr, w, config, Timestamp::now());
+                if let Some(st) = plan.status {
+                    let ended = is_done(&st.conditions);
+                    pr.status = Some(st);
+                    store.save_pipeline_run(pr)?;
+                    if ended {
+                        return Ok(Turn::TimedOut);
+                    }
+                }
                 let message = w.message();
                 if message != said {
-                    let st = pr.status.get_or_insert_with(Default::default);
-                    set_condition(
-                        &mut st.conditions,
-                        condition("Unknown", concurrency::QUEUED, &message, Timestamp::now()),
-                    );
-                    store.save_pipeline_run(pr)?;
                     say(&format!("pipelinerun {name} {message}"));
                     said = message;
                 }

@@ -1296,13 +1296,17 @@ fn run_job(ctx: &JobContext<'_>, mut job: Job) -> anyhow::Result<Result<u8, Refu
         && std::io::stderr().is_terminal()
         && std::io::stdout().is_terminal();
     let printer = std::thread::spawn(move || print_progress(prx, is_pipeline, text, color));
+    let mut turn = crate::queue::Turn::Go;
     if let Job::Pipeline(pr, ..) = &mut job {
         // Its turn under its concurrency key (at once without one).
         let stop = || ctx.interrupts.count() > 0;
         let tell = |line: &str| say(text, line);
-        crate::queue::wait_turn(ctx.store, pr, &journal, &stop, &tell)?;
+        let at = (ctx.store, &ctx.opts.config);
+        turn = crate::queue::wait_turn(at, pr, &journal, &stop, &tell)?;
     }
-    say(text, &format!("{} {name} started", kind.lower()));
+    if turn == crate::queue::Turn::Go {
+        say(text, &format!("{} {name} started", kind.lower()));
+    }
     let (object, cond) = match job {
         Job::Task(tr, source) => {
             let tr = runner.run_task(*tr, source);

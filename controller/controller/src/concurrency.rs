@@ -84,9 +84,10 @@ impl Queue {
     }
 
     /// The queued runs of `ns` to reconcile now that `pr` has ended: those
-    /// the decision without it admits, and those queued behind its key
-    /// (their positions moved); none without a cache, or when neither a
-    /// key nor the namespace's cap (`capped`) applied to it.
+    /// the decision without it admits, and the first [`FRONT`] queued
+    /// behind its key (their positions moved; the others see theirs at
+    /// their next look). None without a cache, or when neither a key nor
+    /// the namespace's cap applied to it.
     pub fn to_wake(&self, pr: &PipelineRun, ns: &str, cap: Option<u32>) -> Vec<String> {
         let key = my_key(pr);
         if key.is_none() && cap.is_none() {
@@ -100,16 +101,16 @@ impl Queue {
             .filter(|r| r.metadata.name != pr.metadata.name)
             .map(|r| &**r);
         let entries = decision::entries(others);
-        let verdict = decision::decide(&entries, cap);
-        entries
-            .iter()
-            .filter(|e| e.standing == decision::Standing::Queued)
-            .filter(|e| {
-                let same_key = key.is_some() && e.settings.and_then(|s| s.key.as_deref()) == key;
-                verdict.admit.contains(e.name) || same_key
-            })
-            .map(|e| e.name.to_string())
-            .collect()
+        let verdict = decision::decide_for(&entries, cap, "");
+        let mut out: Vec<String> = verdict.admit.into_iter().collect();
+        if let Some(k) = key {
+            for name in decision::front(&entries, k, FRONT) {
+                if !out.iter().any(|o| o == name) {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        out
     }
 
     /// Running and queued runs per (namespace, key), from the cache.
@@ -131,7 +132,7 @@ impl Queue {
             let e = out.entry((ns, key)).or_default();
             if decision::holds(&pr) {
                 e.0 += 1;
-            } else if !pr.status.as_ref().is_some_and(|s| is_done(&s.conditions)) {
+            } else if queued(&pr) {
                 e.1 += 1;
             }
         }
@@ -152,45 +153,79 @@ pub enum Admission {
     Fail(Failure),
 }
 
-/// Whether `pr` may be planned now; see the module's comment.
+/// Whether `pr` still has to be admitted: not started, not holding a
+/// place, not done, and not held or stopped by its `spec.status`.
+fn unadmitted(pr: &PipelineRun) -> bool {
+    let st = pr.status.as_ref();
+    pr.spec.status.is_none()
+        && !decision::holds(pr)
+        && !st.is_some_and(|s| s.start_time.is_some() || is_done(&s.conditions))
+}
+
+/// Whether `pr` has its settings recorded and waits to be admitted (its
+/// admission needs nothing of its Pipeline).
+pub fn queued(pr: &PipelineRun) -> bool {
+    unadmitted(pr) && pr.status.as_ref().is_some_and(|s| s.concurrency.is_some())
+}
+
+/// `pr` with its settings: those recorded, else those its annotations and
+/// its Pipeline's (`pipeline`) give; `None` when none apply.
+fn with_settings(
+    pr: &PipelineRun,
+    pipeline: Option<(&PipelineSpec, Option<&str>, &BTreeMap<String, String>)>,
+    (cap, now): (Option<u32>, k8s_openapi::jiff::Timestamp),
+) -> Result<Option<PipelineRun>, Failure> {
+    let settings = match pr.status.as_ref().and_then(|s| s.concurrency.clone()) {
+        Some(s) => s,
+        None => {
+            let Some((spec, name, annotations)) = pipeline else {
+                return Ok(None);
+            };
+            match pipelinerun::concurrency_settings(pr, (spec, name), annotations, (cap, now))? {
+                Some(s) => s,
+                None => return Ok(None),
+            }
+        }
+    };
+    let mut me = pr.clone();
+    me.status.get_or_insert_with(Default::default).concurrency = Some(settings);
+    Ok(Some(me))
+}
+
+/// A reconcile again in a second (another write was first, or a run seen
+/// before it is waited for).
+fn soon() -> Admission {
+    Admission::Wait(Action::requeue(std::time::Duration::from_secs(1)))
+}
+
+/// Whether `pr` may be planned now; see the module's comment. `pipeline`
+/// (its spec, name and annotations) is needed only the first time, to
+/// compute its settings; without it a run without recorded settings goes.
 ///
 /// # Errors
 /// An API call failed (nothing after it was done).
 pub async fn admit(
     pr: Arc<PipelineRun>,
-    (spec, pipeline, annotations): (&PipelineSpec, Option<&str>, &BTreeMap<String, String>),
+    pipeline: Option<(&PipelineSpec, Option<&str>, &BTreeMap<String, String>)>,
     ns: &str,
     ctx: &Context,
 ) -> Result<Admission, Error> {
-    let st = pr.status.as_ref();
-    let started = st.is_some_and(|s| s.start_time.is_some());
-    if started || decision::holds(&pr) || pr.spec.status.is_some() {
+    if !unadmitted(&pr) {
         return Ok(Admission::Go(pr));
     }
     let config = ctx.config();
-    let now = (ctx.now)();
-    let settings = match st.and_then(|s| s.concurrency.clone()) {
-        Some(s) => s,
-        None => {
-            let cap = config.max_running_pipeline_runs;
-            match pipelinerun::concurrency_settings(&pr, (spec, pipeline), annotations, (cap, now))
-            {
-                Err(f) => return Ok(Admission::Fail(f)),
-                Ok(None) => return Ok(Admission::Go(pr)),
-                Ok(Some(s)) => s,
-            }
-        }
+    let (cap, now) = (config.max_running_pipeline_runs, (ctx.now)());
+    let me = match with_settings(&pr, pipeline, (cap, now)) {
+        Err(f) => return Ok(Admission::Fail(f)),
+        Ok(None) => return Ok(Admission::Go(pr)),
+        Ok(Some(me)) => me,
     };
-    let mut me = (*pr).clone();
-    me.status.get_or_insert_with(Default::default).concurrency = Some(settings);
     let name = me.metadata.name.clone().unwrap_or_default();
 
     let lock = ctx.queue.lock_of(ns);
     let _held = lock.lock().await;
     let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
-    let cached = ctx.queue.cached(ns);
-    let from_cache = cached.is_some();
-    let runs = match cached {
+    let runs = match ctx.queue.cached(ns) {
         Some(runs) => runs,
         None => live(&api).await?,
     };
@@ -198,46 +233,92 @@ pub async fn admit(
         // Runs created together start in their order: wait for it to be
         // recorded (or to start without a key).
         tracing::debug!(run = %name, %older, "waiting for an older run to be seen");
-        return Ok(Admission::Wait(Action::requeue(
-            std::time::Duration::from_secs(1),
-        )));
+        return Ok(soon());
     }
-    let mut verdict = decide(&runs, &me, config.max_running_pipeline_runs);
+    let verdict = decide(&runs, &me, cap);
     cancel_superseded(&api, &verdict, ctx).await?;
-    if verdict.admit.contains(&name) && from_cache {
-        // The cache may lag: only a fresh list lets a run start.
-        verdict = decide(&live(&api).await?, &me, config.max_running_pipeline_runs);
-    }
     if verdict.admit.contains(&name) {
-        let st = me.status.get_or_insert_with(Default::default);
-        let c = st
-            .concurrency
-            .get_or_insert_with(ConcurrencyStatus::default);
-        c.admitted_time = Some(Time(now));
-        let waited = crate::seconds(None, me.metadata.creation_timestamp.as_ref(), now);
-        c.wait_seconds = Some((waited * 1000.0).round() / 1000.0);
-        let st = st.clone();
-        crate::pipelinerun::write_status(&me, &st, ns, ctx).await?;
-        ctx.metrics.queue_waited(waited);
-        return Ok(Admission::Go(Arc::new(me)));
+        return admit_now(&api, &me, (ns, ctx), (cap, now)).await;
     }
     let Some(wait) = verdict.wait.get(&name) else {
         // Cancelled by a newer run: its next reconcile ends it.
-        return Ok(Admission::Wait(Action::requeue(
-            std::time::Duration::from_secs(1),
-        )));
+        return Ok(soon());
     };
-    let newly = st.is_none_or(|s| s.concurrency.is_none());
+    let newly = pr.status.as_ref().is_none_or(|s| s.concurrency.is_none());
     let plan = pipelinerun::queued(&me, wait, &config, now);
-    if let Some(st) = &plan.status {
-        crate::pipelinerun::write_status(&me, st, ns, ctx).await?;
+    if plan.status.is_some() {
+        // Written over the run as the API server has it, not as the cache
+        // does: an older copy would undo a later write.
+        let Some(current) = api.get_opt(&name).await? else {
+            return Ok(Admission::Wait(Action::await_change()));
+        };
+        if !unadmitted(&current) {
+            return Ok(soon());
+        }
+        let fresh = settled(&current, &me);
+        let plan = pipelinerun::queued(&fresh, wait, &config, now);
+        if let Some(st) = &plan.status {
+            let rv = fresh.metadata.resource_version.as_deref();
+            crate::pipelinerun::write_status(&fresh, st, (ns, rv), ctx).await?;
+        }
+        crate::record(ctx, &fresh, &plan.events).await;
     }
-    crate::record(ctx, &me, &plan.events).await;
     if newly {
         // Those queued behind the same key now count one more.
         wake_same_key(&runs, &me, ns, ctx);
     }
     Ok(Admission::Wait(action(plan.requeue_after)))
+}
+
+/// `current` (the run as the API server has it) with `me`'s settings and
+/// what this reconcile added to its status in memory (its source).
+fn settled(current: &PipelineRun, me: &PipelineRun) -> PipelineRun {
+    let mut fresh = current.clone();
+    let mine = me.status.clone().unwrap_or_default();
+    let st = fresh.status.get_or_insert_with(Default::default);
+    if st.concurrency.is_none() {
+        st.concurrency = mine.concurrency;
+    }
+    if st.provenance.is_none() {
+        st.provenance = mine.provenance;
+    }
+    fresh
+}
+
+/// Admits `me` if a fresh list of the namespace agrees (the cache may lag):
+/// its status gets `admittedTime` and `waitSeconds`, applied over the run
+/// as listed and only if it is still that version (a 409 otherwise: it is
+/// reconciled again). Then it is planned.
+async fn admit_now(
+    api: &Api<PipelineRun>,
+    me: &PipelineRun,
+    (ns, ctx): (&str, &Context),
+    (cap, now): (Option<u32>, k8s_openapi::jiff::Timestamp),
+) -> Result<Admission, Error> {
+    let runs = live(api).await?;
+    let Some(current) = runs.iter().find(|r| r.metadata.name == me.metadata.name) else {
+        return Ok(Admission::Wait(Action::await_change()));
+    };
+    if !unadmitted(current) {
+        return Ok(soon());
+    }
+    let name = me.metadata.name.as_deref().unwrap_or_default();
+    if !decide(&runs, me, cap).admit.contains(name) {
+        return Ok(soon());
+    }
+    let mut fresh = settled(current, me);
+    let st = fresh.status.get_or_insert_with(Default::default);
+    let c = st
+        .concurrency
+        .get_or_insert_with(ConcurrencyStatus::default);
+    c.admitted_time = Some(Time(now));
+    let waited = crate::seconds(None, fresh.metadata.creation_timestamp.as_ref(), now);
+    c.wait_seconds = Some((waited * 1000.0).round() / 1000.0);
+    let st = st.clone();
+    let rv = fresh.metadata.resource_version.clone();
+    crate::pipelinerun::write_status(&fresh, &st, (ns, rv.as_deref()), ctx).await?;
+    ctx.metrics.queue_waited(waited);
+    Ok(Admission::Go(Arc::new(fresh)))
 }
 
 /// How long a run not yet seen holds back newer runs of its namespace.
@@ -276,21 +357,25 @@ fn unseen_before(
         .find_map(|pr| pr.metadata.name.clone())
 }
 
-/// Reconciles the other runs queued under `me`'s key (their positions moved).
+/// Reconciles the first [`FRONT`] other runs queued under `me`'s key
+/// (their queue grew).
 fn wake_same_key(runs: &[Arc<PipelineRun>], me: &PipelineRun, ns: &str, ctx: &Context) {
     let (Some(wake), Some(key)) = (ctx.queue.wake.get(), my_key(me)) else {
         return;
     };
-    for pr in runs {
-        if pr.metadata.name != me.metadata.name
-            && my_key(pr) == Some(key)
-            && !decision::holds(pr)
-            && let Some(n) = &pr.metadata.name
-        {
-            let _ = wake.send(ObjectRef::new(n).within(ns));
-        }
+    let others = runs
+        .iter()
+        .filter(|r| r.metadata.name != me.metadata.name)
+        .map(|r| &**r);
+    let entries = decision::entries(others);
+    for name in decision::front(&entries, key, FRONT) {
+        let _ = wake.send(ObjectRef::new(name).within(ns));
     }
 }
+
+/// How many runs at the front of a key's queue an arrival or an end
+/// reconciles at once to show their new place (the others look every 30 s).
+pub const FRONT: usize = 10;
 
 fn my_key(pr: &PipelineRun) -> Option<&str> {
     pr.status.as_ref()?.concurrency.as_ref()?.key.as_deref()

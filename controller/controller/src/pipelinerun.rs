@@ -256,6 +256,18 @@ async fn apply(
     name: String,
     ns: String,
 ) -> Result<Action, Error> {
+    // A run queued under recorded settings waits without its Pipeline
+    // being read again.
+    let pr = if crate::concurrency::queued(&pr) {
+        match crate::concurrency::admit(pr.clone(), None, &ns, &ctx).await? {
+            Admission::Go(admitted) => admitted,
+            Admission::Wait(action) => return Ok(action),
+            // Recorded settings were valid when recorded.
+            Admission::Fail(_) => pr,
+        }
+    } else {
+        pr
+    };
     let resolved = resolve(&pr, &ns, &ctx).await?;
     if let Err(f) = &resolved
         && f.reason == RESOLVING_PIPELINE
@@ -280,7 +292,7 @@ async fn apply(
     let mut pr = with_source(pr, &resolved, &ns, &ctx);
     if let (Ok((spec, pipeline, annotations)), None) = (&resolved, &early) {
         let of = (spec, pipeline.as_deref(), annotations);
-        match crate::concurrency::admit(pr.clone(), of, &ns, &ctx).await? {
+        match crate::concurrency::admit(pr.clone(), Some(of), &ns, &ctx).await? {
             Admission::Go(admitted) => pr = admitted,
             Admission::Wait(action) => return Ok(action),
             Admission::Fail(f) => early = Some(f),
@@ -327,14 +339,15 @@ async fn apply(
             .await?;
     }
     if let Some(st) = &plan.status {
-        write_status(&pr, st, &ns, &ctx).await?;
+        write_status(&pr, st, (&ns, None), &ctx).await?;
     }
     record(&ctx, &*pr, &plan.events).await;
     Ok(action(plan.requeue_after))
 }
 
 /// Applies `st` as the run's status (server-side apply, as the
-/// controller's field manager). A run that ends with it is counted in the
+/// controller's field manager; with `resource_version`, only over that
+/// version of the run). A run that ends with it is counted in the
 /// metrics, and the runs queued behind it are woken.
 ///
 /// # Errors
@@ -342,14 +355,19 @@ async fn apply(
 pub(crate) async fn write_status(
     pr: &PipelineRun,
     st: &PipelineRunStatus,
-    ns: &str,
+    (ns, resource_version): (&str, Option<&str>),
     ctx: &Context,
 ) -> Result<(), Error> {
     let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
+    let mut body = status_patch("PipelineRun", st);
+    if let Some(rv) = resource_version {
+        // Only over that version of the run: a 409 if it changed since.
+        body["metadata"] = serde_json::json!({ "resourceVersion": rv });
+    }
     api.patch_status(
         pr.metadata.name.as_deref().unwrap_or_default(),
         &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(status_patch("PipelineRun", st)),
+        &Patch::Apply(body),
     )
     .await?;
     if is_done(&st.conditions) {

@@ -661,6 +661,16 @@ impl Shared {
                         (200, st.record(key, "MODIFIED", new))
                     }
                     "PATCH" => {
+                        // A patch that names a resourceVersion applies only
+                        // to that version, as on Kubernetes.
+                        let given = body["metadata"]["resourceVersion"].as_str();
+                        if given.is_some_and(|rv| {
+                            Some(rv) != current["metadata"]["resourceVersion"].as_str()
+                        }) {
+                            let message =
+                                format!("the object has been modified; {resource} \"{name}\"");
+                            return (409, status(409, "Conflict", message));
+                        }
                         let status_only = sub.as_deref() == Some("status");
                         let new = patched(&current, body, status_only, content_type);
                         if new == current {

@@ -11,35 +11,16 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tektite_devcluster::apiserver::{ADMIN_USER, ApiServer};
 
+#[path = "common/mod.rs"]
+mod common;
+
 const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1";
 const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 const ACCESS_REVIEWS: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
 
 /// `method path` with a JSON `body` (none when null): status and JSON body.
 async fn call(api: &ApiServer, method: &str, path: &str, body: &Value) -> (u16, Value) {
-    let addr = api.url.trim_start_matches("http://");
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let bytes = if body.is_null() {
-        Bytes::new()
-    } else {
-        Bytes::from(serde_json::to_vec(body).unwrap())
-    };
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr)
-        .header("content-type", "application/json")
-        .body(Full::new(bytes))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let code = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (code, serde_json::from_slice(&body).unwrap())
+    common::call_as(api, (method, path), "application/json", body).await
 }
 
 async fn token_review(api: &ApiServer, token: &str) -> Value {

@@ -327,6 +327,16 @@ fn places(limit: i64) -> usize {
     usize::try_from(limit.max(1)).unwrap_or(usize::MAX)
 }
 
+/// The first `n` runs queued under `key`, in rank order.
+pub fn front<'a>(entries: &[Entry<'a>], key: &str, n: usize) -> Vec<&'a str> {
+    let mut queued: Vec<&Entry<'a>> = entries
+        .iter()
+        .filter(|e| e.standing == Standing::Queued && e.key() == Some(key))
+        .collect();
+    queued.sort_by_key(|e| rank(e));
+    queued.into_iter().take(n).map(|e| e.name).collect()
+}
+
 /// FIFO rank of a queued run: higher priority first, then older, then name.
 fn rank<'a>(e: &Entry<'a>) -> (std::cmp::Reverse<i32>, Timestamp, &'a str) {
     (std::cmp::Reverse(e.priority()), e.created, e.name)
