@@ -6,8 +6,6 @@
 // Test helpers panic on setup failures by design.
 #![allow(clippy::unwrap_used)]
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tektite_devcluster::apiserver::{ADMIN_USER, ApiServer};
 
