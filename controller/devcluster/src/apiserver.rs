@@ -646,13 +646,8 @@ impl Shared {
                         (200, out)
                     }
                     "PUT" => {
-                        let given = body["metadata"]["resourceVersion"].as_str();
-                        if given.is_some_and(|rv| {
-                            Some(rv) != current["metadata"]["resourceVersion"].as_str()
-                        }) {
-                            let message =
-                                format!("the object has been modified; {resource} \"{name}\"");
-                            return (409, status(409, "Conflict", message));
+                        if let Some(conflict) = stale(&body, &current, (&resource, &name)) {
+                            return conflict;
                         }
                         let mut new = body;
                         new["metadata"]["uid"] = current["metadata"]["uid"].clone();
@@ -661,15 +656,8 @@ impl Shared {
                         (200, st.record(key, "MODIFIED", new))
                     }
                     "PATCH" => {
-                        // A patch that names a resourceVersion applies only
-                        // to that version, as on Kubernetes.
-                        let given = body["metadata"]["resourceVersion"].as_str();
-                        if given.is_some_and(|rv| {
-                            Some(rv) != current["metadata"]["resourceVersion"].as_str()
-                        }) {
-                            let message =
-                                format!("the object has been modified; {resource} \"{name}\"");
-                            return (409, status(409, "Conflict", message));
+                        if let Some(conflict) = stale(&body, &current, (&resource, &name)) {
+                            return conflict;
                         }
                         let status_only = sub.as_deref() == Some("status");
                         let new = patched(&current, body, status_only, content_type);
@@ -1094,4 +1082,16 @@ fn random_token() -> String {
             format!("{:016x}", h.finish())
         })
         .collect()
+}
+
+/// A 409 when `body` names a `resourceVersion` other than `current`'s: a
+/// replace or a patch applies only to the version it names, as on
+/// Kubernetes.
+fn stale(body: &Value, current: &Value, (resource, name): (&str, &str)) -> Option<(u16, Value)> {
+    let given = body["metadata"]["resourceVersion"].as_str()?;
+    if Some(given) == current["metadata"]["resourceVersion"].as_str() {
+        return None;
+    }
+    let message = format!("the object has been modified; {resource} \"{name}\"");
+    Some((409, status(409, "Conflict", message)))
 }
