@@ -17,7 +17,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tektite_api::v1::{PipelineRun, PipelineSpec};
 use tektite_engine::concurrency::{self, Verdict};
@@ -143,17 +142,10 @@ pub fn wait_turn(
         {
             let _lock = Locked::take(store)?;
             let runs = live_runs(store, pr.metadata.namespace.as_deref());
-            let verdict = decide(&runs, pr);
+            let verdict = concurrency::decide_run(&runs, pr, None);
             request_cancels(store, &verdict);
             if verdict.admit.contains(&name) {
-                let now = Timestamp::now();
-                let created = pr.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
-                let st = pr.status.get_or_insert_with(Default::default);
-                if let Some(c) = st.concurrency.as_mut() {
-                    c.admitted_time = Some(Time(now));
-                    let waited = now.duration_since(created).as_secs_f64().max(0.0);
-                    c.wait_seconds = Some((waited * 1000.0).round() / 1000.0);
-                }
+                concurrency::admit(pr, Timestamp::now());
                 store.save_pipeline_run(pr)?;
                 return Ok(Turn::Go);
             }
@@ -178,18 +170,6 @@ pub fn wait_turn(
         }
         std::thread::sleep(POLL);
     }
-}
-
-/// The decision over `runs`, with `me` as it is now.
-fn decide(runs: &[PipelineRun], me: &PipelineRun) -> Verdict {
-    let mut view: Vec<PipelineRun> = runs
-        .iter()
-        .filter(|r| r.metadata.name != me.metadata.name)
-        .cloned()
-        .collect();
-    view.push(me.clone());
-    let name = me.metadata.name.as_deref().unwrap_or_default();
-    concurrency::decide_for(&concurrency::entries(&view), None, name)
 }
 
 /// Asks the `tkt`s of the runs a newer run replaces to cancel them (each

@@ -1210,7 +1210,14 @@ fn claim(store: &Store, job: &mut Job) -> anyhow::Result<Result<Journal, Refused
             let claimed = match job {
                 Job::Task(tr, _) => store.claim_task_run(tr)?,
                 Job::Pipeline(pr, resolved, annotations) => {
-                    queue_settings(pr, resolved, annotations);
+                    if let Err(m) = queue_settings(pr, resolved, annotations) {
+                        // A key over the run's own name can only now be
+                        // resolved (and be too long): refused, not run
+                        // without it.
+                        journal.release();
+                        note(&format!("tkt: PipelineRun {name}: {m}"));
+                        return Ok(Err(EXIT_INVALID));
+                    }
                     store.claim_pipeline_run(pr)?
                 }
             };
@@ -1237,20 +1244,20 @@ fn claim(store: &Store, job: &mut Job) -> anyhow::Result<Result<Journal, Refused
 }
 
 /// A PipelineRun about to be claimed: its creation time (the queue's
-/// order) and its concurrency settings over its name (checked when it was
-/// prepared).
+/// order) and its concurrency settings over its name (checked, but for the
+/// name, when it was prepared); `Err` names the annotation and what was
+/// expected.
 fn queue_settings(
     pr: &mut PipelineRun,
     resolved: &Result<(PipelineSpec, Option<String>), Failure>,
     annotations: &BTreeMap<String, String>,
-) {
+) -> Result<(), String> {
     pr.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::now(),
     ));
-    if let Ok((spec, name)) = resolved
-        && let Err(m) = crate::queue::settle(pr, (spec, name.as_deref()), annotations)
-    {
-        note(&format!("tkt: {m}"));
+    match resolved {
+        Ok((spec, name)) => crate::queue::settle(pr, (spec, name.as_deref()), annotations),
+        Err(_) => Ok(()),
     }
 }
 

@@ -36,13 +36,18 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn rss_kib() -> u64 {
+/// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+fn rss_kib() -> u64 {
+    status_kib("VmRSS")
 }
 
 /// A Pipeline of five tasks with an `environment` param: what the runs
@@ -237,12 +242,7 @@ fn pct(v: &mut [Duration], q: f64) -> Duration {
 }
 
 fn hwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
+    status_kib("VmHWM")
 }
 
 /// One scenario in this process: its figures as one line of numbers.

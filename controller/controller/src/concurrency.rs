@@ -20,11 +20,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use tektite_api::v1::{ConcurrencyStatus, PipelineRun, PipelineSpec};
+use tektite_api::v1::{PipelineRun, PipelineSpec};
 use tektite_engine::concurrency::{self as decision, Verdict};
 use tektite_engine::params::Failure;
 use tektite_engine::pipelinerun;
@@ -153,19 +152,10 @@ pub enum Admission {
     Fail(Failure),
 }
 
-/// Whether `pr` still has to be admitted: not started, not holding a
-/// place, not done, and not held or stopped by its `spec.status`.
-fn unadmitted(pr: &PipelineRun) -> bool {
-    let st = pr.status.as_ref();
-    pr.spec.status.is_none()
-        && !decision::holds(pr)
-        && !st.is_some_and(|s| s.start_time.is_some() || is_done(&s.conditions))
-}
-
 /// Whether `pr` has its settings recorded and waits to be admitted (its
 /// admission needs nothing of its Pipeline).
 pub fn queued(pr: &PipelineRun) -> bool {
-    unadmitted(pr) && pr.status.as_ref().is_some_and(|s| s.concurrency.is_some())
+    decision::is_queued(pr)
 }
 
 /// `pr` with its settings: those recorded, else those its annotations and
@@ -210,7 +200,7 @@ pub async fn admit(
     ns: &str,
     ctx: &Context,
 ) -> Result<Admission, Error> {
-    if !unadmitted(&pr) {
+    if !decision::unadmitted(&pr) {
         return Ok(Admission::Go(pr));
     }
     let config = ctx.config();
@@ -229,7 +219,7 @@ pub async fn admit(
         Some(runs) => runs,
         None => live(&api).await?,
     };
-    if let Some(older) = unseen_before(&runs, &me, now) {
+    if let Some(older) = decision::unseen_before(runs.iter().map(|r| &**r), &me, now) {
         // Runs created together start in their order: wait for it to be
         // recorded (or to start without a key).
         tracing::debug!(run = %name, %older, "waiting for an older run to be seen");
@@ -252,7 +242,7 @@ pub async fn admit(
         let Some(current) = api.get_opt(&name).await? else {
             return Ok(Admission::Wait(Action::await_change()));
         };
-        if !unadmitted(&current) {
+        if !decision::unadmitted(&current) {
             return Ok(soon());
         }
         let fresh = settled(&current, &me);
@@ -299,7 +289,7 @@ async fn admit_now(
     let Some(current) = runs.iter().find(|r| r.metadata.name == me.metadata.name) else {
         return Ok(Admission::Wait(Action::await_change()));
     };
-    if !unadmitted(current) {
+    if !decision::unadmitted(current) {
         return Ok(soon());
     }
     let name = me.metadata.name.as_deref().unwrap_or_default();
@@ -307,54 +297,12 @@ async fn admit_now(
         return Ok(soon());
     }
     let mut fresh = settled(current, me);
-    let st = fresh.status.get_or_insert_with(Default::default);
-    let c = st
-        .concurrency
-        .get_or_insert_with(ConcurrencyStatus::default);
-    c.admitted_time = Some(Time(now));
-    let waited = crate::seconds(None, fresh.metadata.creation_timestamp.as_ref(), now);
-    c.wait_seconds = Some((waited * 1000.0).round() / 1000.0);
-    let st = st.clone();
-    let rv = fresh.metadata.resource_version.clone();
-    crate::pipelinerun::write_status(&fresh, &st, (ns, rv.as_deref()), ctx).await?;
+    let waited = decision::admit(&mut fresh, now);
+    let st = fresh.status.clone().unwrap_or_default();
+    let rv = fresh.metadata.resource_version.as_deref();
+    crate::pipelinerun::write_status(&fresh, &st, (ns, rv), ctx).await?;
     ctx.metrics.queue_waited(waited);
     Ok(Admission::Go(Arc::new(fresh)))
-}
-
-/// How long a run not yet seen holds back newer runs of its namespace.
-const UNSEEN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// An older run of the namespace the controller has not recorded yet (no
-/// settings, not started, not done, not held by its `spec.status`),
-/// created less than [`UNSEEN_GRACE`] ago: `me` waits for it, so that runs
-/// created together are admitted in their order.
-fn unseen_before(
-    runs: &[Arc<PipelineRun>],
-    me: &PipelineRun,
-    now: k8s_openapi::jiff::Timestamp,
-) -> Option<String> {
-    let order = |pr: &PipelineRun| {
-        (
-            pr.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            pr.metadata.name.clone(),
-        )
-    };
-    let mine = order(me);
-    runs.iter()
-        .filter(|pr| {
-            pr.spec.status.is_none()
-                && pr.status.as_ref().is_none_or(|s| {
-                    s.concurrency.is_none() && s.start_time.is_none() && !is_done(&s.conditions)
-                })
-        })
-        .filter(|pr| order(pr) < mine)
-        .filter(|pr| {
-            pr.metadata
-                .creation_timestamp
-                .as_ref()
-                .is_some_and(|t| now.duration_since(t.0).unsigned_abs() < UNSEEN_GRACE)
-        })
-        .find_map(|pr| pr.metadata.name.clone())
 }
 
 /// Reconciles the first [`FRONT`] other runs queued under `me`'s key
@@ -392,21 +340,13 @@ async fn live(api: &Api<PipelineRun>) -> Result<Vec<Arc<PipelineRun>>, Error> {
         .collect())
 }
 
-/// The decision over `runs`, with `me` as admission sees it (its settings
-/// recorded, whether or not the view has them yet).
+/// The decision for `me` over `runs` (see [`decision::decide_run`]).
 fn decide(runs: &[Arc<PipelineRun>], me: &PipelineRun, cap: Option<u32>) -> Verdict {
-    let view = runs
-        .iter()
-        .filter(|r| r.metadata.name != me.metadata.name)
-        .map(|r| &**r)
-        .chain(std::iter::once(me));
-    let name = me.metadata.name.as_deref().unwrap_or_default();
-    decision::decide_for(&decision::entries(view), cap, name)
+    decision::decide_run(runs.iter().map(|r| &**r), me, cap)
 }
 
-/// Cancels the runs a newer run of their `cancel-in-progress` key replaces:
-/// `spec.status` set (`Cancelled` for one queued, `CancelledRunFinally`
-/// for one running), and an event on each saying which run replaced it.
+/// Cancels the runs newer runs of their key replace (`spec.status` as the
+/// verdict says), with an event on each naming the newest run.
 async fn cancel_superseded(
     api: &Api<PipelineRun>,
     verdict: &Verdict,

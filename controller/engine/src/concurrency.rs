@@ -212,6 +212,82 @@ pub fn holds(pr: &PipelineRun) -> bool {
     })
 }
 
+/// Whether a run has yet to be admitted: not holding a place, not started,
+/// not done, and not held or stopped by its `spec.status`.
+pub fn unadmitted(pr: &PipelineRun) -> bool {
+    let st = pr.status.as_ref();
+    pr.spec.status.is_none()
+        && !holds(pr)
+        && !st.is_some_and(|s| s.start_time.is_some() || is_done(&s.conditions))
+}
+
+/// Whether a run waits in a queue: its settings recorded, not admitted.
+pub fn is_queued(pr: &PipelineRun) -> bool {
+    unadmitted(pr) && pr.status.as_ref().is_some_and(|s| s.concurrency.is_some())
+}
+
+/// Admits a run: its `admittedTime` is `now` and `waitSeconds` the time
+/// since its creation (to the millisecond), which is returned.
+pub fn admit(pr: &mut PipelineRun, now: Timestamp) -> f64 {
+    let created = pr.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
+    let waited = now.duration_since(created).as_secs_f64().max(0.0);
+    let st = pr.status.get_or_insert_with(Default::default);
+    let c = st
+        .concurrency
+        .get_or_insert_with(ConcurrencyStatus::default);
+    c.admitted_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+    c.wait_seconds = Some((waited * 1000.0).round() / 1000.0);
+    waited
+}
+
+/// The decision for run `me` over the other runs of its namespace (`runs`
+/// may hold an older copy of `me`: `me` as given stands for it), with
+/// only `me`'s reason to wait built.
+pub fn decide_run<'a>(
+    runs: impl IntoIterator<Item = &'a PipelineRun>,
+    me: &'a PipelineRun,
+    cap: Option<u32>,
+) -> Verdict {
+    let view = runs
+        .into_iter()
+        .filter(|r| r.metadata.name != me.metadata.name)
+        .chain(std::iter::once(me));
+    let name = me.metadata.name.as_deref().unwrap_or_default();
+    decide_for(&entries(view), cap, name)
+}
+
+/// How long a run not yet recorded holds back newer runs of its namespace.
+pub const UNSEEN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An older run of `runs` whose settings are not recorded yet (not seen
+/// by admission: not admitted, not started, not done, not held by its
+/// `spec.status`), created less than [`UNSEEN_GRACE`] before `now`: `me`
+/// waits for it, so that runs created together are admitted in their
+/// order.
+pub fn unseen_before<'a>(
+    runs: impl IntoIterator<Item = &'a PipelineRun>,
+    me: &PipelineRun,
+    now: Timestamp,
+) -> Option<&'a str> {
+    let order = |pr: &PipelineRun| {
+        (
+            pr.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            pr.metadata.name.clone(),
+        )
+    };
+    let mine = order(me);
+    runs.into_iter()
+        .filter(|pr| unadmitted(pr) && !is_queued(pr))
+        .filter(|pr| order(pr) < mine)
+        .filter(|pr| {
+            pr.metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|t| now.duration_since(t.0).unsigned_abs() < UNSEEN_GRACE)
+        })
+        .find_map(|pr| pr.metadata.name.as_deref())
+}
+
 /// The runs of one namespace as the decision sees them: those holding a
 /// place, and those queued (recorded settings, not admitted, not asked to
 /// wait or stop by their `spec.status`). Runs not yet seen, done, or
@@ -232,10 +308,7 @@ pub fn entries<'a>(runs: impl IntoIterator<Item = &'a PipelineRun>) -> Vec<Entry
             Standing::Holding {
                 cancelling: pr.spec.status.is_some(),
             }
-        } else if settings.is_some()
-            && pr.spec.status.is_none()
-            && !pr.status.as_ref().is_some_and(|s| is_done(&s.conditions))
-        {
+        } else if is_queued(pr) {
             Standing::Queued
         } else {
             continue;

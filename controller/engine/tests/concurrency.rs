@@ -442,6 +442,21 @@ fn a_run_admitted_then_made_pending_gives_its_place_back() {
     assert_eq!(got, [Standing::Queued]);
 }
 
+#[test]
+fn a_run_waits_for_an_older_run_not_yet_recorded_for_a_while() {
+    let me = queued_run("b", 10, "k");
+    let older = run("a", 10, &[]);
+    let runs = [older.clone(), me.clone()];
+    assert_eq!(concurrency::unseen_before(&runs, &me, at(20)), Some("a"));
+    // Not for ever: 30 s after its creation it is no longer waited for.
+    assert_eq!(concurrency::unseen_before(&runs, &me, at(40)), None);
+    // Nor once it is recorded, or for a newer one.
+    let recorded = [queued_run("a", 10, "k"), me.clone()];
+    assert_eq!(concurrency::unseen_before(&recorded, &me, at(20)), None);
+    let newer = [run("c", 11, &[]), me.clone()];
+    assert_eq!(concurrency::unseen_before(&newer, &me, at(20)), None);
+}
+
 fn queued_run(name: &str, created: i64, key: &str) -> PipelineRun {
     let mut pr = run(name, created, &[]);
     pr.status = Some(PipelineRunStatus {
