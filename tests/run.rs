@@ -704,6 +704,73 @@ fn regression_quick_steps_were_printed_out_of_order(rt: &str) {
     assert_eq!(printed, want, "{stderr}");
 }
 
+/// Regression: on podman, a step that had ended before its log file was
+/// looked up (a quick step ends before `podman inspect` of 20 containers
+/// returns) had no conmon to watch, so its follower asked podman whether
+/// it still ran, half a second apart and one step after another: a 20-step
+/// no-op TaskRun took 5.7 times as long as the same containers in a plain
+/// pod. Every `podman` that tkt runs is counted here through a wrapper on
+/// PATH (the real podman does the work): the steps' output is whole, and
+/// no step's state is asked for one by one.
+#[test]
+fn regression_podman_asked_each_ended_step_whether_it_still_ran() {
+    if !ready("podman") {
+        return;
+    }
+    let s = State::new("podman-ended-steps");
+    let bin = s.0.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v podman"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let calls = s.0.join("calls");
+    let wrapper = bin.join("podman");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            calls.display(),
+            real.trim()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let sd = s.arg();
+    let out = tkt_run("podman")
+        .args(["-f", "runs/taskrun-quick-steps.yaml", "--state-dir", &sd])
+        .args(["-o", "json"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for i in 1..=8 {
+        assert!(
+            stderr.contains(&format!("[s{i}] line {i} of 8")),
+            "{stderr}"
+        );
+    }
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    let asked: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("inspect --format {{.State.Status}}"))
+        .collect();
+    // One may be asked when its conmon ended between the lookup and the
+    // check of its process: not one per step.
+    assert!(asked.len() <= 1, "states asked one by one: {asked:?}");
+}
+
 /// A file of its own holding `text`, outside any run store; removed on drop.
 struct Outside(PathBuf);
 

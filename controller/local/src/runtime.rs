@@ -249,7 +249,21 @@ struct LogSource {
     /// The container's conmon, the file's only writer: once it is gone
     /// the file is complete.
     conmon: Option<ProcId>,
+    /// The container had already ended when it was looked up (podman says
+    /// so once conmon has written its exit, after the last of its output):
+    /// the file is complete now.
+    ended: bool,
 }
+
+/// The states in which a container may still write output.
+const LIVE_STATES: &[&str] = &[
+    "running",
+    "created",
+    "initialized",
+    "configured",
+    "paused",
+    "stopping",
+];
 
 /// The log file and conmon of each container of a played pod.
 fn log_sources(full_names: &[String]) -> Result<BTreeMap<String, LogSource>, RuntimeError> {
@@ -259,25 +273,26 @@ fn log_sources(full_names: &[String]) -> Result<BTreeMap<String, LogSource>, Run
             .args([
                 "inspect",
                 "--format",
-                "{{.Name}}\t{{.State.ConmonPid}}\t{{.HostConfig.LogConfig.Path}}",
+                "{{.Name}}\t{{.State.Status}}\t{{.State.ConmonPid}}\t{{.HostConfig.LogConfig.Path}}",
             ])
             .args(full_names),
     )?;
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.splitn(3, '\t');
-            let (name, pid, path) = (f.next()?, f.next()?, f.next()?);
-            let conmon = pid.parse::<i32>().ok().filter(|p| *p > 0);
-            Some((
-                name.to_string(),
-                LogSource {
-                    path: PathBuf::from(path),
-                    conmon: conmon.and_then(ProcId::of),
-                },
-            ))
-        })
-        .collect())
+    Ok(text.lines().filter_map(log_source).collect())
+}
+
+/// One line of [`log_sources`]' inspection.
+fn log_source(line: &str) -> Option<(String, LogSource)> {
+    let mut f = line.splitn(4, '\t');
+    let (name, status, pid, path) = (f.next()?, f.next()?, f.next()?, f.next()?);
+    let conmon = pid.parse::<i32>().ok().filter(|p| *p > 0);
+    Some((
+        name.to_string(),
+        LogSource {
+            path: PathBuf::from(path),
+            conmon: conmon.and_then(ProcId::of),
+            ended: !LIVE_STATES.contains(&status),
+        },
+    ))
 }
 
 /// Decodes complete CRI log lines (`<time> <stream> <F|P> <content>`) from
@@ -317,7 +332,9 @@ fn follow_log(source: Option<LogSource>, full_name: &str, stopped: &AtomicBool, 
     let mut raw = Vec::new();
     let mut text = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut last_check = Instant::now();
+    // Without a writer to watch, podman is asked at the first end of the
+    // file, then every half second.
+    let mut last_check: Option<Instant> = None;
     let mut stopped_at: Option<Instant> = None;
     loop {
         let n = file.read(&mut chunk).unwrap_or(0);
@@ -330,9 +347,10 @@ fn follow_log(source: Option<LogSource>, full_name: &str, stopped: &AtomicBool, 
         }
         // At the end for now: done once the writer is.
         let writer_gone = match source.conmon {
+            _ if source.ended => true,
             Some(c) => !c.alive(),
-            None if last_check.elapsed() > Duration::from_millis(500) => {
-                last_check = Instant::now();
+            None if last_check.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) => {
+                last_check = Some(Instant::now());
                 !container_running(full_name)
             }
             None => false,
@@ -394,11 +412,7 @@ fn container_running(full_name: &str) -> bool {
         .stderr(Stdio::null())
         .output()
         .is_ok_and(|o| {
-            o.status.success()
-                && matches!(
-                    String::from_utf8_lossy(&o.stdout).trim(),
-                    "running" | "created" | "initialized" | "configured"
-                )
+            o.status.success() && LIVE_STATES.contains(&String::from_utf8_lossy(&o.stdout).trim())
         })
 }
 
