@@ -15,6 +15,7 @@
 //! a [`run::Runner`] and a [`report::Reporter`] (traits, so the logic is
 //! tested with fakes) → exit code.
 
+pub mod container;
 pub mod contract;
 pub mod flags;
 pub mod patch;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use signal_hook::consts::signal::*;
 use signal_hook::iterator::Signals;
+use tektite_entrypoint::container;
 use tektite_entrypoint::exit;
 use tektite_entrypoint::flags;
 use tektite_entrypoint::report::FileReporter;
@@ -45,7 +46,25 @@ fn code(c: i32) -> ExitCode {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(result) = subcommands::dispatch(&args) {
+    let next = match args.first().map(String::as_str) {
+        Some("container") => container::main(&args[1..]),
+        Some("container-init") => container::init(&args[1..]),
+        _ => return wrapper(&args),
+    };
+    match next {
+        container::Next::Exit(c) => code(c),
+        // A container whose command is this binary: no need to start it again.
+        container::Next::Wrapper(args) => wrapper(&args),
+    }
+}
+
+/// The step wrapper (or one of Tekton's subcommands) with its arguments.
+fn wrapper(args: &[String]) -> ExitCode {
+    // What the process runtime runs to see that namespaces can be made.
+    if args == ["container-ok"] {
+        return ExitCode::SUCCESS;
+    }
+    if let Some(result) = subcommands::dispatch(args) {
         return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -54,7 +73,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let flags = match flags::parse(&args) {
+    let flags = match flags::parse(args) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("entrypoint: {e}");

@@ -3,12 +3,14 @@
 //!
 //! Every container of the pod (init containers first, one after another;
 //! then steps and sidecars at once, ordered by the entrypoint's markers as
-//! in a pod) becomes a process in a private mount namespace (`unshare`),
-//! where tmpfs mounts over `/tekton`, `/workspace` and `/ko-app` receive the
-//! container's volume mounts (bind mounts of the run directory's
-//! folders). So the pod's paths, `/tekton/results/x` written literally
-//! included, mean the same thing as in a container. The image is not used:
-//! commands run with this machine's tools. This needs root on Linux.
+//! in a pod) becomes a process in private mount and PID namespaces, made by
+//! the entrypoint's `container` helper with system calls
+//! ([`tektite_entrypoint::container`]), where tmpfs mounts over `/tekton`,
+//! `/workspace` and `/ko-app` receive the container's volume mounts (bind
+//! mounts of the run directory's folders). So the pod's paths,
+//! `/tekton/results/x` written literally included, mean the same thing as
+//! in a container. The image is not used: commands run with this machine's
+//! tools. This needs root on Linux; without it, paths are rewritten.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tektite_engine::podman;
+use tektite_entrypoint::container;
 
 use crate::live::Journal;
 use crate::logs::{self, Sink};
@@ -53,15 +56,28 @@ pub fn mode() -> Mode {
     if forced || !nix::unistd::Uid::effective().is_root() {
         return Mode::Rewrite;
     }
-    // Root in a container without CAP_SYS_ADMIN cannot make namespaces.
+    // Root in a container without CAP_SYS_ADMIN cannot make namespaces: the
+    // entrypoint makes empty ones once, as it would for a container.
     let can = *CAN_UNSHARE.get_or_init(|| {
-        Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--", "true"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        let Ok(entrypoint) = entrypoint_binary() else {
+            return false;
+        };
+        let spec = container::Spec {
+            namespace: Some(container::Namespace {
+                working_dir: "/".into(),
+                ..Default::default()
+            }),
+        };
+        let check = ["/proc/self/exe".to_string(), "container-ok".into()];
+        container::args(&spec, &check).is_ok_and(|args| {
+            Command::new(entrypoint)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
     });
     if can { Mode::Namespace } else { Mode::Rewrite }
 }
@@ -71,24 +87,11 @@ pub const REWRITE_LIMITS: &str = "no mount namespace (not root, or not allowed):
     written in commands, args, env, working dirs and scripts are rewritten into the run directory; \
     a path put together at run time (from pieces, or read from a file) is not, and will not be found";
 
-/// Whether this machine can run pods as processes, or why not.
+/// Whether this machine can run pods as processes, or why not. The
+/// entrypoint does the rest (sessions, namespaces and mounts).
 pub fn available() -> Result<(), String> {
-    // setpriv and setsid: each container in a session of its own, killed
-    // with the tkt thread that started it.
-    let tools: &[&str] = if mode() == Mode::Namespace {
-        &["unshare", "mount", "sh", "setpriv", "setsid"]
-    } else {
-        &["sh", "setpriv", "setsid"]
-    };
     if !procs::available() {
         return Err("/proc is not mounted".into());
-    }
-    for tool in tools {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
-        if !found {
-            return Err(format!("{tool} is not installed (util-linux)"));
-        }
     }
     Ok(())
 }
@@ -151,6 +154,8 @@ pub struct ProcessPod {
     /// Opens when the last step started so far has ended and its output
     /// has been read: the next step's output waits for it.
     last_step: Option<Arc<Ended>>,
+    /// The reports of the steps that have ended (final: read once).
+    reports: BTreeMap<String, String>,
 }
 
 /// Opens once a container has ended and its output has been read (or its
@@ -188,58 +193,41 @@ fn err(what: impl Into<String>, message: impl Into<String>) -> RuntimeError {
     }
 }
 
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// The shell text that sets up one container's mounts, then `exec`s its
-/// command (given as positional parameters).
-fn setup_script(c: &Container, volumes: &BTreeMap<String, PathBuf>, entrypoint: &Path) -> String {
-    let mut s = String::from("set -e\n");
-    for r in ROOTS {
-        s.push_str(&format!("mount -t tmpfs tektite {r}\n"));
+/// The namespace of one container: a tmpfs on each root, the entrypoint
+/// binary at `/ko-app/entrypoint`, then the volume mounts, parents before
+/// children, as a kubelet mounts them (`/workspace` before
+/// `/workspace/source`).
+fn namespace_of(
+    c: &Container,
+    volumes: &BTreeMap<String, PathBuf>,
+    entrypoint: &Path,
+) -> container::Namespace {
+    let mut mounts = vec![container::Mount {
+        host: entrypoint.to_path_buf(),
+        path: "/ko-app/entrypoint".into(),
+        read_only: false,
+    }];
+    let mut declared: Vec<_> = c.volume_mounts.iter().flatten().collect();
+    declared.sort_by_key(|m| Path::new(&m.mount_path).components().count());
+    // subPaths were resolved beneath their volumes into volumes of their
+    // own (`runtime::subpath_volumes`).
+    mounts.extend(declared.into_iter().filter_map(|m| {
+        Some(container::Mount {
+            host: volumes.get(&m.name)?.clone(),
+            path: m.mount_path.clone(),
+            read_only: m.read_only == Some(true),
+        })
+    }));
+    container::Namespace {
+        tmpfs: ROOTS.iter().map(|r| r.to_string()).collect(),
+        mounts,
+        // An empty workingDir is the image's default, as on a kubelet.
+        working_dir: c
+            .working_dir
+            .clone()
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "/".into()),
     }
-    s.push_str(&format!(
-        "touch /ko-app/entrypoint && mount --bind {} /ko-app/entrypoint\n",
-        shell_quote(&entrypoint.to_string_lossy())
-    ));
-    // Parents before children, as a kubelet mounts them (`/workspace`
-    // before `/workspace/source`).
-    let mut mounts: Vec<_> = c.volume_mounts.iter().flatten().collect();
-    mounts.sort_by_key(|m| Path::new(&m.mount_path).components().count());
-    for m in mounts {
-        let Some(host) = volumes.get(&m.name) else {
-            continue;
-        };
-        // subPaths were resolved beneath their volumes into volumes of
-        // their own (`runtime::subpath_volumes`).
-        let dst = shell_quote(&m.mount_path);
-        // A file (a subPath to one key of a configMap volume) is mounted
-        // on a file, a directory on a directory.
-        let point = if std::fs::symlink_metadata(host).is_ok_and(|m| m.is_file()) {
-            format!("mkdir -p \"$(dirname {dst})\" && touch {dst}")
-        } else {
-            format!("mkdir -p {dst}")
-        };
-        s.push_str(&format!(
-            "{point}\nmount --bind {} {dst}\n",
-            shell_quote(&host.to_string_lossy())
-        ));
-        if m.read_only == Some(true) {
-            s.push_str(&format!("mount -o remount,bind,ro {dst}\n"));
-        }
-    }
-    // An empty workingDir is the image's default, as on a kubelet.
-    let wd = c
-        .working_dir
-        .clone()
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| "/".into());
-    s.push_str(&format!(
-        "mkdir -p {0} && cd {0}\nexec \"$@\"\n",
-        shell_quote(&wd)
-    ));
-    s
 }
 
 /// `(pod path, host path)` pairs for one container in rewrite mode,
@@ -473,35 +461,28 @@ impl<'a> Launcher<'a> {
         Ok(l)
     }
 
-    /// The program and arguments that run container `c` here.
+    /// The program and arguments that run container `c` here: the
+    /// entrypoint's `container` helper (a session of its own, ended with
+    /// this `tkt` thread; as root, private mount and PID namespaces with the
+    /// pod's mounts, see [`container`]) around the container's command.
     fn words(&self, c: &Container) -> Vec<String> {
-        if self.mode == Mode::Namespace {
-            // Its own mount namespace (the pod's paths), and its own PID
-            // namespace with its own `/proc`: the container's first process
-            // is its PID 1, and when that ends, or `unshare` is killed, the
-            // kernel kills everything left in it, as when a container ends.
-            let script = setup_script(c, &self.volumes, self.entrypoint);
-            let mut w: Vec<String> = [
-                "unshare",
-                "--mount",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--mount-proc",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-c",
-                &script,
-                "sh",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            w.extend(command_of(c));
-            return w;
-        }
+        let (spec, command) = if self.mode == Mode::Namespace {
+            let ns = namespace_of(c, &self.volumes, self.entrypoint);
+            let spec = container::Spec {
+                namespace: Some(ns),
+            };
+            (spec, command_of(c))
+        } else {
+            (container::Spec::default(), self.rewritten_command(c))
+        };
+        let mut words = vec![self.entrypoint.to_string_lossy().into_owned()];
+        // A spec is plain data: it is always written.
+        words.extend(container::args(&spec, &command).unwrap_or_default());
+        words
+    }
+
+    /// Rewrite mode: container `c`'s command with its paths rewritten.
+    fn rewritten_command(&self, c: &Container) -> Vec<String> {
         let t = self.tables.get(&c.name).cloned().unwrap_or_default();
         let original = command_of(c);
         let mut words: Vec<String> = original.iter().map(|w| rewrite(w, &t)).collect();
@@ -534,7 +515,7 @@ impl<'a> Launcher<'a> {
             .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
             .collect();
         let words = self.words(c);
-        let mut cmd = procs::session_command(words.first().map_or("", String::as_str));
+        let mut cmd = Command::new(words.first().map_or("", String::as_str));
         cmd.args(words.iter().skip(1));
         // Only what the pod defines, as in a container: nothing of the
         // calling shell (tokens, agent sockets) reaches a step.
@@ -594,6 +575,10 @@ impl ProcessPod {
         crate::runtime::make_volume_dirs(&adapted.dirs, env)?;
         if let Some(spec) = adapted.pod.spec.as_mut() {
             crate::runtime::subpath_volumes(spec, env)?;
+            // Rewrite mode keeps it: its paths are rewritten per container.
+            if mode() == Mode::Namespace {
+                crate::prepare::on_host(spec, env.run_dir, entrypoint)?;
+            }
         }
         let volumes = host_volumes(&adapted.pod);
         let spec = adapted.pod.spec.clone().unwrap_or_default();
@@ -626,6 +611,7 @@ impl ProcessPod {
             procs: Vec::new(),
             threads: Vec::new(),
             last_step: None,
+            reports: BTreeMap::new(),
         };
         for c in &spec.containers {
             if let Err(e) = p.start_container(&launcher, c, env) {
@@ -696,8 +682,10 @@ impl ProcessPod {
         self.threads.push(std::thread::spawn(move || {
             let status = child.wait();
             // As when a container ends: what it left behind goes too, so
-            // its output pipes close.
-            if let Some(r) = root {
+            // its output pipes close. (In namespaces the kernel has done it:
+            // the helper ends after its namespace's PID 1, and everything
+            // else in the namespace ends with that.)
+            if let (Some(r), true) = (root, leader_last) {
                 procs::kill_session(r.pid, r.start, leader_last);
             }
             // A process that left the session and outlived its wrapper
@@ -732,7 +720,8 @@ impl ProcessPod {
         let mut pod = self.pod.clone();
         let mut annotations = pod.metadata.annotations.clone().unwrap_or_default();
         let mut statuses = Vec::new();
-        for (i, (name, state)) in self.procs.iter().enumerate() {
+        let procs = self.procs.clone();
+        for (i, (name, state)) in procs.iter().enumerate() {
             let s = state
                 .lock()
                 .map(|s| (s.started, s.finished, s.code))
@@ -760,15 +749,10 @@ impl ProcessPod {
                 state: Some(st),
                 ..Default::default()
             });
-            if name.starts_with("step-") {
-                let report = if self.tree {
-                    format!("fs/tekton/run/{i}/status/report.json")
-                } else {
-                    format!("tekton-internal-run-{i}/status/report.json")
-                };
-                if let Some(r) = crate::runtime::read_report(&self.run_dir, &report) {
-                    annotations.insert(format!("tektite.dev/step.{name}"), r);
-                }
+            if name.starts_with("step-")
+                && let Some(r) = self.report(i, name, s.1.is_some())
+            {
+                annotations.insert(format!("tektite.dev/step.{name}"), r);
             }
         }
         self.probe(&mut statuses, &mut annotations);
@@ -779,6 +763,23 @@ impl ProcessPod {
             ..Default::default()
         });
         pod
+    }
+
+    /// The report of step `i`, read once it has ended (it writes no more).
+    fn report(&mut self, i: usize, name: &str, ended: bool) -> Option<String> {
+        if let Some(r) = self.reports.get(name) {
+            return Some(r.clone());
+        }
+        let path = if self.tree {
+            format!("fs/tekton/run/{i}/status/report.json")
+        } else {
+            format!("tekton-internal-run-{i}/status/report.json")
+        };
+        let r = crate::runtime::read_report(&self.run_dir, &path)?;
+        if ended {
+            self.reports.insert(name.to_string(), r.clone());
+        }
+        Some(r)
     }
 
     /// Runs the probes due (see [`crate::probe`]; tcpSocket and httpGet

@@ -428,8 +428,25 @@ fn podman_spec(pod: &Pod, env: &PodEnv<'_>) -> Result<podman::Adapted, RuntimeEr
         subpath_volumes(spec, env)?;
         termination_files(spec, env.run_dir)?;
         without_probes(spec);
+        if let Some(entrypoint) = static_entrypoint() {
+            crate::prepare::on_host(spec, env.run_dir, entrypoint)?;
+        }
     }
     Ok(adapted)
+}
+
+/// This machine's entrypoint binary, when it is static (it runs in any
+/// image): podman's containers get it instead of the `prepare` init
+/// container's copy from the entrypoint image.
+fn static_entrypoint() -> Option<&'static Path> {
+    static FOUND: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            crate::process::entrypoint_binary()
+                .ok()
+                .filter(|p| crate::prepare::is_static(p))
+        })
+        .as_deref()
 }
 
 /// The pod's readiness and startup probes are run by `tkt` itself

@@ -1,0 +1,173 @@
+//! The pod's `prepare` init container, done by `tkt` on the host before
+//! the pod starts: locally a container (a process chain, or a podman
+//! container made, started, waited for and removed) to copy a binary and
+//! make a few links costs more than the steps it prepares.
+//!
+//! In the pod, `prepare` copies the entrypoint to `/tekton/bin/entrypoint`
+//! and links `/tekton/steps/<name>` and `/tekton/steps/<i>` to
+//! `/tekton/run/<i>/status` (as Tekton's `entrypoint init`). Here the
+//! links are made in the host directory of the steps volume, and the
+//! entrypoint binary of this machine is mounted read-only at
+//! `/tekton/bin/entrypoint` in every container that mounts `/tekton/bin`.
+//! The binary must run in any image: podman gets it only when it is
+//! statically linked; otherwise the init container stays.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{HostPathVolumeSource, PodSpec, Volume, VolumeMount};
+use tektite_engine::podman;
+use tektite_entrypoint::contract::{BIN_DIR, ENTRYPOINT, RUN_DIR};
+
+use crate::runtime::RuntimeError;
+
+/// The name of the volume that carries the host's entrypoint binary.
+const VOLUME: &str = "tektite-entrypoint";
+
+/// Does `prepare`'s work for `spec` (an adapted pod, its volumes made under
+/// `run_dir`) and removes it; returns whether there was one.
+///
+/// # Errors
+/// A link cannot be made.
+pub fn on_host(
+    spec: &mut PodSpec,
+    run_dir: &Path,
+    entrypoint: &Path,
+) -> Result<bool, RuntimeError> {
+    let Some(steps) = prepare_steps(spec) else {
+        return Ok(false);
+    };
+    let Some(dir) = host_dir(spec, "tekton-internal-steps").filter(|d| d.starts_with(run_dir))
+    else {
+        return Ok(false);
+    };
+    for (i, name) in steps.iter().enumerate() {
+        // Container names are DNS labels; anything else is not linked.
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(err(format!("step name {name:?} cannot name a link")));
+        }
+        let target = Path::new(RUN_DIR).join(i.to_string()).join("status");
+        for link in [dir.join(name), dir.join(i.to_string())] {
+            match std::os::unix::fs::symlink(&target, &link) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(err(format!("cannot link {}: {e}", link.display()))),
+            }
+        }
+    }
+    // The mount point, made here: steps mount `/tekton/bin` read-only.
+    if let Some(bin) = host_dir(spec, "tekton-internal-bin").filter(|d| d.starts_with(run_dir)) {
+        let point = bin.join("entrypoint");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&point)
+            .map_err(|e| err(format!("cannot make {}: {e}", point.display())))?;
+    }
+    if let Some(init) = spec.init_containers.as_mut() {
+        init.retain(|c| c.name != "prepare");
+    }
+    spec.volumes.get_or_insert_default().push(Volume {
+        name: VOLUME.into(),
+        host_path: Some(HostPathVolumeSource {
+            path: entrypoint.to_string_lossy().into_owned(),
+            type_: Some("File".into()),
+        }),
+        ..Default::default()
+    });
+    for c in podman::containers_mut(spec) {
+        let mounts = c.volume_mounts.get_or_insert_default();
+        if mounts
+            .iter()
+            .any(|m| m.mount_path.trim_end_matches('/') == BIN_DIR)
+        {
+            mounts.push(VolumeMount {
+                name: VOLUME.into(),
+                mount_path: ENTRYPOINT.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+    }
+    Ok(true)
+}
+
+/// The steps `prepare` links, when it is the engine's: `/ko-app/entrypoint
+/// init SRC /tekton/bin/entrypoint STEP…`.
+fn prepare_steps(spec: &PodSpec) -> Option<Vec<String>> {
+    let c = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "prepare")?;
+    match c.command.as_deref()? {
+        [_, init, _, dst, steps @ ..] if init == "init" && dst == ENTRYPOINT => {
+            Some(steps.to_vec())
+        }
+        _ => None,
+    }
+}
+
+/// The host directory of hostPath volume `name`.
+fn host_dir(spec: &PodSpec, name: &str) -> Option<PathBuf> {
+    spec.volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == name)
+        .and_then(|v| Some(PathBuf::from(&v.host_path.as_ref()?.path)))
+}
+
+fn err(message: String) -> RuntimeError {
+    RuntimeError {
+        what: "prepare".into(),
+        message,
+    }
+}
+
+/// Whether `path` is an ELF executable with no program interpreter (a
+/// static binary, which runs in any image of this architecture).
+pub fn is_static(path: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    static_elf(&bytes)
+}
+
+fn static_elf(b: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    // 64-bit little-endian ELF only (this machine's).
+    if b.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
+        return false;
+    }
+    let u16_at = |o: usize| b.get(o..o + 2).map(|s| u16::from_le_bytes([s[0], s[1]]));
+    let u64_at = |o: usize| {
+        b.get(o..o + 8)
+            .and_then(|s| <[u8; 8]>::try_from(s).ok())
+            .map(u64::from_le_bytes)
+    };
+    let (Some(phoff), Some(size), Some(count)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return false;
+    };
+    let Ok(phoff) = usize::try_from(phoff) else {
+        return false;
+    };
+    (0..usize::from(count)).all(|i| {
+        let at = phoff + i * usize::from(size);
+        b.get(at..at + 4)
+            .and_then(|s| <[u8; 4]>::try_from(s).ok())
+            .is_some_and(|t| u32::from_le_bytes(t) != PT_INTERP)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_binary_is_not_static_and_junk_is_neither() {
+        // This test binary is linked dynamically (it has an interpreter).
+        let me = std::env::current_exe().unwrap();
+        assert!(!is_static(&me));
+        assert!(!static_elf(b"\x7fELF\x02\x01short"));
+        assert!(!static_elf(b"#!/bin/sh\n"));
+    }
+}
