@@ -161,11 +161,28 @@ fn the_process_cases_run_in_namespaces_as_root() {
         eprintln!("not root: the process cases run in the rewrite mode");
         return;
     }
-    assert_eq!(
-        tektite_local::process::mode(),
-        tektite_local::process::Mode::Namespace,
-        "root, but no mount namespace here (unshare --mount fails)"
+    let s = util::Scratch::new("namespaces-as-root");
+    let file = s.file(
+        "tr.yaml",
+        "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata:\n  name: ns\nspec:\n  taskSpec:\n    steps:\n      - name: s\n        image: busybox\n        script: |\n          test -d /tekton/results && echo pid $$\n",
     );
+    let out = util::tkt_run("process")
+        .args(["-f", &file, "--state-dir", &s.state_arg()])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (util::text(&out.stdout), util::text(&out.stderr));
+    assert!(
+        !stderr.contains("no mount namespace") && !stdout.contains("no mount namespace"),
+        "root, but the entrypoint cannot make namespaces here: {stdout}{stderr}"
+    );
+    // The step's command is among its PID namespace's first processes (the
+    // wrapper is PID 1, its signal thread the next), and /tekton is the pod's.
+    let pid: u32 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("[s] pid "))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}{stderr}"));
+    assert!(pid <= 5, "pid {pid}: not in a PID namespace of its own");
 }
 
 /// Regression: after `--timeout 2s`, a script that ignores SIGTERM ran to

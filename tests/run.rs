@@ -141,6 +141,90 @@ fn steps_scripts_params_and_results_of_a_taskrun(rt: &str) {
     assert!(first < args && args < object, "steps in order: {log}");
 }
 
+/// The static entrypoint as `hack/build-entrypoint.sh` builds it (the
+/// script prints its path last).
+fn static_entrypoint() -> PathBuf {
+    let root = tests_dir().join("..");
+    let out = Command::new(root.join("hack/build-entrypoint.sh"))
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    root.join(text.lines().last().unwrap().trim())
+}
+
+/// With a static entrypoint binary, tkt does the `prepare` init container's
+/// work on the host for podman: the played pod has no `prepare`, mounts the
+/// binary at `/tekton/bin/entrypoint`, and its steps run as before
+/// (scripts, params, results, order).
+#[test]
+fn podman_with_a_static_entrypoint_needs_no_prepare_container() {
+    if !ready("podman") {
+        return;
+    }
+    let s = State::new("podman-static-entrypoint");
+    let sd = s.arg();
+    let out = tkt_run("podman")
+        .args(["-f", "runs/taskrun-steps.yaml", "--state-dir", &sd])
+        .args(["-o", "json", "--keep"])
+        .env("TEKTITE_ENTRYPOINT", static_entrypoint())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    let pod_name = v["status"]["podName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let _ = Command::new("podman")
+        .args(["pod", "rm", "--force", "--time", "0", &pod_name])
+        .output();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(condition(&v).1, "Succeeded");
+    assert_eq!(result(&v, "greeting"), "hello");
+    assert_eq!(result(&v, "meta"), &serde_json::json!({"branch": "main"}));
+    let played = walk(&s.0.join("work"))
+        .into_iter()
+        .find(|p| p.ends_with("pod.json"))
+        .unwrap_or_else(|| panic!("no pod.json kept under {}", s.0.display()));
+    let pod: Value = serde_json::from_slice(&std::fs::read(&played).unwrap()).unwrap();
+    let init: Vec<&str> = pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(!init.contains(&"prepare"), "init containers: {init:?}");
+    let step = &pod["spec"]["containers"][0];
+    assert!(
+        step["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/tekton/bin/entrypoint" && m["readOnly"] == true),
+        "{step}"
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 fn results_when_scoping_shared_workspace_and_finally(rt: &str) {
     if !ready(rt) {
         return;

@@ -100,8 +100,16 @@ pub fn available() -> Result<(), String> {
 /// `entrypoint` beside this executable, else the static build of the
 /// target directory this executable is in.
 pub fn entrypoint_binary() -> Result<PathBuf, String> {
+    entrypoint_candidates().into_iter().next().ok_or_else(|| {
+        "no entrypoint binary: build it (hack/build-entrypoint.sh) or set TEKTITE_ENTRYPOINT".into()
+    })
+}
+
+/// The entrypoint binaries there are, in [`entrypoint_binary`]'s order
+/// (`TEKTITE_ENTRYPOINT` alone when it is set).
+pub fn entrypoint_candidates() -> Vec<PathBuf> {
     if let Some(p) = std::env::var_os("TEKTITE_ENTRYPOINT") {
-        return Ok(PathBuf::from(p));
+        return vec![PathBuf::from(p)];
     }
     // Only beside this executable, in the tree it was built in: never a
     // path of the current directory, which anyone may have made.
@@ -123,9 +131,8 @@ pub fn entrypoint_binary() -> Result<PathBuf, String> {
             );
         }
     }
-    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
-        "no entrypoint binary: build it (hack/build-entrypoint.sh) or set TEKTITE_ENTRYPOINT".into()
-    })
+    candidates.retain(|p| p.is_file());
+    candidates
 }
 
 #[derive(Debug, Default)]

@@ -121,17 +121,19 @@ fn output(what: &str, cmd: &mut Command) -> Result<String, RuntimeError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Whether podman works here (for `--runtime auto`), with the reason when not.
+/// Whether podman works here (for `--runtime auto`), with the reason when
+/// not: it lists containers, which needs its storage and database as this
+/// user (`podman info`, which also gathers host figures, takes ten times
+/// as long). A broken OCI runtime shows at `podman kube play`, with
+/// podman's own message.
 pub fn podman_available() -> Result<String, String> {
     match Command::new("podman")
-        .args(["info", "--format", "{{.Host.OCIRuntime.Name}}"])
+        .args(["ps", "--all", "--quiet", "--filter", "name=^tektite-probe$"])
+        .process_group(0)
         .stdin(Stdio::null())
         .output()
     {
-        Ok(o) if o.status.success() => Ok(format!(
-            "podman (runtime {})",
-            String::from_utf8_lossy(&o.stdout).trim()
-        )),
+        Ok(o) if o.status.success() => Ok("podman".into()),
         Ok(o) => Err(format!(
             "podman does not work here: {}",
             String::from_utf8_lossy(&o.stderr)
@@ -442,9 +444,9 @@ fn static_entrypoint() -> Option<&'static Path> {
     static FOUND: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     FOUND
         .get_or_init(|| {
-            crate::process::entrypoint_binary()
-                .ok()
-                .filter(|p| crate::prepare::is_static(p))
+            crate::process::entrypoint_candidates()
+                .into_iter()
+                .find(|p| crate::prepare::is_static(p))
         })
         .as_deref()
 }
