@@ -1099,6 +1099,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
         note("tkt: --detach is for runs on a cluster (--cluster, -n, --context, --kubeconfig)");
         return Ok(EXIT_INVALID);
     }
+    if args.runtime == RuntimeArg::Process {
+        tektite_local::process::warm_up();
+    }
     let grace = match duration_flag("--grace-period", &args.grace_period) {
         Ok(g) => g,
         Err(m) => {

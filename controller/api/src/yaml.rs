@@ -160,15 +160,20 @@ struct MapFrame<T> {
     anchor: usize,
     /// Nodes in it so far, itself included (aliases counted expanded).
     size: usize,
-    /// In order; an entry a key written out overrode is `None`.
-    entries: Vec<Option<(String, T)>>,
-    /// Where each key is in `entries`, and whether `<<` brought it in
-    /// (keys written out may override those): one lookup per key, so a
-    /// mapping of n keys costs n, not n².
-    index: HashMap<String, (usize, bool)>,
+    /// In order; an entry a key written out overrode is `None`. With each,
+    /// whether `<<` brought it in (keys written out may override those).
+    entries: Vec<Option<(String, T, bool)>>,
+    /// Where each key is in `entries`, once there are more than
+    /// [`SMALL_MAP`] (fewer are searched in place: most mappings have a
+    /// handful of keys, and hashing each costs more than comparing): one
+    /// lookup per key, so a mapping of n keys costs n, not n².
+    index: Option<HashMap<String, usize>>,
     /// The key read, waiting for its value.
     pending: Option<String>,
 }
+
+/// The most keys a mapping has before its keys are indexed.
+const SMALL_MAP: usize = 8;
 
 impl<T> MapFrame<T> {
     fn new(line: usize, anchor: usize) -> MapFrame<T> {
@@ -177,18 +182,52 @@ impl<T> MapFrame<T> {
             anchor,
             size: 1,
             entries: Vec::new(),
-            index: HashMap::new(),
+            index: None,
             pending: None,
         }
     }
 
+    /// Where `key` is, and whether `<<` brought it in.
+    fn find(&self, key: &str) -> Option<(usize, bool)> {
+        let at = match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => self
+                .entries
+                .iter()
+                .position(|e| e.as_ref().is_some_and(|(k, _, _)| k == key)),
+        }?;
+        let merged = self.entries[at].as_ref().is_some_and(|(_, _, m)| *m);
+        Some((at, merged))
+    }
+
+    fn remove(&mut self, at: usize) {
+        if let (Some((key, _, _)), Some(index)) = (self.entries[at].take(), self.index.as_mut()) {
+            index.remove(&key);
+        }
+    }
+
     fn insert(&mut self, key: String, value: T, merged: bool) {
-        self.index.insert(key.clone(), (self.entries.len(), merged));
-        self.entries.push(Some((key, value)));
+        if let Some(index) = self.index.as_mut() {
+            index.insert(key.clone(), self.entries.len());
+        }
+        self.entries.push(Some((key, value, merged)));
+        if self.index.is_none() && self.entries.len() > SMALL_MAP {
+            self.index = Some(
+                self.entries
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, e)| Some((e.as_ref()?.0.clone(), i)))
+                    .collect(),
+            );
+        }
     }
 
     fn into_entries(self) -> Vec<(String, T)> {
-        self.entries.into_iter().flatten().collect()
+        self.entries
+            .into_iter()
+            .flatten()
+            .map(|(k, v, _)| (k, v))
+            .collect()
     }
 }
 
@@ -382,12 +421,9 @@ fn push_node<T: Tree>(
             })?;
             if key != "<<" {
                 crate::diag::cost::add(1);
-                match m.index.get(&key) {
+                match m.find(&key) {
                     // A key written out overrides one brought in by `<<`.
-                    Some(&(i, true)) => {
-                        m.entries[i] = None;
-                        m.index.remove(&key);
-                    }
+                    Some((i, true)) => m.remove(i),
                     Some(_) => {
                         return Err(SyntaxError {
                             line,
@@ -408,7 +444,7 @@ fn push_node<T: Tree>(
             for source in sources {
                 for (k, v) in source {
                     crate::diag::cost::add(1);
-                    if !m.index.contains_key(&k) {
+                    if m.find(&k).is_none() {
                         m.insert(k, v, true);
                     }
                 }

@@ -82,6 +82,13 @@ pub fn mode() -> Mode {
     if can { Mode::Namespace } else { Mode::Rewrite }
 }
 
+/// Starts finding out [`mode`] in a thread of its own (its check starts a
+/// process and makes namespaces), so that it overlaps with reading and
+/// checking the run's files.
+pub fn warm_up() {
+    std::thread::spawn(mode);
+}
+
 /// What the rewrite mode cannot do, for the user to read.
 pub const REWRITE_LIMITS: &str = "no mount namespace (not root, or not allowed): paths under /tekton and /workspace \
     written in commands, args, env, working dirs and scripts are rewritten into the run directory; \

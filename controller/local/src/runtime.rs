@@ -241,6 +241,8 @@ pub struct PodmanPod {
     /// Set once the pod has been stopped: log followers stop waiting for
     /// output that will not come.
     stopped: Arc<AtomicBool>,
+    /// The last observation found every container ended: nothing to stop.
+    all_ended: bool,
     followers: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -759,6 +761,7 @@ impl PodmanPod {
             ),
             grace: env.grace,
             stopped: Arc::new(AtomicBool::new(false)),
+            all_ended: false,
             followers: Vec::new(),
         };
         let containers: Vec<String> = pod
@@ -896,6 +899,10 @@ impl PodmanPod {
             }
         }
         self.probe(&pod, &list, &mut statuses, &mut annotations);
+        self.all_ended = statuses.len() == containers.len()
+            && statuses
+                .iter()
+                .all(|s| s.state.as_ref().is_some_and(|x| x.terminated.is_some()));
         pod.metadata.annotations = Some(annotations);
         pod.status = Some(PodStatus {
             phase: Some(phase(&statuses).into()),
@@ -969,7 +976,11 @@ impl PodmanPod {
         // Stop what still runs (sidecars, stopped at once as Tekton stops
         // them) so every log follower sees its container end and has read
         // all of its output before removal.
-        self.stop(true);
+        if self.all_ended {
+            self.stopped.store(true, Ordering::SeqCst);
+        } else {
+            self.stop(true);
+        }
         for f in self.followers.drain(..) {
             let _ = f.join();
         }
