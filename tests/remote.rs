@@ -37,10 +37,26 @@ fn wait_listening(port: u16, what: &str) {
 }
 
 /// A child process killed on drop.
+/// A server started in a process group of its own, which is killed whole
+/// on drop: `git daemon` runs `git-daemon` as a child, which outlived the
+/// `git` that was killed and kept serving after the tests.
 struct Server(Child);
+
+impl Server {
+    fn start(cmd: &mut Command) -> std::io::Result<Server> {
+        use std::os::unix::process::CommandExt as _;
+        cmd.process_group(0).spawn().map(Server)
+    }
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -101,7 +117,7 @@ impl Sources {
         .unwrap();
         git(&repo, &["add", "-A"]);
         git(&repo, &["commit", "--quiet", "-m", "tasks"]);
-        let daemon = Server(
+        let daemon = Server::start(
             Command::new("git")
                 .args([
                     "daemon",
@@ -113,10 +129,9 @@ impl Sources {
                 .arg(format!("--base-path={}", s.0.display()))
                 .arg(&s.0)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+                .stderr(Stdio::null()),
+        )
+        .unwrap();
         wait_listening(daemon_port, "git daemon");
 
         let webdir = s.0.join("web");
@@ -128,16 +143,15 @@ impl Sources {
         .unwrap();
         std::fs::write(webdir.join("task.yaml"), BUNDLED).unwrap();
         let web_port = free_port();
-        let web = Server(
+        let web = Server::start(
             Command::new("python3")
                 .args(["-m", "http.server", "--bind", "127.0.0.1", "-d"])
                 .arg(&webdir)
                 .arg(web_port.to_string())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+                .stderr(Stdio::null()),
+        )
+        .unwrap();
         wait_listening(web_port, "python3 -m http.server");
 
         let reg_port = free_port();
@@ -150,14 +164,13 @@ impl Sources {
                     s.0.join("store").display()
                 ),
             );
-            let r = Server(
+            let r = Server::start(
                 Command::new("docker-registry")
                     .args(["serve", &cfg])
                     .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("docker-registry is missing: apt-get install docker-registry"),
-            );
+                    .stderr(Stdio::null()),
+            )
+            .expect("docker-registry is missing: apt-get install docker-registry");
             wait_listening(reg_port, "docker-registry");
             // From standard input, as every `-f` takes it.
             let out = util::tkt_stdin(&["bundle", "push", &bundle, "-f", "-"], Some(BUNDLED));

@@ -1019,13 +1019,8 @@ async fn a_remote_pipeline_with_tasks_from_git_and_a_bundle_runs_on_the_controll
     git(&["init", "--quiet", "--initial-branch=main"]);
     git(&["add", "-A"]);
     git(&["commit", "--quiet", "-m", "tasks"]);
-    let mut daemon = Command::new("git")
-        .args([
-            "daemon",
-            "--export-all",
-            "--reuseaddr",
-            "--listen=127.0.0.1",
-        ])
+    let mut daemon = git_daemon()
+        .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
         .arg(format!("--port={port}"))
         .arg(format!("--base-path={}", work.path().display()))
         .arg(work.path())
@@ -1104,4 +1099,15 @@ async fn a_remote_pipeline_with_tasks_from_git_and_a_bundle_runs_on_the_controll
     assert_eq!(bundle_source["entryPoint"], "from-bundle");
     let _ = daemon.kill();
     let _ = daemon.wait();
+}
+
+/// `git-daemon` itself, not `git daemon`: `git` runs it as a child, which
+/// outlived the `git` a test killed and kept serving after the tests.
+fn git_daemon() -> Command {
+    let out = Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .expect("git is installed");
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Command::new(std::path::Path::new(&dir).join("git-daemon"))
 }

@@ -130,13 +130,8 @@ impl Repo {
             .local_addr()
             .unwrap()
             .port();
-        let daemon = Command::new("git")
-            .args([
-                "daemon",
-                "--export-all",
-                "--reuseaddr",
-                "--listen=127.0.0.1",
-            ])
+        let daemon = git_daemon()
+            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", dir.path().display()))
             .arg(dir.path())
@@ -909,4 +904,15 @@ fn bundles_with_htpasswd_use_the_docker_config_or_a_secret_and_refuse_bad_creden
         e.contains("refused access") && e.contains("401") && !e.contains("wrong"),
         "{e}"
     );
+}
+
+/// `git-daemon` itself, not `git daemon`: `git` runs it as a child, which
+/// outlived the `git` a test killed and kept serving after the tests.
+fn git_daemon() -> Command {
+    let out = Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .expect("git is installed");
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Command::new(std::path::Path::new(&dir).join("git-daemon"))
 }
