@@ -56,10 +56,12 @@ pub fn on_host(
     }
     // The mount point, made here: steps mount `/tekton/bin` read-only.
     if let Some(bin) = host_dir(spec, "tekton-internal-bin").filter(|d| d.starts_with(run_dir)) {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let point = bin.join("entrypoint");
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&point)
             .map_err(|e| err(format!("cannot make {}: {e}", point.display())))?;
     }
