@@ -173,3 +173,85 @@ mod tests {
         assert!(!static_elf(b"#!/bin/sh\n"));
     }
 }
+
+/// The volume that holds every step's run directory, mounted read-only at
+/// `/tekton/run` in each step that reads the others'.
+const RUNS: &str = "tekton-internal-runs";
+const RUN_PREFIX: &str = "tekton-internal-run-";
+
+/// Where step `i`'s run directory is, under the run directory of a pod
+/// laid out by [`merge_run_volumes`].
+pub fn run_dir_of_step(i: usize) -> String {
+    format!("{RUNS}/{i}")
+}
+
+/// One mount for the other steps' run directories instead of one each.
+///
+/// In Tekton's pod every step mounts every step's `/tekton/run/<i>` volume,
+/// read-only but its own: n steps make n² mounts, which podman and the
+/// namespaces pay for at every container. Here the directories are
+/// `<run>/tekton-internal-runs/<i>`, and a step that mounted others' gets
+/// `/tekton/run` (the parent, read-only) and its own on top (read-write):
+/// the same paths, the same rights.
+pub fn merge_run_volumes(adapted: &mut podman::Adapted, run_dir: &Path) {
+    let Some(spec) = adapted.pod.spec.as_mut() else {
+        return;
+    };
+    let parent = run_dir.join(RUNS);
+    let mut moved = false;
+    for v in spec.volumes.iter_mut().flatten() {
+        let Some(i) = v
+            .name
+            .strip_prefix(RUN_PREFIX)
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let Some(h) = v.host_path.as_mut() else {
+            continue;
+        };
+        let old = run_dir.join(&v.name);
+        if Path::new(&h.path) != old {
+            continue;
+        }
+        let new = parent.join(i.to_string());
+        h.path = new.to_string_lossy().into_owned();
+        for d in adapted.dirs.iter_mut().filter(|d| **d == old) {
+            d.clone_from(&new);
+        }
+        moved = true;
+    }
+    if !moved {
+        return;
+    }
+    // The parent before its children.
+    let at = adapted
+        .dirs
+        .iter()
+        .position(|d| d.starts_with(&parent))
+        .unwrap_or(adapted.dirs.len());
+    adapted.dirs.insert(at, parent.clone());
+    spec.volumes.get_or_insert_default().push(Volume {
+        name: RUNS.into(),
+        host_path: Some(HostPathVolumeSource {
+            path: parent.to_string_lossy().into_owned(),
+            type_: Some("Directory".into()),
+        }),
+        ..Default::default()
+    });
+    for c in podman::containers_mut(spec) {
+        let Some(mounts) = c.volume_mounts.as_mut() else {
+            continue;
+        };
+        let before = mounts.len();
+        mounts.retain(|m| !(m.name.starts_with(RUN_PREFIX) && m.read_only == Some(true)));
+        if mounts.len() != before {
+            mounts.push(VolumeMount {
+                name: RUNS.into(),
+                mount_path: RUN_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+    }
+}

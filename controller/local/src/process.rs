@@ -586,6 +586,9 @@ impl ProcessPod {
         entrypoint: &Path,
     ) -> Result<ProcessPod, RuntimeError> {
         let mut adapted = podman::adapt(pod, env.run_dir, env.claims_dir, env.claims);
+        if mode() == Mode::Namespace {
+            crate::prepare::merge_run_volumes(&mut adapted, env.run_dir);
+        }
         crate::runtime::make_volume_dirs(&adapted.dirs, env)?;
         if let Some(spec) = adapted.pod.spec.as_mut() {
             crate::runtime::subpath_volumes(spec, env)?;
@@ -787,7 +790,7 @@ impl ProcessPod {
         let path = if self.tree {
             format!("fs/tekton/run/{i}/status/report.json")
         } else {
-            format!("tekton-internal-run-{i}/status/report.json")
+            format!("{}/status/report.json", crate::prepare::run_dir_of_step(i))
         };
         let r = crate::runtime::read_report(&self.run_dir, &path)?;
         if ended {

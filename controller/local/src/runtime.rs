@@ -425,8 +425,8 @@ fn container_running(full_name: &str) -> bool {
 /// directories standing for volumes made, subPath mounts given volumes of
 /// their own, and termination files mounted.
 fn podman_spec(pod: &Pod, env: &PodEnv<'_>) -> Result<podman::Adapted, RuntimeError> {
-    let adapted = podman::adapt(pod, env.run_dir, env.claims_dir, env.claims);
-    let mut adapted = adapted;
+    let mut adapted = podman::adapt(pod, env.run_dir, env.claims_dir, env.claims);
+    crate::prepare::merge_run_volumes(&mut adapted, env.run_dir);
     make_volume_dirs(&adapted.dirs, env)?;
     if let Some(spec) = adapted.pod.spec.as_mut() {
         subpath_volumes(spec, env)?;
@@ -892,7 +892,7 @@ impl PodmanPod {
                 ..Default::default()
             });
             if c.starts_with("step-") {
-                let report = format!("tekton-internal-run-{i}/status/report.json");
+                let report = format!("{}/status/report.json", crate::prepare::run_dir_of_step(i));
                 if let Some(r) = read_report(&self.run_dir, &report) {
                     annotations.insert(format!("tektite.dev/step.{c}"), r);
                 }
