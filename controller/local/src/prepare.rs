@@ -160,20 +160,6 @@ fn static_elf(b: &[u8]) -> bool {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_dynamic_binary_is_not_static_and_junk_is_neither() {
-        // This test binary is linked dynamically (it has an interpreter).
-        let me = std::env::current_exe().unwrap();
-        assert!(!is_static(&me));
-        assert!(!static_elf(b"\x7fELF\x02\x01short"));
-        assert!(!static_elf(b"#!/bin/sh\n"));
-    }
-}
-
 /// The volume that holds every step's run directory, mounted read-only at
 /// `/tekton/run` in each step that reads the others'.
 const RUNS: &str = "tekton-internal-runs";
@@ -253,5 +239,90 @@ pub fn merge_run_volumes(adapted: &mut podman::Adapted, run_dir: &Path) {
                 ..Default::default()
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_binary_is_not_static_and_junk_is_neither() {
+        // This test binary is linked dynamically (it has an interpreter).
+        let me = std::env::current_exe().unwrap();
+        assert!(!is_static(&me));
+        assert!(!static_elf(b"\x7fELF\x02\x01short"));
+        assert!(!static_elf(b"#!/bin/sh\n"));
+    }
+
+    #[test]
+    fn each_step_mounts_the_run_directories_once_and_its_own_writable() {
+        use k8s_openapi::api::core::v1::{Container, Pod};
+        let run = Path::new("/r");
+        let volume = |i: usize| Volume {
+            name: format!("{RUN_PREFIX}{i}"),
+            host_path: Some(HostPathVolumeSource {
+                path: format!("/r/{RUN_PREFIX}{i}"),
+                type_: None,
+            }),
+            ..Default::default()
+        };
+        let step = |own: usize| Container {
+            name: format!("step-{own}"),
+            volume_mounts: Some(
+                (0..3)
+                    .map(|i| VolumeMount {
+                        name: format!("{RUN_PREFIX}{i}"),
+                        mount_path: format!("/tekton/run/{i}"),
+                        read_only: Some(i != own),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let mut adapted = podman::Adapted {
+            pod: Pod {
+                spec: Some(PodSpec {
+                    volumes: Some((0..3).map(volume).collect()),
+                    containers: (0..3).map(step).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            dirs: (0..3)
+                .map(|i| run.join(format!("{RUN_PREFIX}{i}")))
+                .collect(),
+            ready_file: None,
+            to_fill: Vec::new(),
+        };
+        merge_run_volumes(&mut adapted, run);
+        assert_eq!(
+            adapted.dirs,
+            [
+                "/r/tekton-internal-runs",
+                "/r/tekton-internal-runs/0",
+                "/r/tekton-internal-runs/1",
+                "/r/tekton-internal-runs/2"
+            ]
+            .map(PathBuf::from)
+        );
+        let spec = adapted.pod.spec.unwrap();
+        for (own, c) in spec.containers.iter().enumerate() {
+            let mounts: Vec<(&str, bool)> = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .map(|m| (m.mount_path.as_str(), m.read_only == Some(true)))
+                .collect();
+            let own_path = format!("/tekton/run/{own}");
+            assert_eq!(mounts, [(own_path.as_str(), false), ("/tekton/run", true)]);
+        }
+        let host = |name: &str| host_dir(&spec, name).unwrap();
+        assert_eq!(
+            host("tekton-internal-run-1"),
+            Path::new("/r/tekton-internal-runs/1")
+        );
+        assert_eq!(host(RUNS), Path::new("/r/tekton-internal-runs"));
     }
 }
