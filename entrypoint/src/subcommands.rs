@@ -35,8 +35,26 @@ pub fn cp(src: &Path, dst: &Path) -> Result<(), String> {
 pub fn step_init(root: &Path, steps: &[String]) -> Result<(), String> {
     let dir = root.join("steps");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    step_links(&dir, &root.join("run"), steps)
+}
+
+/// Links `<dir>/<name>` and `<dir>/<i>` to `<run>/<i>/status` for each step
+/// (an existing link is kept): `step-init` in the pod, or `tkt run` in the
+/// host directory of the steps volume, with `run` the pod's `/tekton/run`.
+///
+/// # Errors
+/// A step name that is not one path component, or a link that cannot be
+/// made, named.
+pub fn step_links(dir: &Path, run: &Path, steps: &[String]) -> Result<(), String> {
     for (i, name) in steps.iter().enumerate() {
-        let target = root.join("run").join(i.to_string()).join("status");
+        // Container names are DNS labels: anything else would link elsewhere.
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(format!(
+                "step name {name:?} cannot name a link in {}: expected a DNS label",
+                dir.display()
+            ));
+        }
+        let target = run.join(i.to_string()).join("status");
         for link in [dir.join(name), dir.join(i.to_string())] {
             match std::os::unix::fs::symlink(&target, &link) {
                 Ok(()) => {}

@@ -14,11 +14,11 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{HostPathVolumeSource, PodSpec, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{PodSpec, VolumeMount};
 use tektite_engine::podman;
 use tektite_entrypoint::contract::{BIN_DIR, ENTRYPOINT, RUN_DIR};
 
-use crate::runtime::RuntimeError;
+use crate::runtime::{RuntimeError, host_path_volume};
 
 /// The name of the volume that carries the host's entrypoint binary.
 const VOLUME: &str = "tektite-entrypoint";
@@ -40,20 +40,7 @@ pub fn on_host(
     else {
         return Ok(false);
     };
-    for (i, name) in steps.iter().enumerate() {
-        // Container names are DNS labels; anything else is not linked.
-        if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(err(format!("step name {name:?} cannot name a link")));
-        }
-        let target = Path::new(RUN_DIR).join(i.to_string()).join("status");
-        for link in [dir.join(name), dir.join(i.to_string())] {
-            match std::os::unix::fs::symlink(&target, &link) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(err(format!("cannot link {}: {e}", link.display()))),
-            }
-        }
-    }
+    tektite_entrypoint::subcommands::step_links(&dir, Path::new(RUN_DIR), &steps).map_err(err)?;
     // The mount point, made here: steps mount `/tekton/bin` read-only.
     if let Some(bin) = host_dir(spec, "tekton-internal-bin").filter(|d| d.starts_with(run_dir)) {
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -68,14 +55,9 @@ pub fn on_host(
     if let Some(init) = spec.init_containers.as_mut() {
         init.retain(|c| c.name != "prepare");
     }
-    spec.volumes.get_or_insert_default().push(Volume {
-        name: VOLUME.into(),
-        host_path: Some(HostPathVolumeSource {
-            path: entrypoint.to_string_lossy().into_owned(),
-            type_: Some("File".into()),
-        }),
-        ..Default::default()
-    });
+    spec.volumes
+        .get_or_insert_default()
+        .push(host_path_volume(VOLUME, entrypoint, "File"));
     for c in podman::containers_mut(spec) {
         let mounts = c.volume_mounts.get_or_insert_default();
         if mounts
@@ -165,10 +147,10 @@ fn static_elf(b: &[u8]) -> bool {
 const RUNS: &str = "tekton-internal-runs";
 const RUN_PREFIX: &str = "tekton-internal-run-";
 
-/// Where step `i`'s run directory is, under the run directory of a pod
-/// laid out by [`merge_run_volumes`].
-pub fn run_dir_of_step(i: usize) -> String {
-    format!("{RUNS}/{i}")
+/// Where step `i`'s report is, under the run directory of a pod laid out
+/// by [`merge_run_volumes`].
+pub fn step_report(i: usize) -> String {
+    format!("{RUNS}/{i}/status/report.json")
 }
 
 /// One mount for the other steps' run directories instead of one each.
@@ -217,14 +199,9 @@ pub fn merge_run_volumes(adapted: &mut podman::Adapted, run_dir: &Path) {
         .position(|d| d.starts_with(&parent))
         .unwrap_or(adapted.dirs.len());
     adapted.dirs.insert(at, parent.clone());
-    spec.volumes.get_or_insert_default().push(Volume {
-        name: RUNS.into(),
-        host_path: Some(HostPathVolumeSource {
-            path: parent.to_string_lossy().into_owned(),
-            type_: Some("Directory".into()),
-        }),
-        ..Default::default()
-    });
+    spec.volumes
+        .get_or_insert_default()
+        .push(host_path_volume(RUNS, &parent, "Directory"));
     for c in podman::containers_mut(spec) {
         let Some(mounts) = c.volume_mounts.as_mut() else {
             continue;
@@ -257,7 +234,7 @@ mod tests {
 
     #[test]
     fn each_step_mounts_the_run_directories_once_and_its_own_writable() {
-        use k8s_openapi::api::core::v1::{Container, Pod};
+        use k8s_openapi::api::core::v1::{Container, HostPathVolumeSource, Pod, Volume};
         let run = Path::new("/r");
         let volume = |i: usize| Volume {
             name: format!("{RUN_PREFIX}{i}"),

@@ -790,7 +790,7 @@ impl ProcessPod {
         let path = if self.tree {
             format!("fs/tekton/run/{i}/status/report.json")
         } else {
-            format!("{}/status/report.json", crate::prepare::run_dir_of_step(i))
+            crate::prepare::step_report(i)
         };
         let r = crate::runtime::read_report(&self.run_dir, &path)?;
         if ended {

@@ -581,6 +581,18 @@ fn subpath_target(
     Ok((subpath_dir(base, sub, env, what)?, "Directory"))
 }
 
+/// A hostPath volume `name` on `path`, of `kind` (`File`, `Directory`).
+pub(crate) fn host_path_volume(name: &str, path: &Path, kind: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        host_path: Some(HostPathVolumeSource {
+            path: path.to_string_lossy().into_owned(),
+            type_: Some(kind.into()),
+        }),
+        ..Default::default()
+    }
+}
+
 /// podman 4 ignores `subPath` on hostPath volumes: each such mount gets a
 /// volume of its own, on the subdirectory (the process runtime's mounts
 /// and path tables take them the same way).
@@ -603,14 +615,7 @@ pub(crate) fn subpath_volumes(spec: &mut PodSpec, env: &PodEnv<'_>) -> Result<()
             let what = format!("container {} volumeMount {}", c.name, m.mount_path);
             let (host, kind) = subpath_target(Path::new(base), &sub, env, &what)?;
             let name = format!("tektite-sub-{}", extra.len());
-            extra.push(Volume {
-                name: name.clone(),
-                host_path: Some(HostPathVolumeSource {
-                    path: host.to_string_lossy().into_owned(),
-                    type_: Some(kind.into()),
-                }),
-                ..Default::default()
-            });
+            extra.push(host_path_volume(&name, &host, kind));
             m.name = name;
         }
     }
@@ -632,14 +637,9 @@ fn termination_files(spec: &mut PodSpec, run_dir: &Path) -> Result<(), RuntimeEr
             .map_err(|e| err("termination file", e.to_string()))?;
         let host = run_dir.join(rel);
         let volume = format!("tektite-termination-{i}");
-        spec.volumes.get_or_insert_default().push(Volume {
-            name: volume.clone(),
-            host_path: Some(HostPathVolumeSource {
-                path: host.to_string_lossy().into_owned(),
-                type_: Some("File".into()),
-            }),
-            ..Default::default()
-        });
+        spec.volumes
+            .get_or_insert_default()
+            .push(host_path_volume(&volume, &host, "File"));
         c.volume_mounts.get_or_insert_default().push(VolumeMount {
             name: volume,
             mount_path: at,
@@ -892,7 +892,7 @@ impl PodmanPod {
                 ..Default::default()
             });
             if c.starts_with("step-") {
-                let report = format!("{}/status/report.json", crate::prepare::run_dir_of_step(i));
+                let report = crate::prepare::step_report(i);
                 if let Some(r) = read_report(&self.run_dir, &report) {
                     annotations.insert(format!("tektite.dev/step.{c}"), r);
                 }
