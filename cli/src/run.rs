@@ -979,8 +979,20 @@ fn choose_runtime(args: &Args, text: bool, config: &Config) -> Result<RuntimeKin
             tektite_local::process::entrypoint_binary()?,
         ))
     };
+    // podman that has both images here works: in the usual case that is
+    // all podman is asked before the pod is played.
+    let images = [&config.entrypoint_image, &config.shell_image];
+    let images_there =
+        !matches!(args.runtime, RuntimeArg::Process) && runtime::images_present(&images);
+    let podman = || {
+        if images_there {
+            Ok("podman".to_string())
+        } else {
+            runtime::podman_available()
+        }
+    };
     let kind = match args.runtime {
-        RuntimeArg::Podman => match runtime::podman_available() {
+        RuntimeArg::Podman => match podman() {
             Ok(what) => {
                 say(
                     text,
@@ -1006,7 +1018,7 @@ fn choose_runtime(args: &Args, text: bool, config: &Config) -> Result<RuntimeKin
                 return Err(EXIT_INVALID);
             }
         },
-        RuntimeArg::Auto => match runtime::podman_available() {
+        RuntimeArg::Auto => match podman() {
             Ok(what) => {
                 say(
                     text,
@@ -1040,8 +1052,9 @@ fn choose_runtime(args: &Args, text: bool, config: &Config) -> Result<RuntimeKin
             &format!("runtime: {}", tektite_local::process::REWRITE_LIMITS),
         );
     }
-    if matches!(kind, RuntimeKind::Podman) {
-        for image in [&config.entrypoint_image, &config.shell_image] {
+    // Else each is looked up, and pulled, on its own.
+    if matches!(kind, RuntimeKind::Podman) && !images_there {
+        for image in images {
             if runtime::image_command(image).is_err() {
                 note(&format!(
                     "tkt: image {image} is missing: build it with hack/images.sh"

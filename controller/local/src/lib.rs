@@ -9,6 +9,7 @@ pub mod beneath;
 pub mod live;
 pub mod logs;
 pub mod mask;
+pub mod podman_logs;
 pub mod prepare;
 pub mod probe;
 pub mod process;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
@@ -291,7 +291,21 @@ struct TaskRunLoop {
     started: bool,
     /// Where the pod's signals (output, changes) go.
     signals: SyncSender<Signal>,
+    /// The status has changed since the store last had it.
+    unsaved: bool,
+    /// When the store last had it, and with which `Succeeded` condition.
+    saved: Option<(Instant, Option<SucceededState>)>,
 }
+
+/// A `Succeeded` condition's status and reason.
+type SucceededState = (String, Option<String>);
+
+/// How stale the stored status of a running TaskRun may be: a step's end
+/// is saved at once only when none was in this long; the others of a
+/// burst of quick steps go together (a save writes a new file and syncs
+/// it, 0.5–1 ms here). A change of the `Succeeded` condition (started,
+/// done) is saved at once.
+const SAVE_EVERY: Duration = Duration::from_millis(100);
 
 impl TaskRunLoop {
     fn plan(&self) -> taskrun::Plan {
@@ -443,15 +457,47 @@ impl TaskRunLoop {
         // `plan.stop_sidecars` needs no step here: a pod whose steps have
         // ended is finished (done, or a retry's new pod), and finishing
         // stops what still runs in it.
-        if changed {
-            let _ = self.w.store.save_task_run(&self.tr);
-        }
+        self.unsaved |= changed;
+        self.save_when_due();
         again
+    }
+
+    /// Saves the status if it changed, unless only a step's state did and
+    /// the last save was less than [`SAVE_EVERY`] ago ([`TaskRunLoop::wait`]
+    /// then wakes in time to save it).
+    fn save_when_due(&mut self) {
+        if !self.unsaved {
+            return;
+        }
+        let succeeded = self
+            .tr
+            .status
+            .as_ref()
+            .and_then(|s| Condition::succeeded(&s.conditions))
+            .map(|c| (c.status.clone(), c.reason.clone()));
+        let due = self
+            .saved
+            .as_ref()
+            .is_none_or(|(at, cond)| *cond != succeeded || at.elapsed() >= SAVE_EVERY);
+        if due {
+            let _ = self.w.store.save_task_run(&self.tr);
+            self.saved = Some((Instant::now(), succeeded));
+            self.unsaved = false;
+        }
+    }
+
+    /// How long until an unsaved status is due.
+    fn save_due_in(&self) -> Option<Duration> {
+        let (at, _) = self.saved.as_ref().filter(|_| self.unsaved)?;
+        Some(SAVE_EVERY.saturating_sub(at.elapsed()))
     }
 
     /// The run is done: its pod finished, its directory removed, the user
     /// told.
     fn finish(mut self) -> TaskRun {
+        if self.unsaved {
+            let _ = self.w.store.save_task_run(&self.tr);
+        }
         let keep = self.w.opts.keep;
         if let Some(p) = self.pod.take() {
             p.finish(keep);
@@ -486,6 +532,9 @@ impl TaskRunLoop {
             // A safety net: podman's own wait can miss a container removed
             // underneath it.
             wait = wait.min(Duration::from_secs(2));
+        }
+        if let Some(due) = self.save_due_in() {
+            wait = wait.min(due);
         }
         if requeue_after == Some(Duration::ZERO) || again {
             wait = Duration::ZERO;
@@ -547,6 +596,8 @@ fn task_worker(tr: TaskRun, source: TaskSource, w: Worker) -> TaskRun {
         observed: None,
         started: false,
         signals,
+        unsaved: false,
+        saved: None,
     };
     loop {
         let plan = run.plan();

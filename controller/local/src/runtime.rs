@@ -5,13 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::Permissions;
-use std::io::Read as _;
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
@@ -97,7 +96,7 @@ pub struct RuntimeError {
     pub message: String,
 }
 
-fn err(what: impl Into<String>, message: impl Into<String>) -> RuntimeError {
+pub(crate) fn err(what: impl Into<String>, message: impl Into<String>) -> RuntimeError {
     RuntimeError {
         what: what.into(),
         message: message.into(),
@@ -105,7 +104,7 @@ fn err(what: impl Into<String>, message: impl Into<String>) -> RuntimeError {
 }
 
 /// Runs a command and returns its stdout, or its stderr as the error.
-fn output(what: &str, cmd: &mut Command) -> Result<String, RuntimeError> {
+pub(crate) fn output(what: &str, cmd: &mut Command) -> Result<String, RuntimeError> {
     // Its own process group: a Ctrl-C at the terminal is tkt's to handle.
     let out = cmd
         .process_group(0)
@@ -144,6 +143,19 @@ pub fn podman_available() -> Result<String, String> {
         )),
         Err(_) => Err("podman is not installed".into()),
     }
+}
+
+/// Whether podman has every one of `images` here (no pull).
+pub fn images_present(images: &[&String]) -> bool {
+    Command::new("podman")
+        .args(["image", "inspect", "--format", "{{.Id}}"])
+        .args(images)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The command of a local image (`Entrypoint` and `Cmd` of its config),
@@ -238,186 +250,11 @@ pub struct PodmanPod {
     /// The readiness and startup probes of its containers.
     probes: crate::probe::Probes,
     grace: Duration,
-    /// Set once the pod has been stopped: log followers stop waiting for
-    /// output that will not come.
-    stopped: Arc<AtomicBool>,
+    /// How the pod ended, as its log followers need to know.
+    ends: Arc<crate::podman_logs::PodEnds>,
     /// The last observation found every container ended: nothing to stop.
     all_ended: bool,
     followers: Vec<std::thread::JoinHandle<()>>,
-}
-
-/// Where podman keeps a container's output, and who writes it.
-struct LogSource {
-    /// The container's log file (`k8s-file` driver: CRI lines).
-    path: PathBuf,
-    /// The container's conmon, the file's only writer: once it is gone
-    /// the file is complete.
-    conmon: Option<ProcId>,
-    /// The container had already ended when it was looked up (podman says
-    /// so once conmon has written its exit, after the last of its output):
-    /// the file is complete now.
-    ended: bool,
-}
-
-/// The states in which a container may still write output.
-const LIVE_STATES: &[&str] = &[
-    "running",
-    "created",
-    "initialized",
-    "configured",
-    "paused",
-    "stopping",
-];
-
-/// The log file and conmon of each container of a played pod.
-fn log_sources(full_names: &[String]) -> Result<BTreeMap<String, LogSource>, RuntimeError> {
-    let text = output(
-        "podman inspect (log files)",
-        Command::new("podman")
-            .args([
-                "inspect",
-                "--format",
-                "{{.Name}}\t{{.State.Status}}\t{{.State.ConmonPid}}\t{{.HostConfig.LogConfig.Path}}",
-            ])
-            .args(full_names),
-    )?;
-    Ok(text.lines().filter_map(log_source).collect())
-}
-
-/// One line of [`log_sources`]' inspection.
-fn log_source(line: &str) -> Option<(String, LogSource)> {
-    let mut f = line.splitn(4, '\t');
-    let (name, status, pid, path) = (f.next()?, f.next()?, f.next()?, f.next()?);
-    let conmon = pid.parse::<i32>().ok().filter(|p| *p > 0);
-    Some((
-        name.to_string(),
-        LogSource {
-            path: PathBuf::from(path),
-            conmon: conmon.and_then(ProcId::of),
-            ended: !LIVE_STATES.contains(&status),
-        },
-    ))
-}
-
-/// Decodes complete CRI log lines (`<time> <stream> <F|P> <content>`) from
-/// the front of `buf` into `out`, removing them; a partial last line stays.
-/// `F` ends a line (a newline is added), `P` is part of one.
-fn decode_cri(buf: &mut Vec<u8>, out: &mut Vec<u8>) {
-    let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
-        return;
-    };
-    for record in buf[..end].split(|b| *b == b'\n') {
-        let mut fields = record.splitn(4, |b| *b == b' ');
-        let (_time, _stream, tag) = (fields.next(), fields.next(), fields.next());
-        let content = fields.next().unwrap_or_default();
-        out.extend_from_slice(content);
-        if tag.is_some_and(|t| !t.starts_with(b"P")) {
-            out.push(b'\n');
-        }
-    }
-    buf.drain(..=end);
-}
-
-/// Follows one container's log file to its end into `sink`: read as it
-/// grows, and once its writer is gone, read to the end. (`podman logs
-/// --follow` stops early when a container exits right after printing a
-/// lot, which lost the tail of a step's output.)
-fn follow_log(source: Option<LogSource>, full_name: &str, stopped: &AtomicBool, sink: &Sink) {
-    let Some(mut file) = source
-        .as_ref()
-        .and_then(|s| std::fs::File::open(&s.path).ok())
-    else {
-        // Where podman keeps it is unknown: all of it, once it has ended.
-        logs_when_ended(full_name, stopped, sink);
-        return;
-    };
-    let Some(source) = source else { return };
-    let mut stream = sink.stream();
-    let mut raw = Vec::new();
-    let mut text = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    // Without a writer to watch, podman is asked at the first end of the
-    // file, then every half second.
-    let mut last_check: Option<Instant> = None;
-    let mut stopped_at: Option<Instant> = None;
-    loop {
-        let n = file.read(&mut chunk).unwrap_or(0);
-        if n > 0 {
-            raw.extend_from_slice(&chunk[..n]);
-            decode_cri(&mut raw, &mut text);
-            stream.push(&text);
-            text.clear();
-            continue;
-        }
-        // At the end for now: done once the writer is.
-        let writer_gone = match source.conmon {
-            _ if source.ended => true,
-            Some(c) => !c.alive(),
-            None if last_check.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) => {
-                last_check = Some(Instant::now());
-                !container_running(full_name)
-            }
-            None => false,
-        };
-        if stopped.load(Ordering::SeqCst) {
-            // A writer that outlives its stopped container by long is not
-            // waited for forever.
-            let since = *stopped_at.get_or_insert_with(Instant::now);
-            if since.elapsed() > Duration::from_secs(10) {
-                break;
-            }
-        }
-        if writer_gone {
-            // Whatever it wrote before going is in the file now.
-            while let Ok(n) = file.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                raw.extend_from_slice(&chunk[..n]);
-            }
-            raw.push(b'\n');
-            decode_cri(&mut raw, &mut text);
-            stream.push(&text);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    stream.finish();
-}
-
-/// A container's whole output from `podman logs` once it has ended: the
-/// way to lose nothing when its log file cannot be followed.
-fn logs_when_ended(full_name: &str, stopped: &AtomicBool, sink: &Sink) {
-    while container_running(full_name) && !stopped.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let Ok(mut child) = Command::new("sh")
-        .args(["-c", "exec podman logs \"$1\" 2>&1", "sh", full_name])
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
-        return;
-    };
-    if let Some(out) = child.stdout.take() {
-        crate::logs::pump(out, sink);
-    }
-    let _ = child.wait();
-}
-
-/// Whether podman says the container still runs (or is about to).
-fn container_running(full_name: &str) -> bool {
-    Command::new("podman")
-        .args(["inspect", "--format", "{{.State.Status}}", full_name])
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .is_ok_and(|o| {
-            o.status.success() && LIVE_STATES.contains(&String::from_utf8_lossy(&o.stdout).trim())
-        })
 }
 
 /// The engine's pod made playable by podman on this machine: adapted
@@ -704,7 +541,8 @@ fn remove_pod(name: &str) {
 /// runs in a session of its own, recorded too and killed with the `tkt`
 /// thread that started it: a `tkt` killed mid-play leaves no `podman`
 /// making a pod after the cleanup.
-fn play(name: &str, file: &Path, journal: Option<&Journal>) -> Result<(), RuntimeError> {
+/// Returns what podman printed: the IDs of the pod and its containers.
+fn play(name: &str, file: &Path, journal: Option<&Journal>) -> Result<String, RuntimeError> {
     let what = format!("podman kube play {}", file.display());
     if let Some(j) = journal {
         j.podman_pod(name)
@@ -713,7 +551,7 @@ fn play(name: &str, file: &Path, journal: Option<&Journal>) -> Result<(), Runtim
     // The k8s-file driver, whatever the machine's default: its files are
     // what the log followers read.
     let mut cmd = crate::procs::session_command("podman");
-    cmd.args(["kube", "play", "--quiet", "--log-driver", "k8s-file"])
+    cmd.args(["kube", "play", "--log-driver", "k8s-file"])
         .arg(file)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -730,7 +568,7 @@ fn play(name: &str, file: &Path, journal: Option<&Journal>) -> Result<(), Runtim
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ));
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl PodmanPod {
@@ -747,7 +585,7 @@ impl PodmanPod {
             serde_json::to_vec_pretty(&adapted.pod).map_err(|e| err("pod", e.to_string()))?;
         beneath::create(env.run_dir, Path::new("pod.json"), &json, 0o600)
             .map_err(|e| err("pod file", e.to_string()))?;
-        play(&name, &file, env.journal)?;
+        let report = play(&name, &file, env.journal)?;
         let mut p = PodmanPod {
             name: name.clone(),
             task_run: env.task_run.to_string(),
@@ -760,7 +598,7 @@ impl PodmanPod {
                 Arc::new(PodmanExec { pod: name.clone() }),
             ),
             grace: env.grace,
-            stopped: Arc::new(AtomicBool::new(false)),
+            ends: Arc::default(),
             all_ended: false,
             followers: Vec::new(),
         };
@@ -769,7 +607,8 @@ impl PodmanPod {
             .as_ref()
             .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
             .unwrap_or_default();
-        if let Err(e) = p.follow_logs(&containers, env) {
+        let played = crate::podman_logs::Played::parse(&report);
+        if let Err(e) = p.follow_logs(&containers, &played, env) {
             remove_pod(&name);
             return Err(e);
         }
@@ -777,9 +616,17 @@ impl PodmanPod {
         Ok(p)
     }
 
-    /// Follows each container's log file into the store and to the runner.
-    /// Where each is comes from one `podman inspect`, off the start's path.
-    fn follow_logs(&mut self, containers: &[String], env: &PodEnv<'_>) -> Result<(), RuntimeError> {
+    /// Follows each container's log file into the store and to the runner
+    /// (`played`: what `podman kube play` printed of them). Where each is
+    /// comes from [`crate::podman_logs::sources`], off the start's path.
+    /// Once every step's file has been read to its end, every step has
+    /// ended: the runner is told at once.
+    fn follow_logs(
+        &mut self,
+        containers: &[String],
+        played: &crate::podman_logs::Played,
+        env: &PodEnv<'_>,
+    ) -> Result<(), RuntimeError> {
         let mut sinks = Vec::new();
         for c in containers {
             let log = env
@@ -790,15 +637,19 @@ impl PodmanPod {
             let sink = Sink::new(log, env.signals.clone(), env.task_run, c);
             sinks.push((full, sink.masking(env.store.mask()), c.starts_with("step-")));
         }
-        let stopped = self.stopped.clone();
+        let ends = self.ends.clone();
+        let played = played.clone();
+        let changed = env.signals.clone();
         self.followers.push(std::thread::spawn(move || {
             let names: Vec<String> = sinks.iter().map(|(f, _, _)| f.clone()).collect();
-            let mut sources = (0..5)
-                .find_map(|attempt| {
-                    if attempt > 0 {
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                    log_sources(&names).ok()
+            let mut sources = crate::podman_logs::sources(&names, &played)
+                .or_else(|| {
+                    (0..5).find_map(|attempt| {
+                        if attempt > 0 {
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        crate::podman_logs::inspected_sources(&names).ok()
+                    })
                 })
                 .unwrap_or_default();
             // Steps run one after another, and their output is printed in
@@ -809,13 +660,13 @@ impl PodmanPod {
             let mut previous_step: Option<std::thread::JoinHandle<()>> = None;
             for (full, sink, is_step) in sinks {
                 let source = sources.remove(&full);
-                let stopped = stopped.clone();
+                let ends = ends.clone();
                 let after = if is_step { previous_step.take() } else { None };
                 let follower = std::thread::spawn(move || {
                     if let Some(before) = after {
                         let _ = before.join();
                     }
-                    follow_log(source, &full, &stopped, &sink)
+                    crate::podman_logs::follow_log(source, &full, &ends, &sink)
                 });
                 if is_step {
                     previous_step = Some(follower);
@@ -823,7 +674,10 @@ impl PodmanPod {
                     followers.push(follower);
                 }
             }
-            followers.extend(previous_step);
+            if let Some(last) = previous_step {
+                let _ = last.join();
+                let _ = changed.send(Signal::Changed);
+            }
             for f in followers {
                 let _ = f.join();
             }
@@ -903,6 +757,9 @@ impl PodmanPod {
             && statuses
                 .iter()
                 .all(|s| s.state.as_ref().is_some_and(|x| x.terminated.is_some()));
+        if self.all_ended {
+            self.ends.ended.store(true, Ordering::SeqCst);
+        }
         pod.metadata.annotations = Some(annotations);
         pod.status = Some(PodStatus {
             phase: Some(phase(&statuses).into()),
@@ -967,7 +824,7 @@ impl PodmanPod {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        self.stopped.store(true, Ordering::SeqCst);
+        self.ends.stopped.store(true, Ordering::SeqCst);
     }
 
     /// Removes the pod (unless `keep`) and waits for the log followers.
@@ -977,7 +834,7 @@ impl PodmanPod {
         // them) so every log follower sees its container end and has read
         // all of its output before removal.
         if self.all_ended {
-            self.stopped.store(true, Ordering::SeqCst);
+            self.ends.stopped.store(true, Ordering::SeqCst);
         } else {
             self.stop(true);
         }
