@@ -766,8 +766,11 @@ impl ProcessPod {
                 state: Some(st),
                 ..Default::default()
             });
+            // The engine reads a step's report once its container has
+            // ended, and not before: nothing is read for one still running.
             if name.starts_with("step-")
-                && let Some(r) = self.report(i, name, s.1.is_some())
+                && s.1.is_some()
+                && let Some(r) = self.report(i, name)
             {
                 annotations.insert(format!("tektite.dev/step.{name}"), r);
             }
@@ -782,8 +785,9 @@ impl ProcessPod {
         pod
     }
 
-    /// The report of step `i`, read once it has ended (it writes no more).
-    fn report(&mut self, i: usize, name: &str, ended: bool) -> Option<String> {
+    /// The report of step `i`, which has ended (it writes no more): read
+    /// once.
+    fn report(&mut self, i: usize, name: &str) -> Option<String> {
         if let Some(r) = self.reports.get(name) {
             return Some(r.clone());
         }
@@ -793,9 +797,7 @@ impl ProcessPod {
             crate::prepare::step_report(i)
         };
         let r = crate::runtime::read_report(&self.run_dir, &path)?;
-        if ended {
-            self.reports.insert(name.to_string(), r.clone());
-        }
+        self.reports.insert(name.to_string(), r.clone());
         Some(r)
     }
 

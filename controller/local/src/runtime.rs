@@ -738,14 +738,18 @@ impl PodmanPod {
             let Some(v) = by_name.get(&format!("{}-{c}", self.name)) else {
                 continue;
             };
+            let state = container_state(&v["State"]);
+            // Read once the container has ended: the engine takes a step's
+            // report for an ended container only.
+            let ended = state.terminated.is_some();
             statuses.push(ContainerStatus {
                 name: c.clone(),
                 image: v["ImageName"].as_str().unwrap_or_default().to_string(),
                 image_id: v["Image"].as_str().unwrap_or_default().to_string(),
-                state: Some(container_state(&v["State"])),
+                state: Some(state),
                 ..Default::default()
             });
-            if c.starts_with("step-") {
+            if ended && c.starts_with("step-") {
                 let report = crate::prepare::step_report(i);
                 if let Some(r) = read_report(&self.run_dir, &report) {
                     annotations.insert(format!("tektite.dev/step.{c}"), r);
