@@ -214,6 +214,63 @@ pub fn pump(mut from: impl Read, sink: &Sink) {
     stream.finish();
 }
 
+/// Reads a process's two pipes, each to its end, into `sink` in one thread:
+/// whichever has something is read (a line from one never splits one from
+/// the other). Ends when both have ended.
+pub fn pump_pair(
+    a: impl Read + std::os::fd::AsFd,
+    b: impl Read + std::os::fd::AsFd,
+    sink: &Sink,
+) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut pipes: [(Box<dyn ReadFd + '_>, Stream<'_>); 2] =
+        [(Box::new(a), sink.stream()), (Box::new(b), sink.stream())];
+    let mut open = [true, true];
+    let mut buf = vec![0u8; 64 * 1024];
+    while open.iter().any(|o| *o) {
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd<'_>> = pipes
+                .iter()
+                .zip(open)
+                .filter(|(_, o)| *o)
+                .map(|((p, _), _)| PollFd::new(p.fd(), PollFlags::POLLIN))
+                .collect();
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => fds.iter().map(|f| f.any().unwrap_or(true)).collect(),
+                Err(nix::errno::Errno::EINTR) => continue,
+                // Not to be polled: read each in turn, blocking.
+                Err(_) => vec![true; fds.len()],
+            }
+        };
+        let mut ready = ready.into_iter();
+        for (i, (pipe, stream)) in pipes.iter_mut().enumerate() {
+            if !open[i] || !ready.next().unwrap_or(false) {
+                continue;
+            }
+            match pipe.read(&mut buf) {
+                Ok(0) => open[i] = false,
+                Ok(n) => stream.push(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => open[i] = false,
+            }
+        }
+    }
+    for (_, stream) in pipes {
+        stream.finish();
+    }
+}
+
+/// A pipe to read that can be polled.
+trait ReadFd: Read {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_>;
+}
+
+impl<T: Read + std::os::fd::AsFd> ReadFd for T {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.as_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -674,24 +674,15 @@ impl ProcessPod {
         } else {
             None
         };
+        // One thread reads both pipes.
         let mut readers = Vec::new();
-        let pipes = [
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
-        ];
-        for pipe in pipes.into_iter().flatten() {
+        if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
             let (sink, after) = (sink.clone(), after.clone());
             readers.push(std::thread::spawn(move || {
                 if let Some(before) = after {
                     before.wait();
                 }
-                logs::pump(pipe, &sink);
+                logs::pump_pair(out, err, &sink);
             }));
         }
         let (st, tx) = (state.clone(), env.signals.clone());
