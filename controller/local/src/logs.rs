@@ -217,11 +217,7 @@ pub fn pump(mut from: impl Read, sink: &Sink) {
 /// Reads a process's two pipes, each to its end, into `sink` in one thread:
 /// whichever has something is read (a line from one never splits one from
 /// the other). Ends when both have ended.
-pub fn pump_pair(
-    a: impl Read + std::os::fd::AsFd,
-    b: impl Read + std::os::fd::AsFd,
-    sink: &Sink,
-) {
+pub fn pump_pair(a: impl Read + std::os::fd::AsFd, b: impl Read + std::os::fd::AsFd, sink: &Sink) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut pipes: [(Box<dyn ReadFd + '_>, Stream<'_>); 2] =
         [(Box::new(a), sink.stream()), (Box::new(b), sink.stream())];
@@ -301,6 +297,44 @@ mod tests {
         let sizes: Vec<usize> = out.iter().map(Vec::len).collect();
         assert_eq!(sizes, [MAX_LINE, MAX_LINE, 11, 5]);
         assert_eq!(out.concat(), input, "nothing lost, nothing added");
+    }
+
+    #[test]
+    fn both_pipes_are_read_whole_in_one_thread_until_both_end() {
+        use std::io::Write as _;
+        let path = std::env::temp_dir().join(format!("tkt-pair-{}.log", std::process::id()));
+        let file = File::create(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+        let sink = Sink::new(file, tx, "tr", "step-a");
+        let (out_r, mut out_w) = std::io::pipe().unwrap();
+        let (err_r, mut err_w) = std::io::pipe().unwrap();
+        // stdout ends first; stderr goes on, then writes a line in two
+        // pieces and ends without a newline.
+        let writer = std::thread::spawn(move || {
+            for i in 0..200 {
+                writeln!(out_w, "out {i}").unwrap();
+            }
+            drop(out_w);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            err_w.write_all(b"err hal").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            err_w.write_all(b"f\nlast").unwrap();
+        });
+        pump_pair(out_r, err_r, &sink);
+        writer.join().unwrap();
+        let stored = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let lines: Vec<&str> = stored.lines().collect();
+        assert_eq!(lines.len(), 202, "{stored}");
+        for i in 0..200 {
+            assert_eq!(lines[i], format!("out {i}"));
+        }
+        assert_eq!(&lines[200..], ["err half", "last"]);
+        let shown = rx
+            .try_iter()
+            .filter(|s| matches!(s, Signal::Lines { .. }))
+            .count();
+        assert!(shown > 0);
     }
 
     #[test]
