@@ -326,8 +326,8 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let lines: Vec<&str> = stored.lines().collect();
         assert_eq!(lines.len(), 202, "{stored}");
-        for i in 0..200 {
-            assert_eq!(lines[i], format!("out {i}"));
+        for (i, line) in lines[..200].iter().enumerate() {
+            assert_eq!(*line, format!("out {i}"));
         }
         assert_eq!(&lines[200..], ["err half", "last"]);
         let shown = rx
