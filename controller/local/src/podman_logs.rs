@@ -13,6 +13,7 @@ use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,14 @@ pub(crate) struct LogSource {
     /// so once conmon has written its exit, after the last of its output):
     /// the file is complete now.
     ended: bool,
+    /// Where conmon writes the container's exit status, which it does as
+    /// soon as the output is drained (then it waits for podman's cleanup,
+    /// a second or more, before it goes): once there, the file is
+    /// complete.
+    exit_file: Option<PathBuf>,
+    /// The file conmon leaves beside the container's bundle when the
+    /// kernel killed it for memory.
+    oom_file: Option<PathBuf>,
 }
 
 /// The states in which a container may still write output.
@@ -65,6 +74,8 @@ fn log_source(line: &str) -> Option<(String, LogSource)> {
             path: PathBuf::from(path),
             conmon: conmon.and_then(ProcId::of),
             ended: !LIVE_STATES.contains(&status),
+            exit_file: None,
+            oom_file: None,
         },
     ))
 }
@@ -98,10 +109,15 @@ pub(crate) fn follow_log(source: Option<LogSource>, full_name: &str, ends: &PodE
         .and_then(|s| std::fs::File::open(&s.path).ok())
     else {
         // Where podman keeps it is unknown: all of it, once it has ended.
+        ends.exits_watched.store(false, Ordering::SeqCst);
         logs_when_ended(full_name, ends, sink);
         return;
     };
-    let Some(source) = source else { return };
+    let Some(source) = source else {
+        ends.exits_watched.store(false, Ordering::SeqCst);
+        return;
+    };
+    let mut recorded = false;
     let mut stream = sink.stream();
     let mut raw = Vec::new();
     let mut text = Vec::new();
@@ -120,8 +136,17 @@ pub(crate) fn follow_log(source: Option<LogSource>, full_name: &str, ends: &PodE
             continue;
         }
         // At the end for now: done once the writer is.
+        let exit = source
+            .exit_file
+            .as_deref()
+            .and_then(|f| read_exit(f, source.oom_file.as_deref()));
+        let exited = exit.is_some();
+        if let (Some(e), Ok(mut exits)) = (exit, ends.exits.lock()) {
+            exits.insert(full_name.to_string(), e);
+            recorded = true;
+        }
         let writer_gone = match source.conmon {
-            _ if source.ended || ends.ended.load(Ordering::SeqCst) => true,
+            _ if source.ended || ends.ended.load(Ordering::SeqCst) || exited => true,
             Some(c) => !c.alive(),
             None if last_check.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) => {
                 last_check = Some(Instant::now());
@@ -153,6 +178,11 @@ pub(crate) fn follow_log(source: Option<LogSource>, full_name: &str, ends: &PodE
         std::thread::sleep(Duration::from_millis(20));
     }
     stream.finish();
+    if !recorded {
+        // Its end was not seen (podman's cleanup took the exit file
+        // first): the pod's ends are podman's to tell.
+        ends.exits_watched.store(false, Ordering::SeqCst);
+    }
 }
 
 /// A container's whole output from `podman logs` once it has ended: the
@@ -203,6 +233,102 @@ pub(crate) struct PodEnds {
     /// file is complete, whether or not its conmon has gone yet (it stays
     /// for podman's cleanup).
     pub ended: AtomicBool,
+    /// How each container (by full name) ended, as conmon recorded it, for
+    /// those whose end its follower saw.
+    pub exits: Mutex<BTreeMap<String, Exit>>,
+    /// Every container's exit file is known and no follower has missed
+    /// one: a container not in `exits` has not ended.
+    pub exits_watched: AtomicBool,
+    /// The ID of each image of the pod, once looked up.
+    pub image_ids: Mutex<Option<BTreeMap<String, String>>>,
+}
+
+/// How a container ended, from conmon's exit file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Exit {
+    pub code: i32,
+    /// Killed by the kernel for memory.
+    pub oom: bool,
+    /// When conmon wrote the exit (the file's time).
+    pub finished: Option<k8s_openapi::jiff::Timestamp>,
+}
+
+impl Exit {
+    /// The kubelet's reason for a container that ended so.
+    pub fn reason(&self) -> &'static str {
+        match self.code {
+            _ if self.oom => "OOMKilled",
+            0 => "Completed",
+            _ => "Error",
+        }
+    }
+}
+
+/// Records the exit codes `podman wait` printed for `full_names` (one line
+/// each, in order) of the containers whose end no follower saw. A 137 is
+/// not recorded: whether the kernel killed it for memory is podman's to
+/// tell.
+pub(crate) fn record_waited(ends: &PodEnds, full_names: &[String], printed: &str) {
+    let codes: Vec<i32> = printed
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    if codes.len() != full_names.len() {
+        return;
+    }
+    let Ok(mut exits) = ends.exits.lock() else {
+        return;
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    for (name, code) in full_names.iter().zip(codes) {
+        if code != 137 && !exits.contains_key(name) {
+            exits.insert(
+                name.clone(),
+                Exit {
+                    code,
+                    oom: false,
+                    finished: Some(now),
+                },
+            );
+        }
+    }
+}
+
+/// The exit conmon wrote in `status` (the code, in decimal), if it has;
+/// `oom`: conmon's marker of a kill for memory.
+fn read_exit(status: &Path, oom: Option<&Path>) -> Option<Exit> {
+    let file = std::fs::File::open(status).ok()?;
+    let finished = file
+        .metadata()
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| k8s_openapi::jiff::Timestamp::try_from(t).ok());
+    let mut text = String::new();
+    file.take(32).read_to_string(&mut text).ok()?;
+    Some(Exit {
+        code: text.trim().parse().ok()?,
+        oom: oom.is_some_and(Path::exists),
+        finished,
+    })
+}
+
+/// The ID of each of `images`, from one `podman image inspect`.
+pub(crate) fn image_ids(images: &[String]) -> Option<BTreeMap<String, String>> {
+    let text = output(
+        "podman image inspect",
+        Command::new("podman")
+            .args(["image", "inspect", "--format", "{{.Id}}"])
+            .args(images),
+    )
+    .ok()?;
+    let ids: Vec<&str> = text.lines().map(str::trim).collect();
+    (ids.len() == images.len() && ids.iter().all(|i| is_id(i))).then(|| {
+        images
+            .iter()
+            .cloned()
+            .zip(ids.into_iter().map(str::to_string))
+            .collect()
+    })
 }
 
 /// What is asked of podman about a container: name, state, conmon, log
@@ -219,6 +345,11 @@ pub(crate) struct Played {
 }
 
 impl Played {
+    /// The name podman gives the pod's infra container.
+    pub(crate) fn infra(&self) -> Option<String> {
+        Some(format!("{}-infra", self.pod.as_deref()?.get(..12)?))
+    }
+
     pub(crate) fn parse(report: &str) -> Played {
         let mut played = Played::default();
         let mut section = "";
@@ -258,7 +389,7 @@ pub(crate) fn sources(
     if ids.is_empty() || ids.len() != full_names.len() {
         return None;
     }
-    let infra = format!("{}-infra", played.pod.as_deref()?.get(..12)?);
+    let infra = played.infra()?;
     let text = inspect(std::slice::from_ref(&infra)).ok()?;
     let f: Vec<&str> = text.lines().next()?.split('\t').collect();
     let [name, _, _, log, known, pidfile] = f[..] else {
@@ -271,9 +402,10 @@ pub(crate) fn sources(
     let mut found = BTreeMap::new();
     for (name, id) in full_names.iter().zip(ids) {
         let path = with_id(log, known, id)?;
-        let conmon = match conmon_of(&with_id(pidfile, known, id)?, id, name) {
-            Conmon::Runs(p) => Some(p),
-            Conmon::Gone => None,
+        let oom_file = path.parent().map(|d| d.join("oom"));
+        let (conmon, exit_file) = match conmon_of(&with_id(pidfile, known, id)?, id, name) {
+            Conmon::Runs(p, exit_dir) => (Some(p), exit_dir.map(|d| d.join(id))),
+            Conmon::Gone => (None, None),
             Conmon::Unknown => return None,
         };
         let ended = conmon.is_none();
@@ -283,10 +415,18 @@ pub(crate) fn sources(
                 path,
                 conmon,
                 ended,
+                exit_file,
+                oom_file,
             },
         );
     }
     Some(found)
+}
+
+/// Whether each container's end will be seen by its follower: the exit
+/// file of every one of `sources` is known.
+pub(crate) fn exits_watchable(sources: &BTreeMap<String, LogSource>, containers: usize) -> bool {
+    sources.len() == containers && sources.values().all(|s| s.exit_file.is_some())
 }
 
 /// `path` with its component `id` (there must be exactly one) replaced by
@@ -310,8 +450,9 @@ fn with_id(path: &Path, id: &str, other: &str) -> Option<PathBuf> {
 /// What a conmon pid file says.
 #[derive(Debug, PartialEq, Eq)]
 enum Conmon {
-    /// That conmon runs: the file may still grow.
-    Runs(ProcId),
+    /// That conmon runs (the file may still grow), with the directory it
+    /// writes the exit status in.
+    Runs(ProcId, Option<PathBuf>),
     /// It ran and has ended (its process is gone, or the pid is another
     /// process's now): the container has ended and its file is complete.
     Gone,
@@ -339,7 +480,12 @@ fn conmon_of(pidfile: &Path, id: &str, name: &str) -> Conmon {
     let args: Vec<&str> = cmdline.split('\0').collect();
     let value = |flag: &str| args.windows(2).find(|w| w[0] == flag).map(|w| w[1]);
     match (value("-c"), value("-n")) {
-        (Some(c), Some(n)) if c == id && n == name => Conmon::Runs(proc),
+        (Some(c), Some(n)) if c == id && n == name => Conmon::Runs(
+            proc,
+            value("--exit-dir")
+                .map(PathBuf::from)
+                .filter(|d| d.is_absolute()),
+        ),
         (Some(c), _) if c == id => Conmon::Unknown,
         _ => Conmon::Gone,
     }
@@ -463,11 +609,23 @@ mod tests {
         std::fs::write(&pidfile, format!("{gone_pid}\n")).unwrap();
         assert_eq!(conmon_of(&pidfile, A, "pod-step-a"), Conmon::Gone);
         // The container's conmon, by ID and name.
-        let fake = Fake::new(&dir, &["--api-version", "1", "-c", A, "-n", "pod-step-a"]);
+        let fake = Fake::new(
+            &dir,
+            &[
+                "--api-version",
+                "1",
+                "-c",
+                A,
+                "-n",
+                "pod-step-a",
+                "--exit-dir",
+                "/run/x/exits",
+            ],
+        );
         std::fs::write(&pidfile, fake.0.id().to_string()).unwrap();
         assert!(matches!(
             conmon_of(&pidfile, A, "pod-step-a"),
-            Conmon::Runs(p) if p.pid == fake.0.id() as i32
+            Conmon::Runs(p, Some(d)) if p.pid == fake.0.id() as i32 && d == Path::new("/run/x/exits")
         ));
         // Another container's: its pid was taken by another process since.
         assert_eq!(conmon_of(&pidfile, B, "pod-step-b"), Conmon::Gone);

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::Permissions;
+use std::io::Read as _;
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -254,6 +255,8 @@ pub struct PodmanPod {
     ends: Arc<crate::podman_logs::PodEnds>,
     /// The last observation found every container ended: nothing to stop.
     all_ended: bool,
+    /// The name of the pod's infra container, when podman said its ID.
+    infra: Option<String>,
     followers: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -600,6 +603,7 @@ impl PodmanPod {
             grace: env.grace,
             ends: Arc::default(),
             all_ended: false,
+            infra: None,
             followers: Vec::new(),
         };
         let containers: Vec<String> = pod
@@ -608,6 +612,7 @@ impl PodmanPod {
             .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
             .unwrap_or_default();
         let played = crate::podman_logs::Played::parse(&report);
+        p.infra = played.infra();
         if let Err(e) = p.follow_logs(&containers, &played, env) {
             remove_pod(&name);
             return Err(e);
@@ -640,6 +645,9 @@ impl PodmanPod {
         let ends = self.ends.clone();
         let played = played.clone();
         let changed = env.signals.clone();
+        // A pod of steps only may be observed from its exits at the end
+        // (see `observe`), which needs its images' IDs.
+        let images = self.steps_only().then(|| self.images());
         self.followers.push(std::thread::spawn(move || {
             let names: Vec<String> = sinks.iter().map(|(f, _, _)| f.clone()).collect();
             let mut sources = crate::podman_logs::sources(&names, &played)
@@ -652,6 +660,8 @@ impl PodmanPod {
                     })
                 })
                 .unwrap_or_default();
+            let watchable = crate::podman_logs::exits_watchable(&sources, names.len());
+            ends.exits_watched.store(watchable, Ordering::SeqCst);
             // Steps run one after another, and their output is printed in
             // that order: each step's follower starts once the one before
             // has read its step's log to the end (the file keeps it all).
@@ -674,6 +684,11 @@ impl PodmanPod {
                     followers.push(follower);
                 }
             }
+            if let Some(ids) = images.and_then(|i| crate::podman_logs::image_ids(&i))
+                && let Ok(mut known) = ends.image_ids.lock()
+            {
+                *known = Some(ids);
+            }
             if let Some(last) = previous_step {
                 let _ = last.join();
                 let _ = changed.send(Signal::Changed);
@@ -693,17 +708,72 @@ impl PodmanPod {
             .map(|c| format!("{}-{c}", self.name))
             .collect();
         let tx = signals.clone();
+        let ends = self.ends.clone();
         self.followers.push(std::thread::spawn(move || {
-            let _ = Command::new("podman")
+            let Ok(mut child) = Command::new("podman")
                 .arg("wait")
                 .args(&steps)
                 .process_group(0)
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::null())
-                .status();
-            let _ = tx.send(Signal::Changed);
+                .spawn()
+            else {
+                return;
+            };
+            // Not waited for once the pod is being finished: what it would
+            // say is known by then.
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        let mut codes = String::new();
+                        if let Some(mut out) = child.stdout.take() {
+                            let _ = out.read_to_string(&mut codes);
+                        }
+                        if status.success() {
+                            crate::podman_logs::record_waited(&ends, &steps, &codes);
+                        }
+                        let _ = tx.send(Signal::Changed);
+                        return;
+                    }
+                    Err(_) => return,
+                    Ok(None) => {}
+                }
+                if ends.stopped.load(Ordering::SeqCst) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }));
+    }
+
+    /// Waits (at most a few seconds) for podman to have stopped the pod's
+    /// infra container, which it does once every other container has
+    /// ended: a `podman pod rm` while podman is at it waited for seconds
+    /// (3.6–4 s of 7 here).
+    fn wait_for_infra(&self) {
+        let Some(infra) = &self.infra else { return };
+        let Ok(mut child) = Command::new("podman")
+            .args(["wait", infra])
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while matches!(child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The pod with a status, as a kubelet would report it, and the step
@@ -712,6 +782,9 @@ impl PodmanPod {
     /// # Errors
     /// `podman inspect` fails.
     pub fn observe(&mut self) -> Result<Pod, RuntimeError> {
+        if let Some(pod) = self.observe_exits() {
+            return Ok(pod);
+        }
         let mut pod = self.pod.clone();
         let containers: Vec<String> = pod
             .spec
@@ -771,6 +844,89 @@ impl PodmanPod {
             ..Default::default()
         });
         Ok(pod)
+    }
+
+    /// Whether every container of the pod is a step (no sidecar, so no
+    /// probe).
+    fn steps_only(&self) -> bool {
+        self.pod
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.containers.iter().all(|c| c.name.starts_with("step-")))
+    }
+
+    /// The pod's images, each once.
+    fn images(&self) -> Vec<String> {
+        let mut images: Vec<String> = Vec::new();
+        for c in self.pod.spec.iter().flat_map(|s| &s.containers) {
+            if let Some(i) = c.image.as_ref().filter(|i| !images.contains(i)) {
+                images.push(i.clone());
+            }
+        }
+        images
+    }
+
+    /// The pod from what conmon recorded of each container's end (its exit
+    /// file, seen by the container's log follower) rather than `podman
+    /// inspect`, which waits behind podman's cleanup of each container that
+    /// ended (0.1–1 s for twenty, on the way to the run's end). A container
+    /// whose end was not seen runs: `podman kube play` started them all.
+    /// Only a pod of steps, whose images' IDs are known, while every
+    /// container's end is watched; else `None`, and podman is asked.
+    fn observe_exits(&mut self) -> Option<Pod> {
+        if !self.steps_only() {
+            return None;
+        }
+        let exits = self.ends.exits.lock().ok()?.clone();
+        let containers = self.pod.spec.as_ref().map_or(0, |s| s.containers.len());
+        // Every end known, or the others running for sure.
+        if exits.len() < containers && !self.ends.exits_watched.load(Ordering::SeqCst) {
+            return None;
+        }
+        let image_ids = self.ends.image_ids.lock().ok()?.clone()?;
+        let mut pod = self.pod.clone();
+        let mut statuses = Vec::new();
+        let mut annotations = pod.metadata.annotations.clone().unwrap_or_default();
+        for (i, c) in pod.spec.iter().flat_map(|s| &s.containers).enumerate() {
+            let image = c.image.clone().unwrap_or_default();
+            let state = match exits.get(&format!("{}-{}", self.name, c.name)) {
+                Some(exit) => ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: exit.code,
+                        reason: Some(exit.reason().into()),
+                        finished_at: exit.finished.map(Time),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                None => ContainerState {
+                    running: Some(ContainerStateRunning::default()),
+                    ..Default::default()
+                },
+            };
+            let ended = state.terminated.is_some();
+            statuses.push(ContainerStatus {
+                name: c.name.clone(),
+                image_id: image_ids.get(&image)?.clone(),
+                image,
+                state: Some(state),
+                ..Default::default()
+            });
+            if ended && let Some(r) = read_report(&self.run_dir, &crate::prepare::step_report(i)) {
+                annotations.insert(format!("tektite.dev/step.{}", c.name), r);
+            }
+        }
+        self.all_ended = exits.len() == statuses.len();
+        if self.all_ended {
+            self.ends.ended.store(true, Ordering::SeqCst);
+        }
+        pod.metadata.annotations = Some(annotations);
+        pod.status = Some(PodStatus {
+            phase: Some(phase(&statuses).into()),
+            container_statuses: Some(statuses),
+            ..Default::default()
+        });
+        Some(pod)
     }
 
     /// Runs the probes due (see [`crate::probe`]) and sets each container's
@@ -846,6 +1002,9 @@ impl PodmanPod {
             let _ = f.join();
         }
         if !keep {
+            if self.all_ended {
+                self.wait_for_infra();
+            }
             let _ = Command::new("podman")
                 .args(["pod", "rm", "--force", "--time", "0", &self.name])
                 .process_group(0)
