@@ -539,6 +539,58 @@ mod tests {
     }
 
     #[test]
+    fn the_infra_container_is_named_after_the_pod() {
+        let p = Played::parse(&format!("Pod:\n{POD}\nContainers:\n{A}\n"));
+        assert_eq!(p.infra().as_deref(), Some("1bec391609a9-infra"));
+        assert_eq!(Played::default().infra(), None);
+    }
+
+    #[test]
+    fn an_exit_file_gives_the_code_its_time_and_an_oom_kill() {
+        let dir = std::env::temp_dir().join(format!("tkt-exit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (status, oom) = (dir.join(A), dir.join("oom"));
+        // Not written yet: not ended.
+        assert_eq!(read_exit(&status, Some(&oom)), None);
+        std::fs::write(&status, "3").unwrap();
+        let e = read_exit(&status, Some(&oom)).unwrap();
+        assert_eq!((e.code, e.oom, e.reason()), (3, false, "Error"));
+        assert!(e.finished.is_some());
+        std::fs::write(&oom, "").unwrap();
+        std::fs::write(&status, "137\n").unwrap();
+        let e = read_exit(&status, Some(&oom)).unwrap();
+        assert_eq!((e.code, e.oom, e.reason()), (137, true, "OOMKilled"));
+        // Half written, or not a code: not taken.
+        std::fs::write(&status, "").unwrap();
+        assert_eq!(read_exit(&status, None), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn podman_waits_codes_fill_the_ends_no_follower_saw() {
+        let ends = PodEnds::default();
+        let names = ["p-step-a".to_string(), "p-step-b".into(), "p-step-c".into()];
+        let seen = Exit {
+            code: 1,
+            oom: false,
+            finished: None,
+        };
+        ends.exits
+            .lock()
+            .unwrap()
+            .insert("p-step-a".into(), seen.clone());
+        // Fewer codes than containers: nothing is taken from it.
+        record_waited(&ends, &names, "0\n0\n");
+        assert_eq!(ends.exits.lock().unwrap().len(), 1);
+        record_waited(&ends, &names, "1\n0\n137\n");
+        let exits = ends.exits.lock().unwrap();
+        // What a follower saw stays; a 137 is podman's to explain.
+        assert_eq!(exits.get("p-step-a"), Some(&seen));
+        assert_eq!(exits.get("p-step-b").map(|e| e.code), Some(0));
+        assert!(!exits.contains_key("p-step-c"));
+    }
+
+    #[test]
     fn a_path_gets_another_containers_id_in_place_of_its_own() {
         let log = format!("/var/lib/containers/storage/overlay-containers/{A}/userdata/ctr.log");
         assert_eq!(
