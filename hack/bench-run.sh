@@ -16,6 +16,10 @@ export TEKTITE_ENTRYPOINT
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 img=localhost/tektite/busybox:latest
+# The run store (its work directories are made and removed by every run):
+# BENCH_STATE puts it elsewhere, e.g. on a tmpfs, to see what the file
+# system costs.
+state=${BENCH_STATE:-$work/state}
 
 taskrun() { # steps
   printf 'apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata:\n  generateName: noop-\nspec:\n  taskSpec:\n    steps:\n'
@@ -33,7 +37,7 @@ now() { date +%s.%N; }
 time_tkt() { # runtime file
   local t0 t1
   t0=$(now)
-  "$tkt" run -f "$2" --runtime "$1" --state-dir "$work/state" >/dev/null 2>&1
+  "$tkt" run -f "$2" --runtime "$1" --state-dir "$state" >/dev/null 2>&1
   t1=$(now)
   echo "$t1 - $t0" | bc
 }
@@ -48,13 +52,25 @@ time_plain() {
   t1=$(now)
   echo "$t1 - $t0" | bc
 }
+# podman finishes a pod's containers in the background (each conmon stays
+# for a `podman container cleanup`): each case starts once that is over (at
+# most 10 s), not while it takes the CPU of the case after.
+settle() {
+  for _ in $(seq 100); do
+    pgrep -x conmon >/dev/null || pgrep -f 'podman.* container cleanup' >/dev/null || return 0
+    sleep 0.1
+  done
+}
 stats() { sort -n | awk '{a[NR]=$1} END {printf "%.3f %.3f", a[int((NR+1)/2)], a[1]}'; }
 
 declare -A res
 for name in plain podman20 process20 process1; do : >"$work/$name"; done
 for _ in $(seq "$N"); do # interleaved, so both see the same machine
+  settle
   time_plain >>"$work/plain"
+  settle
   time_tkt podman "$work/tr20.yaml" >>"$work/podman20"
+  settle
   time_tkt process "$work/tr20.yaml" >>"$work/process20"
   time_tkt process "$work/tr1.yaml" >>"$work/process1"
 done
