@@ -785,7 +785,7 @@ impl PodmanPod {
         if let Some(pod) = self.observe_exits() {
             return Ok(pod);
         }
-        let mut pod = self.pod.clone();
+        let pod = self.pod.clone();
         let containers: Vec<String> = pod
             .spec
             .as_ref()
@@ -830,11 +830,24 @@ impl PodmanPod {
             }
         }
         self.probe(&pod, &list, &mut statuses, &mut annotations);
-        self.all_ended = statuses.len() == containers.len()
+        let all_ended = statuses.len() == containers.len()
             && statuses
                 .iter()
                 .all(|s| s.state.as_ref().is_some_and(|x| x.terminated.is_some()));
-        if self.all_ended {
+        Ok(self.observed(pod, statuses, annotations, all_ended))
+    }
+
+    /// `pod` with these statuses and annotations; whether every container
+    /// has ended is kept (nothing to stop) and told to the log followers.
+    fn observed(
+        &mut self,
+        mut pod: Pod,
+        statuses: Vec<ContainerStatus>,
+        annotations: BTreeMap<String, String>,
+        all_ended: bool,
+    ) -> Pod {
+        self.all_ended = all_ended;
+        if all_ended {
             self.ends.ended.store(true, Ordering::SeqCst);
         }
         pod.metadata.annotations = Some(annotations);
@@ -843,7 +856,7 @@ impl PodmanPod {
             container_statuses: Some(statuses),
             ..Default::default()
         });
-        Ok(pod)
+        pod
     }
 
     /// Whether every container of the pod is a step (no sidecar, so no
@@ -884,7 +897,7 @@ impl PodmanPod {
             return None;
         }
         let image_ids = self.ends.image_ids.lock().ok()?.clone()?;
-        let mut pod = self.pod.clone();
+        let pod = self.pod.clone();
         let mut statuses = Vec::new();
         let mut annotations = pod.metadata.annotations.clone().unwrap_or_default();
         for (i, c) in pod.spec.iter().flat_map(|s| &s.containers).enumerate() {
@@ -916,17 +929,8 @@ impl PodmanPod {
                 annotations.insert(format!("tektite.dev/step.{}", c.name), r);
             }
         }
-        self.all_ended = exits.len() == statuses.len();
-        if self.all_ended {
-            self.ends.ended.store(true, Ordering::SeqCst);
-        }
-        pod.metadata.annotations = Some(annotations);
-        pod.status = Some(PodStatus {
-            phase: Some(phase(&statuses).into()),
-            container_statuses: Some(statuses),
-            ..Default::default()
-        });
-        Some(pod)
+        let all_ended = exits.len() == statuses.len();
+        Some(self.observed(pod, statuses, annotations, all_ended))
     }
 
     /// Runs the probes due (see [`crate::probe`]) and sets each container's
