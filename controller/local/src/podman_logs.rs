@@ -253,17 +253,6 @@ pub(crate) struct Exit {
     pub finished: Option<k8s_openapi::jiff::Timestamp>,
 }
 
-impl Exit {
-    /// The kubelet's reason for a container that ended so.
-    pub fn reason(&self) -> &'static str {
-        match self.code {
-            _ if self.oom => "OOMKilled",
-            0 => "Completed",
-            _ => "Error",
-        }
-    }
-}
-
 /// Records the exit codes `podman wait` printed for `full_names` (one line
 /// each, in order) of the containers whose end no follower saw. A 137 is
 /// not recorded: whether the kernel killed it for memory is podman's to
@@ -554,12 +543,13 @@ mod tests {
         assert_eq!(read_exit(&status, Some(&oom)), None);
         std::fs::write(&status, "3").unwrap();
         let e = read_exit(&status, Some(&oom)).unwrap();
-        assert_eq!((e.code, e.oom, e.reason()), (3, false, "Error"));
+        let reason = |e: &Exit| crate::runtime::terminated_reason(e.code, e.oom);
+        assert_eq!((e.code, e.oom, reason(&e)), (3, false, "Error"));
         assert!(e.finished.is_some());
         std::fs::write(&oom, "").unwrap();
         std::fs::write(&status, "137\n").unwrap();
         let e = read_exit(&status, Some(&oom)).unwrap();
-        assert_eq!((e.code, e.oom, e.reason()), (137, true, "OOMKilled"));
+        assert_eq!((e.code, e.oom, reason(&e)), (137, true, "OOMKilled"));
         // Half written, or not a code: not taken.
         std::fs::write(&status, "").unwrap();
         assert_eq!(read_exit(&status, None), None);

@@ -18,8 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus,
-    Pod, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStatus, Pod, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -168,8 +167,7 @@ pub struct ProcessPod {
     /// Opens when the last step started so far has ended and its output
     /// has been read: the next step's output waits for it.
     last_step: Option<Arc<Ended>>,
-    /// The reports of the steps that have ended (final: read once).
-    reports: BTreeMap<String, String>,
+    reports: crate::runtime::StepReports,
 }
 
 /// Opens once a container has ended and its output has been read (or its
@@ -628,7 +626,7 @@ impl ProcessPod {
             procs: Vec::new(),
             threads: Vec::new(),
             last_step: None,
-            reports: BTreeMap::new(),
+            reports: crate::runtime::StepReports::new(env.run_dir, tree),
         };
         for c in &spec.containers {
             if let Err(e) = p.start_container(&launcher, c, env) {
@@ -735,16 +733,13 @@ impl ProcessPod {
                 .map(|s| (s.started, s.finished, s.code))
                 .unwrap_or_default();
             let st = match s {
-                (started, Some(finished), Some(code)) => ContainerState {
-                    terminated: Some(ContainerStateTerminated {
-                        exit_code: code,
-                        reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-                        started_at: started.map(Time),
-                        finished_at: Some(Time(finished)),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
+                (started, Some(finished), Some(code)) => crate::runtime::terminated(
+                    code,
+                    false,
+                    started.map(Time),
+                    Some(Time(finished)),
+                    None,
+                ),
                 (started, _, _) => ContainerState {
                     running: Some(ContainerStateRunning {
                         started_at: started.map(Time),
@@ -757,14 +752,8 @@ impl ProcessPod {
                 state: Some(st),
                 ..Default::default()
             });
-            // The engine reads a step's report once its container has
-            // ended, and not before: nothing is read for one still running.
-            if name.starts_with("step-")
-                && s.1.is_some()
-                && let Some(r) = self.report(i, name)
-            {
-                annotations.insert(format!("tektite.dev/step.{name}"), r);
-            }
+            self.reports
+                .annotate(&mut annotations, i, name, s.1.is_some());
         }
         self.probe(&mut statuses, &mut annotations);
         pod.metadata.annotations = Some(annotations);
@@ -774,22 +763,6 @@ impl ProcessPod {
             ..Default::default()
         });
         pod
-    }
-
-    /// The report of step `i`, which has ended (it writes no more): read
-    /// once.
-    fn report(&mut self, i: usize, name: &str) -> Option<String> {
-        if let Some(r) = self.reports.get(name) {
-            return Some(r.clone());
-        }
-        let path = if self.tree {
-            format!("fs/tekton/run/{i}/status/report.json")
-        } else {
-            crate::prepare::step_report(i)
-        };
-        let r = crate::runtime::read_report(&self.run_dir, &path)?;
-        self.reports.insert(name.to_string(), r.clone());
-        Some(r)
     }
 
     /// Runs the probes due (see [`crate::probe`]; tcpSocket and httpGet

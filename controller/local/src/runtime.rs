@@ -257,6 +257,7 @@ pub struct PodmanPod {
     all_ended: bool,
     /// The name of the pod's infra container, when podman said its ID.
     infra: Option<String>,
+    reports: StepReports,
     followers: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -513,6 +514,89 @@ pub(crate) fn read_report(run_dir: &Path, rel: &str) -> Option<String> {
     }
 }
 
+/// The reports of a pod's steps, each read once its container has ended
+/// (the step writes no more then, and the engine reads no other: a step
+/// still to run is not looked for) and given as the annotations its
+/// entrypoint writes on a cluster.
+#[derive(Debug)]
+pub(crate) struct StepReports {
+    run_dir: PathBuf,
+    /// The reports are in the rewrite mode's file tree (the process
+    /// runtime without namespaces), not in the steps' run directories.
+    tree: bool,
+    read: BTreeMap<String, String>,
+}
+
+impl StepReports {
+    pub(crate) fn new(run_dir: &Path, tree: bool) -> StepReports {
+        StepReports {
+            run_dir: run_dir.to_path_buf(),
+            tree,
+            read: BTreeMap::new(),
+        }
+    }
+
+    /// Adds the report of container `i` (`name`) to `annotations` when it
+    /// is a step whose container has `ended`.
+    pub(crate) fn annotate(
+        &mut self,
+        annotations: &mut BTreeMap<String, String>,
+        i: usize,
+        name: &str,
+        ended: bool,
+    ) {
+        if !ended || !name.starts_with("step-") {
+            return;
+        }
+        if !self.read.contains_key(name) {
+            let rel = if self.tree {
+                format!("fs/tekton/run/{i}/status/report.json")
+            } else {
+                crate::prepare::step_report(i)
+            };
+            let Some(r) = read_report(&self.run_dir, &rel) else {
+                return;
+            };
+            self.read.insert(name.to_string(), r);
+        }
+        if let Some(r) = self.read.get(name) {
+            annotations.insert(format!("tektite.dev/step.{name}"), r.clone());
+        }
+    }
+}
+
+/// A container that ended with `code`, as a kubelet reports it: reason
+/// `OOMKilled` when the kernel killed it for memory (`oom`), else
+/// `Completed` or `Error` by its code.
+pub(crate) fn terminated(
+    code: i32,
+    oom: bool,
+    started_at: Option<Time>,
+    finished_at: Option<Time>,
+    message: Option<String>,
+) -> ContainerState {
+    ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            exit_code: code,
+            reason: Some(terminated_reason(code, oom).into()),
+            started_at,
+            finished_at,
+            message,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The reason of [`terminated`].
+pub(crate) fn terminated_reason(code: i32, oom: bool) -> &'static str {
+    match code {
+        _ if oom => "OOMKilled",
+        0 => "Completed",
+        _ => "Error",
+    }
+}
+
 /// Releases a pod's first step: the ready file, made new beneath the run
 /// directory (a link a step planted there is not written through).
 pub(crate) fn write_ready(run_dir: &Path, file: &Path) -> bool {
@@ -604,6 +688,7 @@ impl PodmanPod {
             ends: Arc::default(),
             all_ended: false,
             infra: None,
+            reports: StepReports::new(env.run_dir, false),
             followers: Vec::new(),
         };
         let containers: Vec<String> = pod
@@ -812,8 +897,6 @@ impl PodmanPod {
                 continue;
             };
             let state = container_state(&v["State"]);
-            // Read once the container has ended: the engine takes a step's
-            // report for an ended container only.
             let ended = state.terminated.is_some();
             statuses.push(ContainerStatus {
                 name: c.clone(),
@@ -822,12 +905,7 @@ impl PodmanPod {
                 state: Some(state),
                 ..Default::default()
             });
-            if ended && c.starts_with("step-") {
-                let report = crate::prepare::step_report(i);
-                if let Some(r) = read_report(&self.run_dir, &report) {
-                    annotations.insert(format!("tektite.dev/step.{c}"), r);
-                }
-            }
+            self.reports.annotate(&mut annotations, i, c, ended);
         }
         self.probe(&pod, &list, &mut statuses, &mut annotations);
         let all_ended = statuses.len() == containers.len()
@@ -903,15 +981,7 @@ impl PodmanPod {
         for (i, c) in pod.spec.iter().flat_map(|s| &s.containers).enumerate() {
             let image = c.image.clone().unwrap_or_default();
             let state = match exits.get(&format!("{}-{}", self.name, c.name)) {
-                Some(exit) => ContainerState {
-                    terminated: Some(ContainerStateTerminated {
-                        exit_code: exit.code,
-                        reason: Some(exit.reason().into()),
-                        finished_at: exit.finished.map(Time),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
+                Some(exit) => terminated(exit.code, exit.oom, None, exit.finished.map(Time), None),
                 None => ContainerState {
                     running: Some(ContainerStateRunning::default()),
                     ..Default::default()
@@ -925,9 +995,7 @@ impl PodmanPod {
                 state: Some(state),
                 ..Default::default()
             });
-            if ended && let Some(r) = read_report(&self.run_dir, &crate::prepare::step_report(i)) {
-                annotations.insert(format!("tektite.dev/step.{}", c.name), r);
-            }
+            self.reports.annotate(&mut annotations, i, &c.name, ended);
         }
         let all_ended = exits.len() == statuses.len();
         Some(self.observed(pod, statuses, annotations, all_ended))
@@ -1037,30 +1105,16 @@ fn container_state(s: &serde_json::Value) -> ContainerState {
             .map(Time)
     };
     match s["Status"].as_str().unwrap_or("") {
-        "exited" | "stopped" => {
-            let code = s["ExitCode"].as_i64().unwrap_or(0) as i32;
-            let reason = if s["OOMKilled"].as_bool() == Some(true) {
-                "OOMKilled"
-            } else if code == 0 {
-                "Completed"
-            } else {
-                "Error"
-            };
-            ContainerState {
-                terminated: Some(ContainerStateTerminated {
-                    exit_code: code,
-                    reason: Some(reason.into()),
-                    started_at: time(&s["StartedAt"]),
-                    finished_at: time(&s["FinishedAt"]),
-                    message: s["Error"]
-                        .as_str()
-                        .filter(|e| !e.is_empty())
-                        .map(str::to_string),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }
-        }
+        "exited" | "stopped" => terminated(
+            s["ExitCode"].as_i64().unwrap_or(0) as i32,
+            s["OOMKilled"].as_bool() == Some(true),
+            time(&s["StartedAt"]),
+            time(&s["FinishedAt"]),
+            s["Error"]
+                .as_str()
+                .filter(|e| !e.is_empty())
+                .map(str::to_string),
+        ),
         "running" => ContainerState {
             running: Some(ContainerStateRunning {
                 started_at: time(&s["StartedAt"]),
