@@ -1052,7 +1052,7 @@ fn add_step_mounts(c: &mut Container, i: usize, s: &Step, shape: Shape) {
         push_mount(
             c,
             mount(
-                &format!("tekton-internal-run-{j}"),
+                &format!("{RUN_VOLUME_PREFIX}{j}"),
                 &format!("{}/{j}", ep::RUN_DIR),
                 j != i,
             ),
@@ -1202,7 +1202,7 @@ fn internal_volumes(shape: Shape) -> Vec<Volume> {
             }),
             ..Default::default()
         });
-        all.push(empty_dir(&format!("tekton-internal-run-{i}")));
+        all.push(empty_dir(&format!("{RUN_VOLUME_PREFIX}{i}")));
     }
     all
 }
@@ -1367,6 +1367,10 @@ fn working_dirs(containers: &[Container]) -> Vec<String> {
     }
     dirs.into_iter().collect()
 }
+
+/// Step `i`'s run directory volume is `tekton-internal-run-<i>` (Tekton's
+/// name), mounted at `/tekton/run/<i>` in every step.
+pub const RUN_VOLUME_PREFIX: &str = "tekton-internal-run-";
 
 /// The longest argument handed to `sh -c` in one piece: Linux refuses to
 /// exec with an argument over 128 KiB (MAX_ARG_STRLEN), which a big script

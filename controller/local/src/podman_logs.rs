@@ -1,12 +1,17 @@
-//! Where a played pod's containers keep their output, and following it.
+//! Where a played pod's containers keep their output, following it, and
+//! how each container ended.
 //!
 //! podman's `k8s-file` driver writes each container's output to a file that
-//! its conmon alone writes; once that conmon is gone the file is complete.
-//! [`sources`] finds each file and conmon without asking podman about every
-//! container: `podman inspect` of twenty containers while they start and
-//! end waits on each one's lock behind podman's own cleanups (1–2 s on two
-//! cores, beside the steps), where the files' places follow from the IDs
-//! `podman kube play` printed and one container's inspection.
+//! its conmon alone writes. The file is complete once conmon has written
+//! the container's exit file (it does as soon as the output is drained,
+//! then stays for podman's cleanup) or has gone. [`sources`] finds each
+//! file, conmon and exit file without asking podman about every container:
+//! `podman inspect` of twenty containers while they start and end waits on
+//! each one's lock behind podman's own cleanups (1–2 s on two cores, beside
+//! the steps), where the places follow from the IDs `podman kube play`
+//! printed and one inspection of the pod's infra container. The exits the
+//! followers see ([`PodEnds`]) let a pod of steps be observed without
+//! `podman inspect`.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -104,17 +109,12 @@ fn decode_cri(buf: &mut Vec<u8>, out: &mut Vec<u8>) {
 /// --follow` stops early when a container exits right after printing a
 /// lot, which lost the tail of a step's output.)
 pub(crate) fn follow_log(source: Option<LogSource>, full_name: &str, ends: &PodEnds, sink: &Sink) {
-    let Some(mut file) = source
-        .as_ref()
-        .and_then(|s| std::fs::File::open(&s.path).ok())
-    else {
-        // Where podman keeps it is unknown: all of it, once it has ended.
+    let opened = source.and_then(|s| Some((std::fs::File::open(&s.path).ok()?, s)));
+    let Some((mut file, source)) = opened else {
+        // Where podman keeps it is unknown: all of it, once it has ended
+        // (which is then podman's to tell).
         ends.exits_watched.store(false, Ordering::SeqCst);
         logs_when_ended(full_name, ends, sink);
-        return;
-    };
-    let Some(source) = source else {
-        ends.exits_watched.store(false, Ordering::SeqCst);
         return;
     };
     let mut recorded = false;
@@ -421,13 +421,13 @@ pub(crate) fn exits_watchable(sources: &BTreeMap<String, LogSource>, containers:
 /// `path` with its component `id` (there must be exactly one) replaced by
 /// `other`.
 fn with_id(path: &Path, id: &str, other: &str) -> Option<PathBuf> {
-    let is_id = |c: &Component<'_>| c.as_os_str() == id;
-    if path.components().filter(is_id).count() != 1 {
+    let is_it = |c: &Component<'_>| c.as_os_str() == id;
+    if path.components().filter(is_it).count() != 1 {
         return None;
     }
     let mut out = PathBuf::new();
     for c in path.components() {
-        if is_id(&c) {
+        if is_it(&c) {
             out.push(other);
         } else {
             out.push(c);

@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{PodSpec, VolumeMount};
+use tektite_engine::pod::RUN_VOLUME_PREFIX;
 use tektite_engine::podman;
 use tektite_entrypoint::contract::{BIN_DIR, ENTRYPOINT, RUN_DIR};
 
@@ -145,7 +146,6 @@ fn static_elf(b: &[u8]) -> bool {
 /// The volume that holds every step's run directory, mounted read-only at
 /// `/tekton/run` in each step that reads the others'.
 const RUNS: &str = "tekton-internal-runs";
-const RUN_PREFIX: &str = "tekton-internal-run-";
 
 /// Where step `i`'s report is, under the run directory of a pod laid out
 /// by [`merge_run_volumes`].
@@ -170,7 +170,7 @@ pub fn merge_run_volumes(adapted: &mut podman::Adapted, run_dir: &Path) {
     for v in spec.volumes.iter_mut().flatten() {
         let Some(i) = v
             .name
-            .strip_prefix(RUN_PREFIX)
+            .strip_prefix(RUN_VOLUME_PREFIX)
             .and_then(|i| i.parse::<usize>().ok())
         else {
             continue;
@@ -207,7 +207,7 @@ pub fn merge_run_volumes(adapted: &mut podman::Adapted, run_dir: &Path) {
             continue;
         };
         let before = mounts.len();
-        mounts.retain(|m| !(m.name.starts_with(RUN_PREFIX) && m.read_only == Some(true)));
+        mounts.retain(|m| !(m.name.starts_with(RUN_VOLUME_PREFIX) && m.read_only == Some(true)));
         if mounts.len() != before {
             mounts.push(VolumeMount {
                 name: RUNS.into(),
@@ -237,9 +237,9 @@ mod tests {
         use k8s_openapi::api::core::v1::{Container, HostPathVolumeSource, Pod, Volume};
         let run = Path::new("/r");
         let volume = |i: usize| Volume {
-            name: format!("{RUN_PREFIX}{i}"),
+            name: format!("{RUN_VOLUME_PREFIX}{i}"),
             host_path: Some(HostPathVolumeSource {
-                path: format!("/r/{RUN_PREFIX}{i}"),
+                path: format!("/r/{RUN_VOLUME_PREFIX}{i}"),
                 type_: None,
             }),
             ..Default::default()
@@ -249,7 +249,7 @@ mod tests {
             volume_mounts: Some(
                 (0..3)
                     .map(|i| VolumeMount {
-                        name: format!("{RUN_PREFIX}{i}"),
+                        name: format!("{RUN_VOLUME_PREFIX}{i}"),
                         mount_path: format!("/tekton/run/{i}"),
                         read_only: Some(i != own),
                         ..Default::default()
@@ -268,7 +268,7 @@ mod tests {
                 ..Default::default()
             },
             dirs: (0..3)
-                .map(|i| run.join(format!("{RUN_PREFIX}{i}")))
+                .map(|i| run.join(format!("{RUN_VOLUME_PREFIX}{i}")))
                 .collect(),
             ready_file: None,
             to_fill: Vec::new(),

@@ -251,14 +251,33 @@ pub struct PodmanPod {
     /// The readiness and startup probes of its containers.
     probes: crate::probe::Probes,
     grace: Duration,
-    /// How the pod ended, as its log followers need to know.
+    /// How the pod ended, as its log followers need to know (`ended`:
+    /// an observation found every container ended, nothing to stop).
     ends: Arc<crate::podman_logs::PodEnds>,
-    /// The last observation found every container ended: nothing to stop.
-    all_ended: bool,
     /// The name of the pod's infra container, when podman said its ID.
     infra: Option<String>,
     reports: StepReports,
     followers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Waits for `child` to end, looking every 10 ms, unless `give_up` says
+/// so first: then it is killed. Its status, when it ended on its own.
+fn wait_unless(
+    child: &mut std::process::Child,
+    give_up: impl Fn() -> bool,
+) -> Option<std::process::ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if give_up() => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => return None,
+        }
+    }
 }
 
 /// The engine's pod made playable by podman on this machine: adapted
@@ -686,7 +705,6 @@ impl PodmanPod {
             ),
             grace: env.grace,
             ends: Arc::default(),
-            all_ended: false,
             infra: None,
             reports: StepReports::new(env.run_dir, false),
             followers: Vec::new(),
@@ -808,29 +826,18 @@ impl PodmanPod {
             };
             // Not waited for once the pod is being finished: what it would
             // say is known by then.
-            loop {
-                match child.try_wait() {
-                    Ok(Some(status)) => {
-                        let mut codes = String::new();
-                        if let Some(mut out) = child.stdout.take() {
-                            let _ = out.read_to_string(&mut codes);
-                        }
-                        if status.success() {
-                            crate::podman_logs::record_waited(&ends, &steps, &codes);
-                        }
-                        let _ = tx.send(Signal::Changed);
-                        return;
-                    }
-                    Err(_) => return,
-                    Ok(None) => {}
-                }
-                if ends.stopped.load(Ordering::SeqCst) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let Some(status) = wait_unless(&mut child, || ends.stopped.load(Ordering::SeqCst))
+            else {
+                return;
+            };
+            let mut codes = String::new();
+            if let Some(mut out) = child.stdout.take() {
+                let _ = out.read_to_string(&mut codes);
             }
+            if status.success() {
+                crate::podman_logs::record_waited(&ends, &steps, &codes);
+            }
+            let _ = tx.send(Signal::Changed);
         }));
     }
 
@@ -851,14 +858,7 @@ impl PodmanPod {
             return;
         };
         let deadline = Instant::now() + Duration::from_secs(3);
-        while matches!(child.try_wait(), Ok(None)) {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let _ = wait_unless(&mut child, || Instant::now() > deadline);
     }
 
     /// The pod with a status, as a kubelet would report it, and the step
@@ -915,7 +915,7 @@ impl PodmanPod {
         Ok(self.observed(pod, statuses, annotations, all_ended))
     }
 
-    /// `pod` with these statuses and annotations; whether every container
+    /// `pod` with these statuses and annotations; that every container
     /// has ended is kept (nothing to stop) and told to the log followers.
     fn observed(
         &mut self,
@@ -924,7 +924,6 @@ impl PodmanPod {
         annotations: BTreeMap<String, String>,
         all_ended: bool,
     ) -> Pod {
-        self.all_ended = all_ended;
         if all_ended {
             self.ends.ended.store(true, Ordering::SeqCst);
         }
@@ -1065,7 +1064,8 @@ impl PodmanPod {
         // Stop what still runs (sidecars, stopped at once as Tekton stops
         // them) so every log follower sees its container end and has read
         // all of its output before removal.
-        if self.all_ended {
+        let all_ended = self.ends.ended.load(Ordering::SeqCst);
+        if all_ended {
             self.ends.stopped.store(true, Ordering::SeqCst);
         } else {
             self.stop(true);
@@ -1074,7 +1074,7 @@ impl PodmanPod {
             let _ = f.join();
         }
         if !keep {
-            if self.all_ended {
+            if all_ended {
                 self.wait_for_infra();
             }
             let _ = Command::new("podman")
