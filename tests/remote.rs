@@ -36,7 +36,6 @@ fn wait_listening(port: u16, what: &str) {
     }
 }
 
-/// A child process killed on drop.
 /// A server started in a process group of its own, which is killed whole
 /// on drop: `git daemon` runs `git-daemon` as a child, which outlived the
 /// `git` that was killed and kept serving after the tests.

@@ -19,7 +19,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::{entrypoint_env, tests_dir, tkt_path, tkt_run};
+use util::{entrypoint_env, static_entrypoint, tests_dir, tkt_path, tkt_run};
 
 /// Whether the suite for `rt` runs here (it fails when it should and cannot).
 fn ready(rt: &str) -> bool {
@@ -139,23 +139,6 @@ fn steps_scripts_params_and_results_of_a_taskrun(rt: &str) {
         .find("[object] repo https://git.local/app at main")
         .unwrap();
     assert!(first < args && args < object, "steps in order: {log}");
-}
-
-/// The static entrypoint as `hack/build-entrypoint.sh` builds it (the
-/// script prints its path last).
-fn static_entrypoint() -> PathBuf {
-    let root = tests_dir().join("..");
-    let out = Command::new(root.join("hack/build-entrypoint.sh"))
-        .current_dir(&root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    root.join(text.lines().last().unwrap().trim())
 }
 
 /// With a static entrypoint binary, tkt does the `prepare` init container's

@@ -91,6 +91,28 @@ pub fn entrypoint_env() -> PathBuf {
         .clone()
 }
 
+/// The static entrypoint as `hack/build-entrypoint.sh` builds it (once per
+/// test binary; the script prints its path last), as an install has it.
+pub fn static_entrypoint() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = tests_dir().join("..");
+            let out = Command::new(root.join("hack/build-entrypoint.sh"))
+                .current_dir(&root)
+                .output()
+                .expect("run hack/build-entrypoint.sh");
+            assert!(
+                out.status.success(),
+                "cannot build the static entrypoint: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            root.join(text.lines().last().unwrap_or_default().trim())
+        })
+        .clone()
+}
+
 /// Whether the podman tests run here: they fail when they should and
 /// cannot, unless `TEKTITE_SKIP_PODMAN=1`.
 pub fn podman_ready() -> bool {

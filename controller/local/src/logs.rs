@@ -217,53 +217,52 @@ pub fn pump(mut from: impl Read, sink: &Sink) {
 /// Reads a process's two pipes, each to its end, into `sink` in one thread:
 /// whichever has something is read (a line from one never splits one from
 /// the other). Ends when both have ended.
-pub fn pump_pair(a: impl Read + std::os::fd::AsFd, b: impl Read + std::os::fd::AsFd, sink: &Sink) {
+pub fn pump_pair(
+    a: impl Into<std::os::fd::OwnedFd>,
+    b: impl Into<std::os::fd::OwnedFd>,
+    sink: &Sink,
+) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut pipes: [(Box<dyn ReadFd + '_>, Stream<'_>); 2] =
-        [(Box::new(a), sink.stream()), (Box::new(b), sink.stream())];
-    let mut open = [true, true];
+    use std::os::fd::AsFd as _;
+    // Each pipe while it is open, with its stream.
+    let mut pipes = [a.into(), b.into()].map(|fd| (Some(File::from(fd)), sink.stream()));
     let mut buf = vec![0u8; 64 * 1024];
-    while open.iter().any(|o| *o) {
-        let ready: Vec<bool> = {
-            let mut fds: Vec<PollFd<'_>> = pipes
+    loop {
+        let open: Vec<usize> = (0..pipes.len()).filter(|i| pipes[*i].0.is_some()).collect();
+        if open.is_empty() {
+            break;
+        }
+        let ready: Vec<usize> = {
+            let mut fds: Vec<PollFd<'_>> = open
                 .iter()
-                .zip(open)
-                .filter(|(_, o)| *o)
-                .map(|((p, _), _)| PollFd::new(p.fd(), PollFlags::POLLIN))
+                .filter_map(|i| pipes[*i].0.as_ref())
+                .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
                 .collect();
             match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => fds.iter().map(|f| f.any().unwrap_or(true)).collect(),
+                Ok(_) => open
+                    .iter()
+                    .zip(&fds)
+                    .filter(|(_, f)| f.any().unwrap_or(true))
+                    .map(|(i, _)| *i)
+                    .collect(),
                 Err(nix::errno::Errno::EINTR) => continue,
                 // Not to be polled: read each in turn, blocking.
-                Err(_) => vec![true; fds.len()],
+                Err(_) => open,
             }
         };
-        let mut ready = ready.into_iter();
-        for (i, (pipe, stream)) in pipes.iter_mut().enumerate() {
-            if !open[i] || !ready.next().unwrap_or(false) {
-                continue;
-            }
-            match pipe.read(&mut buf) {
-                Ok(0) => open[i] = false,
+        for i in ready {
+            let (pipe, stream) = &mut pipes[i];
+            let Some(file) = pipe.as_mut() else { continue };
+            match file.read(&mut buf) {
+                Ok(0) => *pipe = None,
                 Ok(n) => stream.push(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => open[i] = false,
+                Err(_) => *pipe = None,
             }
         }
     }
     for (_, stream) in pipes {
         stream.finish();
-    }
-}
-
-/// A pipe to read that can be polled.
-trait ReadFd: Read {
-    fn fd(&self) -> std::os::fd::BorrowedFd<'_>;
-}
-
-impl<T: Read + std::os::fd::AsFd> ReadFd for T {
-    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.as_fd()
     }
 }
 
