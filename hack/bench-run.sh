@@ -45,9 +45,12 @@ time_plain() {
   local t0 t1 names
   names=$(for i in $(seq 20); do printf 'plain-bench-c%d ' "$i"; done)
   t0=$(now)
-  podman kube play --quiet "$work/plain.yaml" >/dev/null 2>&1
+  pod=$(podman kube play "$work/plain.yaml" 2>/dev/null | sed -n '/^Pod:/{n;p;}')
   # shellcheck disable=SC2086
   podman wait $names >/dev/null 2>&1
+  # As tkt does: the pod is removed once podman has stopped its infra
+  # container (a `pod rm` while podman is at it waits for seconds).
+  timeout 3 podman wait "${pod:0:12}-infra" >/dev/null 2>&1 || true
   podman pod rm --force --time 0 plain-bench >/dev/null 2>&1
   t1=$(now)
   echo "$t1 - $t0" | bc

@@ -1262,3 +1262,173 @@ fn step_action_mistakes_exit_2_naming_file_line_and_field() {
     );
     assert!(!Path::new(&s.0.join("work")).exists());
 }
+
+/// With the static entrypoint a pod of steps needs no init container on
+/// podman: `tkt` writes the scripts on the host (`place-scripts`' work, a
+/// script of more than 64 KiB among them), then makes the pod and starts its
+/// containers itself, sidecars first and then the steps in their order
+/// (`podman kube play` starts them in no set order), two at a time: each
+/// container starts after the one two places before it.
+#[test]
+fn podman_starts_sidecars_then_steps_in_their_order() {
+    if !ready("podman") {
+        return;
+    }
+    let s = State::new("podman-start-order");
+    let mut yaml = String::from(
+        "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata:\n  name: ordered\nspec:\n  taskSpec:\n    sidecars:\n      - name: helper\n        image: localhost/tektite/busybox:latest\n        script: |\n          exec sleep 60\n    steps:\n",
+    );
+    for i in 1..=5 {
+        yaml.push_str(&format!(
+            "      - name: s{i}\n        image: localhost/tektite/busybox:latest\n        script: |\n          echo \"step {i} of 6\"\n"
+        ));
+    }
+    // A script longer than one shell argument: placed in pieces in a pod.
+    let filler = format!("          # {}\n", "x".repeat(1000)).repeat(70);
+    yaml.push_str(&format!(
+        "      - name: s6\n        image: localhost/tektite/busybox:latest\n        script: |\n{filler}          echo \"step 6 of 6\"\n"
+    ));
+    let file = scratch_file(&s, "ordered.yaml", &yaml);
+    let sd = s.arg();
+    let out = tkt_run("podman")
+        .args(["-f", &file, "--state-dir", &sd, "-o", "json", "--keep"])
+        .env("TEKTITE_ENTRYPOINT", static_entrypoint())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let pod_name = "ordered-pod";
+    let started: Vec<(String, String)> = (Command::new("podman").args([
+        "ps",
+        "--all",
+        "--filter",
+        &format!("pod={pod_name}"),
+        "--format",
+        "{{.Names}}",
+    ]))
+    .output()
+    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    .unwrap_or_default()
+    .lines()
+    .filter(|n| !n.ends_with("-infra"))
+    .map(|n| {
+        let at = Command::new("podman")
+            .args(["inspect", "--format", "{{.State.StartedAt.UnixNano}}", n])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        (n.to_string(), at)
+    })
+    .collect();
+    let _ = Command::new("podman")
+        .args(["pod", "rm", "--force", "--time", "0", pod_name])
+        .output();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let lines: Vec<usize> = (1..=6)
+        .map(|i| {
+            stderr
+                .find(&format!("step {i} of 6"))
+                .unwrap_or_else(|| panic!("no step {i}: {stderr}"))
+        })
+        .collect();
+    assert!(lines.is_sorted(), "steps out of order: {stderr}");
+    let played = walk(&s.0.join("work"))
+        .into_iter()
+        .find(|p| p.ends_with("pod.json"))
+        .unwrap_or_else(|| panic!("no pod.json kept under {}", s.0.display()));
+    let pod: Value = serde_json::from_slice(&std::fs::read(&played).unwrap()).unwrap();
+    let init = &pod["spec"]["initContainers"];
+    assert!(
+        init.as_array().is_none_or(Vec::is_empty),
+        "init containers: {init}"
+    );
+    let script = walk(&s.0.join("work"))
+        .into_iter()
+        .find(|p| p.ends_with("script-5"))
+        .expect("the last step's script, placed on the host");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&script).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    // podman's own record of each container's start.
+    let mut expected = vec![format!("{pod_name}-sidecar-helper")];
+    expected.extend((1..=6).map(|i| format!("{pod_name}-step-s{i}")));
+    let at: Vec<u128> = expected
+        .iter()
+        .map(|n| {
+            let (_, t) = started
+                .iter()
+                .find(|(m, _)| m == n)
+                .unwrap_or_else(|| panic!("{n} not made: {started:?}"));
+            t.parse()
+                .unwrap_or_else(|_| panic!("{n} not started: {started:?}"))
+        })
+        .collect();
+    // Two starters take every other container each, in order.
+    for i in 0..at.len() - 2 {
+        assert!(
+            at[i] < at[i + 2],
+            "{} started after {}: {started:?}",
+            expected[i],
+            expected[i + 2]
+        );
+    }
+}
+
+/// When podman cannot start the made containers, the TaskRun fails naming
+/// `podman start` and podman's message, and the pod podman made is gone:
+/// nothing is left made or running.
+#[test]
+fn a_pod_podman_cannot_start_fails_the_run_and_is_removed() {
+    if !ready("podman") {
+        return;
+    }
+    let s = State::new("podman-start-fails");
+    let (path, calls) = podman_recorder(&s);
+    // The recorder, refusing `podman start` as a broken runtime would.
+    let wrapper = s.0.join("bin/podman");
+    let text = std::fs::read_to_string(&wrapper).unwrap().replacen(
+        "exec ",
+        "[ \"$1\" = start ] && { echo 'Error: cannot start: the runtime is broken' >&2; exit 125; }\nexec ",
+        1,
+    );
+    std::fs::write(&wrapper, text).unwrap();
+    let file = scratch_file(
+        &s,
+        "cannot-start.yaml",
+        "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata:\n  name: cannot-start\nspec:\n  taskSpec:\n    steps:\n      - name: a\n        image: localhost/tektite/busybox:latest\n        script: echo never\n",
+    );
+    let sd = s.arg();
+    let out = tkt_run("podman")
+        .args(["-f", &file, "--state-dir", &sd, "-o", "json"])
+        .env("TEKTITE_ENTRYPOINT", static_entrypoint())
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let left = Command::new("podman")
+        .args(["pod", "exists", "cannot-start-pod"])
+        .status()
+        .unwrap();
+    let _ = Command::new("podman")
+        .args(["pod", "rm", "--force", "--time", "0", "cannot-start-pod"])
+        .output();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    let (status, reason, message) = condition(&v);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "PodCreationFailed")
+    );
+    assert!(
+        message.contains("podman start") && message.contains("the runtime is broken"),
+        "{message}"
+    );
+    assert!(!left.success(), "the pod is left behind");
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    assert!(
+        calls.contains("kube play --log-driver k8s-file --start=false"),
+        "{calls}"
+    );
+    assert!(!stderr.contains("never"), "{stderr}");
+}

@@ -1429,6 +1429,39 @@ fn script_block(file: &str, script: &str) -> String {
     )
 }
 
+/// The scripts a `place-scripts` text made of [`script_block`]s writes:
+/// each file (directly under [`ep::SCRIPTS_DIR`]) with its decoded text, in
+/// order. `None` when the text is anything else, so that a runtime placing
+/// them itself does so only for exactly what the engine wrote.
+pub fn placed_scripts(text: &str) -> Option<Vec<(String, Vec<u8>)>> {
+    use base64::Engine as _;
+    let mut lines = text.lines();
+    let mut placed = Vec::new();
+    while let Some(first) = lines.next() {
+        let file = first.strip_prefix("scriptfile=\"")?.strip_suffix('"')?;
+        let name = file.strip_prefix(ep::SCRIPTS_DIR)?.strip_prefix('/')?;
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return None;
+        }
+        let expected = [
+            "touch ${scriptfile} && chmod +x ${scriptfile}",
+            "cat > ${scriptfile} << '_EOF_'",
+        ];
+        for e in expected {
+            (lines.next()? == e).then_some(())?;
+        }
+        let encoded = lines.next()?;
+        (lines.next()? == "_EOF_").then_some(())?;
+        let decode = format!("{} decode-script \"${{scriptfile}}\"", ep::ENTRYPOINT);
+        (lines.next()? == decode).then_some(())?;
+        let text = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?;
+        placed.push((file.to_string(), text));
+    }
+    Some(placed)
+}
+
 fn workspace_volume(name: &str, b: &WorkspaceBinding) -> Volume {
     Volume {
         name: name.into(),
@@ -1658,6 +1691,46 @@ mod tests {
         assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
         assert_eq!(go_duration(Duration::from_secs(5430)), "1h30m30s");
         assert_eq!(go_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn placed_scripts_are_read_back_from_the_text_that_writes_them() {
+        let text = [
+            script_block("/tekton/scripts/script-0", "echo one\n"),
+            script_block(
+                "/tekton/scripts/sidecar-script-0",
+                "#!/usr/bin/env python3\nprint(2)",
+            ),
+        ]
+        .concat();
+        let placed = placed_scripts(&text).expect("the engine's own text");
+        assert_eq!(
+            placed,
+            [
+                (
+                    "/tekton/scripts/script-0".to_string(),
+                    b"#!/bin/sh\nset -e\necho one\n".to_vec()
+                ),
+                (
+                    "/tekton/scripts/sidecar-script-0".to_string(),
+                    b"#!/usr/bin/env python3\nprint(2)".to_vec()
+                ),
+            ]
+        );
+        assert_eq!(placed_scripts(""), Some(vec![]));
+        // Anything but the engine's blocks is not read as scripts.
+        let extra = format!("{text}rm -rf /\n");
+        assert_eq!(placed_scripts(&extra), None);
+        for file in [
+            "/tekton/scripts/../x",
+            "/tekton/scripts/a/b",
+            "/etc/x",
+            "/tekton/scripts/",
+        ] {
+            assert_eq!(placed_scripts(&script_block(file, "true")), None, "{file}");
+        }
+        let broken = script_block("/tekton/scripts/s", "true").replace("IyEv", "!!!!");
+        assert_eq!(placed_scripts(&broken), None);
     }
 
     #[test]

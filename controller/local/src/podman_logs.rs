@@ -45,6 +45,46 @@ pub(crate) struct LogSource {
     /// The file conmon leaves beside the container's bundle when the
     /// kernel killed it for memory.
     oom_file: Option<PathBuf>,
+    /// The container was not started yet when it was looked up: its
+    /// conmon's pid file and its ID, for [`LogSource::started`].
+    pending: Option<(PathBuf, String)>,
+}
+
+impl LogSource {
+    /// This source once its container has started (when it was looked up
+    /// before): its conmon and exit file, once the pid file and the log
+    /// file are there. A container whose start is over without it never
+    /// started; one whose conmon is not its own cannot be followed here
+    /// (`None`).
+    pub(crate) fn started(mut self, full_name: &str, ends: &PodEnds) -> Option<LogSource> {
+        let Some((pidfile, id)) = self.pending.take() else {
+            return Some(self);
+        };
+        loop {
+            // Read before looking: a start over by then has started it.
+            let starting =
+                ends.starting.load(Ordering::SeqCst) && !ends.stopped.load(Ordering::SeqCst);
+            match conmon_of(&pidfile, &id, full_name) {
+                // conmon makes the log file as it starts the container.
+                Conmon::Runs(p, exit_dir) if self.path.exists() || !p.alive() => {
+                    self.conmon = Some(p);
+                    self.exit_file = exit_dir.map(|d| d.join(&id));
+                    return Some(self);
+                }
+                Conmon::Gone => {
+                    self.ended = true;
+                    return Some(self);
+                }
+                Conmon::NotStarted if !starting => {
+                    self.ended = true;
+                    return Some(self);
+                }
+                Conmon::Unknown => return None,
+                Conmon::Runs(..) | Conmon::NotStarted => {}
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// The states in which a container may still write output.
@@ -81,6 +121,7 @@ fn log_source(line: &str) -> Option<(String, LogSource)> {
             ended: !LIVE_STATES.contains(&status),
             exit_file: None,
             oom_file: None,
+            pending: None,
         },
     ))
 }
@@ -228,6 +269,9 @@ fn container_running(full_name: &str) -> bool {
 pub(crate) struct PodEnds {
     /// The pod has been stopped: a writer is not waited for past a moment.
     pub stopped: AtomicBool,
+    /// `tkt` is starting the pod's containers: one without a conmon yet
+    /// is about to have one.
+    pub starting: AtomicBool,
     /// podman has said every container ended (which it says once each
     /// conmon has written the exit, after the last of the output): every
     /// file is complete, whether or not its conmon has gone yet (it stays
@@ -369,10 +413,13 @@ fn is_id(s: &str) -> bool {
 /// are where the infra container's are with its ID replaced by the
 /// container's; a conmon found through its pid file must name the
 /// container's ID and name on its command line, which checks podman's
-/// order. `None` when anything does not match: ask podman then.
+/// order. `None` when anything does not match: ask podman then. While the
+/// containers are being started (`ends.starting`), one not started yet is
+/// found once it is ([`LogSource::started`]).
 pub(crate) fn sources(
     full_names: &[String],
     played: &Played,
+    ends: &PodEnds,
 ) -> Option<BTreeMap<String, LogSource>> {
     let ids = &played.containers;
     if ids.is_empty() || ids.len() != full_names.len() {
@@ -392,12 +439,16 @@ pub(crate) fn sources(
     for (name, id) in full_names.iter().zip(ids) {
         let path = with_id(log, known, id)?;
         let oom_file = path.parent().map(|d| d.join("oom"));
-        let (conmon, exit_file) = match conmon_of(&with_id(pidfile, known, id)?, id, name) {
-            Conmon::Runs(p, exit_dir) => (Some(p), exit_dir.map(|d| d.join(id))),
-            Conmon::Gone => (None, None),
-            Conmon::Unknown => return None,
+        let pidfile = with_id(pidfile, known, id)?;
+        let (conmon, exit_file, pending) = match conmon_of(&pidfile, id, name) {
+            Conmon::Runs(p, exit_dir) => (Some(p), exit_dir.map(|d| d.join(id)), None),
+            Conmon::Gone => (None, None, None),
+            Conmon::NotStarted if ends.starting.load(Ordering::SeqCst) => {
+                (None, None, Some((pidfile, id.clone())))
+            }
+            Conmon::NotStarted | Conmon::Unknown => return None,
         };
-        let ended = conmon.is_none();
+        let ended = conmon.is_none() && pending.is_none();
         found.insert(
             name.clone(),
             LogSource {
@@ -406,6 +457,7 @@ pub(crate) fn sources(
                 ended,
                 exit_file,
                 oom_file,
+                pending,
             },
         );
     }
@@ -413,9 +465,13 @@ pub(crate) fn sources(
 }
 
 /// Whether each container's end will be seen by its follower: the exit
-/// file of every one of `sources` is known.
+/// file of every one of `sources` is known, or will be once it has started
+/// (a follower that then sees no end says so).
 pub(crate) fn exits_watchable(sources: &BTreeMap<String, LogSource>, containers: usize) -> bool {
-    sources.len() == containers && sources.values().all(|s| s.exit_file.is_some())
+    sources.len() == containers
+        && sources
+            .values()
+            .all(|s| s.exit_file.is_some() || s.pending.is_some())
 }
 
 /// `path` with its component `id` (there must be exactly one) replaced by
@@ -445,9 +501,12 @@ enum Conmon {
     /// It ran and has ended (its process is gone, or the pid is another
     /// process's now): the container has ended and its file is complete.
     Gone,
-    /// No pid file, or a conmon of this container under another name:
-    /// nothing can be told from here.
+    /// A conmon of this container under another name: nothing can be told
+    /// from here.
     Unknown,
+    /// No pid file (yet): the container has not been started, or its
+    /// conmon's files are gone.
+    NotStarted,
 }
 
 /// The conmon of container `id` (named `name`), from its pid file: the
@@ -455,7 +514,7 @@ enum Conmon {
 /// (`-c ID … -n NAME`), read while the same process runs.
 fn conmon_of(pidfile: &Path, id: &str, name: &str) -> Conmon {
     let Some(pid) = read_small(pidfile, 32).and_then(|t| t.trim().parse::<i32>().ok()) else {
-        return Conmon::Unknown;
+        return Conmon::NotStarted;
     };
     let Some(proc) = ProcId::of(pid) else {
         return Conmon::Gone;
@@ -637,13 +696,67 @@ mod tests {
         }
     }
 
+    /// A source looked up before its container started.
+    fn pending(dir: &Path, id: &str) -> LogSource {
+        LogSource {
+            path: dir.join("ctr.log"),
+            conmon: None,
+            ended: false,
+            exit_file: None,
+            oom_file: None,
+            pending: Some((dir.join("conmon.pid"), id.to_string())),
+        }
+    }
+
+    #[test]
+    fn a_container_looked_up_before_its_start_is_found_once_started() {
+        let dir = std::env::temp_dir().join(format!("tkt-pending-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ends = PodEnds::default();
+        ends.starting.store(true, Ordering::SeqCst);
+        // Its conmon and then its log file appear while `started` waits.
+        let fake = Fake::new(
+            &dir,
+            &["-c", A, "-n", "pod-step-a", "--exit-dir", "/run/x/exits"],
+        );
+        let pid = fake.0.id();
+        let writer = {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                std::fs::write(dir.join("conmon.pid"), pid.to_string()).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+                std::fs::write(dir.join("ctr.log"), "").unwrap();
+            })
+        };
+        let s = pending(&dir, A).started("pod-step-a", &ends).unwrap();
+        writer.join().unwrap();
+        assert!(
+            dir.join("ctr.log").exists(),
+            "taken before its log file was made"
+        );
+        assert_eq!(s.conmon.map(|p| p.pid), Some(pid as i32));
+        assert_eq!(s.exit_file, Some(Path::new("/run/x/exits").join(A)));
+        assert!(!s.ended);
+        // Another container's conmon under its pid file: not followed here.
+        assert!(pending(&dir, A).started("pod-step-b", &ends).is_none());
+        drop(fake);
+        // Never started: once the start is over, it has ended (what its
+        // file holds, if anything, is all there is).
+        std::fs::remove_file(dir.join("conmon.pid")).unwrap();
+        ends.starting.store(false, Ordering::SeqCst);
+        let s = pending(&dir, A).started("pod-step-a", &ends).unwrap();
+        assert!(s.ended && s.conmon.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_conmon_is_taken_only_when_its_command_line_names_the_container() {
         let dir = std::env::temp_dir().join(format!("tkt-conmon-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let pidfile = dir.join("conmon.pid");
-        // No pid file: nothing can be told.
-        assert_eq!(conmon_of(&pidfile, A, "pod-step-a"), Conmon::Unknown);
+        // No pid file: not started (or its files are gone).
+        assert_eq!(conmon_of(&pidfile, A, "pod-step-a"), Conmon::NotStarted);
         // A pid no process has: it has ended.
         let mut gone = Command::new("true").spawn().unwrap();
         let gone_pid = gone.id();

@@ -76,6 +76,49 @@ pub fn on_host(
     Ok(true)
 }
 
+/// Does `place-scripts`' work for `spec` (an adapted pod, its volumes made
+/// under `run_dir`) and removes it: each script the engine encoded in its
+/// text is written, executable, into the host directory of the scripts
+/// volume. Returns whether it did; a text that is not exactly the
+/// engine's leaves the init container in place.
+///
+/// # Errors
+/// A script cannot be written.
+pub fn scripts_on_host(spec: &mut PodSpec, run_dir: &Path) -> Result<bool, RuntimeError> {
+    let text = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == PLACE_SCRIPTS)
+        .and_then(|c| match (c.command.as_deref(), c.args.as_deref()) {
+            (Some([sh]), Some(args)) if sh == "sh" => tektite_engine::pod::shell_text(args),
+            _ => None,
+        });
+    let Some(scripts) = text
+        .as_deref()
+        .and_then(tektite_engine::pod::placed_scripts)
+    else {
+        return Ok(false);
+    };
+    let Some(dir) = host_dir(spec, "tekton-internal-scripts")
+        .and_then(|d| Some(d.strip_prefix(run_dir).ok()?.to_path_buf()))
+    else {
+        return Ok(false);
+    };
+    for (file, bytes) in scripts {
+        let name = Path::new(&file).file_name().unwrap_or_default();
+        crate::beneath::create(run_dir, &dir.join(name), &bytes, 0o755)
+            .map_err(|e| err(format!("cannot place script {file}: {e}")))?;
+    }
+    if let Some(init) = spec.init_containers.as_mut() {
+        init.retain(|c| c.name != PLACE_SCRIPTS);
+    }
+    Ok(true)
+}
+
+/// The init container that writes the steps' scripts.
+const PLACE_SCRIPTS: &str = "place-scripts";
+
 /// The steps `prepare` links, when it is the engine's: `/ko-app/entrypoint
 /// init SRC /tekton/bin/entrypoint STEP…`.
 fn prepare_steps(spec: &PodSpec) -> Option<Vec<String>> {
