@@ -1,4 +1,5 @@
-//! Writes the CRDs generated from the types into a directory (`crds/`).
+//! Writes the CRDs generated from the types into a directory (`crds/`),
+//! and their schemas into its `schemas/`.
 
 use std::process::ExitCode;
 
@@ -9,7 +10,13 @@ fn main() -> ExitCode {
     };
     for (name, text) in tektite_api::crd::files() {
         let path = std::path::Path::new(&dir).join(name);
-        let tmp = path.with_extension("yaml.tmp");
+        let tmp = path.with_extension("tmp");
+        if let Some(parent) = path.parent()
+            && let Err(e) = std::fs::create_dir_all(parent)
+        {
+            eprintln!("tektite-crdgen: cannot make {}: {e}", parent.display());
+            return ExitCode::FAILURE;
+        }
         // Write then rename, so an interrupted run leaves no half-written CRD.
         if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
             eprintln!("tektite-crdgen: cannot write {}: {e}", path.display());
