@@ -97,6 +97,14 @@ step "cargo test"
 # Libraries, binaries and integration tests (no doctests: the crates have
 # none, and benches run with hack/bench.sh).
 cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$tmp/test.log"
+if [ "${TEKTITE_SKIP_PODMAN:-}" != 1 ]; then
+  step "tkt run on podman again, with the static entrypoint an install has"
+  # Above, the debug entrypoint: podman pods keep their init containers and
+  # podman starts them. With the static one, tkt places the scripts, makes
+  # the pod and starts its containers in step order itself.
+  TEKTITE_TEST_ENTRYPOINT=static cargo test --locked -p tektite-cli --test run podman:: 2>&1 |
+    tee -a "$tmp/test.log"
+fi
 passed=$(awk '/^test result:/ {s += $4} END {print s+0}' "$tmp/test.log")
 failed=$(awk '/^test result:/ {s += $6} END {print s+0}' "$tmp/test.log")
 

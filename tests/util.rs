@@ -67,10 +67,16 @@ pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     v
 }
 
-/// The entrypoint binary the process runtime uses, built (once per test
-/// binary) so that it is the one of this source tree.
+/// The entrypoint binary the runs use, built (once per test binary) so
+/// that it is the one of this source tree: the debug build, or with
+/// `TEKTITE_TEST_ENTRYPOINT=static` the static one an install has (podman
+/// then plays pods without init containers and starts their containers
+/// itself).
 pub fn entrypoint_env() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if std::env::var("TEKTITE_TEST_ENTRYPOINT").is_ok_and(|v| v == "static") {
+        return static_entrypoint();
+    }
     BUILT
         .get_or_init(|| {
             let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
