@@ -102,7 +102,7 @@ if [ "${TEKTITE_SKIP_PODMAN:-}" != 1 ]; then
   # Above, the debug entrypoint: podman pods keep their init containers and
   # podman starts them. With the static one, tkt places the scripts, makes
   # the pod and starts its containers in step order itself.
-  TEKTITE_TEST_ENTRYPOINT=static cargo test --locked -p tektite-cli --test run podman:: 2>&1 |
+  TEKTITE_TEST_ENTRYPOINT=static cargo test --workspace --locked --test run podman:: 2>&1 |
     tee -a "$tmp/test.log"
 fi
 passed=$(awk '/^test result:/ {s += $4} END {print s+0}' "$tmp/test.log")

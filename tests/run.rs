@@ -1432,3 +1432,53 @@ fn a_pod_podman_cannot_start_fails_the_run_and_is_removed() {
     );
     assert!(!stderr.contains("never"), "{stderr}");
 }
+
+/// With the static entrypoint, `tkt` looked for a container's log file as
+/// soon as its conmon's pid file was there, which may be just before conmon
+/// makes the file: the follower then fell back to reading the output once
+/// the container had ended, so a running step showed nothing (two runs in
+/// three here). Three runs of a step that prints a line and then runs on:
+/// each time the line reaches the store while it runs.
+#[test]
+fn regression_podman_showed_a_running_steps_output_only_once_it_ended() {
+    if !ready("podman") {
+        return;
+    }
+    let s = State::new("podman-live-output");
+    let file = scratch_file(
+        &s,
+        "live.yaml",
+        "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata:\n  generateName: live-\nspec:\n  taskSpec:\n    steps:\n      - {name: run, image: localhost/tektite/busybox:latest, script: \"echo step running; sleep 124\"}\n",
+    );
+    let sd = s.arg();
+    for attempt in 1..=3 {
+        let mut child = tkt_run("podman")
+            .args(["-f", &file, "--state-dir", &sd])
+            .env("TEKTITE_ENTRYPOINT", static_entrypoint())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let shown = || {
+            std::fs::read_dir(s.0.join("logs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|d| {
+                    std::fs::read_to_string(d.path().join("step-run.log"))
+                        .is_ok_and(|t| t.contains("step running"))
+                })
+                .count()
+        };
+        let start = Instant::now();
+        while shown() < attempt && start.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let live = shown();
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let out = wait_bounded(&mut child);
+        assert_eq!(out.status.code(), Some(130));
+        assert_eq!(live, attempt, "run {attempt}: not shown while it ran");
+    }
+}

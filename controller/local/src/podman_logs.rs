@@ -52,38 +52,45 @@ pub(crate) struct LogSource {
 
 impl LogSource {
     /// This source once its container has started (when it was looked up
-    /// before): its conmon and exit file, once the pid file and the log
-    /// file are there. A container whose start is over without it never
-    /// started; one whose conmon is not its own cannot be followed here
-    /// (`None`).
+    /// before): its conmon and exit file, once the pid file is there; and
+    /// once its log file is there, which conmon makes just after its pid
+    /// file (not waited for past conmon's end or the pod's stop). A
+    /// container whose start is over without it never started; one whose
+    /// conmon is not its own cannot be followed here (`None`).
     pub(crate) fn started(mut self, full_name: &str, ends: &PodEnds) -> Option<LogSource> {
-        let Some((pidfile, id)) = self.pending.take() else {
-            return Some(self);
-        };
-        loop {
-            // Read before looking: a start over by then has started it.
-            let starting =
-                ends.starting.load(Ordering::SeqCst) && !ends.stopped.load(Ordering::SeqCst);
-            match conmon_of(&pidfile, &id, full_name) {
-                // conmon makes the log file as it starts the container.
-                Conmon::Runs(p, exit_dir) if self.path.exists() || !p.alive() => {
-                    self.conmon = Some(p);
-                    self.exit_file = exit_dir.map(|d| d.join(&id));
-                    return Some(self);
+        let stopped = || ends.stopped.load(Ordering::SeqCst);
+        if let Some((pidfile, id)) = self.pending.take() {
+            loop {
+                // Read before looking: a start over by then has started it.
+                let starting = ends.starting.load(Ordering::SeqCst) && !stopped();
+                match conmon_of(&pidfile, &id, full_name) {
+                    Conmon::Runs(p, exit_dir) => {
+                        self.conmon = Some(p);
+                        self.exit_file = exit_dir.map(|d| d.join(&id));
+                        break;
+                    }
+                    Conmon::Gone => {
+                        self.ended = true;
+                        return Some(self);
+                    }
+                    Conmon::NotStarted if !starting => {
+                        self.ended = true;
+                        return Some(self);
+                    }
+                    Conmon::Unknown => return None,
+                    Conmon::NotStarted => {}
                 }
-                Conmon::Gone => {
-                    self.ended = true;
-                    return Some(self);
-                }
-                Conmon::NotStarted if !starting => {
-                    self.ended = true;
-                    return Some(self);
-                }
-                Conmon::Unknown => return None,
-                Conmon::Runs(..) | Conmon::NotStarted => {}
+                std::thread::sleep(Duration::from_millis(10));
             }
+        }
+        while let Some(c) = &self.conmon
+            && !self.path.exists()
+            && c.alive()
+            && !stopped()
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
+        Some(self)
     }
 }
 
@@ -112,7 +119,16 @@ pub(crate) fn inspected_sources(
 fn log_source(line: &str) -> Option<(String, LogSource)> {
     let mut f = line.split('\t');
     let (name, status, pid, path) = (f.next()?, f.next()?, f.next()?, f.next()?);
+    let (id, pidfile) = (f.next(), f.next());
     let conmon = pid.parse::<i32>().ok().filter(|p| *p > 0);
+    // Made but not started yet (`tkt` may be starting it): its conmon is
+    // looked for once it is ([`LogSource::started`]).
+    let pending = match (conmon, id, pidfile) {
+        (None, Some(id), Some(pidfile)) if status == "created" && is_id(id) => {
+            Some((PathBuf::from(pidfile), id.to_string()))
+        }
+        _ => None,
+    };
     Some((
         name.to_string(),
         LogSource {
@@ -121,7 +137,7 @@ fn log_source(line: &str) -> Option<(String, LogSource)> {
             ended: !LIVE_STATES.contains(&status),
             exit_file: None,
             oom_file: None,
-            pending: None,
+            pending,
         },
     ))
 }
@@ -392,7 +408,8 @@ impl Played {
             } else if is_id(line) {
                 match section {
                     "Pod" if played.pod.is_none() => played.pod = Some(line.to_string()),
-                    "Containers" => played.containers.push(line.to_string()),
+                    // "Container:" when there is one.
+                    "Containers" | "Container" => played.containers.push(line.to_string()),
                     _ => {}
                 }
             }
@@ -576,6 +593,9 @@ mod tests {
         let p = Played::parse(&report);
         assert_eq!(p.pod.as_deref(), Some(POD));
         assert_eq!(p.containers, [A, B]);
+        // One container: podman says "Container:".
+        let one = Played::parse(&format!("Pod:\n{POD}\nContainer:\n{A}\n"));
+        assert_eq!(one.containers, [A]);
         // Nothing printed (an older podman, --quiet): nothing known.
         assert_eq!(Played::parse(""), Played::default());
         // Lines that are not IDs are not taken for one.
@@ -730,16 +750,23 @@ mod tests {
             })
         };
         let s = pending(&dir, A).started("pod-step-a", &ends).unwrap();
-        writer.join().unwrap();
         assert!(
             dir.join("ctr.log").exists(),
             "taken before its log file was made"
         );
+        writer.join().unwrap();
         assert_eq!(s.conmon.map(|p| p.pid), Some(pid as i32));
         assert_eq!(s.exit_file, Some(Path::new("/run/x/exits").join(A)));
         assert!(!s.ended);
         // Another container's conmon under its pid file: not followed here.
         assert!(pending(&dir, A).started("pod-step-b", &ends).is_none());
+        // A log file that does not appear is not waited for once the pod
+        // has been stopped.
+        std::fs::remove_file(dir.join("ctr.log")).unwrap();
+        ends.stopped.store(true, Ordering::SeqCst);
+        let s = pending(&dir, A).started("pod-step-a", &ends).unwrap();
+        assert_eq!(s.conmon.map(|p| p.pid), Some(pid as i32));
+        ends.stopped.store(false, Ordering::SeqCst);
         drop(fake);
         // Never started: once the start is over, it has ended (what its
         // file holds, if anything, is all there is).

@@ -717,19 +717,13 @@ fn start_in_order(
             spawn_pod_command(&mut cmd, &what, journal)
         })
         .collect();
-    let mut failed = None;
+    let mut failed = Ok(());
     for child in started {
         if let Err(e) = child.and_then(|c| pod_command_output(&what, c)) {
-            failed.get_or_insert(e);
+            failed = failed.and(Err(e));
         }
     }
-    match failed {
-        Some(e) => {
-            remove_pod(name);
-            Err(e)
-        }
-        None => Ok(()),
-    }
+    failed
 }
 
 /// Starts a podman command that makes or starts a pod, in a session of its
@@ -819,10 +813,13 @@ impl PodmanPod {
             let started = start_in_order(&name, &start_order(pod, &name), env.journal);
             p.ends.starting.store(false, Ordering::SeqCst);
             if let Err(e) = started {
-                p.ends.stopped.store(true, Ordering::SeqCst);
+                // What did start is stopped and its output read whole
+                // before the pod goes.
+                p.stop(true);
                 for f in p.followers.drain(..) {
                     let _ = f.join();
                 }
+                remove_pod(&name);
                 return Err(e);
             }
         }
