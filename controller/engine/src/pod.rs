@@ -1414,19 +1414,29 @@ pub fn shell_text(args: &[String]) -> Option<String> {
 /// The `place-scripts` block for one script: written base64 (no quoting
 /// problems), then decoded in place by the entrypoint.
 fn script_block(file: &str, script: &str) -> String {
-    use base64::Engine as _;
     let text = if script.trim_start().starts_with("#!") {
         script.to_string()
     } else {
         format!("#!/bin/sh\nset -e\n{script}")
     };
-    let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
-    format!(
-        "scriptfile=\"{file}\"\ntouch ${{scriptfile}} && chmod +x ${{scriptfile}}\n\
-         cat > ${{scriptfile}} << '_EOF_'\n{encoded}\n_EOF_\n\
-         {} decode-script \"${{scriptfile}}\"\n",
-        ep::ENTRYPOINT
-    )
+    scripts_text(&[(file.to_string(), text.into_bytes())], ep::ENTRYPOINT)
+}
+
+/// The `place-scripts` text that writes each of `scripts` (a file and its
+/// whole text) and has `entrypoint` decode it in place: what
+/// [`placed_scripts`] reads back (with the engine's entrypoint path).
+pub fn scripts_text(scripts: &[(String, Vec<u8>)], entrypoint: &str) -> String {
+    use base64::Engine as _;
+    let mut out = String::new();
+    for (file, text) in scripts {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+        out.push_str(&format!(
+            "scriptfile=\"{file}\"\ntouch ${{scriptfile}} && chmod +x ${{scriptfile}}\n\
+             cat > ${{scriptfile}} << '_EOF_'\n{encoded}\n_EOF_\n\
+             {entrypoint} decode-script \"${{scriptfile}}\"\n"
+        ));
+    }
+    out
 }
 
 /// The scripts a `place-scripts` text made of [`script_block`]s writes:

@@ -301,43 +301,27 @@ fn rewrite(s: &str, table: &[(String, PathBuf)]) -> String {
     out
 }
 
-/// Rewrites the text `place-scripts` runs: its own paths with `own`, and
-/// each script (base64 between the `_EOF_` lines) decoded, rewritten with
-/// the table of the container that runs it, and encoded again.
+/// Rewrites the text `place-scripts` runs, when it is the engine's: its
+/// own paths (each script file, the entrypoint) with `own`, and each script
+/// rewritten with the table of the container that runs it.
 fn rewrite_place_scripts(
     text: &str,
     own: &[(String, PathBuf)],
     tables: &BTreeMap<String, Vec<(String, PathBuf)>>,
-) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut out = String::new();
-    let mut file = String::new();
-    let mut in_body = false;
-    for line in text.lines() {
-        if let Some(f) = line
-            .strip_prefix("scriptfile=\"")
-            .and_then(|l| l.strip_suffix('"'))
-        {
-            file = f.to_string();
-        }
-        if in_body && line != "_EOF_" {
-            let decoded = b64
-                .decode(line.trim())
-                .ok()
-                .and_then(|d| String::from_utf8(d).ok());
-            match (decoded, tables.get(&file)) {
-                (Some(script), Some(t)) => out.push_str(&b64.encode(rewrite(&script, t))),
-                _ => out.push_str(line),
-            }
-            out.push('\n');
-            continue;
-        }
-        in_body = line.ends_with("<< '_EOF_'");
-        out.push_str(&rewrite(line, own));
-        out.push('\n');
-    }
-    out
+) -> Option<String> {
+    let scripts: Vec<(String, Vec<u8>)> = tektite_engine::pod::placed_scripts(text)?
+        .into_iter()
+        .map(|(file, bytes)| {
+            let text = match (String::from_utf8(bytes), tables.get(&file)) {
+                (Ok(script), Some(t)) => rewrite(&script, t).into_bytes(),
+                (Ok(script), None) => script.into_bytes(),
+                (Err(e), _) => e.into_bytes(),
+            };
+            (rewrite(&file, own), text)
+        })
+        .collect();
+    let entrypoint = rewrite(tektite_entrypoint::contract::ENTRYPOINT, own);
+    Some(tektite_engine::pod::scripts_text(&scripts, &entrypoint))
 }
 
 fn command_of(c: &Container) -> Vec<String> {
@@ -500,13 +484,10 @@ impl<'a> Launcher<'a> {
         let mut words: Vec<String> = original.iter().map(|w| rewrite(w, &t)).collect();
         if c.name == "place-scripts"
             && let Some(text) = original.get(1..).and_then(tektite_engine::pod::shell_text)
+            && let Some(placed) = rewrite_place_scripts(&text, &t, &self.script_tables)
         {
             words.truncate(1);
-            words.extend(tektite_engine::pod::shell_args(rewrite_place_scripts(
-                &text,
-                &t,
-                &self.script_tables,
-            )));
+            words.extend(tektite_engine::pod::shell_args(placed));
         }
         // The wrapper reads results from a default path: name it.
         if original.first().map(String::as_str) == Some(tektite_entrypoint::contract::ENTRYPOINT) {

@@ -1183,13 +1183,7 @@ impl PodmanPod {
             if all_ended {
                 self.wait_for_infra();
             }
-            let _ = Command::new("podman")
-                .args(["pod", "rm", "--force", "--time", "0", &self.name])
-                .process_group(0)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            remove_pod(&self.name);
         }
         for f in self.followers.drain(..) {
             let _ = f.join();
