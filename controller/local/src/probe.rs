@@ -752,7 +752,19 @@ mod tests {
         let e = http_get("127.0.0.1", port, "/", &[], t).unwrap_err();
         assert!(e.contains("statuscode: 503"), "{e}");
         server.join().unwrap();
-        // Nothing listens there any more.
-        assert!(connect("127.0.0.1", port, t).is_err());
+        // A port held by a socket that does not listen refuses connections.
+        let held = not_listening();
+        assert!(connect("127.0.0.1", held.1, t).is_err());
+    }
+
+    /// A TCP socket bound to a loopback port without listening on it, and
+    /// its port: no other test can take the port while it is held.
+    fn not_listening() -> (rustix::fd::OwnedFd, u16) {
+        use rustix::net::{AddressFamily, SocketType};
+        let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+        let any = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0);
+        rustix::net::bind(&fd, &any).unwrap();
+        let addr = rustix::net::getsockname(&fd).unwrap();
+        (fd, std::net::SocketAddr::try_from(addr).unwrap().port())
     }
 }
