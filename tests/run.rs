@@ -46,6 +46,10 @@ impl State {
 
 impl Drop for State {
     fn drop(&mut self) {
+        // What a run kept (`--keep`) on the tmpfs, too.
+        if let Some(base) = tektite_local::tmpfs::base() {
+            let _ = std::fs::remove_dir_all(tektite_local::tmpfs::store_dir(base, &self.0));
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -192,6 +196,113 @@ fn podman_with_a_static_entrypoint_needs_no_prepare_container() {
             .any(|m| m["mountPath"] == "/tekton/bin/entrypoint" && m["readOnly"] == true),
         "{step}"
     );
+}
+
+/// A pod's bookkeeping (the steps' run directories, step links and, on
+/// podman, termination files) is kept in the `TEKTITE_RUN_TMPFS` directory
+/// while its workspaces stay in the store's work directory; the steps see
+/// the same paths and rights. `--keep` keeps it until the run is deleted;
+/// otherwise it goes with the run.
+fn a_pods_bookkeeping_is_kept_on_the_tmpfs_and_removed_with_the_run(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-tmpfs"));
+    std::fs::create_dir_all(&s.0).unwrap();
+    // On a tmpfs when the machine has one, so the steps can tell.
+    let shm = Path::new("/dev/shm");
+    let fast = if tektite_local::tmpfs::is_tmpfs(shm) {
+        shm.join(format!("tkt-run-fast-{rt}-{}", std::process::id()))
+    } else {
+        s.0.join("fast")
+    };
+    let _ = std::fs::remove_dir_all(&fast);
+    let yaml = r#"apiVersion: tekton.dev/v1
+kind: TaskRun
+metadata: {name: fast}
+spec:
+  workspaces: [{name: w, emptyDir: {}}]
+  taskSpec:
+    workspaces: [{name: w}]
+    steps:
+      - {name: a, image: localhost/tektite/busybox:latest, script: "echo a-ran > $(workspaces.w.path)/a"}
+      - name: b
+        image: localhost/tektite/busybox:latest
+        script: |
+          echo "own $(stat -f -c %T /tekton/run/1) workspace $(stat -f -c %T /workspace/w)"
+          echo "a exited $(cat /tekton/steps/step-a/exitCode) and left $(cat /workspace/w/a)"
+          touch /tekton/run/0/x 2>/dev/null && echo "wrote into step a's directory"
+          true
+"#;
+    let file = s.0.join("fast.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let run_once = |keep: bool| {
+        let mut cmd = tkt_run(rt);
+        cmd.args(["-f", &file.to_string_lossy(), "--state-dir", &s.arg()])
+            .env(tektite_local::tmpfs::ENV, &fast);
+        if keep {
+            cmd.arg("--keep");
+        }
+        cmd.output().unwrap()
+    };
+    let out = run_once(true);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let remove_kept_pod = || {
+        if rt == "podman" {
+            let _ = Command::new("podman")
+                .args(["pod", "rm", "--force", "--time", "0", "fast-pod"])
+                .output();
+        }
+    };
+    remove_kept_pod();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("a exited 0 and left a-ran"), "{text}");
+    assert!(!text.contains("wrote into step a's directory"), "{text}");
+    if tektite_local::tmpfs::is_tmpfs(shm) && !tektite_local::tmpfs::is_tmpfs(&s.0) {
+        assert!(text.contains("own tmpfs workspace ext"), "{text}");
+    }
+    let kept = walk(&fast);
+    let has = |end: &str| kept.iter().any(|p| p.ends_with(end));
+    assert!(has("tekton-internal-runs/1/status/exitCode"), "{kept:?}");
+    assert!(has("tekton-internal-steps/step-b"), "{kept:?}");
+    if rt == "podman" {
+        assert!(has("termination-1"), "{kept:?}");
+    }
+    let on_disk = walk(&s.0.join("work"));
+    assert!(
+        on_disk.iter().all(|p| !p.to_string_lossy().contains("tekton-internal-run")),
+        "{on_disk:?}"
+    );
+    // The workspace's file, in its volume's directory.
+    assert!(
+        on_disk.iter().any(|p| p.ends_with("a") && std::fs::read(p).unwrap() == b"a-ran\n"),
+        "{on_disk:?}"
+    );
+    // Deleting the kept run removes both.
+    let del = Command::new(tkt_path())
+        .args(["tr", "delete", "fast", "--state-dir", &s.arg()])
+        .env(tektite_local::tmpfs::ENV, &fast)
+        .output()
+        .unwrap();
+    assert!(del.status.success(), "{}", String::from_utf8_lossy(&del.stderr));
+    assert_eq!(walk(&fast), Vec::<PathBuf>::new());
+    assert_eq!(walk(&s.0.join("work")), Vec::<PathBuf>::new());
+    // Without --keep, nothing is left once the run is over.
+    let out = run_once(false);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(walk(&fast), Vec::<PathBuf>::new());
+    std::fs::remove_dir_all(&fast).unwrap();
+}
+
+#[test]
+fn a_pods_bookkeeping_is_kept_on_the_tmpfs_and_removed_with_the_run_process() {
+    a_pods_bookkeeping_is_kept_on_the_tmpfs_and_removed_with_the_run("process");
+}
+
+#[test]
+fn a_pods_bookkeeping_is_kept_on_the_tmpfs_and_removed_with_the_run_podman() {
+    a_pods_bookkeeping_is_kept_on_the_tmpfs_and_removed_with_the_run("podman");
 }
 
 /// Every file under `dir`.

@@ -191,12 +191,22 @@ impl Scratch {
         v.sort();
         v
     }
-    /// What is left under `work/` and `live/`.
+    /// The store's directory on the tmpfs (`tektite_local::tmpfs`), if
+    /// this machine has one.
+    pub fn fast(&self) -> Option<PathBuf> {
+        let base = tektite_local::tmpfs::base()?;
+        Some(tektite_local::tmpfs::store_dir(base, &self.state()))
+    }
+    /// What is left under `work/` and `live/`, and in the store's
+    /// directory on the tmpfs (as `fast/`).
     pub fn leftovers(&self) -> Vec<String> {
+        let fast = self.fast().map(|f| ("fast", f));
         ["work", "live"]
             .iter()
-            .flat_map(|d| {
-                std::fs::read_dir(self.state().join(d))
+            .map(|d| (*d, self.state().join(d)))
+            .chain(fast)
+            .flat_map(|(d, dir)| {
+                std::fs::read_dir(dir)
                     .into_iter()
                     .flatten()
                     .flatten()
@@ -208,6 +218,9 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if let Some(f) = self.fast() {
+            let _ = std::fs::remove_dir_all(f);
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

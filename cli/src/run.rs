@@ -1168,6 +1168,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
             keep: args.keep,
             config,
             work: PathBuf::new(),
+            fast_work: PathBuf::new(),
             claims,
             grace,
             env,
@@ -1299,9 +1300,9 @@ fn run_job(ctx: &JobContext<'_>, mut job: Job) -> anyhow::Result<Result<u8, Refu
         Err(code) => return Ok(Err(code)),
     };
     let (name, kind) = (job.name(), job.kind());
-    let work = ctx.store.work_dir(kind, &name);
     let opts = Options {
-        work: work.clone(),
+        work: ctx.store.work_dir(kind, &name),
+        fast_work: ctx.store.fast_work_dir(kind, &name),
         journal: Some(journal.clone()),
         ..ctx.opts.clone()
     };
@@ -1356,7 +1357,7 @@ fn run_job(ctx: &JobContext<'_>, mut job: Job) -> anyhow::Result<Result<u8, Refu
     drop(runner);
     let _ = printer.join();
     if !ctx.args.keep {
-        let _ = std::fs::remove_dir_all(&work);
+        let _ = ctx.store.remove_work_dir(kind, &name);
     }
     // Recorded: nothing of this run is left to recover.
     drop(held);

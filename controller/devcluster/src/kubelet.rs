@@ -156,9 +156,11 @@ fn run(api: &Shared, dir: &std::path::Path, store: &Store, stop: &AtomicBool) {
                 }
             };
             // Logs are kept by pod: each retry of a TaskRun has its own.
+            let run_dir = dir.join(&k.name);
             let env = PodEnv {
                 task_run: &k.name,
-                run_dir: &dir.join(&k.name),
+                run_dir: &run_dir,
+                fast_dir: &run_dir,
                 claims: &BTreeMap::new(),
                 claims_dir: &dir.join("claims"),
                 store,

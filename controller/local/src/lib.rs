@@ -17,4 +17,5 @@ pub mod procs;
 pub mod runner;
 pub mod runtime;
 pub mod store;
+pub mod tmpfs;
 pub mod values;

@@ -25,25 +25,25 @@ use crate::runtime::{RuntimeError, host_path_volume};
 const VOLUME: &str = "tektite-entrypoint";
 
 /// Does `prepare`'s work for `spec` (an adapted pod, its volumes made under
-/// `run_dir`) and removes it; returns whether there was one.
+/// the directories `ours`) and removes it; returns whether there was one.
 ///
 /// # Errors
 /// A link cannot be made.
 pub fn on_host(
     spec: &mut PodSpec,
-    run_dir: &Path,
+    ours: &[&Path],
     entrypoint: &Path,
 ) -> Result<bool, RuntimeError> {
     let Some(steps) = prepare_steps(spec) else {
         return Ok(false);
     };
-    let Some(dir) = host_dir(spec, "tekton-internal-steps").filter(|d| d.starts_with(run_dir))
-    else {
+    let is_ours = |d: &PathBuf| ours.iter().any(|r| d.starts_with(r));
+    let Some(dir) = host_dir(spec, "tekton-internal-steps").filter(is_ours) else {
         return Ok(false);
     };
     tektite_entrypoint::subcommands::step_links(&dir, Path::new(RUN_DIR), &steps).map_err(err)?;
     // The mount point, made here: steps mount `/tekton/bin` read-only.
-    if let Some(bin) = host_dir(spec, "tekton-internal-bin").filter(|d| d.starts_with(run_dir)) {
+    if let Some(bin) = host_dir(spec, "tekton-internal-bin").filter(is_ours) {
         use std::os::unix::fs::OpenOptionsExt as _;
         let point = bin.join("entrypoint");
         std::fs::OpenOptions::new()
@@ -188,7 +188,7 @@ fn static_elf(b: &[u8]) -> bool {
 
 /// The volume that holds every step's run directory, mounted read-only at
 /// `/tekton/run` in each step that reads the others'.
-const RUNS: &str = "tekton-internal-runs";
+pub(crate) const RUNS: &str = "tekton-internal-runs";
 
 /// Where step `i`'s report is, under the run directory of a pod laid out
 /// by [`merge_run_volumes`].

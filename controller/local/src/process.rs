@@ -565,15 +565,21 @@ impl ProcessPod {
         entrypoint: &Path,
     ) -> Result<ProcessPod, RuntimeError> {
         let mut adapted = podman::adapt(pod, env.run_dir, env.claims_dir, env.claims);
+        // Rewrite mode keeps its volumes in its file tree.
+        let fast_dir = match mode() {
+            Mode::Namespace => env.fast_dir,
+            Mode::Rewrite => env.run_dir,
+        };
         if mode() == Mode::Namespace {
-            crate::prepare::merge_run_volumes(&mut adapted, env.run_dir);
+            crate::tmpfs::move_internal_volumes(&mut adapted, env.run_dir, fast_dir);
+            crate::prepare::merge_run_volumes(&mut adapted, fast_dir);
         }
         crate::runtime::make_volume_dirs(&adapted.dirs, env)?;
         if let Some(spec) = adapted.pod.spec.as_mut() {
             crate::runtime::subpath_volumes(spec, env)?;
             // Rewrite mode keeps it: its paths are rewritten per container.
             if mode() == Mode::Namespace {
-                crate::prepare::on_host(spec, env.run_dir, entrypoint)?;
+                crate::prepare::on_host(spec, &[env.run_dir, fast_dir], entrypoint)?;
             }
         }
         let volumes = host_volumes(&adapted.pod);
@@ -607,7 +613,7 @@ impl ProcessPod {
             procs: Vec::new(),
             threads: Vec::new(),
             last_step: None,
-            reports: crate::runtime::StepReports::new(env.run_dir, tree),
+            reports: crate::runtime::StepReports::new(fast_dir, tree),
         };
         for c in &spec.containers {
             if let Err(e) = p.start_container(&launcher, c, env) {
@@ -653,16 +659,21 @@ impl ProcessPod {
         } else {
             None
         };
-        // One thread reads both pipes.
-        let mut readers = Vec::new();
+        // One thread reads both pipes, and says when it is done (a channel,
+        // not a poll: the steps' output is passed on one after another, so
+        // a poll's period would be paid once per step).
+        let mut reader = None;
         if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
             let (sink, after) = (sink.clone(), after.clone());
-            readers.push(std::thread::spawn(move || {
+            let (done, read) = std::sync::mpsc::channel::<()>();
+            let handle = std::thread::spawn(move || {
                 if let Some(before) = after {
                     before.wait();
                 }
                 logs::pump_pair(out, err, &sink);
-            }));
+                let _ = done.send(());
+            });
+            reader = Some((handle, read));
         }
         let (st, tx) = (state.clone(), env.signals.clone());
         let leader_last = self.tree;
@@ -678,12 +689,12 @@ impl ProcessPod {
             // A process that left the session and outlived its wrapper
             // (rewrite mode only) may hold the pipes open: not waited for
             // past a moment, so the run ends.
-            let deadline = std::time::Instant::now() + READERS_GRACE;
-            while readers.iter().any(|r| !r.is_finished()) && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            for r in readers.into_iter().filter(|r| r.is_finished()) {
-                let _ = r.join();
+            if let Some((handle, read)) = reader {
+                // Sent at its end, or dropped if it panicked: joined then.
+                match read.recv_timeout(READERS_GRACE) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => drop(handle.join()),
+                }
             }
             ended.open();
             if let Ok(mut s) = st.lock() {

@@ -82,6 +82,9 @@ pub struct Options {
     pub config: Config,
     /// Where run directories go (`<work>/<taskrun>/`, claims in `<work>/claims/`).
     pub work: PathBuf,
+    /// Where the pods' bookkeeping volumes go (`<fast_work>/<taskrun>/`):
+    /// on a tmpfs ([`crate::tmpfs`]), or `work` itself.
+    pub fast_work: PathBuf,
     /// Claims bound to host directories (`-w name=PATH`): claim name → path.
     pub claims: BTreeMap<String, PathBuf>,
     /// Between SIGTERM and SIGKILL when a pod is stopped (cancel, timeout).
@@ -388,17 +391,18 @@ impl TaskRunLoop {
         let opts = &self.w.opts;
         // Each attempt (retries) gets a directory of its own: no marker of
         // an earlier attempt is seen by the next.
-        let pod_dir = opts
-            .work
-            .join(&self.name)
-            .join(p.metadata.name.as_deref().unwrap_or("pod"));
+        let pod = p.metadata.name.as_deref().unwrap_or("pod");
+        let pod_dir = opts.work.join(&self.name).join(pod);
+        let fast_dir = opts.fast_work.join(&self.name).join(pod);
         // A directory left by an earlier run of this name (kept with
         // --keep, then deleted and run again) goes: what the runtimes make
         // in it is made new. remove_dir_all follows no link.
         let _ = std::fs::remove_dir_all(&pod_dir);
+        let _ = std::fs::remove_dir_all(&fast_dir);
         let env = PodEnv {
             task_run: &self.name,
             run_dir: &pod_dir,
+            fast_dir: &fast_dir,
             claims: &opts.claims,
             claims_dir: &opts.work.join("claims"),
             store: &self.w.store,
@@ -504,6 +508,7 @@ impl TaskRunLoop {
         }
         if !keep {
             let _ = std::fs::remove_dir_all(self.w.opts.work.join(&self.name));
+            let _ = std::fs::remove_dir_all(self.w.opts.fast_work.join(&self.name));
         }
         let c = self
             .tr

@@ -33,8 +33,11 @@ use crate::store::Store;
 #[derive(Debug, Clone, Copy)]
 pub struct PodEnv<'a> {
     pub task_run: &'a str,
-    /// The pod's own directory (run directories, scripts, claims' mounts).
+    /// The pod's own directory (volumes, scripts, subPath mounts).
     pub run_dir: &'a Path,
+    /// Where the pod's bookkeeping volumes go ([`crate::tmpfs`]): a
+    /// directory on a tmpfs, or `run_dir` itself.
+    pub fast_dir: &'a Path,
     /// Claims bound to host directories (`-w name=PATH`): claim → path.
     pub claims: &'a BTreeMap<String, PathBuf>,
     /// Where provisioned claims live.
@@ -286,14 +289,15 @@ fn wait_unless(
 /// their own, and termination files mounted.
 fn podman_spec(pod: &Pod, env: &PodEnv<'_>) -> Result<podman::Adapted, RuntimeError> {
     let mut adapted = podman::adapt(pod, env.run_dir, env.claims_dir, env.claims);
-    crate::prepare::merge_run_volumes(&mut adapted, env.run_dir);
+    crate::tmpfs::move_internal_volumes(&mut adapted, env.run_dir, env.fast_dir);
+    crate::prepare::merge_run_volumes(&mut adapted, env.fast_dir);
     make_volume_dirs(&adapted.dirs, env)?;
     if let Some(spec) = adapted.pod.spec.as_mut() {
         subpath_volumes(spec, env)?;
-        termination_files(spec, env.run_dir)?;
+        termination_files(spec, env.fast_dir)?;
         without_probes(spec);
         if let Some(entrypoint) = static_entrypoint() {
-            crate::prepare::on_host(spec, env.run_dir, entrypoint)?;
+            crate::prepare::on_host(spec, &[env.run_dir, env.fast_dir], entrypoint)?;
         }
         crate::prepare::scripts_on_host(spec, env.run_dir)?;
     }
@@ -380,30 +384,40 @@ fn kill_containers(pod: &str, containers: &[String]) {
     }
 }
 
-/// Makes the run directory (only `tkt` goes in: 0700) and the directories
-/// standing for the pod's volumes under it or under the claims directory,
-/// none of them through a symlink. Volumes are world-writable as a
+/// Makes the run directory and the fast directory when a volume is under
+/// it (only `tkt` goes in: 0700), and the directories standing for the
+/// pod's volumes under them or under the claims directory, none of them
+/// through a symlink. Volumes are world-writable as a
 /// kubelet makes emptyDirs (a step with `runAsUser` writes to them too);
 /// other users of this machine cannot reach them through the 0700 run
 /// and store directories above.
 pub(crate) fn make_volume_dirs(dirs: &[PathBuf], env: &PodEnv<'_>) -> Result<(), RuntimeError> {
-    // The run directory is tkt's own path (no container sees it).
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(env.run_dir)
-        .and_then(|()| std::fs::set_permissions(env.run_dir, Permissions::from_mode(0o700)))
-        .map_err(|e| {
-            err(
-                format!("directory {}", env.run_dir.display()),
-                e.to_string(),
-            )
-        })?;
+    // The run and fast directories are tkt's own paths (no container sees
+    // them).
+    let fast = env.fast_dir != env.run_dir && dirs.iter().any(|d| d.starts_with(env.fast_dir));
+    for own in std::iter::once(env.run_dir).chain(fast.then_some(env.fast_dir)) {
+        let make = || {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(own)
+        };
+        // Once more if another run's end removed the store's directory on
+        // the tmpfs as this one made its own in it.
+        make()
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => make(),
+                _ => Err(e),
+            })
+            .and_then(|()| std::fs::set_permissions(own, Permissions::from_mode(0o700)))
+            .map_err(|e| err(format!("directory {}", own.display()), e.to_string()))?;
+    }
+    let roots = [env.run_dir, env.fast_dir, env.claims_dir];
     for d in dirs.iter().filter(|d| *d != env.run_dir) {
-        let (root, rel) = beneath::split(d, &[env.run_dir, env.claims_dir]).ok_or_else(|| {
+        let (root, rel) = beneath::split(d, &roots).ok_or_else(|| {
             err(
                 format!("directory {}", d.display()),
-                "is outside the run and claims directories",
+                "is outside the run, fast and claims directories",
             )
         })?;
         beneath::dir(root, rel, 0o777).map_err(|e| err("volume directory", e.to_string()))?;
@@ -422,7 +436,9 @@ fn subpath_dir(
     env: &PodEnv<'_>,
     what: &str,
 ) -> Result<PathBuf, RuntimeError> {
-    let ours = base.starts_with(env.run_dir) || base.starts_with(env.claims_dir);
+    let ours = [env.run_dir, env.fast_dir, env.claims_dir]
+        .iter()
+        .any(|r| base.starts_with(r));
     let mode = if ours { 0o777 } else { 0o755 };
     beneath::dir(base, Path::new(sub), mode).map_err(|e| err(what, format!("subPath {sub:?}: {e}")))
 }
@@ -792,7 +808,7 @@ impl PodmanPod {
             grace: env.grace,
             ends: Arc::default(),
             infra: None,
-            reports: StepReports::new(env.run_dir, false),
+            reports: StepReports::new(env.fast_dir, false),
             followers: Vec::new(),
         };
         let containers: Vec<String> = pod

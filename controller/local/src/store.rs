@@ -361,6 +361,17 @@ impl Store {
         self.root.join(WORK).join(format!("{}-{run}", kind.lower()))
     }
 
+    /// Where a run's pods keep their bookkeeping volumes while it runs
+    /// ([`crate::tmpfs`]): in this store's directory on a tmpfs, or the
+    /// work directory itself when there is none.
+    pub fn fast_work_dir(&self, kind: RunKind, run: &str) -> PathBuf {
+        match crate::tmpfs::base() {
+            Some(base) => crate::tmpfs::store_dir(base, &self.root)
+                .join(format!("{}-{run}", kind.lower())),
+            None => self.work_dir(kind, run),
+        }
+    }
+
     /// Removes a record, readable or not (a missing one is no error).
     ///
     /// # Errors
@@ -382,11 +393,22 @@ impl Store {
         remove_tree(&self.root.join(LOGS).join(name))
     }
 
-    /// Removes a run's work directory (left by `--keep` or a crash).
+    /// Removes a run's work directories, on disk and on the tmpfs (left
+    /// by `--keep` or a crash).
     ///
     /// # Errors
-    /// The directory cannot be removed.
+    /// A directory cannot be removed.
     pub fn remove_work_dir(&self, kind: RunKind, run: &str) -> Result<(), StoreError> {
+        let fast = self.fast_work_dir(kind, run);
+        remove_tree(&fast)?;
+        // The store's directory on the tmpfs goes with its last run (a run
+        // starting meanwhile makes it again).
+        if let (Some(base), Some(store_dir)) = (crate::tmpfs::base(), fast.parent())
+            && store_dir.starts_with(base)
+            && store_dir != base
+        {
+            let _ = fs::remove_dir(store_dir);
+        }
         remove_tree(&self.work_dir(kind, run))
     }
 

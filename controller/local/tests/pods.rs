@@ -112,6 +112,7 @@ fn run(tr: &TaskRun, test: &str) -> (TaskRunStatus, Played) {
         &PodEnv {
             task_run: &name,
             run_dir: &dir.join("run"),
+            fast_dir: &dir.join("run"),
             claims: &BTreeMap::new(),
             claims_dir: &dir.join("claims"),
             store: &store,

@@ -1,0 +1,219 @@
+//! Where a pod's own bookkeeping lives while it runs: in memory.
+//!
+//! Each step of a pod makes about ten files and directories that only the
+//! pod's machinery reads (its run directory's markers, exit code and
+//! report, its `/tekton/steps` links, its credentials home, the
+//! termination file): made, read once and removed within the run. On a
+//! disk file system each costs an inode allocation and a free (on ext4
+//! without a journal, a search past every inode freed in the last minute),
+//! which was most of a short step's cost. The volumes that hold them
+//! ([`is_internal_volume`]) are placed in a private directory on a tmpfs
+//! instead; workspaces, results, scripts, `HOME` and the logs stay on disk.
+//!
+//! The directory is `TEKTITE_RUN_TMPFS` when it is set to a path (`off`
+//! keeps everything on disk), else the first usable of
+//! `$XDG_RUNTIME_DIR/tektite`, `/run/tektite` (root) and
+//! `/dev/shm/tektite-<uid>` whose parent is a tmpfs. It is used only when
+//! it is a real directory (not a link) of this user that no one else can
+//! enter: in a shared, world-writable parent another user may have made it
+//! first.
+
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use sha2::Digest as _;
+
+/// The variable that chooses the directory (a path) or turns it off (`off`).
+pub const ENV: &str = "TEKTITE_RUN_TMPFS";
+
+/// `statfs`'s type of a tmpfs.
+const TMPFS_MAGIC: u64 = 0x0102_1994;
+
+/// This user's private directory for pods' bookkeeping, if there is one
+/// (looked for once per process).
+pub fn base() -> Option<&'static Path> {
+    static FOUND: OnceLock<Option<PathBuf>> = OnceLock::new();
+    FOUND.get_or_init(find).as_deref()
+}
+
+fn find() -> Option<PathBuf> {
+    match std::env::var_os(ENV) {
+        Some(v) if v == "off" || v == "0" => return None,
+        Some(v) if !v.is_empty() => return private_dir(Path::new(&v)),
+        _ => {}
+    }
+    let uid = nix::unistd::geteuid();
+    let mut candidates = Vec::new();
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        candidates.push(x.join("tektite"));
+    }
+    if uid.is_root() {
+        candidates.push(PathBuf::from("/run/tektite"));
+    }
+    candidates.push(PathBuf::from(format!("/dev/shm/tektite-{uid}")));
+    candidates
+        .into_iter()
+        .filter(|c| c.is_absolute() && c.parent().is_some_and(is_tmpfs))
+        .find_map(|c| private_dir(&c))
+}
+
+/// Whether `dir` is on a tmpfs.
+pub fn is_tmpfs(dir: &Path) -> bool {
+    rustix::fs::statfs(dir).is_ok_and(|s| u64::try_from(s.f_type).is_ok_and(|t| t == TMPFS_MAGIC))
+}
+
+/// `dir`, made (mode 0700) if it is missing, when it is a directory of
+/// this user's that only this user can enter.
+fn private_dir(dir: &Path) -> Option<PathBuf> {
+    if !dir.is_absolute() {
+        return None;
+    }
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(dir);
+    let m = std::fs::symlink_metadata(dir).ok()?;
+    let ours = m.file_type().is_dir()
+        && m.uid() == nix::unistd::geteuid().as_raw()
+        && m.mode() & 0o077 == 0;
+    ours.then(|| dir.to_path_buf())
+}
+
+/// The directory of one run store's pods under `base`: named after the
+/// store's path, so a later `tkt` (recovering a run a crash left) finds
+/// it again.
+pub fn store_dir(base: &Path, store_root: &Path) -> PathBuf {
+    let root = std::fs::canonicalize(store_root).unwrap_or_else(|_| store_root.to_path_buf());
+    let digest = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
+    let key: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    base.join(key)
+}
+
+/// Whether the pod volume `name` holds only the pod's own bookkeeping: the
+/// steps' run directories, the step links and the credentials homes.
+pub fn is_internal_volume(name: &str) -> bool {
+    name == "tekton-internal-steps"
+        || name == crate::prepare::RUNS
+        || name.starts_with(tektite_engine::pod::RUN_VOLUME_PREFIX)
+        || name.starts_with("tekton-creds-init-home-")
+}
+
+/// Moves the adapted pod's [`is_internal_volume`]s from `run_dir` (where
+/// `podman::adapt` put them) to `fast_dir`.
+pub fn move_internal_volumes(
+    adapted: &mut tektite_engine::podman::Adapted,
+    run_dir: &Path,
+    fast_dir: &Path,
+) {
+    if run_dir == fast_dir {
+        return;
+    }
+    let Some(spec) = adapted.pod.spec.as_mut() else {
+        return;
+    };
+    for v in spec.volumes.iter_mut().flatten() {
+        let Some(h) = v.host_path.as_mut() else {
+            continue;
+        };
+        let old = run_dir.join(&v.name);
+        if !is_internal_volume(&v.name) || Path::new(&h.path) != old {
+            continue;
+        }
+        let new = fast_dir.join(&v.name);
+        h.path = new.to_string_lossy().into_owned();
+        for d in adapted.dirs.iter_mut().filter(|d| **d == old) {
+            d.clone_from(&new);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tkt-tmpfs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_private_directory_is_made_or_taken_only_when_no_one_else_can_enter_it() {
+        let d = scratch("private");
+        // Made, 0700.
+        let made = private_dir(&d.join("new")).unwrap();
+        let mode = std::fs::metadata(&made).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // Taken again as it is.
+        assert_eq!(private_dir(&made), Some(made.clone()));
+        // Open to others: refused.
+        let open = d.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(private_dir(&open), None);
+        // A link to a private directory: refused (it may point anywhere).
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&made, &link).unwrap();
+        assert_eq!(private_dir(&link), None);
+        // A file: refused; a relative path: refused.
+        std::fs::write(d.join("file"), b"").unwrap();
+        assert_eq!(private_dir(&d.join("file")), None);
+        assert_eq!(private_dir(Path::new("relative")), None);
+        // Another user's (as root, which can make one): refused.
+        if nix::unistd::geteuid().is_root() {
+            let theirs = d.join("theirs");
+            std::fs::DirBuilder::new().mode(0o700).create(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            assert_eq!(private_dir(&theirs), None);
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_found_directory_is_on_a_tmpfs_when_the_machine_has_one() {
+        if std::env::var_os(ENV).is_some() {
+            return; // chosen by whoever runs the tests
+        }
+        let shm = Path::new("/dev/shm");
+        match base() {
+            Some(b) => assert!(is_tmpfs(b), "{} is not a tmpfs", b.display()),
+            None => assert!(!is_tmpfs(shm), "/dev/shm is a tmpfs, yet none was found"),
+        }
+    }
+
+    #[test]
+    fn a_store_has_one_directory_whatever_path_names_it() {
+        let d = scratch("store");
+        let a = store_dir(Path::new("/b"), &d);
+        let b = store_dir(Path::new("/b"), &d.join("x").join(".."));
+        std::fs::create_dir(d.join("x")).unwrap();
+        let c = store_dir(Path::new("/b"), &d.join("x").join(".."));
+        assert_ne!(a, b, "a path that does not resolve is taken as it is");
+        assert_eq!(a, c);
+        assert_ne!(a, store_dir(Path::new("/b"), &d.join("x")));
+        assert_eq!(a.parent(), Some(Path::new("/b")));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn only_the_pods_bookkeeping_volumes_move() {
+        for v in [
+            "tekton-internal-steps",
+            "tekton-internal-runs",
+            "tekton-internal-run-3",
+            "tekton-creds-init-home-0",
+        ] {
+            assert!(is_internal_volume(v), "{v}");
+        }
+        for v in [
+            "tekton-internal-results",
+            "tekton-internal-home",
+            "tekton-internal-scripts",
+            "tekton-internal-bin",
+            "tekton-internal-workspace",
+            "ws-source",
+        ] {
+            assert!(!is_internal_volume(v), "{v}");
+        }
+    }
+}
