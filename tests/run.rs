@@ -201,22 +201,17 @@ fn podman_with_a_static_entrypoint_needs_no_prepare_container() {
 /// A pod's bookkeeping (the steps' run directories, step links and, on
 /// podman, termination files) is kept in the `TEKTITE_RUN_TMPFS` directory
 /// while its workspaces stay in the store's work directory; the steps see
-/// the same paths and rights. `--keep` keeps it until the run is deleted;
-/// otherwise it goes with the run.
+/// the same paths and rights. `--keep` keeps it until the run is deleted
+/// (by a `tkt` with another environment too); otherwise it goes with the
+/// run.
 fn a_pods_bookkeeping_is_kept_on_the_tmpfs_and_removed_with_the_run(rt: &str) {
     if !ready(rt) {
         return;
     }
     let s = State::new(&format!("{rt}-tmpfs"));
     std::fs::create_dir_all(&s.0).unwrap();
-    // On a tmpfs when the machine has one, so the steps can tell.
-    let shm = Path::new("/dev/shm");
-    let fast = if tektite_local::tmpfs::is_tmpfs(shm) {
-        shm.join(format!("tkt-run-fast-{rt}-{}", std::process::id()))
-    } else {
-        s.0.join("fast")
-    };
-    let _ = std::fs::remove_dir_all(&fast);
+    let fast_dir = FastDir::new(&s);
+    let fast = fast_dir.0.clone();
     let yaml = r#"apiVersion: tekton.dev/v1
 kind: TaskRun
 metadata: {name: fast}
@@ -258,8 +253,11 @@ spec:
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("a exited 0 and left a-ran"), "{text}");
     assert!(!text.contains("wrote into step a's directory"), "{text}");
-    if tektite_local::tmpfs::is_tmpfs(shm) && !tektite_local::tmpfs::is_tmpfs(&s.0) {
-        assert!(text.contains("own tmpfs workspace ext"), "{text}");
+    if tektite_local::tmpfs::is_tmpfs(&fast) {
+        assert!(text.contains("own tmpfs workspace "), "{text}");
+    }
+    if !tektite_local::tmpfs::is_tmpfs(&s.0) {
+        assert!(!text.contains("workspace tmpfs"), "{text}");
     }
     let kept = walk(&fast);
     let has = |end: &str| kept.iter().any(|p| p.ends_with(end));
@@ -270,29 +268,155 @@ spec:
     }
     let on_disk = walk(&s.0.join("work"));
     assert!(
-        on_disk.iter().all(|p| !p.to_string_lossy().contains("tekton-internal-run")),
+        on_disk
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("tekton-internal-run")),
         "{on_disk:?}"
     );
     // The workspace's file, in its volume's directory.
     assert!(
-        on_disk.iter().any(|p| p.ends_with("a") && std::fs::read(p).unwrap() == b"a-ran\n"),
+        on_disk
+            .iter()
+            .any(|p| p.ends_with("a") && std::fs::read(p).unwrap() == b"a-ran\n"),
         "{on_disk:?}"
     );
-    // Deleting the kept run removes both.
+    // Deleting the kept run removes both: where the run's directory went
+    // is read from the run's record of it, not from this command's
+    // environment (which names another place here).
     let del = Command::new(tkt_path())
         .args(["tr", "delete", "fast", "--state-dir", &s.arg()])
-        .env(tektite_local::tmpfs::ENV, &fast)
+        .env(tektite_local::tmpfs::ENV, "off")
         .output()
         .unwrap();
-    assert!(del.status.success(), "{}", String::from_utf8_lossy(&del.stderr));
-    assert_eq!(walk(&fast), Vec::<PathBuf>::new());
-    assert_eq!(walk(&s.0.join("work")), Vec::<PathBuf>::new());
+    assert!(
+        del.status.success(),
+        "{}",
+        String::from_utf8_lossy(&del.stderr)
+    );
+    assert_eq!(walk_dirs(&fast), Vec::<PathBuf>::new());
+    assert_eq!(walk_dirs(&s.0.join("work")), Vec::<PathBuf>::new());
     // Without --keep, nothing is left once the run is over.
     let out = run_once(false);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert_eq!(walk(&fast), Vec::<PathBuf>::new());
-    std::fs::remove_dir_all(&fast).unwrap();
+    assert_eq!(walk_dirs(&fast), Vec::<PathBuf>::new());
+    assert_eq!(walk_dirs(&s.0.join("work")), Vec::<PathBuf>::new());
+}
+
+/// A retried TaskRun's earlier attempt leaves no bookkeeping in memory
+/// while the next one runs: the second attempt waits until the test has
+/// looked.
+fn a_retry_frees_the_earlier_attempts_bookkeeping(rt: &str) {
+    if !ready(rt) {
+        return;
+    }
+    let s = State::new(&format!("{rt}-tmpfs-retry"));
+    std::fs::create_dir_all(&s.0).unwrap();
+    let fast = FastDir::new(&s);
+    let yaml = r#"apiVersion: tekton.dev/v1
+kind: TaskRun
+metadata: {name: again}
+spec:
+  retries: 1
+  workspaces: [{name: w, persistentVolumeClaim: {claimName: flags}}]
+  taskSpec:
+    workspaces: [{name: w}]
+    steps:
+      - name: s
+        image: localhost/tektite/busybox:latest
+        script: |
+          if [ ! -f $(workspaces.w.path)/tried ]; then touch $(workspaces.w.path)/tried; exit 1; fi
+          while [ ! -f $(workspaces.w.path)/go ]; do sleep 0.1; done
+          echo second attempt
+"#;
+    let file = s.0.join("again.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let child = tkt_run(rt)
+        .args(["-f", &file.to_string_lossy(), "--state-dir", &s.arg()])
+        .env(tektite_local::tmpfs::ENV, &fast.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pods = |dir: &Path| -> Vec<String> {
+        walk_dirs(dir)
+            .into_iter()
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+            .filter(|n| n.starts_with("again-pod"))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pods(&fast.0).contains(&"again-pod-retry1".to_string()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let during = pods(&fast.0);
+    // Release the second attempt, wherever its claim is.
+    let tried = walk(&s.0.join("work"))
+        .into_iter()
+        .find(|p| p.ends_with("tried"));
+    if let Some(t) = &tried {
+        std::fs::write(t.with_file_name("go"), b"").unwrap();
+    }
+    let out = util::wait_guarded(child, "tkt run of a retried TaskRun");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if rt == "podman" {
+        let _ = Command::new("podman")
+            .args(["pod", "rm", "--force", "--time", "0", "again-pod-retry1"])
+            .output();
+    }
+    assert!(tried.is_some(), "the first attempt ran: {text}");
+    assert_eq!(during, ["again-pod-retry1"], "{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("second attempt"), "{text}");
+    assert_eq!(walk_dirs(&fast.0), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_retry_frees_the_earlier_attempts_bookkeeping_process() {
+    a_retry_frees_the_earlier_attempts_bookkeeping("process");
+}
+
+#[test]
+fn a_retry_frees_the_earlier_attempts_bookkeeping_podman() {
+    a_retry_frees_the_earlier_attempts_bookkeeping("podman");
+}
+
+/// The directory a test gives `tkt` as `TEKTITE_RUN_TMPFS`: on the
+/// machine's tmpfs when it has one (so steps can tell), removed on drop.
+struct FastDir(PathBuf);
+
+impl FastDir {
+    fn new(s: &State) -> FastDir {
+        let shm = Path::new("/dev/shm");
+        // Named after the test's store: one each.
+        let name = format!("{}-fast", s.0.file_name().unwrap().to_string_lossy());
+        let dir = if tektite_local::tmpfs::is_tmpfs(shm) {
+            shm.join(name)
+        } else {
+            s.0.join(name)
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        FastDir(dir)
+    }
+}
+
+impl Drop for FastDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every directory under `dir`, and every file.
+fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk_dirs(&p));
+        }
+        out.push(p);
+    }
+    out
 }
 
 #[test]

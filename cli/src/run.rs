@@ -1300,9 +1300,15 @@ fn run_job(ctx: &JobContext<'_>, mut job: Job) -> anyhow::Result<Result<u8, Refu
         Err(code) => return Ok(Err(code)),
     };
     let (name, kind) = (job.name(), job.kind());
+    // Unrecorded, the pods keep all on disk; a work directory that cannot
+    // be made fails the first pod, with the reason, as a run recorded.
+    let (work, fast_work) = ctx.store.make_work_dirs(kind, &name).unwrap_or_else(|_| {
+        let w = ctx.store.work_dir(kind, &name);
+        (w.clone(), w)
+    });
     let opts = Options {
-        work: ctx.store.work_dir(kind, &name),
-        fast_work: ctx.store.fast_work_dir(kind, &name),
+        work,
+        fast_work,
         journal: Some(journal.clone()),
         ..ctx.opts.clone()
     };

@@ -396,8 +396,13 @@ impl TaskRunLoop {
         let fast_dir = opts.fast_work.join(&self.name).join(pod);
         // A directory left by an earlier run of this name (kept with
         // --keep, then deleted and run again) goes: what the runtimes make
-        // in it is made new. remove_dir_all follows no link.
+        // in it is made new. remove_dir_all follows no link. In memory,
+        // an earlier attempt's bookkeeping goes too (its pod is over),
+        // unless the run is kept.
         let _ = std::fs::remove_dir_all(&pod_dir);
+        if opts.fast_work != opts.work && !opts.keep && self.pod.is_none() {
+            let _ = std::fs::remove_dir_all(opts.fast_work.join(&self.name));
+        }
         let _ = std::fs::remove_dir_all(&fast_dir);
         let env = PodEnv {
             task_run: &self.name,

@@ -23,6 +23,7 @@
 
 use std::fs;
 use std::io::Write as _;
+use std::os::unix::ffi::OsStringExt as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
@@ -65,6 +66,8 @@ pub const PIPELINE_RUNS: &str = "pipelineruns";
 pub const TASK_RUNS: &str = "taskruns";
 const LOGS: &str = "logs";
 const WORK: &str = "work";
+/// In a run's work directory: where its fast directory is.
+const FAST_RECORD: &str = ".fast-dir";
 
 /// Which kind of run.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -366,8 +369,9 @@ impl Store {
     /// work directory itself when there is none.
     pub fn fast_work_dir(&self, kind: RunKind, run: &str) -> PathBuf {
         match crate::tmpfs::base() {
-            Some(base) => crate::tmpfs::store_dir(base, &self.root)
-                .join(format!("{}-{run}", kind.lower())),
+            Some(base) => {
+                crate::tmpfs::store_dir(base, &self.root).join(format!("{}-{run}", kind.lower()))
+            }
             None => self.work_dir(kind, run),
         }
     }
@@ -393,23 +397,60 @@ impl Store {
         remove_tree(&self.root.join(LOGS).join(name))
     }
 
-    /// Removes a run's work directories, on disk and on the tmpfs (left
-    /// by `--keep` or a crash).
+    /// Makes a run's work directory and records in it where its fast
+    /// directory is ([`Store::fast_work_dir`], which depends on this
+    /// process's environment): a later `tkt` that removes the run (after
+    /// `--keep`, or recovering it after a crash) removes that one.
+    /// Returns both.
     ///
     /// # Errors
-    /// A directory cannot be removed.
-    pub fn remove_work_dir(&self, kind: RunKind, run: &str) -> Result<(), StoreError> {
-        let fast = self.fast_work_dir(kind, run);
-        remove_tree(&fast)?;
-        // The store's directory on the tmpfs goes with its last run (a run
-        // starting meanwhile makes it again).
-        if let (Some(base), Some(store_dir)) = (crate::tmpfs::base(), fast.parent())
-            && store_dir.starts_with(base)
-            && store_dir != base
-        {
-            let _ = fs::remove_dir(store_dir);
+    /// The directory or the record cannot be written.
+    pub fn make_work_dirs(
+        &self,
+        kind: RunKind,
+        run: &str,
+    ) -> Result<(PathBuf, PathBuf), StoreError> {
+        let (work, fast) = (self.work_dir(kind, run), self.fast_work_dir(kind, run));
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&work)
+            .map_err(io(&work))?;
+        if fast != work {
+            let record = work.join(FAST_RECORD);
+            fs::write(&record, fast.as_os_str().as_encoded_bytes()).map_err(io(&record))?;
         }
-        remove_tree(&self.work_dir(kind, run))
+        Ok((work, fast))
+    }
+
+    /// Removes a run's work directories, on disk and on the tmpfs (left
+    /// by `--keep` or a crash): the fast directory the run recorded, when
+    /// it lies where one can ([`crate::tmpfs::is_run_dir`]), else where
+    /// this process would put it.
+    ///
+    /// # Errors
+    /// A directory cannot be removed (both are tried).
+    pub fn remove_work_dir(&self, kind: RunKind, run: &str) -> Result<(), StoreError> {
+        let work = self.work_dir(kind, run);
+        let leaf = format!("{}-{run}", kind.lower());
+        let recorded = crate::beneath::read(&work, Path::new(FAST_RECORD), 4096)
+            .ok()
+            .map(|b| PathBuf::from(std::ffi::OsString::from_vec(b)))
+            .filter(|p| crate::tmpfs::is_run_dir(p, &leaf));
+        let fast = recorded.unwrap_or_else(|| self.fast_work_dir(kind, run));
+        let removed_fast = if fast == work {
+            Ok(())
+        } else {
+            let r = remove_tree(&fast);
+            // The store's directory on the tmpfs goes with its last run (a
+            // run starting meanwhile makes it again).
+            if let Some(store_dir) = fast.parent() {
+                let _ = fs::remove_dir(store_dir);
+            }
+            r
+        };
+        let removed = remove_tree(&work);
+        removed_fast.and(removed)
     }
 
     /// Where the log of one container of a TaskRun is kept.

@@ -12,11 +12,14 @@
 //!
 //! The directory is `TEKTITE_RUN_TMPFS` when it is set to a path (`off`
 //! keeps everything on disk), else the first usable of
-//! `$XDG_RUNTIME_DIR/tektite`, `/run/tektite` (root) and
-//! `/dev/shm/tektite-<uid>` whose parent is a tmpfs. It is used only when
-//! it is a real directory (not a link) of this user that no one else can
-//! enter: in a shared, world-writable parent another user may have made it
-//! first.
+//! `/dev/shm/tektite-<uid>` and `$XDG_RUNTIME_DIR/tektite` whose parent is
+//! a tmpfs (not `/run`, which the system needs and which a step could
+//! fill). It is used only when it is a real directory (not a link) of this
+//! user that no one else can enter, beneath directories that only root or
+//! this user can change (or sticky ones, where others cannot move what is
+//! ours): in a shared, world-writable parent another user may have made it
+//! first, and a runtime directory inherited through `sudo -E` is another
+//! user's.
 
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
@@ -44,14 +47,10 @@ fn find() -> Option<PathBuf> {
         _ => {}
     }
     let uid = nix::unistd::geteuid();
-    let mut candidates = Vec::new();
+    let mut candidates = vec![PathBuf::from(format!("/dev/shm/tektite-{uid}"))];
     if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
         candidates.push(x.join("tektite"));
     }
-    if uid.is_root() {
-        candidates.push(PathBuf::from("/run/tektite"));
-    }
-    candidates.push(PathBuf::from(format!("/dev/shm/tektite-{uid}")));
     candidates
         .into_iter()
         .filter(|c| c.is_absolute() && c.parent().is_some_and(is_tmpfs))
@@ -63,18 +62,59 @@ pub fn is_tmpfs(dir: &Path) -> bool {
     rustix::fs::statfs(dir).is_ok_and(|s| u64::try_from(s.f_type).is_ok_and(|t| t == TMPFS_MAGIC))
 }
 
-/// `dir`, made (mode 0700) if it is missing, when it is a directory of
-/// this user's that only this user can enter.
+/// `dir` (its parent's links resolved), made (mode 0700) if it is
+/// missing, when it is a directory of this user's that only this user can
+/// enter, beneath [`trusted_ancestors`].
 fn private_dir(dir: &Path) -> Option<PathBuf> {
+    let (parent, name) = (dir.parent()?, dir.file_name()?);
     if !dir.is_absolute() {
         return None;
     }
-    let _ = std::fs::DirBuilder::new().mode(0o700).create(dir);
-    let m = std::fs::symlink_metadata(dir).ok()?;
-    let ours = m.file_type().is_dir()
-        && m.uid() == nix::unistd::geteuid().as_raw()
-        && m.mode() & 0o077 == 0;
-    ours.then(|| dir.to_path_buf())
+    let dir = std::fs::canonicalize(parent).ok()?.join(name);
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    (is_private(&dir) && trusted_ancestors(&dir)).then_some(dir)
+}
+
+/// Whether `dir` is a directory (not a link) of this user's with no
+/// access for anyone else.
+fn is_private(dir: &Path) -> bool {
+    std::fs::symlink_metadata(dir).is_ok_and(|m| {
+        m.file_type().is_dir()
+            && m.uid() == nix::unistd::geteuid().as_raw()
+            && m.mode() & 0o077 == 0
+    })
+}
+
+/// Whether every directory above `dir` is a real directory (no link) that
+/// only root or this user can change, or a sticky one (where no one else
+/// can rename or remove what is this user's): no one else can put
+/// something else in `dir`'s place.
+fn trusted_ancestors(dir: &Path) -> bool {
+    let uid = nix::unistd::geteuid().as_raw();
+    dir.ancestors().skip(1).all(|a| {
+        std::fs::symlink_metadata(a).is_ok_and(|m| {
+            m.file_type().is_dir()
+                && (m.uid() == 0 || m.uid() == uid)
+                && (m.mode() & 0o022 == 0 || m.mode() & 0o1000 != 0)
+        })
+    })
+}
+
+/// Whether `path` can be a run's directory (named `leaf`) of some store in
+/// a private directory as [`base`] takes one: what a run recorded of where
+/// its directory was, checked before it is removed (the base may have
+/// been another, with another environment).
+pub fn is_run_dir(path: &Path, leaf: &str) -> bool {
+    use std::path::Component;
+    path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && path.file_name() == Some(std::ffi::OsStr::new(leaf))
+        && path
+            .parent()
+            .and_then(Path::parent)
+            .is_some_and(|base| is_private(base) && trusted_ancestors(base))
 }
 
 /// The directory of one run store's pods under `base`: named after the
@@ -97,7 +137,9 @@ pub fn is_internal_volume(name: &str) -> bool {
 }
 
 /// Moves the adapted pod's [`is_internal_volume`]s from `run_dir` (where
-/// `podman::adapt` put them) to `fast_dir`.
+/// `podman::adapt` put them for emptyDirs) to `fast_dir`; not a volume
+/// the runner fills (a Task's own configMap or secret volume that took
+/// such a name).
 pub fn move_internal_volumes(
     adapted: &mut tektite_engine::podman::Adapted,
     run_dir: &Path,
@@ -114,7 +156,8 @@ pub fn move_internal_volumes(
             continue;
         };
         let old = run_dir.join(&v.name);
-        if !is_internal_volume(&v.name) || Path::new(&h.path) != old {
+        let filled = adapted.to_fill.iter().any(|(n, _)| *n == v.name);
+        if !is_internal_volume(&v.name) || filled || Path::new(&h.path) != old {
             continue;
         }
         let new = fast_dir.join(&v.name);
@@ -162,10 +205,48 @@ mod tests {
         // Another user's (as root, which can make one): refused.
         if nix::unistd::geteuid().is_root() {
             let theirs = d.join("theirs");
-            std::fs::DirBuilder::new().mode(0o700).create(&theirs).unwrap();
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&theirs)
+                .unwrap();
             std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
             assert_eq!(private_dir(&theirs), None);
+            // Ours, but in another user's directory (an inherited
+            // `XDG_RUNTIME_DIR`): they could move it and put theirs there.
+            let home = d.join("their-runtime-dir");
+            std::fs::create_dir(&home).unwrap();
+            std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+            assert_eq!(private_dir(&home.join("tektite")), None);
         }
+        // In a directory anyone can write: refused, unless it is sticky.
+        let shared = d.join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(private_dir(&shared.join("a")), None);
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(private_dir(&shared.join("b")), Some(shared.join("b")));
+        // Through a link to its parent: taken at the parent's real place.
+        std::os::unix::fs::symlink(&shared, d.join("to-shared")).unwrap();
+        assert_eq!(
+            private_dir(&d.join("to-shared").join("b")),
+            Some(shared.join("b"))
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_recorded_run_directory_is_trusted_only_in_a_private_base() {
+        let d = scratch("recorded");
+        let base = private_dir(&d.join("base")).unwrap();
+        let run = base.join("0123456789abcdef").join("taskrun-a");
+        assert!(is_run_dir(&run, "taskrun-a"));
+        assert!(!is_run_dir(&run, "taskrun-b"), "another run's name");
+        let up = base.join("k").join("..").join("taskrun-a");
+        assert!(!is_run_dir(&up, "taskrun-a"), "..");
+        assert!(!is_run_dir(Path::new("k/taskrun-a"), "taskrun-a"));
+        assert!(!is_run_dir(&d.join("k").join("taskrun-a"), "taskrun-a"));
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(!is_run_dir(&run, "taskrun-a"), "a base others can enter");
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -193,6 +274,41 @@ mod tests {
         assert_ne!(a, store_dir(Path::new("/b"), &d.join("x")));
         assert_eq!(a.parent(), Some(Path::new("/b")));
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn internal_emptydirs_move_and_a_volume_the_runner_fills_stays() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [], "volumes": [
+                {"name": "tekton-internal-run-0", "emptyDir": {}},
+                {"name": "tekton-internal-results", "emptyDir": {}},
+                {"name": "tekton-creds-init-home-0", "secret": {"secretName": "s"}},
+            ]}
+        }))
+        .unwrap();
+        let (run, fast) = (Path::new("/r"), Path::new("/f"));
+        let mut a = tektite_engine::podman::adapt(&pod, run, Path::new("/c"), &Default::default());
+        move_internal_volumes(&mut a, run, fast);
+        let host = |name: &str| {
+            let v = a.pod.spec.as_ref().unwrap().volumes.as_ref().unwrap();
+            let v = v.iter().find(|v| v.name == name).unwrap();
+            PathBuf::from(&v.host_path.as_ref().unwrap().path)
+        };
+        assert_eq!(
+            host("tekton-internal-run-0"),
+            fast.join("tekton-internal-run-0")
+        );
+        assert_eq!(
+            host("tekton-internal-results"),
+            run.join("tekton-internal-results")
+        );
+        assert_eq!(
+            host("tekton-creds-init-home-0"),
+            run.join("tekton-creds-init-home-0")
+        );
+        assert!(a.dirs.contains(&fast.join("tekton-internal-run-0")));
+        assert!(!a.dirs.contains(&run.join("tekton-internal-run-0")));
     }
 
     #[test]
