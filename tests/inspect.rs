@@ -679,3 +679,156 @@ fn delete_removes_records_and_logs() {
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A deployment to `env` (label `tektite.dev/environment`) that started
+/// at `start` and took ten minutes, with a `commit-time` result when
+/// given.
+fn deployment(
+    name: &str,
+    env: &str,
+    start: Time,
+    c: Condition,
+    commit: Option<i64>,
+) -> PipelineRun {
+    let mut p = pr(name, Some(start), Some(600), Some(c));
+    p.metadata.labels = Some([("tektite.dev/environment".to_string(), env.to_string())].into());
+    if let (Some(t), Some(s)) = (commit, p.status.as_mut()) {
+        s.results.push(tektite_api::v1::PipelineRunResult {
+            name: "commit-time".into(),
+            value: tektite_api::param::ParamValue::String(t.to_string()),
+        });
+    }
+    p
+}
+
+/// `tkt dora` over a constructed history: known answers for each
+/// indicator, the window, one environment, cancelled and unlabelled runs
+/// left out, a commit time from a TaskRun's `committer-date`, and an
+/// environment still failing.
+#[test]
+fn dora_reports_each_indicator_of_the_deployments_in_the_store() {
+    let d = state_dir("dora");
+    let s = Store::open(Some(&d)).unwrap();
+    let ok = || cond("True", "Succeeded", "");
+    let failed = || cond("False", "Failed", "Tasks Completed: 1 (Failed: 1)");
+    const DAY: i64 = 24 * 60;
+    // One instant for every time of the history (whole seconds apart).
+    let now = ago(0);
+    let at = |minutes: i64| plus(&now, -60 * minutes);
+    let done = |minutes: i64| at(minutes).0.as_second() + 600;
+    // prod: a success 3 days ago, committed an hour before it ended; a
+    // failure 2 days ago, restored two hours later (no commit time); a
+    // success a day ago whose commit time is its clone's committer-date,
+    // three hours before it ended.
+    let saves = [
+        deployment("d1", "prod", at(3 * DAY), ok(), Some(done(3 * DAY) - 3600)),
+        deployment("d2", "prod", at(2 * DAY), failed(), None),
+        deployment("d3", "prod", at(2 * DAY - 120), ok(), None),
+        deployment("d4", "prod", at(DAY), ok(), None),
+        deployment(
+            "d5",
+            "prod",
+            at(DAY - 10),
+            cond("False", "Cancelled", ""),
+            None,
+        ),
+        deployment("d6", "prod", at(40 * DAY), ok(), None),
+        deployment("s1", "staging", at(60), failed(), None),
+        pr("plain", Some(ago(30)), Some(60), Some(ok())),
+    ];
+    for p in &saves {
+        s.save_pipeline_run(p).unwrap();
+    }
+    let clone = child(&s, "d4", "clone", at(DAY), &[], ok());
+    let mut clone = clone;
+    clone
+        .status
+        .as_mut()
+        .unwrap()
+        .results
+        .push(tektite_api::v1::RunResult {
+            name: "committer-date".into(),
+            type_: None,
+            value: tektite_api::param::ParamValue::String((done(DAY) - 3 * 3600).to_string()),
+        });
+    s.save_task_run(&clone).unwrap();
+
+    let o = run(&d, &["dora", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let envs = v["environments"].as_array().unwrap();
+    assert_eq!(envs.len(), 2, "{v}");
+    let prod = &envs[0];
+    assert_eq!(prod["environment"], "prod");
+    assert_eq!(
+        (prod["deployments"].as_u64(), prod["failed"].as_u64()),
+        (Some(4), Some(1))
+    );
+    assert!(
+        (prod["deploymentsPerDay"].as_f64().unwrap() - 0.1).abs() < 1e-9,
+        "{prod}"
+    );
+    assert_eq!(prod["changeFailureRate"], 0.25);
+    assert_eq!(prod["leadTime"]["changes"], 2);
+    assert_eq!(prod["leadTime"]["medianSeconds"], 2.0 * 3600.0);
+    assert_eq!(prod["leadTime"]["p90Seconds"], 3.0 * 3600.0);
+    assert_eq!(prod["restore"]["restored"], 1);
+    assert_eq!(prod["restore"]["meanSeconds"], 2.0 * 3600.0);
+    assert!(prod["restore"].get("failingSince").is_none(), "{prod}");
+    let staging = &envs[1];
+    assert_eq!(staging["changeFailureRate"], 1.0);
+    assert_eq!(staging["restore"]["restored"], 0);
+    assert!(staging["restore"]["failingSince"].is_i64(), "{staging}");
+
+    // The text report: a line per environment, and who is still failing.
+    let o = run(&d, &["dora"]);
+    let text = stdout(&o);
+    assert!(text.contains("ENVIRONMENT"), "{text}");
+    let line = text.lines().find(|l| l.starts_with("prod")).unwrap();
+    for cell in ["4", "1", "0.10", "2h / 3h", "25.0 %", "2h (1 restored)"] {
+        assert!(line.contains(cell), "{cell} in {line:?}");
+    }
+    assert!(text.contains("staging: failing since "), "{text}");
+
+    // A shorter window, one environment, one with no deployments.
+    let o = run(&d, &["dora", "--since", "2d1h", "-e", "prod", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["environments"][0]["deployments"], 3, "{v}");
+    assert_eq!(v["environments"].as_array().unwrap().len(), 1);
+    let o = run(&d, &["dora", "-e", "qa", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["environments"][0]["deployments"], 0, "{v}");
+    assert!(v["environments"][0]["changeFailureRate"].is_null(), "{v}");
+
+    // Bad input: a clear error, exit 2.
+    let o = run(&d, &["dora", "--since", "1x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("\"1x\" is not an age"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Without deployments, `tkt dora` says what a deployment is.
+#[test]
+fn dora_without_deployments_says_what_counts() {
+    let d = state_dir("dora-none");
+    let s = Store::open(Some(&d)).unwrap();
+    s.save_pipeline_run(&pr(
+        "plain",
+        Some(ago(30)),
+        Some(60),
+        Some(cond("True", "Succeeded", "")),
+    ))
+    .unwrap();
+    let o = run(&d, &["dora"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("No deployments found"),
+        "{}",
+        stdout(&o)
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

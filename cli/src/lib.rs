@@ -16,6 +16,7 @@ pub mod archive;
 pub mod bundle;
 pub mod cluster;
 pub mod cluster_run;
+pub mod dora;
 pub mod files;
 pub mod follow;
 pub mod inspect;
@@ -66,6 +67,8 @@ enum Command {
     Task(start::Args),
     /// Tekton bundles: push Tasks, Pipelines and StepActions to a registry, list one
     Bundle(bundle::Args),
+    /// DORA indicators of the deployments (PipelineRuns labelled tektite.dev/environment)
+    Dora(dora::Args),
     /// (internal) cleans up after a `tkt run` that ended before its runs
     #[command(name = "__watchdog", hide = true)]
     Watchdog(watchdog::Args),
@@ -116,6 +119,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args, &mut out),
         Command::Run(args) => run::run(&args, &mut out),
         Command::Bundle(args) => bundle::run(&args, &mut out),
+        Command::Dora(args) => dora::run(&args, &mut out),
         Command::PipelineRun(args) => inspect::run(inspect::Kind::PipelineRun, &args, &mut out),
         Command::TaskRun(args) => inspect::run(inspect::Kind::TaskRun, &args, &mut out),
         Command::Pipeline(args) => start::run(start::DefKind::Pipeline, &args, &mut out),

@@ -11,6 +11,7 @@
 //! data (`pod::ImageCommands`).
 
 pub mod concurrency;
+pub mod dora;
 pub mod matrix;
 pub mod names;
 pub mod params;

@@ -12,7 +12,11 @@ fn pipeline(name: &str, annotations: Value) -> Value {
         "apiVersion": TEKTON, "kind": "Pipeline",
         "metadata": {"name": name, "annotations": annotations},
         "spec": {
-            "params": [{"name": "environment", "default": "staging"}, {"name": "seconds", "default": "2"}],
+            "params": [
+                {"name": "environment", "default": "staging"},
+                {"name": "seconds", "default": "2"},
+                {"name": "linger", "default": "0"}
+            ],
             "tasks": [{
                 "name": "deploy",
                 "params": [{"name": "seconds", "value": "$(params.seconds)"}],
@@ -23,7 +27,11 @@ fn pipeline(name: &str, annotations: Value) -> Value {
             }],
             "finally": [{
                 "name": "report",
-                "taskSpec": {"steps": [{"name": "s", "image": BUSYBOX, "script": "echo done"}]}
+                "params": [{"name": "linger", "value": "$(params.linger)"}],
+                "taskSpec": {
+                    "params": [{"name": "linger"}],
+                    "steps": [{"name": "s", "image": BUSYBOX, "script": "sleep $(params.linger); echo done"}]
+                }
             }]
         }
     })
@@ -209,10 +217,13 @@ async fn cancel_in_progress_lets_the_newest_run_win() {
         ),
     );
     let long = [("environment", "pr-7"), ("seconds", "60")];
+    // c-1's finally lingers, so c-3 arrives while it runs however slow the
+    // machine (a quick finally let c-2 start before c-3 was made).
+    let lingering = [("environment", "pr-7"), ("seconds", "60"), ("linger", "5")];
     c.create(
         "pipelineruns",
         "ci",
-        run_of("preview", "c-1", &long, json!({})),
+        run_of("preview", "c-1", &lingering, json!({})),
     );
     c.wait_for("pipelineruns", "ci", "c-1", "running its task", |_| {
         !c.children("c-1").is_empty()
