@@ -609,3 +609,33 @@ spec:
     - name: say
       image: localhost/tektite/busybox:latest
       script: echo hi"#;
+
+/// `tkt dora --cluster`: a labelled PipelineRun run on the cluster is a
+/// deployment, its lead time from its clone task's committer-date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tkt_dora_on_the_cluster_counts_a_labelled_run() {
+    if !podman_ready() {
+        return;
+    }
+    let c = Cluster::start(&[]).await;
+    let none = c.tkt(&["dora", "--cluster"]).await;
+    assert_eq!(none.status.code(), Some(0), "{}", text(&none.stderr));
+    assert!(
+        text(&none.stdout).contains("No deployments found"),
+        "{}",
+        text(&none.stdout)
+    );
+    let run = c
+        .tkt(&["run", "--cluster", "-f", "tests/runs/dora-deploy.yaml"])
+        .await;
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let o = c.tkt(&["dora", "--cluster", "-o", "json"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("the indicators as JSON");
+    let dev = &v["environments"][0];
+    assert_eq!(dev["environment"], "dev", "{v}");
+    assert_eq!(dev["deployments"], 1, "{v}");
+    assert_eq!(dev["changeFailureRate"], 0.0, "{v}");
+    let lead = dev["leadTime"]["medianSeconds"].as_f64().unwrap();
+    assert!((5400.0..5400.0 + 120.0).contains(&lead), "{v}");
+}
