@@ -62,6 +62,18 @@ impl Queue {
         locks.entry(ns.to_string()).or_default().clone()
     }
 
+    /// Every run of `ns` the cache has, done or not (`None` without one).
+    pub fn cached_runs(&self, ns: &str) -> Option<Vec<Arc<PipelineRun>>> {
+        let cache = self.cache.get()?;
+        Some(
+            cache
+                .state()
+                .into_iter()
+                .filter(|pr| pr.metadata.namespace.as_deref() == Some(ns))
+                .collect(),
+        )
+    }
+
     /// The not-done runs of `ns` as the cache has them (`None` without one).
     fn cached(&self, ns: &str) -> Option<Vec<Arc<PipelineRun>>> {
         let cache = self.cache.get()?;

@@ -31,6 +31,20 @@ pub type QueueCounts = std::collections::BTreeMap<(String, String), (usize, usiz
 /// The most concurrency keys the queue gauges label one by one.
 pub const MAX_KEYS: usize = 50;
 
+/// The most environments the deployment metrics label one by one (the
+/// label is user data); later ones are counted under `_other`.
+pub const MAX_ENVIRONMENTS: usize = 20;
+
+/// Lead and restore times, in seconds (a minute to a week).
+const DORA_BUCKETS: [f64; 12] = [
+    60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172_800.0, 345_600.0,
+    604_800.0,
+];
+
+fn dora_histogram() -> Histogram {
+    Histogram::new(DORA_BUCKETS)
+}
+
 /// Tekton's duration buckets, in seconds (10 s to a day).
 const DURATION_BUCKETS: [f64; 12] = [
     10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 5400.0, 10800.0, 21600.0, 43200.0, 86400.0,
@@ -79,6 +93,11 @@ pub struct Metrics {
     queue_wait: Histogram,
     concurrency_running: Family<Labels, Gauge>,
     concurrency_queued: Family<Labels, Gauge>,
+    deployments: Family<Labels, Counter>,
+    lead_time: Family<Labels, Histogram, fn() -> Histogram>,
+    recovery_time: Family<Labels, Histogram, fn() -> Histogram>,
+    /// The environments labelled so far (at most [`MAX_ENVIRONMENTS`]).
+    environments: Mutex<HashSet<String>>,
     /// The runs whose end was counted: a reconcile that works from a cache
     /// older than its last status write plans the same end again.
     ended: Mutex<Ended>,
@@ -145,6 +164,10 @@ impl Metrics {
             queue_wait: histogram(),
             concurrency_running: Family::default(),
             concurrency_queued: Family::default(),
+            deployments: Family::default(),
+            lead_time: Family::new_with_constructor(dora_histogram),
+            recovery_time: Family::new_with_constructor(dora_histogram),
+            environments: Mutex::default(),
             ended: Mutex::default(),
         };
         let t = "tekton_pipelines_controller_";
@@ -206,7 +229,76 @@ impl Metrics {
         );
         m.register_logs(&mut registry);
         m.register_queues(&mut registry);
+        m.register_dora(&mut registry);
         Metrics { registry, ..m }
+    }
+
+    /// Registers the deployment metrics (DORA).
+    fn register_dora(&self, registry: &mut Registry) {
+        registry.register(
+            "tektite_deployments",
+            "Finished deployments (PipelineRuns labelled tektite.dev/environment; cancelled ones are not), by environment and status (succeeded, failed)",
+            self.deployments.clone(),
+        );
+        registry.register(
+            "tektite_deployment_lead_time_seconds",
+            "Time from a change's commit (the PipelineRun's commit-time result) to its successful deployment, by environment",
+            self.lead_time.clone(),
+        );
+        registry.register(
+            "tektite_recovery_time_seconds",
+            "Time from a failed deployment (the first of those in a row) to the next successful deployment to the same environment, by environment",
+            self.recovery_time.clone(),
+        );
+    }
+
+    /// A deployment just finished (`tektite_engine::dora`), having
+    /// restored its environment after `restored_after` seconds if it did;
+    /// one already counted is not again.
+    pub fn deployment_done(
+        &self,
+        meta: &ObjectMeta,
+        d: &tektite_engine::dora::Deployment,
+        restored_after: Option<i64>,
+    ) {
+        if !self.first_end("Deployment", meta) {
+            return;
+        }
+        let env = self.environment_label(&d.environment);
+        let status = if d.succeeded { "succeeded" } else { "failed" };
+        self.deployments
+            .get_or_create(&vec![
+                ("environment".into(), env.clone()),
+                ("status".into(), status.into()),
+            ])
+            .inc();
+        if !d.succeeded {
+            return;
+        }
+        let l = vec![("environment".into(), env)];
+        if let Some(c) = d.committed {
+            let lead = (d.finished - c).max(0) as f64;
+            self.lead_time.get_or_create(&l).observe(lead);
+        }
+        if let Some(r) = restored_after {
+            self.recovery_time
+                .get_or_create(&l)
+                .observe(r.max(0) as f64);
+        }
+    }
+
+    /// `env` as a label value: itself while fewer than
+    /// [`MAX_ENVIRONMENTS`] have been seen, else `_other`.
+    fn environment_label(&self, env: &str) -> String {
+        let mut seen = self
+            .environments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(env) || seen.len() < MAX_ENVIRONMENTS && seen.insert(env.to_string()) {
+            env.to_string()
+        } else {
+            "_other".to_string()
+        }
     }
 
     /// Registers the log archive's metrics.

@@ -377,9 +377,31 @@ pub(crate) async fn write_status(
             (ctx.now)(),
         );
         ctx.metrics.pipelinerun_done(pr, &st.conditions, secs);
+        deployment_done(pr, st, ns, ctx);
         crate::concurrency::ended(pr, ns, ctx);
     }
     Ok(())
+}
+
+/// A finished run's deployment metrics, if it is a deployment
+/// (`tektite_engine::dora`): its restore time from the cached runs of its
+/// environment (the cluster's record, so a restart of the controller loses
+/// nothing). The lead time needs the run's `commit-time` result here.
+fn deployment_done(pr: &PipelineRun, st: &PipelineRunStatus, ns: &str, ctx: &Context) {
+    let mut done = pr.clone();
+    done.status = Some(st.clone());
+    let Some(d) = tektite_engine::dora::deployment_of(&done, &[]) else {
+        return;
+    };
+    let history: Vec<_> = ctx
+        .queue
+        .cached_runs(ns)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| tektite_engine::dora::deployment_of(p, &[]))
+        .collect();
+    let restored = tektite_engine::dora::restored_after(&history, &d);
+    ctx.metrics.deployment_done(&pr.metadata, &d, restored);
 }
 
 /// The run with where its Pipeline came from

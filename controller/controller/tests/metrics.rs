@@ -14,9 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 use tektite_api::v1::{Condition, PipelineRun, TaskRun};
 use tektite_controller::metrics::{Level, Metrics};
+use tektite_engine::dora::Deployment;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn cond(status: &str, reason: &str) -> Vec<Condition> {
@@ -78,7 +80,34 @@ fn recorded(level: Level) -> Metrics {
     m.set_queues(&[(("ci".to_string(), "deploy-prod".to_string()), (1, 2))].into());
     m.reconciled("TaskRun", None, Duration::from_millis(4));
     m.reconciled("TaskRun", Some("api_500"), Duration::from_millis(9));
+    let (failed, fixed) = (
+        deployment("prod", false, None),
+        deployment("prod", true, Some(1800)),
+    );
+    m.deployment_done(&meta("release-d1"), &failed, None);
+    m.deployment_done(&meta("release-d2"), &fixed, Some(5400));
     m
+}
+
+/// A finished deployment to `env`, committed `lead` seconds before it
+/// ended.
+fn deployment(env: &str, succeeded: bool, lead: Option<i64>) -> Deployment {
+    Deployment {
+        name: format!("{env}-run"),
+        environment: env.into(),
+        succeeded,
+        finished: 1_800_000_000,
+        committed: lead.map(|l| 1_800_000_000 - l),
+    }
+}
+
+fn meta(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some("ci".into()),
+        uid: Some(format!("uid-{name}")),
+        ..ObjectMeta::default()
+    }
 }
 
 fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
@@ -148,6 +177,12 @@ fn tekton_names_and_labels_without_run_names() {
         "tekton_pipelines_controller_running_pipelineruns 1",
         r#"tektite_controller_reconcile_errors_total{kind="TaskRun",error="api_500"} 1"#,
         r#"tektite_controller_reconcile_total{kind="TaskRun",result="ok"} 1"#,
+        r#"tektite_deployments_total{environment="prod",status="failed"} 1"#,
+        r#"tektite_deployments_total{environment="prod",status="succeeded"} 1"#,
+        r#"tektite_deployment_lead_time_seconds_bucket{le="1800.0",environment="prod"} 1"#,
+        r#"tektite_deployment_lead_time_seconds_bucket{le="900.0",environment="prod"} 0"#,
+        r#"tektite_recovery_time_seconds_sum{environment="prod"} 5400.0"#,
+        r#"tektite_recovery_time_seconds_count{environment="prod"} 1"#,
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -301,4 +336,80 @@ fn queue_gauges_label_at_most_fifty_keys_and_sum_the_rest() {
     // A scrape after the queues emptied drops the old series.
     m.set_queues(&Default::default());
     assert!(!m.render().contains("tektite_concurrency_queued{"));
+}
+
+#[test]
+fn the_dora_rules_compute_on_these_names() {
+    let (ok, out) = promtool(&["test", "rules", "dora_test.yaml"], None);
+    assert!(ok, "promtool test rules: {out}");
+    assert!(out.contains("SUCCESS"), "{out}");
+    // Every metric the rules use is one the controller exports.
+    let rules = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/prometheus/dora.yaml"),
+    )
+    .unwrap();
+    let text = recorded(Level::Name).render();
+    for name in [
+        "tektite_deployments_total",
+        "tektite_deployment_lead_time_seconds_bucket",
+        "tektite_recovery_time_seconds_sum",
+        "tektite_recovery_time_seconds_count",
+    ] {
+        assert!(rules.contains(name), "dora.yaml does not use {name}");
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "not exported: {name}"
+        );
+    }
+}
+
+#[test]
+fn deployments_are_counted_once_and_label_at_most_twenty_environments() {
+    let m = Metrics::new(Level::Name, Level::Name);
+    // A deployment ended again by a stale reconcile counts once.
+    for _ in 0..3 {
+        m.deployment_done(&meta("d"), &deployment("prod", true, Some(60)), None);
+    }
+    // A failure observes no lead or restore time.
+    m.deployment_done(&meta("f"), &deployment("prod", false, Some(60)), Some(60));
+    for i in 0..25 {
+        m.deployment_done(
+            &meta(&format!("e{i}")),
+            &deployment(&format!("env-{i:02}"), true, None),
+            None,
+        );
+    }
+    let text = m.render();
+    let counted: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("tektite_deployments_total{"))
+        .collect();
+    // prod (2 statuses) and 19 more environments by name, then _other.
+    let max = tektite_controller::metrics::MAX_ENVIRONMENTS;
+    assert_eq!(counted.len(), max + 2, "{text}");
+    assert!(
+        text.contains(r#"tektite_deployments_total{environment="prod",status="succeeded"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tektite_deployments_total{environment="prod",status="failed"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tektite_deployments_total{environment="env-18",status="succeeded"} 1"#),
+        "{text}"
+    );
+    assert!(!text.contains("env-19"), "{text}");
+    assert!(
+        text.contains(r#"tektite_deployments_total{environment="_other",status="succeeded"} 6"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tektite_deployment_lead_time_seconds_count{environment="prod"} 1"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains("tektite_recovery_time_seconds_count{"),
+        "{text}"
+    );
 }

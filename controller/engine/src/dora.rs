@@ -223,6 +223,24 @@ fn percentile(v: &[f64], p: usize) -> f64 {
     v[rank - 1]
 }
 
+/// How long `this` successful deployment restored its environment after:
+/// from the first of the failures right before it in `history` (the
+/// environment's other deployments, any order) to it; `None` if it failed
+/// or the deployment before it succeeded.
+pub fn restored_after(history: &[Deployment], this: &Deployment) -> Option<i64> {
+    if !this.succeeded {
+        return None;
+    }
+    let mut before: Vec<&Deployment> = history
+        .iter()
+        .filter(|d| d.environment == this.environment && d.name != this.name)
+        .filter(|d| d.finished <= this.finished)
+        .collect();
+    before.sort_by_key(|d| (d.finished, d.name.clone()));
+    let first_failure = before.iter().rev().take_while(|d| !d.succeeded).last()?;
+    Some(this.finished - first_failure.finished)
+}
+
 /// Runs of failures and their restores, for those restored in the window
 /// or still failing.
 fn restore(all: &[&Deployment], since: i64) -> Restore {
@@ -351,6 +369,31 @@ mod tests {
         let staging = indicators(&d, 100, 200, Some("staging"));
         assert_eq!(staging.len(), 1);
         assert_eq!(staging[0].lead_time.as_ref().unwrap().median_seconds, 20.0);
+    }
+
+    #[test]
+    fn a_success_restores_from_the_first_failure_right_before_it() {
+        let history = vec![
+            dep("e", true, 10, None),
+            dep("e", false, 20, None),
+            dep("e", false, 30, None),
+            dep("other", true, 35, None),
+        ];
+        let now = dep("e", true, 50, None);
+        assert_eq!(restored_after(&history, &now), Some(30));
+        // Shuffled history, the same answer.
+        let mut shuffled = history.clone();
+        shuffled.reverse();
+        assert_eq!(restored_after(&shuffled, &now), Some(30));
+        // After a success, or as a failure: nothing restored.
+        assert_eq!(restored_after(&history[..1], &now), None);
+        assert_eq!(restored_after(&history, &dep("e", false, 50, None)), None);
+        // No history (a first deployment): nothing restored.
+        assert_eq!(restored_after(&[], &now), None);
+        // `this` itself in the history is not its own predecessor.
+        let mut with_self = history.clone();
+        with_self.push(now.clone());
+        assert_eq!(restored_after(&with_self, &now), Some(30));
     }
 
     #[test]

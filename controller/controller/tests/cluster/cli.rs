@@ -611,7 +611,8 @@ spec:
       script: echo hi"#;
 
 /// `tkt dora --cluster`: a labelled PipelineRun run on the cluster is a
-/// deployment, its lead time from its clone task's committer-date.
+/// deployment, its lead time from its commit-time result; the controller
+/// counts it in its deployment metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tkt_dora_on_the_cluster_counts_a_labelled_run() {
     if !podman_ready() {
@@ -638,4 +639,24 @@ async fn tkt_dora_on_the_cluster_counts_a_labelled_run() {
     assert_eq!(dev["changeFailureRate"], 0.0, "{v}");
     let lead = dev["leadTime"]["medianSeconds"].as_f64().unwrap();
     assert!((5400.0..5400.0 + 120.0).contains(&lead), "{v}");
+    // Counted right after the status that ended the run is written.
+    let counted = r#"tektite_deployments_total{environment="dev",status="succeeded"} 1"#;
+    let start = Instant::now();
+    let mut metrics = c.scrape().await;
+    while !metrics.lines().any(|l| l == counted) && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metrics = c.scrape().await;
+    }
+    for line in [
+        r#"tektite_deployments_total{environment="dev",status="succeeded"} 1"#,
+        r#"tektite_deployment_lead_time_seconds_count{environment="dev"} 1"#,
+        r#"tektite_deployment_lead_time_seconds_bucket{le="3600.0",environment="dev"} 0"#,
+        r#"tektite_deployment_lead_time_seconds_bucket{le="7200.0",environment="dev"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in:
+{metrics}"
+        );
+    }
 }
