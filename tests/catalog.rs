@@ -786,8 +786,18 @@ fn ci_cd_pipeline_clone_test_scan_with_local_tools() {
     let (repo, commit) = sample_repo("local");
     let url = format!("repo-url=file://{}", repo.display());
     let r = tkt_run("process", CI_CD, &["-p", &url], &[("PATH", tools_path())]);
+    let committed = std::process::Command::new("git")
+        .args(["-C", &repo.to_string_lossy(), "log", "-1", "--format=%ct"])
+        .output()
+        .unwrap();
     let _ = std::fs::remove_dir_all(&repo);
     assert_eq!(r.code, 0, "{}", r.log);
+    // The commit's time, for the change's lead time.
+    let committed = String::from_utf8_lossy(&committed.stdout)
+        .trim()
+        .to_string();
+    assert!(!committed.is_empty());
+    assert_eq!(result_of(&r.json, "commit-time"), committed);
     // Tekton's reason when some tasks were skipped.
     assert_eq!(
         condition(&r.json),

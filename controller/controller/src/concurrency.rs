@@ -76,15 +76,9 @@ impl Queue {
 
     /// The not-done runs of `ns` as the cache has them (`None` without one).
     fn cached(&self, ns: &str) -> Option<Vec<Arc<PipelineRun>>> {
-        let cache = self.cache.get()?;
-        Some(
-            cache
-                .state()
-                .into_iter()
-                .filter(|pr| pr.metadata.namespace.as_deref() == Some(ns))
-                .filter(|pr| !pr.status.as_ref().is_some_and(|s| is_done(&s.conditions)))
-                .collect(),
-        )
+        let mut runs = self.cached_runs(ns)?;
+        runs.retain(|pr| !pr.status.as_ref().is_some_and(|s| is_done(&s.conditions)));
+        Some(runs)
     }
 
     /// The decision for `me` over the cache's runs of `ns` (`None` without
