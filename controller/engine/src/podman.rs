@@ -74,26 +74,42 @@ pub fn with_env(pod: &Pod, env: &[(String, String)]) -> Pod {
     pod
 }
 
-/// Adapts `pod` to run under `run_dir` (this TaskRun's directory), with
-/// claims under `claims_dir`, except those `bound` to a host directory of
-/// the user's (claim name → directory; `tkt run -w name=PATH`): those are
-/// that directory, and are not made.
-pub fn adapt(
-    pod: &Pod,
-    run_dir: &Path,
-    claims_dir: &Path,
-    bound: &BTreeMap<String, PathBuf>,
-) -> Adapted {
+/// Where a pod's volumes go on the host.
+#[derive(Debug, Clone, Copy)]
+pub struct HostDirs<'a> {
+    /// The pod's own directory (this TaskRun's): its emptyDirs and the
+    /// volumes the runner fills.
+    pub run: &'a Path,
+    /// Where its bookkeeping emptyDirs go ([`is_bookkeeping_volume`]): a
+    /// directory in memory, or `run` itself.
+    pub fast: &'a Path,
+    /// Where provisioned claims live.
+    pub claims: &'a Path,
+}
+
+/// Whether the engine's pod volume `name` holds only the pod's own
+/// bookkeeping, made, read once and removed within the pod's life: the
+/// steps' run directories, the step links, a step's credentials home.
+pub fn is_bookkeeping_volume(name: &str) -> bool {
+    name == "tekton-internal-steps"
+        || name.starts_with(crate::pod::RUN_VOLUME_PREFIX)
+        || name.starts_with("tekton-creds-init-home-")
+}
+
+/// Adapts `pod` to run in `dirs`, except the claims `bound` to a host
+/// directory of the user's (claim name → directory; `tkt run -w
+/// name=PATH`): those are that directory, and are not made.
+pub fn adapt(pod: &Pod, dirs: HostDirs<'_>, bound: &BTreeMap<String, PathBuf>) -> Adapted {
     let mut pod = pod.clone();
     let fields = FieldValues::of(&pod);
     let mut host = HostVolumes {
-        dirs: vec![run_dir.to_path_buf()],
+        dirs: vec![dirs.run.to_path_buf()],
         ready_file: None,
         to_fill: Vec::new(),
     };
     if let Some(spec) = pod.spec.as_mut() {
         for v in spec.volumes.iter_mut().flatten() {
-            host.place(v, run_dir, claims_dir, bound);
+            host.place(v, dirs, bound);
         }
         fields.replace_in(spec);
         // podman has no API server to enforce it, and rejects some values.
@@ -121,19 +137,16 @@ struct HostVolumes {
 }
 
 impl HostVolumes {
-    /// Makes `v` a hostPath volume: a directory under `run_dir` for an
-    /// emptyDir, the ready file's directory, or a volume the runner fills;
-    /// under `claims_dir` for a claim, or the user's directory it is
-    /// `bound` to. Other volumes are left as they are.
-    fn place(
-        &mut self,
-        v: &mut Volume,
-        run_dir: &Path,
-        claims_dir: &Path,
-        bound: &BTreeMap<String, PathBuf>,
-    ) {
-        let dir = run_dir.join(&v.name);
-        let adapted = if v.empty_dir.is_some() {
+    /// Makes `v` a hostPath volume: a directory under `dirs.run` for an
+    /// emptyDir (under `dirs.fast` for a bookkeeping one), the ready file's
+    /// directory, or a volume the runner fills; under `dirs.claims` for a
+    /// claim, or the user's directory it is `bound` to. Other volumes are
+    /// left as they are.
+    fn place(&mut self, v: &mut Volume, dirs: HostDirs<'_>, bound: &BTreeMap<String, PathBuf>) {
+        let dir = dirs.run.join(&v.name);
+        let adapted = if v.empty_dir.is_some() && is_bookkeeping_volume(&v.name) {
+            Some(dirs.fast.join(&v.name))
+        } else if v.empty_dir.is_some() {
             Some(dir)
         } else if v.downward_api.is_some() {
             self.ready_file = Some(dir.join("ready"));
@@ -147,7 +160,7 @@ impl HostVolumes {
                 };
                 return;
             }
-            Some(claims_dir.join(&c.claim_name))
+            Some(dirs.claims.join(&c.claim_name))
         } else if v.config_map.is_some()
             || v.secret.is_some()
             || v.projected.is_some()
@@ -238,6 +251,75 @@ impl FieldValues {
                     e.value_from = None;
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bookkeeping_emptydirs_go_to_the_fast_directory_and_the_rest_stays() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [], "volumes": [
+                {"name": "tekton-internal-run-0", "emptyDir": {}},
+                {"name": "tekton-internal-steps", "emptyDir": {}},
+                {"name": "tekton-internal-results", "emptyDir": {}},
+                {"name": "tekton-creds-init-home-0", "secret": {"secretName": "s"}},
+                {"name": "ws", "persistentVolumeClaim": {"claimName": "c"}},
+            ]}
+        }))
+        .unwrap();
+        let (run, fast, claims) = (Path::new("/r"), Path::new("/f"), Path::new("/c"));
+        let dirs = HostDirs { run, fast, claims };
+        let a = adapt(&pod, dirs, &BTreeMap::new());
+        let host = |name: &str| {
+            let v = a.pod.spec.as_ref().unwrap().volumes.as_ref().unwrap();
+            let v = v.iter().find(|v| v.name == name).unwrap();
+            PathBuf::from(&v.host_path.as_ref().unwrap().path)
+        };
+        assert_eq!(
+            host("tekton-internal-run-0"),
+            fast.join("tekton-internal-run-0")
+        );
+        assert_eq!(
+            host("tekton-internal-steps"),
+            fast.join("tekton-internal-steps")
+        );
+        assert_eq!(
+            host("tekton-internal-results"),
+            run.join("tekton-internal-results")
+        );
+        // A volume the runner fills stays, whatever its name.
+        assert_eq!(
+            host("tekton-creds-init-home-0"),
+            run.join("tekton-creds-init-home-0")
+        );
+        assert_eq!(host("ws"), claims.join("c"));
+        assert!(a.dirs.contains(&fast.join("tekton-internal-run-0")));
+        assert!(!a.dirs.contains(&run.join("tekton-internal-run-0")));
+    }
+
+    #[test]
+    fn only_the_pods_bookkeeping_volumes_are_bookkeeping() {
+        for v in [
+            "tekton-internal-steps",
+            "tekton-internal-run-3",
+            "tekton-creds-init-home-0",
+        ] {
+            assert!(is_bookkeeping_volume(v), "{v}");
+        }
+        for v in [
+            "tekton-internal-results",
+            "tekton-internal-home",
+            "tekton-internal-scripts",
+            "tekton-internal-bin",
+            "tekton-internal-workspace",
+            "ws-source",
+        ] {
+            assert!(!is_bookkeeping_volume(v), "{v}");
         }
     }
 }

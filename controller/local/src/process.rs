@@ -564,21 +564,22 @@ impl ProcessPod {
         env: &PodEnv<'_>,
         entrypoint: &Path,
     ) -> Result<ProcessPod, RuntimeError> {
-        let mut adapted = podman::adapt(pod, env.run_dir, env.claims_dir, env.claims);
         // Rewrite mode keeps its volumes in its file tree.
-        let fast_dir = match mode() {
-            Mode::Namespace => env.fast_dir,
-            Mode::Rewrite => env.run_dir,
+        let namespace = mode() == Mode::Namespace;
+        let fast_dir = if namespace { env.fast_dir } else { env.run_dir };
+        let dirs = podman::HostDirs {
+            fast: fast_dir,
+            ..env.host_dirs()
         };
-        if mode() == Mode::Namespace {
-            crate::tmpfs::move_internal_volumes(&mut adapted, env.run_dir, fast_dir);
+        let mut adapted = podman::adapt(pod, dirs, env.claims);
+        if namespace {
             crate::prepare::merge_run_volumes(&mut adapted, fast_dir);
         }
         crate::runtime::make_volume_dirs(&adapted.dirs, env)?;
         if let Some(spec) = adapted.pod.spec.as_mut() {
             crate::runtime::subpath_volumes(spec, env)?;
             // Rewrite mode keeps it: its paths are rewritten per container.
-            if mode() == Mode::Namespace {
+            if namespace {
                 crate::prepare::on_host(spec, &[env.run_dir, fast_dir], entrypoint)?;
             }
         }

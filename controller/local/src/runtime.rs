@@ -52,6 +52,17 @@ pub struct PodEnv<'a> {
     pub journal: Option<&'a Journal>,
 }
 
+impl PodEnv<'_> {
+    /// Where the pod's volumes go.
+    pub fn host_dirs(&self) -> podman::HostDirs<'_> {
+        podman::HostDirs {
+            run: self.run_dir,
+            fast: self.fast_dir,
+            claims: self.claims_dir,
+        }
+    }
+}
+
 /// Something a running pod tells the runner.
 #[derive(Debug, Clone)]
 pub enum Signal {
@@ -288,8 +299,7 @@ fn wait_unless(
 /// directories standing for volumes made, subPath mounts given volumes of
 /// their own, and termination files mounted.
 fn podman_spec(pod: &Pod, env: &PodEnv<'_>) -> Result<podman::Adapted, RuntimeError> {
-    let mut adapted = podman::adapt(pod, env.run_dir, env.claims_dir, env.claims);
-    crate::tmpfs::move_internal_volumes(&mut adapted, env.run_dir, env.fast_dir);
+    let mut adapted = podman::adapt(pod, env.host_dirs(), env.claims);
     crate::prepare::merge_run_volumes(&mut adapted, env.fast_dir);
     make_volume_dirs(&adapted.dirs, env)?;
     if let Some(spec) = adapted.pod.spec.as_mut() {

@@ -7,7 +7,7 @@
 //! disk file system each costs an inode allocation and a free (on ext4
 //! without a journal, a search past every inode freed in the last minute),
 //! which was most of a short step's cost. The volumes that hold them
-//! ([`is_internal_volume`]) are placed in a private directory on a tmpfs
+//! (`podman::is_bookkeeping_volume`) are placed in a private directory on a tmpfs
 //! instead; workspaces, results, scripts, `HOME` and the logs stay on disk.
 //!
 //! The directory is `TEKTITE_RUN_TMPFS` when it is set to a path (`off`
@@ -127,47 +127,6 @@ pub fn store_dir(base: &Path, store_root: &Path) -> PathBuf {
     base.join(key)
 }
 
-/// Whether the pod volume `name` holds only the pod's own bookkeeping: the
-/// steps' run directories, the step links and the credentials homes.
-pub fn is_internal_volume(name: &str) -> bool {
-    name == "tekton-internal-steps"
-        || name == crate::prepare::RUNS
-        || name.starts_with(tektite_engine::pod::RUN_VOLUME_PREFIX)
-        || name.starts_with("tekton-creds-init-home-")
-}
-
-/// Moves the adapted pod's [`is_internal_volume`]s from `run_dir` (where
-/// `podman::adapt` put them for emptyDirs) to `fast_dir`; not a volume
-/// the runner fills (a Task's own configMap or secret volume that took
-/// such a name).
-pub fn move_internal_volumes(
-    adapted: &mut tektite_engine::podman::Adapted,
-    run_dir: &Path,
-    fast_dir: &Path,
-) {
-    if run_dir == fast_dir {
-        return;
-    }
-    let Some(spec) = adapted.pod.spec.as_mut() else {
-        return;
-    };
-    for v in spec.volumes.iter_mut().flatten() {
-        let Some(h) = v.host_path.as_mut() else {
-            continue;
-        };
-        let old = run_dir.join(&v.name);
-        let filled = adapted.to_fill.iter().any(|(n, _)| *n == v.name);
-        if !is_internal_volume(&v.name) || filled || Path::new(&h.path) != old {
-            continue;
-        }
-        let new = fast_dir.join(&v.name);
-        h.path = new.to_string_lossy().into_owned();
-        for d in adapted.dirs.iter_mut().filter(|d| **d == old) {
-            d.clone_from(&new);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,62 +233,5 @@ mod tests {
         assert_ne!(a, store_dir(Path::new("/b"), &d.join("x")));
         assert_eq!(a.parent(), Some(Path::new("/b")));
         std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    #[test]
-    fn internal_emptydirs_move_and_a_volume_the_runner_fills_stays() {
-        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p"},
-            "spec": {"containers": [], "volumes": [
-                {"name": "tekton-internal-run-0", "emptyDir": {}},
-                {"name": "tekton-internal-results", "emptyDir": {}},
-                {"name": "tekton-creds-init-home-0", "secret": {"secretName": "s"}},
-            ]}
-        }))
-        .unwrap();
-        let (run, fast) = (Path::new("/r"), Path::new("/f"));
-        let mut a = tektite_engine::podman::adapt(&pod, run, Path::new("/c"), &Default::default());
-        move_internal_volumes(&mut a, run, fast);
-        let host = |name: &str| {
-            let v = a.pod.spec.as_ref().unwrap().volumes.as_ref().unwrap();
-            let v = v.iter().find(|v| v.name == name).unwrap();
-            PathBuf::from(&v.host_path.as_ref().unwrap().path)
-        };
-        assert_eq!(
-            host("tekton-internal-run-0"),
-            fast.join("tekton-internal-run-0")
-        );
-        assert_eq!(
-            host("tekton-internal-results"),
-            run.join("tekton-internal-results")
-        );
-        assert_eq!(
-            host("tekton-creds-init-home-0"),
-            run.join("tekton-creds-init-home-0")
-        );
-        assert!(a.dirs.contains(&fast.join("tekton-internal-run-0")));
-        assert!(!a.dirs.contains(&run.join("tekton-internal-run-0")));
-    }
-
-    #[test]
-    fn only_the_pods_bookkeeping_volumes_move() {
-        for v in [
-            "tekton-internal-steps",
-            "tekton-internal-runs",
-            "tekton-internal-run-3",
-            "tekton-creds-init-home-0",
-        ] {
-            assert!(is_internal_volume(v), "{v}");
-        }
-        for v in [
-            "tekton-internal-results",
-            "tekton-internal-home",
-            "tekton-internal-scripts",
-            "tekton-internal-bin",
-            "tekton-internal-workspace",
-            "ws-source",
-        ] {
-            assert!(!is_internal_volume(v), "{v}");
-        }
     }
 }
