@@ -47,8 +47,8 @@ impl State {
 impl Drop for State {
     fn drop(&mut self) {
         // What a run kept (`--keep`) on the tmpfs, too.
-        if let Some(base) = tektite_local::tmpfs::base() {
-            let _ = std::fs::remove_dir_all(tektite_local::tmpfs::store_dir(base, &self.0));
+        if let Some(fast) = util::fast_store_dir(&self.0) {
+            let _ = std::fs::remove_dir_all(fast);
         }
         let _ = std::fs::remove_dir_all(&self.0);
     }
@@ -429,18 +429,12 @@ fn a_pods_bookkeeping_is_kept_on_the_tmpfs_and_removed_with_the_run_podman() {
     a_pods_bookkeeping_is_kept_on_the_tmpfs_and_removed_with_the_run("podman");
 }
 
-/// Every file under `dir`.
+/// Every file under `dir` (links included, not followed).
 fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
+    walk_dirs(dir)
+        .into_iter()
+        .filter(|p| !std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
+        .collect()
 }
 
 fn results_when_scoping_shared_workspace_and_finally(rt: &str) {

@@ -157,6 +157,13 @@ pub fn tkt_run(rt: &str) -> Command {
     cmd
 }
 
+/// The directory on the tmpfs (`tektite_local::tmpfs`) of the run store
+/// at `state`, if this machine has one.
+pub fn fast_store_dir(state: &Path) -> Option<PathBuf> {
+    let base = tektite_local::tmpfs::base()?;
+    Some(tektite_local::tmpfs::store_dir(base, state))
+}
+
 /// A scratch directory with a run store in it; removed on drop.
 pub struct Scratch(pub PathBuf);
 
@@ -191,11 +198,9 @@ impl Scratch {
         v.sort();
         v
     }
-    /// The store's directory on the tmpfs (`tektite_local::tmpfs`), if
-    /// this machine has one.
+    /// The store's directory on the tmpfs, if this machine has one.
     pub fn fast(&self) -> Option<PathBuf> {
-        let base = tektite_local::tmpfs::base()?;
-        Some(tektite_local::tmpfs::store_dir(base, &self.state()))
+        fast_store_dir(&self.state())
     }
     /// What is left under `work/` and `live/`, and in the store's
     /// directory on the tmpfs (as `fast/`).
