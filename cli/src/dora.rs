@@ -11,8 +11,6 @@ use clap::ValueEnum;
 use k8s_openapi::jiff::Timestamp;
 use tektite_api::v1::{PipelineRun, TaskRun};
 use tektite_engine::dora::{self, Indicators};
-use tektite_local::live;
-use tektite_local::store::Store;
 
 use crate::inspect::{Local, Target};
 
@@ -82,11 +80,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
         let c = crate::cluster::Cluster::connect(&args.target)?;
         return report(&c, args, out).map_err(|e| c.explain(e));
     }
-    let store = Store::existing(args.state_dir.as_deref())?;
-    for r in live::recover_abandoned(&store, None) {
-        crate::note(&format!("tkt: warning: {r}"));
-    }
-    report(&Local { store }, args, out)
+    report(&Local::open(args.state_dir.as_deref())?, args, out)
 }
 
 /// The deployments of `t`, and their indicators over the window.

@@ -226,11 +226,7 @@ pub fn run(kind: Kind, args: &Args, out: &mut impl Write) -> anyhow::Result<u8> 
         };
         return r.map_err(|e| c.explain(e));
     }
-    let store = Store::existing(args.state_dir.as_deref())?;
-    for r in live::recover_abandoned(&store, None) {
-        warn(&r.to_string());
-    }
-    let local = Local { store };
+    let local = Local::open(args.state_dir.as_deref())?;
     if let Command::Rerun(a) = &args.command {
         return crate::rerun::local(kind, args.state_dir.as_deref(), &local, a, out);
     }
@@ -394,6 +390,21 @@ fn logs(kind: Kind, t: &dyn Target, a: &LogsArgs, out: &mut impl Write) -> anyho
 #[derive(Debug)]
 pub struct Local {
     pub store: Store,
+}
+
+impl Local {
+    /// The run store at `dir` (else the default), once the runs a `tkt`
+    /// that has gone left running are recovered (each warned about).
+    ///
+    /// # Errors
+    /// There is no store there, or it cannot be read.
+    pub fn open(dir: Option<&std::path::Path>) -> anyhow::Result<Local> {
+        let store = Store::existing(dir)?;
+        for r in live::recover_abandoned(&store, None) {
+            warn(&r.to_string());
+        }
+        Ok(Local { store })
+    }
 }
 
 impl Target for Local {

@@ -173,8 +173,7 @@ pub fn indicators(
         .filter_map(|(env, mut all)| {
             all.sort_by_key(|d| (d.finished, d.name.clone()));
             let of_env = env_indicators(env, &all, since, until);
-            (of_env.deployments > 0 || only.is_some() || of_env.restore.restored > 0)
-                .then_some(of_env)
+            (of_env.deployments > 0 || only.is_some()).then_some(of_env)
         })
         .collect()
 }

@@ -61,6 +61,11 @@ impl PodEnv<'_> {
             claims: self.claims_dir,
         }
     }
+
+    /// The directories `tkt` made for the pod's volumes (not the user's).
+    fn own_dirs(&self) -> [&Path; 3] {
+        [self.run_dir, self.fast_dir, self.claims_dir]
+    }
 }
 
 /// Something a running pod tells the runner.
@@ -422,7 +427,7 @@ pub(crate) fn make_volume_dirs(dirs: &[PathBuf], env: &PodEnv<'_>) -> Result<(),
             .and_then(|()| std::fs::set_permissions(own, Permissions::from_mode(0o700)))
             .map_err(|e| err(format!("directory {}", own.display()), e.to_string()))?;
     }
-    let roots = [env.run_dir, env.fast_dir, env.claims_dir];
+    let roots = env.own_dirs();
     for d in dirs.iter().filter(|d| *d != env.run_dir) {
         let (root, rel) = beneath::split(d, &roots).ok_or_else(|| {
             err(
@@ -446,9 +451,7 @@ fn subpath_dir(
     env: &PodEnv<'_>,
     what: &str,
 ) -> Result<PathBuf, RuntimeError> {
-    let ours = [env.run_dir, env.fast_dir, env.claims_dir]
-        .iter()
-        .any(|r| base.starts_with(r));
+    let ours = env.own_dirs().iter().any(|r| base.starts_with(r));
     let mode = if ours { 0o777 } else { 0o755 };
     beneath::dir(base, Path::new(sub), mode).map_err(|e| err(what, format!("subPath {sub:?}: {e}")))
 }
