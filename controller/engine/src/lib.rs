@@ -27,3 +27,4 @@ pub mod status;
 pub mod stepaction;
 pub mod subst;
 pub mod taskrun;
+pub mod trace;

@@ -62,6 +62,9 @@ pub struct Config {
     /// A queued run's timeouts count from its creation (true, as Tekton's
     /// pending runs) or from its start.
     pub queue_timeout_from_creation: bool,
+    /// Runs are traced (`trace`): a pipeline's TaskRuns carry its span
+    /// context, and steps get `TRACEPARENT`.
+    pub tracing: bool,
 }
 
 impl Default for Config {
@@ -77,6 +80,7 @@ impl Default for Config {
             max_matrix_combinations: 256,
             max_running_pipeline_runs: None,
             queue_timeout_from_creation: true,
+            tracing: false,
         }
     }
 }
@@ -257,6 +261,9 @@ pub fn build(input: Input<'_>, config: &Config) -> Result<PodPlan, BuildError> {
     check_steps(&spec)?;
     let mounted = mount_workspaces(&spec, &workspaces);
     let mut steps = step_containers(&mounted, &spec, tr, &step_names);
+    if config.tracing {
+        add_traceparent(&mut steps, tr);
+    }
     let mut sidecars = sidecar_containers(&mounted.sidecars, tr);
     let scripts = place_scripts(&mut steps, &mut sidecars, &mounted.sidecars);
     check_images(&steps, input.images)?;
@@ -748,6 +755,22 @@ fn step_containers<'s>(
         apply_task_resources(&mut containers, task_res);
     }
     containers
+}
+
+/// `TRACEPARENT`, the TaskRun span's context, in every step's environment
+/// (a step that sets it keeps its own).
+fn add_traceparent(steps: &mut [(Container, &Step)], tr: &TaskRun) {
+    let value = crate::trace::taskrun_context(tr).own.traceparent();
+    for (c, _) in steps {
+        let env = c.env.get_or_insert_with(Vec::new);
+        if !env.iter().any(|e| e.name == crate::trace::TRACEPARENT_ENV) {
+            env.push(EnvVar {
+                name: crate::trace::TRACEPARENT_ENV.into(),
+                value: Some(value.clone()),
+                ..Default::default()
+            });
+        }
+    }
 }
 
 /// Containers from sidecars, `sidecarSpecs` applied.

@@ -167,7 +167,11 @@ fn base_task_run(
         trs_spec.and_then(|s| s.pod_template.as_deref()),
     );
     let workspaces = bind_workspaces(pr, pt, tasks)?;
-    let annotations = annotations(pr, pt, trs_spec);
+    let mut annotations = annotations(pr, pt, trs_spec);
+    if config.tracing {
+        let own = crate::trace::pipelinerun_context(pr).own;
+        annotations.insert(crate::trace::TASKRUN_SPAN_CONTEXT.into(), own.carrier());
+    }
     Ok(TaskRun {
         metadata: ObjectMeta {
             name: None,
@@ -356,6 +360,7 @@ fn annotations(
         if !k.starts_with("chains.tekton.dev/")
             && k != "kubectl.kubernetes.io/last-applied-configuration"
             && !crate::reuse::is_record(&k)
+            && !crate::trace::is_context(&k)
         {
             annotations.entry(k).or_insert(v);
         }
