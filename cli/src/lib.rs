@@ -27,6 +27,7 @@ pub mod rerun;
 pub mod run;
 pub mod start;
 pub mod stepactions;
+pub mod traces;
 pub mod validate;
 pub mod values;
 pub mod watchdog;

@@ -1139,7 +1139,11 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
         Ok(i) => i,
         Err(code) => return Ok(code),
     };
-    let config = Config::default();
+    let traces = crate::traces::settings();
+    let config = Config {
+        tracing: traces.is_some(),
+        ..Config::default()
+    };
     let mut claims: BTreeMap<String, PathBuf> = BTreeMap::new();
     let jobs = match prepare(args, &mut inputs, &config, &mut claims)? {
         Ok(j) => j,
@@ -1186,6 +1190,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
         tasks: &inputs.tasks,
         interrupts: &interrupts,
         finals: std::cell::RefCell::new(Vec::new()),
+        traces,
     };
     let mut worst = 0u8;
     for job in jobs {
@@ -1211,6 +1216,8 @@ struct JobContext<'a> {
     interrupts: &'a Interrupts,
     /// The runs as they ended (`-o json|yaml`).
     finals: std::cell::RefCell<Vec<serde_json::Value>>,
+    /// Where the runs' traces go, if anywhere.
+    traces: Option<tektite_telemetry::Settings>,
 }
 
 /// Claims the job's name: its journal first (so that whatever ends this
@@ -1337,27 +1344,30 @@ fn run_job(ctx: &JobContext<'_>, mut job: Job) -> anyhow::Result<Result<u8, Refu
     if turn == crate::queue::Turn::Go {
         say(text, &format!("{} {name} started", kind.lower()));
     }
-    let (object, cond) = match job {
+    let (object, cond, spans) = match job {
         Job::Task(tr, source) => {
             let tr = runner.run_task(*tr, source);
             ctx.store.save_task_run(&tr)?;
+            let spans = tektite_engine::trace::taskrun_spans(&tr);
             let c = tr
                 .status
                 .as_ref()
                 .and_then(|s| Condition::succeeded(&s.conditions))
                 .cloned();
-            (serde_json::to_value(&tr)?, c)
+            (serde_json::to_value(&tr)?, c, spans)
         }
         Job::Pipeline(pr, resolved, _) => {
             let pipeline = resolved.as_ref().map(|(s, n)| (s, n.as_deref()));
-            let (pr, _children) = runner.run_pipeline(*pr, pipeline, ctx.tasks);
+            let (pr, children) = runner.run_pipeline(*pr, pipeline, ctx.tasks);
             ctx.store.save_pipeline_run(&pr)?;
+            let mut spans = tektite_engine::trace::pipelinerun_spans(&pr);
+            spans.extend(children.iter().flat_map(tektite_engine::trace::taskrun_spans));
             let c = pr
                 .status
                 .as_ref()
                 .and_then(|s| Condition::succeeded(&s.conditions))
                 .cloned();
-            (serde_json::to_value(&pr)?, c)
+            (serde_json::to_value(&pr)?, c, spans)
         }
     };
     drop(runner);
@@ -1369,6 +1379,9 @@ fn run_job(ctx: &JobContext<'_>, mut job: Job) -> anyhow::Result<Result<u8, Refu
     drop(held);
     let c = cond.unwrap_or_default();
     let mask = ctx.store.mask().unwrap_or_default();
+    if let Some(settings) = &ctx.traces {
+        crate::traces::export(settings, spans, &mask);
+    }
     let mut object = object;
     mask.mask_json(&mut object);
     say(

@@ -1,0 +1,249 @@
+//! `tkt run`'s traces, end to end: a real `tkt run` with the standard
+//! `OTEL_*` variables pointed at a real OTLP endpoint on loopback
+//! (`tektite_telemetry::receiver`, which decodes with the
+//! `opentelemetry-proto` types). The span tree of a pipeline with a
+//! retry, a failing task and finally; `TRACEPARENT` as the steps saw it;
+//! an incoming `traceparent`; a collector that is down or a setting that
+//! is bad leaves the run as it was.
+
+// Test helpers panic on setup failures by design.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+mod util;
+
+use std::collections::BTreeSet;
+use std::process::Output;
+use std::time::Duration;
+
+use tektite_telemetry::receiver::{Receiver, Received};
+use util::{Scratch, text, tkt_run};
+
+/// A flaky task that passes on its retry, a task after it that fails, and
+/// a finally task; every step prints the `TRACEPARENT` it was given.
+const PIPELINE: &str = r#"
+apiVersion: tekton.dev/v1
+kind: PipelineRun
+metadata:
+  name: traced
+  annotations: ANNOTATIONS
+spec:
+  workspaces:
+    - name: state
+      volumeClaimTemplate:
+        spec:
+          accessModes: [ReadWriteOnce]
+          resources: {requests: {storage: 10Mi}}
+  pipelineSpec:
+    workspaces: [{name: state}]
+    tasks:
+      - name: flaky
+        retries: 1
+        workspaces: [{name: s, workspace: state}]
+        taskSpec:
+          workspaces: [{name: s}]
+          steps:
+            - name: try
+              image: localhost/tektite/busybox:latest
+              script: |
+                echo "seen TRACEPARENT=$TRACEPARENT"
+                if [ -f $(workspaces.s.path)/tried ]; then exit 0; fi
+                touch $(workspaces.s.path)/tried
+                exit 1
+      - name: deploy
+        runAfter: [flaky]
+        taskSpec:
+          steps:
+            - name: apply
+              image: localhost/tektite/busybox:latest
+              script: |
+                echo "seen TRACEPARENT=$TRACEPARENT"
+                exit 2
+    finally:
+      - name: notify
+        taskSpec:
+          steps:
+            - name: send
+              image: localhost/tektite/busybox:latest
+              script: 'echo "seen TRACEPARENT=$TRACEPARENT"'
+"#;
+
+const WEBHOOK: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+fn run(rt: &str, scratch: &Scratch, file: &str, env: &[(&str, &str)]) -> Output {
+    let mut cmd = tkt_run(rt);
+    cmd.args(["-f", file, "--state-dir", &scratch.state_arg()]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// The `TRACEPARENT` values the steps printed.
+fn seen(out: &Output) -> Vec<String> {
+    text(&out.stdout)
+        .lines()
+        .chain(text(&out.stderr).lines())
+        .filter_map(|l| l.split_once("seen TRACEPARENT=").map(|(_, v)| v.trim().to_string()))
+        .collect()
+}
+
+fn one<'a>(spans: &'a [Received], name: &str) -> &'a Received {
+    let found: Vec<&Received> = spans.iter().filter(|s| s.name == name).collect();
+    assert_eq!(found.len(), 1, "one span {name:?} in {spans:#?}");
+    found[0]
+}
+
+#[test]
+fn a_pipelines_trace_has_its_tasks_retries_steps_and_the_steps_join_it() {
+    let receiver = Receiver::start();
+    let scratch = Scratch::new("traces-tree");
+    let file = scratch.file("traced.yaml", &PIPELINE.replace("ANNOTATIONS", "{}"));
+    let out = run(
+        "process",
+        &scratch,
+        &file,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http)],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let spans = receiver.spans();
+    let root = one(&spans, "PipelineRun traced");
+    assert_eq!(root.parent_span_id, "", "a trace of its own: {root:#?}");
+    assert_eq!(root.service_name, "tkt");
+    assert_eq!(root.attributes["tekton.status"], "failed");
+    assert!(spans.iter().all(|s| s.trace_id == root.trace_id));
+    let mut contexts = BTreeSet::new();
+    for task in ["flaky", "deploy", "notify"] {
+        let span = one(&spans, &format!("TaskRun {task}"));
+        assert_eq!(span.parent_span_id, root.span_id, "{task}");
+        contexts.insert(format!("00-{}-{}-01", span.trace_id, span.span_id));
+    }
+    assert_eq!(one(&spans, "TaskRun flaky").error, None);
+    assert!(one(&spans, "TaskRun deploy").error.is_some());
+    let attempt = one(&spans, "attempt 1");
+    assert_eq!(attempt.parent_span_id, one(&spans, "TaskRun flaky").span_id);
+    let tries: Vec<&Received> = spans.iter().filter(|s| s.name == "step try").collect();
+    assert_eq!(tries.len(), 2, "one per attempt");
+    assert!(tries.iter().any(|s| s.parent_span_id == attempt.span_id
+        && s.attributes["tekton.step.exit_code"] == "1"));
+    let apply = one(&spans, "step apply");
+    assert_eq!(apply.attributes["tekton.step.exit_code"], "2");
+    assert!(apply.start_unix_nano <= apply.end_unix_nano);
+    // Every step saw its TaskRun's span: both attempts of flaky, deploy,
+    // notify.
+    let seen = seen(&out);
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen.iter().cloned().collect::<BTreeSet<_>>(), contexts);
+}
+
+#[test]
+fn an_incoming_traceparent_makes_the_run_a_child_of_that_trace_over_grpc() {
+    let receiver = Receiver::start();
+    let scratch = Scratch::new("traces-incoming");
+    let annotations = format!("{{traceparent: \"{WEBHOOK}\"}}");
+    let file = scratch.file("traced.yaml", &PIPELINE.replace("ANNOTATIONS", &annotations));
+    let out = run(
+        "process",
+        &scratch,
+        &file,
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &receiver.grpc),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_SERVICE_NAME", "ci-local"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let spans = receiver.spans();
+    assert!(spans.iter().all(|s| s.protocol == "grpc" && s.service_name == "ci-local"));
+    let root = one(&spans, "PipelineRun traced");
+    assert_eq!(root.trace_id, &WEBHOOK[3..35]);
+    assert_eq!(root.parent_span_id, &WEBHOOK[36..52]);
+    assert!(spans.iter().all(|s| s.trace_id == root.trace_id));
+    // The TaskRuns hang under the run, not under the webhook's span.
+    assert_eq!(one(&spans, "TaskRun notify").parent_span_id, root.span_id);
+    assert!(seen(&out).iter().all(|t| t.contains(&WEBHOOK[3..35])));
+}
+
+#[test]
+fn a_collector_that_is_down_leaves_the_run_as_it_was() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let scratch = Scratch::new("traces-down");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let out = run(
+        "process",
+        &scratch,
+        "runs/taskrun-steps.yaml",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("tkt: traces not exported: OTLP export failed"), "{stderr}");
+    let said = format!("{}{stderr}", text(&out.stdout));
+    assert!(said.contains("Succeeded"), "{said}");
+    assert_eq!(scratch.records("taskruns").len(), 1);
+    assert!(scratch.leftovers().is_empty(), "{:?}", scratch.leftovers());
+}
+
+#[test]
+fn a_bad_trace_setting_is_a_warning_and_the_steps_get_no_traceparent() {
+    let receiver = Receiver::start();
+    let scratch = Scratch::new("traces-bad");
+    let file = scratch.file(
+        "t.yaml",
+        "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata: {name: t}\nspec:\n  taskSpec:\n    steps:\n      - {name: s, image: localhost/tektite/busybox:latest, script: 'echo \"seen TRACEPARENT=${TRACEPARENT:-none}\"'}\n",
+    );
+    let out = run(
+        "process",
+        &scratch,
+        &file,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "udp"),
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "tkt: traces off: OTEL_EXPORTER_OTLP_PROTOCOL: expected grpc, http/protobuf or http/json, got \"udp\""
+        ),
+        "{stderr}"
+    );
+    assert_eq!(seen(&out), ["none"]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(receiver.spans().is_empty());
+}
+
+#[test]
+fn a_podman_step_gets_traceparent_and_its_taskrun_is_traced() {
+    if !util::podman_ready() {
+        return;
+    }
+    let receiver = Receiver::start();
+    let scratch = Scratch::new("traces-podman");
+    let file = scratch.file(
+        "t.yaml",
+        "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata: {name: podman-traced}\nspec:\n  taskSpec:\n    steps:\n      - {name: one, image: localhost/tektite/busybox:latest, script: 'echo \"seen TRACEPARENT=$TRACEPARENT\"'}\n      - {name: two, image: localhost/tektite/busybox:latest, script: 'echo \"seen TRACEPARENT=$TRACEPARENT\"'}\n",
+    );
+    let out = run(
+        "podman",
+        &scratch,
+        &file,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let spans = receiver.spans();
+    let root = one(&spans, "TaskRun podman-traced");
+    assert_eq!(root.parent_span_id, "");
+    for step in ["step one", "step two"] {
+        assert_eq!(one(&spans, step).parent_span_id, root.span_id);
+    }
+    let context = format!("00-{}-{}-01", root.trace_id, root.span_id);
+    assert_eq!(seen(&out), [context.clone(), context]);
+}
