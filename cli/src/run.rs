@@ -1361,7 +1361,11 @@ fn run_job(ctx: &JobContext<'_>, mut job: Job) -> anyhow::Result<Result<u8, Refu
             let (pr, children) = runner.run_pipeline(*pr, pipeline, ctx.tasks);
             ctx.store.save_pipeline_run(&pr)?;
             let mut spans = tektite_engine::trace::pipelinerun_spans(&pr);
-            spans.extend(children.iter().flat_map(tektite_engine::trace::taskrun_spans));
+            spans.extend(
+                children
+                    .iter()
+                    .flat_map(tektite_engine::trace::taskrun_spans),
+            );
             let c = pr
                 .status
                 .as_ref()

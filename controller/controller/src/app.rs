@@ -24,6 +24,7 @@ use kube::{Api, Client};
 use tektite_api::v1::{PipelineRun, TaskRun};
 use tektite_engine::pod::Config;
 use tektite_engine::status::is_done;
+use tektite_telemetry::Settings;
 
 use crate::{Context, config, error_policy, lease, logs, metrics, pipelinerun, taskrun};
 
@@ -363,11 +364,16 @@ async fn shutdown_signal() {
 /// See [`Error`]: invalid flags, no API configuration, a metrics address
 /// in use, a lost Lease.
 pub async fn run(opts: Options) -> Result<(), Error> {
-    let base = opts.base_config()?;
+    let traces =
+        tektite_telemetry::Settings::from_env(config::SERVICE_NAME).map_err(Error::Flag)?;
+    let base = Config {
+        tracing: traces.is_some(),
+        ..opts.base_config()?
+    };
     let limits = opts.log_limits()?;
     let lease_cfg = opts.lease()?;
     let client = Client::try_default().await.map_err(Error::Client)?;
-    let ctx = context(&opts, client.clone(), &base)?;
+    let ctx = context(&opts, client.clone(), &base, traces.clone())?;
     set_log_limits(&ctx, &limits);
     let (task_runs, tr_writer) = reflector::store();
     let (pipeline_runs, pr_writer) = reflector::store();
@@ -396,7 +402,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let config_watch = tokio::spawn(watch_config(
         Api::namespaced(client.clone(), &opts.namespace),
         ctx.clone(),
-        (base, limits),
+        (base, limits, traces),
         config_read,
     ));
     tokio::select! {
@@ -459,7 +465,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
 /// The reconcilers' shared context: the client, the registry client for
 /// image commands (plain HTTP only for the registries the flags name), the
 /// flags' configuration and the metrics.
-fn context(opts: &Options, client: Client, base: &Config) -> Result<Arc<Context>, Error> {
+fn context(
+    opts: &Options,
+    client: Client,
+    base: &Config,
+    traces: Option<Settings>,
+) -> Result<Arc<Context>, Error> {
     let images = Arc::new(
         tektite_oci::Client::new(tektite_oci::ClientOptions {
             plain_http: opts.plain_http_registries.clone(),
@@ -482,6 +493,7 @@ fn context(opts: &Options, client: Client, base: &Config) -> Result<Arc<Context>
         Arc::new(r)
     });
     ctx.config = std::sync::RwLock::new(base.clone());
+    ctx.traces = Some(tektite_telemetry::Traces::start(traces));
     ctx.metrics = Arc::new(opts.metrics());
     ctx.log_settings = Arc::new(std::sync::RwLock::new(logs::archive::Settings {
         flush_every: Duration::from_secs(opts.log_flush_seconds.max(1)),
@@ -688,10 +700,14 @@ async fn pipeline_run_controller(
 async fn watch_config(
     api: Api<ConfigMap>,
     ctx: Arc<Context>,
-    (base, base_limits): (Config, config::LogLimits),
+    (base, base_limits, base_traces): (Config, config::LogLimits, Option<Settings>),
     read: tokio::sync::oneshot::Sender<()>,
 ) {
-    let set = |c: Config, limits: &config::LogLimits| {
+    let set = |mut c: Config, limits: &config::LogLimits, traces: Option<Settings>| {
+        c.tracing = traces.is_some();
+        if let Some(t) = &ctx.traces {
+            t.configure(traces);
+        }
         if let Ok(mut current) = ctx.config.write() {
             *current = c;
         }
@@ -699,11 +715,16 @@ async fn watch_config(
     };
     let apply = |cm: &ConfigMap| {
         let data = cm.data.clone().unwrap_or_default();
-        let read = config::from_data(&data, &base)
-            .and_then(|c| Ok((c, config::log_limits(&data, &base_limits, false)?)));
+        let read = config::from_data(&data, &base).and_then(|c| {
+            Ok((
+                c,
+                config::log_limits(&data, &base_limits, false)?,
+                config::trace_settings(&data, base_traces.as_ref())?,
+            ))
+        });
         match read {
-            Ok((c, limits)) => {
-                set(c, &limits);
+            Ok((c, limits, traces)) => {
+                set(c, &limits, traces);
                 tracing::info!(configmap = config::CONFIG_MAP, "configuration applied");
             }
             Err(error) => tracing::error!(
@@ -730,7 +751,7 @@ async fn watch_config(
             }
             Ok(watcher::Event::InitDone) => {
                 if !seen {
-                    set(base.clone(), &base_limits);
+                    set(base.clone(), &base_limits, base_traces.clone());
                 }
                 if let Some(tx) = read.take() {
                     let _ = tx.send(());
@@ -738,7 +759,7 @@ async fn watch_config(
             }
             Ok(watcher::Event::Apply(cm)) => apply(&cm),
             Ok(watcher::Event::Delete(_)) => {
-                set(base.clone(), &base_limits);
+                set(base.clone(), &base_limits, base_traces.clone());
                 tracing::info!(
                     configmap = config::CONFIG_MAP,
                     "configuration deleted: the flags' values apply"

@@ -57,7 +57,81 @@ pub const KEYS: &[(&str, &str)] = &[
         "queue-timeout-from",
         "when a queued PipelineRun's timeouts start: creation (the default) or start",
     ),
+    (
+        "tracing-enabled",
+        "true or false: send runs' traces over OTLP (default: when an endpoint is set here or in OTEL_*)",
+    ),
+    (
+        "tracing-endpoint",
+        "the OTLP collector's base URL, over OTEL_EXPORTER_OTLP_ENDPOINT (turns traces on)",
+    ),
+    (
+        "tracing-protocol",
+        "grpc, http/protobuf or http/json, over OTEL_EXPORTER_OTLP_PROTOCOL",
+    ),
 ];
+
+/// The trace settings: the environment's (`env`, from the `OTEL_*`
+/// variables) with the `tracing-*` keys of `data` over them; `None`:
+/// traces off.
+///
+/// # Errors
+/// A value is not what its key expects (`config-defaults: key: expected
+/// …, got "…"`).
+pub fn trace_settings(
+    data: &BTreeMap<String, String>,
+    env: Option<&tektite_telemetry::Settings>,
+) -> Result<Option<tektite_telemetry::Settings>, String> {
+    let name = namer(false);
+    let get = |k: &str| data.get(k).map(|v| v.trim());
+    let enabled = match get("tracing-enabled") {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(v) => {
+            return Err(format!(
+                "{}: expected true or false, got {v:?}",
+                name("tracing-enabled")
+            ));
+        }
+    };
+    let endpoint = match get("tracing-endpoint") {
+        None => None,
+        Some(v) if v.starts_with("http://") || v.starts_with("https://") => Some(v.to_string()),
+        Some(v) => {
+            return Err(format!(
+                "{}: expected an http:// or https:// URL, got {v:?}",
+                name("tracing-endpoint")
+            ));
+        }
+    };
+    let protocol = get("tracing-protocol")
+        .map(|v| {
+            tektite_telemetry::Protocol::parse(v)
+                .map_err(|e| format!("{}: {e}", name("tracing-protocol")))
+        })
+        .transpose()?;
+    let wanted = enabled.unwrap_or(env.is_some() || endpoint.is_some());
+    if !wanted {
+        return Ok(None);
+    }
+    let mut s = env.cloned().unwrap_or_else(|| tektite_telemetry::Settings {
+        endpoint: None,
+        protocol: tektite_telemetry::Protocol::HttpProtobuf,
+        service_name: SERVICE_NAME.into(),
+        timeout: Duration::from_secs(10),
+    });
+    if endpoint.is_some() {
+        s.endpoint = endpoint;
+    }
+    if let Some(p) = protocol {
+        s.protocol = p;
+    }
+    Ok(Some(s))
+}
+
+/// The traces' service name when `OTEL_SERVICE_NAME` gives none.
+pub const SERVICE_NAME: &str = "tektite-controller";
 
 /// The log archive's limits (`logs-retention-days`, `logs-max-bytes`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +278,8 @@ fn apply(
             }
             // The log archive's keys: read by `log_limits`.
             "logs-retention-days" | "logs-max-bytes" => {}
+            // The trace keys: read by `trace_settings`.
+            "tracing-enabled" | "tracing-endpoint" | "tracing-protocol" => {}
             other => {
                 let known: Vec<&str> = KEYS.iter().map(|k| k.0).collect();
                 return Err(format!(
@@ -321,5 +397,68 @@ mod tests {
             log_limits(&data(&[("logs-max-bytes", "1M")]), &l, true).unwrap_err(),
             r#"--logs-max-bytes: expected a size in bytes above 0, got "1M""#
         );
+    }
+
+    #[test]
+    fn trace_keys_turn_traces_on_or_off_over_the_environment() {
+        let env = tektite_telemetry::Settings {
+            endpoint: None,
+            protocol: tektite_telemetry::Protocol::Grpc,
+            service_name: "from-env".into(),
+            timeout: Duration::from_secs(3),
+        };
+        let keys = data(&[
+            ("tracing-endpoint", "http://collector.monitoring:4318"),
+            ("tracing-protocol", "http/protobuf"),
+        ]);
+        assert!(from_data(&keys, &Config::default()).is_ok(), "known keys");
+        // Nothing asked: off; the environment alone: its settings.
+        assert_eq!(trace_settings(&data(&[]), None).unwrap(), None);
+        assert_eq!(
+            trace_settings(&data(&[]), Some(&env)).unwrap(),
+            Some(env.clone())
+        );
+        // An endpoint turns traces on, over the environment's.
+        let on = trace_settings(&keys, None).unwrap().unwrap();
+        assert_eq!(
+            on.endpoint.as_deref(),
+            Some("http://collector.monitoring:4318")
+        );
+        assert_eq!(on.protocol, tektite_telemetry::Protocol::HttpProtobuf);
+        assert_eq!(on.service_name, SERVICE_NAME);
+        let over = trace_settings(&keys, Some(&env)).unwrap().unwrap();
+        assert_eq!(
+            (over.service_name.as_str(), over.timeout),
+            ("from-env", env.timeout)
+        );
+        // tracing-enabled: false wins over both; true needs no endpoint.
+        let off = data(&[
+            ("tracing-enabled", "false"),
+            ("tracing-endpoint", "http://c:4318"),
+        ]);
+        assert_eq!(trace_settings(&off, Some(&env)).unwrap(), None);
+        let default = trace_settings(&data(&[("tracing-enabled", "true")]), None).unwrap();
+        assert_eq!(default.unwrap().endpoint, None);
+        // A protocol alone does not turn traces on.
+        assert_eq!(
+            trace_settings(&data(&[("tracing-protocol", "grpc")]), None).unwrap(),
+            None
+        );
+        for (pairs, want) in [
+            (
+                vec![("tracing-enabled", "yes")],
+                r#"config-defaults: tracing-enabled: expected true or false, got "yes""#,
+            ),
+            (
+                vec![("tracing-endpoint", "collector:4317")],
+                r#"config-defaults: tracing-endpoint: expected an http:// or https:// URL, got "collector:4317""#,
+            ),
+            (
+                vec![("tracing-protocol", "thrift")],
+                r#"config-defaults: tracing-protocol: expected grpc, http/protobuf or http/json, got "thrift""#,
+            ),
+        ] {
+            assert_eq!(trace_settings(&data(&pairs), None).unwrap_err(), want);
+        }
     }
 }

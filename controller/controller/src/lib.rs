@@ -30,6 +30,7 @@ pub mod pipelinerun;
 pub mod reports;
 pub mod resolution;
 pub mod taskrun;
+pub mod traces;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -103,6 +104,9 @@ pub struct Context {
     pub log_settings: Arc<std::sync::RwLock<logs::archive::Settings>>,
     /// Admission of runs under concurrency keys and caps.
     pub queue: concurrency::Queue,
+    /// Where ended runs' spans go (`traces`); none in tests that do not
+    /// start the exporter.
+    pub traces: Option<tektite_telemetry::Traces>,
 }
 
 impl Context {
@@ -131,6 +135,7 @@ impl Context {
                 .map(Arc::new),
             log_settings: Arc::default(),
             queue: concurrency::Queue::default(),
+            traces: None,
         }
     }
 

@@ -378,6 +378,7 @@ pub(crate) async fn write_status(
         );
         ctx.metrics.pipelinerun_done(pr, &st.conditions, secs);
         deployment_done(pr, st, ns, ctx);
+        crate::traces::pipelinerun_ended(pr, st, ctx);
         crate::concurrency::ended(pr, ns, ctx);
     }
     Ok(())

@@ -546,6 +546,7 @@ async fn execute(
                 (ctx.now)(),
             );
             ctx.metrics.taskrun_done(tr, &st.conditions, secs);
+            crate::traces::taskrun_ended(tr, st, ctx);
         }
     }
     record(ctx, &**tr, &plan.events).await;

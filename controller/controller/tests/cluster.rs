@@ -28,6 +28,8 @@ mod cli;
 mod logs;
 #[path = "cluster/queue.rs"]
 mod queue;
+#[path = "cluster/traces.rs"]
+mod traces;
 
 use tektite_devcluster::apiserver::{ApiServer, Key};
 use tektite_devcluster::kubelet::Kubelet;

@@ -1300,6 +1300,9 @@ fn pod_metadata(input: &Input<'_>, id: &Identity, config: &Config, shape: Shape)
     let mut annotations = tr.metadata.annotations.clone().unwrap_or_default();
     annotations.remove("app.kubernetes.io/managed-by");
     annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    // A run's trace context is the run's: its steps get it as TRACEPARENT
+    // (and podman refuses annotation values over 63 bytes).
+    annotations.retain(|k, _| !crate::trace::is_context(k));
     annotations.insert("pipeline.tekton.dev/release".into(), config.release.clone());
     if !shape.sidecars {
         annotations.insert("tekton.dev/ready".into(), "READY".into());
