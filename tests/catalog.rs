@@ -798,6 +798,12 @@ fn ci_cd_pipeline_clone_test_scan_with_local_tools() {
         .to_string();
     assert!(!committed.is_empty());
     assert_eq!(result_of(&r.json, "commit-time"), committed);
+    // A deployment to the environment its param names (dev by default).
+    assert_eq!(
+        r.json["metadata"]["labels"]["tektite.dev/environment"], "dev",
+        "{}",
+        r.json
+    );
     // Tekton's reason when some tasks were skipped.
     assert_eq!(
         condition(&r.json),

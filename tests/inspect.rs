@@ -813,6 +813,27 @@ fn dora_reports_each_indicator_of_the_deployments_in_the_store() {
 
 /// Without deployments, `tkt dora` says what a deployment is.
 #[test]
+fn dora_counts_a_real_run_its_pipeline_labels_from_its_environment_param() {
+    let d = state_dir("dora-real");
+    let state = d.to_string_lossy().into_owned();
+    let ran = util::tkt_run("process")
+        .args(["-f", "runs/dora-deploy.yaml", "--state-dir", &state])
+        .output()
+        .unwrap();
+    assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
+    let o = run(&d, &["dora", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let env = &v["environments"][0];
+    // The param's value (dev), not the Pipeline's default (qa).
+    assert_eq!(env["environment"], "dev", "{v}");
+    assert_eq!(env["deployments"], 1, "{v}");
+    let lead = env["leadTime"]["medianSeconds"].as_f64().unwrap();
+    assert!((5400.0..5400.0 + 120.0).contains(&lead), "{v}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
 fn dora_without_deployments_says_what_counts() {
     let d = state_dir("dora-none");
     let s = Store::open(Some(&d)).unwrap();

@@ -781,7 +781,7 @@ fn prepare_pipeline_run(
         Ok((spec, name, annotations)) => (Ok((spec, name)), annotations),
         Err(code) => return Ok(Err(code)),
     };
-    let Ok((spec, _)) = &resolved else {
+    let Ok((spec, pipeline_name)) = &resolved else {
         unreachable!()
     };
     let required = spec.workspaces.iter().filter(|w| !w.optional);
@@ -849,7 +849,34 @@ fn prepare_pipeline_run(
         note(&format!("{who}: {m}"));
         return Ok(Err(EXIT_INVALID));
     }
+    label_environment(
+        &mut pr,
+        (spec, pipeline_name.as_deref()),
+        &annotations,
+        &who,
+    );
     Ok(Ok(Job::Pipeline(pr, resolved, annotations)))
+}
+
+/// The `tektite.dev/environment` label its Pipeline's annotation gives the
+/// run (a deployment, for `tkt dora`); one that is not a label value is a
+/// warning, and the run goes on unlabelled.
+fn label_environment(
+    pr: &mut PipelineRun,
+    pipeline: (&PipelineSpec, Option<&str>),
+    annotations: &BTreeMap<String, String>,
+    who: &str,
+) {
+    match tektite_engine::pipelinerun::environment_label(pr, pipeline, annotations) {
+        Some(Ok(value)) => {
+            let labels = pr.metadata.labels.get_or_insert_with(Default::default);
+            labels.insert(tektite_engine::dora::ENVIRONMENT_LABEL.into(), value);
+        }
+        Some(Err(m)) => note(&format!(
+            "{who}: warning: {m}; the run is not labelled as a deployment"
+        )),
+        None => {}
+    }
 }
 
 /// Where a PipelineRun's Pipeline spec is, for messages.

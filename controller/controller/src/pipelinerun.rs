@@ -290,6 +290,10 @@ async fn apply(
         }
     }
     let mut pr = with_source(pr, &resolved, &ns, &ctx);
+    if let Ok((spec, pipeline, annotations)) = &resolved {
+        let of = (spec, pipeline.as_deref(), annotations);
+        pr = with_environment(pr, of, &ns, &ctx).await?;
+    }
     if let (Ok((spec, pipeline, annotations)), None) = (&resolved, &early) {
         let of = (spec, pipeline.as_deref(), annotations);
         match crate::concurrency::admit(pr.clone(), Some(of), &ns, &ctx).await? {
@@ -403,6 +407,51 @@ fn deployment_done(pr: &PipelineRun, st: &PipelineRunStatus, ns: &str, ctx: &Con
         .collect();
     let restored = tektite_engine::dora::restored_after(&history, &d);
     ctx.metrics.deployment_done(&pr.metadata, &d, restored);
+}
+
+/// The run with the `tektite.dev/environment` label its Pipeline's
+/// annotation gives it (`environment_label`), set on the cluster's object
+/// once; a value that is not a label value is a warning event, and the
+/// run goes on unlabelled.
+///
+/// # Errors
+/// The API call failed.
+async fn with_environment(
+    pr: Arc<PipelineRun>,
+    (spec, pipeline, annotations): (&PipelineSpec, Option<&str>, &BTreeMap<String, String>),
+    ns: &str,
+    ctx: &Context,
+) -> Result<Arc<PipelineRun>, Error> {
+    let key = tektite_engine::dora::ENVIRONMENT_LABEL;
+    match pipelinerun::environment_label(&pr, (spec, pipeline), annotations) {
+        None => Ok(pr),
+        Some(Ok(value)) => {
+            let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
+            let patch = serde_json::json!({"metadata": {"labels": {key: value}}});
+            api.patch(
+                pr.metadata.name.as_deref().unwrap_or_default(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+            let mut labelled = (*pr).clone();
+            labelled
+                .metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(key.into(), value);
+            Ok(Arc::new(labelled))
+        }
+        Some(Err(message)) => {
+            let event = tektite_engine::status::Event {
+                type_: "Warning",
+                reason: "EnvironmentLabelInvalid".into(),
+                message,
+            };
+            record(ctx, &*pr, &[event]).await;
+            Ok(pr)
+        }
+    }
 }
 
 /// The run with where its Pipeline came from

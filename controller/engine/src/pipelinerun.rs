@@ -490,6 +490,55 @@ pub fn concurrency_settings(
     Ok(Some(concurrency::capped_only(priority)))
 }
 
+/// The `tektite.dev/environment` label a run that lacks it gets from its
+/// Pipeline's annotation of that name (`crate::dora`), resolved over the
+/// run's params (with the Pipeline's defaults) and context, as
+/// `deploy-to: $(params.environment)`: `None` when the run has the label,
+/// the Pipeline no such annotation, or the run's params do not fit (it
+/// then fails as it starts); `Some(Err)` when the value is not a label
+/// value, naming the annotation and saying what was expected.
+pub fn environment_label(
+    pr: &PipelineRun,
+    (spec, pipeline): (&PipelineSpec, Option<&str>),
+    pipeline_annotations: &BTreeMap<String, String>,
+) -> Option<Result<String, String>> {
+    let key = crate::dora::ENVIRONMENT_LABEL;
+    if pr
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(key))
+    {
+        return None;
+    }
+    let template = pipeline_annotations.get(key)?;
+    let run = Run::new(pr, Timestamp::UNIX_EPOCH);
+    let label = pipeline.unwrap_or(&run.name).to_string();
+    let pl = format!("{}/{label}", run.ns);
+    let me = format!("{}/{}", run.ns, run.name);
+    let values = check::check_params(pr, spec, &me, &pl).ok()?;
+    let vars = check::pipeline_vars(&run, spec, &values, &label);
+    let at = format!("pipeline metadata.annotations[{key:?}]");
+    let value = match vars.str(template, &at) {
+        Ok(v) => v,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    let valid = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && value.as_bytes()[0].is_ascii_alphanumeric()
+        && value.as_bytes()[value.len() - 1].is_ascii_alphanumeric();
+    Some(if valid {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{at}: {value:?} is not a label value (at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit)"
+        ))
+    })
+}
+
 /// Plans a reconcile of a run that waits for its turn: the
 /// `PipelineRunQueued` condition saying why (`Unknown`), or, once its
 /// pipeline timeout has passed since its creation, its failure as
