@@ -255,7 +255,7 @@ pub async fn admit(
         let plan = pipelinerun::queued(&fresh, wait, &config, now);
         if let Some(st) = &plan.status {
             let rv = fresh.metadata.resource_version.as_deref();
-            crate::pipelinerun::write_status(&fresh, st, (ns, rv), ctx).await?;
+            crate::pipelinerun::write_status((&fresh, &[]), st, (ns, rv), ctx).await?;
         }
         crate::record(ctx, &fresh, &plan.events).await;
     }
@@ -306,7 +306,7 @@ async fn admit_now(
     let waited = decision::admit(&mut fresh, now);
     let st = fresh.status.clone().unwrap_or_default();
     let rv = fresh.metadata.resource_version.as_deref();
-    crate::pipelinerun::write_status(&fresh, &st, (ns, rv), ctx).await?;
+    crate::pipelinerun::write_status((&fresh, &[]), &st, (ns, rv), ctx).await?;
     ctx.metrics.queue_waited(waited);
     Ok(Admission::Go(Arc::new(fresh)))
 }

@@ -343,7 +343,7 @@ async fn apply(
             .await?;
     }
     if let Some(st) = &plan.status {
-        write_status(&pr, st, (&ns, None), &ctx).await?;
+        write_status((&pr, &children), st, (&ns, None), &ctx).await?;
     }
     record(&ctx, &*pr, &plan.events).await;
     Ok(action(plan.requeue_after))
@@ -352,12 +352,14 @@ async fn apply(
 /// Applies `st` as the run's status (server-side apply, as the
 /// controller's field manager; with `resource_version`, only over that
 /// version of the run). A run that ends with it is counted in the
-/// metrics, and the runs queued behind it are woken.
+/// metrics (its TaskRuns `children` give a deployment's commit time when
+/// the run has no `commit-time` result), traced, and the runs queued
+/// behind it are woken.
 ///
 /// # Errors
 /// The API call failed.
 pub(crate) async fn write_status(
-    pr: &PipelineRun,
+    (pr, children): (&PipelineRun, &[TaskRun]),
     st: &PipelineRunStatus,
     (ns, resource_version): (&str, Option<&str>),
     ctx: &Context,
@@ -381,7 +383,7 @@ pub(crate) async fn write_status(
             (ctx.now)(),
         );
         ctx.metrics.pipelinerun_done(pr, &st.conditions, secs);
-        deployment_done(pr, st, ns, ctx);
+        deployment_done((pr, children), st, ns, ctx);
         crate::traces::pipelinerun_ended(pr, st, ctx);
         crate::concurrency::ended(pr, ns, ctx);
     }
@@ -391,11 +393,17 @@ pub(crate) async fn write_status(
 /// A finished run's deployment metrics, if it is a deployment
 /// (`tektite_engine::dora`): its restore time from the cached runs of its
 /// environment (the cluster's record, so a restart of the controller loses
-/// nothing). The lead time needs the run's `commit-time` result here.
-fn deployment_done(pr: &PipelineRun, st: &PipelineRunStatus, ns: &str, ctx: &Context) {
+/// nothing). The lead time comes from the run's `commit-time` result,
+/// else a `committer-date` result of one of its TaskRuns (`children`).
+fn deployment_done(
+    (pr, children): (&PipelineRun, &[TaskRun]),
+    st: &PipelineRunStatus,
+    ns: &str,
+    ctx: &Context,
+) {
     let mut done = pr.clone();
     done.status = Some(st.clone());
-    let Some(d) = tektite_engine::dora::deployment_of(&done, &[]) else {
+    let Some(d) = tektite_engine::dora::deployment_of(&done, children) else {
         return;
     };
     let history: Vec<_> = ctx

@@ -659,4 +659,28 @@ async fn tkt_dora_on_the_cluster_counts_a_labelled_run() {
 {metrics}"
         );
     }
+    // A run without a commit-time result: its clone TaskRun's
+    // committer-date gives the lead time.
+    let clone_only = serde_json::json!({
+        "apiVersion": TEKTON, "kind": "PipelineRun",
+        "metadata": {"name": "deploy-stage", "labels": {"tektite.dev/environment": "stage"}},
+        "spec": {"pipelineSpec": {"tasks": [{"name": "clone", "taskSpec": {
+            "results": [{"name": "committer-date"}],
+            "steps": [{"name": "s", "image": "localhost/tektite/busybox:latest",
+                       "script": "printf '%s' $(( $(date +%s) - 5400 )) > $(results.committer-date.path)"}]}}]}}
+    });
+    c.create("pipelineruns", "ci", clone_only);
+    c.done("pipelineruns", "ci", "deploy-stage").await;
+    let counted =
+        r#"tektite_deployment_lead_time_seconds_bucket{le="7200.0",environment="stage"} 1"#;
+    let start = Instant::now();
+    let mut metrics = c.scrape().await;
+    while !metrics.lines().any(|l| l == counted) && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metrics = c.scrape().await;
+    }
+    assert!(
+        metrics.lines().any(|l| l == counted),
+        "no {counted:?} in:\n{metrics}"
+    );
 }
