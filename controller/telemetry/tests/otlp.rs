@@ -14,7 +14,7 @@ use tektite_api::v1::{
 };
 use tektite_engine::trace::{self, Span};
 use tektite_telemetry::receiver::{Received, Receiver};
-use tektite_telemetry::{Protocol, Settings, export_blocking};
+use tektite_telemetry::{Protocol, Settings, Traces, export_blocking};
 
 fn at(s: i64) -> Option<Time> {
     Some(Time(
@@ -301,4 +301,52 @@ fn a_collector_that_is_down_or_silent_is_an_error_not_a_hang() {
     let e = export_blocking(&s, &spans).expect_err("no answer");
     assert!(e.starts_with("OTLP export failed"), "{e}");
     drop(silent);
+}
+
+/// Each run's spans, as the controller hands them over (one run a time).
+fn runs_spans() -> Vec<Vec<Span>> {
+    let (pr, trs) = pipeline();
+    std::iter::once(trace::pipelinerun_spans(&pr))
+        .chain(trs.iter().map(trace::taskrun_spans))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controllers_exporter_sends_each_run_once_and_never_holds_its_caller() {
+    let receiver = Receiver::start();
+    let traces = Traces::start(Some(settings(&receiver.http, Protocol::HttpProtobuf)));
+    // A run ended twice by stale reconciles is sent once.
+    for _ in 0..2 {
+        for run in runs_spans() {
+            traces.send(run);
+        }
+    }
+    let want = all_spans().len();
+    let got = tokio::task::spawn_blocking(move || {
+        receiver.wait_for(Duration::from_secs(10), |s| s.len() >= want);
+        std::thread::sleep(Duration::from_millis(300));
+        receiver.spans()
+    })
+    .await
+    .expect("joined");
+    check_tree(&got);
+
+    // A collector that is down: every hand-over returns at once, whatever
+    // the queue holds (past its bound, spans are dropped with a warning).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let down = Traces::start(Some(settings(
+        &format!("http://127.0.0.1:{port}"),
+        Protocol::Grpc,
+    )));
+    let (pr, _) = pipeline();
+    for i in 0..10_000 {
+        let mut run = pr.clone();
+        run.metadata.uid = Some(format!("uid-{i}"));
+        down.send(trace::pipelinerun_spans(&run));
+    }
+    // Off: nothing more is sent.
+    down.configure(None);
 }
