@@ -225,3 +225,121 @@ fn a_traced_pipeline_runs_on_podman_which_refuses_long_pod_annotations() {
     assert!(seen(&out).contains(&context), "{:?}", seen(&out));
     assert_eq!(seen(&out).len(), 4);
 }
+
+/// A docker-registry on loopback (removed with `scratch`), holding the
+/// local busybox as `IMAGE` (host included), which podman then no longer
+/// has; a `registries.conf` that lets podman pull from it over HTTP.
+struct Pulled {
+    registry: std::process::Child,
+    image: String,
+    conf: String,
+}
+
+impl Pulled {
+    fn push(scratch: &Scratch) -> Pulled {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        let cfg = scratch.file(
+            "registry.yml",
+            &format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+                scratch.0.join("registry").display()
+            ),
+        );
+        let registry = std::process::Command::new("docker-registry")
+            .args(["serve", &cfg])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect(
+                "docker-registry is missing: apt-get install docker-registry (hack/test.sh does)",
+            );
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&host).is_err() {
+            assert!(
+                std::time::Instant::now() < until,
+                "docker-registry did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let image = format!("{host}/tektite/pulled:1");
+        let podman = |args: &[&str]| {
+            let out = std::process::Command::new("podman")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "podman {args:?}: {}",
+                text(&out.stderr)
+            );
+        };
+        podman(&["tag", "localhost/tektite/busybox:latest", &image]);
+        podman(&["push", "--quiet", "--tls-verify=false", &image]);
+        podman(&["rmi", &image]);
+        let conf = scratch.file(
+            "registries.conf",
+            &format!("[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"),
+        );
+        Pulled {
+            registry,
+            image,
+            conf,
+        }
+    }
+}
+
+impl Drop for Pulled {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("podman")
+            .args(["rmi", "--force", &self.image])
+            .output();
+        let _ = self.registry.kill();
+        let _ = self.registry.wait();
+    }
+}
+
+#[test]
+fn an_image_pulled_for_a_pod_is_a_span_of_its_wait_and_kept_in_its_status() {
+    if !util::podman_ready() {
+        return;
+    }
+    let receiver = Receiver::start();
+    let scratch = Scratch::new("traces-pull");
+    let pulled = Pulled::push(&scratch);
+    let file = scratch.file(
+        "t.yaml",
+        &format!(
+            "apiVersion: tekton.dev/v1\nkind: TaskRun\nmetadata: {{name: pulls}}\nspec:\n  taskSpec:\n    steps:\n      - {{name: one, image: \"{}\", script: 'echo pulled'}}\n",
+            pulled.image
+        ),
+    );
+    let mut cmd = tkt_run("podman");
+    cmd.args([
+        "-f",
+        &file,
+        "--state-dir",
+        &scratch.state_arg(),
+        "-o",
+        "json",
+    ])
+    .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http)
+    .env("CONTAINERS_REGISTRIES_CONF", &pulled.conf);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let tr = util::object(&out);
+    assert_eq!(
+        tr["status"]["imagePulls"][0]["image"],
+        pulled.image.as_str(),
+        "{tr}"
+    );
+    let spans = receiver.spans();
+    let pull = one(&spans, "image pull");
+    assert_eq!(pull.attributes["container.image.name"], pulled.image);
+    assert_eq!(pull.parent_span_id, one(&spans, "pod pending").span_id);
+    assert!(pull.start_unix_nano <= pull.end_unix_nano);
+    assert!(pull.end_unix_nano <= one(&spans, "step one").start_unix_nano);
+}

@@ -1047,6 +1047,22 @@ pub struct TaskRunStatus {
     pub provenance: Option<Box<Provenance>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub span_context: BTreeMap<String, String>,
+    /// Tektite's: the images pulled for this attempt's pod, and when (from
+    /// the kubelet's `Pulling`/`Pulled` events, or `tkt`'s own pulls), for
+    /// its trace. Tekton's status has no such field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pulls: Vec<ImagePull>,
+}
+
+/// One image pulled for a pod.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePull {
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
 }
 
 /// A PipelineTask that was not run, and why.

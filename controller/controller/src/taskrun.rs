@@ -532,6 +532,8 @@ async fn execute(
         stop_sidecars(pods, ctx, tr, stop).await?;
     }
     if let Some(st) = &plan.status {
+        let pulled = crate::traces::with_image_pulls(tr, st, ns, ctx).await;
+        let st = pulled.as_ref().unwrap_or(st);
         let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), ns);
         api.patch_status(
             name,

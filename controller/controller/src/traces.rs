@@ -6,7 +6,11 @@
 //! `config-defaults` keys `tracing-enabled`, `tracing-endpoint` and
 //! `tracing-protocol` ([`crate::config::trace_settings`]).
 
+use k8s_openapi::api::core::v1::Event;
+use kube::Api;
+use kube::api::ListParams;
 use tektite_api::v1::{PipelineRun, PipelineRunStatus, TaskRun, TaskRunStatus};
+use tektite_engine::status::is_done;
 
 use crate::Context;
 
@@ -32,4 +36,49 @@ pub fn taskrun_ended(tr: &TaskRun, st: &TaskRunStatus, ctx: &Context) {
         done.status = Some(st.clone());
         traces.send(tektite_engine::trace::taskrun_spans(&done));
     }
+}
+
+/// `st` (planned over `tr`'s status) with the image pulls of the attempt
+/// that ends with it (the TaskRun ends, or a retry moves the attempt into
+/// `retriesStatus`), from its pod's `Pulling`/`Pulled` events
+/// (`tektite_engine::trace::pulls_from_events`); `None` when nothing is
+/// to be added. Only while runs are traced: a list of events that fails is
+/// a warning, and the attempt has no pulls.
+pub async fn with_image_pulls(
+    tr: &TaskRun,
+    st: &TaskRunStatus,
+    ns: &str,
+    ctx: &Context,
+) -> Option<TaskRunStatus> {
+    on(ctx)?;
+    let before = tr.status.as_ref();
+    let retried = st.retries_status.len() > before.map_or(0, |s| s.retries_status.len());
+    let ended_now = is_done(&st.conditions) && !before.is_some_and(|s| is_done(&s.conditions));
+    let mut out = st.clone();
+    let attempt = if retried {
+        out.retries_status.last_mut()?
+    } else if ended_now {
+        &mut out
+    } else {
+        return None;
+    };
+    if !attempt.image_pulls.is_empty() {
+        return None;
+    }
+    let pod = attempt.pod_name.clone()?;
+    let api: Api<Event> = Api::namespaced(ctx.client.clone(), ns);
+    let params = ListParams::default().fields(&format!("involvedObject.name={pod}"));
+    let events = match api.list(&params).await {
+        Ok(list) => list.items,
+        Err(error) => {
+            tracing::warn!(%error, pod, "cannot list the pod's events: its image pulls are left out of its trace");
+            return None;
+        }
+    };
+    let mine: Vec<Event> = events
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(pod.as_str()))
+        .collect();
+    attempt.image_pulls = tektite_engine::trace::pulls_from_events(&mine);
+    (!attempt.image_pulls.is_empty()).then_some(out)
 }

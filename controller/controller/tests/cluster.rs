@@ -179,10 +179,18 @@ impl std::ops::Deref for Cluster {
 impl Cluster {
     /// Starts everything; `args` go to the controller after the test's own.
     async fn start(args: &[&str]) -> Cluster {
+        Cluster::start_with(args, Vec::new()).await
+    }
+
+    /// As `start`, its kubelet pulling from the registries `plain_http`
+    /// over plain HTTP.
+    async fn start_with(args: &[&str], plain_http: Vec<String>) -> Cluster {
         let api = ApiServer::start().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let controller = Replica::spawn(&api, dir.path(), "replica-a", args);
-        let kubelet = Kubelet::start(api.shared.clone(), dir.path().join("kubelet")).unwrap();
+        let kubelet =
+            Kubelet::start_with(api.shared.clone(), dir.path().join("kubelet"), plain_http)
+                .unwrap();
         Cluster {
             api,
             controller,

@@ -253,12 +253,11 @@ fn selected(obj: &Value, labels: Option<&str>, fields: Option<&str>) -> bool {
     });
     let field_ok = fields.is_none_or(|sel| {
         sel.split(',').filter(|t| !t.is_empty()).all(|t| {
+            // Any field by its path (`metadata.name`,
+            // `involvedObject.name`): a superset of the fields each
+            // resource supports.
             let (k, v) = t.split_once('=').unwrap_or((t, ""));
-            let got = match k {
-                "metadata.name" => &obj["metadata"]["name"],
-                "metadata.namespace" => &obj["metadata"]["namespace"],
-                _ => return false,
-            };
+            let got = k.split('.').fold(obj, |o, part| &o[part]);
             got.as_str() == Some(v)
         })
     });

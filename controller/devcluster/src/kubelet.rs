@@ -7,7 +7,9 @@
 //! annotation releases the steps of a pod with sidecars. Containers' output
 //! goes to log files under its directory (`state/logs/POD/CONTAINER.log`),
 //! which the server's `pods/log` reads. Pod names are taken to be unique
-//! across namespaces (podman's container names are made of them).
+//! across namespaces (podman's container names are made of them). An
+//! image it pulls for a pod gives the pod `Pulling` and `Pulled` events,
+//! worded as a kubelet words them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -35,6 +37,19 @@ impl Kubelet {
     /// # Errors
     /// The directory for its state cannot be made.
     pub fn start(api: Arc<Shared>, dir: PathBuf) -> anyhow::Result<Kubelet> {
+        Kubelet::start_with(api, dir, Vec::new())
+    }
+
+    /// As [`Kubelet::start`], pulling from the registries `plain_http`
+    /// (`host[:port]`) over plain HTTP.
+    ///
+    /// # Errors
+    /// The directory for its state cannot be made.
+    pub fn start_with(
+        api: Arc<Shared>,
+        dir: PathBuf,
+        plain_http: Vec<String>,
+    ) -> anyhow::Result<Kubelet> {
         let store = Store::open(Some(&dir.join("state")))?;
         let logs = store.clone();
         api.serve_logs_from(Box::new(move |_ns, pod, container| {
@@ -42,7 +57,7 @@ impl Kubelet {
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::spawn(move || run(&api, &dir, &store, &flag));
+        let thread = std::thread::spawn(move || run(&api, (&dir, &plain_http), &store, &flag));
         Ok(Kubelet {
             stop,
             thread: Some(thread),
@@ -130,7 +145,51 @@ fn fail(api: &Shared, k: &Key, message: &str) {
     });
 }
 
-fn run(api: &Shared, dir: &std::path::Path, store: &Store, stop: &AtomicBool) {
+/// The `Pulling` and `Pulled` events of the images pulled for `pod`, as
+/// a kubelet records them (`firstTimestamp`/`lastTimestamp` to the second,
+/// the exact duration in the message).
+fn record_pulls(api: &Shared, pod: &Value, pulls: &[tektite_api::v1::ImagePull]) {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    for (i, pull) in pulls.iter().enumerate() {
+        let (Some(start), Some(end)) = (&pull.start_time, &pull.completion_time) else {
+            continue;
+        };
+        let took = end.0.duration_since(start.0).as_secs_f64();
+        let said = [
+            ("Pulling", start, format!("Pulling image {:?}", pull.image)),
+            (
+                "Pulled",
+                end,
+                format!(
+                    "Successfully pulled image {:?} in {took:.3}s ({took:.3}s including waiting). Image size: 0 bytes.",
+                    pull.image
+                ),
+            ),
+        ];
+        for (reason, at, message) in said {
+            let second = k8s_openapi::jiff::Timestamp::from_second(at.0.as_second());
+            let at = second.unwrap_or(at.0).to_string();
+            let event = json!({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": format!("{name}.pull-{i}-{}", reason.to_lowercase()), "namespace": ns},
+                "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name,
+                                   "uid": pod["metadata"]["uid"]},
+                "reason": reason, "message": message, "type": "Normal", "count": 1,
+                "source": {"component": "kubelet", "host": "tektite-devcluster"},
+                "firstTimestamp": at, "lastTimestamp": at,
+            });
+            api.create("v1", "events", ns, event);
+        }
+    }
+}
+
+fn run(
+    api: &Shared,
+    (dir, plain_http): (&std::path::Path, &[String]),
+    store: &Store,
+    stop: &AtomicBool,
+) {
     let (tx, rx) = std::sync::mpsc::sync_channel(16);
     // Container output is kept in the store; the lines sent are dropped.
     std::thread::spawn(move || for _ in rx {});
@@ -167,9 +226,11 @@ fn run(api: &Shared, dir: &std::path::Path, store: &Store, stop: &AtomicBool) {
                 signals: &tx,
                 grace: Duration::from_secs(30),
                 journal: None,
+                plain_http,
             };
             match PodmanPod::start(&typed, &env) {
                 Ok(p) => {
+                    record_pulls(api, &pod, p.pulls());
                     images.insert(k.clone(), images_of(&pod));
                     playing.insert(k, p);
                 }

@@ -373,6 +373,7 @@ fn retry(st: &mut TaskRunStatus, now: Timestamp) {
     st.results.clear();
     st.steps.clear();
     st.sidecars.clear();
+    st.image_pulls.clear();
     set_condition(
         &mut st.conditions,
         condition("Unknown", reason::TO_BE_RETRIED, message, now),

@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 pub use k8s_openapi::jiff::Timestamp;
 use sha2::{Digest, Sha256};
-use tektite_api::v1::{Condition, PipelineRun, StepState, TaskRun, TaskRunStatus};
+use tektite_api::v1::{Condition, ImagePull, PipelineRun, StepState, TaskRun, TaskRunStatus};
 
 /// The annotation of an incoming W3C trace context (a webhook sender's).
 pub const TRACEPARENT_ANNOTATION: &str = "traceparent";
@@ -198,6 +198,67 @@ pub fn pipelinerun_context(pr: &PipelineRun) -> RunContext {
 /// PipelineRun's span).
 pub fn taskrun_context(tr: &TaskRun) -> RunContext {
     run_context("TaskRun", &tr.metadata, TASKRUN_SPAN_CONTEXT)
+}
+
+/// The images a kubelet pulled for a pod, from its events (`events`: the
+/// pod's): each `Pulled` event that says `Successfully pulled image "X" in
+/// D …` is a pull of `X` that ended at the event's time and took `D` (else
+/// it began at the `Pulling image "X"` event's time). `Pulled` events
+/// that say the image was already present are not pulls.
+pub fn pulls_from_events(events: &[k8s_openapi::api::core::v1::Event]) -> Vec<ImagePull> {
+    let of_reason = |reason: &'static str| {
+        events
+            .iter()
+            .filter(move |e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| Some((e.message.as_deref()?, event_time(e)?)))
+    };
+    let mut pulls: Vec<ImagePull> = Vec::new();
+    for (message, end) in of_reason("Pulled") {
+        let Some((image, tail)) = quoted_after(message, "Successfully pulled image ") else {
+            continue;
+        };
+        let took = tail
+            .trim_start()
+            .strip_prefix("in ")
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(tektite_entrypoint::contract::parse_go_duration)
+            .filter(|(negative, _)| !negative)
+            .and_then(|(_, d)| k8s_openapi::jiff::SignedDuration::try_from(d).ok());
+        let pulling = of_reason("Pulling")
+            .filter(|(m, t)| {
+                *t <= end && quoted_after(m, "Pulling image ").is_some_and(|(i, _)| i == image)
+            })
+            .map(|(_, t)| t)
+            .max();
+        let start = took
+            .and_then(|d| end.checked_sub(d).ok())
+            .or(pulling)
+            .unwrap_or(end);
+        pulls.push(ImagePull {
+            image: image.to_string(),
+            start_time: Some(Time(start)),
+            completion_time: Some(Time(end)),
+        });
+    }
+    pulls.sort_by_key(|p| p.start_time.as_ref().map(|t| t.0));
+    pulls
+}
+
+/// When an event happened: its `eventTime`, else its last or first time.
+fn event_time(e: &k8s_openapi::api::core::v1::Event) -> Option<Timestamp> {
+    e.event_time
+        .as_ref()
+        .map(|t| t.0)
+        .or(time(e.last_timestamp.as_ref()))
+        .or(time(e.first_timestamp.as_ref()))
+}
+
+/// In `message` = `prefix"X"tail`, `X` and `tail`.
+fn quoted_after<'m>(message: &'m str, prefix: &str) -> Option<(&'m str, &'m str)> {
+    message
+        .strip_prefix(prefix)?
+        .strip_prefix('"')?
+        .split_once('"')
 }
 
 /// An attribute's value.
@@ -422,20 +483,37 @@ pub fn taskrun_spans(tr: &TaskRun) -> Vec<Span> {
     spans
 }
 
-/// An attempt's `pod pending` (from its start to its first step's) and
-/// its steps, under `parent`.
+/// An attempt's `pod pending` (from its start to its first step's) with
+/// its image pulls, and its steps, under `parent`.
 fn attempt_spans(parent: &Span, st: &TaskRunStatus, start: Timestamp, out: &mut Vec<Span>) {
     let step_start = |s: &StepState| time(s.terminated.as_ref()?.started_at.as_ref());
+    let mut waits = parent;
+    let pending;
     if let Some(first) = st.steps.iter().filter_map(step_start).min()
         && first > start
     {
-        let mut pending = parent.child(
+        let mut span = parent.child(
             parent.child_id(&[b"pod pending"]),
             "pod pending".into(),
             (start, first),
         );
-        pending.text("k8s.pod.name", st.pod_name.as_deref());
-        out.push(pending);
+        span.text("k8s.pod.name", st.pod_name.as_deref());
+        out.push(span.clone());
+        pending = span;
+        waits = &pending;
+    }
+    for (i, pull) in st.image_pulls.iter().enumerate() {
+        let (Some(p_start), Some(p_end)) = (
+            time(pull.start_time.as_ref()),
+            time(pull.completion_time.as_ref()),
+        ) else {
+            continue;
+        };
+        let index = i.to_string();
+        let id = waits.child_id(&[b"image pull", index.as_bytes(), pull.image.as_bytes()]);
+        let mut span = waits.child(id, "image pull".into(), (p_start, p_end));
+        span.text("container.image.name", Some(&pull.image));
+        out.push(span);
     }
     for (i, step) in st.steps.iter().enumerate() {
         let Some(term) = step.terminated.as_ref() else {
@@ -651,6 +729,96 @@ mod tests {
         assert_eq!(ids.len(), spans.len(), "span ids are unique");
         assert!(spans.iter().all(|s| s.trace_id == root.trace_id));
         assert_eq!(taskrun_spans(&tr), spans, "the same every time");
+    }
+
+    #[test]
+    fn image_pulls_are_spans_of_the_wait_before_the_first_step() {
+        let tr = TaskRun {
+            metadata: meta("pulls", &[]),
+            status: Some(TaskRunStatus {
+                start_time: at(0),
+                completion_time: at(30),
+                conditions: cond("True", "Succeeded", ""),
+                steps: vec![step("build", (12, 30), 0)],
+                image_pulls: vec![
+                    tektite_api::v1::ImagePull {
+                        image: "registry.local/builder:1".into(),
+                        start_time: at(1),
+                        completion_time: at(9),
+                    },
+                    tektite_api::v1::ImagePull {
+                        image: "no-times".into(),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let spans = taskrun_spans(&tr);
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["TaskRun pulls", "pod pending", "image pull", "step build"]
+        );
+        assert_eq!(spans[2].parent, Some((spans[1].span_id, false)));
+        assert_eq!(
+            (spans[2].start, spans[2].end),
+            (at(1).expect("t").0, at(9).expect("t").0)
+        );
+        assert!(spans[2].attributes.contains(&(
+            "container.image.name",
+            Value::Str("registry.local/builder:1".into())
+        )));
+    }
+
+    fn event(reason: &str, message: &str, s: i64) -> k8s_openapi::api::core::v1::Event {
+        k8s_openapi::api::core::v1::Event {
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            last_timestamp: at(s),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pulls_are_read_from_the_kubelets_events() {
+        let events = [
+            event("Scheduled", "Successfully assigned ci/p to node-1", 0),
+            event("Pulling", "Pulling image \"registry.local/app:1\"", 2),
+            // Newer kubelets: the exact duration, the image size.
+            event(
+                "Pulled",
+                "Successfully pulled image \"registry.local/app:1\" in 3.5s (3.5s including waiting). Image size: 1234 bytes.",
+                6,
+            ),
+            event("Created", "Created container step-build", 6),
+            event(
+                "Pulled",
+                "Container image \"busybox:1\" already present on machine",
+                6,
+            ),
+            // Older ones without a duration: from the Pulling event.
+            event("Pulling", "Pulling image \"tools:2\"", 7),
+            event("Pulled", "Successfully pulled image \"tools:2\"", 9),
+            event("Pulled", "garbage", 9),
+        ];
+        let pulls = pulls_from_events(&events);
+        let got: Vec<(&str, i64, i64)> = pulls
+            .iter()
+            .map(|p| {
+                let t = |x: &Option<Time>| x.as_ref().expect("set").0.as_millisecond();
+                (p.image.as_str(), t(&p.start_time), t(&p.completion_time))
+            })
+            .collect();
+        let ms = |s: i64| at(s).expect("t").0.as_millisecond();
+        assert_eq!(
+            got,
+            [
+                ("registry.local/app:1", ms(6) - 3500, ms(6)),
+                ("tools:2", ms(7), ms(9)),
+            ]
+        );
     }
 
     #[test]

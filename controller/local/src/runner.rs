@@ -414,6 +414,7 @@ impl TaskRunLoop {
             signals: &self.signals,
             grace: opts.grace,
             journal: opts.journal.as_deref(),
+            plain_http: &[],
         };
         let p = &tektite_engine::podman::with_env(p, &opts.env);
         let started_pod = match &opts.runtime {
@@ -422,6 +423,9 @@ impl TaskRunLoop {
         };
         match started_pod {
             Ok(running) => {
+                if let (RunningPod::Podman(p), Some(st)) = (&running, self.tr.status.as_mut()) {
+                    st.image_pulls = p.pulls().to_vec();
+                }
                 self.pod = Some(running);
                 if !self.started {
                     self.started = true;

@@ -20,6 +20,8 @@ use k8s_openapi::api::core::v1::{
     ContainerStatus, HostPathVolumeSource, Pod, PodSpec, PodStatus, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use tektite_api::v1::ImagePull;
 use tektite_engine::pod::ImageCommand;
 use tektite_engine::podman;
 
@@ -50,6 +52,9 @@ pub struct PodEnv<'a> {
     /// Where what the pod starts is recorded, so that nothing outlives a
     /// `tkt` that dies.
     pub journal: Option<&'a Journal>,
+    /// Registries (`host[:port]`) images are pulled from over plain HTTP
+    /// (the dev cluster's; `tkt` leaves this to `registries.conf`).
+    pub plain_http: &'a [String],
 }
 
 impl PodEnv<'_> {
@@ -277,6 +282,8 @@ pub struct PodmanPod {
     infra: Option<String>,
     reports: StepReports,
     followers: Vec<std::thread::JoinHandle<()>>,
+    /// The images pulled for it, and when.
+    pulls: Vec<ImagePull>,
 }
 
 /// Waits for `child` to end, looking every 10 ms, unless `give_up` says
@@ -755,6 +762,64 @@ fn start_in_order(
     failed
 }
 
+/// Pulls the images of `pod` that podman does not have, one after
+/// another, each `podman pull` in a session of its own recorded in the
+/// journal (as [`play`]'s): when each was pulled, for the run's trace
+/// (`podman kube play` would pull them too, untimed).
+///
+/// # Errors
+/// An image cannot be pulled: what podman said.
+fn pull_missing(pod: &Pod, env: &PodEnv<'_>) -> Result<Vec<ImagePull>, RuntimeError> {
+    let mut images: Vec<&str> = Vec::new();
+    if let Some(spec) = &pod.spec {
+        let all = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers);
+        for image in all.filter_map(|c| c.image.as_deref()) {
+            if !images.contains(&image) {
+                images.push(image);
+            }
+        }
+    }
+    let mut pulls = Vec::new();
+    for image in images {
+        let present = Command::new("podman")
+            .args(["image", "exists", image])
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if present {
+            continue;
+        }
+        let plain = env.plain_http.iter().any(|h| {
+            image
+                .strip_prefix(h.as_str())
+                .is_some_and(|r| r.starts_with('/'))
+        });
+        let what = format!("podman pull {image}");
+        let mut cmd = crate::procs::session_command("podman");
+        cmd.args(["pull", "--quiet"]);
+        if plain {
+            cmd.arg("--tls-verify=false");
+        }
+        cmd.arg(image);
+        let start = Timestamp::now();
+        spawn_pod_command(&mut cmd, &what, env.journal)
+            .and_then(|child| pod_command_output(&what, child))?;
+        pulls.push(ImagePull {
+            image: image.to_string(),
+            start_time: Some(Time(start)),
+            completion_time: Some(Time(Timestamp::now())),
+        });
+    }
+    Ok(pulls)
+}
+
 /// Starts a podman command that makes or starts a pod, in a session of its
 /// own recorded in the journal and killed with the `tkt` thread that
 /// started it: a `tkt` killed meanwhile leaves no `podman` at work on the
@@ -806,8 +871,10 @@ impl PodmanPod {
             .spec
             .as_ref()
             .is_none_or(|s| s.init_containers.as_ref().is_none_or(Vec::is_empty));
+        let pulls = pull_missing(&adapted.pod, env)?;
         let report = play(&name, &file, !ordered, env.journal)?;
         let mut p = PodmanPod {
+            pulls,
             name: name.clone(),
             task_run: env.task_run.to_string(),
             pod: pod.clone(),
@@ -854,6 +921,11 @@ impl PodmanPod {
         }
         p.watch_steps(&containers, env.signals);
         Ok(p)
+    }
+
+    /// The images pulled for the pod before it was played, and when.
+    pub fn pulls(&self) -> &[ImagePull] {
+        &self.pulls
     }
 
     /// Follows each container's log file into the store and to the runner

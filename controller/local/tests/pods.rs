@@ -119,6 +119,7 @@ fn run(tr: &TaskRun, test: &str) -> (TaskRunStatus, Played) {
             signals: &tx,
             grace: Duration::from_secs(2),
             journal: None,
+            plain_http: &[],
         },
     )
     .unwrap();

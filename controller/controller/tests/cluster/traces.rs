@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde_json::json;
 use tektite_telemetry::receiver::{Received, Receiver};
 
-use super::{Cluster, condition, podman_ready, results, runs_dir};
+use super::{
+    BUSYBOX, Cluster, Image, Registry, condition, podman, podman_ready, results, runs_dir,
+};
 
 const WEBHOOK: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
@@ -102,4 +104,53 @@ async fn a_webhooks_pipelinerun_is_one_trace_with_its_tasks_attempts_and_steps()
         results(&kids["notify"])["tp"],
         format!("00-{}-{}-01", notify.trace_id, notify.span_id)
     );
+}
+
+/// An image the kubelet pulls for a pod: its `Pulling`/`Pulled` events
+/// become the attempt's `imagePulls`, and an `image pull` span within
+/// `pod pending`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_the_kubelet_pulls_is_a_span_from_the_pods_events() {
+    if !podman_ready() {
+        return;
+    }
+    let registry = Registry::start();
+    let image = Image(format!("{}/tektite/pulled-by-kubelet:1", registry.host));
+    podman(&["tag", BUSYBOX, &image.0]);
+    podman(&["push", "--quiet", "--tls-verify=false", &image.0]);
+    podman(&["rmi", &image.0]);
+    let receiver = Receiver::start();
+    let c = Cluster::start_with(
+        &["--plain-http-registry", &registry.host],
+        vec![registry.host.clone()],
+    )
+    .await;
+    c.create(
+        "configmaps",
+        "tektite",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "config-defaults"},
+               "data": {"tracing-endpoint": receiver.http}}),
+    );
+    c.wait_log("configuration applied").await;
+    c.create(
+        "taskruns",
+        "ci",
+        json!({"apiVersion": super::TEKTON, "kind": "TaskRun", "metadata": {"name": "pulls"},
+               "spec": {"taskSpec": {"steps": [
+                   {"name": "one", "image": image.0, "script": "echo pulled"}]}}}),
+    );
+    let tr = c.done("taskruns", "ci", "pulls").await;
+    assert_eq!(condition(&tr).0, "True", "{tr}");
+    assert_eq!(
+        tr["status"]["imagePulls"][0]["image"],
+        image.0.as_str(),
+        "{tr}"
+    );
+    let spans = receiver.wait_for(Duration::from_secs(30), |s| {
+        s.iter().any(|r| r.name == "TaskRun pulls")
+    });
+    let pull = one(&spans, "image pull");
+    assert_eq!(pull.attributes["container.image.name"], image.0);
+    assert_eq!(pull.parent_span_id, one(&spans, "pod pending").span_id);
+    assert!(pull.end_unix_nano <= one(&spans, "step one").start_unix_nano);
 }
