@@ -1142,21 +1142,8 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
     if args.runtime == RuntimeArg::Process {
         tektite_local::process::warm_up();
     }
-    let grace = match duration_flag("--grace-period", &args.grace_period) {
-        Ok(g) => g,
-        Err(m) => {
-            note(&format!("tkt: {m}"));
-            return Ok(EXIT_INVALID);
-        }
-    };
-    if let Some(t) = &args.timeout
-        && let Err(m) = duration_flag("--timeout", t)
-    {
-        note(&format!("tkt: {m}"));
-        return Ok(EXIT_INVALID);
-    }
-    let env = match env_flags(&args.env) {
-        Ok(e) => e,
+    let (grace, env) = match checked_flags(args) {
+        Ok(f) => f,
         Err(m) => {
             note(&format!("tkt: {m}"));
             return Ok(EXIT_INVALID);
@@ -1231,6 +1218,19 @@ pub fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<u8> {
     }
     crate::cluster_run::print_finals(args.output, &ctx.finals.borrow(), out)?;
     Ok(worst)
+}
+
+/// The grace period and the `--env` pairs, once `--timeout` is checked
+/// too.
+///
+/// # Errors
+/// A flag's value is invalid: the message names the flag.
+fn checked_flags(args: &Args) -> Result<(Duration, Vec<(String, String)>), String> {
+    let grace = duration_flag("--grace-period", &args.grace_period)?;
+    if let Some(t) = &args.timeout {
+        duration_flag("--timeout", t)?;
+    }
+    Ok((grace, env_flags(&args.env)?))
 }
 
 /// What every job of one `tkt run` shares.
@@ -1371,36 +1371,11 @@ fn run_job(ctx: &JobContext<'_>, mut job: Job) -> anyhow::Result<Result<u8, Refu
     if turn == crate::queue::Turn::Go {
         say(text, &format!("{} {name} started", kind.lower()));
     }
-    let (object, cond, spans) = match job {
-        Job::Task(tr, source) => {
-            let tr = runner.run_task(*tr, source);
-            ctx.store.save_task_run(&tr)?;
-            let spans = tektite_engine::trace::taskrun_spans(&tr);
-            let c = tr
-                .status
-                .as_ref()
-                .and_then(|s| Condition::succeeded(&s.conditions))
-                .cloned();
-            (serde_json::to_value(&tr)?, c, spans)
-        }
-        Job::Pipeline(pr, resolved, _) => {
-            let pipeline = resolved.as_ref().map(|(s, n)| (s, n.as_deref()));
-            let (pr, children) = runner.run_pipeline(*pr, pipeline, ctx.tasks);
-            ctx.store.save_pipeline_run(&pr)?;
-            let mut spans = tektite_engine::trace::pipelinerun_spans(&pr);
-            spans.extend(
-                children
-                    .iter()
-                    .flat_map(tektite_engine::trace::taskrun_spans),
-            );
-            let c = pr
-                .status
-                .as_ref()
-                .and_then(|s| Condition::succeeded(&s.conditions))
-                .cloned();
-            (serde_json::to_value(&pr)?, c, spans)
-        }
-    };
+    let Ended {
+        object,
+        cond,
+        spans,
+    } = carry_out(ctx, &runner, job)?;
     drop(runner);
     let _ = printer.join();
     if !ctx.args.keep {
@@ -1433,6 +1408,48 @@ fn run_job(ctx: &JobContext<'_>, mut job: Job) -> anyhow::Result<Result<u8, Refu
     } else {
         1
     }))
+}
+
+/// A run as it ended and was recorded: its object, its `Succeeded`
+/// condition and its trace's spans.
+struct Ended {
+    object: serde_json::Value,
+    cond: Option<Condition>,
+    spans: Vec<tektite_engine::trace::Span>,
+}
+
+/// Runs the job to its end and records it.
+///
+/// # Errors
+/// The record cannot be written.
+fn carry_out(ctx: &JobContext<'_>, runner: &Runner, job: Job) -> anyhow::Result<Ended> {
+    let succeeded = |c: &[Condition]| Condition::succeeded(c).cloned();
+    Ok(match job {
+        Job::Task(tr, source) => {
+            let tr = runner.run_task(*tr, source);
+            ctx.store.save_task_run(&tr)?;
+            Ended {
+                cond: tr.status.as_ref().and_then(|s| succeeded(&s.conditions)),
+                spans: tektite_engine::trace::taskrun_spans(&tr),
+                object: serde_json::to_value(&tr)?,
+            }
+        }
+        Job::Pipeline(pr, resolved, _) => {
+            let pipeline = resolved.as_ref().map(|(s, n)| (s, n.as_deref()));
+            let (pr, children) = runner.run_pipeline(*pr, pipeline, ctx.tasks);
+            ctx.store.save_pipeline_run(&pr)?;
+            let mut spans = tektite_engine::trace::pipelinerun_spans(&pr);
+            let tasks = children
+                .iter()
+                .flat_map(tektite_engine::trace::taskrun_spans);
+            spans.extend(tasks);
+            Ended {
+                cond: pr.status.as_ref().and_then(|s| succeeded(&s.conditions)),
+                spans,
+                object: serde_json::to_value(&pr)?,
+            }
+        }
+    })
 }
 
 /// Adds `-p` and `-w` to a run's params and workspaces, then refuses the
