@@ -21,7 +21,7 @@
 //!   a test that uses OpenTelemetry joins the pipeline's trace.
 //!
 //! The spans: the PipelineRun (from its creation to its completion), with
-//! `queued` while a concurrency limit held it; each TaskRun, with `pod
+//! `queued` while a concurrency limit held it (a second or more); each TaskRun, with `pod
 //! pending` (from the attempt's start to its first step's start: the pod's
 //! scheduling, image pulls and init containers), one span per step timed
 //! by the step's own report (its start and end, as the entrypoint saw
@@ -407,7 +407,11 @@ pub fn pipelinerun_spans(pr: &PipelineRun) -> Vec<Span> {
         .concurrency
         .as_ref()
         .and_then(|c| time(c.admitted_time.as_ref()));
-    if let Some(admitted) = admitted.filter(|a| *a > start) {
+    // Creation times are kept to the second: a run admitted within the
+    // second it was created did not wait.
+    let waited =
+        |a: &Timestamp| a.duration_since(start) >= k8s_openapi::jiff::SignedDuration::from_secs(1);
+    if let Some(admitted) = admitted.filter(waited) {
         let mut queued = root.child(
             root.child_id(&[b"queued"]),
             "queued".into(),
@@ -851,6 +855,14 @@ mod tests {
             Some("Tasks Completed: 2 (Failed: 1)")
         );
         assert_eq!(spans[1].name, "queued");
+        // Admitted within the second of its creation: no wait.
+        let mut at_once = pr.clone();
+        if let Some(c) = at_once.status.as_mut().and_then(|s| s.concurrency.as_mut()) {
+            c.admitted_time = Some(Time(
+                at(0).expect("t").0 + k8s_openapi::jiff::SignedDuration::from_millis(400),
+            ));
+        }
+        assert_eq!(pipelinerun_spans(&at_once).len(), 1);
         assert_eq!(
             (spans[1].start, spans[1].end),
             (at(0).expect("t").0, at(30).expect("t").0)
