@@ -97,7 +97,13 @@ pub fn trace_settings(
     };
     let endpoint = match get("tracing-endpoint") {
         None => None,
-        Some(v) if v.starts_with("http://") || v.starts_with("https://") => Some(v.to_string()),
+        Some(v)
+            if v.parse::<http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+            }) =>
+        {
+            Some(v.to_string())
+        }
         Some(v) => {
             return Err(format!(
                 "{}: expected an http:// or https:// URL, got {v:?}",
@@ -452,6 +458,10 @@ mod tests {
             (
                 vec![("tracing-endpoint", "collector:4317")],
                 r#"config-defaults: tracing-endpoint: expected an http:// or https:// URL, got "collector:4317""#,
+            ),
+            (
+                vec![("tracing-endpoint", "http://collector :4317")],
+                r#"config-defaults: tracing-endpoint: expected an http:// or https:// URL, got "http://collector :4317""#,
             ),
             (
                 vec![("tracing-protocol", "thrift")],

@@ -292,7 +292,7 @@ async fn apply(
     let mut pr = with_source(pr, &resolved, &ns, &ctx);
     if let Ok((spec, pipeline, annotations)) = &resolved {
         let of = (spec, pipeline.as_deref(), annotations);
-        pr = with_environment(pr, of, &ns, &ctx).await?;
+        pr = with_environment(pr, of, &ns, &ctx).await;
     }
     if let (Ok((spec, pipeline, annotations)), None) = (&resolved, &early) {
         let of = (spec, pipeline.as_deref(), annotations);
@@ -419,45 +419,48 @@ fn deployment_done(
 
 /// The run with the `tektite.dev/environment` label its Pipeline's
 /// annotation gives it (`environment_label`), set on the cluster's object
-/// once; a value that is not a label value is a warning event, and the
-/// run goes on unlabelled.
-///
-/// # Errors
-/// The API call failed.
+/// once; a value that is not a label value is a warning event (until the
+/// run starts), and the run goes on unlabelled, as it does when the patch
+/// fails (logged; tried again at the next reconcile).
 async fn with_environment(
     pr: Arc<PipelineRun>,
     (spec, pipeline, annotations): (&PipelineSpec, Option<&str>, &BTreeMap<String, String>),
     ns: &str,
     ctx: &Context,
-) -> Result<Arc<PipelineRun>, Error> {
+) -> Arc<PipelineRun> {
     let key = tektite_engine::dora::ENVIRONMENT_LABEL;
     match pipelinerun::environment_label(&pr, (spec, pipeline), annotations) {
-        None => Ok(pr),
+        None => pr,
         Some(Ok(value)) => {
             let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
             let patch = serde_json::json!({"metadata": {"labels": {key: value}}});
-            api.patch(
-                pr.metadata.name.as_deref().unwrap_or_default(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
+            let name = pr.metadata.name.as_deref().unwrap_or_default();
+            if let Err(error) = api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::warn!(%error, name, "cannot label the run with its environment");
+                return pr;
+            }
             let mut labelled = (*pr).clone();
             labelled
                 .metadata
                 .labels
                 .get_or_insert_with(Default::default)
                 .insert(key.into(), value);
-            Ok(Arc::new(labelled))
+            Arc::new(labelled)
         }
         Some(Err(message)) => {
+            if pr.status.as_ref().is_some_and(|s| s.start_time.is_some()) {
+                return pr;
+            }
             let event = tektite_engine::status::Event {
                 type_: "Warning",
                 reason: "EnvironmentLabelInvalid".into(),
                 message,
             };
             record(ctx, &*pr, &[event]).await;
-            Ok(pr)
+            pr
         }
     }
 }

@@ -67,7 +67,12 @@ pub async fn with_image_pulls(
     }
     let pod = attempt.pod_name.clone()?;
     let api: Api<Event> = Api::namespaced(ctx.client.clone(), ns);
-    let params = ListParams::default().fields(&format!("involvedObject.name={pod}"));
+    // From the API server's cache (resourceVersion 0), not a read of etcd.
+    let params = ListParams::default()
+        .fields(&format!(
+            "involvedObject.kind=Pod,involvedObject.name={pod}"
+        ))
+        .match_any();
     let events = match api.list(&params).await {
         Ok(list) => list.items,
         Err(error) => {
@@ -75,10 +80,25 @@ pub async fn with_image_pulls(
             return None;
         }
     };
+    // Only this pod's, not an earlier pod's of the same name (a TaskRun
+    // deleted and made again): none from before the attempt began.
+    let began = attempt.start_time.as_ref().map(|t| t.0);
     let mine: Vec<Event> = events
         .into_iter()
         .filter(|e| e.involved_object.name.as_deref() == Some(pod.as_str()))
+        .filter(|e| e.involved_object.kind.as_deref().is_none_or(|k| k == "Pod"))
         .collect();
-    attempt.image_pulls = tektite_engine::trace::pulls_from_events(&mine);
+    let recent = |p: &tektite_api::v1::ImagePull| {
+        let ended = p.completion_time.as_ref().map(|t| t.0);
+        match (began, ended) {
+            // Event times are kept to the second.
+            (Some(b), Some(e)) => e.as_second() >= b.as_second(),
+            _ => true,
+        }
+    };
+    attempt.image_pulls = tektite_engine::trace::pulls_from_events(&mine)
+        .into_iter()
+        .filter(recent)
+        .collect();
     (!attempt.image_pulls.is_empty()).then_some(out)
 }

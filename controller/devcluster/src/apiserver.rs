@@ -408,10 +408,12 @@ impl Shared {
             m["namespace"] = json!(namespace);
         }
         m["uid"] = json!(uid);
+        // To the second, cut as Kubernetes cuts it (rounded, a run could
+        // seem created after what it started).
+        let now = k8s_openapi::jiff::Timestamp::now();
         m["creationTimestamp"] = json!(
-            k8s_openapi::jiff::Timestamp::now()
-                .round(k8s_openapi::jiff::Unit::Second)
-                .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())
+            k8s_openapi::jiff::Timestamp::from_second(now.as_second())
+                .unwrap_or(now)
                 .to_string()
         );
         if obj.get("apiVersion").is_none() {

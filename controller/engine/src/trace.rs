@@ -135,19 +135,17 @@ fn derive<const N: usize>(parts: &[&[u8]]) -> [u8; N] {
     out
 }
 
-/// A run's incoming context: the `traceparent` annotation, else Tekton's
-/// JSON carrier under `carrier_key`.
+/// A run's incoming context: Tekton's JSON carrier under `carrier_key`
+/// (for a pipeline's TaskRun, its PipelineRun's span, which wins over
+/// whatever else it was given), else the `traceparent` annotation.
 fn incoming(meta: &ObjectMeta, carrier_key: &str) -> Option<SpanContext> {
     let annotations = meta.annotations.as_ref()?;
-    if let Some(c) = annotations
-        .get(TRACEPARENT_ANNOTATION)
-        .and_then(|t| SpanContext::parse(t))
-    {
-        return Some(c);
-    }
-    let carrier: BTreeMap<String, String> =
-        serde_json::from_str(annotations.get(carrier_key)?).ok()?;
-    SpanContext::parse(carrier.get("traceparent")?)
+    let carried = || {
+        let carrier: BTreeMap<String, String> =
+            serde_json::from_str(annotations.get(carrier_key)?).ok()?;
+        SpanContext::parse(carrier.get("traceparent")?)
+    };
+    carried().or_else(|| SpanContext::parse(annotations.get(TRACEPARENT_ANNOTATION)?))
 }
 
 /// A run's parent context (if any) and its own span's context.
@@ -164,11 +162,20 @@ fn run_context(kind: &str, meta: &ObjectMeta, carrier_key: &str) -> RunContext {
         || derive(&[b"trace", kind.as_bytes(), key.as_bytes()]),
         |p| p.trace_id,
     );
+    // The parent's span too: a TaskRun of `tkt` has no uid of its own,
+    // and its name may come again under another run.
+    let parent_span = parent.map(|p| p.span_id).unwrap_or_default();
     RunContext {
         parent,
         own: SpanContext {
             trace_id,
-            span_id: derive(&[b"span", &trace_id, kind.as_bytes(), key.as_bytes()]),
+            span_id: derive(&[
+                b"span",
+                &trace_id,
+                &parent_span,
+                kind.as_bytes(),
+                key.as_bytes(),
+            ]),
             sampled: parent.is_none_or(|p| p.sampled),
         },
     }
@@ -380,8 +387,12 @@ pub fn pipelinerun_spans(pr: &PipelineRun) -> Vec<Span> {
         return Vec::new();
     };
     let meta = &pr.metadata;
+    // Kubernetes keeps creation times to the second (and the TaskRuns'
+    // times it stores): the run's span begins at the start of that second,
+    // so that none of its children seems to begin before it.
     let start = time(meta.creation_timestamp.as_ref())
         .or(time(st.start_time.as_ref()))
+        .map(|t| Timestamp::from_second(t.as_second()).unwrap_or(t))
         .unwrap_or(end);
     let run_name = meta.name.clone().unwrap_or_default();
     let pipeline = label(meta, "tekton.dev/pipeline").map(str::to_string);
@@ -515,6 +526,9 @@ fn attempt_spans(parent: &Span, st: &TaskRunStatus, start: Timestamp, out: &mut 
         };
         let index = i.to_string();
         let id = waits.child_id(&[b"image pull", index.as_bytes(), pull.image.as_bytes()]);
+        // Event times are kept to the second: within the wait it was part of.
+        let p_start = p_start.clamp(waits.start, waits.end);
+        let p_end = p_end.clamp(p_start, waits.end);
         let mut span = waits.child(id, "image pull".into(), (p_start, p_end));
         span.text("container.image.name", Some(&pull.image));
         out.push(span);
@@ -639,6 +653,36 @@ mod tests {
         let t = taskrun_context(&tr);
         assert_eq!(t.parent, Some(a.own));
         assert_eq!(t.own.trace_id, a.own.trace_id);
+
+        // Its PipelineRun's context wins over a traceparent it was given
+        // (a taskRunSpecs annotation, say).
+        let mut given = tr.clone();
+        given
+            .metadata
+            .annotations
+            .as_mut()
+            .expect("set")
+            .insert(TRACEPARENT_ANNOTATION.into(), HEADER.into());
+        assert_eq!(taskrun_context(&given), t);
+
+        // TaskRuns without a uid (tkt's) of the same name under two runs
+        // of the same name (one trace: the same webhook) differ.
+        let mut second = webhook.clone();
+        second.metadata.uid = Some("uid-p-again".into());
+        let under = |pr: &PipelineRun| {
+            let mut m = meta(
+                "p-build",
+                &[(TASKRUN_SPAN_CONTEXT, &pipelinerun_context(pr).own.carrier())],
+            );
+            m.uid = None;
+            taskrun_context(&TaskRun {
+                metadata: m,
+                ..Default::default()
+            })
+            .own
+        };
+        assert_eq!(under(&webhook).trace_id, under(&second).trace_id);
+        assert_ne!(under(&webhook).span_id, under(&second).span_id);
     }
 
     fn at(s: i64) -> Option<Time> {

@@ -173,7 +173,7 @@ pub fn podman_available() -> Result<String, String> {
 /// Whether podman has every one of `images` here (no pull).
 pub fn images_present(images: &[&String]) -> bool {
     Command::new("podman")
-        .args(["image", "inspect", "--format", "{{.Id}}"])
+        .args(["image", "inspect", "--format", "{{.Id}}", "--"])
         .args(images)
         .process_group(0)
         .stdin(Stdio::null())
@@ -198,6 +198,7 @@ pub fn image_command(image: &str) -> Result<ImageCommand, RuntimeError> {
                 "inspect",
                 "--format",
                 "{{json .Config.Entrypoint}}\n{{json .Config.Cmd}}",
+                "--",
                 image,
             ]),
         )
@@ -207,7 +208,7 @@ pub fn image_command(image: &str) -> Result<ImageCommand, RuntimeError> {
         Err(_) => {
             output(
                 &what,
-                Command::new("podman").args(["pull", "--quiet", image]),
+                Command::new("podman").args(["pull", "--quiet", "--", image]),
             )?;
             inspect()?
         }
@@ -786,7 +787,7 @@ fn pull_missing(pod: &Pod, env: &PodEnv<'_>) -> Result<Vec<ImagePull>, RuntimeEr
     let mut pulls = Vec::new();
     for image in images {
         let present = Command::new("podman")
-            .args(["image", "exists", image])
+            .args(["image", "exists", "--", image])
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -807,7 +808,8 @@ fn pull_missing(pod: &Pod, env: &PodEnv<'_>) -> Result<Vec<ImagePull>, RuntimeEr
         if plain {
             cmd.arg("--tls-verify=false");
         }
-        cmd.arg(image);
+        // `--`: an image named like a flag is an image, not a flag.
+        cmd.args(["--", image]);
         let start = Timestamp::now();
         spawn_pod_command(&mut cmd, &what, env.journal)
             .and_then(|child| pod_command_output(&what, child))?;

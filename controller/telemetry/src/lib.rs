@@ -20,7 +20,7 @@ use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
 use tektite_engine::trace::{Span, Value};
@@ -153,6 +153,17 @@ impl Settings {
         settings_from(|k| std::env::var(k).ok(), service_name)
     }
 
+    /// Whether the endpoint in force (configured, else the environment's)
+    /// is HTTPS.
+    fn https(&self) -> bool {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        self.endpoint
+            .clone()
+            .or_else(|| env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+            .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+            .is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("https://"))
+    }
+
     /// The endpoint the exporter is given: a configured base URL with
     /// `/v1/traces` for HTTP, as OpenTelemetry treats
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -205,6 +216,12 @@ impl Exporter {
                     .with_tonic()
                     .with_protocol(opentelemetry_otlp::Protocol::Grpc)
                     .with_timeout(settings.timeout);
+                if settings.https() {
+                    // Checked against the system's roots.
+                    let tls = opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new()
+                        .with_native_roots();
+                    b = b.with_tls_config(tls);
+                }
                 if let Some(e) = endpoint {
                     b = b.with_endpoint(e);
                 }
@@ -273,7 +290,7 @@ fn http_client(timeout: Duration) -> Result<impl opentelemetry_http::HttpClient,
 }
 
 /// Exports `spans` from a thread with no runtime (`tkt`): on a runtime of
-/// its own, within the settings' timeout.
+/// its own, within the settings' timeout and a second.
 ///
 /// # Errors
 /// See [`Exporter::new`] and [`Exporter::export`].
@@ -282,10 +299,14 @@ pub fn export_blocking(settings: &Settings, spans: &[Span]) -> Result<usize, Str
         .enable_all()
         .build()
         .map_err(|e| format!("OTLP exporter: {e}"))?;
-    rt.block_on(async {
+    let sent = rt.block_on(async {
         let exporter = Exporter::new(settings)?;
         exporter.export(spans).await
-    })
+    });
+    // Nothing left behind waits: a DNS lookup that hangs on a blocking
+    // thread does not hold `tkt` past the export's time.
+    rt.shutdown_timeout(Duration::ZERO);
+    sent
 }
 
 fn system_time(t: tektite_engine::trace::Timestamp) -> SystemTime {
@@ -355,6 +376,8 @@ enum Message {
 #[derive(Debug, Clone)]
 pub struct Traces {
     tx: tokio::sync::mpsc::Sender<Message>,
+    /// When spans were last dropped with a warning.
+    dropped: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl std::fmt::Debug for Message {
@@ -371,7 +394,10 @@ impl Traces {
     pub fn start(settings: Option<Settings>) -> Traces {
         let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
         tokio::spawn(run(rx, settings));
-        Traces { tx }
+        Traces {
+            tx,
+            dropped: std::sync::Arc::default(),
+        }
     }
 
     /// Puts `settings` in force for the spans sent from now on (`None`:
@@ -391,8 +417,13 @@ impl Traces {
         if spans.is_empty() {
             return;
         }
-        if self.tx.try_send(Message::Spans(spans)).is_err() {
-            tracing::warn!("trace exporter queue full: spans dropped");
+        if self.tx.try_send(Message::Spans(spans)).is_err()
+            && let Ok(mut last) = self.dropped.lock()
+        {
+            warn_now_and_then(
+                &mut last,
+                "the exporter's queue is full: a run's spans were dropped",
+            );
         }
     }
 }
@@ -558,6 +589,24 @@ mod tests {
             e(&[("OTEL_TRACES_EXPORTER", "jaeger")]),
             "OTEL_TRACES_EXPORTER: expected otlp or none, got \"jaeger\""
         );
+    }
+
+    /// Regression: the exporter was built without TLS, and refused a gRPC
+    /// endpoint over HTTPS.
+    #[test]
+    fn grpc_over_https_is_not_refused_for_want_of_tls() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let settings = Settings {
+            endpoint: Some("https://127.0.0.1:1".into()),
+            protocol: Protocol::Grpc,
+            service_name: "x".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let built = rt.block_on(async { Exporter::new(&settings).map(|_| ()) });
+        assert_eq!(built, Ok(()));
     }
 
     #[test]

@@ -360,7 +360,6 @@ fn annotations(
         if !k.starts_with("chains.tekton.dev/")
             && k != "kubectl.kubernetes.io/last-applied-configuration"
             && !crate::reuse::is_record(&k)
-            && !crate::trace::is_context(&k)
         {
             annotations.entry(k).or_insert(v);
         }
@@ -373,6 +372,9 @@ fn annotations(
     if on_error_continue(pt) {
         annotations.insert(ON_ERROR_ANNOTATION.into(), "continue".into());
     }
+    // A trace context is the run's own, whoever wrote it where: the
+    // TaskRun gets its PipelineRun's (`trace`), when traced.
+    annotations.retain(|k, _| !crate::trace::is_context(k));
     annotations
 }
 
