@@ -79,6 +79,7 @@ fn a_pipelines_trace_has_its_tasks_retries_steps_and_the_steps_join_it() {
     let root = one(&spans, "PipelineRun traced");
     assert_eq!(root.parent_span_id, "", "a trace of its own: {root:#?}");
     assert_eq!(root.service_name, "tkt");
+    assert_eq!(root.resource["telemetry.sdk.language"], "rust", "{root:#?}");
     assert_eq!(root.attributes["tekton.status"], "failed");
     assert!(spans.iter().all(|s| s.trace_id == root.trace_id));
     let mut contexts = BTreeSet::new();
@@ -119,6 +120,10 @@ fn an_incoming_traceparent_makes_the_run_a_child_of_that_trace_over_grpc() {
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &receiver.grpc),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_SERVICE_NAME", "ci-local"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=ci,team=build",
+            ),
         ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
@@ -128,6 +133,9 @@ fn an_incoming_traceparent_makes_the_run_a_child_of_that_trace_over_grpc() {
             .iter()
             .all(|s| s.protocol == "grpc" && s.service_name == "ci-local")
     );
+    let resource = &spans[0].resource;
+    assert_eq!(resource["deployment.environment"], "ci", "{resource:?}");
+    assert_eq!(resource["team"], "build", "{resource:?}");
     let root = one(&spans, "PipelineRun traced");
     assert_eq!(root.trace_id, &WEBHOOK[3..35]);
     assert_eq!(root.parent_span_id, &WEBHOOK[36..52]);

@@ -179,18 +179,17 @@ impl Settings {
 /// The resource of every span: the environment's (`OTEL_SERVICE_NAME`,
 /// `OTEL_RESOURCE_ATTRIBUTES`), with `service_name` when it names none.
 fn resource(service_name: &str) -> Resource {
-    let from_env = Resource::builder().build();
+    // The builder's detectors read both variables.
     let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty())
         || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| {
             v.split(',')
                 .any(|kv| kv.trim().starts_with("service.name="))
         });
+    let builder = Resource::builder();
     if named {
-        from_env
+        builder.build()
     } else {
-        Resource::builder()
-            .with_service_name(service_name.to_string())
-            .build()
+        builder.with_service_name(service_name.to_string()).build()
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Received {
     pub error: Option<String>,
     /// The resource's `service.name`.
     pub service_name: String,
+    /// The resource's attributes, as text.
+    pub resource: BTreeMap<String, String>,
     /// `grpc`, `http/protobuf` or `http/json`.
     pub protocol: &'static str,
 }
@@ -200,12 +202,13 @@ fn text(v: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String 
 fn keep(store: &Store, request: &ExportTraceServiceRequest, protocol: &'static str) {
     let mut out = Vec::new();
     for rs in &request.resource_spans {
-        let service_name = rs
+        let resource: BTreeMap<String, String> = rs
             .resource
-            .as_ref()
-            .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
-            .map(|a| text(a.value.as_ref()))
-            .unwrap_or_default();
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .map(|a| (a.key.clone(), text(a.value.as_ref())))
+            .collect();
+        let service_name = resource.get("service.name").cloned().unwrap_or_default();
         for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
             let error = span
                 .status
@@ -226,6 +229,7 @@ fn keep(store: &Store, request: &ExportTraceServiceRequest, protocol: &'static s
                     .collect(),
                 error,
                 service_name: service_name.clone(),
+                resource: resource.clone(),
                 protocol,
             });
         }
