@@ -351,3 +351,52 @@ fn an_image_pulled_for_a_pod_is_a_span_of_its_wait_and_kept_in_its_status() {
     assert!(pull.start_unix_nano <= pull.end_unix_nano);
     assert!(pull.end_unix_nano <= one(&spans, "step one").start_unix_nano);
 }
+
+/// A run held by a concurrency key: `queued` spans its wait, from its
+/// creation to its admission, before its TaskRuns.
+#[test]
+fn a_run_that_waited_for_its_concurrency_key_has_a_queued_span() {
+    let receiver = Receiver::start();
+    let scratch = Scratch::new("traces-queued");
+    let run = |name: &str, seconds: &str| {
+        format!(
+            "apiVersion: tekton.dev/v1\nkind: PipelineRun\nmetadata:\n  name: {name}\n  annotations: {{tektite.dev/concurrency-key: deploy}}\nspec:\n  pipelineSpec:\n    tasks:\n      - name: deploy\n        taskSpec:\n          steps:\n            - {{name: s, image: busybox, script: 'sleep {seconds}'}}\n"
+        )
+    };
+    let holder_file = scratch.file("holder.yaml", &run("holder", "5"));
+    let mut holder = tkt_run("process")
+        .args(["-f", &holder_file, "--state-dir", &scratch.state_arg()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let record = scratch.state().join("pipelineruns/holder.json");
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&record).is_ok_and(|r| r.contains("admittedTime")) {
+        assert!(
+            std::time::Instant::now() < until,
+            "the holder was not admitted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let waiter = scratch.file("waiter.yaml", &run("waiter", "0"));
+    let out = run_traced(&scratch, &waiter, &receiver);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(holder.wait().unwrap().success());
+    let spans = receiver.spans();
+    let root = one(&spans, "PipelineRun waiter");
+    let queued = one(&spans, "queued");
+    assert_eq!(queued.parent_span_id, root.span_id);
+    assert_eq!(queued.attributes["tektite.concurrency.key"], "deploy");
+    assert!(queued.end_unix_nano > queued.start_unix_nano);
+    assert!(queued.end_unix_nano <= one(&spans, "TaskRun deploy").start_unix_nano);
+}
+
+fn run_traced(scratch: &Scratch, file: &str, receiver: &Receiver) -> Output {
+    run(
+        "process",
+        scratch,
+        file,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http)],
+    )
+}
