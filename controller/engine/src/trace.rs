@@ -367,14 +367,18 @@ fn run_span(
     span.attr("tekton.status", Value::Str(status.into()));
     span.text("tekton.reason", outcome.and_then(|c| c.reason.as_deref()));
     if status == "failed" {
-        span.error = Some(
-            outcome
-                .and_then(|c| c.message.clone())
-                .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| "failed".into()),
-        );
+        span.error = Some(failure(outcome));
     }
     span
+}
+
+/// What a failed run or attempt says of its failure: its condition's
+/// message, else `failed`.
+fn failure(outcome: Option<&Condition>) -> String {
+    outcome
+        .and_then(|c| c.message.clone())
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "failed".into())
 }
 
 /// The spans of an ended PipelineRun: its own and `queued` (its TaskRuns'
@@ -484,11 +488,7 @@ pub fn taskrun_spans(tr: &TaskRun) -> Vec<Span> {
         span.text("k8s.pod.name", attempt.pod_name.as_deref());
         let outcome = Condition::succeeded(&attempt.conditions);
         span.text("tekton.reason", outcome.and_then(|c| c.reason.as_deref()));
-        span.error = Some(
-            outcome
-                .and_then(|c| c.message.clone())
-                .unwrap_or_else(|| "failed".into()),
-        );
+        span.error = Some(failure(outcome));
         attempt_spans(&span, attempt, a_start, &mut spans);
         spans.push(span);
     }
