@@ -251,6 +251,54 @@ pub fn pulls_from_events(events: &[k8s_openapi::api::core::v1::Event]) -> Vec<Im
     pulls
 }
 
+/// The attempt of `after` (a TaskRun's status as planned over `before`)
+/// that ends with it and has no image pulls recorded yet: the one a retry
+/// just moved into `retriesStatus`, or the run's own when it just ended.
+pub fn ended_attempt<'a>(
+    before: Option<&TaskRunStatus>,
+    after: &'a mut TaskRunStatus,
+) -> Option<&'a mut TaskRunStatus> {
+    let done = |s: &TaskRunStatus| crate::status::is_done(&s.conditions);
+    let retried = after.retries_status.len() > before.map_or(0, |s| s.retries_status.len());
+    let ended_now = done(after) && !before.is_some_and(done);
+    let attempt = if retried {
+        after.retries_status.last_mut()?
+    } else if ended_now {
+        after
+    } else {
+        return None;
+    };
+    attempt.image_pulls.is_empty().then_some(attempt)
+}
+
+/// The images pulled for `attempt`'s pod, from `events`
+/// ([`pulls_from_events`] over those of that pod): an earlier pod's of the
+/// same name (a TaskRun deleted and made again) left out, by their times,
+/// none ending before the attempt began (to the second, as events keep
+/// them).
+pub fn attempt_pulls(
+    events: &[k8s_openapi::api::core::v1::Event],
+    attempt: &TaskRunStatus,
+) -> Vec<ImagePull> {
+    let Some(pod) = attempt.pod_name.as_deref() else {
+        return Vec::new();
+    };
+    let mine: Vec<k8s_openapi::api::core::v1::Event> = events
+        .iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(pod))
+        .filter(|e| e.involved_object.kind.as_deref().is_none_or(|k| k == "Pod"))
+        .cloned()
+        .collect();
+    let began = time(attempt.start_time.as_ref()).map(|t| t.as_second());
+    pulls_from_events(&mine)
+        .into_iter()
+        .filter(|p| {
+            let ended = time(p.completion_time.as_ref()).map(|t| t.as_second());
+            began.zip(ended).is_none_or(|(b, e)| e >= b)
+        })
+        .collect()
+}
+
 /// When an event happened: its `eventTime`, else its last or first time.
 fn event_time(e: &k8s_openapi::api::core::v1::Event) -> Option<Timestamp> {
     e.event_time
@@ -867,6 +915,72 @@ mod tests {
                 ("tools:2", ms(7), ms(9)),
             ]
         );
+    }
+
+    #[test]
+    fn the_attempt_that_ends_is_the_retried_one_or_the_runs_own() {
+        let running = TaskRunStatus {
+            pod_name: Some("p-pod".into()),
+            conditions: cond("Unknown", "Running", ""),
+            ..Default::default()
+        };
+        // Still running: none.
+        let mut same = running.clone();
+        assert!(ended_attempt(Some(&running), &mut same).is_none());
+        // A retry archived the attempt: that one.
+        let mut retried = TaskRunStatus {
+            retries_status: vec![running.clone()],
+            ..Default::default()
+        };
+        let a = ended_attempt(Some(&running), &mut retried).expect("the archived attempt");
+        assert_eq!(a.pod_name.as_deref(), Some("p-pod"));
+        // Ended now: the run's own; ended before, or pulls recorded: none.
+        let mut done = TaskRunStatus {
+            conditions: cond("True", "Succeeded", ""),
+            ..running.clone()
+        };
+        assert!(ended_attempt(Some(&running), &mut done.clone()).is_some());
+        assert!(ended_attempt(Some(&done.clone()), &mut done).is_none());
+        let mut recorded = TaskRunStatus {
+            image_pulls: vec![ImagePull::default()],
+            ..done.clone()
+        };
+        assert!(ended_attempt(Some(&running), &mut recorded).is_none());
+    }
+
+    #[test]
+    fn an_attempts_pulls_are_its_pods_and_not_older_than_it() {
+        let of =
+            |pod: &str, e: k8s_openapi::api::core::v1::Event| k8s_openapi::api::core::v1::Event {
+                involved_object: k8s_openapi::api::core::v1::ObjectReference {
+                    kind: Some("Pod".into()),
+                    name: Some(pod.into()),
+                    ..Default::default()
+                },
+                ..e
+            };
+        let pulled = |image: &str, s: i64| {
+            event(
+                "Pulled",
+                &format!("Successfully pulled image \"{image}\" in 1s"),
+                s,
+            )
+        };
+        let events = [
+            of("p-pod", pulled("old", 5)),
+            of("p-pod", pulled("new", 12)),
+            of("other-pod", pulled("theirs", 12)),
+        ];
+        let attempt = TaskRunStatus {
+            pod_name: Some("p-pod".into()),
+            start_time: at(10),
+            ..Default::default()
+        };
+        let images: Vec<String> = attempt_pulls(&events, &attempt)
+            .into_iter()
+            .map(|p| p.image)
+            .collect();
+        assert_eq!(images, ["new"]);
     }
 
     #[test]
