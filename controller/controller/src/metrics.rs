@@ -7,7 +7,7 @@
 //! TaskRun's `namespace` and `task`; at the `namespace` level only the
 //! namespace (Tekton's `metrics.pipelinerun.level` / `metrics.taskrun.level`).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -100,42 +100,7 @@ pub struct Metrics {
     environments: Mutex<HashSet<String>>,
     /// The runs whose end was counted: a reconcile that works from a cache
     /// older than its last status write plans the same end again.
-    ended: Mutex<Ended>,
-}
-
-/// The most recent runs counted as ended, by UID (else namespace/name),
-/// at most [`Ended::KEEP`] of them.
-#[derive(Debug, Default)]
-struct Ended {
-    seen: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-impl Ended {
-    /// Far more than the runs a cache can be stale about at once.
-    const KEEP: usize = 10_000;
-
-    /// Whether `meta` names a run not counted yet (and is now).
-    fn first(&mut self, kind: &str, meta: &ObjectMeta) -> bool {
-        let id = match &meta.uid {
-            Some(uid) => format!("{kind}/{uid}"),
-            None => format!(
-                "{kind}/{}/{}",
-                meta.namespace.as_deref().unwrap_or(""),
-                meta.name.as_deref().unwrap_or("")
-            ),
-        };
-        if !self.seen.insert(id.clone()) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > Self::KEEP
-            && let Some(old) = self.order.pop_front()
-        {
-            self.seen.remove(&old);
-        }
-        true
-    }
+    ended: Mutex<tektite_engine::recent::Recent<String>>,
 }
 
 impl Metrics {
@@ -475,12 +440,21 @@ impl Metrics {
             .inc();
     }
 
-    /// Whether this is the first end recorded of the run.
+    /// Whether this is the first end recorded of the run, by its UID (else
+    /// namespace and name).
     fn first_end(&self, kind: &str, meta: &ObjectMeta) -> bool {
+        let id = match &meta.uid {
+            Some(uid) => format!("{kind}/{uid}"),
+            None => format!(
+                "{kind}/{}/{}",
+                meta.namespace.as_deref().unwrap_or(""),
+                meta.name.as_deref().unwrap_or("")
+            ),
+        };
         self.ended
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .first(kind, meta)
+            .first(id)
     }
 
     /// The controller created `tr`'s pod `latency` after the TaskRun.

@@ -20,6 +20,7 @@ pub mod pod;
 pub mod podman;
 pub mod preflight;
 pub mod quantity;
+pub mod recent;
 pub mod remote;
 pub mod reuse;
 pub mod sources;

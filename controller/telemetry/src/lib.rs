@@ -432,7 +432,9 @@ impl Traces {
 async fn run(mut rx: tokio::sync::mpsc::Receiver<Message>, mut settings: Option<Settings>) {
     let mut exporter: Option<Exporter> = None;
     let mut last_warning: Option<std::time::Instant> = None;
-    let mut sent = Sent::default();
+    // The runs whose spans were sent, by their root span: a reconcile that
+    // works from a stale cache may end a run twice, and its spans go once.
+    let mut sent = tektite_engine::recent::Recent::default();
     while let Some(first) = rx.recv().await {
         let mut batch = Vec::new();
         let mut next = Some(first);
@@ -445,7 +447,8 @@ async fn run(mut rx: tokio::sync::mpsc::Receiver<Message>, mut settings: Option<
                     }
                 }
                 Message::Spans(s) => {
-                    if sent.first(&s) {
+                    let root = s.first().map(|r| (r.trace_id, r.span_id));
+                    if root.is_some_and(|id| sent.first(id)) {
                         batch.extend(s);
                     }
                 }
@@ -474,37 +477,6 @@ async fn run(mut rx: tokio::sync::mpsc::Receiver<Message>, mut settings: Option<
         {
             warn_now_and_then(&mut last_warning, &error);
         }
-    }
-}
-
-/// The runs whose spans were sent, by their root span, at most
-/// [`Sent::KEEP`] of them: a reconcile that works from a stale cache may
-/// end a run twice, and its spans go once.
-#[derive(Debug, Default)]
-struct Sent {
-    seen: std::collections::HashSet<([u8; 16], [u8; 8])>,
-    order: std::collections::VecDeque<([u8; 16], [u8; 8])>,
-}
-
-impl Sent {
-    const KEEP: usize = 10_000;
-
-    /// Whether `spans` (a run's, its root first) were not sent yet.
-    fn first(&mut self, spans: &[Span]) -> bool {
-        let Some(root) = spans.first() else {
-            return false;
-        };
-        let id = (root.trace_id, root.span_id);
-        if !self.seen.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > Self::KEEP
-            && let Some(old) = self.order.pop_front()
-        {
-            self.seen.remove(&old);
-        }
-        true
     }
 }
 
