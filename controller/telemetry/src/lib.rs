@@ -105,32 +105,15 @@ pub fn settings_from(
             ));
         }
     }
-    let endpoint_set = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .or_else(|| get("OTEL_EXPORTER_OTLP_ENDPOINT"))
-        .is_some();
-    if !endpoint_set && exporter.is_none() {
+    if signal(get, "ENDPOINT").is_none() && exporter.is_none() {
         return Ok(None);
     }
-    let (var, protocol) = match get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
-        Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
-        None => (
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-            get("OTEL_EXPORTER_OTLP_PROTOCOL"),
-        ),
-    };
-    let protocol = match protocol {
-        Some(p) => Protocol::parse(&p).map_err(|e| format!("{var}: {e}"))?,
+    let protocol = match signal(get, "PROTOCOL") {
+        Some((var, p)) => Protocol::parse(&p).map_err(|e| format!("{var}: {e}"))?,
         None => Protocol::HttpProtobuf,
     };
-    let (var, timeout) = match get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") {
-        Some(t) => ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", Some(t)),
-        None => (
-            "OTEL_EXPORTER_OTLP_TIMEOUT",
-            get("OTEL_EXPORTER_OTLP_TIMEOUT"),
-        ),
-    };
-    let timeout = match timeout {
-        Some(t) => Duration::from_millis(
+    let timeout = match signal(get, "TIMEOUT") {
+        Some((var, t)) => Duration::from_millis(
             t.parse::<u64>()
                 .map_err(|_| format!("{var}: expected a number of milliseconds, got {t:?}"))?,
         ),
@@ -144,23 +127,41 @@ pub fn settings_from(
     }))
 }
 
+/// An OTLP exporter setting for traces, `OTEL_EXPORTER_OTLP_TRACES_<name>`
+/// over `OTEL_EXPORTER_OTLP_<name>`, through `get`: the variable that set
+/// it, and its value.
+fn signal(get: impl Fn(&str) -> Option<String>, name: &str) -> Option<(String, String)> {
+    [
+        format!("OTEL_EXPORTER_OTLP_TRACES_{name}"),
+        format!("OTEL_EXPORTER_OTLP_{name}"),
+    ]
+    .into_iter()
+    .find_map(|var| get(&var).map(|v| (var, v)))
+}
+
+/// A variable of the process's environment, trimmed; `None` when empty.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
 impl Settings {
     /// [`settings_from`] the process's environment.
     ///
     /// # Errors
     /// See [`settings_from`].
     pub fn from_env(service_name: &str) -> Result<Option<Settings>, String> {
-        settings_from(|k| std::env::var(k).ok(), service_name)
+        settings_from(env_var, service_name)
     }
 
     /// Whether the endpoint in force (configured, else the environment's)
     /// is HTTPS.
     fn https(&self) -> bool {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         self.endpoint
             .clone()
-            .or_else(|| env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
-            .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+            .or_else(|| signal(env_var, "ENDPOINT").map(|(_, e)| e))
             .is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("https://"))
     }
 
@@ -180,8 +181,8 @@ impl Settings {
 /// `OTEL_RESOURCE_ATTRIBUTES`), with `service_name` when it names none.
 fn resource(service_name: &str) -> Resource {
     // The builder's detectors read both variables.
-    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty())
-        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| {
+    let named = env_var("OTEL_SERVICE_NAME").is_some()
+        || env_var("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|v| {
             v.split(',')
                 .any(|kv| kv.trim().starts_with("service.name="))
         });
