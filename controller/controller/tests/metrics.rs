@@ -207,18 +207,29 @@ fn the_shipped_alerts_fire_on_these_names() {
     assert!(ok, "promtool test rules: {out}");
     assert!(out.contains("SUCCESS"), "{out}");
     // Every metric the alerts use is one the controller exports.
-    let alerts = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/prometheus/alerts.yaml"),
+    rules_use_exported(
+        "alerts.yaml",
+        &[
+            "tekton_pipelines_controller_pipelinerun_total",
+            "tekton_pipelines_controller_taskruns_pod_latency_milliseconds",
+            "tektite_controller_reconcile_errors_total",
+            "tektite_log_archive_failures_total",
+        ],
+    );
+}
+
+/// `file` of `controller/config/prometheus/` uses each of `names`, and the
+/// controller exports each.
+fn rules_use_exported(file: &str, names: &[&str]) {
+    let rules = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../config/prometheus")
+            .join(file),
     )
     .unwrap();
     let text = recorded(Level::Name).render();
-    for name in [
-        "tekton_pipelines_controller_pipelinerun_total",
-        "tekton_pipelines_controller_taskruns_pod_latency_milliseconds",
-        "tektite_controller_reconcile_errors_total",
-        "tektite_log_archive_failures_total",
-    ] {
-        assert!(alerts.contains(name), "alerts.yaml does not use {name}");
+    for name in names {
+        assert!(rules.contains(name), "{file} does not use {name}");
         assert!(
             text.lines().any(|l| l.starts_with(name)),
             "not exported: {name}"
@@ -344,23 +355,15 @@ fn the_dora_rules_compute_on_these_names() {
     assert!(ok, "promtool test rules: {out}");
     assert!(out.contains("SUCCESS"), "{out}");
     // Every metric the rules use is one the controller exports.
-    let rules = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/prometheus/dora.yaml"),
-    )
-    .unwrap();
-    let text = recorded(Level::Name).render();
-    for name in [
-        "tektite_deployments_total",
-        "tektite_deployment_lead_time_seconds_bucket",
-        "tektite_recovery_time_seconds_sum",
-        "tektite_recovery_time_seconds_count",
-    ] {
-        assert!(rules.contains(name), "dora.yaml does not use {name}");
-        assert!(
-            text.lines().any(|l| l.starts_with(name)),
-            "not exported: {name}"
-        );
-    }
+    rules_use_exported(
+        "dora.yaml",
+        &[
+            "tektite_deployments_total",
+            "tektite_deployment_lead_time_seconds_bucket",
+            "tektite_recovery_time_seconds_sum",
+            "tektite_recovery_time_seconds_count",
+        ],
+    );
 }
 
 #[test]
