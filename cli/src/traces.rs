@@ -5,7 +5,7 @@
 //! export timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`, 10 s by default), never
 //! the run or its exit code.
 
-use tektite_engine::trace::{Span, Value};
+use tektite_engine::trace::Span;
 use tektite_local::mask::Masker;
 use tektite_telemetry::Settings;
 
@@ -24,15 +24,7 @@ pub fn settings() -> Option<Settings> {
 /// Sends a run's spans, its secrets masked in every text.
 pub fn export(settings: &Settings, mut spans: Vec<Span>, mask: &Masker) {
     for span in &mut spans {
-        span.name = mask.mask_str(&span.name).into_owned();
-        if let Some(e) = &mut span.error {
-            *e = mask.mask_str(e).into_owned();
-        }
-        for (_, v) in &mut span.attributes {
-            if let Value::Str(s) = v {
-                *s = mask.mask_str(s).into_owned();
-            }
-        }
+        span.map_texts(|t| mask.mask_str(t).into_owned());
     }
     if let Err(e) = tektite_telemetry::export_blocking(settings, &spans) {
         eprintln!("tkt: traces not exported: {e}");

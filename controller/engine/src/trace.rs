@@ -342,6 +342,20 @@ pub struct Span {
 }
 
 impl Span {
+    /// Replaces each of its texts (name, error, text attributes) with
+    /// what `f` makes of it: where secrets are masked.
+    pub fn map_texts(&mut self, f: impl Fn(&str) -> String) {
+        self.name = f(&self.name);
+        if let Some(e) = &mut self.error {
+            *e = f(e);
+        }
+        for (_, v) in &mut self.attributes {
+            if let Value::Str(s) = v {
+                *s = f(s);
+            }
+        }
+    }
+
     fn child(&self, id: [u8; 8], name: String, (start, end): (Timestamp, Timestamp)) -> Span {
         Span {
             trace_id: self.trace_id,
@@ -981,6 +995,29 @@ mod tests {
             .map(|p| p.image)
             .collect();
         assert_eq!(images, ["new"]);
+    }
+
+    #[test]
+    fn every_text_of_a_span_is_mapped() {
+        let tr = TaskRun {
+            metadata: meta("s3cret", &[]),
+            status: Some(TaskRunStatus {
+                start_time: at(0),
+                completion_time: at(1),
+                conditions: cond("False", "Failed", "s3cret leaked"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut span = taskrun_spans(&tr).remove(0);
+        span.map_texts(|t| t.replace("s3cret", "***"));
+        assert_eq!(span.name, "TaskRun ***");
+        assert_eq!(span.error.as_deref(), Some("*** leaked"));
+        assert!(
+            span.attributes
+                .contains(&("tekton.taskrun.name", Value::Str("***".into())))
+        );
+        assert!(span.attributes.contains(&("tekton.retries", Value::Int(0))));
     }
 
     #[test]
