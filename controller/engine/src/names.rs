@@ -7,6 +7,18 @@ use md5::{Digest, Md5};
 /// The longest name a child may have.
 pub const MAX: usize = 63;
 
+/// Whether `value` may be a label's value: at most [`MAX`] letters,
+/// digits, `-`, `_` or `.`, beginning and ending with a letter or digit
+/// (empty aside, which only a label meant to be empty may be).
+pub fn is_label_value(value: &str) -> bool {
+    let b = value.as_bytes();
+    b.len() <= MAX
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
 /// `parent` + `suffix`, at most 63 characters, by Kubernetes' (knative's)
 /// rule, so names match the ones Tekton gives: a longer one is the first
 /// `31 - len(suffix)` characters of `parent`, the MD5 of `parent` in hex,

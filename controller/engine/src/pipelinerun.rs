@@ -471,14 +471,9 @@ pub fn concurrency_settings(
     pipeline_annotations: &BTreeMap<String, String>,
     (cap, now): (Option<u32>, Timestamp),
 ) -> Result<Option<tektite_api::v1::ConcurrencyStatus>, Failure> {
-    let run = Run::new(pr, now);
-    let label = pipeline.unwrap_or(&run.name).to_string();
-    let pl = format!("{}/{label}", run.ns);
-    let me = format!("{}/{}", run.ns, run.name);
-    let Ok(values) = check::check_params(pr, spec, &me, &pl) else {
+    let Some(vars) = vars_before_start(pr, (spec, pipeline), now) else {
         return Ok(None);
     };
-    let vars = check::pipeline_vars(&run, spec, &values, &label);
     let none = BTreeMap::new();
     let own = pr.metadata.annotations.as_ref().unwrap_or(&none);
     let found = concurrency::settings(own, pipeline_annotations, &vars)?;
@@ -488,6 +483,23 @@ pub fn concurrency_settings(
     // The priority still orders a run that only the cap holds.
     let priority = concurrency::priority(own, pipeline_annotations)?;
     Ok(Some(concurrency::capped_only(priority)))
+}
+
+/// The variables a run's own annotations and its Pipeline's may use before
+/// it starts: its params (with the Pipeline's defaults) and context; `None`
+/// when its params do not fit the Pipeline (it then fails as it starts,
+/// naming them).
+fn vars_before_start(
+    pr: &PipelineRun,
+    (spec, pipeline): (&PipelineSpec, Option<&str>),
+    now: Timestamp,
+) -> Option<crate::subst::Vars> {
+    let run = Run::new(pr, now);
+    let label = pipeline.unwrap_or(&run.name).to_string();
+    let pl = format!("{}/{label}", run.ns);
+    let me = format!("{}/{}", run.ns, run.name);
+    let values = check::check_params(pr, spec, &me, &pl).ok()?;
+    Some(check::pipeline_vars(&run, spec, &values, &label))
 }
 
 /// The `tektite.dev/environment` label a run that lacks it gets from its
@@ -512,25 +524,13 @@ pub fn environment_label(
         return None;
     }
     let template = pipeline_annotations.get(key)?;
-    let run = Run::new(pr, Timestamp::UNIX_EPOCH);
-    let label = pipeline.unwrap_or(&run.name).to_string();
-    let pl = format!("{}/{label}", run.ns);
-    let me = format!("{}/{}", run.ns, run.name);
-    let values = check::check_params(pr, spec, &me, &pl).ok()?;
-    let vars = check::pipeline_vars(&run, spec, &values, &label);
+    let vars = vars_before_start(pr, (spec, pipeline), Timestamp::UNIX_EPOCH)?;
     let at = format!("pipeline metadata.annotations[{key:?}]");
     let value = match vars.str(template, &at) {
         Ok(v) => v,
         Err(e) => return Some(Err(e.to_string())),
     };
-    let valid = !value.is_empty()
-        && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && value.as_bytes()[0].is_ascii_alphanumeric()
-        && value.as_bytes()[value.len() - 1].is_ascii_alphanumeric();
-    Some(if valid {
+    Some(if crate::names::is_label_value(&value) {
         Ok(value)
     } else {
         Err(format!(
