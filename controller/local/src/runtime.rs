@@ -171,7 +171,7 @@ pub fn podman_available() -> Result<String, String> {
 }
 
 /// Whether podman has every one of `images` here (no pull).
-pub fn images_present(images: &[&String]) -> bool {
+pub fn images_present<S: AsRef<std::ffi::OsStr>>(images: &[S]) -> bool {
     Command::new("podman")
         .args(["image", "inspect", "--format", "{{.Id}}", "--"])
         .args(images)
@@ -785,16 +785,12 @@ fn pull_missing(pod: &Pod, env: &PodEnv<'_>) -> Result<Vec<ImagePull>, RuntimeEr
         }
     }
     let mut pulls = Vec::new();
+    // One look for them all: most pods have every image already.
+    if images_present(&images) {
+        return Ok(pulls);
+    }
     for image in images {
-        let present = Command::new("podman")
-            .args(["image", "exists", "--", image])
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if present {
+        if images_present(&[image]) {
             continue;
         }
         let plain = env.plain_http.iter().any(|h| {
